@@ -1,0 +1,1 @@
+"""Everything the device runs. numpy + onnxruntime (+ tensorrt, lazily); never torch."""

@@ -1,0 +1,35 @@
+"""User-facing errors. Each message says what is wrong and what to do; the CLIs print it without a traceback."""
+from __future__ import annotations
+
+
+class FogError(Exception):
+    """Base of every error that is the user's to fix (bad file, bad flag, tampered bundle...)."""
+
+
+class DataError(FogError):
+    """A recording that cannot be read as given. Names the file, and the row and column where known."""
+
+    def __init__(self, problem: str, *, file=None, row: int | None = None, column: str | None = None,
+                 fix: str | None = None):
+        where = ", ".join(p for p in (
+            f"{file}" if file is not None else None,
+            f"row {row}" if row is not None else None,
+            f"column {column!r}" if column is not None else None) if p)
+        msg = f"{where}: {problem}" if where else problem
+        if fix:
+            msg += f" ({fix})"
+        super().__init__(msg)
+        self.file, self.row, self.column, self.problem, self.fix = file, row, column, problem, fix
+
+
+class BundleError(FogError):
+    """A deployment bundle that is missing, malformed or fails its hash check."""
+
+
+class MissingDependency(FogError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        super().__init__(f"{purpose} needs the '{package}' package, which is not installed "
+                         f"(install it with: pip install 'fog-edge-toolkit[{extra}]' or pip install {package})")
+        self.package, self.extra = package, extra

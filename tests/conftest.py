@@ -1,0 +1,28 @@
+"""Shared test fixtures: where ../shared is, and a skip when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FOG_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path inside ../shared; skips the calling test cleanly when it is absent (a user's fresh clone)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared is not part of a user's clone)")
+    return path
+
+
+@pytest.fixture
+def mobgap_dir() -> Path:
+    return shared_path("data", "mobgap-walking")
+
+
+@pytest.fixture
+def fourth_place_dir() -> Path:
+    return shared_path("models", "fourth-place-bigru")

@@ -1,0 +1,73 @@
+"""The `toolkit` command line.
+
+Each subcommand lives in its own module under `toolkit/commands/` and exposes
+`HELP` (one line), `add_arguments(parser)` and `run(args) -> int`. Modules are imported only when
+their command runs, so `toolkit --help` is fast and never imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from deploy.errors import FogError
+from toolkit import __version__
+
+# name -> module; order is the order shown in --help.
+COMMANDS = {
+    "models": "toolkit.commands.models",
+    "targets": "toolkit.commands.targets",
+    "synth": "toolkit.commands.synth",
+    "evaluate": "toolkit.commands.evaluate",
+    "train": "toolkit.commands.train",
+    "calibrate": "toolkit.commands.calibrate",
+    "export": "toolkit.commands.export",
+    "inspect": "toolkit.commands.inspect",
+    "serve": "toolkit.commands.serve",
+    "bench": "toolkit.commands.bench",
+}
+
+
+class UserError(FogError):
+    """A problem with what the user asked for: printed as one clear message, exit code 2."""
+
+
+def _available() -> dict[str, str]:
+    return {name: mod for name, mod in COMMANDS.items() if importlib.util.find_spec(mod) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="toolkit",
+        description="FOG edge toolkit: freezing-of-gait models from PyTorch to Jetson, verified and streamed.",
+    )
+    parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, modname in _available().items():
+        module = importlib.import_module(modname)
+        p = sub.add_parser(name, help=module.HELP, description=getattr(module, "__doc__", None) or module.HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except FogError as exc:
+        print(f"toolkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"toolkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

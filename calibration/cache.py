@@ -1,0 +1,81 @@
+"""The calibration cache: the ranges a calibration produced, saved as JSON so they can be reused.
+
+Like TensorRT's calibration cache it lets an export skip re-running calibration, but it is plain JSON that
+says how it was made: amax per quantizer (a number, or a list for per-channel), the calibrator and its
+options, a description of the data (recordings, windows, seed, preprocessing) and a hash of the model's
+float weights. Loading a cache into a model whose weights changed is refused, because the ranges would be
+stale. Reading and writing need no torch; hashing a model does (`model_hash`).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.errors import FogError
+
+CACHE_SCHEMA = 1
+
+
+class CalibrationCacheError(FogError):
+    """A calibration cache that cannot be read or does not fit the model it is applied to."""
+
+
+def model_hash(model) -> str:
+    """sha256 over the float model's state_dict (names, shapes, dtypes and values) in key order.
+
+    Quantizer buffers (`amax`, `calib_amax`) are left out: calibration changes them, the float weights not.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.endswith("amax"):
+            continue
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class CalibrationCache:
+    amax: dict                     # quantizer name -> float (per tensor) or list[float] (per channel)
+    calibrator: dict               # CalibrationCache.describe() of the activation calibrator
+    data: dict                     # what the windows were: recordings, count, seed, preprocess spec
+    model_hash: str
+    preset: str | None = None
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc)
+                         .replace(microsecond=0).isoformat())
+
+    def to_dict(self) -> dict:
+        return {"schema": CACHE_SCHEMA, "preset": self.preset, "model_hash": self.model_hash,
+                "calibrator": self.calibrator, "data": self.data, "created": self.created, "amax": self.amax}
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path) -> "CalibrationCache":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CalibrationCacheError(f"{path}: no such calibration cache (run `toolkit calibrate` to make one)")
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CalibrationCacheError(f"{path}: not a readable calibration cache ({exc}); recalibrate") from None
+        if not isinstance(raw, dict) or raw.get("schema") != CACHE_SCHEMA or not isinstance(raw.get("amax"), dict):
+            raise CalibrationCacheError(f"{path}: not a calibration cache of schema {CACHE_SCHEMA}; recalibrate")
+        return cls(amax=raw["amax"], calibrator=raw.get("calibrator", {}), data=raw.get("data", {}),
+                   model_hash=raw.get("model_hash", ""), preset=raw.get("preset"), created=raw.get("created", ""))
+
+    def check_model(self, model) -> None:
+        """Refuse a model whose float weights differ from the ones this cache was calibrated on."""
+        actual = model_hash(model)
+        if actual != self.model_hash:
+            raise CalibrationCacheError(
+                f"calibration cache was made for model {self.model_hash[:12]}, this model is {actual[:12]} "
+                "(its weights changed): recalibrate, or pass the checkpoint the cache was made with")

@@ -1,0 +1,186 @@
+"""Static checks of an exported ONNX graph against a target: everything that can be proved without TensorRT.
+
+Each check returns a `Check(name, passed, detail)`; the exporter records them all in the manifest and stops at the
+first failing set with a message naming node, op and target (`assert_checks`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from deploy.errors import FogError
+from toolkit.targets import Target, op_table
+
+RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Loop", "Scan")
+# Nodes that legitimately have only constant inputs after folding: weight fake-quant pairs stay as Q->DQ on FP32
+# weights (TensorRT quantizes them itself with the Q scale), and Constant nodes are the constants.
+_FOLD_EXEMPT = ("QuantizeLinear", "DequantizeLinear", "Constant")
+
+
+class TargetCheckError(FogError):
+    """The exported graph cannot run on the target; the message names node, op and target."""
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _trt_name(target: Target) -> str:
+    return f"TensorRT {target.tensorrt} (target {target.name})"
+
+
+def check_onnx_checker(model) -> Check:
+    import onnx
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        return Check("onnx checker", False, str(exc).splitlines()[0])
+    return Check("onnx checker", True, "valid ONNX")
+
+
+def check_shape_inference(model) -> tuple[Check, object]:
+    import onnx
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except Exception as exc:  # onnx raises InferenceError and friends; any failure is the check's answer
+        return Check("shape inference", False, str(exc).splitlines()[0]), model
+    return Check("shape inference", True, f"{len(inferred.graph.value_info)} intermediate tensors typed"), inferred
+
+
+def _dims(value_info) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in value_info.type.tensor_type.shape.dim]
+
+
+def check_static_shapes(model) -> Check:
+    bad = []
+    for vi in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
+        dims = _dims(vi)
+        if any(not isinstance(d, int) or d <= 0 for d in dims):
+            bad.append(f"{vi.name} {dims}")
+    io = ", ".join(f"{vi.name} {_dims(vi)}" for vi in list(model.graph.input) + list(model.graph.output))
+    if bad:
+        return Check("static shapes", False, f"dynamic dimensions in {', '.join(bad[:5])}; export with a fixed "
+                                              "batch and window")
+    return Check("static shapes", True, io)
+
+
+def opset_of(model) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def check_opset(model, target: Target) -> Check:
+    opset = opset_of(model)
+    others = sorted({o.domain for o in model.opset_import if o.domain not in ("", "ai.onnx")})
+    if not target.opset_min <= opset <= target.opset_max:
+        return Check("opset window", False, f"opset {opset} is outside {target.opset_min}..{target.opset_max} "
+                                            f"accepted by {_trt_name(target)}; export with --opset inside it")
+    if others and target.runtime == "tensorrt":
+        return Check("opset window", False, f"custom op domains {others} are not parsed by {_trt_name(target)}")
+    return Check("opset window", True, f"opset {opset} in {target.opset_min}..{target.opset_max}")
+
+
+def check_ops(model, target: Target) -> Check:
+    """Every node's op against the target's TensorRT matrix, plus the attribute restrictions that bite us."""
+    if target.optable is None:
+        return Check("operators", True, "no TensorRT: ONNX Runtime loads the model in verification")
+    table = op_table(target.optable)["ops"]
+    problems = []
+    for node in model.graph.node:
+        where = f"node {node.name!r} (op {node.op_type})"
+        entry = table.get(node.op_type)
+        if node.domain not in ("", "ai.onnx"):
+            problems.append(f"{where}: custom domain {node.domain!r} is not supported by {_trt_name(target)}")
+        elif entry is None:
+            problems.append(f"{where}: not in the TensorRT {target.optable} operator table, so "
+                            f"{_trt_name(target)} cannot import it")
+        elif not entry["supported"]:
+            problems.append(f"{where}: not supported by {_trt_name(target)}")
+        elif node.op_type in ("LSTM", "GRU", "RNN"):
+            attrs = {a.name: a for a in node.attribute}
+            if "layout" in attrs and attrs["layout"].i != 0:
+                problems.append(f"{where}: layout={attrs['layout'].i}, {_trt_name(target)} needs layout=0")
+            if "input_forget" in attrs and attrs["input_forget"].i != 0:
+                problems.append(f"{where}: input_forget must be 0 for {_trt_name(target)}")
+    ops = sorted({n.op_type for n in model.graph.node})
+    note = f" ({target.optable_note})" if target.optable_note else ""
+    if problems:
+        more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+        return Check("operators", False, "; ".join(problems[:5]) + more)
+    return Check("operators", True, f"{len(ops)} op types, all in the TensorRT {target.optable} table{note}")
+
+
+def check_precision(model, target: Target, precision: str) -> Check:
+    if precision not in target.precisions:
+        return Check("precision", False, f"precision {precision} is not available on target {target.name} "
+                                         f"(it offers {', '.join(target.precisions)})")
+    has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+    if has_qdq and not target.int8:
+        node = next(n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+        return Check("precision", False, f"node {node.name!r} (op {node.op_type}): target {target.name} has no "
+                                         "INT8 hardware; export an fp16/fp32 model for it")
+    return Check("precision", True, f"{precision} on {target.name}")
+
+
+def check_no_recurrent_ops(model) -> Check:
+    """INT8 graphs must be unrolled: TensorRT never runs ONNX LSTM/GRU/RNN (loops) in INT8."""
+    found = [f"node {n.name!r} (op {n.op_type})" for n in model.graph.node if n.op_type in RECURRENT_OPS]
+    if found:
+        return Check("int8 graph unrolled", False, f"{', '.join(found[:3])}: recurrent ops cannot run in INT8 on "
+                                                   "TensorRT; export the unrolled QAT variant")
+    return Check("int8 graph unrolled", True, "no LSTM/GRU/RNN/Loop/Scan nodes")
+
+
+def check_qdq_rules(model, target: Target) -> Check:
+    from toolkit.qdq_check import check_qdq  # the QAT helper's checker: one Q/DQ rule book for the project
+    problems = list(check_qdq(model))
+    if target.qdq_zero_point_required:
+        for node in model.graph.node:
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) < 3:
+                problems.append(f"node {node.name!r} (op {node.op_type}): {_trt_name(target)} requires the "
+                                "explicit zero-point input")
+    n_qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+    if problems:
+        return Check("Q/DQ rules", False, "; ".join(str(p) for p in problems[:5]))
+    if n_qdq == 0:
+        return Check("Q/DQ rules", False, "an INT8 model without QuantizeLinear/DequantizeLinear nodes")
+    return Check("Q/DQ rules", True, f"{n_qdq} Q/DQ nodes, symmetric, constant scales")
+
+
+def check_constant_folding(model) -> Check:
+    constant = {i.name for i in model.graph.initializer}
+    constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    foldable = []
+    for node in model.graph.node:
+        if node.op_type not in _FOLD_EXEMPT and node.input and all(i in constant or i == "" for i in node.input):
+            foldable.append(f"node {node.name!r} (op {node.op_type})")
+            constant |= set(node.output)
+    if foldable:
+        return Check("constant folding", False, f"{len(foldable)} nodes compute constants at run time, e.g. "
+                                                f"{foldable[0]}; export with constant folding")
+    return Check("constant folding", True, f"{len(model.graph.node)} nodes, none foldable")
+
+
+def run_checks(model, target: Target, precision: str, *, int8_graph: bool = False) -> list[Check]:
+    """All static checks of one graph. `int8_graph`: the Q/DQ model (adds the unrolled and Q/DQ rules)."""
+    checks = [check_onnx_checker(model)]
+    shape_check, inferred = check_shape_inference(model)
+    checks += [shape_check, check_static_shapes(inferred), check_opset(model, target), check_ops(model, target),
+               check_precision(model, target, precision), check_constant_folding(model)]
+    if int8_graph:
+        if target.runtime == "tensorrt":
+            checks.append(check_no_recurrent_ops(model))
+        checks.append(check_qdq_rules(model, target))
+    return checks
+
+
+def assert_checks(checks: list[Check], label: str, target: Target) -> None:
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        lines = "\n  - ".join(f"{c.name}: {c.detail}" for c in failed)
+        raise TargetCheckError(f"{label} cannot be deployed to target {target.name}:\n  - {lines}")

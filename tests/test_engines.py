@@ -1,0 +1,76 @@
+"""Engines: onnxruntime with pre-allocated I/O equals a plain session; TensorRT pieces that need no GPU."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from deploy.bundle import Bundle
+from deploy.engines import Engine, open_engine
+from deploy.errors import FogError, MissingDependency
+from tests.helpers_bundle import make_bundle, reference_infer
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+def test_onnxruntime_engine_matches_plain_session_and_reuses_buffers(bundle_dir):
+    engine = open_engine(Bundle.load(bundle_dir), backend="onnxruntime", threads=1)
+    assert isinstance(engine, Engine)
+    assert engine.input_name == "x" and engine.input_shape == (1, 24, 32) and engine.output_shape == (1, 32, 3)
+    reference = reference_infer(bundle_dir)
+    rng = np.random.default_rng(0)
+    outputs = []
+    for _ in range(3):
+        x = rng.normal(size=engine.input_shape).astype(np.float32)
+        y = engine.infer(x)
+        np.testing.assert_allclose(y, reference(x), rtol=1e-5, atol=1e-6)
+        outputs.append(y)
+    assert all(o is outputs[0] for o in outputs), "the output buffer must be reused, not reallocated"
+    # Writing straight into the bound input buffer (the stream's zero-copy path) must be seen by the next run.
+    engine.input_buffer[...] = rng.normal(size=engine.input_shape)
+    expected = reference(engine.input_buffer.copy())
+    np.testing.assert_allclose(engine.infer(engine.input_buffer), expected, rtol=1e-5, atol=1e-6)
+    engine.close()
+
+
+def test_unknown_backend_and_precision_are_user_errors(bundle_dir):
+    bundle = Bundle.load(bundle_dir)
+    with pytest.raises(FogError, match="backend"):
+        open_engine(bundle, backend="cuda")
+    with pytest.raises(FogError, match="precision"):
+        open_engine(bundle, precision="int4")
+
+
+def test_missing_int8_model_falls_back_to_fp32(bundle_dir):
+    engine = open_engine(Bundle.load(bundle_dir), backend="onnxruntime", precision="int8")
+    assert engine.precision == "fp32"
+
+
+def test_tensorrt_cache_key_and_builder_flags_follow_the_versions():
+    from deploy.engines.tensorrt import builder_flags, cache_key
+    base = cache_key("10.3.0", "Orin|sm_87", "ab" * 32, "fp16")
+    assert base == cache_key("10.3.0", "Orin|sm_87", "ab" * 32, "fp16")
+    for changed in (("8.6.2", "Orin|sm_87", "ab" * 32, "fp16"), ("10.3.0", "Xavier|sm_72", "ab" * 32, "fp16"),
+                    ("10.3.0", "Orin|sm_87", "cd" * 32, "fp16"), ("10.3.0", "Orin|sm_87", "ab" * 32, "int8")):
+        assert cache_key(*changed) != base
+    assert builder_flags(8, "fp16") == ["FP16"] and builder_flags(10, "int8") == ["INT8", "FP16"]
+    assert builder_flags(11, "fp16") == [] and builder_flags(10, "fp32") == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
+def test_tensorrt_missing_names_the_extra(bundle_dir):
+    with pytest.raises(MissingDependency, match=r"fog-edge-toolkit\[tensorrt\]"):
+        open_engine(Bundle.load(bundle_dir), backend="tensorrt")
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_engine_matches_onnxruntime(bundle_dir, tmp_path):
+    if importlib.util.find_spec("tensorrt") is None:
+        pytest.skip("tensorrt is not installed (no GPU with TensorRT on this machine); run on a Jetson")
+    engine = open_engine(Bundle.load(bundle_dir), backend="tensorrt", cache_dir=tmp_path)
+    x = np.random.default_rng(1).normal(size=engine.input_shape).astype(np.float32)
+    np.testing.assert_allclose(engine.infer(x), reference_infer(bundle_dir)(x), rtol=1e-3, atol=1e-3)

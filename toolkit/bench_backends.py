@@ -1,0 +1,151 @@
+"""What `toolkit bench` times: a *subject* (a preset or a bundle) and the backends that can run it.
+
+A backend turns (subject, batch) into a zero-argument callable that runs one inference on a fixed input, plus the
+matching reference workload (see bench_reference) to normalize by. onnxruntime and TensorRT go through
+`deploy.engines`, the same engines the daemon runs, so the bench times exactly what the device does.
+
+Static shapes everywhere (bundles carry them): a batch sweep needs one ONNX per batch size. A preset is exported on
+the fly at each batch; a bundle runs its own files at its own batch, and other batches are re-exported from its
+preset when the manifest names one (the float graph's speed does not depend on the trained weights).
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from deploy.errors import FogError
+
+BACKENDS = ("pytorch-eager", "onnxruntime-fp32", "onnxruntime-int8", "tensorrt")
+# Which reference workload normalizes which backend: the one that runs on the same runtime.
+REFERENCE_OF = {"pytorch-eager": "torch", "onnxruntime-fp32": "onnxruntime", "onnxruntime-int8": "onnxruntime",
+                "tensorrt": "tensorrt"}
+
+
+class BackendUnavailable(FogError):
+    """This backend cannot run this subject here (missing package, no INT8 graph, no GPU...)."""
+
+
+@dataclass
+class Subject:
+    """Everything the bench needs to know about one model, however it was given."""
+
+    name: str
+    input_shape: tuple[int, ...]          # at batch 1, e.g. (1, 54, 864)
+    window_s: float | None = None
+    hop_s: float | None = None
+    parameters: int | None = None
+    preset: str | None = None
+    overrides: dict = field(default_factory=dict)
+    bundle: object = None                  # deploy.bundle.Bundle when benching a bundle
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fog-bench-")))
+    _torch_model: object = None
+    _onnx: dict = field(default_factory=dict)
+
+    # --- torch -----------------------------------------------------------------------------------------------
+    def torch_model(self):
+        if self._torch_model is None:
+            if self.preset is None:
+                raise BackendUnavailable(f"{self.name}: no preset named in the manifest, so no PyTorch model to run")
+            import models
+            model = models.create_model(self.preset, **self.overrides)
+            self._torch_model = model.eval()
+            if self.parameters is None:
+                self.parameters = sum(p.numel() for p in model.parameters())
+        return self._torch_model
+
+    def example(self, batch: int) -> np.ndarray:
+        shape = (batch,) + tuple(self.input_shape[1:])
+        return np.random.default_rng(batch).standard_normal(shape).astype(np.float32)
+
+    # --- ONNX ------------------------------------------------------------------------------------------------
+    def onnx(self, precision: str, batch: int) -> Path:
+        """The ONNX file for `precision` at `batch` (the bundle's own file, else exported here and cached)."""
+        key = (precision, batch)
+        if key in self._onnx:
+            return self._onnx[key]
+        path = None
+        if self.bundle is not None and batch == self.input_shape[0]:
+            path = self.bundle.path(precision)
+            if path is None and precision != "fp32":
+                raise BackendUnavailable(f"{self.name}: the bundle carries no {precision} model")
+        if path is None:
+            path = self._export(precision, batch)
+        self._onnx[key] = path
+        return path
+
+    def _export(self, precision: str, batch: int) -> Path:
+        if self.preset is None:
+            raise BackendUnavailable(f"{self.name}: batch {batch} needs a re-export, and the manifest names no preset")
+        import torch
+        out = self.workdir / f"{self.name}.b{batch}.{precision}.onnx"
+        example = torch.from_numpy(self.example(batch))
+        if precision == "fp32":
+            from models.onnx_export import export_onnx
+            export_onnx(self.torch_model(), example, out)
+        elif precision == "int8":
+            from toolkit.bench_int8 import export_int8
+            export_int8(self.torch_model(), example, out)
+        else:
+            raise BackendUnavailable(f"{self.name}: no {precision} export in the bench")
+        return out
+
+
+# --- runners -------------------------------------------------------------------------------------------------
+
+def open_runner(subject: Subject, backend: str, batch: int, threads: int) -> Callable[[], object]:
+    """A callable running one inference of `subject` at `batch` on `backend` (loaded, not yet warmed up)."""
+    x = subject.example(batch)
+    if backend == "pytorch-eager":
+        import torch
+        torch.set_num_threads(threads)
+        model = subject.torch_model()
+        xt = torch.from_numpy(x)
+
+        def run():
+            with torch.inference_mode():
+                return model(xt)
+        return run
+    if backend.startswith("onnxruntime-"):
+        engine = onnxruntime_engine(subject.onnx(backend.split("-", 1)[1], batch), threads)
+        return lambda: engine.infer(x)
+    if backend == "tensorrt":
+        return _tensorrt_runner(subject, batch, x)
+    raise FogError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+
+
+def onnxruntime_engine(path, threads: int):
+    """The one seam to onnxruntime: the device's own engine (fixed threads, I/O binding)."""
+    from deploy.engines.onnxruntime import OnnxRuntimeEngine
+    return OnnxRuntimeEngine(path, threads=threads)
+
+
+def _tensorrt_runner(subject: Subject, batch: int, x: np.ndarray):
+    import importlib.util
+    if importlib.util.find_spec("tensorrt") is None:
+        raise BackendUnavailable("tensorrt is not installed here (it runs on the Jetson; see docs/bench.md)")
+    if subject.bundle is None or batch != subject.input_shape[0]:
+        raise BackendUnavailable("TensorRT is benched on a bundle at the bundle's batch size")
+    from deploy.engines import open_engine
+    engine = open_engine(subject.bundle, backend="tensorrt")
+    return lambda: engine.infer(x)
+
+
+def open_reference(kind: str, threads: int, workdir: Path) -> Callable[[], object]:
+    """The reference workload for a backend family, loaded and ready to time."""
+    from toolkit import bench_reference as ref
+    if kind == "torch":
+        return ref.torch_reference(threads)
+    path = ref.reference_onnx(workdir / f"reference-{ref.REFERENCE_VERSION}.onnx")
+    x = ref.reference_input()
+    if kind == "onnxruntime":
+        engine = onnxruntime_engine(path, threads)
+    elif kind == "tensorrt":  # built on the device, fp32, with the same build steps as a bundle's engine
+        from deploy.engines.tensorrt import TensorRTEngine, build_serialized, import_tensorrt
+        engine = TensorRTEngine(build_serialized(import_tensorrt(), path, "fp32"), precision="fp32")
+    else:
+        raise FogError(f"unknown reference kind {kind!r}")
+    return lambda: engine.infer(x)

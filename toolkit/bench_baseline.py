@@ -1,0 +1,159 @@
+"""Latency regression baselines: one JSON file per machine class, compared exactly (structure) or within a
+tolerance (normalized latency), rewritten only on purpose (`toolkit bench --update-baseline`).
+
+File `benchmarks/baselines/<machine class>.json`:
+```
+{"machine_class": "cpu-x86", "reference": "fog-block-v1", "threads": 1, "tolerance": 0.3,
+ "measured_on": {"cpu": ..., "onnxruntime": ..., "torch": ...},
+ "entries": {"fog-small/onnxruntime-fp32": {
+     "structure": {"nodes": 123, "qdq_nodes": 0, "macs": 4567, "parameters": 89, "onnx_bytes": 1011},
+     "normalized_latency": 1.23,           # model latency / reference latency, same run, interleaved
+     "median_ms": 0.9}}}                   # informative only: raw ms depend on the machine's load
+```
+Keys are sorted and floats rounded so `git diff` of an update shows exactly what changed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.bench_reference import REFERENCE_VERSION
+
+BASELINES = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines"
+STRUCTURE_FIELDS = ("nodes", "qdq_nodes", "macs", "parameters", "onnx_bytes")
+# Measured run-to-run spread of the normalized latency on the shared 2-core CI machine is in docs/bench.md;
+# the tolerance sits well above it and well below the slowdown of one extra encoder layer.
+DEFAULT_TOLERANCE = 0.30
+
+
+def machine_class() -> str:
+    """'jetson-<model>' on a Jetson, else 'cpu-<arch>'; FOG_MACHINE_CLASS overrides (e.g. in CI)."""
+    if os.environ.get("FOG_MACHINE_CLASS"):
+        return os.environ["FOG_MACHINE_CLASS"]
+    model = Path("/proc/device-tree/model")
+    if model.is_file():
+        text = model.read_text(errors="ignore").strip("\x00 \n").lower()
+        if "jetson" in text or "orin" in text or "xavier" in text:
+            words = [w for w in text.replace("nvidia", "").replace("developer kit", "").split() if w != "jetson"]
+            return "jetson-" + "-".join(words[:3])
+    arch = platform.machine().lower()
+    return "cpu-" + {"x86_64": "x86", "amd64": "x86", "aarch64": "arm64", "arm64": "arm64"}.get(arch, arch)
+
+
+def baseline_path(machine: str | None = None) -> Path:
+    return BASELINES / f"{machine or machine_class()}.json"
+
+
+def entry_key(subject: str, backend: str) -> str:
+    return f"{subject}/{backend}"
+
+
+def load(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _rounded(entry: dict) -> dict:
+    out = {"structure": {k: int(entry["structure"][k]) for k in STRUCTURE_FIELDS if k in entry["structure"]}}
+    if entry.get("normalized_latency") is not None:
+        out["normalized_latency"] = round(float(entry["normalized_latency"]), 3)
+    if entry.get("median_ms") is not None:
+        out["median_ms"] = round(float(entry["median_ms"]), 3)
+    return out
+
+
+def update(path: Path, entries: dict[str, dict], *, threads: int, tolerance: float | None = None,
+           machine: str | None = None) -> tuple[dict, dict]:
+    """Write `entries` into the baseline at `path` (other entries kept). Returns (old, new) for a diff."""
+    old = load(path)
+    new = {
+        "machine_class": machine or old.get("machine_class") or machine_class(),
+        "reference": REFERENCE_VERSION,
+        "threads": threads,
+        "tolerance": tolerance if tolerance is not None else old.get("tolerance", DEFAULT_TOLERANCE),
+        "measured_on": measured_on(),
+        "entries": dict(old.get("entries", {})),
+    }
+    for key, entry in entries.items():
+        new["entries"][key] = _rounded(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
+    return old, new
+
+
+def measured_on() -> dict:
+    info = {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
+    for name in ("onnxruntime", "torch", "onnx", "tensorrt"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception:  # not installed, or broken: the baseline simply does not name it
+            pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass
+class Verdict:
+    key: str
+    problems: list[str]
+    structure_ok: bool
+    timing_ok: bool | None      # None: not timed (structure-only entry)
+    normalized: float | None
+    allowed: float | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def compare(key: str, measured: dict, baseline: dict, tolerance: float) -> Verdict:
+    """Structure must match exactly; normalized latency may exceed the baseline by at most `tolerance`."""
+    if not baseline:
+        return Verdict(key, [f"{key}: no baseline entry; record one with `toolkit bench --update-baseline`"],
+                       False, None, measured.get("normalized_latency"), None)
+    problems = []
+    want, got = baseline.get("structure", {}), measured.get("structure", {})
+    for name in STRUCTURE_FIELDS:
+        if name in want and want[name] != got.get(name):
+            problems.append(f"{key}: {name} is {got.get(name)}, baseline {want[name]}")
+    structure_ok = not problems
+    timing_ok, allowed, norm = None, None, measured.get("normalized_latency")
+    if baseline.get("normalized_latency") is not None and norm is not None:
+        allowed = baseline["normalized_latency"] * (1 + tolerance)
+        timing_ok = norm <= allowed
+        if not timing_ok:
+            problems.append(f"{key}: normalized latency {norm:.3f} exceeds baseline "
+                            f"{baseline['normalized_latency']:.3f} by more than {tolerance:.0%} (limit {allowed:.3f})")
+    return Verdict(key, problems, structure_ok, timing_ok, norm, allowed)
+
+
+def diff_lines(old: dict, new: dict) -> list[str]:
+    """Human-readable changes between two baseline files (what `--update-baseline` prints)."""
+    lines = []
+    old_entries, new_entries = old.get("entries", {}), new.get("entries", {})
+    for key in sorted(new_entries):
+        before, after = old_entries.get(key), new_entries[key]
+        if before is None:
+            lines.append(f"+ {key}: {json.dumps(after, sort_keys=True)}")
+            continue
+        for name in STRUCTURE_FIELDS:
+            a, b = before.get("structure", {}).get(name), after["structure"].get(name)
+            if a != b:
+                lines.append(f"~ {key}: {name} {a} -> {b}")
+        a, b = before.get("normalized_latency"), after.get("normalized_latency")
+        if a != b and a is not None and b is not None:
+            lines.append(f"~ {key}: normalized_latency {a} -> {b} ({(b / a - 1):+.1%})")
+    return lines or ["(no change)"]

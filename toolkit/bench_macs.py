@@ -1,0 +1,112 @@
+"""Count a model's multiply-accumulates (MACs) and its graph structure from its ONNX file.
+
+One counter for every backend: the ONNX graph, after shape inference, is what every engine runs, so PyTorch
+eager, onnxruntime and TensorRT are all read against the same MAC figure (the fp32 graph's; an INT8 graph of the
+same model has the same MatMuls plus Q/DQ). Counted: MatMul / MatMulInteger / Gemm (M*N*K per matrix product),
+Conv (output elements * C_in/group * kernel size), LSTM / GRU / RNN (steps * batch * directions * gates * H * (I+H)).
+Elementwise ops, softmax and normalization are not counted: they are memory-bound and small beside the products.
+A node whose shapes inference cannot resolve counts as 0 and is named in `unresolved`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from pathlib import Path
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclass
+class GraphStats:
+    nodes: int
+    qdq_nodes: int
+    macs: int
+    onnx_bytes: int
+    initializer_elements: int
+    op_counts: dict[str, int] = field(default_factory=dict)
+    unresolved: list[str] = field(default_factory=list)
+
+    def structure(self) -> dict:
+        """The fields a regression baseline pins exactly."""
+        return {"nodes": self.nodes, "qdq_nodes": self.qdq_nodes, "macs": self.macs, "onnx_bytes": self.onnx_bytes}
+
+
+def _shapes(model) -> dict[str, list[int | None]]:
+    """Static shape of every named tensor (inputs, outputs, initializers, inferred intermediates)."""
+    out = {}
+    graph = model.graph
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if vi.type.tensor_type.HasField("shape"):
+            out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    for init in graph.initializer:
+        out[init.name] = list(init.dims)
+    return out
+
+
+def _known(shape) -> bool:
+    return shape is not None and all(isinstance(d, int) and d > 0 for d in shape)
+
+
+def _node_macs(node, shapes) -> int | None:
+    op = node.op_type
+    get = shapes.get
+    if op in ("MatMul", "MatMulInteger"):
+        a, y = get(node.input[0]), get(node.output[0])
+        if not (_known(a) and _known(y)):
+            return None
+        return prod(y) * a[-1]  # every output element is a dot product of length K
+    if op == "Gemm":
+        a, y = get(node.input[0]), get(node.output[0])
+        if not (_known(a) and _known(y)):
+            return None
+        trans_a = next((attr.i for attr in node.attribute if attr.name == "transA"), 0)
+        return prod(y) * (a[0] if trans_a else a[1])
+    if op == "Conv":
+        w, y = get(node.input[1]), get(node.output[0])
+        if not (_known(w) and _known(y)):
+            return None
+        return prod(y) * prod(w[1:])  # w: (C_out, C_in/group, *kernel)
+    if op in GATES:
+        x, w = get(node.input[0]), get(node.input[1])  # x: (T, B, I) (layout 0); w: (dirs, gates*H, I)
+        if not (_known(x) and _known(w)):
+            return None
+        layout = next((attr.i for attr in node.attribute if attr.name == "layout"), 0)
+        steps, batch = (x[0], x[1]) if layout == 0 else (x[1], x[0])
+        dirs, gates_h, inp = w
+        hidden = gates_h // GATES[op]
+        return steps * batch * dirs * gates_h * (inp + hidden)
+    return 0
+
+
+def graph_stats(path) -> GraphStats:
+    """Node and Q/DQ counts, MACs, file size of the ONNX model at `path`."""
+    import onnx  # workstation extra; the device never counts MACs
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # a graph inference cannot walk still has its node counts
+        inferred = model
+    shapes = _shapes(inferred)
+    ops: dict[str, int] = {}
+    macs = 0
+    unresolved = []
+    for node in inferred.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+        n = _node_macs(node, shapes)
+        if n is None:
+            unresolved.append(node.name or node.op_type)
+        else:
+            macs += n
+    return GraphStats(
+        nodes=len(inferred.graph.node),
+        qdq_nodes=sum(ops.get(op, 0) for op in QDQ_OPS),
+        macs=int(macs),
+        onnx_bytes=path.stat().st_size,
+        initializer_elements=sum(prod(i.dims) for i in model.graph.initializer),
+        op_counts=dict(sorted(ops.items())),
+        unresolved=unresolved,
+    )

@@ -1,0 +1,139 @@
+"""The fixed reference workloads that latency is normalized by.
+
+A latency baseline in milliseconds is worthless on a shared or different machine; a ratio to a workload timed in
+the same run, interleaved with the model, is not. The reference must (a) never change with the model under test,
+so a slower model shows as a larger ratio, and (b) stress the machine the way the models do, so a busy or slow CPU
+slows both alike. Both references below are one small "FOG-shaped" block: self-attention over T steps (explicit
+MatMul-Softmax-MatMul), a feed-forward pair, a bidirectional LSTM, a classifier. The onnxruntime one is a
+hand-built ONNX graph (no torch needed, so a device can run it); the eager one is the same arithmetic in torch.
+Changing a size here changes every normalized figure: bump REFERENCE_VERSION and re-record the baselines.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+REFERENCE_VERSION = "fog-block-v1"
+STEPS, WIDTH, HIDDEN, CLASSES = 128, 64, 64, 3
+OPSET = 17
+
+
+def _weights(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+
+    def w(*shape):  # moderate values: no denormals, no overflow, so speed does not depend on the draw
+        return (rng.standard_normal(shape) / np.sqrt(shape[-2] if len(shape) > 1 else 1)).astype(np.float32)
+
+    return {
+        "wq": w(WIDTH, WIDTH), "wk": w(WIDTH, WIDTH), "wv": w(WIDTH, WIDTH),
+        "w1": w(WIDTH, 2 * WIDTH), "w2": w(2 * WIDTH, WIDTH),
+        "lstm_w": w(2, 4 * HIDDEN, WIDTH), "lstm_r": w(2, 4 * HIDDEN, HIDDEN),
+        "w_out": w(2 * HIDDEN, CLASSES),
+    }
+
+
+def reference_input(batch: int = 1) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((batch, STEPS, WIDTH)).astype(np.float32)
+
+
+def reference_onnx(path, batch: int = 1):
+    """Write the reference block as an ONNX file (fixed shape (batch, STEPS, WIDTH)) and return the path."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    wts = _weights()
+    scale = np.array(1.0 / np.sqrt(WIDTH), np.float32)
+    inits = [numpy_helper.from_array(v, k) for k, v in wts.items()]
+    inits += [numpy_helper.from_array(scale, "scale"),
+              numpy_helper.from_array(np.array([STEPS, batch, 2 * HIDDEN], np.int64), "lstm_shape")]
+    mm = helper.make_node
+    nodes = [
+        mm("MatMul", ["x", "wq"], ["q"]), mm("MatMul", ["x", "wk"], ["k"]), mm("MatMul", ["x", "wv"], ["v"]),
+        mm("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        mm("MatMul", ["q", "kt"], ["s0"]), mm("Mul", ["s0", "scale"], ["s"]),
+        mm("Softmax", ["s"], ["p"], axis=-1), mm("MatMul", ["p", "v"], ["att"]),
+        mm("Add", ["x", "att"], ["h1"]),
+        mm("MatMul", ["h1", "w1"], ["f1"]), mm("Relu", ["f1"], ["f2"]), mm("MatMul", ["f2", "w2"], ["f3"]),
+        mm("Add", ["h1", "f3"], ["h2"]),
+        mm("Transpose", ["h2"], ["tbi"], perm=[1, 0, 2]),
+        mm("LSTM", ["tbi", "lstm_w", "lstm_r"], ["y"], hidden_size=HIDDEN, direction="bidirectional"),
+        mm("Transpose", ["y"], ["yt"], perm=[0, 2, 1, 3]),  # (T, dirs, B, H) -> (T, B, dirs, H)
+        mm("Reshape", ["yt", "lstm_shape"], ["yr"]),
+        mm("MatMul", ["yr", "w_out"], ["out"]),
+    ]
+    graph = helper.make_graph(
+        nodes, REFERENCE_VERSION,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, STEPS, WIDTH])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [STEPS, batch, CLASSES])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8  # readable by every onnxruntime/TensorRT this project targets
+    onnx.save(model, str(path))
+    return path
+
+
+def torch_reference(threads: int | None = None):
+    """The same block in PyTorch eager; returns a zero-argument callable that runs it once."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    wts = {k: torch.from_numpy(v) for k, v in _weights().items()}
+    lstm = torch.nn.LSTM(WIDTH, HIDDEN, bidirectional=True, bias=False)
+    with torch.no_grad():
+        # ONNX gate order is i,o,f,c and torch's i,f,g,o: irrelevant for speed, so copy as is.
+        lstm.weight_ih_l0.copy_(wts["lstm_w"][0]); lstm.weight_hh_l0.copy_(wts["lstm_r"][0])
+        lstm.weight_ih_l0_reverse.copy_(wts["lstm_w"][1]); lstm.weight_hh_l0_reverse.copy_(wts["lstm_r"][1])
+    lstm.eval()
+    x = torch.from_numpy(reference_input())
+    scale = 1.0 / WIDTH ** 0.5
+
+    @torch.no_grad()
+    def run():
+        q, k, v = x @ wts["wq"], x @ wts["wk"], x @ wts["wv"]
+        h1 = x + torch.softmax((q @ k.transpose(1, 2)) * scale, dim=-1) @ v
+        h2 = h1 + torch.relu(h1 @ wts["w1"]) @ wts["w2"]
+        y, _ = lstm(h2.transpose(0, 1))
+        return y @ wts["w_out"]
+
+    return run
+
+
+# --- the machine's compute bound ----------------------------------------------------------------------------
+
+MATMUL_N = 512  # large enough to reach the GEMM kernels' steady speed, small enough to time in ~0.3 s
+
+
+def matmul_macs_per_s(kind: str, threads: int, workdir=None) -> float:
+    """Measured float32 MatMul throughput (MACs per second) of `kind` ('onnxruntime' | 'torch') at `threads`.
+
+    A model's MACs divided by this is its compute bound: the latency it would have if all of it ran at GEMM
+    speed. latency / bound says how far from that the model is (recurrence, small ops and memory traffic).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from toolkit.bench_timing import interleaved
+
+    n = MATMUL_N
+    a = np.random.default_rng(2).standard_normal((n, n)).astype(np.float32)
+    if kind == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        ta, tb = torch.from_numpy(a), torch.from_numpy(a.T.copy())
+        work = lambda: torch.mm(ta, tb)  # noqa: E731
+    else:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+
+        from toolkit.bench_backends import onnxruntime_engine
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [numpy_helper.from_array(a.T.copy(), "w")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = 8
+        path = Path(workdir or tempfile.mkdtemp(prefix="fog-bench-")) / "matmul.onnx"
+        onnx.save(model, str(path))
+        engine = onnxruntime_engine(path, threads)
+        work = lambda: engine.infer(a)  # noqa: E731
+    timing = interleaved({"matmul": work}, blocks=5, block_s=0.05)["matmul"]
+    return n ** 3 / min(timing.block_medians)  # the best block: the bound, not the noise

@@ -1,0 +1,154 @@
+"""The timing harness of `toolkit bench`: warm-up, interleaved blocks, robust statistics, peak memory.
+
+Why interleaved blocks: on a shared machine the speed of the CPU drifts by tens of percent within seconds. Timing
+the model and a fixed reference workload in alternating short blocks exposes both to the same drift, so the ratio
+(the *normalized latency*) stays steady even when the raw milliseconds do not. Per block we keep the median of many
+short repetitions (robust to a single preemption), and the ratio of the model's and the reference's block medians;
+the figure reported is the median of those per-block ratios.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+Work = Callable[[], object]
+
+
+@dataclass
+class Timing:
+    """Per-call wall times (seconds) of one workload, and the median of each block."""
+
+    calls: list[float] = field(default_factory=list)
+    block_medians: list[float] = field(default_factory=list)
+
+    def percentile(self, q: float) -> float:
+        return percentile(self.calls, q)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.calls)
+
+    def summary_ms(self) -> dict:
+        return {"median_ms": 1e3 * self.median, "p90_ms": 1e3 * self.percentile(90),
+                "p99_ms": 1e3 * self.percentile(99), "calls": len(self.calls)}
+
+
+def percentile(values, q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), without needing numpy here."""
+    data = sorted(values)
+    if not data:
+        raise ValueError("no values")
+    pos = (len(data) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def time_calls(work: Work, reps: int) -> list[float]:
+    out = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        work()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def reps_for(work: Work, budget_s: float, min_reps: int = 3, max_reps: int = 200) -> int:
+    """How many calls of `work` fit in `budget_s` (one probe call, after warm-up)."""
+    start = time.perf_counter()
+    work()
+    one = max(time.perf_counter() - start, 1e-6)
+    return max(min_reps, min(max_reps, int(budget_s / one)))
+
+
+def warm_up(work: Work, calls: int = 3, seconds: float = 0.2) -> None:
+    """First calls pay for allocation, kernel selection and caches; never time them."""
+    deadline = time.perf_counter() + seconds
+    for i in range(max(calls, 1) * 100):
+        work()
+        if i + 1 >= calls and time.perf_counter() >= deadline:
+            break
+
+
+def interleaved(workloads: dict[str, Work], blocks: int, block_s: float = 0.05,
+                reps: dict[str, int] | None = None) -> dict[str, Timing]:
+    """Time every workload in `blocks` alternating blocks of about `block_s` seconds each.
+
+    The order inside a block rotates so that no workload always runs right after the same other one.
+    """
+    names = list(workloads)
+    for name in names:
+        warm_up(workloads[name])
+    reps = dict(reps or {})
+    for name in names:
+        reps.setdefault(name, reps_for(workloads[name], block_s))
+    timings = {name: Timing() for name in names}
+    for b in range(blocks):
+        order = names[b % len(names):] + names[:b % len(names)]
+        for name in order:
+            calls = time_calls(workloads[name], reps[name])
+            timings[name].calls.extend(calls)
+            timings[name].block_medians.append(statistics.median(calls))
+    return timings
+
+
+def normalized(model: Timing, reference: Timing) -> float:
+    """Median over blocks of (model block median / reference block median)."""
+    ratios = [m / r for m, r in zip(model.block_medians, reference.block_medians)]
+    return statistics.median(ratios)
+
+
+def block_ratios(model: Timing, reference: Timing) -> list[float]:
+    return [m / r for m, r in zip(model.block_medians, reference.block_medians)]
+
+
+# --- memory -------------------------------------------------------------------------------------------------
+
+_STATUS = "/proc/self/status"
+_CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def _status_kb(key: str) -> int | None:
+    try:
+        with open(_STATUS) as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakMemory:
+    """Peak resident memory added while the block runs (MiB), as the OS sees it (numpy, torch and onnxruntime
+    allocate outside Python, so tracemalloc would miss them).
+
+    On Linux the process's high-water mark (VmHWM) is reset at entry (writing 5 to /proc/self/clear_refs), so
+    each backend's peak is its own. Elsewhere we fall back to ru_maxrss, which only grows: then the figure is
+    an upper bound and `exact` is False.
+    """
+
+    def __enter__(self) -> "PeakMemory":
+        self.exact = False
+        try:
+            with open(_CLEAR_REFS, "w") as fh:
+                fh.write("5")
+            self.exact = _status_kb("VmHWM") is not None
+        except OSError:
+            pass
+        self.start_kb = _status_kb("VmRSS") or _maxrss_kb()
+        self.peak_mib = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        peak_kb = _status_kb("VmHWM") if self.exact else _maxrss_kb()
+        self.peak_mib = max(0.0, (peak_kb - self.start_kb) / 1024.0)
+
+
+def _maxrss_kb() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss // 1024 if os.uname().sysname == "Darwin" else rss

@@ -21,15 +21,16 @@ from .quantizer import TensorQuantizer
 def _heads_attention(q, k, v, n_heads: int, qk: QuantMatMul, av: QuantMatMul, dropout: nn.Module | None,
                      scale: float) -> torch.Tensor:
     """(B, T, n_heads*d) q/k/v -> (B, T, n_heads*d_v) context; the heads ride along a batch axis of the MatMuls."""
-    batch, length = q.shape[0], q.shape[1]
-    q = q.reshape(batch, length, n_heads, -1).transpose(1, 2)            # (B, h, T, d)
-    k = k.reshape(batch, length, n_heads, -1).permute(0, 2, 3, 1)        # (B, h, d, T)
-    v = v.reshape(batch, length, n_heads, -1).transpose(1, 2)            # (B, h, T, d_v)
+    # Python ints, so the traced graph gets constant shapes (static export) instead of Shape/Gather chains.
+    batch, length, width, width_v = (int(n) for n in (*q.shape[:2], q.shape[2] // n_heads, v.shape[2] // n_heads))
+    q = q.reshape(batch, length, n_heads, width).transpose(1, 2)         # (B, h, T, d)
+    k = k.reshape(batch, length, n_heads, width).permute(0, 2, 3, 1)     # (B, h, d, T)
+    v = v.reshape(batch, length, n_heads, width_v).transpose(1, 2)       # (B, h, T, d_v)
     attn = torch.softmax(qk(q, k) * scale, dim=-1)
     if dropout is not None:
         attn = dropout(attn)
     context = av(attn, v)                                                # (B, h, T, d_v)
-    return context.transpose(1, 2).reshape(batch, length, -1)
+    return context.transpose(1, 2).reshape(batch, length, n_heads * width_v)
 
 
 class StaticSelfAttention(nn.Module):
@@ -55,7 +56,7 @@ class StaticSelfAttention(nn.Module):
             x = x.transpose(0, 1)
         qkv = F.linear(self.in_proj_input_quantizer(x), self.in_proj_weight_quantizer(self.in_proj_weight),
                        self.in_proj_bias)
-        q, k, v = qkv.chunk(3, dim=-1)
+        q, k, v = qkv.split(self.embed_dim, dim=-1)
         scale = 1.0 / math.sqrt(self.embed_dim // self.num_heads)
         out = self.out_proj(_heads_attention(q, k, v, self.num_heads, self.qk_matmul, self.av_matmul,
                                              self.attn_dropout, scale))

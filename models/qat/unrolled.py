@@ -78,7 +78,9 @@ class _UnrolledRecurrent(nn.Module):
             outputs.append(self._hidden(state))
         if reverse:
             outputs.reverse()
-        return torch.stack(outputs, dim=1), state
+        # One Concat + Reshape instead of an Unsqueeze per step (lean graph).
+        batch, hidden = int(outputs[0].shape[0]), int(outputs[0].shape[1])
+        return torch.cat(outputs, dim=1).reshape(batch, len(outputs), hidden), state
 
     def forward(self, input: torch.Tensor, hx=None):
         if input.dim() != 3:
@@ -92,7 +94,10 @@ class _UnrolledRecurrent(nn.Module):
             for d, suffix in enumerate(self._suffixes(layer)):
                 key = suffix[1:]
                 w_ih = self.weight_ih_quantizers[key](getattr(self, f"weight_ih{suffix}"))
-                projected = F.linear(xq, w_ih, getattr(self, f"bias_ih{suffix}")).unbind(1)
+                projected = F.linear(xq, w_ih, getattr(self, f"bias_ih{suffix}"))
+                # (B, T, G*H) -> T tensors (B, G*H): one Reshape + one Split, not a Squeeze per step.
+                batch, steps, width = (int(n) for n in projected.shape)
+                projected = projected.reshape(batch, steps * width).split(width, dim=1)
                 state = None if initial is None else initial[layer * self.directions + d]
                 out, state = self._run_direction(list(projected), suffix, state, reverse=d == 1)
                 outs.append(out)
@@ -128,11 +133,11 @@ class UnrolledGRU(_UnrolledRecurrent):
     gates = 3
 
     def _step(self, xp, rec, state):
-        x_r, x_z, x_n = xp.chunk(3, dim=-1)
+        x_r, x_z, x_n = xp.split(self.hidden_size, dim=-1)
         if rec is None:                       # h = 0 and no recurrent bias
             r, z = torch.sigmoid(x_r), torch.sigmoid(x_z)
             return (1 - z) * torch.tanh(x_n)
-        h_r, h_z, h_n = rec.chunk(3, dim=-1)
+        h_r, h_z, h_n = rec.split(self.hidden_size, dim=-1)
         r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
         n = torch.tanh(x_n + r * h_n)
         return (1 - z) * n if state is None else (1 - z) * n + z * state
@@ -146,7 +151,7 @@ class UnrolledLSTM(_UnrolledRecurrent):
 
     def _step(self, xp, rec, state):
         gates = xp if rec is None else xp + rec
-        i, f, g, o = gates.chunk(4, dim=-1)
+        i, f, g, o = gates.split(self.hidden_size, dim=-1)
         cell = torch.sigmoid(i) * torch.tanh(g)
         if state is not None:
             cell = torch.sigmoid(f) * state[1] + cell

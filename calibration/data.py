@@ -1,0 +1,197 @@
+"""Model-input windows from recordings, for calibration, training and PTQ checks.
+
+Data and calibrators stay apart, as in onnxruntime's quantization tools: a `CalibrationDataReader` yields
+`{"x": batch}` dicts until it returns None, and can `rewind()`; whatever consumes it (a calibrator, a training
+loop, an ONNX Runtime check) never sees recordings. `WindowReader` is the reader over recordings.
+
+Every window goes through the shared preprocessing in `deploy.preprocess` (units, resampling, normalization,
+patching), the same code the device runs, so calibration ranges match what the engine will see.
+
+Sampling: windows are spread over recordings round-robin (each recording gets its share whatever its length),
+and a `class_share` of them is centred near a labelled sample of a class present in that recording, cycling
+over the classes, so rare classes (start hesitation) are not left out of a few hundred windows. The rest start
+uniformly at random. Everything is drawn from one seeded generator: same recordings + seed = same windows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import numpy as np
+
+from deploy.errors import DataError
+from deploy.preprocess import PreprocessSpec, patchify, prepare
+from deploy.recording import CLASSES, Recording, read_recording
+
+
+class CalibrationDataReader(Protocol):
+    """What calibration consumes: batches of model input by input name, None when exhausted."""
+
+    def get_next(self) -> dict | None: ...
+
+    def rewind(self) -> None: ...
+
+
+@dataclass
+class PreparedRecording:
+    """A recording at the model's rate and units (per `deploy.preprocess.prepare`), labels aligned to it."""
+    name: str
+    subject: str
+    acc: np.ndarray                  # (n, 3) float32, as `prepare` returns it
+    labels: np.ndarray | None        # (n, C) float32, nearest original sample
+    mask: np.ndarray | None          # (n,) bool
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.acc)
+
+
+@dataclass
+class WindowSet:
+    """N model-input windows with per-patch targets: x (N, *input shape), labels/mask (N, n_patches, C)."""
+    x: np.ndarray
+    labels: np.ndarray | None
+    mask: np.ndarray | None
+    origin: list                     # (recording name, start sample at the model rate) per window
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def as_spec(spec) -> PreprocessSpec:
+    return spec if isinstance(spec, PreprocessSpec) else PreprocessSpec.from_dict(dict(spec))
+
+
+def prepare_recording(recording: Recording, spec, name: str | None = None) -> PreparedRecording:
+    spec = as_spec(spec)
+    acc = np.asarray(prepare(recording, spec), dtype=np.float32)
+    n = len(acc)
+    # Labels and masks follow the nearest original sample: they are annotations, not signal to filter.
+    index = np.minimum(np.round(np.arange(n) * recording.rate_hz / spec.rate_hz).astype(np.int64),
+                       recording.n_samples - 1)
+    labels = None if recording.labels is None else recording.labels[index].astype(np.float32)
+    mask = None
+    if labels is not None:
+        mask = np.ones(n, dtype=bool) if recording.mask is None else recording.mask[index]
+    meta = recording.meta or {}
+    name = name or str(meta.get("id") or meta.get("name") or meta.get("source") or "recording")
+    subject = str(meta.get("subject") or name)
+    return PreparedRecording(name=name, subject=subject, acc=acc, labels=labels, mask=mask)
+
+
+def load_recordings(paths: Iterable, layout: str | None = None, mapping=None) -> list[Recording]:
+    """Recordings from files and folders (folders: every .csv/.npz inside, sorted, recursively)."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in (".csv", ".npz"))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise DataError("no such file or folder", file=p, fix="give recordings (.csv, .npz) or folders of them")
+    if not files:
+        raise DataError("no recordings found (.csv or .npz)", file=", ".join(map(str, paths)) or None)
+    recordings = []
+    for f in files:
+        rec = read_recording(f, layout=layout, mapping=mapping)
+        rec.meta.setdefault("name", f.stem)
+        recordings.append(rec)
+    return recordings
+
+
+def _patch_targets(values: np.ndarray, patch: int, reduce) -> np.ndarray:
+    """(B, window, C) per-sample -> (B, n_patches, C) per patch (max: any positive sample; min: all valid)."""
+    b, window, c = values.shape
+    return reduce(values.reshape(b, window // patch, patch, c), axis=2)
+
+
+def cut_windows(prepared: list[PreparedRecording], starts: list[tuple[int, int]], spec) -> WindowSet:
+    """Windows at (recording index, start) pairs; a window running past the end is zero padded and masked."""
+    spec = as_spec(spec)
+    window = spec.window
+    raw = np.zeros((len(starts), window, 3), dtype=np.float32)
+    has_labels = all(prepared[i].labels is not None for i, _ in starts) and len(starts) > 0
+    labels = np.zeros((len(starts), window, len(CLASSES)), dtype=np.float32) if has_labels else None
+    valid = np.zeros((len(starts), window, len(CLASSES)), dtype=np.float32) if has_labels else None
+    for k, (i, start) in enumerate(starts):
+        rec = prepared[i]
+        piece = rec.acc[start:start + window]
+        raw[k, :len(piece)] = piece
+        if has_labels:
+            labels[k, :len(piece)] = rec.labels[start:start + window]
+            valid[k, :len(piece)] = rec.mask[start:start + window, None]
+    x = np.asarray(patchify(raw, spec), dtype=np.float32)
+    if has_labels:
+        labels = _patch_targets(labels, spec.patch, np.max)
+        valid = _patch_targets(valid, spec.patch, np.min)
+    origin = [(prepared[i].name, int(s)) for i, s in starts]
+    return WindowSet(x=x, labels=labels, mask=valid, origin=origin)
+
+
+def sample_starts(prepared: list[PreparedRecording], window: int, count: int, rng: np.random.Generator,
+                  class_share: float = 0.5) -> list[tuple[int, int]]:
+    """`count` (recording index, start) pairs: round-robin over recordings, a share centred on classes."""
+    if not prepared:
+        raise DataError("no recordings to draw windows from", fix="give at least one recording")
+    order = rng.permutation(len(prepared))
+    positives = [None if r.labels is None else [np.flatnonzero((r.labels[:, c] > 0) & r.mask)
+                                                 for c in range(r.labels.shape[1])] for r in prepared]
+    starts, next_class = [], 0
+    for k in range(count):
+        i = int(order[k % len(order)])
+        rec = prepared[i]
+        latest = max(rec.n_samples - window, 0)
+        present = [] if positives[i] is None else [c for c, p in enumerate(positives[i]) if p.size]
+        if present and rng.random() < class_share:
+            c = present[next_class % len(present)]
+            next_class += 1
+            centre = int(rng.choice(positives[i][c]))
+            start = int(np.clip(centre - rng.integers(window // 4, 3 * window // 4 + 1), 0, latest))
+        else:
+            start = int(rng.integers(0, latest + 1))
+        starts.append((i, start))
+    return starts
+
+
+def sample_windows(prepared: list[PreparedRecording], spec, count: int, seed: int = 0,
+                   class_share: float = 0.5) -> WindowSet:
+    spec = as_spec(spec)
+    rng = np.random.default_rng(seed)
+    return cut_windows(prepared, sample_starts(prepared, spec.window, count, rng, class_share), spec)
+
+
+class WindowReader:
+    """A `CalibrationDataReader` over recordings: `limit` windows, `batch_size` at a time, seeded.
+
+    `recordings` may be `Recording` objects or `PreparedRecording`s. The windows are drawn once at
+    construction, so `rewind()` replays exactly the same batches.
+    """
+
+    def __init__(self, recordings, spec, limit: int = 512, seed: int = 0, batch_size: int = 32,
+                 class_share: float = 0.5, input_name: str = "x"):
+        if limit < 1:
+            raise DataError(f"calibration window limit must be at least 1, got {limit}")
+        self.spec = as_spec(spec)
+        self.prepared = [r if isinstance(r, PreparedRecording) else prepare_recording(r, self.spec)
+                         for r in recordings]
+        self.limit, self.seed, self.batch_size, self.input_name = limit, seed, batch_size, input_name
+        self.class_share = class_share
+        self.windows = sample_windows(self.prepared, self.spec, limit, seed, class_share)
+        self._position = 0
+
+    def get_next(self) -> dict | None:
+        if self._position >= len(self.windows):
+            return None
+        batch = self.windows.x[self._position:self._position + self.batch_size]
+        self._position += self.batch_size
+        return {self.input_name: batch}
+
+    def rewind(self) -> None:
+        self._position = 0
+
+    def describe(self) -> dict:
+        """What the windows are, for the calibration cache."""
+        return {"recordings": [r.name for r in self.prepared], "subjects": sorted({r.subject for r in self.prepared}),
+                "limit": self.limit, "seed": self.seed, "class_share": self.class_share,
+                "preprocess": self.spec.to_dict()}

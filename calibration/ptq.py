@@ -1,0 +1,144 @@
+"""Post-training quantization: calibrate the quantizers of a QAT variant, and measure what INT8 costs.
+
+`calibrate(qat_model, reader, method)` runs the reader's windows through the variant once with every quantizer
+in calibration mode. Activation quantizers (per tensor) feed a histogram calibrator of the chosen method;
+weight quantizers (per channel) take their per-channel max, as TensorRT expects for weights. The ranges are
+written into the quantizers (`load_calibration`) and returned as a `CalibrationCache` that can be saved and
+applied again later (`apply_cache`) without the data.
+
+`agreement(float_model, int8_model, windows)` compares the two on held-out windows: AP per class against the
+labels for both, and the maximum and mean absolute difference of their probabilities.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+
+from calibration.cache import CalibrationCache, CalibrationCacheError, model_hash
+from calibration.calibrators import make_calibrator
+
+
+def calibrate(qat_model, reader, method: str = "entropy", *, options: dict | None = None,
+              preset: str | None = None, progress: bool = True) -> CalibrationCache:
+    """Calibrate every quantizer of `qat_model` on the batches of `reader`; quantization is left OFF."""
+    from models.qat import quantizers, set_calibration
+
+    named = quantizers(qat_model)
+    if not named:
+        raise CalibrationCacheError("the model has no quantizers: convert it with models.qat.to_qat first")
+    calibrators = {}
+    for name, q in named.items():
+        if q.axis is None and method != "max":
+            calibrators[name] = make_calibrator(method, **(options or {}))
+            q.collector = lambda x, c=calibrators[name]: c.collect(x.float().cpu().numpy())
+    was_training = qat_model.training
+    qat_model.eval()
+    set_calibration(qat_model, True)
+    windows, started = 0, time.perf_counter()
+    try:
+        reader.rewind()
+        with torch.no_grad():
+            while (batch := reader.get_next()) is not None:
+                x = torch.as_tensor(next(iter(batch.values())), dtype=torch.float32)
+                _forward_fixed_batch(qat_model, x)
+                windows += x.shape[0]
+                if progress:
+                    print(f"\rcalibrating: {windows} windows, {time.perf_counter() - started:.1f} s",
+                          end="", file=sys.stderr, flush=True)
+    finally:
+        for q in named.values():
+            q.collector = None
+        set_calibration(qat_model, False)      # fixes amax = running max for every quantizer
+        qat_model.train(was_training)
+    if progress:
+        print(file=sys.stderr)
+    if windows == 0:
+        raise CalibrationCacheError("the calibration reader yielded no windows: give it recordings")
+    amax = {}
+    for name, q in named.items():
+        if name in calibrators:
+            value = calibrators[name].compute_amax()
+            q.load_calibration(max(value, 1e-8))
+        amax[name] = _to_json(q.amax)
+    describe = make_calibrator(method, **(options or {})).describe()
+    data = dict(getattr(reader, "describe", lambda: {})(), windows=windows)
+    return CalibrationCache(amax=amax, calibrator=describe, data=data, model_hash=model_hash(qat_model),
+                            preset=preset)
+
+
+def apply_cache(qat_model, cache: CalibrationCache, check_model: bool = True) -> None:
+    """Load the ranges of `cache` into the quantizers of `qat_model` (quantization is left as it was)."""
+    from models.qat import quantizers
+
+    if check_model:
+        cache.check_model(qat_model)
+    named = quantizers(qat_model)
+    missing = sorted(set(named) - set(cache.amax))
+    extra = sorted(set(cache.amax) - set(named))
+    if missing or extra:
+        raise CalibrationCacheError(
+            f"calibration cache does not fit this model (missing {missing[:3]}, unknown {extra[:3]}): "
+            "recalibrate for this model")
+    for name, q in named.items():
+        q.load_calibration(torch.as_tensor(cache.amax[name], dtype=torch.float32))
+
+
+def _to_json(amax: torch.Tensor):
+    values = amax.detach().cpu().float()
+    return float(values) if values.dim() == 0 else [float(v) for v in values]
+
+
+def _forward_fixed_batch(model, x: torch.Tensor) -> torch.Tensor:
+    """Run `x` through a model that may only take a fixed batch (a QAT variant): pad and split."""
+    fixed = getattr(model, "qat_batch_size", None)
+    if not fixed or x.shape[0] == fixed:
+        return model(x)
+    outputs = []
+    for start in range(0, x.shape[0], fixed):
+        chunk = x[start:start + fixed]
+        n = chunk.shape[0]
+        if n < fixed:
+            chunk = torch.cat([chunk, chunk[-1:].expand(fixed - n, *chunk.shape[1:])])
+        outputs.append(model(chunk)[:n])
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def predict_probs(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Sigmoid probabilities (N, n_patches, C) for model inputs `x`, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        chunk = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32)
+        out.append(torch.sigmoid(_forward_fixed_batch(model, chunk)).numpy())
+    model.train(was_training)
+    return np.concatenate(out)
+
+
+def agreement(float_model, int8_model, windows, classes=None) -> dict:
+    """Float vs INT8 on labelled windows (a `calibration.data.WindowSet`): AP per class, probability error."""
+    from deploy.metrics import average_precision
+
+    p_float = predict_probs(float_model, windows.x)
+    p_int8 = predict_probs(int8_model, windows.x)
+    diff = np.abs(p_float - p_int8)
+    report = {"windows": int(len(windows.x)), "max_abs_prob_error": float(diff.max()),
+              "mean_abs_prob_error": float(diff.mean())}
+    if windows.labels is not None:
+        classes = list(classes or range(p_float.shape[-1]))
+        for tag, probs in (("float", p_float), ("int8", p_int8)):
+            ap = {}
+            for c, name in enumerate(classes):
+                keep = windows.mask[..., c].ravel() > 0
+                y = windows.labels[..., c].ravel()[keep]
+                ap[str(name)] = float(average_precision(y, probs[..., c].ravel()[keep])) if y.any() else None
+            scored = [v for v in ap.values() if v is not None]
+            report[f"ap_{tag}"] = ap
+            report[f"map_{tag}"] = float(np.mean(scored)) if scored else None
+        if report["map_float"] is not None:
+            report["map_drop"] = report["map_float"] - report["map_int8"]
+    return report

@@ -1,0 +1,319 @@
+"""Signal preprocessing shared by training, calibration, verification and the device (numpy only).
+
+The order is fixed: units -> resampling -> normalization ("recording" or "running", in `prepare`) -> model input
+(`patchify`: "window" normalization, then / scale, then the spec's layout). `PreprocessSpec` is the serializable
+description that goes into a bundle's manifest.
+
+Normalization modes (per axis, population std, a std of 0 gives 0 as in the Kaggle 1st place):
+- "recording": z-score over the whole recording (how the Kaggle models trained; offline only).
+- "window": z-score of each model window, computed inside `patchify` so offline and streaming are identical.
+- "running": causal exponential statistics, `RunningNormalizer` (time constant `running_tau_s`, default 30 s),
+  so a device that never sees the whole recording approximates "recording". Chunked calls equal one call exactly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from fractions import Fraction
+
+import numpy as np
+
+from deploy.errors import FogError
+
+NORMALIZATIONS = ("recording", "window", "running")
+LAYOUTS = ("BCT", "BTC")
+STANDARD_GRAVITY = 9.80665
+
+
+class SpecError(FogError):
+    """A preprocessing spec that cannot be used as given."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    rate_hz: float
+    units: str = "g"
+    patch: int = 1
+    n_patches: int = 128
+    normalization: str = "window"
+    scale: float = 1.0
+    layout: str = "BCT"
+    running_tau_s: float = 30.0     # only for normalization="running"
+    running_block_s: float = 1.0    # statistics update once per block of this length (see RunningNormalizer)
+
+    def __post_init__(self):
+        if self.normalization not in NORMALIZATIONS:
+            raise SpecError(f"normalization {self.normalization!r} is not one of {NORMALIZATIONS}")
+        if self.layout not in LAYOUTS:
+            raise SpecError(f"layout {self.layout!r} is not one of {LAYOUTS}")
+        if self.units not in ("g", "m/s^2"):
+            raise SpecError(f"units {self.units!r} is not one of ('g', 'm/s^2')")
+        if self.patch < 1 or self.n_patches < 1 or self.rate_hz <= 0 or self.scale == 0:
+            raise SpecError(f"patch, n_patches, rate_hz and scale must be positive: {self}")
+
+    @property
+    def window(self) -> int:
+        """Model window in samples at the model rate."""
+        return self.patch * self.n_patches
+
+    @property
+    def window_s(self) -> float:
+        return self.window / self.rate_hz
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise SpecError(f"unknown preprocess keys {sorted(unknown)} (known: {sorted(known)}); "
+                            "the bundle may come from a newer toolkit")
+        if "rate_hz" not in d:
+            raise SpecError("preprocess spec lacks rate_hz")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------- units
+
+def convert_units(x: np.ndarray, from_units: str, to_units: str) -> np.ndarray:
+    factors = {("g", "m/s^2"): STANDARD_GRAVITY, ("m/s^2", "g"): 1.0 / STANDARD_GRAVITY}
+    if from_units == to_units:
+        return np.asarray(x, dtype=np.float64)
+    if (from_units, to_units) not in factors:
+        raise SpecError(f"cannot convert {from_units!r} to {to_units!r}; units are 'g' or 'm/s^2'")
+    return np.asarray(x, dtype=np.float64) * factors[(from_units, to_units)]
+
+
+# ---------------------------------------------------------------- resampling
+
+def _ratio(from_hz: float, to_hz: float) -> tuple[int, int]:
+    r = Fraction(to_hz / from_hz).limit_denominator(1000)
+    if abs(float(r) - to_hz / from_hz) > 1e-9 * to_hz / from_hz:
+        raise SpecError(f"cannot resample {from_hz} Hz to {to_hz} Hz with a small rational ratio")
+    return r.numerator, r.denominator
+
+
+class Resampler:
+    """Streaming polyphase resampler: windowed-sinc FIR (Kaiser, `zero_crossings` per side), cutoff at `cutoff`
+    times the lower Nyquist, each phase normalized to unit DC gain (gravity passes unchanged).
+
+    Output m is the value at time m / to_hz. The filter is centred (zero phase), so output m needs inputs up to
+    m*down/up + half-width: `process` returns the outputs that are complete, `flush` the rest, extending the signal
+    by its last sample; before the start the first sample is repeated. `process` chunks then `flush` give exactly
+    `resample(x)` for the whole signal, which returns ceil(n * to / from) samples.
+    """
+
+    def __init__(self, from_hz: float, to_hz: float, zero_crossings: int = 24, cutoff: float = 0.92,
+                 beta: float = 8.0):
+        self.up, self.down = _ratio(from_hz, to_hz)
+        big = max(self.up, self.down)
+        half = zero_crossings * big / cutoff  # half width, in upsampled samples
+        self.j_lo, self.j_hi = -math.ceil(half / self.up), math.ceil(half / self.up)
+        j = np.arange(self.j_lo, self.j_hi + 1)
+        phase = np.arange(self.up)[:, None]
+        d = phase - j[None, :] * self.up  # distance (upsampled samples) from output to input tap
+        fc = cutoff * 0.5 / big
+        window = np.where(np.abs(d) <= half, np.i0(beta * np.sqrt(np.clip(1 - (d / half) ** 2, 0, None))), 0.0)
+        taps = 2 * fc * np.sinc(2 * fc * d) * window / np.i0(beta)
+        self.taps = taps / taps.sum(axis=1, keepdims=True)  # (up, n_taps)
+        self._buf = None        # inputs not yet fully used, starting at absolute index self._buf_start
+        self._buf_start = 0
+        self._n_in = 0
+        self._m = 0             # next output index
+
+    def _compute(self, m_end: int, final: bool, piece: int = 4096) -> np.ndarray:
+        # in pieces, so memory stays small; each output is the same sum whatever the piece boundaries
+        parts = [self._compute_piece(min(m_end, m + piece), final) for m in range(self._m, m_end, piece)]
+        return np.concatenate(parts) if parts else np.zeros((0,) + self._buf.shape[1:])
+
+    def _compute_piece(self, m_end: int, final: bool) -> np.ndarray:
+        m = np.arange(self._m, m_end)
+        pos = m * self.down
+        base, phase = pos // self.up, pos % self.up
+        idx = base[:, None] + np.arange(self.j_lo, self.j_hi + 1)[None, :]
+        idx = np.clip(idx, 0, self._n_in - 1 if final else None) - self._buf_start
+        idx = np.clip(idx, 0, None)  # before the start: the first sample (kept in the buffer while needed)
+        w = self.taps[phase]
+        out = (w[:, :, None] * self._buf[idx]).sum(axis=1)
+        self._m = m_end
+        return out
+
+    def process(self, chunk: np.ndarray) -> np.ndarray:
+        chunk = np.asarray(chunk, dtype=np.float64)
+        squeeze = self._squeeze = chunk.ndim == 1
+        chunk = chunk.reshape(len(chunk), -1)
+        self._buf = chunk if self._buf is None else np.concatenate([self._buf, chunk])
+        self._n_in += len(chunk)
+        # output m is complete when its last tap base + j_hi < n_in
+        last_base = self._n_in - 1 - self.j_hi  # outputs whose taps all lie inside the received input
+        m_end = max(self._m, -(-(last_base + 1) * self.up // self.down) if last_base >= 0 else 0)
+        m_end = min(m_end, -(-self._n_in * self.up // self.down))
+        out = self._compute(m_end, final=False)
+        self._trim()
+        return out[:, 0] if squeeze else out
+
+    def flush(self) -> np.ndarray:
+        if self._buf is None:
+            return np.zeros((0,))
+        out = self._compute(-(-self._n_in * self.up // self.down), final=True)
+        return out[:, 0] if self._squeeze else out
+
+    def _trim(self):
+        # keep from the first input the next output can touch (never drop sample 0 while it pads the start)
+        first = (self._m * self.down) // self.up + self.j_lo
+        first = max(0, min(first, self._n_in - 1))
+        if first > self._buf_start:
+            self._buf = self._buf[first - self._buf_start:]
+            self._buf_start = first
+
+
+def resample(x: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
+    """Anti-aliased resampling of (n,) or (n, k) along axis 0; returns ceil(n * to_hz / from_hz) samples."""
+    if from_hz == to_hz:
+        return np.asarray(x, dtype=np.float64)
+    rs = Resampler(from_hz, to_hz)
+    squeeze = np.ndim(x) == 1
+    out = np.concatenate([rs.process(np.asarray(x).reshape(len(x), -1)), rs.flush()])
+    return out[:, 0] if squeeze else out
+
+
+# ---------------------------------------------------------------- normalization
+
+def _zscore(x: np.ndarray, axis) -> np.ndarray:
+    mean = x.mean(axis=axis, keepdims=True)
+    std = x.std(axis=axis, keepdims=True)
+    safe = np.where(std > 0, std, 1.0)
+    return np.where(std > 0, (x - mean) / safe, 0.0)
+
+
+class RunningNormalizer:
+    """Causal per-axis z-score with exponentially forgetting statistics.
+
+    Statistics (mean and mean square per axis) are updated once per completed block of `block_s` seconds, with
+    weight alpha_k = max(1 - exp(-block_s / tau_s), 1 / k) for the k-th block (a plain average until the
+    exponential takes over, so early estimates are not biased). Every sample is normalized with the statistics
+    of the blocks completed *before* it; samples of the first block, before any statistics exist, give 0.
+    Because a block's statistics depend only on its own samples, chunked calls give exactly one call's output.
+    """
+
+    def __init__(self, rate_hz: float, tau_s: float = 30.0, block_s: float = 1.0):
+        self.block = max(1, int(round(block_s * rate_hz)))
+        self.alpha = 1.0 - math.exp(-block_s / tau_s)
+        self.mean = self.meansq = None
+        self._blocks = 0
+        self._pending = None  # samples of the current, incomplete block
+
+    def _scale(self, x):
+        if self.mean is None:
+            return np.zeros_like(x)
+        var = np.maximum(self.meansq - self.mean ** 2, 0.0)
+        std = np.sqrt(var)
+        ok = std > 1e-9 * np.maximum(1.0, np.abs(self.mean))
+        return np.where(ok, (x - self.mean) / np.where(ok, std, 1.0), 0.0)
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        chunk = np.asarray(chunk, dtype=np.float64)
+        out = np.empty_like(chunk)
+        i = 0
+        while i < len(chunk):
+            have = 0 if self._pending is None else len(self._pending)
+            take = min(self.block - have, len(chunk) - i)
+            part = chunk[i:i + take]
+            out[i:i + take] = self._scale(part)
+            self._pending = part if self._pending is None else np.concatenate([self._pending, part])
+            if len(self._pending) == self.block:
+                self._blocks += 1
+                a = max(self.alpha, 1.0 / self._blocks)
+                m, msq = self._pending.mean(axis=0), (self._pending ** 2).mean(axis=0)
+                self.mean = m if self.mean is None else (1 - a) * self.mean + a * m
+                self.meansq = msq if self.meansq is None else (1 - a) * self.meansq + a * msq
+                self._pending = None
+            i += take
+        return out
+
+
+def normalize(x: np.ndarray, mode: str, rate_hz: float | None = None, tau_s: float = 30.0,
+              block_s: float = 1.0) -> np.ndarray:
+    """One-shot normalization of (n, 3) along time. "window" here treats `x` as one window."""
+    x = np.asarray(x, dtype=np.float64)
+    if mode in ("recording", "window"):
+        return _zscore(x, axis=0)
+    if mode == "running":
+        if rate_hz is None:
+            raise SpecError("running normalization needs rate_hz")
+        return RunningNormalizer(rate_hz, tau_s, block_s)(x)
+    raise SpecError(f"normalization {mode!r} is not one of {NORMALIZATIONS}")
+
+
+# ---------------------------------------------------------------- model input / output
+
+def patchify(windows: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(B, window, 3) prepared samples -> model input: "window" z-score (if the spec says so), / scale, then
+    (B, patch*3, n_patches) for "BCT" or (B, n_patches, patch*3) for "BTC", features [v0, ml0, ap0, v1, ...]."""
+    windows = np.asarray(windows, dtype=np.float64)
+    if windows.ndim == 2:
+        windows = windows[None]
+    if windows.shape[1:] != (spec.window, 3):
+        raise SpecError(f"windows must be (B, {spec.window}, 3), got {windows.shape}")
+    if spec.normalization == "window":
+        windows = _zscore(windows, axis=1)
+    tokens = (windows / spec.scale).reshape(len(windows), spec.n_patches, spec.patch * 3)
+    if spec.layout == "BCT":
+        tokens = tokens.transpose(0, 2, 1)
+    return np.ascontiguousarray(tokens, dtype=np.float32)
+
+
+def unpatchify(probs: np.ndarray, patch: int) -> np.ndarray:
+    """(B, n_patches, C) per-patch outputs -> (B, n_patches*patch, C), each value tiled over its patch."""
+    return np.repeat(np.asarray(probs), patch, axis=1)
+
+
+def cut_blocks(x: np.ndarray, window: int, stride: int, pad: str = "zeros") -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of `window` samples starting every `stride` samples until the signal is covered; the last block is
+    padded past the end (zeros, as the 1st place, or "edge"). Returns (blocks (nb, window, ...), starts)."""
+    x = np.asarray(x)
+    n = len(x)
+    if stride < 1 or window < 1:
+        raise SpecError("window and stride must be positive")
+    if stride > window:
+        raise SpecError(f"stride {stride} > window {window} would leave samples uncovered")
+    last = max(0, -(-(n - window) // stride) * stride)
+    starts = np.arange(0, last + 1, stride)
+    need = starts[-1] + window - n
+    if need > 0:
+        if pad == "edge" and n:
+            x = np.concatenate([x, np.repeat(x[-1:], need, axis=0)])
+        else:
+            x = np.concatenate([x, np.zeros((need,) + x.shape[1:], dtype=x.dtype)])
+    blocks = np.stack([x[s:s + window] for s in starts])
+    return blocks, starts
+
+
+def overlap_average(preds: np.ndarray, starts: np.ndarray, n: int) -> np.ndarray:
+    """Average block predictions (nb, window, C) placed at `starts` into one (n, C) timeline (parts past n dropped)."""
+    preds = np.asarray(preds, dtype=np.float64)
+    total = np.zeros((n,) + preds.shape[2:])
+    count = np.zeros(n)
+    for p, s in zip(preds, starts):
+        e = min(n, s + len(p))
+        if e > s:
+            total[s:e] += p[:e - s]
+            count[s:e] += 1
+    if n and count.min() == 0:
+        raise SpecError("some samples are covered by no block")
+    return total / count.reshape((n,) + (1,) * (total.ndim - 1))
+
+
+def prepare(recording, spec: PreprocessSpec) -> np.ndarray:
+    """Recording -> (n', 3) float32 at the model rate and units, normalized per spec ("window" is left to
+    patchify; "running" runs causally from the first sample)."""
+    x = convert_units(recording.acc, recording.units, spec.units)
+    if recording.rate_hz != spec.rate_hz:
+        x = resample(x, recording.rate_hz, spec.rate_hz)
+    if spec.normalization == "recording":
+        x = _zscore(x, axis=0)
+    elif spec.normalization == "running":
+        x = RunningNormalizer(spec.rate_hz, spec.running_tau_s, spec.running_block_s)(x)
+    return x.astype(np.float32)

@@ -1,0 +1,129 @@
+"""Preprocessing: the spec, units, resampling, normalization modes, patching and block averaging."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deploy.preprocess import (PreprocessSpec, Resampler, RunningNormalizer, SpecError, convert_units, cut_blocks,
+                               normalize, overlap_average, patchify, prepare, resample, unpatchify)
+from deploy.recording import Recording
+
+FOG_SMALL = {"rate_hz": 64, "units": "g", "patch": 8, "n_patches": 128, "normalization": "window", "scale": 1.0,
+             "layout": "BCT"}
+
+
+def test_spec_round_trips_through_json():
+    spec = PreprocessSpec.from_dict(FOG_SMALL)
+    assert spec.window == 1024
+    assert PreprocessSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    with pytest.raises(SpecError, match="unknown"):
+        PreprocessSpec.from_dict({**FOG_SMALL, "bogus": 1})
+    with pytest.raises(SpecError):
+        PreprocessSpec.from_dict({**FOG_SMALL, "normalization": "zscore"})
+
+
+def test_convert_units():
+    assert np.allclose(convert_units(np.ones(3), "g", "m/s^2"), 9.80665)
+    assert np.allclose(convert_units(convert_units(np.ones(3), "g", "m/s^2"), "m/s^2", "g"), 1.0)
+
+
+@pytest.mark.parametrize("src,dst", [(128, 100), (100, 50), (100, 64), (128, 64), (50, 100)])
+def test_resampling_keeps_a_sine_below_the_new_nyquist(src, dst):
+    f = 0.8 * min(src, dst) / 2
+    t = np.arange(30 * src) / src
+    y = resample(np.sin(2 * np.pi * f * t), src, dst)
+    assert len(y) == 30 * dst
+    ref = np.sin(2 * np.pi * f * np.arange(len(y)) / dst)
+    mid = slice(len(y) // 10, -len(y) // 10)
+    assert abs(np.sqrt(2 * np.mean(y[mid] ** 2)) - 1) < 0.01
+    assert np.abs(y[mid] - ref[mid]).max() < 0.01
+
+
+def test_resampling_rejects_aliases_and_keeps_gravity():
+    src, dst = 128, 64
+    t = np.arange(30 * src) / src
+    y = resample(np.sin(2 * np.pi * 45 * t), src, dst)  # 45 Hz would alias to 19 Hz at 64 Hz
+    assert np.abs(y[100:-100]).max() < 0.01
+    assert np.allclose(resample(np.full((500, 3), -1.0), 100, 64), -1.0, atol=1e-12)
+
+
+def test_streaming_resampler_equals_one_shot():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, 3))
+    rs, parts, i = Resampler(100, 64), [], 0
+    while i < len(x):
+        k = int(rng.integers(1, 300))
+        parts.append(rs.process(x[i:i + k]))
+        i += k
+    parts.append(rs.flush())
+    assert np.array_equal(np.concatenate(parts), resample(x, 100, 64))
+
+
+def test_recording_normalization_matches_the_kaggle_recipe():
+    x = np.random.default_rng(0).normal(size=(1000, 3)) * [1, 2, 3] + [5, 0, -1]
+    x[:, 2] = 4.0  # constant axis: std 0 gives 0, not nan
+    z = normalize(x, "recording")
+    assert np.allclose(z[:, :2].mean(0), 0) and np.allclose(z[:, :2].std(0), 1)
+    assert np.all(z[:, 2] == 0)
+
+
+def test_running_normalization_is_causal_and_chunkable():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64 * 120, 3)) * [0.2, 0.1, 0.1] + [-1.0, 0.0, 0.2]
+    one = RunningNormalizer(64, tau_s=30)(x)
+    norm, parts, i = RunningNormalizer(64, tau_s=30), [], 0
+    while i < len(x):
+        k = int(rng.integers(1, 200))
+        parts.append(norm(x[i:i + k]))
+        i += k
+    assert np.array_equal(np.concatenate(parts), one)
+    assert np.all(one[:64] == 0)  # first block: no statistics yet
+    assert np.allclose(one[64 * 60:].mean(0), 0, atol=0.1) and np.allclose(one[64 * 60:].std(0), 1, atol=0.1)
+    # causal: changing the future leaves the past untouched
+    y = x.copy()
+    y[5000:] += 3
+    assert np.array_equal(RunningNormalizer(64)(y)[:5000], RunningNormalizer(64)(x)[:5000])
+
+
+def test_patchify_interleaves_axes_and_window_normalizes():
+    spec = PreprocessSpec(rate_hz=64, patch=4, n_patches=3, normalization="recording", scale=2.0, layout="BTC")
+    w = np.arange(12 * 3, dtype=float).reshape(1, 12, 3)
+    btc = patchify(w, spec)
+    assert btc.shape == (1, 3, 12) and btc.dtype == np.float32
+    assert np.array_equal(btc[0, 0], w[0, :4].reshape(-1) / 2)  # [v0, ml0, ap0, v1, ...]
+    bct = patchify(w, PreprocessSpec(**{**spec.to_dict(), "layout": "BCT"}))
+    assert np.array_equal(bct, btc.transpose(0, 2, 1))
+    win = patchify(w * 7 + 3, PreprocessSpec(**{**spec.to_dict(), "normalization": "window", "scale": 1.0}))
+    assert np.allclose(win.reshape(1, 12, 3).mean(1), 0, atol=1e-6)
+
+
+def test_patch_unpatch_round_trip():
+    spec = PreprocessSpec(rate_hz=64, patch=8, n_patches=16, layout="BTC", normalization="recording")
+    per_patch = np.random.default_rng(0).random((2, 16, 3))
+    samples = unpatchify(per_patch, spec.patch)
+    assert samples.shape == (2, 128, 3)
+    assert np.array_equal(samples[:, ::8], per_patch)
+    assert np.array_equal(samples.reshape(2, 16, 8, 3).max(2), per_patch)
+
+
+@pytest.mark.parametrize("n,window,stride", [(1000, 128, 8), (1000, 128, 128), (100, 128, 16), (1031, 100, 33)])
+def test_blocks_and_overlap_average_of_a_constant(n, window, stride):
+    blocks, starts = cut_blocks(np.zeros((n, 3)), window, stride)
+    assert blocks.shape[1:] == (window, 3) and starts[0] == 0 and starts[-1] + window >= n
+    preds = np.full((len(starts), window, 2), 0.37)
+    out = overlap_average(preds, starts, n)
+    assert out.shape == (n, 2) and np.allclose(out, 0.37)
+
+
+def test_prepare_converts_and_resamples():
+    n = 128 * 10
+    acc = np.tile([-9.80665, 0.0, 0.0], (n, 1)) + np.random.default_rng(0).normal(0, 0.5, (n, 3))
+    rec = Recording(acc, 128, "m/s^2")
+    spec = PreprocessSpec(rate_hz=64, units="g", normalization="window")
+    x = prepare(rec, spec)
+    assert x.shape == (640, 3) and x.dtype == np.float32
+    assert abs(np.median(x[:, 0]) + 1) < 0.05
+    z = prepare(rec, PreprocessSpec(rate_hz=64, units="g", normalization="recording"))
+    assert np.allclose(z.mean(0), 0, atol=1e-5)

@@ -1,0 +1,111 @@
+"""What the daemon did with every sample and every hop: counters, latency percentiles, status and Prometheus text.
+
+Sources run in their own threads and count what they reject (or drop when the queue is full) through `drop()`,
+which takes a lock; everything else is updated by the pipeline thread only.
+Invariant the tests check: received == accepted + sum(dropped.values()).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+
+LATENCY_WINDOW = 4096  # most recent hops kept for percentiles: bounded memory, recent behaviour
+
+
+class Counters:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.received = 0
+        self.accepted = 0
+        self.dropped: Counter[str] = Counter()
+        self.interpolated = 0        # samples synthesised to fill a short gap (flagged, not received)
+        self.gaps_filled = 0
+        self.resets = 0              # long gaps: the window restarted
+        self.unscored = 0            # accepted samples never covered by a full window (segment too short)
+        self.hops_run = 0
+        self.hops_skipped_behind = 0
+        self.events = 0
+        self.silences = 0
+        self.engine_seconds = 0.0
+        self._latency = np.zeros(LATENCY_WINDOW)
+        self._engine = np.zeros(LATENCY_WINDOW)
+        self._n_latency = 0
+
+    def receive(self, n: int, rejected: dict[str, int] | None = None) -> None:
+        with self._lock:
+            self.received += n
+            if rejected:
+                self.dropped.update(rejected)
+
+    def drop(self, reason: str, n: int = 1, *, received: bool = False) -> None:
+        with self._lock:
+            if received:
+                self.received += n
+            self.dropped[reason] += n
+
+    def hop(self, latency_s: float, engine_s: float) -> None:
+        i = self._n_latency % LATENCY_WINDOW
+        self._latency[i] = latency_s
+        self._engine[i] = engine_s
+        self._n_latency += 1
+        self.hops_run += 1
+        self.engine_seconds += engine_s
+
+    def percentiles(self, which: str = "latency", qs=(50, 90, 99)) -> dict[str, float]:
+        n = min(self._n_latency, LATENCY_WINDOW)
+        if n == 0:
+            return {f"p{q}": float("nan") for q in qs}
+        data = (self._latency if which == "latency" else self._engine)[:n]
+        return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(data, qs))}
+
+    def balanced(self) -> bool:
+        with self._lock:
+            return self.received == self.accepted + sum(self.dropped.values())
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            dropped = dict(self.dropped)
+            received = self.received
+        latency = {k: round(v * 1e3, 3) for k, v in self.percentiles("latency").items()}
+        engine = {k: round(v * 1e3, 3) for k, v in self.percentiles("engine").items()}
+        return {"uptime_s": round(time.monotonic() - self.started, 3), "received": received,
+                "accepted": self.accepted, "dropped": dropped, "dropped_total": sum(dropped.values()),
+                "interpolated": self.interpolated, "gaps_filled": self.gaps_filled, "resets": self.resets,
+                "unscored": self.unscored, "hops_run": self.hops_run,
+                "hops_skipped_behind": self.hops_skipped_behind, "events": self.events, "silences": self.silences,
+                "engine_s": round(self.engine_seconds, 4), "hop_latency_ms": latency, "engine_ms": engine}
+
+    def status_line(self) -> str:
+        s = self.snapshot()
+        return (f"received {s['received']} accepted {s['accepted']} dropped {s['dropped_total']} "
+                f"hops {s['hops_run']} skipped {s['hops_skipped_behind']} events {s['events']} "
+                f"latency p50 {s['hop_latency_ms']['p50']} ms p99 {s['hop_latency_ms']['p99']} ms")
+
+    def prometheus(self) -> str:
+        s = self.snapshot()
+        lines = []
+
+        def metric(name, kind, help_text, samples):
+            lines.append(f"# HELP fog_{name} {help_text}")
+            lines.append(f"# TYPE fog_{name} {kind}")
+            for labels, value in samples:
+                lines.append(f"fog_{name}{labels} {value}")
+
+        metric("samples_received_total", "counter", "Samples received from the source.", [("", s["received"])])
+        metric("samples_accepted_total", "counter", "Samples accepted into the pipeline.", [("", s["accepted"])])
+        metric("samples_dropped_total", "counter", "Samples not used, by reason.",
+               [(f'{{reason="{r}"}}', n) for r, n in sorted(s["dropped"].items())] or [('{reason="none"}', 0)])
+        metric("samples_interpolated_total", "counter", "Samples filled in across short gaps.",
+               [("", s["interpolated"])])
+        metric("window_resets_total", "counter", "Long gaps that restarted the window.", [("", s["resets"])])
+        metric("hops_total", "counter", "Model runs.", [("", s["hops_run"])])
+        metric("hops_skipped_behind_total", "counter", "Hops skipped because behind real time.",
+               [("", s["hops_skipped_behind"])])
+        metric("events_total", "counter", "FOG events emitted.", [("", s["events"])])
+        metric("hop_latency_seconds", "summary", "Sample arrival to hop output.",
+               [(f'{{quantile="0.{k[1:]}"}}', v / 1e3) for k, v in s["hop_latency_ms"].items()])
+        return "\n".join(lines) + "\n"

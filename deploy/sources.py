@@ -1,0 +1,249 @@
+"""Sensor sources: each yields chunks of timestamped samples (seconds, AccV/AccML/AccAP in the source's units).
+
+Line format (stdin, UDP, serial), one sample per line, comma or whitespace separated:
+
+    t,AccV,AccML,AccAP          e.g.  12.015625,-0.98,0.05,0.11
+
+`t` is the sensor's timestamp in seconds (any origin, increasing). Blank lines and lines starting with `#` are
+ignored. A UDP datagram carries one or more such lines (UTF-8, newline separated, up to 64 KiB).
+Anything else is counted as dropped with a reason (`parse`, `columns`, `encoding`) and never stops the source.
+Checks that need the stream's history (order, duplicates, gaps, NaN) happen in `deploy.intake`.
+
+A source runs in its own thread: `run(emit, stop)` calls `emit(chunk)` until the data ends or `stop` is set, and
+never blocks longer than `POLL_S` without looking at `stop`.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from deploy.errors import FogError, MissingDependency
+
+log = logging.getLogger("deploy.sources")
+
+POLL_S = 0.2
+MAX_DATAGRAM = 65535
+
+
+@dataclass
+class Chunk:
+    t: np.ndarray                 # (k,) float64 seconds
+    acc: np.ndarray               # (k, 3) float64, source units
+    arrival: float = 0.0          # time.monotonic() when it arrived
+    rejected: dict = field(default_factory=dict)  # reason -> samples that could not be parsed
+
+    @property
+    def received(self) -> int:
+        return len(self.t) + sum(self.rejected.values())
+
+
+def parse_lines(lines) -> Chunk:
+    """Parse text lines into a chunk; bad lines are counted, never raised."""
+    rows, rejected = [], {}
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.replace(",", " ").split()
+        if len(parts) != 4:
+            rejected["columns"] = rejected.get("columns", 0) + 1
+            continue
+        try:
+            rows.append([float(p) for p in parts])
+        except ValueError:
+            rejected["parse"] = rejected.get("parse", 0) + 1
+    data = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    return Chunk(data[:, 0].copy(), data[:, 1:].copy(), time.monotonic(), rejected)
+
+
+class Source:
+    name = "source"
+    live = True             # live sources drop when the pipeline is behind; replay waits instead
+
+    def __init__(self, units: str = "g", rate_hz: float | None = None):
+        self.units = units
+        self.rate_hz = rate_hz  # nominal sensor rate; None = the model rate
+
+    def run(self, emit, stop) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+class ReplaySource(Source):
+    """Replay a recording file (any layout `deploy.recording.read_recording` reads: CSV or npz).
+
+    `realtime=True` paces chunks by the wall clock (`speed` x real time); otherwise as fast as the pipeline takes them.
+    Timestamps are `start_s + i / rate_hz` (file time columns differ between layouts; the sample index does not).
+    """
+    name = "replay"
+    live = False
+
+    def __init__(self, path, layout=None, realtime=False, speed=1.0, chunk_s=0.25, start_s=0.0, recording=None,
+                 **kw):
+        from deploy.recording import read_recording
+        self.recording = recording if recording is not None else read_recording(path, layout=layout)
+        super().__init__(units=self.recording.units, rate_hz=self.recording.rate_hz)
+        self.path, self.realtime, self.speed, self.start_s = path, realtime, float(speed), float(start_s)
+        self.chunk = max(1, int(round(chunk_s * self.recording.rate_hz)))
+
+    def describe(self) -> str:
+        rec = self.recording
+        return (f"replay {self.path or 'recording'} ({rec.n_samples} samples at {rec.rate_hz:g} Hz, {rec.units}, "
+                f"{'x%g real time' % self.speed if self.realtime else 'as fast as possible'})")
+
+    def run(self, emit, stop) -> None:
+        acc, rate = self.recording.acc, self.recording.rate_hz
+        t_all = self.start_s + np.arange(len(acc)) / rate
+        wall0 = time.monotonic()
+        for i in range(0, len(acc), self.chunk):
+            if stop.is_set():
+                return
+            j = min(i + self.chunk, len(acc))
+            if self.realtime:
+                due = wall0 + (t_all[j - 1] - self.start_s) / self.speed
+                while (wait := due - time.monotonic()) > 0 and not stop.is_set():
+                    time.sleep(min(wait, POLL_S))
+            emit(Chunk(t_all[i:j], acc[i:j], time.monotonic()))
+
+
+class StdinSource(Source):
+    name = "stdin"
+
+    def __init__(self, stream=None, **kw):
+        super().__init__(**kw)
+        self.stream = stream or sys.stdin
+
+    def run(self, emit, stop) -> None:
+        # readline blocks; the daemon runs sources in daemon threads, so a silent stdin never blocks shutdown.
+        for line in self.stream:
+            if stop.is_set():
+                return
+            chunk = parse_lines([line])
+            if chunk.received:
+                emit(chunk)
+
+
+class UdpSource(Source):
+    name = "udp"
+
+    def __init__(self, host="127.0.0.1", port=5005, **kw):
+        super().__init__(**kw)
+        self.host, self.port = host, int(port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        try:
+            self.sock.bind((self.host, self.port))
+        except OSError as exc:
+            raise FogError(f"cannot listen on udp {self.host}:{self.port} ({exc.strerror}); "
+                           "pick a free port with --udp-port") from None
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(POLL_S)
+
+    def describe(self) -> str:
+        return f"udp {self.host}:{self.port}"
+
+    def run(self, emit, stop) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    data = self.sock.recv(MAX_DATAGRAM)
+                except socket.timeout:
+                    continue
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    emit(Chunk(np.empty(0), np.empty((0, 3)), time.monotonic(), {"encoding": 1}))
+                    continue
+                chunk = parse_lines(text.splitlines())
+                if chunk.received:
+                    emit(chunk)
+        finally:
+            self.sock.close()
+
+
+class SerialSource(Source):
+    """A serial device (USB CDC or UART) sending the line format; needs pyserial."""
+    name = "serial"
+
+    def __init__(self, device="/dev/ttyUSB0", baud=115200, **kw):
+        super().__init__(**kw)
+        try:
+            import serial
+        except ImportError:
+            raise MissingDependency("pyserial", "serial", "the serial source") from None
+        try:
+            self.port = serial.Serial(device, int(baud), timeout=POLL_S)
+        except (serial.SerialException, OSError) as exc:
+            raise FogError(f"cannot open serial device {device} ({exc}); check the path and that this user is in "
+                           "the 'dialout' group") from None
+        self.device = device
+
+    def describe(self) -> str:
+        return f"serial {self.device}"
+
+    def run(self, emit, stop) -> None:
+        try:
+            while not stop.is_set():
+                raw = self.port.readline()
+                if not raw:
+                    continue
+                try:
+                    chunk = parse_lines([raw.decode("utf-8")])
+                except UnicodeDecodeError:
+                    chunk = Chunk(np.empty(0), np.empty((0, 3)), time.monotonic(), {"encoding": 1})
+                if chunk.received:
+                    emit(chunk)
+        finally:
+            self.port.close()
+
+
+class LslSource(Source):
+    """A Lab Streaming Layer stream (pylsl): the first three channels are AccV, AccML, AccAP (or `channels`)."""
+    name = "lsl"
+
+    def __init__(self, stream_name=None, stream_type="Accelerometer", channels=(0, 1, 2), resolve_s=10.0, **kw):
+        super().__init__(**kw)
+        try:
+            import pylsl
+        except ImportError:
+            raise MissingDependency("pylsl", "lsl", "the Lab Streaming Layer source") from None
+        prop, value = ("name", stream_name) if stream_name else ("type", stream_type)
+        found = pylsl.resolve_byprop(prop, value, timeout=resolve_s)
+        if not found:
+            raise FogError(f"no LSL stream with {prop}={value!r} found within {resolve_s:g} s; is the sender running "
+                           "on this network?")
+        info = found[0]
+        if info.channel_count() < max(channels) + 1:
+            raise FogError(f"LSL stream {info.name()!r} has {info.channel_count()} channels; need channels "
+                           f"{list(channels)}")
+        self.inlet = pylsl.StreamInlet(info, max_buflen=30)
+        self.channels = list(channels)
+        self.rate_hz = self.rate_hz or (info.nominal_srate() or None)
+        self.stream_name = info.name()
+
+    def describe(self) -> str:
+        return f"lsl {self.stream_name}"
+
+    def run(self, emit, stop) -> None:
+        while not stop.is_set():
+            samples, stamps = self.inlet.pull_chunk(timeout=POLL_S, max_samples=1024)
+            if stamps:
+                data = np.asarray(samples, dtype=np.float64)
+                emit(Chunk(np.asarray(stamps, dtype=np.float64), data[:, self.channels], time.monotonic()))
+
+
+SOURCES = {"replay": ReplaySource, "stdin": StdinSource, "udp": UdpSource, "serial": SerialSource,
+           "lsl": LslSource}
+
+
+def open_source(kind: str, **options) -> Source:
+    if kind not in SOURCES:
+        raise FogError(f"unknown source {kind!r}; choose one of {sorted(SOURCES)}")
+    return SOURCES[kind](**options)

@@ -1,0 +1,265 @@
+"""The streaming pipeline: clean samples -> model-rate ring buffer -> a window every hop -> engine -> per-sample
+probability timeline -> events. Per-hop outputs equal `deploy.offline.predict_recording` on the same signal.
+
+Grid (see deploy/offline.py, the single definition): window k ends at e = (k + 1) * hop and covers [e - W, e);
+positions before the segment start hold its first sample, positions past its end (at `flush`) its last sample.
+A window contributes to its last `keep` samples, keep = min(W, (lookahead // hop + 1) * hop), so a sample is
+decided after at most `keep` samples of right context: the look-ahead is the latency/accuracy dial.
+lookahead None = whole windows (classic overlap averaging, up to W - hop of look-ahead).
+
+Hot path: the window is z-scored in pre-allocated scratch arrays and scattered into the engine's input buffer with
+an index map derived once from `deploy.preprocess.patchify` (so the layout has one definition); a self-check at start
+compares the fast path with `patchify`. Per hop the only new arrays are the decided probabilities handed downstream.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from deploy.errors import FogError
+from deploy.events import EventDetector
+from deploy.intake import RESET, Intake
+from deploy.offline import contribution
+from deploy.preprocess import PreprocessSpec, Resampler, RunningNormalizer, convert_units, patchify, unpatchify
+
+log = logging.getLogger("deploy.stream")
+
+
+def streaming_spec(spec: PreprocessSpec) -> PreprocessSpec:
+    """'recording' normalization needs the whole recording: substitute 'running' (with a warning)."""
+    if spec.normalization == "recording":
+        log.warning("normalization 'recording' cannot stream: using 'running' (tau %.0f s) instead; expect small "
+                    "differences from offline evaluation with 'recording'", spec.running_tau_s)
+        return replace(spec, normalization="running")
+    return spec
+
+
+class WindowEncoder:
+    """(W, 3) prepared window -> engine input, in place, equal to `patchify`."""
+
+    def __init__(self, spec: PreprocessSpec, input_buffer: np.ndarray):
+        self.spec = spec
+        layout_only = replace(spec, normalization="running", scale=1.0)  # patchify then only reorders
+        order = patchify(np.arange(spec.window * 3, dtype=np.float64).reshape(1, spec.window, 3), layout_only)
+        if order.size != input_buffer.size:
+            raise FogError(f"the model input has shape {input_buffer.shape}, the bundle's preprocess spec makes "
+                           f"{order.shape}; the manifest and the model disagree (re-export the bundle)")
+        self.order = order.reshape(-1).astype(np.intp)
+        self.target = input_buffer.reshape(-1)
+        self.scratch = np.zeros((spec.window, 3))
+        self.scratch32 = np.zeros(spec.window * 3, np.float32)
+        self.mean, self.std, self.safe = np.zeros(3), np.zeros(3), np.zeros(3)
+        self._self_check()
+
+    def encode(self, window: np.ndarray) -> None:
+        s = self.scratch
+        np.copyto(s, window)
+        if self.spec.normalization == "window":
+            np.mean(s, axis=0, out=self.mean)
+            np.std(s, axis=0, out=self.std)
+            np.copyto(self.safe, self.std)
+            flat = self.std <= 0
+            self.safe[flat] = 1.0
+            np.subtract(s, self.mean, out=s)
+            np.divide(s, self.safe, out=s)
+            if flat.any():
+                s[:, flat] = 0.0
+        if self.spec.scale != 1.0:
+            np.divide(s, self.spec.scale, out=s)
+        np.copyto(self.scratch32, s.reshape(-1), casting="same_kind")
+        np.take(self.scratch32, self.order, out=self.target)
+
+    def _self_check(self) -> None:
+        window = np.random.default_rng(0).normal(size=(self.spec.window, 3)).astype(np.float32)
+        window[:, 1] = 0.25  # a flat axis exercises the zero-std rule
+        saved = self.target.copy()
+        self.encode(window)
+        expected = patchify(window[None], self.spec).reshape(-1)
+        worst = float(np.max(np.abs(self.target - expected)))
+        self.target[:] = saved
+        if worst > 1e-5:
+            raise FogError(f"streaming encoder differs from deploy.preprocess.patchify by {worst:g}; "
+                           "this is a bug, please report it")
+
+
+class Pipeline:
+    """Feeds chunks from a source through intake, preprocessing, engine and events; calls back with outputs.
+
+    on_probs(t_first_s, probs (m, C) float32, rate_hz): decided per-sample probabilities, in order.
+    on_event(kind, event, decided_s): kind "onset" (confirmed, ongoing) or "event" (finished episode).
+    """
+
+    def __init__(self, spec: PreprocessSpec, engine, classes, counters, *, source_units: str,
+                 source_rate_hz: float | None = None, hop_samples: int | None = None,
+                 lookahead_samples: int | None = None, events: dict | None = None, on_probs=None, on_event=None,
+                 live: bool = False, max_gap_s: float = 0.5, max_behind_s: float = 1.0):
+        self.spec = streaming_spec(spec)
+        self.engine, self.classes, self.counters = engine, list(classes), counters
+        self.rate = float(self.spec.rate_hz)
+        self.source_units = source_units
+        self.source_rate = float(source_rate_hz or self.rate)
+        self.W = self.spec.window
+        self.hop = int(hop_samples or max(1, min(self.W, int(0.5 * self.rate))))
+        if not 1 <= self.hop <= self.W:
+            raise FogError(f"hop of {self.hop} samples must be between 1 and the window ({self.W})")
+        self.keep = contribution(self.W, self.hop, lookahead_samples)
+        self.lookahead_samples = lookahead_samples
+        self.events_cfg = dict(events or {})
+        self.on_probs, self.on_event = on_probs, on_event
+        self.live, self.max_behind_s = live, float(max_behind_s)
+        self.intake = Intake(self.source_rate, counters, max_gap_s=max_gap_s)
+        self.encoder = WindowEncoder(self.spec, engine.input_buffer)
+        n_out = engine.output_shape[1]
+        if n_out == self.spec.n_patches:
+            rows = unpatchify(np.arange(n_out)[None, :, None], self.spec.patch)[0, :, 0]
+        elif n_out == self.W:
+            rows = np.arange(self.W)
+        else:
+            raise FogError(f"the model outputs {n_out} steps per window; the spec expects {self.spec.n_patches} "
+                           f"patches or {self.W} samples (re-export the bundle)")
+        self.tail_rows = rows[self.W - self.keep:].astype(np.intp)   # output rows of a window's last keep samples
+        self.n_classes = engine.output_shape[2]
+        self.cap = 4 * (self.W + self.keep + self.hop)
+        self.data = np.zeros((self.cap, 3), np.float32)
+        self.total = np.zeros((self.cap, self.n_classes))
+        self.count = np.zeros(self.cap, np.int64)
+        self.window = np.zeros((self.W, 3), np.float32)
+        self.contrib = np.zeros((self.keep, self.n_classes), np.float32)
+        self.last_row = np.zeros(self.n_classes, np.float32)
+        self._segment_open = False
+
+    # ------------------------------------------------------------------ segments
+
+    def _start_segment(self, t_first: float) -> None:
+        self.t0 = t_first
+        self.n = self.base = self.decided = 0
+        self.e_next = self.hop
+        self.count[:] = 0
+        self.total[:] = 0.0
+        self.first = None
+        self.resampler = Resampler(self.source_rate, self.rate) if self.source_rate != self.rate else None
+        self.normalizer = (RunningNormalizer(self.rate, self.spec.running_tau_s, self.spec.running_block_s)
+                           if self.spec.normalization == "running" else None)
+        ev = self.events_cfg
+        self.detector = EventDetector(self.classes, self.rate, on=ev.get("on", 0.5), off=ev.get("off", 0.3),
+                                      min_duration_s=ev.get("min_duration_s", 0.5),
+                                      smoothing_s=ev.get("smoothing_s", 0.5),
+                                      refractory_s=ev.get("refractory_s", 0.0), t0_s=t_first)
+        self._segment_open = True
+
+    def push(self, chunk) -> None:
+        """One chunk from a source (already counted as received by whoever queued it)."""
+        for piece in self.intake.push(chunk.t, chunk.acc):
+            if piece is RESET:
+                self.end_segment()
+                continue
+            t_first, acc = piece
+            if not self._segment_open:
+                self._start_segment(t_first)
+            x = convert_units(acc, self.source_units, self.spec.units)
+            if self.resampler is not None:
+                x = self.resampler.process(x)
+            self._feed(x, chunk.arrival)
+
+    def end_segment(self) -> None:
+        """End of stream or a long gap: the last partial hop is run and every pending sample decided."""
+        if not self._segment_open:
+            return
+        if self.resampler is not None:
+            self._feed(self.resampler.flush(), time.monotonic())
+        if self.n > 0:
+            if self.e_next - self.hop < self.n:      # a partial hop is pending
+                self._run_window(self.e_next, time.monotonic(), final=True)
+            self._decide(self.n)
+        for event in self.detector.flush():
+            self._emit_event("event", event)
+        self._segment_open = False
+
+    # ------------------------------------------------------------------ hot path
+
+    def _feed(self, x: np.ndarray, arrival: float) -> None:
+        if len(x) == 0:
+            return
+        if self.normalizer is not None:
+            x = self.normalizer(x)
+        if self.first is None:
+            self.first = np.asarray(x[0], np.float32).copy()
+        i = 0
+        while i < len(x):
+            take = min(len(x) - i, self.e_next - self.n)
+            self._append(x[i:i + take])
+            i += take
+            if self.n == self.e_next:
+                if self.live and time.monotonic() - arrival > self.max_behind_s:
+                    self.counters.hops_skipped_behind += 1
+                else:
+                    self._run_window(self.e_next, arrival)
+                self._decide(min(self.n, self.e_next - self.keep + self.hop))
+                self.e_next += self.hop
+
+    def _append(self, x: np.ndarray) -> None:
+        if self.n + len(x) - self.base > self.cap:
+            self._compact()
+        lo = self.n - self.base
+        self.data[lo:lo + len(x)] = x
+        self.n += len(x)
+
+    def _compact(self) -> None:
+        keep_from = max(self.base, min(self.decided, self.e_next - self.W))
+        shift, used = keep_from - self.base, self.n - keep_from
+        if shift <= 0:
+            raise FogError("stream buffer overflow (a bug: hop larger than the ring allows)")
+        for buf in (self.data, self.total, self.count):
+            buf[:used] = buf[shift:shift + used].copy()
+            buf[used:] = 0
+        self.base = keep_from
+
+    def _run_window(self, e: int, arrival: float, final: bool = False) -> None:
+        start = e - self.W
+        if start >= self.base and e <= self.n:
+            self.window[:] = self.data[start - self.base:e - self.base]
+        else:  # segment edges: before the start the first sample, past the end the last one (as offline)
+            idx = np.clip(np.arange(start, e), 0, self.n - 1)
+            idx = np.maximum(idx - self.base, 0)
+            self.window[:] = self.data[idx]
+            self.window[np.arange(start, e) < 0] = self.first
+        self.encoder.encode(self.window)
+        t_engine = time.perf_counter()
+        y = self.engine.infer(self.engine.input_buffer)
+        engine_s = time.perf_counter() - t_engine
+        lo, hi = max(0, e - self.keep), min(self.n, e)
+        rows = self.tail_rows[self.keep - (e - lo): self.keep - (e - hi) if e > hi else None]
+        out = self.contrib[:hi - lo]
+        np.take(y[0], rows, axis=0, out=out)
+        np.add(self.total[lo - self.base:hi - self.base], out, out=self.total[lo - self.base:hi - self.base])
+        self.count[lo - self.base:hi - self.base] += 1
+        self.counters.hop(time.monotonic() - arrival, engine_s)
+
+    def _decide(self, upto: int) -> None:
+        if upto <= self.decided:
+            return
+        a, b = self.decided - self.base, upto - self.base
+        counts = self.count[a:b]
+        probs = (self.total[a:b] / np.maximum(counts, 1)[:, None]).astype(np.float32)
+        if not counts.all():  # windows skipped while behind real time: hold the last decided value
+            for i in np.flatnonzero(counts == 0):
+                probs[i] = probs[i - 1] if i > 0 else self.last_row
+        self.last_row[:] = probs[-1]
+        t_first = self.t0 + self.decided / self.rate
+        self.decided = upto
+        if self.on_probs is not None:
+            self.on_probs(t_first, probs, self.rate)
+        finished = self.detector.update(probs)
+        for event in self.detector.started:
+            self._emit_event("onset", event)
+        for event in finished:
+            self._emit_event("event", event)
+
+    def _emit_event(self, kind: str, event) -> None:
+        if kind == "event":
+            self.counters.events += 1
+        if self.on_event is not None:
+            self.on_event(kind, event, self.t0 + (max(self.n, 1) - 1) / self.rate)

@@ -22,7 +22,9 @@ from .unrolled import UnrolledGRU, UnrolledLSTM, UnrolledRNN
 
 def _zoo_converters() -> dict[str, callable]:
     """Converters for zoo classes, matched by class name so models/qat does not import half-written files."""
-    return {}
+    from . import tst_attention, unrolled_scrn
+    return {"TSTMultiHeadAttention": tst_attention.StaticTSTAttention,
+            "SCRN": unrolled_scrn.UnrolledSCRN}
 
 
 def _convert_child(module: nn.Module) -> nn.Module | None:

@@ -1,0 +1,84 @@
+"""QAT conversion of the zoo's own layers (SCRN, TSTMultiHeadAttention) and of every registry preset."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models.onnx_export import export_onnx
+from models.qat import calibrate_max, to_qat
+from models.qat.tst_attention import StaticTSTAttention
+from models.qat.unrolled_scrn import UnrolledSCRN
+from toolkit.qdq_check import check_qdq
+
+
+def _max_diff(a, b) -> float:
+    if isinstance(a, (tuple, list)):
+        return max(_max_diff(x, y) for x, y in zip(a, b))
+    return (a - b).abs().max().item()
+
+
+def _scrn_class():
+    scrn = pytest.importorskip("models.scrn", reason="models/scrn.py has not landed yet")
+    return scrn.SCRN
+
+
+@pytest.mark.parametrize("layers, batch_first", [(1, True), (2, False), (3, True)])
+def test_unrolled_scrn_equals_float(layers, batch_first):
+    torch.manual_seed(layers)
+    scrn = _scrn_class()(3, 4, num_layers=layers, batch_first=batch_first).eval()
+    qat = to_qat(scrn, 2, 5).eval()
+    assert isinstance(qat, UnrolledSCRN)
+    assert set(scrn.state_dict()) <= set(qat.state_dict())
+    x = torch.randn((2, 5, 3) if batch_first else (5, 2, 3))
+    hx = (torch.randn(layers, 2, 4), torch.randn(layers, 2, 4))
+    with torch.no_grad():
+        assert _max_diff(scrn(x), qat(x)) <= 1e-5
+        assert _max_diff(scrn(x, hx), qat(x, hx)) <= 1e-5
+
+
+def test_tst_attention_equals_float_and_keeps_names():
+    rnn_attention = pytest.importorskip("models.rnn_attention", reason="models/rnn_attention.py has not landed")
+    torch.manual_seed(0)
+    attention = rnn_attention.TSTMultiHeadAttention(16, 4, 4, 4).eval()
+    qat = to_qat(attention, 2, 7).eval()
+    assert isinstance(qat, StaticTSTAttention)
+    assert set(attention.state_dict()) <= set(qat.state_dict())
+    x = torch.randn(2, 7, 16)
+    with torch.no_grad():
+        assert _max_diff(attention(x, x, x)[0], qat(x, x, x)[0]) <= 1e-5
+
+
+def _presets():
+    registry = pytest.importorskip("models.registry", reason="models/registry.py has not landed yet")
+    return registry
+
+
+PRESETS = ("fog-small", "fog-1st-place")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_variant_equals_float(name):
+    registry = _presets()
+    assert set(PRESETS) <= set(registry.list_presets())
+    torch.manual_seed(0)
+    model = registry.create_model(name).eval()
+    kwargs = registry.get_preset(name).kwargs
+    x = torch.randn(1, kwargs["c_in"], kwargs["seq_len"])
+    qat = to_qat(model, 1, kwargs["seq_len"]).eval()
+    assert not any(isinstance(m, (nn.LSTM, nn.GRU, nn.RNN, nn.MultiheadAttention)) for m in qat.modules())
+    with torch.no_grad():
+        assert _max_diff(model(x), qat(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_fog_small_int8_export_passes_checker(tmp_path, opset):
+    registry = _presets()
+    torch.manual_seed(0)
+    kwargs = registry.get_preset("fog-small").kwargs
+    # Shorter than the preset's window keeps the unit test fast; the benchmark exports the full length.
+    model = registry.create_model("fog-small", seq_len=16).eval()
+    x = torch.randn(1, kwargs["c_in"], 16)
+    qat = calibrate_max(to_qat(model, 1, 16).eval(), [torch.randn(1, kwargs["c_in"], 16) for _ in range(2)])
+    path = export_onnx(qat, x, tmp_path / "small.onnx", opset=opset)
+    assert check_qdq(path) == []

@@ -41,6 +41,7 @@ class Subject:
     preset: str | None = None
     overrides: dict = field(default_factory=dict)
     bundle: object = None                  # deploy.bundle.Bundle when benching a bundle
+    factory: Callable[[], object] | None = None  # builds the torch module when there is no preset (tests, users)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fog-bench-")))
     _torch_model: object = None
     _onnx: dict = field(default_factory=dict)
@@ -48,10 +49,13 @@ class Subject:
     # --- torch -----------------------------------------------------------------------------------------------
     def torch_model(self):
         if self._torch_model is None:
-            if self.preset is None:
+            if self.factory is not None:
+                model = self.factory()
+            elif self.preset is not None:
+                import models
+                model = models.create_model(self.preset, **self.overrides)
+            else:
                 raise BackendUnavailable(f"{self.name}: no preset named in the manifest, so no PyTorch model to run")
-            import models
-            model = models.create_model(self.preset, **self.overrides)
             self._torch_model = model.eval()
             if self.parameters is None:
                 self.parameters = sum(p.numel() for p in model.parameters())
@@ -78,7 +82,7 @@ class Subject:
         return path
 
     def _export(self, precision: str, batch: int) -> Path:
-        if self.preset is None:
+        if self.preset is None and self.factory is None:
             raise BackendUnavailable(f"{self.name}: batch {batch} needs a re-export, and the manifest names no preset")
         import torch
         out = self.workdir / f"{self.name}.b{batch}.{precision}.onnx"
@@ -123,12 +127,24 @@ def onnxruntime_engine(path, threads: int):
     return OnnxRuntimeEngine(path, threads=threads)
 
 
-def _tensorrt_runner(subject: Subject, batch: int, x: np.ndarray):
+def check_available(subject: Subject, backend: str, batch: int | None = None) -> None:
+    """Raise BackendUnavailable (saying why) before anything is loaded for a backend that cannot run."""
     import importlib.util
-    if importlib.util.find_spec("tensorrt") is None:
-        raise BackendUnavailable("tensorrt is not installed here (it runs on the Jetson; see docs/bench.md)")
-    if subject.bundle is None or batch != subject.input_shape[0]:
-        raise BackendUnavailable("TensorRT is benched on a bundle at the bundle's batch size")
+    if backend == "tensorrt":
+        if importlib.util.find_spec("tensorrt") is None:
+            raise BackendUnavailable("tensorrt is not installed here (it runs on the Jetson; see docs/bench.md)")
+        if subject.bundle is None or (batch is not None and batch != subject.input_shape[0]):
+            raise BackendUnavailable("TensorRT is benched on a bundle, at the bundle's batch size")
+    elif backend == "pytorch-eager" or backend.startswith("onnxruntime"):
+        if importlib.util.find_spec("torch") is None and (backend == "pytorch-eager" or subject.bundle is None):
+            raise BackendUnavailable(f"{backend} needs torch here (pip install 'fog-edge-toolkit[workstation]')")
+    if backend == "onnxruntime-int8" and subject.bundle is not None and subject.bundle.path("int8") is None \
+            and subject.preset is None:
+        raise BackendUnavailable(f"{subject.name}: the bundle carries no int8 model")
+
+
+def _tensorrt_runner(subject: Subject, batch: int, x: np.ndarray):
+    check_available(subject, "tensorrt", batch)
     from deploy.engines import open_engine
     engine = open_engine(subject.bundle, backend="tensorrt")
     return lambda: engine.infer(x)

@@ -1,5 +1,10 @@
 """The timing harness of `toolkit bench`: warm-up, interleaved blocks, robust statistics, peak memory.
 
+Why CPU time for the normalized figure: with one thread, onnxruntime and torch run on the calling thread, so
+`time.thread_time` counts the cycles the model itself used and nothing of the time the OS gave to other processes.
+On a shared machine that removes preemption, the largest noise; what stays (caches and memory bandwidth shared
+with neighbours) the reference workload absorbs. Wall time is still what the latency figures report.
+
 Why interleaved blocks: on a shared machine the speed of the CPU drifts by tens of percent within seconds. Timing
 the model and a fixed reference workload in alternating short blocks exposes both to the same drift, so the ratio
 (the *normalized latency*) stays steady even when the raw milliseconds do not. Per block we keep the median of many
@@ -24,6 +29,8 @@ class Timing:
 
     calls: list[float] = field(default_factory=list)
     block_medians: list[float] = field(default_factory=list)
+    cpu_calls: list[float] = field(default_factory=list)          # thread CPU time of the same calls
+    cpu_block_medians: list[float] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
         return percentile(self.calls, q)
@@ -48,20 +55,21 @@ def percentile(values, q: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
-def time_calls(work: Work, reps: int) -> list[float]:
-    out = []
+def time_calls(work: Work, reps: int) -> tuple[list[float], list[float]]:
+    """Wall and thread-CPU seconds of `reps` calls."""
+    wall, cpu = [], []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         work()
-        out.append(time.perf_counter() - start)
-    return out
+        cpu.append(time.thread_time() - start_cpu)
+        wall.append(time.perf_counter() - start)
+    return wall, cpu
 
 
 def reps_for(work: Work, budget_s: float, min_reps: int = 3, max_reps: int = 200) -> int:
-    """How many calls of `work` fit in `budget_s` (one probe call, after warm-up)."""
-    start = time.perf_counter()
-    work()
-    one = max(time.perf_counter() - start, 1e-6)
+    """How many calls of `work` fit in `budget_s` (the fastest of three probe calls, after warm-up: a preempted
+    probe must not shrink the blocks)."""
+    one = max(min(time_calls(work, 3)[0]), 1e-6)
     return max(min_reps, min(max_reps, int(budget_s / one)))
 
 
@@ -90,20 +98,25 @@ def interleaved(workloads: dict[str, Work], blocks: int, block_s: float = 0.05,
     for b in range(blocks):
         order = names[b % len(names):] + names[:b % len(names)]
         for name in order:
-            calls = time_calls(workloads[name], reps[name])
-            timings[name].calls.extend(calls)
-            timings[name].block_medians.append(statistics.median(calls))
+            wall, cpu = time_calls(workloads[name], reps[name])
+            t = timings[name]
+            t.calls.extend(wall)
+            t.block_medians.append(statistics.median(wall))
+            t.cpu_calls.extend(cpu)
+            t.cpu_block_medians.append(statistics.median(cpu))
     return timings
 
 
-def normalized(model: Timing, reference: Timing) -> float:
-    """Median over blocks of (model block median / reference block median)."""
-    ratios = [m / r for m, r in zip(model.block_medians, reference.block_medians)]
-    return statistics.median(ratios)
-
-
-def block_ratios(model: Timing, reference: Timing) -> list[float]:
+def block_ratios(model: Timing, reference: Timing, cpu: bool = True) -> list[float]:
+    """Per block: model block median / reference block median (CPU time by default, see above)."""
+    if cpu:
+        return [m / r for m, r in zip(model.cpu_block_medians, reference.cpu_block_medians)]
     return [m / r for m, r in zip(model.block_medians, reference.block_medians)]
+
+
+def normalized(model: Timing, reference: Timing, cpu: bool = True) -> float:
+    """Median over blocks of the per-block ratios: the normalized latency."""
+    return statistics.median(block_ratios(model, reference, cpu))
 
 
 # --- memory -------------------------------------------------------------------------------------------------

@@ -1,0 +1,261 @@
+"""`toolkit bench`: how fast a model runs on each backend, and whether it got slower than its baseline.
+
+Per backend (PyTorch eager, onnxruntime FP32/INT8, TensorRT where present): batch-1 latency after warm-up (median,
+p90, p99), throughput (windows/s, real-time factor), peak memory, the latency normalized by a reference workload
+timed in the same run, and a batch sweep. The model's MACs and the machine's measured MatMul throughput give the
+compute bound, so a latency reads as a fraction of it. The pieces: bench_timing (harness), bench_macs (counter),
+bench_reference (reference workloads), bench_backends (subjects and runners), bench_baseline (regression files).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from deploy.errors import FogError, MissingDependency
+from toolkit.bench_backends import BACKENDS, REFERENCE_OF, BackendUnavailable, Subject, open_reference, open_runner
+from toolkit.bench_timing import PeakMemory, interleaved, normalized, warm_up
+
+REGRESSION_BLOCKS = 24       # interleaved blocks per backend in the regression protocol
+REGRESSION_BLOCK_S = 0.04    # seconds of calls per block and workload
+
+
+def progress(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# --- what to bench --------------------------------------------------------------------------------------------
+
+def load_subject(spec: str, overrides: dict | None = None, name: str | None = None) -> Subject:
+    """A bundle folder (has manifest.json) or a registry preset name."""
+    path = Path(spec)
+    if (path / "manifest.json").is_file():
+        from deploy.bundle import Bundle
+        bundle = Bundle.load(path)
+        m = bundle.manifest
+        pre = m["input"].get("preprocess", {})
+        model = m.get("model", {})
+        extra = dict(overrides or {})
+        if model.get("tsai_compat"):
+            extra.setdefault("tsai_compat", True)
+        return Subject(name=name or model.get("name") or path.name, input_shape=tuple(m["input"]["shape"]),
+                       window_s=_window_s(pre), hop_s=(m.get("events") or {}).get("hop_s"),
+                       parameters=model.get("parameters"), preset=model.get("preset"), overrides=extra, bundle=bundle)
+    if path.exists():
+        raise FogError(f"{spec}: a folder without manifest.json; pass a bundle made by `toolkit export` or a preset")
+    try:
+        import models
+        preset = models.get_preset(spec)
+    except ImportError:
+        raise FogError(f"{spec}: benching a preset needs torch (pip install 'fog-edge-toolkit[workstation]')") from None
+    except (KeyError, ValueError) as exc:
+        raise FogError(f"{spec}: neither a bundle folder nor a preset ({exc})") from None
+    pre = dict(preset.preprocess)
+    shape = (1, pre["patch"] * 3, pre["n_patches"])
+    if pre.get("layout") == "BTC":
+        shape = (1, pre["n_patches"], pre["patch"] * 3)
+    return Subject(name=name or spec, input_shape=shape, window_s=_window_s(pre), preset=spec,
+                   overrides=dict(overrides or {}))
+
+
+def _window_s(pre: dict) -> float | None:
+    try:
+        return pre["patch"] * pre["n_patches"] / float(pre["rate_hz"])
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
+def structure(subject: Subject, backend: str) -> dict:
+    """The exactly-compared facts of one backend's graph: nodes, Q/DQ nodes, MACs, parameters, ONNX bytes."""
+    from toolkit.bench_backends import check_available
+    from toolkit.bench_macs import graph_stats
+    check_available(subject, backend)
+    fp32 = graph_stats(subject.onnx("fp32", subject.input_shape[0]))
+    if subject.parameters is None and (subject.preset is not None or subject.factory is not None):
+        subject.torch_model()  # fills subject.parameters
+    if backend == "pytorch-eager":
+        return {"macs": fp32.macs, "parameters": subject.parameters}
+    precision = "int8" if backend.endswith("int8") else "fp32"
+    if backend == "tensorrt" and subject.bundle is not None:  # the engine is built from the bundle's precision
+        precision = subject.bundle.manifest.get("precision", "fp32")
+        precision = precision if subject.bundle.path(precision) else "fp32"
+    stats = fp32 if precision == "fp32" else graph_stats(subject.onnx(precision, subject.input_shape[0]))
+    return {**stats.structure(), "macs": fp32.macs, "parameters": subject.parameters}
+
+
+# --- measuring ----------------------------------------------------------------------------------------------
+
+class _References:
+    """Reference workloads, loaded once per run and shared by the backends of the same runtime."""
+
+    def __init__(self, threads: int, workdir: Path):
+        self.threads, self.workdir, self._loaded = threads, workdir, {}
+
+    def get(self, kind: str):
+        if kind not in self._loaded:
+            self._loaded[kind] = open_reference(kind, self.threads, self.workdir)
+        return self._loaded[kind]
+
+
+def measure_batch1(subject: Subject, backend: str, threads: int, refs: _References,
+                   blocks: int = REGRESSION_BLOCKS, block_s: float = REGRESSION_BLOCK_S) -> dict:
+    """Batch-1 latency interleaved with the backend's reference workload; peak memory of load + run."""
+    batch = subject.input_shape[0]
+    if backend.startswith("onnxruntime"):
+        subject.onnx(backend.split("-", 1)[1], batch)  # export outside the memory window
+    reference = refs.get(REFERENCE_OF[backend])
+    with PeakMemory() as mem:
+        run = open_runner(subject, backend, batch, threads)
+        warm_up(run)
+    timings = interleaved({"model": run, "reference": reference}, blocks=blocks, block_s=block_s)
+    model, ref = timings["model"], timings["reference"]
+    # Single-threaded CPU backends run on this thread: compare thread CPU time (immune to preemption).
+    cpu_clock = backend != "tensorrt" and threads == 1
+    out = {"batch": batch, **model.summary_ms(), "reference_median_ms": 1e3 * ref.median,
+           "normalized_latency": normalized(model, ref, cpu=cpu_clock), "clock": "thread-cpu" if cpu_clock else "wall",
+           "peak_mib": mem.peak_mib, "peak_exact": mem.exact}
+    if backend == "pytorch-eager":  # the module was built before the window: count its weights
+        model_bytes = sum(t.numel() * t.element_size() for t in subject.torch_model().state_dict().values())
+        out["peak_mib"] += model_bytes / 2 ** 20
+    out.update(_throughput(subject, batch, model.median))
+    return out
+
+
+def _throughput(subject: Subject, batch: int, seconds: float) -> dict:
+    windows_per_s = batch / seconds
+    hop = subject.hop_s or subject.window_s
+    return {"windows_per_s": windows_per_s,
+            # seconds of signal processed per second: one inference per hop of new samples
+            "realtime_factor": windows_per_s * hop if hop else None}
+
+
+def measure_sweep(subject: Subject, backend: str, batches, threads: int, block_s: float = 0.1) -> list[dict]:
+    rows = []
+    for batch in batches:
+        try:
+            run = open_runner(subject, backend, batch, threads)
+        except BackendUnavailable as exc:
+            progress(f"{backend} batch {batch}: skipped ({exc})")
+            continue
+        timing = interleaved({"model": run}, blocks=3, block_s=block_s)["model"]
+        rows.append({"batch": batch, **timing.summary_ms(), **_throughput(subject, batch, timing.median)})
+        progress(f"{backend} batch {batch}: {rows[-1]['median_ms']:.2f} ms")
+    return rows
+
+
+def run_bench(subject: Subject, backends=BACKENDS, batches=(1, 4, 16, 64), threads: int = 1,
+              blocks: int = REGRESSION_BLOCKS) -> dict:
+    """The full report `toolkit bench` prints, saves as JSON and plots."""
+    from toolkit.bench_baseline import machine_class, measured_on
+    from toolkit.bench_macs import graph_stats
+    from toolkit.bench_reference import REFERENCE_VERSION, matmul_macs_per_s
+
+    refs = _References(threads, subject.workdir)
+    fp32 = graph_stats(subject.onnx("fp32", subject.input_shape[0]))
+    report = {"subject": {"name": subject.name, "input_shape": list(subject.input_shape), "window_s": subject.window_s,
+                          "hop_s": subject.hop_s, "macs": fp32.macs},
+              "machine": {"class": machine_class(), **measured_on(), "threads": threads, "reference": REFERENCE_VERSION,
+                          "matmul_gmacs_per_s": {}},
+              "backends": {}, "skipped": {}}
+    for kind in ("onnxruntime", "torch"):
+        try:
+            report["machine"]["matmul_gmacs_per_s"][kind] = matmul_macs_per_s(kind, threads, subject.workdir) / 1e9
+        except ImportError:
+            pass
+    for backend in backends:
+        progress(f"{backend}: batch 1, interleaved with the reference workload")
+        try:
+            result = {"structure": structure(subject, backend),
+                      "batch1": measure_batch1(subject, backend, threads, refs, blocks=blocks)}
+        except (BackendUnavailable, MissingDependency, ImportError) as exc:
+            report["skipped"][backend] = str(exc)
+            progress(f"{backend}: skipped ({exc})")
+            continue
+        gmacs = report["machine"]["matmul_gmacs_per_s"].get("torch" if backend == "pytorch-eager" else "onnxruntime")
+        if gmacs and backend != "tensorrt":
+            bound_ms = fp32.macs / (gmacs * 1e9) * 1e3 * subject.input_shape[0]
+            result["batch1"]["compute_bound_ms"] = bound_ms
+            result["batch1"]["fraction_of_bound"] = bound_ms / result["batch1"]["median_ms"]
+        result["sweep"] = measure_sweep(subject, backend, batches, threads)
+        report["backends"][backend] = result
+    report["subject"]["parameters"] = subject.parameters
+    return report
+
+
+# --- regression ------------------------------------------------------------------------------------------------
+
+def regression_entries(subject: Subject, backends, threads: int = 1, timed=None,
+                       blocks: int = REGRESSION_BLOCKS) -> dict[str, dict]:
+    """Baseline entries for `subject`: structure for every backend, timing for those in `timed` (default all)."""
+    from toolkit.bench_baseline import entry_key
+    refs = _References(threads, subject.workdir)
+    entries = {}
+    for backend in backends:
+        entry = {"structure": structure(subject, backend)}
+        if timed is None or backend in timed:
+            b1 = measure_batch1(subject, backend, threads, refs, blocks=blocks)
+            entry.update(normalized_latency=b1["normalized_latency"], median_ms=b1["median_ms"])
+        entries[entry_key(subject.name, backend)] = entry
+    return entries
+
+
+# --- output -------------------------------------------------------------------------------------------------------
+
+def format_table(report: dict) -> str:
+    s, m = report["subject"], report["machine"]
+    lines = [f"{s['name']}: input {tuple(s['input_shape'])}, {s['macs'] / 1e6:.1f} MMAC, "
+             f"{(s.get('parameters') or 0) / 1e6:.2f} M parameters, window {s['window_s']} s, hop {s['hop_s']} s",
+             f"machine: {m['class']} ({m.get('cpu')}), threads {m['threads']}, MatMul "
+             + ", ".join(f"{k} {v:.1f} GMAC/s" for k, v in m["matmul_gmacs_per_s"].items()), ""]
+    head = f"{'backend':<18}{'median ms':>10}{'p90':>9}{'p99':>9}{'win/s':>9}{'RTF':>9}{'peak MiB':>10}" \
+           f"{'norm.':>8}{'of bound':>10}"
+    lines += [head, "-" * len(head)]
+    for name, r in report["backends"].items():
+        b = r["batch1"]
+        rtf = f"{b['realtime_factor']:.0f}" if b.get("realtime_factor") else "-"
+        frac = f"{b['fraction_of_bound']:.0%}" if b.get("fraction_of_bound") is not None else "-"
+        lines.append(f"{name:<18}{b['median_ms']:>10.3f}{b['p90_ms']:>9.3f}{b['p99_ms']:>9.3f}"
+                     f"{b['windows_per_s']:>9.0f}{rtf:>9}{b['peak_mib']:>10.1f}{b['normalized_latency']:>8.2f}{frac:>10}")
+    batches = sorted({row["batch"] for r in report["backends"].values() for row in r.get("sweep", [])})
+    if batches:
+        lines += ["", "batch sweep (median ms per call / windows per s):",
+                  f"{'backend':<18}" + "".join(f"{'b' + str(b):>18}" for b in batches)]
+        for name, r in report["backends"].items():
+            by = {row["batch"]: row for row in r.get("sweep", [])}
+            cells = [f"{by[b]['median_ms']:.2f} / {by[b]['windows_per_s']:.0f}" if b in by else "-" for b in batches]
+            lines.append(f"{name:<18}" + "".join(f"{c:>18}" for c in cells))
+    for name, why in report["skipped"].items():
+        lines.append(f"skipped {name}: {why}")
+    return "\n".join(lines)
+
+
+def plot_sweep(report: dict, path) -> Path:
+    """PNG of the batch sweep: windows/s and per-window latency against batch size, one line per backend."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from deploy.errors import MissingDependency
+        raise MissingDependency("matplotlib", "plot", "the batch-sweep plot") from None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, r in report["backends"].items():
+        rows = r.get("sweep", [])
+        if not rows:
+            continue
+        b = [row["batch"] for row in rows]
+        ax1.plot(b, [row["windows_per_s"] for row in rows], marker="o", label=name)
+        ax2.plot(b, [row["median_ms"] / row["batch"] for row in rows], marker="o", label=name)
+    for ax, label in ((ax1, "windows / s"), (ax2, "ms per window")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.legend()
+    m = report["machine"]
+    fig.suptitle(f"{report['subject']['name']} on {m['class']} ({m.get('cpu')}, {m['threads']} thread(s))")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

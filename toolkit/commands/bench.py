@@ -1,0 +1,128 @@
+"""Benchmark a bundle or preset on every available backend, and check or record its latency baseline.
+
+Examples:
+  toolkit bench fog-small                              table for the preset (exported on the fly)
+  toolkit bench bundles/fog-small --json out.json --plot sweep.png
+  toolkit bench fog-small --check                      regression check against benchmarks/baselines/<machine>.json
+  toolkit bench fog-small --update-baseline            re-measure and rewrite this model's baseline entries
+  toolkit bench fog-small --override num_encoder_layers=3 --check    (a deliberately slower model fails)
+
+Latency figures are medians after warm-up; `norm.` is latency / a fixed reference workload timed in the same run
+(what the regression baseline compares); `of bound` is MACs / measured MatMul throughput, divided by the latency.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+HELP = "latency, throughput and memory per backend; latency regression baselines"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", metavar="BUNDLE|PRESET", help="a bundle folder or a registry preset name")
+    p.add_argument("--backends", default="all",
+                   help="comma list of pytorch-eager, onnxruntime-fp32, onnxruntime-int8, tensorrt (default: all "
+                        "that can run here)")
+    p.add_argument("--batches", default="1,4,16,64", help="batch sizes of the sweep (default 1,4,16,64)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for every backend and the reference (default 1: steady on a shared machine)")
+    p.add_argument("--json", metavar="PATH", help="write the full report as JSON ('-' for stdout)")
+    p.add_argument("--plot", metavar="PNG", help="write the batch-sweep plot")
+    p.add_argument("--name", help="name of the model in reports and baselines (default: preset or bundle name)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="preset constructor override, e.g. num_encoder_layers=3 (repeatable)")
+    group = p.add_argument_group("regression baseline")
+    group.add_argument("--check", action="store_true",
+                       help="compare with the baseline (exit 1 on a regression) instead of the full bench")
+    group.add_argument("--update-baseline", action="store_true",
+                       help="re-measure and rewrite this model's entries in the baseline; prints what changed")
+    group.add_argument("--baseline", metavar="JSON", help="baseline file (default benchmarks/baselines/<class>.json)")
+    group.add_argument("--machine-class", help="machine class of the baseline (default: detected)")
+    group.add_argument("--untimed", default="",
+                       help="backends whose baseline pins structure only (comma list), e.g. onnxruntime-int8 "
+                            "for a graph too slow to time in CI")
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run(args) -> int:
+    from toolkit.cli import UserError
+    from toolkit import bench
+    from toolkit.bench_backends import BACKENDS
+
+    backends = list(BACKENDS) if args.backends == "all" else [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise UserError(f"unknown backend(s) {unknown}; choose from {list(BACKENDS)}")
+    try:
+        batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--batches {args.batches!r}: give comma-separated integers, e.g. 1,4,16") from None
+    if args.threads < 1 or any(b < 1 for b in batches):
+        raise UserError("--threads and --batches must be positive")
+    overrides = {}
+    for item in args.override:
+        if "=" not in item:
+            raise UserError(f"--override {item!r}: write KEY=VALUE, e.g. num_encoder_layers=3")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = _parse_value(value.strip())
+
+    subject = bench.load_subject(args.model, overrides, name=args.name)
+    if args.check or args.update_baseline:
+        return _regression(args, subject, backends)
+    report = bench.run_bench(subject, backends, batches, threads=args.threads)
+    print(bench.format_table(report))
+    if args.json:
+        text = json.dumps(report, indent=2, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as fh:
+                fh.write(text + "\n")
+    if args.plot:
+        bench.plot_sweep(report, args.plot)
+        print(f"batch sweep plot: {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _regression(args, subject, backends) -> int:
+    from pathlib import Path
+
+    from toolkit import bench, bench_baseline
+    from deploy.errors import MissingDependency
+    from toolkit.bench_backends import BackendUnavailable
+
+    path = Path(args.baseline) if args.baseline else bench_baseline.baseline_path(args.machine_class)
+    untimed = {b.strip() for b in args.untimed.split(",") if b.strip()}
+    entries = {}
+    for backend in backends:
+        try:
+            entries.update(bench.regression_entries(subject, [backend], threads=1,
+                                                    timed=() if backend in untimed else None))
+        except (BackendUnavailable, MissingDependency, ImportError) as exc:
+            bench.progress(f"{backend}: skipped ({exc})")
+    if args.update_baseline:
+        old, new = bench_baseline.update(path, entries, threads=1, machine=args.machine_class)
+        print(f"baseline {path} updated; changes:")
+        print("\n".join(bench_baseline.diff_lines(old, new)))
+        return 0
+    baseline = bench_baseline.load(path)
+    if not baseline:
+        from toolkit.cli import UserError
+        raise UserError(f"no baseline at {path}; record one with `toolkit bench {args.model} --update-baseline`")
+    tolerance = baseline.get("tolerance", bench_baseline.DEFAULT_TOLERANCE)
+    failed = 0
+    for key, measured in entries.items():
+        verdict = bench_baseline.compare(key, measured, baseline["entries"].get(key, {}), tolerance)
+        timing = "-" if verdict.timing_ok is None else f"{verdict.normalized:.3f} (limit {verdict.allowed:.3f})"
+        print(f"{'ok  ' if verdict.ok else 'FAIL'} {key}: structure {'ok' if verdict.structure_ok else 'changed'}, "
+              f"normalized latency {timing}")
+        for problem in verdict.problems:
+            print(f"     {problem}")
+        failed += not verdict.ok
+    return 1 if failed else 0

@@ -1,0 +1,219 @@
+"""Seeded synthetic lower-back accelerometry with labelled freezing-of-gait episodes.
+
+A recording is a sequence of activities (standing, gait initiation, straight walking, 180-degree turns, voluntary
+stops) turned into per-sample control signals (locomotor amplitude, cadence, tremble amplitude, turn load), then
+into three axes in the Kaggle convention (AccV carries gravity as about -1 g). Freezes follow the clinical types:
+StartHesitation when gait starts after standing, Turn inside turns, Walking during straight walking; about 80 %
+are kinetic (trembling at 3-8 Hz with the locomotor band suppressed), the rest akinetic (no movement: they look like
+standing, as voluntary stops do, which carry no label). Durations are log-normal with the median (2.7 s) and 90th
+percentile (15.6 s) of the Kaggle events.csv. Subjects differ in cadence, step amplitude, tremble frequency and
+amplitude, sensor tilt and how often they freeze, so held-out subjects are meaningful.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deploy.recording import CLASSES, Recording, write_recording
+
+SH, TURN, WALK = range(3)
+EPISODE_MEDIAN_S, EPISODE_P90_S = 2.7, 15.6
+_SIGMA = (np.log(EPISODE_P90_S) - np.log(EPISODE_MEDIAN_S)) / 1.2816
+
+
+@dataclass(frozen=True)
+class Subject:
+    id: str
+    cadence_hz: float      # step frequency while walking straight
+    step_g: float          # vertical step amplitude (g)
+    tremble_hz: float      # trembling frequency during kinetic freezes
+    tremble_g: float       # trembling amplitude at the lower back (g)
+    pitch_deg: float       # sensor tilt: gravity leaks into AP / ML
+    roll_deg: float
+    freeze_rate: float     # multiplies the freezing probabilities
+    harmonics: float       # weight of the step harmonics (heel-strike sharpness): sets walking's freeze index
+
+
+def make_subject(rng: np.random.Generator, subject_id: str = "s00") -> Subject:
+    return Subject(subject_id, cadence_hz=float(rng.uniform(1.6, 1.95)), step_g=float(rng.uniform(0.14, 0.24)),
+                   tremble_hz=float(rng.uniform(3.5, 7.0)), tremble_g=float(rng.uniform(0.04, 0.10)),
+                   pitch_deg=float(rng.normal(0, 6)), roll_deg=float(rng.normal(0, 4)),
+                   freeze_rate=float(rng.uniform(0.6, 1.4)), harmonics=float(rng.uniform(0.8, 1.5)))
+
+
+def episode_duration(rng) -> float:
+    return float(np.clip(rng.lognormal(np.log(EPISODE_MEDIAN_S), _SIGMA), 0.3, 60.0))
+
+
+# ---------------------------------------------------------------- the activity script
+
+def _script(rng, subject: Subject, total_s: float, protocol: bool) -> list[dict]:
+    """Segments {kind, dur, fog(class|None), kinetic, dir}. kinds: stand, walk, turn, stop, fog."""
+    p_sh, p_turn, p_walk, p_stop = (0.15, 0.35, 0.10, 0.15) if protocol else (0.05, 0.06, 0.02, 0.25)
+    p_sh, p_turn, p_walk = (min(0.9, p * subject.freeze_rate) for p in (p_sh, p_turn, p_walk))
+    segs, t = [], 0.0
+
+    def add(kind, dur, **kw):
+        nonlocal t
+        segs.append({"kind": kind, "dur": float(dur), "fog": None, "kinetic": True, "dir": 0.0, **kw})
+        t += dur
+
+    def freeze(cls, context):
+        add("fog", episode_duration(rng), fog=cls, kinetic=bool(rng.random() < 0.8), context=context,
+            dir=float(rng.choice([-1.0, 1.0])))
+
+    while t < total_s:
+        add("stand", rng.uniform(2, 8) if protocol else rng.uniform(5, 30))
+        if rng.random() < p_sh:
+            freeze(SH, "start")
+        for _ in range(int(rng.integers(1, 4))):
+            walk = rng.uniform(4, 12) if protocol else rng.uniform(8, 40)
+            if rng.random() < p_walk:
+                split = rng.uniform(0.3, 0.7)
+                add("walk", walk * split)
+                freeze(WALK, "walk")
+                add("walk", walk * (1 - split))
+            else:
+                add("walk", walk)
+            direction = float(rng.choice([-1.0, 1.0]))
+            turn = rng.uniform(2.0, 4.0)
+            if rng.random() < p_turn:
+                add("turn", turn * 0.4, dir=direction)
+                freeze(TURN, "turn")
+                segs[-1]["dir"] = direction
+                add("turn", turn * 0.6, dir=direction)
+            else:
+                add("turn", turn, dir=direction)
+            if rng.random() < p_stop:  # voluntary stop: still, unlabelled; the classic false-alarm trap
+                add("stop", rng.uniform(2, 6))
+    return segs
+
+
+# ---------------------------------------------------------------- signal synthesis
+
+def _smooth(x: np.ndarray, n: int) -> np.ndarray:
+    if n <= 1:
+        return x
+    kernel = np.ones(n) / n
+    padded = np.concatenate([np.full(n, x[0]), x, np.full(n, x[-1])])
+    return np.convolve(padded, kernel, mode="same")[n:-n]
+
+
+def _slow_noise(rng, n: int, rate: float, tau_s: float) -> np.ndarray:
+    """Unit-variance noise varying over about tau_s."""
+    k = max(1, int(tau_s * rate))
+    x = _smooth(rng.normal(size=n + 2 * k), k)[k:k + n]
+    return x / (x.std() + 1e-12)
+
+
+def _rotation(pitch_deg, roll_deg) -> np.ndarray:
+    p, r = np.radians(pitch_deg), np.radians(roll_deg)
+    pitch = np.array([[np.cos(p), 0, -np.sin(p)], [0, 1, 0], [np.sin(p), 0, np.cos(p)]])  # V <-> AP
+    roll = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])    # V <-> ML
+    return roll @ pitch
+
+
+def synth_recording(minutes: float = 5.0, seed: int = 0, rate_hz: float = 100.0, units: str = "g",
+                    subject: Subject | None = None, protocol: bool = True) -> Recording:
+    """One recording; same Recording object the readers give (labels in CLASSES order, meta with the truth)."""
+    rng = np.random.default_rng(seed)
+    subject = subject or make_subject(np.random.default_rng([seed, 1]), f"s{seed:02d}")
+    segs = _script(rng, subject, minutes * 60.0, protocol)
+    n = int(round(minutes * 60.0 * rate_hz))
+    loco, cadence_k, tremble, turn_ml, turn_ap = (np.zeros(n) for _ in range(5))
+    cadence_k += 1.0
+    labels = np.zeros((n, 3))
+    episodes, t0 = [], 0
+    tremble_scale = np.zeros(n)
+    for seg in segs:
+        a, b = t0, min(n, t0 + int(round(seg["dur"] * rate_hz)))
+        t0 = b
+        if a >= n:
+            break
+        kind = seg["kind"]
+        if kind == "walk":
+            loco[a:b] = 1.0
+        elif kind == "turn":
+            loco[a:b], cadence_k[a:b] = 0.75, 0.88
+            prof = np.sin(np.pi * np.linspace(0, 1, b - a)) if b > a else 0
+            turn_ml[a:b], turn_ap[a:b] = seg["dir"] * 0.10 * prof, -0.03 * prof
+        elif kind == "fog":
+            labels[a:b, seg["fog"]] = 1.0
+            episodes.append({"cls": CLASSES[seg["fog"]], "onset_s": a / rate_hz, "offset_s": b / rate_hz,
+                             "kinetic": seg["kinetic"], "context": seg["context"]})
+            if seg["kinetic"]:
+                loco[a:b], cadence_k[a:b] = rng.uniform(0.05, 0.25), rng.uniform(1.1, 1.5)  # shuffling
+                tremble[a:b] = rng.uniform(0.6, 1.4)
+            if seg["context"] == "turn":  # turning in place, slowly
+                prof = np.ones(b - a)
+                turn_ml[a:b], turn_ap[a:b] = seg["dir"] * 0.04 * prof, -0.01 * prof
+    # transitions: gait ramps over ~0.5 s, tremble sets in over ~0.15 s, turn loads over ~0.3 s
+    loco = _smooth(loco, int(0.5 * rate_hz))
+    cadence_k = _smooth(cadence_k, int(0.5 * rate_hz))
+    tremble = _smooth(tremble, int(0.15 * rate_hz))
+    turn_ml, turn_ap = _smooth(turn_ml, int(0.3 * rate_hz)), _smooth(turn_ap, int(0.3 * rate_hz))
+
+    dt = 1.0 / rate_hz
+    jitter = rng.normal(0, 0.002, n)  # 2 ms clock jitter, as phase error of every oscillation
+    cadence = subject.cadence_hz * cadence_k * (1 + 0.03 * _slow_noise(rng, n, rate_hz, 5.0))
+    phase = 2 * np.pi * (np.cumsum(cadence) * dt + cadence * jitter) + rng.uniform(0, 2 * np.pi)
+    f_tr = subject.tremble_hz * (1 + 0.05 * _slow_noise(rng, n, rate_hz, 1.0))
+    psi = 2 * np.pi * (np.cumsum(f_tr) * dt + f_tr * jitter)
+    amp = subject.step_g * loco * (1 + 0.12 * _slow_noise(rng, n, rate_hz, 1.0))
+    stride = phase / 2  # left/right steps differ: a stride-frequency component
+    h = subject.harmonics  # real lower-back walking has a freeze index of ~0.5: strong 2nd-4th step harmonics
+    v = amp * (np.sin(phase) + 0.55 * h * np.sin(2 * phase + 0.6) + 0.30 * h * np.sin(3 * phase + 1.1)
+               + 0.18 * h * np.sin(4 * phase + 2.0) + 0.12 * np.sin(stride + 0.4))
+    ap = amp * (0.55 * np.sin(phase + 1.3) + 0.20 * np.sin(2 * phase + 0.2)) + turn_ap
+    ml = amp * (0.45 * np.sin(stride) + 0.10 * np.sin(phase + 0.7)) + turn_ml
+    trem = subject.tremble_g * tremble * (1 + 0.3 * _slow_noise(rng, n, rate_hz, 0.5)) * np.sin(psi)
+    v, ap, ml = v + trem, ap + 0.6 * trem, ml + 0.3 * trem
+    sway = 0.004 * np.stack([_slow_noise(rng, n, rate_hz, 2.0) for _ in range(3)], 1)
+    body = np.stack([v - 1.0, ml, ap], axis=1) + sway
+    tilt = _rotation(subject.pitch_deg + rng.normal(0, 1.5), subject.roll_deg + rng.normal(0, 1.0))
+    acc = body @ tilt.T + rng.normal(0, 0.006, (n, 3))
+    dropouts = []
+    for _ in range(rng.poisson(minutes / 2.0)):  # the sensor holds its last value for 50-300 ms
+        a = int(rng.integers(1, max(2, n - 1)))
+        b = min(n, a + int(rng.uniform(0.05, 0.3) * rate_hz))
+        acc[a:b] = acc[a - 1]
+        dropouts.append([a / rate_hz, b / rate_hz])
+    if units == "m/s^2":
+        acc = acc * 9.80665
+    meta = {"subject": subject.id, "seed": seed, "synthetic": True, "protocol": protocol,
+            "subject_params": asdict(subject), "episodes": episodes, "dropouts": dropouts,
+            "activities": [[s["kind"], round(s["dur"], 3)] for s in segs], "id": f"{subject.id}_{seed}"}
+    return Recording(acc, float(rate_hz), units, time=np.arange(n), labels=labels,
+                     mask=np.ones(n, bool), meta=meta)
+
+
+LAYOUT_RATES = {"tdcsfog": (128.0, "m/s^2"), "defog": (100.0, "g"), "npz": (100.0, "g")}
+
+
+def synth_dataset(out_dir, subjects: int = 8, minutes: float = 5.0, seed: int = 0, layout: str = "defog",
+                  recordings_per_subject: int = 1, progress=None) -> list[Path]:
+    """A folder of recordings plus `metadata.csv` (Id, Subject, minutes, frozen_fraction) and `subjects.json`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rate, units = LAYOUT_RATES[layout]
+    rows, params, paths = ["Id,Subject,Minutes,FrozenFraction"], {}, []
+    for s in range(subjects):
+        subject = make_subject(np.random.default_rng([seed, 1000 + s]), f"s{s:02d}")
+        params[subject.id] = asdict(subject)
+        for r in range(recordings_per_subject):
+            rec = synth_recording(minutes, seed=seed * 10007 + s * 101 + r, rate_hz=rate, units=units,
+                                  subject=subject)
+            rec_id = f"{subject.id}r{r}"
+            path = out / f"{rec_id}.{'npz' if layout == 'npz' else 'csv'}"
+            write_recording(rec, path, layout)
+            frozen = float(rec.labels.max(1).mean())
+            rows.append(f"{rec_id},{subject.id},{minutes:g},{frozen:.4f}")
+            paths.append(path)
+            if progress:
+                progress(len(paths), subjects * recordings_per_subject)
+    (out / "metadata.csv").write_text("\n".join(rows) + "\n")
+    (out / "subjects.json").write_text(json.dumps(params, indent=2) + "\n")
+    return paths

@@ -12,8 +12,9 @@ from toolkit.targets import Target, op_table
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Loop", "Scan")
 # Nodes that legitimately have only constant inputs after folding: weight fake-quant pairs stay as Q->DQ on FP32
-# weights (TensorRT quantizes them itself with the Q scale), and Constant nodes are the constants.
-_FOLD_EXEMPT = ("QuantizeLinear", "DequantizeLinear", "Constant")
+# weights (TensorRT quantizes them itself with the Q scale), Constant nodes are the constants, and Identity on a
+# shared weight is free.
+_FOLD_EXEMPT = ("QuantizeLinear", "DequantizeLinear", "Constant", "Identity")
 
 
 class TargetCheckError(FogError):
@@ -152,14 +153,55 @@ def check_qdq_rules(model, target: Target) -> Check:
     return Check("Q/DQ rules", True, f"{n_qdq} Q/DQ nodes, symmetric, constant scales")
 
 
-def check_constant_folding(model) -> Check:
-    constant = {i.name for i in model.graph.initializer}
-    constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    foldable = []
+def _constants(model) -> set[str]:
+    names = {i.name for i in model.graph.initializer}
+    return names | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+
+
+def _foldable(model) -> list:
+    """Nodes computing only from constants (transitively), in graph order; Q/DQ weight pairs are exempt."""
+    constant, found = _constants(model), []
     for node in model.graph.node:
         if node.op_type not in _FOLD_EXEMPT and node.input and all(i in constant or i == "" for i in node.input):
-            foldable.append(f"node {node.name!r} (op {node.op_type})")
+            found.append(node)
             constant |= set(node.output)
+    return found
+
+
+def fold_constants(model) -> int:
+    """Replace foldable nodes by initializers (what the exporter's folding leaves behind, e.g. a Split of a bias
+    into gates). Evaluated with ONNX's reference implementation, one node at a time; returns how many were folded."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    nodes = _foldable(model)
+    if not nodes:
+        return 0
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            values.update(zip(node.output, ReferenceEvaluator(node).run(None, {})))
+    for node in nodes:
+        feeds = {i: values[i] for i in node.input if i}
+        values.update(zip(node.output, ReferenceEvaluator(node).run(None, feeds)))
+        model.graph.node.remove(node)
+        for name in node.output:
+            if name:
+                model.graph.initializer.append(numpy_helper.from_array(values[name], name))
+    _drop_unused(model)
+    return len(nodes)
+
+
+def _drop_unused(model) -> None:
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    for node in [n for n in model.graph.node if n.op_type == "Constant" and n.output[0] not in used]:
+        model.graph.node.remove(node)
+    for init in [i for i in model.graph.initializer if i.name not in used]:
+        model.graph.initializer.remove(init)
+
+
+def check_constant_folding(model) -> Check:
+    foldable = [f"node {n.name!r} (op {n.op_type})" for n in _foldable(model)]
     if foldable:
         return Check("constant folding", False, f"{len(foldable)} nodes compute constants at run time, e.g. "
                                                 f"{foldable[0]}; export with constant folding")

@@ -1,0 +1,157 @@
+"""The on-device build kit: everything a Jetson needs to build the engine and prove it matches ONNX Runtime.
+
+`kit/` holds `build_engine.sh` (trtexec with the flags the target's TensorRT accepts), `reference.npz` (inputs `x`
+and ONNX Runtime outputs `probs` from the export machine), `npz_to_polygraphy.py` (turns the npz into Polygraphy's
+JSON with Polygraphy's own serializer, on the device), and the Polygraphy command that compares engine and reference.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import numpy as np
+
+# trtexec options per TensorRT generation, from each release's trtexec help (samples/common/sampleOptions.cpp):
+# --memPoolSize arrived in 8.4 and replaced --workspace (removed in 10.0); TensorRT 11 removed the precision flags
+# (always strongly typed; --stronglyTyped is a deprecated no-op from 11.1). Only options used by the kit are listed.
+TRTEXEC_OPTIONS = {
+    "8.2": {"--onnx", "--saveEngine", "--workspace", "--fp16", "--int8", "--timingCacheFile", "--useDLACore",
+            "--allowGPUFallback", "--exportLayerInfo", "--profilingVerbosity", "--explicitBatch", "--iterations"},
+    "8.5": {"--onnx", "--saveEngine", "--memPoolSize", "--workspace", "--fp16", "--int8", "--timingCacheFile",
+            "--useDLACore", "--allowGPUFallback", "--exportLayerInfo", "--profilingVerbosity", "--iterations"},
+    "10": {"--onnx", "--saveEngine", "--memPoolSize", "--fp16", "--int8", "--timingCacheFile", "--useDLACore",
+           "--allowGPUFallback", "--exportLayerInfo", "--profilingVerbosity", "--iterations", "--stronglyTyped"},
+    "11": {"--onnx", "--saveEngine", "--memPoolSize", "--timingCacheFile", "--useDLACore", "--allowGPUFallback",
+           "--exportLayerInfo", "--profilingVerbosity", "--iterations"},
+}
+# Engine vs ONNX Runtime reference tolerance on probabilities, by the precision the engine runs.
+ENGINE_ATOL = {"fp32": 1e-3, "fp16": 0.02, "int8": 0.05}
+WORKSPACE_MIB = 1024
+
+
+def generation(tensorrt_version: str) -> str:
+    """The TRTEXEC_OPTIONS key for a TensorRT version string ("8.2.1" -> "8.2", "8.6.2" -> "8.5", "10.3" -> "10")."""
+    major, _, rest = tensorrt_version.partition(".")
+    minor = int(rest.split(".")[0] or 0) if rest and rest[0].isdigit() else 0
+    if major == "8":
+        return "8.2" if minor < 4 else "8.5"
+    return major
+
+
+def trtexec_args(gen: str, *, model: str, engine: str, precision: str, dla: bool = False) -> list[str]:
+    """One trtexec command line (without the binary) for TensorRT generation `gen`."""
+    args = [f"--onnx={model}", f"--saveEngine={engine}"]
+    args.append(f"--workspace={WORKSPACE_MIB}" if gen == "8.2" else f"--memPoolSize=workspace:{WORKSPACE_MIB}")
+    if gen != "11":
+        if precision in ("fp16", "int8"):
+            args.append("--fp16")
+        if precision == "int8":
+            args.append("--int8")
+    if dla:
+        args += ["--useDLACore=${DLA_CORE}", "--allowGPUFallback"]
+    args += ["--timingCacheFile=cache/timing.cache", "--profilingVerbosity=detailed", "--exportLayerInfo=cache/layers.json",
+             "--iterations=100"]
+    unknown = [a for a in args if a.split("=")[0] not in TRTEXEC_OPTIONS[gen]]
+    assert not unknown, f"kit would pass {unknown} to trtexec of TensorRT {gen}"
+    return args
+
+
+def _generations(target) -> list[str]:
+    if len(target.trt_majors) > 1:
+        return [str(m) for m in target.trt_majors]
+    return [generation(target.tensorrt)]
+
+
+def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: str) -> str:
+    gens = _generations(target)
+    atol = ENGINE_ATOL[precision]
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Build and check the TensorRT engine for target {target.name} ({target.description}).",
+        "# Run on the device, from the bundle folder:  bash kit/build_engine.sh",
+        "# Engines are not portable across TensorRT versions or GPUs: build on the device that runs them.",
+        "# DLA (where the device has it):  DLA_CORE=0 bash kit/build_engine.sh",
+        "set -euo pipefail",
+        'cd "$(dirname "$0")/.."',
+        "# Everything built here goes to cache/, which the bundle's hash check ignores, so the bundle stays intact.",
+        "mkdir -p cache",
+        f'TRTEXEC=${{TRTEXEC:-{target.trtexec}}}',
+        'command -v "$TRTEXEC" >/dev/null || TRTEXEC=trtexec',
+        "# TensorRT version as trtexec reports it, e.g. [TensorRT v100300] -> 10, [TensorRT v8502] -> 8",
+        'TRT_V=$("$TRTEXEC" --help 2>&1 | grep -o "TensorRT v[0-9]*" | head -1 | tr -dc 0-9 || true)',
+        'if [ -z "$TRT_V" ]; then echo "cannot run $TRTEXEC (set TRTEXEC=/path/to/trtexec)" >&2; exit 1; fi',
+        'if [ ${#TRT_V} -ge 6 ]; then TRT_MAJOR=$((TRT_V / 10000)); else TRT_MAJOR=$((TRT_V / 1000)); fi',
+        f'echo "TensorRT major $TRT_MAJOR found; target {target.name} expects TensorRT {target.tensorrt}"',
+    ]
+    majors = sorted({g.split(".")[0] for g in gens})
+    lines.append(f'case "$TRT_MAJOR" in {"|".join(majors)}) ;; *) echo "TensorRT $TRT_MAJOR does not match target '
+                 f'{target.name} (TensorRT {target.tensorrt}); re-export for the right target" >&2; exit 1;; esac')
+    lines.append('if [ -n "${DLA_CORE:-}" ]; then')
+    if dla_ok:
+        lines += [f'  echo "DLA core $DLA_CORE with GPU fallback"']
+    else:
+        lines += [f'  echo "target {target.name} has no DLA ({target.dla_note or "none"})" >&2; exit 1']
+    lines.append("fi")
+    for gen in gens:
+        cond = f'[ "$TRT_MAJOR" = "{gen.split(".")[0]}" ]'
+        dla_model, dla_precision = model_file, precision
+        if gen.startswith("8") and precision == "int8":
+            dla_model, dla_precision = fp32_file, "fp16"  # TensorRT 8.x DLA takes no explicit Q/DQ
+        gpu = " ".join(trtexec_args(gen, model=model_file, engine="cache/model.engine", precision=precision))
+        lines.append(f"if {cond}; then")
+        if dla_ok:
+            dla = " ".join(trtexec_args(gen, model=dla_model, engine="cache/model.engine", precision=dla_precision,
+                                        dla=True))
+            lines += ['  if [ -n "${DLA_CORE:-}" ]; then', f'    "$TRTEXEC" {dla}', "  else",
+                      f'    "$TRTEXEC" {gpu}', "  fi"]
+        else:
+            lines.append(f'  "$TRTEXEC" {gpu}')
+        lines.append("fi")
+    lines += [
+        "# Compare the engine with the ONNX Runtime reference computed at export (needs: pip install polygraphy)",
+        "python3 kit/npz_to_polygraphy.py kit/reference.npz cache",
+        f"polygraphy run cache/model.engine --model-type engine --trt --load-inputs cache/inputs.json "
+        f"--load-outputs cache/reference_outputs.json --atol {atol} --rtol 0",
+        'echo "engine built and matches the ONNX Runtime reference: cache/model.engine"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+_NPZ_TO_POLYGRAPHY = '''"""Write Polygraphy's input and reference-output JSON from reference.npz, with Polygraphy's own serializer."""
+import sys
+from pathlib import Path
+
+import numpy as np
+from polygraphy.comparator import RunResults
+from polygraphy.comparator.struct import IterationResult
+from polygraphy.json import save_json
+
+data = np.load(sys.argv[1])
+out = Path(sys.argv[2])
+save_json([{"x": data["x"]}], str(out / "inputs.json"))
+results = RunResults([("onnxruntime-reference", [IterationResult({"probs": data["probs"]},
+                                                                 runner_name="onnxruntime-reference")])])
+results.save(str(out / "reference_outputs.json"))
+print("wrote", out / "inputs.json", "and", out / "reference_outputs.json")
+'''
+
+
+def write_kit(bundle_dir, target, *, model_file: str, precision: str, inputs: np.ndarray, outputs: np.ndarray,
+              dla_core=None, fp32_file: str = "model_fp32.onnx") -> dict:
+    """Write `kit/` into the bundle folder; returns what it holds for the manifest."""
+    kit = Path(bundle_dir) / "kit"
+    kit.mkdir(parents=True, exist_ok=True)
+    dla_ok = bool(target.dla)
+    script = kit / "build_engine.sh"
+    script.write_text(_script(target, model_file, precision, dla_ok, fp32_file))
+    script.chmod(0o755)
+    np.savez(kit / "reference.npz", x=inputs.astype(np.float32), probs=outputs.astype(np.float32))
+    (kit / "npz_to_polygraphy.py").write_text(_NPZ_TO_POLYGRAPHY)
+    commands = [line.strip().replace('"$TRTEXEC"', "trtexec") for line in script.read_text().splitlines()
+                if line.strip().startswith('"$TRTEXEC" --onnx')]
+    return {"script": "kit/build_engine.sh", "reference": "kit/reference.npz", "generations": _generations(target),
+            "trtexec": commands, "atol": ENGINE_ATOL[precision], "dla": dla_ok}
+
+
+def shell_words(line: str) -> list[str]:
+    return shlex.split(line)

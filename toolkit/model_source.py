@@ -1,0 +1,219 @@
+"""Resolve what the user named (`--model`) into a torch module plus the facts the bundle needs.
+
+Accepted forms:
+- a registry preset:            `fog-small`                (its trained weights when the registry ships them)
+- a checkpoint of this project: `path/to/model.pt`         (a dict with the preset name and a state_dict)
+- a tsai checkpoint:            `--tsai` + preset + `--weights tsai_state_dict.pth` (loaded with tsai_compat=True)
+- a user's own model:           `package.module:factory` + `--weights` (+ preprocess/classes flags)
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.errors import FogError
+
+AXES = ("AccV", "AccML", "AccAP")
+CLASSES = ("StartHesitation", "Turn", "Walking")
+# A user model says nothing about its preprocessing: these are the defaults the flags override.
+USER_PREPROCESS = {"rate_hz": 100.0, "units": "g", "patch": 1, "n_patches": 256, "normalization": "window",
+                   "scale": 1.0, "layout": "BTC"}
+
+
+class ModelSourceError(FogError):
+    """The model named on the command line cannot be loaded; the message says why and what to pass instead."""
+
+
+@dataclass
+class ModelSource:
+    module: object                    # torch.nn.Module, in eval mode
+    name: str
+    kind: str                         # preset | checkpoint | tsai | user
+    preset: str | None
+    preprocess: dict                  # PreprocessSpec.to_dict() form
+    classes: tuple[str, ...]
+    activation: str = "sigmoid"
+    tsai_compat: bool = False
+    weights_sha256: str | None = None
+    weights_path: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def window(self) -> int:
+        return int(self.preprocess["patch"]) * int(self.preprocess["n_patches"])
+
+    @property
+    def per(self) -> str:
+        return "sample" if int(self.preprocess["patch"]) == 1 else "patch"
+
+    def input_shape(self, batch: int) -> tuple[int, int, int]:
+        patch, n = int(self.preprocess["patch"]), int(self.preprocess["n_patches"])
+        if self.preprocess.get("layout", "BCT") == "BTC":
+            return (batch, n, patch * 3)
+        return (batch, patch * 3, n)
+
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+
+def sha256_of(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_state(path):
+    import torch
+    path = Path(path)
+    if not path.is_file():
+        raise ModelSourceError(f"{path}: weights file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelSourceError(f"{path}: cannot be read as a PyTorch state_dict/checkpoint ({exc}); save it with "
+                               "torch.save(model.state_dict(), path)") from None
+
+
+def _load_into(module, state, path, strict=True) -> None:
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
+        result = module.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[:3]
+        raise ModelSourceError(f"{path}: the weights do not fit the model ({' '.join(first)}); check the model "
+                               "name/factory and its arguments") from None
+    return result
+
+
+def _preset_module(name: str, overrides: dict):
+    import models
+    try:
+        preset = models.get_preset(name)
+    except (KeyError, ValueError) as exc:
+        known = ", ".join(models.list_presets())
+        raise ModelSourceError(f"unknown model {name!r} ({exc}); presets: {known}; or give a checkpoint file or "
+                               "module:factory") from None
+    return preset, models.create_model(name, **overrides)
+
+
+def _patch_overrides(preset, n_patches: int | None) -> dict:
+    """Model kwargs for a different number of patches (the zoo's seq_len is n_patches)."""
+    if n_patches is None:
+        return {}
+    key = next((k for k in ("seq_len", "n_patches") if k in preset.kwargs), "seq_len")
+    return {key: int(n_patches)}
+
+
+def _registry_weights(name: str):
+    """The trained checkpoint the registry ships for a preset, or None."""
+    import models
+    finder = getattr(models, "pretrained_path", None) or getattr(models, "weights_path", None)
+    if finder is None:
+        return None
+    try:
+        path = finder(name)
+    except (KeyError, FileNotFoundError, ValueError):
+        return None
+    return Path(path) if path and Path(path).is_file() else None
+
+
+def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrained=True) -> ModelSource:
+    import models
+    preset = models.get_preset(name)
+    overrides = _patch_overrides(preset, n_patches)
+    if tsai:
+        overrides["tsai_compat"] = True
+    _, module = _preset_module(name, overrides)
+    preprocess = dict(preset.preprocess)
+    if n_patches is not None:
+        preprocess["n_patches"] = int(n_patches)
+    notes = []
+    weights = Path(weights) if weights else (_registry_weights(name) if pretrained else None)
+    if weights is not None:
+        _load_into(module, _load_state(weights), weights)
+    else:
+        notes.append("random initial weights: the registry ships no trained checkpoint for this preset")
+    return ModelSource(module=module.eval(), name=name, kind="tsai" if tsai else "preset", preset=name,
+                       preprocess=preprocess, classes=tuple(preset.classes), tsai_compat=bool(tsai),
+                       weights_sha256=sha256_of(weights) if weights else None,
+                       weights_path=str(weights) if weights else None, notes=notes)
+
+
+def from_checkpoint(path, *, n_patches=None) -> ModelSource:
+    """A checkpoint written by this project's training: {'preset', 'kwargs'?, 'state_dict', 'preprocess'?}."""
+    state = _load_state(path)
+    if not isinstance(state, dict) or "state_dict" not in state or not (state.get("preset") or state.get("model")):
+        raise ModelSourceError(f"{path}: not a checkpoint of this project (needs 'preset' and 'state_dict'); for a "
+                               "bare state_dict pass --model PRESET --weights FILE or --model module:factory")
+    name = state.get("preset") or state.get("model")
+    import models
+    preset = models.get_preset(name)
+    overrides = dict(state.get("kwargs") or state.get("overrides") or {})
+    overrides.update(_patch_overrides(preset, n_patches))
+    module = models.create_model(name, **overrides)
+    _load_into(module, state["state_dict"], path)
+    preprocess = dict(state.get("preprocess") or preset.preprocess)
+    if n_patches is not None:
+        preprocess["n_patches"] = int(n_patches)
+    tsai = bool(overrides.get("tsai_compat", False))
+    return ModelSource(module=module.eval(), name=Path(path).stem, kind="checkpoint", preset=name,
+                       preprocess=preprocess, classes=tuple(state.get("classes") or preset.classes),
+                       tsai_compat=tsai, weights_sha256=sha256_of(path), weights_path=str(path))
+
+
+def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, classes=None,
+                 activation="sigmoid", factory_kwargs: dict | None = None) -> ModelSource:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ModelSourceError(f"{spec!r}: a user model is given as package.module:factory")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # a user's module next to where they run the command
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelSourceError(f"cannot import {spec!r} ({exc}); run from the folder that holds the module or "
+                               "add it to PYTHONPATH") from None
+    module = factory(**(factory_kwargs or {}))
+    if weights:
+        _load_into(module, _load_state(weights), weights)
+    spec_dict = {**USER_PREPROCESS, **(preprocess or {})}
+    return ModelSource(module=module.eval(), name=attr, kind="user", preset=None, preprocess=spec_dict,
+                       classes=tuple(classes or CLASSES), activation=activation,
+                       weights_sha256=sha256_of(weights) if weights else None,
+                       weights_path=str(weights) if weights else None,
+                       notes=[] if weights else ["no --weights: the factory's initial weights were exported"])
+
+
+def resolve(model: str, *, weights=None, n_patches=None, tsai=False, preprocess=None, classes=None,
+            activation=None, factory_kwargs=None) -> ModelSource:
+    """Dispatch on the form of `model` (see the module docstring)."""
+    if ":" in model and not Path(model).exists():
+        source = from_factory(model, weights=weights, preprocess={**(preprocess or {}),
+                                                                  **({"n_patches": n_patches} if n_patches else {})},
+                              classes=classes, activation=activation or "sigmoid", factory_kwargs=factory_kwargs)
+    elif Path(model).is_file():
+        if tsai:
+            raise ModelSourceError("--tsai takes a preset (--model fog-1st-place) and the tsai state_dict as "
+                                   "--weights")
+        source = from_checkpoint(model, n_patches=n_patches)
+    else:
+        try:
+            import models  # noqa: F401
+        except ImportError as exc:
+            raise ModelSourceError(f"the model registry cannot be imported ({exc})") from None
+        import models as registry
+        if model not in registry.list_presets():
+            raise ModelSourceError(f"unknown model {model!r}: not a preset ({', '.join(registry.list_presets())}), "
+                                   "not a file, not module:factory")
+        source = from_preset(model, weights=weights, n_patches=n_patches, tsai=tsai)
+    if activation:
+        source.activation = activation
+    if preprocess and source.kind != "user":
+        source.preprocess.update(preprocess)
+    return source

@@ -1,0 +1,6 @@
+"""`python -m deploy BUNDLE ...`: the streaming daemon (same as `fog-daemon`)."""
+import sys
+
+from deploy.daemon import main
+
+sys.exit(main(prog="python -m deploy"))

@@ -1,0 +1,128 @@
+"""Daemon configuration: a TOML file (see deploy/daemon.example.toml), then command-line overrides.
+
+Precedence: built-in defaults < the bundle's manifest (hop, look-ahead, event thresholds) < TOML < CLI flags.
+`--set section.key=value` overrides any key (value parsed as TOML, else taken as a string).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from deploy.errors import FogError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+DEFAULTS = {
+    "bundle": None,
+    "backend": "auto",
+    "precision": None,
+    "threads": None,
+    "source": {"kind": "stdin", "units": "g", "rate_hz": None},
+    "stream": {"hop_s": None, "lookahead_s": None, "max_gap_s": 0.5, "max_behind_s": 1.0, "silence_s": 2.0,
+               "queue_chunks": 1024},
+    "events": {},
+    "sinks": [{"kind": "jsonl", "path": "-", "probs": False}],
+    "log": {"level": "info", "format": "json", "status_interval_s": 30.0, "metrics_port": 0},
+}
+SECTIONS = ("source", "stream", "events", "log")
+
+
+class ConfigError(FogError):
+    pass
+
+
+def _merge(base: dict, extra: dict, where: str) -> dict:
+    for key, value in extra.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+            base[key].update(value)
+        elif key == "sinks":
+            if not isinstance(value, list) or not all(isinstance(s, dict) and "kind" in s for s in value):
+                raise ConfigError(f"{where}: sinks must be [[sinks]] tables, each with a kind")
+            base["sinks"] = value
+        elif key in DEFAULTS:
+            base[key] = value
+        else:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {sorted(DEFAULTS)})")
+    return base
+
+
+def load_toml(path) -> dict:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def parse_set(item: str) -> dict:
+    """'stream.hop_s=0.25' -> {'stream': {'hop_s': 0.25}}"""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    parts = key.strip().split(".")
+    if len(parts) == 1:
+        return {parts[0]: value}
+    if len(parts) == 2 and parts[0] in SECTIONS:
+        return {parts[0]: {parts[1]: value}}
+    raise ConfigError(f"--set {item!r}: key must be a top-level key or one of {SECTIONS} followed by .key")
+
+
+def parse_sink(text: str) -> dict:
+    """'-' | 'stdout' | 'file:PATH' | 'udp://HOST:PORT' | 'mqtt://HOST:PORT/TOPIC' (append '?probs' for probs)."""
+    probs = text.endswith("?probs")
+    text = text[:-len("?probs")] if probs else text
+    if text in ("-", "stdout"):
+        return {"kind": "jsonl", "path": "-", "probs": probs}
+    if text.startswith("file:"):
+        return {"kind": "jsonl", "path": text[5:], "probs": probs}
+    for scheme in ("udp", "mqtt"):
+        if text.startswith(f"{scheme}://"):
+            rest = text[len(scheme) + 3:]
+            hostport, _, topic = rest.partition("/")
+            host, _, port = hostport.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"--sink {text!r}: expected {scheme}://HOST:PORT" + ("/TOPIC" if scheme == "mqtt"
+                                                                                     else ""))
+            sink = {"kind": scheme, "host": host, "port": int(port), "probs": probs}
+            if scheme == "mqtt":
+                sink["topic"] = topic or "fog"
+            return sink
+    raise ConfigError(f"--sink {text!r}: use -, file:PATH, udp://HOST:PORT or mqtt://HOST:PORT/TOPIC")
+
+
+def build_config(toml_path=None, overrides: list[dict] = ()) -> dict:
+    config = copy.deepcopy(DEFAULTS)
+    if toml_path:
+        _merge(config, load_toml(toml_path), str(toml_path))
+    for extra in overrides:
+        _merge(config, extra, "command line")
+    if not config["bundle"]:
+        raise ConfigError("no bundle given: pass BUNDLE or set bundle = \"...\" in the config file")
+    return config
+
+
+def stream_settings(config: dict, manifest: dict, rate_hz: float) -> dict:
+    """Hop, look-ahead (samples) and event knobs: config first, then the manifest, then defaults."""
+    ev_manifest = manifest.get("events", {}) or {}
+    stream = config["stream"]
+    hop_s = stream["hop_s"] if stream["hop_s"] is not None else ev_manifest.get("hop_s", 0.5)
+    look = stream["lookahead_s"] if stream["lookahead_s"] is not None else ev_manifest.get("lookahead_s", 0.0)
+    if hop_s is None or float(hop_s) <= 0:
+        raise ConfigError(f"stream.hop_s must be positive, got {hop_s!r}")
+    hop = max(1, int(round(float(hop_s) * rate_hz)))
+    lookahead = None if look in ("full", None) else max(0, int(round(float(look) * rate_hz)))
+    knobs = {k: ev_manifest[k] for k in ("on", "off", "min_duration_s", "smoothing_s", "refractory_s")
+             if k in ev_manifest}
+    knobs.update(config["events"])
+    return {"hop_samples": hop, "lookahead_samples": lookahead, "events": knobs}

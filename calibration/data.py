@@ -195,3 +195,47 @@ class WindowReader:
         return {"recordings": [r.name for r in self.prepared], "subjects": sorted({r.subject for r in self.prepared}),
                 "limit": self.limit, "seed": self.seed, "class_share": self.class_share,
                 "preprocess": self.spec.to_dict()}
+
+
+def synthetic_recordings(subjects: int, seed: int = 0, minutes: float = 5.0, per_subject: int = 1,
+                         rate_hz: float = 100.0) -> list[Recording]:
+    """Seeded synthetic recordings (deploy.synth), `per_subject` per subject. Subject ids carry the seed
+    (`syn{seed}-s07`), so sets drawn with different seeds never share a subject."""
+    from deploy.synth import make_subject, synth_recording
+
+    recordings = []
+    for s in range(subjects):
+        subject = make_subject(np.random.default_rng([seed, 1000 + s]), f"syn{seed}-s{s:02d}")
+        for r in range(per_subject):
+            rec = synth_recording(minutes, seed=seed * 10007 + s * 101 + r, rate_hz=rate_hz, subject=subject)
+            rec.meta.update(name=f"{subject.id}r{r}", generator="deploy.synth")
+            recordings.append(rec)
+    return recordings
+
+
+def recordings_from_args(args) -> list[Recording]:
+    """Recordings named on a command line: files/folders (`args.data`) or `--synthetic N` (seeded by --seed)."""
+    if getattr(args, "synthetic", None):
+        if args.data:
+            raise DataError("give either recordings or --synthetic N, not both")
+        return synthetic_recordings(args.synthetic, seed=getattr(args, "seed", 0))
+    if not args.data:
+        raise DataError("no recordings given", fix="name files or folders, or use --synthetic N")
+    return load_recordings(args.data, layout=getattr(args, "layout", None), mapping=getattr(args, "mapping", None))
+
+
+def describe_recordings(recordings) -> dict:
+    """A short JSON-safe description of a set of recordings (for checkpoints and caches)."""
+    names, subjects, seconds, sources = [], set(), 0.0, set()
+    for r in recordings:
+        if isinstance(r, PreparedRecording):
+            names.append(r.name)
+            subjects.add(r.subject)
+            continue
+        meta = r.meta or {}
+        names.append(str(meta.get("id") or meta.get("name") or meta.get("source") or "recording"))
+        subjects.add(str(meta.get("subject") or names[-1]))
+        seconds += r.duration_s
+        sources.add(str(meta.get("generator") or meta.get("layout") or "file"))
+    return {"recordings": len(names), "subjects": sorted(subjects), "hours": round(seconds / 3600, 3),
+            "sources": sorted(sources), "names": names[:50]}

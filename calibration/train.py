@@ -10,8 +10,8 @@ float weights and calibrated ranges. Everything else is shared:
   `Valid & Task` (and zero padding past a recording's end) — the 1st-place loss (reference/fog-domain.md 2.4);
 - Adam (beta 0.9/0.98, eps 1e-9) with linear warm-up then a constant rate (fog-domain 2.5), gradient clipping;
 - validation on held-out subjects with the competition metric (mean over classes of per-sample average
-  precision over the pooled validation recordings, masked), through `deploy.offline.predict_recording`, the
-  same overlapping-window inference the device runs;
+  precision over the pooled validation recordings, masked), through `deploy.offline.predict_prepared`, the
+  same hop grid the device runs;
 - early stopping on validation mAP, `last.pt` (everything needed to resume) and `best.pt` (a plain state_dict)
   in the output folder, and a progress line on stderr.
 """
@@ -99,25 +99,27 @@ def make_infer(model, batch_size: int = 64):
 def evaluate(model, recordings, spec, hop_samples: int | None = None) -> dict:
     """Competition mAP (and AP per class) of `model` over labelled recordings, per-sample, masked."""
     from deploy.metrics import competition_map
-    from deploy.offline import predict_recording
+    from deploy.offline import predict_prepared
 
     spec = as_spec(spec)
     hop = hop_samples or spec.window // 2
     infer = make_infer(model)
     probs, labels, masks = [], [], []
     for rec in recordings:
-        prepared = rec if isinstance(rec, tuple) else (rec, prepare_recording(rec, spec))
-        original, prep = prepared
+        prep = rec if isinstance(rec, PreparedRecording) else prepare_recording(rec, spec)
         if prep.labels is None:
             continue
-        p = predict_recording(original, spec, infer, hop)
+        p = predict_prepared(prep.acc, spec, infer, hop)
         n = min(len(p), prep.n_samples)
         probs.append(p[:n])
         labels.append(prep.labels[:n])
         masks.append(prep.mask[:n])
     if not probs:
         raise FogError("no labelled validation recordings: validation needs labels")
-    return competition_map(np.concatenate(labels), np.concatenate(probs), np.concatenate(masks))
+    scores = competition_map(labels, probs, masks)
+    mean = scores.pop("mean")
+    return {"map": None if math.isnan(mean) else mean,
+            "ap": {c: (None if math.isnan(v) else v) for c, v in scores.items()}}
 
 
 class _Progress:
@@ -151,7 +153,7 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
     if not any(r.labels is not None for r in train):
         raise FogError("training needs labelled recordings (labels per sample)")
     train = [r for r in train if r.labels is not None]
-    val = [(r, prepare_recording(r, spec)) for r in val_recordings]
+    val = [r if isinstance(r, PreparedRecording) else prepare_recording(r, spec) for r in val_recordings]
     hop = (config.val_hop_patches or spec.n_patches // 2) * spec.patch
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-9,
@@ -189,7 +191,7 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.step(epoch, config.epochs, step, config.steps_per_epoch, float(np.mean(losses)),
                      schedule.get_last_lr()[0])
         scores = evaluate(model, val, spec, hop)

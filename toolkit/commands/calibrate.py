@@ -1,0 +1,99 @@
+"""Calibrate INT8 ranges for a model's QAT variant (post-training quantization) and report what INT8 costs.
+
+  toolkit calibrate data/ --out cal.json                        # the bundled fog-small weights, entropy
+  toolkit calibrate --synthetic 8 --method percentile --percentile 99.99 --out cal.json
+  toolkit calibrate data/ --checkpoint runs/small/model.pt --eval held_out/ --report ptq.json --out cal.json
+
+Windows are drawn from the recordings through the shared preprocessing (`deploy.preprocess`), spread over
+recordings and classes, --windows of them with --seed. Weights get per-channel max ranges; activations get the
+chosen --method: max, percentile (--percentile), entropy (KL, as TensorRT's entropy calibrator) or mse.
+The cache (JSON: amax per quantizer, calibrator, data, model hash) is reused by `toolkit export` and by
+`toolkit train --qat --calibration`. With --eval, float and INT8 (fake-quantized) predictions are compared
+on held-out windows: AP per class for both, and the max and mean probability error.
+"""
+from __future__ import annotations
+
+HELP = "calibrate INT8 ranges (PTQ) into a reusable cache; optionally report float vs INT8 agreement"
+
+METHODS = ("entropy", "percentile", "mse", "max")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("data", nargs="*", help="recordings (.csv, .npz) or folders of them")
+    p.add_argument("--synthetic", type=int, metavar="N", help="use N seeded synthetic recordings instead of files")
+    p.add_argument("--layout", help="file layout (tdcsfog, defog, npz, ...; default: detected)")
+    p.add_argument("--mapping", help="column mapping for other CSVs (e.g. mobgap)")
+    p.add_argument("--preset", default=None, help="model preset (default: the checkpoint's, else fog-small)")
+    p.add_argument("--checkpoint", help="float weights (default: the bundled weights of the preset)")
+    p.add_argument("--method", choices=METHODS, default="entropy", help="activation range method (default entropy)")
+    p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")
+    p.add_argument("--bins", type=int, default=2048, help="histogram bins (default 2048)")
+    p.add_argument("--windows", type=int, default=512, help="calibration windows (default 512)")
+    p.add_argument("--batch-size", type=int, default=32, help="static batch of the QAT variant (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="calibration cache to write (JSON)")
+    p.add_argument("--eval", nargs="*", metavar="DATA", help="held-out recordings for the float vs INT8 report; "
+                   "with --synthetic and no files: N more synthetic recordings from seed+1")
+    p.add_argument("--eval-windows", type=int, default=512)
+    p.add_argument("--report", help="write the agreement report here (JSON)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def run(args) -> int:
+    import json
+    import time
+
+    try:
+        import torch
+    except ImportError:
+        from deploy.errors import MissingDependency
+        raise MissingDependency("torch", "workstation", "toolkit calibrate") from None
+    from calibration.checkpoint import load_model
+    from calibration.data import (WindowReader, load_recordings, prepare_recording, recordings_from_args,
+                                  sample_windows, synthetic_recordings)
+    from calibration.ptq import agreement, calibrate
+    from deploy.recording import CLASSES
+    from models import get_preset
+    from models.qat import set_quantization, to_qat
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recordings = recordings_from_args(args)
+    model, preset, checkpoint = load_model(args.preset, args.checkpoint)
+    spec = get_preset(preset).preprocess
+    options = {"num_bins": args.bins} if args.method != "max" else {}
+    if args.method == "percentile":
+        options["percentile"] = args.percentile
+    qat = to_qat(model, batch_size=args.batch_size, seq_len=spec["n_patches"])
+    reader = WindowReader(recordings, spec, limit=args.windows, seed=args.seed, batch_size=args.batch_size)
+    started = time.perf_counter()
+    cache = calibrate(qat, reader, args.method, options=options, preset=preset, progress=not args.quiet)
+    seconds = time.perf_counter() - started
+    cache.data["checkpoint"] = str(checkpoint) if checkpoint else None
+    cache.save(args.out)
+    print(f"calibrate: {len(cache.amax)} quantizers, {cache.data['windows']} windows, {args.method}, "
+          f"{seconds:.1f} s -> {args.out}")
+    if args.eval is not None:
+        if args.eval:
+            held_out = load_recordings(args.eval, layout=args.layout, mapping=args.mapping)
+        elif args.synthetic:
+            held_out = synthetic_recordings(args.synthetic, seed=args.seed + 1)
+        else:
+            from toolkit.cli import UserError
+            raise UserError("--eval needs held-out recordings (or --synthetic for synthetic ones)")
+        windows = sample_windows([prepare_recording(r, spec) for r in held_out], spec, args.eval_windows,
+                                 seed=args.seed + 1)
+        set_quantization(qat, True)
+        report = agreement(model, qat, windows, classes=CLASSES)
+        report.update(method=args.method, calibration_seconds=round(seconds, 2))
+        for tag in ("float", "int8"):
+            if report.get(f"map_{tag}") is not None:
+                per = ", ".join(f"{k} {v:.3f}" for k, v in report[f"ap_{tag}"].items() if v is not None)
+                print(f"  {tag:5s}: mAP {report[f'map_{tag}']:.4f} ({per})")
+        print(f"  probability error: max {report['max_abs_prob_error']:.4f}, "
+              f"mean {report['mean_abs_prob_error']:.5f} over {report['windows']} held-out windows")
+        if args.report:
+            with open(args.report, "w") as fh:
+                json.dump(report, fh, indent=1)
+    return 0

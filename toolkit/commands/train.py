@@ -1,0 +1,114 @@
+"""Train a preset on labelled recordings, or fine-tune it with fake quantization (QAT).
+
+Float training:
+  toolkit train data/train/tdcsfog --preset fog-small --out runs/small
+  toolkit train --synthetic 24 --out runs/synth            # seeded synthetic recordings (deploy.synth)
+
+QAT fine-tuning (fake INT8 quantization on, starting from float weights and calibrated ranges):
+  toolkit train data/ --qat --checkpoint runs/small/model.pt --calibration cal.json --out runs/small-qat
+  (without --calibration the ranges are calibrated first on the training windows, entropy method)
+
+Validation is on held-out subjects (`meta["subject"]`; Kaggle metadata or the synthetic generator supply it):
+--val-subjects names them, otherwise --val-fraction of the subjects is drawn with --seed. The metric is the
+competition's (mean over classes of per-sample average precision, Valid & Task masks applied). The run folder
+gets best.pt and last.pt (--resume continues from it), history.json, and model.pt + model.json: the best
+weights as a plain state_dict with a description, loadable by `toolkit calibrate/export --checkpoint`.
+"""
+from __future__ import annotations
+
+HELP = "train a preset (float) or fine-tune it with fake quantization (--qat)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("data", nargs="*", help="recordings (.csv, .npz) or folders of them")
+    p.add_argument("--synthetic", type=int, metavar="N", help="use N seeded synthetic recordings instead of files")
+    p.add_argument("--layout", help="file layout (tdcsfog, defog, npz, ...; default: detected)")
+    p.add_argument("--mapping", help="column mapping for other CSVs (e.g. mobgap)")
+    p.add_argument("--preset", default=None, help="model preset (default: the checkpoint's, else fog-small)")
+    p.add_argument("--checkpoint", help="start from these weights (a state_dict .pt); required with --qat")
+    p.add_argument("--out", required=True, help="run folder for checkpoints and history")
+    p.add_argument("--val-subjects", help="comma-separated held-out subjects")
+    p.add_argument("--val-fraction", type=float, default=0.25, help="share of subjects held out (default 0.25)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--steps", type=int, default=50, help="optimizer steps per epoch (default 50)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate after warm-up (default 1e-3)")
+    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (default 100)")
+    p.add_argument("--patience", type=int, default=8, help="early stop after this many epochs without a better "
+                   "validation mAP (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--qat", action="store_true", help="fine-tune with fake INT8 quantization")
+    p.add_argument("--calibration", help="calibration cache (from `toolkit calibrate`) for --qat")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def run(args) -> int:
+    import time
+
+    from toolkit.cli import UserError
+
+    try:
+        import torch
+    except ImportError:
+        from deploy.errors import MissingDependency
+        raise MissingDependency("torch", "workstation", "toolkit train") from None
+    from calibration.checkpoint import load_model, save_checkpoint
+    from calibration.data import describe_recordings, recordings_from_args
+    from calibration.train import TrainConfig, fit, split_by_subject
+    from models import get_preset
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.qat and not args.checkpoint:
+        raise UserError("--qat fine-tunes trained float weights: give --checkpoint (a float model.pt)")
+    recordings = recordings_from_args(args)
+    val_subjects = args.val_subjects.split(",") if args.val_subjects else None
+    train, val = split_by_subject(recordings, val_subjects, args.val_fraction, args.seed)
+    model, preset, checkpoint = load_model(args.preset, args.checkpoint, default_weights=False)
+    spec = get_preset(preset).preprocess
+    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         warmup_steps=args.warmup, patience=args.patience, seed=args.seed)
+    float_model = model
+    if args.qat:
+        model = _qat_variant(model, preset, args, train, spec)
+    print(f"train: {preset}, {len(train)} training / {len(val)} validation recordings "
+          f"({'QAT fine-tuning' if args.qat else 'float'})", flush=True)
+    started = time.perf_counter()
+    result = fit(model, train, val, spec, config, out_dir=args.out, resume=args.resume, progress=not args.quiet)
+    info = {"preset": preset, "qat": bool(args.qat), "seed": args.seed, "config": vars(config),
+            "init_checkpoint": str(checkpoint) if checkpoint else None,
+            "train_data": describe_recordings(train), "val_data": describe_recordings(val),
+            "best_val_map": result.best_map, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "seconds": round(time.perf_counter() - started, 1), "threads": torch.get_num_threads()}
+    from pathlib import Path
+    out = Path(args.out)
+    if args.qat:
+        # The QAT state_dict holds the float weights (fine-tuned) plus quantizer ranges; keep both forms.
+        torch.save(model.state_dict(), out / "model_qat.pt")
+        float_model.load_state_dict({k: v for k, v in model.state_dict().items() if "quantizer" not in k},
+                                    strict=False)
+        save_checkpoint(float_model, out / "model.pt", info)
+    else:
+        save_checkpoint(model, out / "model.pt", info)
+    print(f"train: best validation mAP {result.best_map} at epoch {result.best_epoch}; "
+          f"weights in {out / 'model.pt'} ({info['seconds']:.0f} s)")
+    return 0
+
+
+def _qat_variant(model, preset, args, train, spec):
+    """The calibrated QAT variant with fake quantization on, from --calibration or calibrated here."""
+    from calibration.cache import CalibrationCache
+    from calibration.data import WindowReader
+    from calibration.ptq import apply_cache, calibrate
+    from models.qat import set_quantization, to_qat
+
+    qat = to_qat(model, batch_size=args.batch_size, seq_len=spec["n_patches"])
+    if args.calibration:
+        apply_cache(qat, CalibrationCache.load(args.calibration))
+    else:
+        calibrate(qat, WindowReader(train, spec, limit=512, seed=args.seed, batch_size=args.batch_size),
+                  "entropy", preset=preset, progress=not args.quiet)
+    set_quantization(qat, True)
+    return qat

@@ -47,8 +47,8 @@ def load_subject(spec: str, overrides: dict | None = None, name: str | None = No
         preset = models.get_preset(spec)
     except ImportError:
         raise FogError(f"{spec}: benching a preset needs torch (pip install 'fog-edge-toolkit[workstation]')") from None
-    except (KeyError, ValueError) as exc:
-        raise FogError(f"{spec}: neither a bundle folder nor a preset ({exc})") from None
+    except Exception as exc:  # the registry's own unknown-name error, whatever its type
+        raise FogError(f"{spec}: neither a bundle folder nor a known preset ({exc}); see `toolkit models`") from None
     pre = dict(preset.preprocess)
     shape = (1, pre["patch"] * 3, pre["n_patches"])
     if pre.get("layout") == "BTC":

@@ -1,0 +1,145 @@
+"""Unit tests of the bench pieces: MAC counter, timing harness, memory probe, baseline comparison, CLI errors."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from toolkit import bench_baseline as bb
+from toolkit.bench_macs import graph_stats
+from toolkit.bench_reference import reference_onnx
+from toolkit.bench_timing import PeakMemory, interleaved, normalized, percentile
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+
+def test_percentile_matches_numpy():
+    values = np.random.default_rng(0).exponential(size=101).tolist()
+    for q in (0, 50, 90, 99, 100):
+        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
+
+
+def test_reference_graph_macs_counted_by_hand(tmp_path):
+    stats = graph_stats(reference_onnx(tmp_path / "ref.onnx"))
+    T, D, H = 128, 64, 64
+    by_hand = (3 * T * D * D          # q, k, v projections
+               + T * T * D + T * D * T  # scores, weighted sum
+               + 2 * T * D * 2 * D      # feed-forward pair
+               + T * 2 * 4 * H * (D + H)  # bidirectional LSTM
+               + T * 2 * H * 3)         # classifier
+    assert stats.macs == by_hand
+    assert stats.nodes == 18 and stats.qdq_nodes == 0 and not stats.unresolved
+
+
+class _Mixed(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(6, 8, kernel_size=3, padding=1)
+        self.gru = torch.nn.GRU(8, 16, batch_first=True)
+        self.fc = torch.nn.Linear(16, 3)
+
+    def forward(self, x):                    # x: (B, 6, T)
+        h = self.conv(x).transpose(1, 2)     # (B, T, 8)
+        return self.fc(self.gru(h)[0])
+
+
+def test_macs_of_exported_conv_gru_linear(tmp_path):
+    from models.onnx_export import export_onnx
+    B, T = 2, 20
+    path = export_onnx(_Mixed(), torch.randn(B, 6, T), tmp_path / "m.onnx")
+    stats = graph_stats(path)
+    conv = B * 8 * T * 6 * 3
+    gru = T * B * 3 * 16 * (8 + 16)
+    linear = B * T * 16 * 3
+    assert stats.macs == conv + gru + linear
+    assert stats.onnx_bytes == path.stat().st_size
+
+
+def _spin(n):
+    def work():
+        acc = 0
+        for i in range(n):
+            acc += i
+        return acc
+    return work
+
+
+def test_normalized_latency_sees_twice_the_work():
+    timings = interleaved({"model": _spin(40_000), "reference": _spin(20_000)}, blocks=8, block_s=0.02)
+    assert normalized(timings["model"], timings["reference"]) == pytest.approx(2.0, rel=0.2)
+    assert len(timings["model"].block_medians) == 8
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory() as small:
+        np.ones(1000)
+    with PeakMemory() as big:
+        block = np.ones(64 * 2 ** 20 // 8)  # 64 MiB, touched
+        block += 1
+        del block
+    assert big.peak_mib > 50
+    if big.exact:  # VmHWM was reset: the small block's peak is its own, not the big one's
+        assert small.peak_mib < 20
+
+
+def _entry(nodes=10, norm=1.0):
+    return {"structure": {"nodes": nodes, "qdq_nodes": 0, "macs": 100, "parameters": 5, "onnx_bytes": 999},
+            "normalized_latency": norm, "median_ms": 1.0}
+
+
+def test_compare_structure_exact_and_timing_within_tolerance():
+    base = _entry()
+    assert bb.compare("m/b", _entry(norm=1.14), base, 0.15).ok
+    slow = bb.compare("m/b", _entry(norm=1.2), base, 0.15)
+    assert not slow.ok and slow.structure_ok and slow.timing_ok is False
+    assert "normalized latency 1.200" in slow.problems[0]
+    changed = bb.compare("m/b", _entry(nodes=11), base, 0.15)
+    assert not changed.ok and not changed.structure_ok and changed.timing_ok
+    assert changed.problems == ["m/b: nodes is 11, baseline 10"]
+    assert not bb.compare("m/b", _entry(), {}, 0.15).ok  # no baseline is a failure, not a pass
+
+
+def test_update_keeps_other_entries_and_diff_names_changes(tmp_path):
+    path = tmp_path / "cpu-test.json"
+    bb.update(path, {"a/x": _entry(), "b/x": _entry()}, threads=1, machine="cpu-test")
+    old, new = bb.update(path, {"a/x": _entry(nodes=12, norm=1.5)}, threads=1)
+    stored = json.loads(path.read_text())
+    assert set(stored["entries"]) == {"a/x", "b/x"} and stored["machine_class"] == "cpu-test"
+    assert stored["entries"]["a/x"]["structure"]["nodes"] == 12
+    lines = bb.diff_lines(old, new)
+    assert "~ a/x: nodes 10 -> 12" in lines
+    assert any(line.startswith("~ a/x: normalized_latency 1.0 -> 1.5") for line in lines)
+    assert not any(line.startswith("~ b/x") for line in lines)
+
+
+def test_cli_errors_are_one_line(capsys):
+    from toolkit.cli import main
+    assert main(["bench", "fog-small", "--batches", "1,x"]) == 2
+    assert "--batches" in capsys.readouterr().err
+    assert main(["bench", "no-such-model-or-folder"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-model-or-folder" in err and "Traceback" not in err
+
+
+def test_bench_report_of_a_small_model(tmp_path):
+    from toolkit import bench
+    from toolkit.bench_backends import Subject
+    subject = Subject(name="mixed", input_shape=(1, 6, 20), window_s=2.0, hop_s=0.5, factory=_Mixed,
+                      workdir=tmp_path)
+    started = time.time()
+    report = bench.run_bench(subject, ["pytorch-eager", "onnxruntime-fp32", "tensorrt"], batches=(1, 4), blocks=4)
+    assert time.time() - started < 30
+    for name in ("pytorch-eager", "onnxruntime-fp32"):
+        b1 = report["backends"][name]["batch1"]
+        assert 0 < b1["median_ms"] <= b1["p90_ms"] <= b1["p99_ms"]
+        assert b1["windows_per_s"] == pytest.approx(1e3 / b1["median_ms"])
+        assert b1["realtime_factor"] == pytest.approx(b1["windows_per_s"] * 0.5)
+        assert [row["batch"] for row in report["backends"][name]["sweep"]] == [1, 4]
+    assert "tensorrt" in report["skipped"] or "tensorrt" in report["backends"]
+    table = bench.format_table(report)
+    assert "onnxruntime-fp32" in table and "batch sweep" in table
+    png = bench.plot_sweep(report, tmp_path / "sweep.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,56 @@
+"""`toolkit evaluate`: the baseline table and JSON, a torch model through the registry, clear bundle errors."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from toolkit.cli import main
+
+
+def test_baseline_on_synthetic_json(capsys):
+    assert main(["evaluate", "--synthetic", "2", "--minutes", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)  # strict JSON: NaN must not appear
+    (fi,) = out["results"]
+    assert fi["name"].startswith("freeze index") and 0 < fi["ap"]["mean"] <= 1
+    assert fi["events"]["episodes_true"] > 0 and fi["events"]["hours"] == pytest.approx(4 / 60)
+
+
+def test_files_and_folders_table(tmp_path, capsys):
+    from deploy.synth import synth_dataset
+    synth_dataset(tmp_path, subjects=2, minutes=1, seed=3, layout="defog")
+    assert main(["evaluate", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 recordings" in out and "freeze index" in out and "mAP" in out
+
+
+def test_torch_model_through_the_registry(monkeypatch, capsys):
+    torch = pytest.importorskip("torch")
+
+    class PerPatch(torch.nn.Module):  # (B, patch*3, n_patches) -> logits (B, n_patches, 3)
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(24, 3)
+
+        def forward(self, x):
+            return self.lin(x.transpose(1, 2))
+
+    preset = types.SimpleNamespace(preprocess={"rate_hz": 64, "units": "g", "patch": 8, "n_patches": 16,
+                                               "normalization": "window", "scale": 1.0, "layout": "BCT"})
+    fake = types.SimpleNamespace(list_presets=lambda: ["tiny"], create_model=lambda name: PerPatch(),
+                                 get_preset=lambda name: preset)
+    monkeypatch.setitem(sys.modules, "models", fake)
+    assert main(["evaluate", "--synthetic", "1", "--minutes", "1", "--model", "tiny", "--json"]) == 0
+    names = [r["name"] for r in json.loads(capsys.readouterr().out)["results"]]
+    assert names[0] == "tiny (untrained)" and names[1].startswith("freeze index")
+
+
+def test_bad_inputs_are_clear(tmp_path, capsys):
+    assert main(["evaluate", "--synthetic", "1", "--minutes", "0.5", "--bundle", str(tmp_path)]) == 2
+    assert "manifest.json" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nope.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", "x.pt", "--synthetic", "1"]) == 2

@@ -1,0 +1,226 @@
+"""Score a model, checkpoint or bundle, and Moore's freeze-index baseline, on the same recordings.
+
+  toolkit evaluate data/defog --model fog-small --checkpoint runs/small/model.pt
+  toolkit evaluate --synthetic 4 --bundle bundles/fog-small --json
+  toolkit evaluate recordings/ --baseline-only
+
+Predictions follow deploy.offline.predict_recording (hop --hop-s, look-ahead --lookahead-s; the bundle's own
+events settings when a bundle is given) and are mapped back to each recording's rate. Reported: the competition
+metric (AP per class over all samples, mean over classes; defog Valid/Task masks applied) and event figures for
+"any FOG" (max over classes, deploy.events.EventDetector): episode sensitivity, false alarms per hour, onset
+latency, % time frozen. The freeze index scores every class with the same ln(FI) and detects events where FI
+exceeds --fi-threshold.
+"""
+from __future__ import annotations
+
+HELP = "score a model/checkpoint/bundle and the freeze-index baseline on recordings (table or --json)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("data", nargs="*", help="recordings (.csv, .npz) or folders of them (searched recursively)")
+    p.add_argument("--synthetic", type=int, metavar="N", help="evaluate on N synthetic subjects made on the fly")
+    p.add_argument("--minutes", type=float, default=5.0, help="minutes per synthetic recording (default 5)")
+    p.add_argument("--seed", type=int, default=1000, help="synthetic seed (default 1000: not the training seeds)")
+    p.add_argument("--layout", help="file layout (default: detected)")
+    p.add_argument("--mapping", help="column mapping for other CSVs (e.g. mobgap)")
+    p.add_argument("--model", help="registry preset name (models.create_model)")
+    p.add_argument("--checkpoint", help="state_dict .pt for --model")
+    p.add_argument("--bundle", help="bundle folder made by `toolkit export`")
+    p.add_argument("--backend", default="auto", help="engine backend for --bundle (default auto)")
+    p.add_argument("--baseline-only", action="store_true", help="only the freeze-index baseline")
+    p.add_argument("--hop-s", type=float, default=None, help="hop between model windows (default 0.5 s)")
+    p.add_argument("--lookahead-s", type=float, default=None, help="look-ahead per sample (default: whole windows)")
+    p.add_argument("--on", type=float, default=0.5, help="event on-threshold (default 0.5)")
+    p.add_argument("--off", type=float, default=0.35, help="event off-threshold (default 0.35)")
+    p.add_argument("--min-duration", type=float, default=0.5, help="minimum episode length, s (default 0.5)")
+    p.add_argument("--smoothing", type=float, default=0.5, help="probability smoothing, s (default 0.5)")
+    p.add_argument("--refractory", type=float, default=0.0, help="merge episodes closer than this, s")
+    p.add_argument("--fi-window", type=float, default=4.0, help="freeze-index window, s (default 4)")
+    p.add_argument("--fi-threshold", type=float, default=1.5, help="freeze-index threshold (default 1.5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _recordings(args):
+    from pathlib import Path
+
+    from deploy.recording import read_recording
+    from toolkit.cli import UserError
+    if args.synthetic:
+        from deploy.synth import make_subject, synth_recording
+        import numpy as np
+        return [synth_recording(args.minutes, seed=args.seed + i,
+                                subject=make_subject(np.random.default_rng([args.seed, i]), f"eval{i:02d}"))
+                for i in range(args.synthetic)]
+    if not args.data:
+        raise UserError("give recordings (files or folders) or --synthetic N")
+    paths = []
+    for item in map(Path, args.data):
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.suffix in (".csv", ".npz")
+                            and p.name not in ("metadata.csv",))
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise UserError(f"{item}: no such file or folder")
+    if not paths:
+        raise UserError(f"no .csv or .npz recordings under {args.data}")
+    recs = [read_recording(p, layout=args.layout, mapping=args.mapping) for p in paths]
+    return [r for r in recs if r.labels is not None] or _no_labels(paths)
+
+
+def _no_labels(paths):
+    from toolkit.cli import UserError
+    raise UserError(f"none of the {len(paths)} recordings has labels (StartHesitation/Turn/Walking columns); "
+                    "evaluation needs labelled recordings")
+
+
+def _torch_scorer(args):
+    try:
+        import torch
+        import models
+    except ImportError as exc:
+        from deploy.errors import MissingDependency
+        raise MissingDependency("torch", "workstation", "evaluating a PyTorch model") from exc
+    from deploy.preprocess import PreprocessSpec
+    from toolkit.cli import UserError
+    if not hasattr(models, "list_presets"):
+        raise UserError("the model registry (models.list_presets/create_model) is not available in this "
+                        "installation yet; evaluate a bundle with --bundle instead")
+    if args.model not in models.list_presets():
+        raise UserError(f"unknown preset {args.model!r}; presets: {', '.join(models.list_presets())}")
+    model = models.create_model(args.model).eval()
+    if args.checkpoint:
+        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise UserError(f"{args.checkpoint} does not fit preset {args.model}: {str(exc).splitlines()[0]}")
+    spec = PreprocessSpec.from_dict(models.get_preset(args.model).preprocess)
+
+    def infer(x):
+        with torch.no_grad():
+            return torch.sigmoid(model(torch.from_numpy(x))).numpy()
+    name = args.model + (f" ({args.checkpoint})" if args.checkpoint else " (untrained)")
+    return name, spec, infer, None
+
+
+def _bundle_scorer(args):
+    import numpy as np
+
+    from deploy.bundle import Bundle
+    from deploy.preprocess import PreprocessSpec
+    from toolkit.cli import UserError
+    try:
+        from deploy.engines import open_engine
+    except ImportError:
+        raise UserError("deploy.engines is not available in this installation, so bundles cannot be run yet; "
+                        "evaluate the model with --model/--checkpoint instead")
+    bundle = Bundle.load(args.bundle)
+    spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
+    engine = open_engine(bundle, backend=args.backend)
+    batch = int(engine.input_shape[0])
+
+    def infer(x):  # the engine has a fixed batch: feed it slices, pad the last
+        out = []
+        for i in range(0, len(x), batch):
+            part = x[i:i + batch]
+            if len(part) < batch:
+                part = np.concatenate([part, np.repeat(part[-1:], batch - len(part), axis=0)])
+            out.append(np.array(engine.infer(np.ascontiguousarray(part)))[:min(batch, len(x) - i)])
+        return np.concatenate(out)
+    return f"bundle {args.bundle}", spec, infer, bundle.manifest.get("events") or {}
+
+
+def _to_recording_rate(probs, model_rate, rec):
+    import numpy as np
+    idx = np.minimum((np.arange(rec.n_samples) / rec.rate_hz * model_rate).astype(int), len(probs) - 1)
+    return probs[idx]
+
+
+def _events(any_prob, rate, args):
+    from deploy.events import detect_events
+    return detect_events(any_prob[:, None], rate, classes=("FOG",), on=args.on, off=min(args.off, args.on),
+                         min_duration_s=args.min_duration, smoothing_s=args.smoothing,
+                         refractory_s=args.refractory)
+
+
+def _score(name, recs, per_rec_scores, per_rec_anyprob, args):
+    from deploy.metrics import competition_map, event_metrics, pool_event_metrics
+    ap = competition_map([r.labels for r in recs], per_rec_scores, [r.mask for r in recs])
+    events = [event_metrics(r.labels, _events(p, r.rate_hz, args), r.rate_hz, r.mask)
+              for r, p in zip(recs, per_rec_anyprob)]
+    pooled = pool_event_metrics(events)
+    pooled.pop("latencies_s", None)
+    return {"name": name, "ap": ap, "events": pooled}
+
+
+def _json_safe(value):
+    """NaN (no positives, no episodes) becomes null, so the output is strict JSON."""
+    import math
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return float(value) if hasattr(value, "dtype") else value
+
+
+def run(args) -> int:
+    import json
+    import sys
+
+    import numpy as np
+
+    from deploy.freeze_index import freeze_index_scores
+    from deploy.offline import predict_recording
+    from toolkit.cli import UserError
+
+    recs = _recordings(args)
+    results = []
+    scorer = None
+    if args.bundle and args.model:
+        raise UserError("give --model or --bundle, not both")
+    if args.checkpoint and not args.model:
+        raise UserError("--checkpoint needs --model PRESET (the architecture the weights belong to)")
+    if args.bundle:
+        scorer = _bundle_scorer(args)
+    elif args.model:
+        scorer = _torch_scorer(args)
+    elif not args.baseline_only:
+        print("evaluate: no --model or --bundle given: scoring the freeze-index baseline only", file=sys.stderr)
+    if scorer and not args.baseline_only:
+        name, spec, infer, events_cfg = scorer
+        hop_s = args.hop_s or (events_cfg or {}).get("hop_s") or 0.5
+        look = args.lookahead_s if args.lookahead_s is not None else (events_cfg or {}).get("lookahead_s")
+        hop = max(1, int(round(hop_s * spec.rate_hz)))
+        scores = []
+        for i, rec in enumerate(recs):
+            print(f"\revaluate: model on recording {i + 1}/{len(recs)}", end="", file=sys.stderr)
+            probs = predict_recording(rec, spec, infer, hop,
+                                      None if look is None else int(round(look * spec.rate_hz)))
+            scores.append(_to_recording_rate(probs, spec.rate_hz, rec))
+        print(file=sys.stderr)
+        results.append(_score(name, recs, scores, [s.max(1) for s in scores], args))
+    fi_scores = [freeze_index_scores(r, window_s=args.fi_window) for r in recs]
+    # FI as a probability-like score: 0.5 exactly at the threshold, so the same event detector applies
+    fi_prob = [1 / (1 + np.exp(-(s - np.log(args.fi_threshold)) * 4)) for s in fi_scores]
+    results.append(_score(f"freeze index ({args.fi_window:g} s, threshold {args.fi_threshold:g})", recs,
+                          [np.repeat(s[:, None], 3, 1) for s in fi_scores], fi_prob, args))
+    hours = sum(r.duration_s for r in recs) / 3600
+    if args.json:
+        print(json.dumps(_json_safe({"recordings": len(recs), "hours": hours, "results": results}), indent=2))
+        return 0
+    print(f"{len(recs)} recordings, {hours * 60:.1f} min")
+    head = f"{'scorer':46s} {'mAP':>6s} {'SH':>6s} {'Turn':>6s} {'Walk':>6s} {'sens':>6s} {'FA/h':>7s} " \
+           f"{'lat50':>6s} {'lat90':>6s} {'%TF':>5s} {'%TFp':>5s} {'eps':>4s} {'det':>4s}"
+    print(head)
+    for r in results:
+        a, e = r["ap"], r["events"]
+        print(f"{r['name'][:46]:46s} {a['mean']:6.3f} {a['StartHesitation']:6.3f} {a['Turn']:6.3f} "
+              f"{a['Walking']:6.3f} {e['sensitivity']:6.2f} {e['false_alarms_per_hour']:7.1f} "
+              f"{e['latency_median_s']:6.2f} {e['latency_p90_s']:6.2f} {e['percent_time_frozen_true']:5.1f} "
+              f"{e['percent_time_frozen_pred']:5.1f} {e['episodes_true']:4d} {e['episodes_detected']:4d}")
+    return 0

@@ -80,12 +80,21 @@ def _node_macs(node, shapes) -> int | None:
     return 0
 
 
-def graph_stats(path) -> GraphStats:
-    """Node and Q/DQ counts, MACs, file size of the ONNX model at `path`."""
+def count_macs(model) -> int:
+    """MACs of an ONNX model (a path or a loaded onnx.ModelProto), as `graph_stats` counts them."""
+    return graph_stats(model).macs
+
+
+def graph_stats(model) -> GraphStats:
+    """Node and Q/DQ counts, MACs, file size of an ONNX model (a path, or a loaded ModelProto: size serialized)."""
     import onnx  # workstation extra; the device never counts MACs
 
-    path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
+    if isinstance(model, onnx.ModelProto):
+        size = model.ByteSize()
+    else:
+        path = Path(model)
+        model = onnx.load(str(path), load_external_data=False)
+        size = path.stat().st_size
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # a graph inference cannot walk still has its node counts
@@ -105,7 +114,7 @@ def graph_stats(path) -> GraphStats:
         nodes=len(inferred.graph.node),
         qdq_nodes=sum(ops.get(op, 0) for op in QDQ_OPS),
         macs=int(macs),
-        onnx_bytes=path.stat().st_size,
+        onnx_bytes=size,
         initializer_elements=sum(prod(i.dims) for i in model.graph.initializer),
         op_counts=dict(sorted(ops.items())),
         unresolved=unresolved,

@@ -1,0 +1,93 @@
+"""Latency regression tests (`pytest -m latency`): the bundled default and the 1st-place-shaped preset, per backend.
+
+Against `benchmarks/baselines/<machine class>.json`: graph structure (nodes, Q/DQ nodes, MACs, parameters, ONNX
+bytes) must match exactly; the normalized latency (model / reference workload, same run, interleaved) may exceed
+the baseline by at most the file's tolerance. A deliberately slowed model (one extra encoder layer) must fail both.
+Re-record on purpose with `toolkit bench MODEL --update-baseline` (see docs/bench.md). A machine class without a
+baseline file (or with no entries yet, e.g. a Jetson before its first recording) skips, saying how to record one.
+
+What CI times, and why (the suite must stay fast): fog-small on every backend; fog-1st-place structure on eager
+and onnxruntime FP32, timing on onnxruntime FP32 only (about a second per call). Its unrolled INT8 graph takes
+minutes to export and load, so it is a bench command in docs/bench.md, not a test.
+
+Set FOG_LATENCY_RECORD=path.jsonl to append every measured entry (benchmarks/latency_spread.py uses it).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from toolkit import bench, bench_baseline  # noqa: E402
+from toolkit.bench_backends import BackendUnavailable, check_available  # noqa: E402
+
+pytestmark = pytest.mark.latency
+
+DEFAULT = "fog-small"
+FIRST_PLACE = "fog-1st-place"
+CASES = {
+    # model: (backends whose structure is pinned, backends also timed, interleaved blocks)
+    DEFAULT: (("pytorch-eager", "onnxruntime-fp32", "onnxruntime-int8", "tensorrt"),
+              ("pytorch-eager", "onnxruntime-fp32", "onnxruntime-int8", "tensorrt"), bench.REGRESSION_BLOCKS),
+    FIRST_PLACE: (("pytorch-eager", "onnxruntime-fp32"), ("onnxruntime-fp32",), 5),
+}
+
+
+@pytest.fixture(scope="module")
+def baseline() -> dict:
+    path = bench_baseline.baseline_path()
+    data = bench_baseline.load(path)
+    if not data.get("entries"):
+        pytest.skip(f"no latency baseline recorded for machine class {bench_baseline.machine_class()!r} "
+                    f"({path}); record one with `toolkit bench {DEFAULT} --update-baseline` (docs/bench.md)")
+    return data
+
+
+def _record(entries: dict, label: str) -> None:
+    target = os.environ.get("FOG_LATENCY_RECORD")
+    if target:
+        with open(target, "a") as fh:
+            for key, entry in entries.items():
+                fh.write(json.dumps({"label": label, "key": key, **entry}) + "\n")
+
+
+def _measure(model: str, overrides=None, backends=None) -> dict:
+    pinned, timed, blocks = CASES[model]
+    subject = bench.load_subject(model, overrides, name=model)
+    usable = []
+    for backend in backends or pinned:
+        try:
+            check_available(subject, backend)
+            usable.append(backend)
+        except BackendUnavailable:
+            continue  # e.g. tensorrt off the Jetson: not in this machine's baseline either
+    entries = bench.regression_entries(subject, usable, threads=1, timed=timed, blocks=blocks)
+    _record(entries, f"{model}{'+' + json.dumps(overrides) if overrides else ''}")
+    return entries
+
+
+def _verdicts(entries: dict, baseline: dict):
+    tolerance = baseline["tolerance"]
+    return [bench_baseline.compare(key, got, baseline["entries"].get(key, {}), tolerance)
+            for key, got in entries.items()]
+
+
+@pytest.mark.parametrize("model", [DEFAULT, FIRST_PLACE])
+def test_model_matches_its_baseline(model, baseline):
+    verdicts = _verdicts(_measure(model), baseline)
+    assert verdicts, f"no backend of {model} could run here"
+    problems = [p for v in verdicts for p in v.problems]
+    assert not problems, "latency regression:\n" + "\n".join(problems) + \
+        "\nIf the change is deliberate, re-record: toolkit bench MODEL --update-baseline"
+
+
+def test_extra_encoder_layer_fails_on_structure_and_timing(baseline):
+    slowed = _measure(DEFAULT, {"num_encoder_layers": 3}, backends=("pytorch-eager", "onnxruntime-fp32"))
+    for verdict in _verdicts(slowed, baseline):
+        assert not verdict.structure_ok, f"{verdict.key}: an extra layer left the structure unchanged"
+        assert verdict.timing_ok is False, (f"{verdict.key}: an extra layer was not caught by timing "
+                                            f"({verdict.normalized:.3f} <= limit {verdict.allowed:.3f})")

@@ -114,11 +114,15 @@ class ReplaySource(Source):
 
 
 class StdinSource(Source):
+    """Lines on stdin. A pipe has its own back-pressure (the writer blocks while the daemon is busy), so by default
+    nothing is dropped; `live=True` drops and counts instead, for writers that must never block."""
     name = "stdin"
+    live = False
 
-    def __init__(self, stream=None, **kw):
+    def __init__(self, stream=None, live=False, **kw):
         super().__init__(**kw)
         self.stream = stream or sys.stdin
+        self.live = bool(live)
 
     def run(self, emit, stop) -> None:
         # readline blocks; the daemon runs sources in daemon threads, so a silent stdin never blocks shutdown.

@@ -79,7 +79,8 @@ def _parse_table(text: str, path, header: list[str]) -> np.ndarray:
         # str.replace is ~20x faster than a regex over a 20 MB file; other spellings fall to the exact scan.
         for word, digit in (("true", "1"), ("True", "1"), ("TRUE", "1"), ("false", "0"), ("False", "0"),
                             ("FALSE", "0")):
-            body = body.replace(word, digit)
+            if word in body:
+                body = body.replace(word, digit)
     try:
         table = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError:

@@ -183,6 +183,7 @@ def synth_recording(minutes: float = 5.0, seed: int = 0, rate_hz: float = 100.0,
         dropouts.append([a / rate_hz, b / rate_hz])
     if units == "m/s^2":
         acc = acc * 9.80665
+    acc = np.round(acc, 6)  # a sensor's resolution (Kaggle files carry 4-6 digits); keeps CSVs compact
     meta = {"subject": subject.id, "seed": seed, "synthetic": True, "protocol": protocol,
             "subject_params": asdict(subject), "episodes": episodes, "dropouts": dropouts,
             "activities": [[s["kind"], round(s["dur"], 3)] for s in segs], "id": f"{subject.id}_{seed}"}

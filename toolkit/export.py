@@ -130,7 +130,7 @@ class _Windows:
         self._i = 0
 
     def describe(self):
-        return {"source": "synthetic gait-like windows (toolkit.verify.make_windows)", "seed": 1}
+        return {"source": "deploy.synth recordings through deploy.preprocess (toolkit.verify.make_windows)", "seed": 1}
 
 
 def calibrate_int8(qat, reader, method: str) -> dict:
@@ -302,7 +302,7 @@ def _manifest(source, target, opt, precision, opset, shape, fp32, float_graph, w
                    "fp16_note": "FP16 runs from the fp32 ONNX with the builder's FP16 flag (TensorRT < 11); it is "
                                 "verified on the device by the kit's polygraphy comparison"},
         "verification": {"pairs": pairs, "windows": n_windows,
-                         "data": "synthetic gait-like windows, seed 2 (calibration used seed 1)"},
+                         "data": "deploy.synth recordings, seed 2 (calibration used seed 1)"},
         "checks": checks,
     }
 

@@ -82,46 +82,22 @@ def median_latency_ms(path, example: np.ndarray, runs: int = 20, warmup: int = 3
     return float(np.median(times))
 
 
-def _gait_like(rng: np.random.Generator, n: int, rate_hz: float) -> np.ndarray:
-    """(n, 3) accelerometer-like signal: a walking rhythm, sometimes a 3-8 Hz trembling burst, and noise."""
-    t = np.arange(n) / rate_hz
-    step_hz = rng.uniform(0.8, 2.2)
-    sig = np.stack([rng.uniform(0.1, 0.6) * np.sin(2 * np.pi * step_hz * k * t + rng.uniform(0, 6.3))
-                    for k in (1, 2, 1)], axis=1)
-    if rng.random() < 0.5:  # a freeze-like burst somewhere in the window
-        start, length = rng.integers(0, n // 2), rng.integers(n // 8, n // 2)
-        burst = 0.3 * np.sin(2 * np.pi * rng.uniform(3, 8) * t[: min(length, n - start)])
-        sig[start:start + len(burst)] += burst[:, None] * rng.uniform(0.3, 1.0, size=3)
-    sig += rng.normal(0, 0.05, size=sig.shape)
-    sig[:, 0] += 1.0  # gravity on the vertical axis, in g
-    return sig
-
-
-def to_model_input(windows: np.ndarray, preprocess: dict) -> np.ndarray:
-    """(B, window, 3) -> the model layout of the I/O contract; deploy.preprocess.patchify when present."""
-    try:
-        from deploy.preprocess import PreprocessSpec, patchify
-    except ImportError:
-        PreprocessSpec = None
-    if PreprocessSpec is not None:
-        return np.ascontiguousarray(patchify(windows, PreprocessSpec.from_dict(preprocess)), dtype=np.float32)
-    patch, n = int(preprocess["patch"]), int(preprocess["n_patches"])
-    patches = windows.reshape(len(windows), n, patch * 3)  # features interleaved [v0, ml0, ap0, v1, ...]
-    if preprocess.get("layout", "BCT") == "BCT":
-        patches = patches.transpose(0, 2, 1)
-    return np.ascontiguousarray(patches, dtype=np.float32)
-
-
 def make_windows(preprocess: dict, count: int, batch: int, seed: int) -> list[np.ndarray]:
-    """`count` windows (rounded up to whole batches) in model layout, normalized per window.
+    """`count` windows (rounded up to whole batches) in model layout, from synthetic FOG recordings.
 
-    Different seeds give disjoint material: calibration uses one, verification another (held out).
+    The recordings come from `deploy.synth` and go through `deploy.preprocess` exactly as the daemon's input does
+    (units, resampling, normalization, patching). Different seeds give different recordings: calibration uses one
+    seed, verification another (held out).
     """
+    from deploy.preprocess import PreprocessSpec, patchify, prepare
+    from deploy.synth import synth_recording
+
+    spec = PreprocessSpec.from_dict(preprocess)
+    n_windows = max(1, -(-count // batch)) * batch
     rng = np.random.default_rng(seed)
-    window = int(preprocess["patch"]) * int(preprocess["n_patches"])
-    rate = float(preprocess.get("rate_hz", 100.0))
-    n_batches = max(1, -(-count // batch))
-    raw = np.stack([_gait_like(rng, window, rate) for _ in range(n_batches * batch)])
-    raw = (raw - raw.mean(axis=1, keepdims=True)) / (raw.std(axis=1, keepdims=True) + 1e-6)
-    model_in = to_model_input(raw.astype(np.float32), preprocess)
-    return [model_in[i * batch:(i + 1) * batch] for i in range(n_batches)]
+    minutes = max(1.0, 2.0 * n_windows * spec.window_s / 60.0)
+    signal = prepare(synth_recording(minutes=minutes, seed=1000 + seed, rate_hz=spec.rate_hz, units=spec.units),
+                     spec)
+    starts = np.sort(rng.integers(0, len(signal) - spec.window, size=n_windows))
+    model_in = patchify(np.stack([signal[s:s + spec.window] for s in starts]), spec)
+    return [model_in[i:i + batch] for i in range(0, n_windows, batch)]

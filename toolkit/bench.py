@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deploy.errors import FogError, MissingDependency
 from toolkit.bench_backends import BACKENDS, REFERENCE_OF, BackendUnavailable, Subject, open_reference, open_runner
-from toolkit.bench_timing import PeakMemory, interleaved, normalized, warm_up
+from toolkit.bench_timing import PeakMemory, interleaved, normalized
 
 REGRESSION_BLOCKS = 24       # interleaved blocks per backend in the regression protocol
 REGRESSION_BLOCK_S = 0.04    # seconds of calls per block and workload
@@ -103,9 +103,9 @@ def measure_batch1(subject: Subject, backend: str, threads: int, refs: _Referenc
     if backend.startswith("onnxruntime"):
         subject.onnx(backend.split("-", 1)[1], batch)  # export outside the memory window
     reference = refs.get(REFERENCE_OF[backend])
-    with PeakMemory() as mem:
+    with PeakMemory() as mem:  # load and the first (allocating) call; `interleaved` warms up further
         run = open_runner(subject, backend, batch, threads)
-        warm_up(run)
+        run()
     timings = interleaved({"model": run, "reference": reference}, blocks=blocks, block_s=block_s)
     model, ref = timings["model"], timings["reference"]
     # Single-threaded CPU backends run on this thread: compare thread CPU time (immune to preemption).

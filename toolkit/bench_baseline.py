@@ -92,7 +92,22 @@ def measured_on() -> dict:
             info[name] = __import__(name).__version__
         except Exception:  # not installed, or broken: the baseline simply does not name it
             pass
+    power = _nvpmodel()
+    if power:  # a Jetson's speed depends on its power mode: a baseline must say which one it was recorded in
+        info["nvpmodel"] = power
     return info
+
+
+def _nvpmodel() -> str | None:
+    import shutil
+    import subprocess
+    if not shutil.which("nvpmodel"):
+        return None
+    try:
+        out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return " ".join(line.strip() for line in out.splitlines() if line.strip()) or None
 
 
 def _cpu_name() -> str:

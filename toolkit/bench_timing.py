@@ -66,20 +66,22 @@ def time_calls(work: Work, reps: int) -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
-def reps_for(work: Work, budget_s: float, min_reps: int = 3, max_reps: int = 200) -> int:
-    """How many calls of `work` fit in `budget_s` (the fastest of three probe calls, after warm-up: a preempted
-    probe must not shrink the blocks)."""
-    one = max(min(time_calls(work, 3)[0]), 1e-6)
-    return max(min_reps, min(max_reps, int(budget_s / one)))
-
-
-def warm_up(work: Work, calls: int = 3, seconds: float = 0.2) -> None:
-    """First calls pay for allocation, kernel selection and caches; never time them."""
+def warm_up(work: Work, calls: int = 3, seconds: float = 0.2) -> float:
+    """First calls pay for allocation, kernel selection and caches; never time them. Returns the fastest warm-up
+    call (seconds): the last calls are already warm, and the fastest is not one the OS preempted."""
+    work()  # the cold call: not even a candidate for the fastest
     deadline = time.perf_counter() + seconds
-    for i in range(max(calls, 1) * 100):
-        work()
-        if i + 1 >= calls and time.perf_counter() >= deadline:
+    fastest = float("inf")
+    for i in range(1, max(calls, 2) * 100):
+        fastest = min(fastest, time_calls(work, 1)[0][0])
+        if i >= calls - 1 and time.perf_counter() >= deadline:
             break
+    return fastest
+
+
+def reps_for(one_call_s: float, budget_s: float, min_reps: int = 1, max_reps: int = 200) -> int:
+    """How many calls of `one_call_s` seconds fit in a block of `budget_s`."""
+    return max(min_reps, min(max_reps, int(budget_s / max(one_call_s, 1e-6))))
 
 
 def interleaved(workloads: dict[str, Work], blocks: int, block_s: float = 0.05,
@@ -89,11 +91,10 @@ def interleaved(workloads: dict[str, Work], blocks: int, block_s: float = 0.05,
     The order inside a block rotates so that no workload always runs right after the same other one.
     """
     names = list(workloads)
-    for name in names:
-        warm_up(workloads[name])
     reps = dict(reps or {})
     for name in names:
-        reps.setdefault(name, reps_for(workloads[name], block_s))
+        fastest = warm_up(workloads[name])
+        reps.setdefault(name, reps_for(fastest, block_s))
     timings = {name: Timing() for name in names}
     for b in range(blocks):
         order = names[b % len(names):] + names[:b % len(names)]

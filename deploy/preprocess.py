@@ -108,6 +108,7 @@ class Resampler:
     def __init__(self, from_hz: float, to_hz: float, zero_crossings: int = 24, cutoff: float = 0.92,
                  beta: float = 8.0):
         self.up, self.down = _ratio(from_hz, to_hz)
+        self._from_hz = float(from_hz)
         big = max(self.up, self.down)
         half = zero_crossings * big / cutoff  # half width, in upsampled samples
         self.j_lo, self.j_hi = -math.ceil(half / self.up), math.ceil(half / self.up)
@@ -122,6 +123,11 @@ class Resampler:
         self._buf_start = 0
         self._n_in = 0
         self._m = 0             # next output index
+
+    @property
+    def delay_s(self) -> float:
+        """How long after an input sample arrives the outputs around it are complete (the filter's half width)."""
+        return (self.j_hi + 1) / self._from_hz
 
     def _compute(self, m_end: int, final: bool, piece: int = 4096) -> np.ndarray:
         # in pieces, so memory stays small; each output is the same sum whatever the piece boundaries
@@ -143,6 +149,8 @@ class Resampler:
     def process(self, chunk: np.ndarray) -> np.ndarray:
         chunk = np.asarray(chunk, dtype=np.float64)
         squeeze = self._squeeze = chunk.ndim == 1
+        if len(chunk) == 0:
+            return chunk
         chunk = chunk.reshape(len(chunk), -1)
         self._buf = chunk if self._buf is None else np.concatenate([self._buf, chunk])
         self._n_in += len(chunk)
@@ -317,3 +325,49 @@ def prepare(recording, spec: PreprocessSpec) -> np.ndarray:
     elif spec.normalization == "running":
         x = RunningNormalizer(spec.rate_hz, spec.running_tau_s, spec.running_block_s)(x)
     return x.astype(np.float32)
+
+
+class StreamingPreparer:
+    """`prepare` for a stream: units -> Resampler -> RunningNormalizer (if the spec says "running") -> float32.
+
+    `process(chunk)` returns the prepared samples that are complete (the resampler holds back about `delay_s`),
+    `flush()` the rest at the end of the stream; together they equal `prepare` of the whole recording exactly.
+    "recording" normalization needs the whole recording: it raises unless `approximate_recording=True`, which
+    substitutes "running" (with the spec's time constant) and sets `approximated`.
+    """
+
+    def __init__(self, spec: PreprocessSpec, input_rate_hz: float, input_units: str,
+                 approximate_recording: bool = False):
+        self.spec, self.input_units = spec, input_units
+        self.approximated = False
+        mode = spec.normalization
+        if mode == "recording":
+            if not approximate_recording:
+                raise SpecError("normalization 'recording' needs the whole recording, which a stream never has: "
+                                "use a bundle made with 'running' or 'window' normalization, or allow the "
+                                "running approximation (approximate_recording=True)")
+            mode, self.approximated = "running", True
+        self.resampler = Resampler(input_rate_hz, spec.rate_hz) if input_rate_hz != spec.rate_hz else None
+        self.normalizer = (RunningNormalizer(spec.rate_hz, spec.running_tau_s, spec.running_block_s)
+                           if mode == "running" else None)
+
+    @property
+    def delay_s(self) -> float:
+        return self.resampler.delay_s if self.resampler else 0.0
+
+    def _finish(self, x: np.ndarray) -> np.ndarray:
+        if self.normalizer is not None and len(x):
+            x = self.normalizer(x)
+        return np.asarray(x, dtype=np.float64).reshape(-1, 3).astype(np.float32)
+
+    def process(self, chunk: np.ndarray) -> np.ndarray:
+        x = convert_units(np.asarray(chunk, dtype=np.float64).reshape(-1, 3), self.input_units, self.spec.units)
+        if self.resampler is not None:
+            x = self.resampler.process(x)
+        return self._finish(x)
+
+    def flush(self) -> np.ndarray:
+        if self.resampler is None:
+            return np.zeros((0, 3), np.float32)
+        out = self.resampler.flush()
+        return self._finish(out) if len(out) else np.zeros((0, 3), np.float32)

@@ -127,3 +127,28 @@ def test_prepare_converts_and_resamples():
     assert abs(np.median(x[:, 0]) + 1) < 0.05
     z = prepare(rec, PreprocessSpec(rate_hz=64, units="g", normalization="recording"))
     assert np.allclose(z.mean(0), 0, atol=1e-5)
+
+
+@pytest.mark.parametrize("src_rate,units,norm", [(100, "g", "running"), (128, "m/s^2", "window"),
+                                                 (64, "g", "running")])
+def test_streaming_preparer_equals_prepare(src_rate, units, norm):
+    from deploy.preprocess import StreamingPreparer
+    rng = np.random.default_rng(3)
+    rec = Recording(rng.normal(size=(src_rate * 20, 3)) + [-1, 0, 0], src_rate, units)
+    spec = PreprocessSpec(rate_hz=64, units="g", patch=8, n_patches=16, normalization=norm)
+    stream, parts, i = StreamingPreparer(spec, src_rate, units), [], 0
+    while i < rec.n_samples:
+        k = int(rng.integers(0, 90))
+        parts.append(stream.process(rec.acc[i:i + k]))
+        i += k
+    parts.append(stream.flush())
+    assert np.array_equal(np.concatenate(parts), prepare(rec, spec))
+    assert stream.delay_s < 0.6
+
+
+def test_streaming_preparer_refuses_recording_normalization_unless_approximating():
+    from deploy.preprocess import StreamingPreparer
+    spec = PreprocessSpec(rate_hz=128, units="m/s^2", patch=18, n_patches=864, normalization="recording", scale=25)
+    with pytest.raises(SpecError, match="whole recording"):
+        StreamingPreparer(spec, 128, "m/s^2")
+    assert StreamingPreparer(spec, 128, "m/s^2", approximate_recording=True).approximated

@@ -218,7 +218,9 @@ def recordings_from_args(args) -> list[Recording]:
     if getattr(args, "synthetic", None):
         if args.data:
             raise DataError("give either recordings or --synthetic N, not both")
-        return synthetic_recordings(args.synthetic, seed=getattr(args, "seed", 0))
+        return synthetic_recordings(args.synthetic, seed=getattr(args, "seed", 0),
+                                    minutes=getattr(args, "synthetic_minutes", 5.0),
+                                    per_subject=getattr(args, "synthetic_per_subject", 1))
     if not args.data:
         raise DataError("no recordings given", fix="name files or folders, or use --synthetic N")
     return load_recordings(args.data, layout=getattr(args, "layout", None), mapping=getattr(args, "mapping", None))

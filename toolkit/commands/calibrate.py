@@ -20,7 +20,9 @@ METHODS = ("entropy", "percentile", "mse", "max")
 
 def add_arguments(p) -> None:
     p.add_argument("data", nargs="*", help="recordings (.csv, .npz) or folders of them")
-    p.add_argument("--synthetic", type=int, metavar="N", help="use N seeded synthetic recordings instead of files")
+    p.add_argument("--synthetic", type=int, metavar="N", help="use N seeded synthetic subjects instead of files")
+    p.add_argument("--synthetic-minutes", type=float, default=5.0, help="minutes per synthetic recording")
+    p.add_argument("--synthetic-per-subject", type=int, default=1, help="synthetic recordings per subject")
     p.add_argument("--layout", help="file layout (tdcsfog, defog, npz, ...; default: detected)")
     p.add_argument("--mapping", help="column mapping for other CSVs (e.g. mobgap)")
     p.add_argument("--preset", default=None, help="model preset (default: the checkpoint's, else fog-small)")
@@ -33,7 +35,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="calibration cache to write (JSON)")
     p.add_argument("--eval", nargs="*", metavar="DATA", help="held-out recordings for the float vs INT8 report; "
-                   "with --synthetic and no files: N more synthetic recordings from seed+1")
+                   "with --synthetic and no files: N synthetic subjects drawn with seed+1000 (unseen subjects)")
     p.add_argument("--eval-windows", type=int, default=512)
     p.add_argument("--report", help="write the agreement report here (JSON)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -78,7 +80,7 @@ def run(args) -> int:
         if args.eval:
             held_out = load_recordings(args.eval, layout=args.layout, mapping=args.mapping)
         elif args.synthetic:
-            held_out = synthetic_recordings(args.synthetic, seed=args.seed + 1)
+            held_out = synthetic_recordings(args.synthetic, seed=args.seed + 1000, minutes=args.synthetic_minutes)
         else:
             from toolkit.cli import UserError
             raise UserError("--eval needs held-out recordings (or --synthetic for synthetic ones)")

@@ -143,3 +143,26 @@ def test_bench_report_of_a_small_model(tmp_path):
     assert "onnxruntime-fp32" in table and "batch sweep" in table
     png = bench.plot_sweep(report, tmp_path / "sweep.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bundle_subject_runs_its_own_file_and_names_missing_backends(tmp_path):
+    from deploy.bundle import write_manifest
+    from models.onnx_export import export_onnx
+    from toolkit import bench
+    folder = tmp_path / "bundle"
+    export_onnx(_Mixed(), torch.randn(1, 6, 20), folder / "model_fp32.onnx")
+    write_manifest(folder, {
+        "model": {"name": "mixed", "preset": None, "parameters": 123},
+        "input": {"name": "x", "shape": [1, 6, 20], "preprocess": {"rate_hz": 10.0, "patch": 2, "n_patches": 20}},
+        "output": {"name": "logits", "shape": [1, 20, 3]}, "events": {"hop_s": 0.5},
+        "precision": "fp32", "models": {"fp32": "model_fp32.onnx", "int8": None}})
+    subject = bench.load_subject(str(folder))
+    assert subject.window_s == 4.0 and subject.hop_s == 0.5 and subject.input_shape == (1, 6, 20)
+    assert subject.onnx("fp32", 1) == folder / "model_fp32.onnx"
+    structure = bench.structure(subject, "onnxruntime-fp32")
+    assert structure["parameters"] == 123 and structure["onnx_bytes"] == (folder / "model_fp32.onnx").stat().st_size
+    report = bench.run_bench(subject, ["onnxruntime-fp32", "onnxruntime-int8", "pytorch-eager"], batches=(1, 2),
+                             blocks=3)
+    assert [row["batch"] for row in report["backends"]["onnxruntime-fp32"]["sweep"]] == [1]  # no preset: no b2
+    assert "int8" in report["skipped"]["onnxruntime-int8"]
+    assert "preset" in report["skipped"]["pytorch-eager"]

@@ -1,0 +1,127 @@
+"""`toolkit export` end to end on small user-style models: bundle contents, checks, verification, determinism,
+loud failures, per-target precision, and the tampered-bundle refusal of `toolkit inspect --verify`."""
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from deploy.bundle import Bundle
+from deploy.errors import FogError
+from toolkit.cli import main as cli
+from toolkit.export import ExportOptions, export_bundle
+from toolkit.model_source import resolve
+from toolkit.targets import get_target
+
+CONV = "tests.fixtures.user_models:tiny_convnet"
+CONV_FLAGS = ["--model", CONV, "--patch", "4", "--layout", "BCT", "--n-patches", "8", "--rate-hz", "64",
+              "--calib-windows", "16", "--verify-windows", "8", "--quiet"]
+
+
+def _conv_source():
+    return resolve(CONV, preprocess={"patch": 4, "layout": "BCT", "rate_hz": 64.0}, n_patches=8)
+
+
+def _options(**kw):
+    return ExportOptions(calib_windows=16, verify_windows=8, quiet=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def jetson_bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("b") / "jetson"
+    assert cli(["export", "--target", "jetson", "--out", str(out), "--on", "0.6", *CONV_FLAGS]) == 0
+    return out
+
+
+def test_bundle_holds_checked_verified_models(jetson_bundle, capsys):
+    manifest = Bundle.load(jetson_bundle).manifest
+    assert manifest["precision"] == "int8" and manifest["target"]["name"] == "jetson-orin-jp6"
+    assert manifest["models"]["fp32"] == "model_fp32.onnx" and manifest["models"]["int8"] == "model_int8_qdq.onnx"
+    assert manifest["input"]["shape"] == [1, 12, 8] and manifest["output"]["shape"] == [1, 8, 3]
+    assert manifest["output"]["per"] == "patch" and manifest["output"]["activation"] == "sigmoid"
+    names = {(c["model"], c["name"]) for c in manifest["checks"]}
+    assert ("model_int8_qdq.onnx", "Q/DQ rules") in names and ("model_fp32.onnx", "operators") in names
+    assert all(c["passed"] for c in manifest["checks"])
+    pairs = manifest["verification"]["pairs"]
+    assert set(pairs) == {"torch_vs_ort_fp32", "torch_qat_vs_ort_int8", "torch_vs_ort_int8"}
+    for pair in pairs.values():
+        assert pair["passed"] and pair["max_abs"] <= pair["threshold"]["max_abs"]
+    assert manifest["events"]["on"] == {"StartHesitation": 0.6, "Turn": 0.6, "Walking": 0.6}
+    assert manifest["events"]["off"]["Turn"] == 0.35 and manifest["events"]["hop_s"] == 0.5
+    assert {"kit/build_engine.sh", "kit/reference.npz", "model_fp32.onnx", "model_int8_qdq.onnx"} <= \
+        set(manifest["files"])
+    for rel in ("model_fp32.onnx", "model_int8_qdq.onnx"):
+        model = onnx.load(str(jetson_bundle / rel))
+        assert [i.name for i in model.graph.input] == ["x"] and [o.name for o in model.graph.output] == ["probs"]
+    assert cli(["inspect", str(jetson_bundle), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "torch_vs_ort_int8" in out and "verified: all" in out and "jetson-orin-jp6" in out
+
+
+def test_tampered_bundle_is_refused(jetson_bundle, tmp_path, capsys):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(jetson_bundle, copy)
+    path = copy / "model_int8_qdq.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert cli(["inspect", str(copy), "--verify"]) == 2
+    err = capsys.readouterr().err
+    assert "model_int8_qdq.onnx" in err and "sha256" in err
+    assert cli(["inspect", str(copy)]) == 0  # without --verify it still prints for a person
+
+
+def test_exports_are_deterministic(jetson_bundle, tmp_path):
+    again = tmp_path / "again"
+    assert cli(["export", "--target", "jetson", "--out", str(again), "--on", "0.6", *CONV_FLAGS]) == 0
+    first, second = (json.loads((p / "manifest.json").read_text())["files"] for p in (jetson_bundle, again))
+    for rel in ("model_fp32.onnx", "model_int8_qdq.onnx", "kit/build_engine.sh"):
+        assert first[rel] == second[rel], rel
+
+
+def test_verification_beyond_threshold_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
+    from toolkit import verify
+    monkeypatch.setitem(verify.THRESHOLDS, "torch_vs_ort_int8", {"max_abs": 1e-9, "mean_abs": 1e-9})
+    out = tmp_path / "b"
+    with pytest.raises(verify.VerificationError, match="torch_vs_ort_int8"):
+        export_bundle(_conv_source(), get_target("jetson"), out, _options())
+    assert not out.exists() and not (tmp_path / "b.partial").exists()
+
+
+def test_nano_takes_fp16_only(tmp_path, capsys):
+    with pytest.raises(FogError, match="jetson-nano.*int8|int8.*jetson-nano"):
+        export_bundle(_conv_source(), get_target("jetson-nano"), tmp_path / "n8", _options(precision="int8"))
+    manifest = export_bundle(_conv_source(), get_target("jetson-nano"), tmp_path / "n", _options())
+    assert manifest["precision"] == "fp16" and manifest["models"]["int8"] is None
+    assert manifest["export"]["opset"] == 13
+    script = (tmp_path / "n" / "kit" / "build_engine.sh").read_text()
+    assert "--workspace=1024" in script and "--fp16" in script and "--int8" not in script
+
+
+def test_cpu_measures_both_precisions_and_picks_the_faster(tmp_path):
+    manifest = export_bundle(_conv_source(), get_target("cpu"), tmp_path / "c", _options())
+    latency = manifest["export"]["cpu_latency_ms"]
+    assert set(latency) == {"fp32", "int8"} and all(v > 0 for v in latency.values())
+    assert manifest["precision"] == min(latency, key=latency.get)
+    assert not (tmp_path / "c" / "kit").exists()
+
+
+def test_existing_output_needs_force(jetson_bundle):
+    with pytest.raises(FogError, match="--force"):
+        export_bundle(_conv_source(), get_target("jetson"), jetson_bundle, _options())
+
+
+def test_recurrent_layernorm_model_for_tensorrt_85(tmp_path):
+    """A GRU + LayerNorm model on Xavier: opset 16 (LayerNorm decomposed), fused GRU in the float graph, unrolled
+    Q/DQ INT8 graph."""
+    source = resolve("tests.fixtures.user_models:tiny_bigru", n_patches=12,
+                     classes=["StartHesitation", "Turn", "Walking", "NoEvent"])
+    manifest = export_bundle(source, get_target("jetson-xavier"), tmp_path / "x", _options())
+    fp32 = onnx.load(str(tmp_path / "x" / "model_fp32.onnx"))
+    ops = {n.op_type for n in fp32.graph.node}
+    assert "GRU" in ops and "LayerNormalization" not in ops and manifest["export"]["opset"] == 16
+    int8_ops = {n.op_type for n in onnx.load(str(tmp_path / "x" / "model_int8_qdq.onnx")).graph.node}
+    assert "GRU" not in int8_ops and "QuantizeLinear" in int8_ops
+    assert manifest["output"]["per"] == "sample" and manifest["output"]["shape"] == [1, 12, 4]

@@ -23,7 +23,7 @@ from deploy.errors import FogError
 from deploy.events import EventDetector
 from deploy.intake import RESET, Intake
 from deploy.offline import contribution
-from deploy.preprocess import PreprocessSpec, Resampler, RunningNormalizer, convert_units, patchify, unpatchify
+from deploy.preprocess import PreprocessSpec, StreamingPreparer, patchify, unpatchify
 
 log = logging.getLogger("deploy.stream")
 
@@ -140,9 +140,8 @@ class Pipeline:
         self.count[:] = 0
         self.total[:] = 0.0
         self.first = None
-        self.resampler = Resampler(self.source_rate, self.rate) if self.source_rate != self.rate else None
-        self.normalizer = (RunningNormalizer(self.rate, self.spec.running_tau_s, self.spec.running_block_s)
-                           if self.spec.normalization == "running" else None)
+        # units, resampling and running normalization: the same code as offline `prepare`, chunk by chunk
+        self.preparer = StreamingPreparer(self.spec, self.source_rate, self.source_units)
         ev = self.events_cfg
         self.detector = EventDetector(self.classes, self.rate, on=ev.get("on", 0.5), off=ev.get("off", 0.3),
                                       min_duration_s=ev.get("min_duration_s", 0.5),
@@ -159,17 +158,13 @@ class Pipeline:
             t_first, acc = piece
             if not self._segment_open:
                 self._start_segment(t_first)
-            x = convert_units(acc, self.source_units, self.spec.units)
-            if self.resampler is not None:
-                x = self.resampler.process(x)
-            self._feed(x, chunk.arrival)
+            self._feed(self.preparer.process(acc), chunk.arrival)
 
     def end_segment(self) -> None:
         """End of stream or a long gap: the last partial hop is run and every pending sample decided."""
         if not self._segment_open:
             return
-        if self.resampler is not None:
-            self._feed(self.resampler.flush(), time.monotonic())
+        self._feed(self.preparer.flush(), time.monotonic())
         if self.n > 0:
             if self.e_next - self.hop < self.n:      # a partial hop is pending
                 self._run_window(self.e_next, time.monotonic(), final=True)
@@ -183,8 +178,6 @@ class Pipeline:
     def _feed(self, x: np.ndarray, arrival: float) -> None:
         if len(x) == 0:
             return
-        if self.normalizer is not None:
-            x = self.normalizer(x)
         if self.first is None:
             self.first = np.asarray(x[0], np.float32).copy()
         i = 0

@@ -1,0 +1,103 @@
+"""Named model configurations (timm-style): `create_model("fog-small")`.
+
+A preset is data: the model class, its keyword arguments, the preprocessing the model expects (a dict for
+`deploy.preprocess.PreprocessSpec.from_dict`) and its class names. Every FOG preset follows the per-patch contract:
+input (batch, patch * 3, n_patches) -> logits (batch, n_patches, len(classes)), i.e. a head with d = seq_len.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .rnn_attention import LSTMAttentionPlus
+from .transformer_rnn import TransformerLSTMPlus
+
+# deploy.recording.CLASSES, spelled out here because models/ imports torch only.
+FOG_CLASSES = ("StartHesitation", "Turn", "Walking")
+
+
+class UnknownPreset(KeyError):
+    def __str__(self) -> str:       # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    factory: type[nn.Module]
+    kwargs: dict = field(default_factory=dict)
+    preprocess: dict = field(default_factory=dict)
+    classes: tuple = FOG_CLASSES
+    description: str = ""
+
+
+def _fog_preprocess(**spec) -> dict:
+    return {"layout": "BCT", **spec}
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register(preset: Preset) -> Preset:
+    if preset.name in _PRESETS:
+        raise ValueError(f"preset {preset.name!r} is already registered")
+    _PRESETS[preset.name] = preset
+    return preset
+
+
+register(Preset(
+    name="fog-small",
+    factory=TransformerLSTMPlus,
+    kwargs=dict(c_in=24, c_out=3, seq_len=128, d=128, d_model=64, nhead=4, num_encoder_layers=2,
+                dim_feedforward=128, num_rnn_layers=1, bidirectional=True, dropout=0.1),
+    preprocess=_fog_preprocess(rate_hz=64, units="g", patch=8, n_patches=128, normalization="window", scale=1.0),
+    description="bundled default, fast on CPU: 16 s window at 64 Hz in 125 ms patches; 2 encoder layers "
+                "(64 wide, 4 heads) + 1 BiLSTM, per-patch logits"))
+
+register(Preset(
+    name="fog-1st-place",
+    factory=TransformerLSTMPlus,
+    kwargs=dict(c_in=54, c_out=3, seq_len=864, d=864, d_model=324, nhead=6, num_encoder_layers=5,
+                dim_feedforward=324, num_rnn_layers=2, bidirectional=True, dropout=0.1),
+    preprocess=_fog_preprocess(rate_hz=128, units="m/s^2", patch=18, n_patches=864, normalization="recording",
+                               scale=25.0),
+    description="shaped like the Kaggle 1st place (tdcsfog): 864 patches of 18 samples x 3 axes at 128 Hz, "
+                "5 encoder layers, 2 BiLSTM layers, feed-forward = width; width 324 instead of 320 because "
+                "6 heads must divide it (tsai-style layers: the 2nd BiLSTM is twice as wide)"))
+
+register(Preset(
+    name="fog-lstm-attention",
+    factory=LSTMAttentionPlus,
+    kwargs=dict(c_in=24, c_out=3, seq_len=128, d=128, hidden_size=32, bidirectional=True, encoder_layers=2,
+                n_heads=4, d_ff=128, flatten=False, use_bn=False),
+    preprocess=_fog_preprocess(rate_hz=64, units="g", patch=8, n_patches=128, normalization="window", scale=1.0),
+    description="recurrence first, attention second (tsai LSTMAttentionPlus, BatchNorm TST layers) on "
+                "fog-small's windows; per-patch logits"))
+
+
+def list_presets() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset `name` (a copy: changing its dicts does not change the registry)."""
+    try:
+        preset = _PRESETS[name]
+    except KeyError:
+        raise UnknownPreset(f"unknown preset {name!r}; presets: {', '.join(list_presets())}") from None
+    return copy.deepcopy(preset)
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build preset `name` with keyword overrides (e.g. tsai_compat=True, dropout=0.0).
+
+    A per-patch preset stays per-patch when only seq_len is overridden: d follows seq_len.
+    """
+    preset = get_preset(name)
+    kwargs = {**preset.kwargs, **overrides}
+    per_patch = preset.kwargs.get("d") == preset.kwargs.get("seq_len")
+    if per_patch and "seq_len" in overrides and "d" not in overrides:
+        kwargs["d"] = kwargs["seq_len"]
+    return preset.factory(**kwargs)

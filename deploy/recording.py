@@ -75,6 +75,8 @@ def _fail(problem, path, row=None, column=None, fix=None):
 def _parse_table(text: str, path, header: list[str]) -> np.ndarray:
     """All cells as float64 (true/false as 1/0). Fast path through np.loadtxt; on failure find the bad cell."""
     body = text.split("\n", 1)[1] if "\n" in text else ""
+    if not body.strip():
+        _fail("the file has a header but no data rows", path, fix="check that the recording was exported fully")
     if re.search(r"(?i)true|false", body):
         # str.replace is ~20x faster than a regex over a 20 MB file; other spellings fall to the exact scan.
         for word, digit in (("true", "1"), ("True", "1"), ("TRUE", "1"), ("false", "0"), ("False", "0"),
@@ -146,10 +148,12 @@ def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float
     if layout == "npz" or (layout is None and mapping is None and path.suffix == ".npz"):
         return _read_npz(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not part of a name
     except UnicodeDecodeError:
         _fail("not a text (CSV) file", path, fix="pass layout='npz' for binary recordings, else a CSV file")
-    header = [h.strip() for h in text.split("\n", 1)[0].rstrip("\r").split(",")]
+    if not text.strip():
+        _fail("the file is empty", path, fix="check that the recording was exported fully")
+    header = [h.strip().strip('"') for h in text.split("\n", 1)[0].rstrip("\r").split(",")]
     if mapping is None and layout in MAPPINGS:
         mapping = layout
     if mapping is not None:

@@ -117,3 +117,10 @@ def test_unknown_layout_and_ragged_rows(tmp_path):
     assert "row 3" in _bad(tmp_path, HEAD + "0,1,2,3,0,0,0\n1,1,2\n")
     with pytest.raises(DataError, match="unknown layout"):
         read_recording(tmp_path / "bad.csv", layout="parquet")
+
+
+def test_spreadsheet_quirks_and_empty_files(tmp_path):
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfTime,AccV,AccML,AccAP\r\n0,-1.0,0.1,0.2\r\n1,-1.0,0.1,0.3\r\n")
+    assert read_recording(tmp_path / "bom.csv").acc[1, 2] == 0.3
+    assert "empty" in _bad(tmp_path, "")
+    assert "no data rows" in _bad(tmp_path, HEAD)

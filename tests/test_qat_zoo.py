@@ -82,3 +82,36 @@ def test_fog_small_int8_export_passes_checker(tmp_path, opset):
     qat = calibrate_max(to_qat(model, 1, 16).eval(), [torch.randn(1, kwargs["c_in"], 16) for _ in range(2)])
     path = export_onnx(qat, x, tmp_path / "small.onnx", opset=opset)
     assert check_qdq(path) == []
+
+
+def _small_family_models():
+    transformer_rnn = pytest.importorskip("models.transformer_rnn", reason="models/transformer_rnn.py has not landed")
+    rnn_attention = pytest.importorskip("models.rnn_attention", reason="models/rnn_attention.py has not landed")
+    small_tr = dict(d_model=16, nhead=2, num_encoder_layers=2, dim_feedforward=16, num_rnn_layers=2)
+    small_ra = dict(hidden_size=8, rnn_layers=2, bidirectional=True, encoder_layers=2, n_heads=2, d_ff=16)
+    built = []
+    for name in ("TransformerRNNPlus", "TransformerLSTMPlus", "TransformerGRUPlus"):
+        for compat in (False, True):
+            built.append((f"{name}-compat{compat}",
+                          getattr(transformer_rnn, name)(6, 3, 12, tsai_compat=compat, **small_tr)))
+    for name in ("RNNAttentionPlus", "LSTMAttentionPlus", "GRUAttentionPlus"):
+        built.append((name, getattr(rnn_attention, name)(6, 3, 12, **small_ra)))
+    return built
+
+
+def test_every_zoo_family_variant_equals_float_and_exports_clean(tmp_path):
+    """Each hybrid class (both tsai_compat semantics) equals its float model; one of each kind exports at opset 13
+    to Q/DQ the checker accepts (opset 17 is covered by the preset test and test_qat_export.py)."""
+    exported = {"TransformerLSTMPlus-compatFalse", "TransformerGRUPlus-compatTrue", "LSTMAttentionPlus"}
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 12)
+    for name, model in _small_family_models():
+        model.eval()
+        qat = to_qat(model, 2, 12).eval()
+        with torch.no_grad():
+            assert _max_diff(model(x), qat(x)) <= 1e-5, name
+        if name not in exported:
+            continue
+        calibrate_max(qat, [torch.randn(2, 6, 12)])
+        problems = check_qdq(export_onnx(qat, x, tmp_path / f"{name}.onnx", opset=13))
+        assert problems == [], (name, problems[:5])

@@ -62,7 +62,7 @@ def check_static_shapes(model) -> Check:
     bad = []
     for vi in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
         dims = _dims(vi)
-        if any(not isinstance(d, int) or d <= 0 for d in dims):
+        if any(not isinstance(d, int) or d < 0 for d in dims):  # 0 is static: an empty shape slice
             bad.append(f"{vi.name} {dims}")
     io = ", ".join(f"{vi.name} {_dims(vi)}" for vi in list(model.graph.input) + list(model.graph.output))
     if bad:
@@ -174,9 +174,22 @@ def fold_constants(model) -> int:
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
+    import numpy as np
+    shapes = _static_shapes(model)
+    folded_shapes = 0
+    for node in list(model.graph.node):  # with static shapes a Shape node is a constant: fold it first
+        if node.op_type == "Shape" and node.input[0] in shapes:
+            attrs = {a.name: a.i for a in node.attribute}
+            dims = shapes[node.input[0]]
+            value = np.array(dims[attrs.get("start", 0):attrs.get("end", len(dims))], dtype=np.int64)
+            model.graph.node.remove(node)
+            model.graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+            folded_shapes += 1
     nodes = _foldable(model)
     if not nodes:
-        return 0
+        if folded_shapes:
+            _drop_unused(model)
+        return folded_shapes
     values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
@@ -189,7 +202,21 @@ def fold_constants(model) -> int:
             if name:
                 model.graph.initializer.append(numpy_helper.from_array(values[name], name))
     _drop_unused(model)
-    return len(nodes)
+    return folded_shapes + len(nodes)
+
+
+def _static_shapes(model) -> dict[str, list[int]]:
+    import onnx
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # no shapes, no Shape folding; the checks report why
+        return {}
+    shapes = {}
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = _dims(vi)
+        if vi.type.tensor_type.HasField("shape") and all(isinstance(d, int) for d in dims):
+            shapes[vi.name] = dims
+    return shapes
 
 
 def _drop_unused(model) -> None:

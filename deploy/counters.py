@@ -66,6 +66,22 @@ class Counters:
         with self._lock:
             return self.received == self.accepted + sum(self.dropped.values())
 
+    @staticmethod
+    def rss_mb() -> tuple[float, float]:
+        """(current, peak) resident memory of this process in MB (Linux /proc; peak from getrusage elsewhere)."""
+        current = peak = float("nan")
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        current = int(line.split()[1]) / 1024
+                    elif line.startswith("VmHWM:"):
+                        peak = int(line.split()[1]) / 1024
+        except OSError:
+            import resource
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return current, peak
+
     def snapshot(self) -> dict:
         with self._lock:
             dropped = dict(self.dropped)
@@ -77,7 +93,8 @@ class Counters:
                 "interpolated": self.interpolated, "gaps_filled": self.gaps_filled, "resets": self.resets,
                 "unscored": self.unscored, "hops_run": self.hops_run,
                 "hops_skipped_behind": self.hops_skipped_behind, "events": self.events, "silences": self.silences,
-                "engine_s": round(self.engine_seconds, 4), "hop_latency_ms": latency, "engine_ms": engine}
+                "engine_s": round(self.engine_seconds, 4), "hop_latency_ms": latency, "engine_ms": engine,
+                "rss_mb": round(self.rss_mb()[0], 1), "peak_rss_mb": round(self.rss_mb()[1], 1)}
 
     def status_line(self) -> str:
         s = self.snapshot()

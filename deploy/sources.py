@@ -85,12 +85,14 @@ class ReplaySource(Source):
     name = "replay"
     live = False
 
-    def __init__(self, path, layout=None, realtime=False, speed=1.0, chunk_s=0.25, start_s=0.0, recording=None,
+    def __init__(self, path, layout=None, realtime=False, speed=1.0, chunk_s=None, start_s=0.0, recording=None,
                  **kw):
         from deploy.recording import read_recording
         self.recording = recording if recording is not None else read_recording(path, layout=layout)
         super().__init__(units=self.recording.units, rate_hz=self.recording.rate_hz)
         self.path, self.realtime, self.speed, self.start_s = path, realtime, float(speed), float(start_s)
+        # a sensor's packet in real time; bigger chunks when as fast as possible (fewer queue hand-overs)
+        chunk_s = chunk_s or (0.25 if realtime else 0.5)
         self.chunk = max(1, int(round(chunk_s * self.recording.rate_hz)))
 
     def describe(self) -> str:

@@ -47,26 +47,28 @@ class WindowEncoder:
         if order.size != input_buffer.size:
             raise FogError(f"the model input has shape {input_buffer.shape}, the bundle's preprocess spec makes "
                            f"{order.shape}; the manifest and the model disagree (re-export the bundle)")
-        self.order = order.reshape(-1).astype(np.intp)
+        # work per axis on a (3, W) copy: reductions along contiguous memory are several times faster
+        flat = order.reshape(-1).astype(np.intp)            # index into the (W, 3) window, row-major
+        self.order = (flat % 3) * spec.window + flat // 3   # the same element in the (3, W) copy
         self.target = input_buffer.reshape(-1)
-        self.scratch = np.zeros((spec.window, 3))
+        self.scratch = np.zeros((3, spec.window))
         self.scratch32 = np.zeros(spec.window * 3, np.float32)
-        self.mean, self.std, self.safe = np.zeros(3), np.zeros(3), np.zeros(3)
+        self.mean, self.sumsq, self.safe = np.zeros((3, 1)), np.zeros(3), np.zeros((3, 1))
         self._self_check()
 
     def encode(self, window: np.ndarray) -> None:
         s = self.scratch
-        np.copyto(s, window)
-        if self.spec.normalization == "window":
-            np.mean(s, axis=0, out=self.mean)
-            np.std(s, axis=0, out=self.std)
-            np.copyto(self.safe, self.std)
-            flat = self.std <= 0
-            self.safe[flat] = 1.0
+        np.copyto(s, window.T)
+        if self.spec.normalization == "window":  # z-score per axis, population std; a flat axis gives 0
+            np.add.reduce(s, axis=1, out=self.mean[:, 0])
+            np.divide(self.mean, self.spec.window, out=self.mean)
             np.subtract(s, self.mean, out=s)
+            np.einsum("ij,ij->i", s, s, out=self.sumsq)
+            np.divide(self.sumsq, self.spec.window, out=self.sumsq)
+            np.sqrt(self.sumsq, out=self.safe[:, 0])
+            flat = self.safe[:, 0] <= 0
+            self.safe[flat] = 1.0
             np.divide(s, self.safe, out=s)
-            if flat.any():
-                s[:, flat] = 0.0
         if self.spec.scale != 1.0:
             np.divide(s, self.spec.scale, out=s)
         np.copyto(self.scratch32, s.reshape(-1), casting="same_kind")

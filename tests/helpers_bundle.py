@@ -21,7 +21,7 @@ def small_preprocess(**overrides) -> dict:
     return spec
 
 
-def _model(patch: int, n_patches: int, hidden: int, seed: int):
+def _model(patch: int, n_patches: int, hidden: int, seed: int, gru: int = 0):
     import torch
     from torch import nn
 
@@ -31,6 +31,10 @@ def _model(patch: int, n_patches: int, hidden: int, seed: int):
             self.patch = patch
             self.mix = nn.Conv1d(6, hidden, kernel_size=5, padding=2)
             self.head = nn.Conv1d(hidden, len(CLASSES), kernel_size=3, padding=1)
+            # optional bidirectional GRU over patches: a stand-in with the cost profile of the fog-small preset
+            self.gru = nn.GRU(hidden, gru, batch_first=True, bidirectional=True) if gru else None
+            if gru:
+                self.head = nn.Conv1d(2 * gru, len(CLASSES), kernel_size=3, padding=1)
 
         def forward(self, x):  # x: (B, patch*3, n_patches), features interleaved v0, ml0, ap0, v1, ...
             b = x.shape[0]
@@ -38,6 +42,8 @@ def _model(patch: int, n_patches: int, hidden: int, seed: int):
             mean = per_axis.mean(dim=1)
             spread = (per_axis - mean.unsqueeze(1)).pow(2).mean(dim=1).add(1e-6).sqrt()
             h = torch.relu(self.mix(torch.cat([mean, spread], dim=1)))
+            if self.gru is not None:
+                h = self.gru(h.transpose(1, 2))[0].transpose(1, 2)
             return torch.sigmoid(self.head(h)).transpose(1, 2)  # (B, n_patches, classes)
 
     torch.manual_seed(seed)
@@ -45,7 +51,7 @@ def _model(patch: int, n_patches: int, hidden: int, seed: int):
 
 
 def make_bundle(folder, *, preprocess: dict | None = None, hidden: int = 16, seed: int = 0,
-                events: dict | None = None, precision: str = "fp32") -> Path:
+                events: dict | None = None, precision: str = "fp32", gru: int = 0) -> Path:
     """Write a verified bundle into `folder` and return it."""
     import torch
 
@@ -56,7 +62,7 @@ def make_bundle(folder, *, preprocess: dict | None = None, hidden: int = 16, see
     folder.mkdir(parents=True, exist_ok=True)
     spec = preprocess or small_preprocess()
     patch, n_patches = spec["patch"], spec["n_patches"]
-    model = _model(patch, n_patches, hidden, seed)
+    model = _model(patch, n_patches, hidden, seed, gru)
     example = torch.zeros(1, patch * 3, n_patches)
     export_onnx(model, example, folder / "model_fp32.onnx", input_names=("x",), output_names=("probs",))
     n_params = sum(p.numel() for p in model.parameters())

@@ -63,7 +63,6 @@ class OnnxRuntimeEngine:
         self._binding = self.session.io_binding()
         self._binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(self.input_buffer))
         self._binding.bind_ortvalue_output(self.output_name, ort.OrtValue.ortvalue_from_numpy(self.output_buffer))
-        self._run_options = ort.RunOptions()
 
     @classmethod
     def from_bundle(cls, bundle, precision: str, threads: int | None = None, **_ignored) -> "OnnxRuntimeEngine":
@@ -79,7 +78,7 @@ class OnnxRuntimeEngine:
     def infer(self, x: np.ndarray) -> np.ndarray:
         if x is not self.input_buffer:
             np.copyto(self.input_buffer, x, casting="same_kind")
-        self.session.run_with_iobinding(self._binding, self._run_options)
+        self.session.run_with_iobinding(self._binding)
         return self.output_buffer
 
     def close(self) -> None:

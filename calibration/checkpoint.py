@@ -1,8 +1,11 @@
-"""Checkpoints: a plain fp32 state_dict (`.pt`) with a JSON beside it saying what it is.
+"""Checkpoints: fp32 weights (`.pt`) with a JSON beside it saying what they are.
 
-`<name>.pt` loads with `torch.load(..., weights_only=True)` into `models.create_model(preset)`; `<name>.json`
-holds the preset name, the preprocessing, the training data description, the seed and figures. The bundled
-default model is such a pair in `models/weights/`.
+Two forms, both loadable with `torch.load(..., weights_only=True)`:
+- plain: a state_dict for `models.create_model(preset)` (the bundled default in `models/weights/`, which the
+  registry points at);
+- project: `{"preset", "state_dict", "preprocess", "classes"}` (what `toolkit train` writes as `model.pt`, so
+  `toolkit export --model runs/x/model.pt` knows the preset without the JSON).
+`<name>.json` holds the preset name, the training data description, the seed and figures.
 """
 from __future__ import annotations
 
@@ -27,49 +30,64 @@ def checkpoint_info(path) -> dict:
     return json.loads(side.read_text()) if side.exists() else {}
 
 
-def load_model(preset: str | None = None, checkpoint=None, default_weights: bool = True):
-    """(model, preset_name, checkpoint path or None). The preset comes from the checkpoint's JSON if not given;
-    with no checkpoint the project's default weights for the preset are used when `default_weights`."""
+def _read_state(path: Path):
+    """(state_dict, preset named inside or None) from either checkpoint form, or a training run's last.pt."""
     import torch
 
-    from models import create_model
+    if not path.exists():
+        raise FogError(f"{path}: no such checkpoint (train one with `toolkit train`)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a pickle or zip error deep in torch: say what to do instead
+        raise FogError(f"{path}: not a readable state_dict checkpoint ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        return state["state_dict"], state.get("preset")
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        return state["model"], None
+    return state, None
+
+
+def load_model(preset: str | None = None, checkpoint=None, default_weights: bool = True):
+    """(model, preset_name, checkpoint path or None), in eval mode. The preset is `preset`, else the one the
+    checkpoint names (inside, or its JSON), else fog-small. With no checkpoint the project's default weights for
+    the preset are loaded when `default_weights` (and the project ships them)."""
+    from models import create_model, list_presets
 
     if checkpoint is None and default_weights:
         checkpoint = default_checkpoint(preset or DEFAULT_PRESET)
-    info = checkpoint_info(checkpoint) if checkpoint else {}
-    preset = preset or info.get("preset") or DEFAULT_PRESET
+    state, named = (None, None)
+    if checkpoint:
+        checkpoint = Path(checkpoint)
+        state, named = _read_state(checkpoint)
+    preset = preset or named or (checkpoint_info(checkpoint).get("preset") if checkpoint else None) \
+        or DEFAULT_PRESET
     try:
         model = create_model(preset)
-    except KeyError as exc:
-        from models import list_presets
-        raise FogError(f"unknown preset {preset!r} ({exc}); choose one of {list_presets()}") from None
-    if checkpoint:
-        path = Path(checkpoint)
-        if not path.exists():
-            raise FogError(f"{path}: no such checkpoint (train one with `toolkit train`)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a pickle or zip error deep in torch: say what to do instead
-            raise FogError(f"{path}: not a readable state_dict checkpoint ({type(exc).__name__}: {exc})") from None
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]                     # a training run's last.pt
+    except KeyError:
+        raise FogError(f"unknown preset {preset!r}; choose one of {list_presets()}") from None
+    if state is not None:
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise FogError(f"{path} does not fit preset {preset!r}: {str(exc).splitlines()[0]} "
+            raise FogError(f"{checkpoint} does not fit preset {preset!r}: {str(exc).splitlines()[0]} "
                            "(pass the --preset the checkpoint was trained with)") from None
     model.eval()
-    return model, preset, (Path(checkpoint) if checkpoint else None)
+    return model, preset, checkpoint
 
 
-def save_checkpoint(model, path, info: dict) -> Path:
-    """Write `path` (fp32 state_dict) and `path.with_suffix('.json')` (info)."""
+def save_checkpoint(model, path, info: dict, plain: bool = False) -> Path:
+    """Write `path` (fp32 weights: project form, or a plain state_dict) and `path.with_suffix('.json')` (info)."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
              for k, v in model.state_dict().items()}
+    if not plain:
+        from models import get_preset
+        preset = get_preset(info["preset"])
+        state = {"preset": preset.name, "state_dict": state, "preprocess": dict(preset.preprocess),
+                 "classes": list(preset.classes)}
     torch.save(state, path)
     path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     return path

@@ -57,8 +57,9 @@ def _presets():
 PRESETS = ("fog-small", "fog-1st-place")
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", [PRESETS[0], pytest.param(PRESETS[1], marks=pytest.mark.slow)])
 def test_every_preset_variant_equals_float(name):
+    """fog-1st-place unrolls 2 BiLSTM layers over 864 steps in eager PyTorch: ~6 s CPU, marked slow."""
     registry = _presets()
     assert set(PRESETS) <= set(registry.list_presets())
     torch.manual_seed(0)

@@ -74,3 +74,54 @@ def test_tensorrt_engine_matches_onnxruntime(bundle_dir, tmp_path):
     engine = open_engine(Bundle.load(bundle_dir), backend="tensorrt", cache_dir=tmp_path)
     x = np.random.default_rng(1).normal(size=engine.input_shape).astype(np.float32)
     np.testing.assert_allclose(engine.infer(x), reference_infer(bundle_dir)(x), rtol=1e-3, atol=1e-3)
+
+
+class _Recorder:
+    """Records what build_serialized asks of the TensorRT API. It builds nothing: the "plan" is a marker."""
+
+    def __init__(self, version):
+        self.__version__ = version
+        self.calls = []
+        rec = self
+
+        class Flags:
+            EXPLICIT_BATCH = 0
+            STRONGLY_TYPED = 1
+
+        class BuilderFlag:
+            FP16, INT8 = "FP16", "INT8"
+
+        class Config:
+            def set_memory_pool_limit(self, pool, size): rec.calls.append(("pool", size))
+            def set_flag(self, flag): rec.calls.append(("flag", flag))
+            def create_timing_cache(self, blob): return blob
+            def set_timing_cache(self, cache, ignore): rec.calls.append(("timing_cache", ignore))
+            def get_timing_cache(self): return type("C", (), {"serialize": lambda s: b"tc"})()
+
+        class Builder:
+            def __init__(self, logger): pass
+            def create_network(self, flags): rec.calls.append(("network", flags)); return "net"
+            def create_builder_config(self): return Config()
+            def build_serialized_network(self, net, cfg): rec.calls.append(("build", net)); return b"not-an-engine"
+
+        class Parser:
+            num_errors = 0
+            def __init__(self, net, logger): pass
+            def parse(self, blob): rec.calls.append(("parse", len(blob))); return True
+
+        self.NetworkDefinitionCreationFlag, self.BuilderFlag = Flags, BuilderFlag
+        self.Builder, self.OnnxParser = Builder, Parser
+        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level: None})
+        self.MemoryPoolType = type("M", (), {"WORKSPACE": "workspace"})
+
+
+@pytest.mark.parametrize("version,precision,network_flags,flags", [
+    ("8.5.2", "int8", 1, ["INT8", "FP16"]), ("8.6.2", "fp16", 1, ["FP16"]),
+    ("10.3.0", "fp16", 0, ["FP16"]), ("11.4.0", "fp16", 0, [])])
+def test_tensorrt_build_uses_each_versions_api(bundle_dir, tmp_path, version, precision, network_flags, flags):
+    from deploy.engines.tensorrt import build_serialized
+    trt = _Recorder(version)
+    build_serialized(trt, bundle_dir / "model_fp32.onnx", precision, timing_cache=tmp_path / "timing.cache")
+    assert ("network", network_flags) in trt.calls
+    assert [c[1] for c in trt.calls if c[0] == "flag"] == flags
+    assert ("timing_cache", True) in trt.calls and (tmp_path / "timing.cache").read_bytes() == b"tc"

@@ -130,12 +130,15 @@ def test_bench_report_of_a_small_model(tmp_path):
     subject = Subject(name="mixed", input_shape=(1, 6, 20), window_s=2.0, hop_s=0.5, factory=_Mixed,
                       workdir=tmp_path)
     started = time.time()
-    report = bench.run_bench(subject, ["pytorch-eager", "onnxruntime-fp32", "tensorrt"], batches=(1, 4), blocks=4)
+    report = bench.run_bench(subject, ["pytorch-eager", "onnxruntime-fp32", "tensorrt"], batches=(1, 4), blocks=4,
+                              sweep_block_s=0.02)
     assert time.time() - started < 30
     for name in ("pytorch-eager", "onnxruntime-fp32"):
         b1 = report["backends"][name]["batch1"]
         assert 0 < b1["median_ms"] <= b1["p90_ms"] <= b1["p99_ms"]
-        assert b1["windows_per_s"] == pytest.approx(1e3 / b1["median_ms"])
+        assert 0 < b1["cpu_median_ms"] <= b1["p99_ms"] * 1.05
+        assert b1["clock"] == "thread-cpu"  # single-threaded: throughput read from CPU time per call
+        assert b1["windows_per_s"] == pytest.approx(1e3 / b1["cpu_median_ms"])
         assert b1["realtime_factor"] == pytest.approx(b1["windows_per_s"] * 0.5)
         assert [row["batch"] for row in report["backends"][name]["sweep"]] == [1, 4]
     assert "tensorrt" in report["skipped"] or "tensorrt" in report["backends"]
@@ -162,7 +165,7 @@ def test_bundle_subject_runs_its_own_file_and_names_missing_backends(tmp_path):
     structure = bench.structure(subject, "onnxruntime-fp32")
     assert structure["parameters"] == 123 and structure["onnx_bytes"] == (folder / "model_fp32.onnx").stat().st_size
     report = bench.run_bench(subject, ["onnxruntime-fp32", "onnxruntime-int8", "pytorch-eager"], batches=(1, 2),
-                             blocks=3)
+                             blocks=3, sweep_block_s=0.02)
     assert [row["batch"] for row in report["backends"]["onnxruntime-fp32"]["sweep"]] == [1]  # no preset: no b2
     assert "int8" in report["skipped"]["onnxruntime-int8"]
     assert "preset" in report["skipped"]["pytorch-eager"]

@@ -53,8 +53,17 @@ def load_subject(spec: str, overrides: dict | None = None, name: str | None = No
     shape = (1, pre["patch"] * 3, pre["n_patches"])
     if pre.get("layout") == "BTC":
         shape = (1, pre["n_patches"], pre["patch"] * 3)
-    return Subject(name=name or spec, input_shape=shape, window_s=_window_s(pre), preset=spec,
+    return Subject(name=name or spec, input_shape=shape, window_s=_window_s(pre), hop_s=_default_hop_s(), preset=spec,
                    overrides=dict(overrides or {}))
+
+
+def _default_hop_s() -> float | None:
+    """The hop a bundle of this preset would get from `toolkit export` (its event defaults)."""
+    try:
+        from toolkit.export import EVENT_DEFAULTS
+        return float(EVENT_DEFAULTS["hop_s"])
+    except (ImportError, KeyError):
+        return None
 
 
 def _window_s(pre: dict) -> float | None:
@@ -79,7 +88,7 @@ def structure(subject: Subject, backend: str) -> dict:
         precision = subject.bundle.manifest.get("precision", "fp32")
         precision = precision if subject.bundle.path(precision) else "fp32"
     stats = fp32 if precision == "fp32" else graph_stats(subject.onnx(precision, subject.input_shape[0]))
-    return {**stats.structure(), "macs": fp32.macs, "parameters": subject.parameters}
+    return {**stats.structure(), "parameters": subject.parameters}  # MACs of this graph (unrolled: per step)
 
 
 # --- measuring ----------------------------------------------------------------------------------------------
@@ -116,7 +125,7 @@ def measure_batch1(subject: Subject, backend: str, threads: int, refs: _Referenc
     if backend == "pytorch-eager":  # the module was built before the window: count its weights
         model_bytes = sum(t.numel() * t.element_size() for t in subject.torch_model().state_dict().values())
         out["peak_mib"] += model_bytes / 2 ** 20
-    out.update(_throughput(subject, batch, model.median))
+    out.update(_throughput(subject, batch, model.cpu_median if cpu_clock else model.median))
     return out
 
 
@@ -129,6 +138,9 @@ def _throughput(subject: Subject, batch: int, seconds: float) -> dict:
 
 
 def measure_sweep(subject: Subject, backend: str, batches, threads: int, block_s: float = 0.1) -> list[dict]:
+    """Per batch size: latency and throughput. Single-threaded CPU backends are read in thread CPU time, as the
+    normalized latency is: on a shared machine wall time mostly measures the neighbours."""
+    cpu_clock = backend != "tensorrt" and threads == 1
     rows = []
     for batch in batches:
         try:
@@ -137,13 +149,15 @@ def measure_sweep(subject: Subject, backend: str, batches, threads: int, block_s
             progress(f"{backend} batch {batch}: skipped ({exc})")
             continue
         timing = interleaved({"model": run}, blocks=3, block_s=block_s)["model"]
-        rows.append({"batch": batch, **timing.summary_ms(), **_throughput(subject, batch, timing.median)})
+        seconds = timing.cpu_median if cpu_clock else timing.median
+        rows.append({"batch": batch, **timing.summary_ms(), "clock": "thread-cpu" if cpu_clock else "wall",
+                     **_throughput(subject, batch, seconds)})
         progress(f"{backend} batch {batch}: {rows[-1]['median_ms']:.2f} ms")
     return rows
 
 
 def run_bench(subject: Subject, backends=BACKENDS, batches=(1, 4, 16, 64), threads: int = 1,
-              blocks: int = REGRESSION_BLOCKS) -> dict:
+              blocks: int = REGRESSION_BLOCKS, sweep_block_s: float = 0.1) -> dict:
     """The full report `toolkit bench` prints, saves as JSON and plots."""
     from toolkit.bench_baseline import machine_class, measured_on
     from toolkit.bench_macs import graph_stats
@@ -175,7 +189,7 @@ def run_bench(subject: Subject, backends=BACKENDS, batches=(1, 4, 16, 64), threa
             bound_ms = fp32.macs / (gmacs * 1e9) * 1e3 * subject.input_shape[0]
             result["batch1"]["compute_bound_ms"] = bound_ms
             result["batch1"]["fraction_of_bound"] = bound_ms / result["batch1"]["median_ms"]
-        result["sweep"] = measure_sweep(subject, backend, batches, threads)
+        result["sweep"] = measure_sweep(subject, backend, batches, threads, block_s=sweep_block_s)
         report["backends"][backend] = result
     report["subject"]["parameters"] = subject.parameters
     return report
@@ -206,26 +220,31 @@ def format_table(report: dict) -> str:
              f"{(s.get('parameters') or 0) / 1e6:.2f} M parameters, window {s['window_s']} s, hop {s['hop_s']} s",
              f"machine: {m['class']} ({m.get('cpu')}), threads {m['threads']}, MatMul "
              + ", ".join(f"{k} {v:.1f} GMAC/s" for k, v in m["matmul_gmacs_per_s"].items()), ""]
-    head = f"{'backend':<18}{'median ms':>10}{'p90':>9}{'p99':>9}{'win/s':>9}{'RTF':>9}{'peak MiB':>10}" \
-           f"{'norm.':>8}{'of bound':>10}"
-    lines += [head, "-" * len(head)]
+    head = f"{'backend':<18}{'median ms':>10}{'p90':>9}{'p99':>9}{'cpu ms':>9}{'win/s':>9}{'RTF':>9}" \
+           f"{'peak MiB':>10}{'norm.':>8}{'of bound':>10}"
+    lines += ["batch 1 (wall-clock median/p90/p99; cpu ms = thread CPU time per call, which win/s and RTF use "
+              "when single-threaded):", head, "-" * len(head)]
     for name, r in report["backends"].items():
         b = r["batch1"]
         rtf = f"{b['realtime_factor']:.0f}" if b.get("realtime_factor") else "-"
         frac = f"{b['fraction_of_bound']:.0%}" if b.get("fraction_of_bound") is not None else "-"
-        lines.append(f"{name:<18}{b['median_ms']:>10.3f}{b['p90_ms']:>9.3f}{b['p99_ms']:>9.3f}"
+        lines.append(f"{name:<18}{b['median_ms']:>10.3f}{b['p90_ms']:>9.3f}{b['p99_ms']:>9.3f}{b['cpu_median_ms']:>9.3f}"
                      f"{b['windows_per_s']:>9.0f}{rtf:>9}{b['peak_mib']:>10.1f}{b['normalized_latency']:>8.2f}{frac:>10}")
     batches = sorted({row["batch"] for r in report["backends"].values() for row in r.get("sweep", [])})
     if batches:
-        lines += ["", "batch sweep (median ms per call / windows per s):",
+        lines += ["", "batch sweep (ms per call / windows per s; thread CPU time when single-threaded):",
                   f"{'backend':<18}" + "".join(f"{'b' + str(b):>18}" for b in batches)]
         for name, r in report["backends"].items():
             by = {row["batch"]: row for row in r.get("sweep", [])}
-            cells = [f"{by[b]['median_ms']:.2f} / {by[b]['windows_per_s']:.0f}" if b in by else "-" for b in batches]
+            cells = [f"{_sweep_ms(by[b]):.2f} / {by[b]['windows_per_s']:.0f}" if b in by else "-" for b in batches]
             lines.append(f"{name:<18}" + "".join(f"{c:>18}" for c in cells))
     for name, why in report["skipped"].items():
         lines.append(f"skipped {name}: {why}")
     return "\n".join(lines)
+
+
+def _sweep_ms(row: dict) -> float:
+    return row["cpu_median_ms"] if row.get("clock") == "thread-cpu" else row["median_ms"]
 
 
 def plot_sweep(report: dict, path) -> Path:
@@ -244,7 +263,7 @@ def plot_sweep(report: dict, path) -> Path:
             continue
         b = [row["batch"] for row in rows]
         ax1.plot(b, [row["windows_per_s"] for row in rows], marker="o", label=name)
-        ax2.plot(b, [row["median_ms"] / row["batch"] for row in rows], marker="o", label=name)
+        ax2.plot(b, [_sweep_ms(row) / row["batch"] for row in rows], marker="o", label=name)
     for ax, label in ((ax1, "windows / s"), (ax2, "ms per window")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -88,14 +88,28 @@ class Subject:
         out = self.workdir / f"{self.name}.b{batch}.{precision}.onnx"
         example = torch.from_numpy(self.example(batch))
         if precision == "fp32":
-            from models.onnx_export import export_onnx
-            export_onnx(self.torch_model(), example, out)
+            export_like_bundle(self.torch_model(), example, out)
         elif precision == "int8":
             from toolkit.bench_int8 import export_int8
             export_int8(self.torch_model(), example, out)
         else:
             raise BackendUnavailable(f"{self.name}: no {precision} export in the bench")
         return out
+
+
+def export_like_bundle(module, example, path, opset: int = 17, activation: str = "sigmoid") -> Path:
+    """The graph `toolkit export` puts in a bundle (model + activation, output `probs`, constants folded), so a
+    preset benched here has the structure of its bundle."""
+    import onnx
+
+    from models.onnx_export import export_onnx
+    from toolkit.export import with_activation
+    from toolkit.target_checks import fold_constants
+    export_onnx(with_activation(module, activation), example, path, opset=opset, output_names=("probs",))
+    model = onnx.load(str(path))
+    if fold_constants(model):
+        onnx.save(model, str(path))
+    return Path(path)
 
 
 # --- runners -------------------------------------------------------------------------------------------------

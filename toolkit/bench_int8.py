@@ -12,11 +12,11 @@ from pathlib import Path
 def export_int8(model, example, path) -> Path:
     import torch
 
-    from models.onnx_export import export_onnx
     from models.qat.convert import calibrate_max, to_qat
+    from toolkit.bench_backends import export_like_bundle
 
     batch, seq_len = example.shape[0], example.shape[-1]
     qat = to_qat(model, batch_size=batch, seq_len=seq_len).eval()
     generator = torch.Generator().manual_seed(0)
     calibrate_max(qat, [torch.randn(example.shape, generator=generator) for _ in range(2)])
-    return export_onnx(qat, example, path)
+    return export_like_bundle(qat, example, path)

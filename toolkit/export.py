@@ -28,6 +28,7 @@ EVENT_DEFAULTS = {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.5, "on": 0.
                   "min_duration_s": 1.0, "refractory_s": 2.0}
 
 FP32_FILE, INT8_FILE = "model_fp32.onnx", "model_int8_qdq.onnx"
+_WIDE = 16  # batch of the calibration/verification twin of the QAT variant
 
 
 class ExportError(FogError):
@@ -210,14 +211,21 @@ def _pipeline(source, target, work, opt, precision, opset, want_int8, progress, 
     checks += [dict(c.to_dict(), model=FP32_FILE) for c in float_checks]
     progress.done(f"{len(float_checks)} checks passed")
 
-    cal_batches = verify.make_windows(source.preprocess, opt.calib_windows, opt.batch, seed=1)
+    wide = opt.batch if source.tsai_compat else _WIDE
+    cal_batches = verify.make_windows(source.preprocess, opt.calib_windows, wide, seed=1)
     ver_batches = verify.make_windows(source.preprocess, opt.verify_windows, opt.batch, seed=2)
-    calibration_info, qat = None, None
+    calibration_info, qat, qat_wide = None, None, None
     if want_int8:
         progress.start(f"INT8: QAT variant, {opt.calib_method} calibration, Q/DQ ONNX")
-        from models.qat import to_qat
+        from models.qat import set_quantization, to_qat
         qat = to_qat(source.module, batch_size=opt.batch, seq_len=n_steps).eval()
-        calibration_info = calibrate_int8(qat, opt.calib_reader or _Windows(cal_batches), opt.calib_method)
+        # Calibrate (and later verify) a wide-batch twin: the unrolled graph runs step by step in Python, so one
+        # window at a time is slow. Windows are independent unless the model mixes the batch axis (tsai_compat).
+        qat_wide = qat if wide == opt.batch else to_qat(source.module, batch_size=wide, seq_len=n_steps).eval()
+        calibration_info = calibrate_int8(qat_wide, opt.calib_reader or _Windows(cal_batches), opt.calib_method)
+        if qat_wide is not qat:
+            qat.load_state_dict(qat_wide.state_dict())  # same names: the ranges do not depend on the batch size
+            set_quantization(qat, True)
         _export(with_activation(qat, source.activation), shape, work / INT8_FILE, opset)
         int8 = onnx.load(str(work / INT8_FILE), load_external_data=False)
         int8_checks = run_checks(int8, target, "int8", int8_graph=True)
@@ -232,7 +240,8 @@ def _pipeline(source, target, work, opt, precision, opset, want_int8, progress, 
     pairs["torch_vs_ort_fp32"] = verify.compare("torch_vs_ort_fp32", reference, ort_fp32)
     ort_int8 = None
     if want_int8:
-        qat_ref = verify.torch_run(with_activation(qat, source.activation), ver_batches)
+        qat_ref = verify.torch_run_fixed(with_activation(qat_wide, source.activation), ver_batches,
+                                         qat_wide.qat_batch_size)
         ort_int8 = verify.ort_run(work / INT8_FILE, ver_batches)
         pairs["torch_qat_vs_ort_int8"] = verify.compare("torch_qat_vs_ort_int8", qat_ref, ort_int8)
         pairs["torch_vs_ort_int8"] = verify.compare("torch_vs_ort_int8", reference, ort_int8)

@@ -111,16 +111,13 @@ def _patch_overrides(preset, n_patches: int | None) -> dict:
 
 
 def _registry_weights(name: str):
-    """The trained checkpoint the registry ships for a preset, or None."""
-    import models
-    finder = getattr(models, "pretrained_path", None) or getattr(models, "weights_path", None)
-    if finder is None:
-        return None
+    """The trained checkpoint the project ships for a preset (models/weights/<preset>.pt), or None."""
     try:
-        path = finder(name)
-    except (KeyError, FileNotFoundError, ValueError):
+        from calibration.checkpoint import default_checkpoint
+    except ImportError:
         return None
-    return Path(path) if path and Path(path).is_file() else None
+    path = default_checkpoint(name)
+    return Path(path) if path else None
 
 
 def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrained=True) -> ModelSource:
@@ -146,25 +143,29 @@ def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrain
 
 
 def from_checkpoint(path, *, n_patches=None) -> ModelSource:
-    """A checkpoint written by this project's training: {'preset', 'kwargs'?, 'state_dict', 'preprocess'?}."""
+    """A checkpoint written by `toolkit train`: {'preset', 'state_dict', 'preprocess', 'classes'}, or a plain
+    state_dict with `<name>.json` beside it naming the preset."""
+    import json
     state = _load_state(path)
-    if not isinstance(state, dict) or "state_dict" not in state or not (state.get("preset") or state.get("model")):
-        raise ModelSourceError(f"{path}: not a checkpoint of this project (needs 'preset' and 'state_dict'); for a "
-                               "bare state_dict pass --model PRESET --weights FILE or --model module:factory")
-    name = state.get("preset") or state.get("model")
+    side = Path(path).with_suffix(".json")
+    side_info = json.loads(side.read_text()) if side.is_file() else {}
+    project = isinstance(state, dict) and isinstance(state.get("state_dict"), dict)
+    name = (state.get("preset") if project else None) or side_info.get("preset")
+    if not name:
+        raise ModelSourceError(f"{path}: not a checkpoint of this project (no preset inside nor in {side.name}); "
+                               "for a bare state_dict pass --model PRESET --weights FILE or --model module:factory")
     import models
     preset = models.get_preset(name)
-    overrides = dict(state.get("kwargs") or state.get("overrides") or {})
-    overrides.update(_patch_overrides(preset, n_patches))
+    overrides = _patch_overrides(preset, n_patches)
     module = models.create_model(name, **overrides)
-    _load_into(module, state["state_dict"], path)
-    preprocess = dict(state.get("preprocess") or preset.preprocess)
+    _load_into(module, state["state_dict"] if project else state, path)
+    preprocess = dict((state.get("preprocess") if project else None) or preset.preprocess)
     if n_patches is not None:
         preprocess["n_patches"] = int(n_patches)
-    tsai = bool(overrides.get("tsai_compat", False))
+    classes = (state.get("classes") if project else None) or preset.classes
     return ModelSource(module=module.eval(), name=Path(path).stem, kind="checkpoint", preset=name,
-                       preprocess=preprocess, classes=tuple(state.get("classes") or preset.classes),
-                       tsai_compat=tsai, weights_sha256=sha256_of(path), weights_path=str(path))
+                       preprocess=preprocess, classes=tuple(classes), weights_sha256=sha256_of(path),
+                       weights_path=str(path))
 
 
 def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, classes=None,

@@ -47,6 +47,23 @@ def torch_run(module, batches: list[np.ndarray]) -> np.ndarray:
         return np.concatenate([module(torch.from_numpy(b)).numpy() for b in batches])
 
 
+def torch_run_fixed(module, batches: list[np.ndarray], fixed: int) -> np.ndarray:
+    """Run windows through a module that takes exactly `fixed` windows per call (a QAT variant), padding the last
+    call with copies of its last window; returns one output per input window, in order."""
+    import torch
+    x = np.concatenate(batches)
+    outputs = []
+    module.eval()
+    with torch.no_grad():
+        for start in range(0, len(x), fixed):
+            chunk = x[start:start + fixed]
+            n = len(chunk)
+            if n < fixed:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
+            outputs.append(module(torch.from_numpy(chunk)).numpy()[:n])
+    return np.concatenate(outputs)
+
+
 def compare(name: str, a: np.ndarray, b: np.ndarray, thresholds: dict | None = None) -> dict:
     limits = (thresholds or THRESHOLDS)[name]
     if a.shape != b.shape:

@@ -80,7 +80,7 @@ def run(args) -> int:
     if args.calib_data:
         from calibration.data import WindowReader, load_recordings
         reader = WindowReader(load_recordings(args.calib_data), source.preprocess, limit=args.calib_windows,
-                              batch_size=args.batch)
+                              batch_size=16)
     events = {k: getattr(args, k) for k in ("hop_s", "lookahead_s", "smoothing_s", "on", "off", "min_duration_s",
                                             "refractory_s")}
     options = ExportOptions(batch=args.batch, precision=args.precision, opset=args.opset,

@@ -115,6 +115,24 @@ def _float_static_variant(module, batch, n_steps):
     return variant.eval()
 
 
+def export_float(source, shape, path, opset: int, batch: int, target) -> str:
+    """The float model (with its activation) as ONNX; returns which graph it is ("fused" or why "static")."""
+    graph_model = with_activation(source.module, source.activation)
+    try:
+        _export(graph_model, shape, path, opset)
+        return "fused"
+    except Exception as exc:  # the exporter's own errors (e.g. SDPA below opset 14): try the static variant
+        first = str(exc).splitlines()[0][:200]
+    n_steps = int(source.preprocess["n_patches"])
+    try:
+        static = with_activation(_float_static_variant(source.module, batch, n_steps), source.activation)
+        _export(static, shape, path, opset)
+    except Exception as exc2:
+        raise ExportError(f"the float model cannot be exported at opset {opset} for target {target.name} "
+                          f"({first}); its static variant failed too ({str(exc2).splitlines()[0][:200]})") from None
+    return f"static (quantization off): the fused graph does not export at opset {opset}: {first}"
+
+
 class _Windows:
     """A calibration.data-style reader (get_next/rewind) over in-memory batches."""
 
@@ -189,18 +207,7 @@ def _pipeline(source, target, work, opt, precision, opset, want_int8, progress, 
     timings: dict[str, float] = {}
 
     progress.start(f"float ONNX, opset {opset}, input {shape}")
-    float_graph = "fused"
-    try:
-        _export(graph_model, shape, work / FP32_FILE, opset)
-    except Exception as exc:  # the exporter's own errors (e.g. SDPA below opset 14): try the static variant
-        first = str(exc).splitlines()[0][:200]
-        try:
-            static = with_activation(_float_static_variant(source.module, opt.batch, n_steps), source.activation)
-            _export(static, shape, work / FP32_FILE, opset)
-        except Exception as exc2:
-            raise ExportError(f"the float model cannot be exported at opset {opset} for target {target.name} "
-                              f"({first}); its static variant failed too ({str(exc2).splitlines()[0][:200]})") from None
-        float_graph = f"static (quantization off): the fused graph does not export at opset {opset}: {first}"
+    float_graph = export_float(source, shape, work / FP32_FILE, opset, opt.batch, target)
     fp32 = onnx.load(str(work / FP32_FILE))
     timings["export_fp32_s"] = progress.done(f"{len(fp32.graph.node)} nodes")
 
@@ -347,6 +354,8 @@ def summary_table(out, manifest: dict) -> str:
         lat = manifest["export"]["cpu_latency_ms"]
         lines.append(f"  cpu latency (median, onnxruntime): " + ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items()))
     lines.append(f"  engine: {manifest['export']['engine']}")
+    for note in manifest["model"].get("notes", []):
+        lines.append(f"  note: {note}")
     return "\n".join(lines)
 
 

@@ -131,11 +131,18 @@ def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrain
     if n_patches is not None:
         preprocess["n_patches"] = int(n_patches)
     notes = []
-    weights = Path(weights) if weights else (_registry_weights(name) if pretrained else None)
+    resized = n_patches is not None and int(n_patches) != int(preset.preprocess["n_patches"])
+    shipped = _registry_weights(name) if pretrained and not weights else None
+    if shipped is not None and resized:
+        # A learned positional embedding is as long as the training window: the shipped weights cannot load.
+        notes.append(f"random initial weights: the shipped checkpoint is for n_patches="
+                     f"{preset.preprocess['n_patches']}, this export uses {n_patches}")
+        shipped = None
+    weights = Path(weights) if weights else shipped
     if weights is not None:
         _load_into(module, _load_state(weights), weights)
-    else:
-        notes.append("random initial weights: the registry ships no trained checkpoint for this preset")
+    elif not notes:
+        notes.append("random initial weights: the project ships no trained checkpoint for this preset")
     return ModelSource(module=module.eval(), name=name, kind="tsai" if tsai else "preset", preset=name,
                        preprocess=preprocess, classes=tuple(preset.classes), tsai_compat=bool(tsai),
                        weights_sha256=sha256_of(weights) if weights else None,

@@ -66,6 +66,11 @@ def activation(act) -> nn.Module:
     raise ValueError(f"unknown activation {act!r}: use 'relu', 'gelu' or an nn.Module class")
 
 
+def output_dims(n_out: int, d) -> list[int]:
+    """A head's output shape after the batch axis for an output spec d (int or tuple; tsai's convention)."""
+    return _output_shape(n_out, d)[1]
+
+
 def _output_shape(n_out: int, d) -> tuple[int, list[int]]:
     """(number of output positions, shape after the batch axis) for an output spec d (None, int or tuple)."""
     if d is None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from .heads import output_dims
 from .rnn_attention import LSTMAttentionPlus
 from .transformer_rnn import TransformerLSTMPlus
 
@@ -31,6 +32,16 @@ class Preset:
     preprocess: dict = field(default_factory=dict)
     classes: tuple = FOG_CLASSES
     description: str = ""
+
+    def io_shapes(self, batch: int = 1) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(input shape, output shape) of the model, from the preset's data alone (no model is built)."""
+        spec, kwargs = self.preprocess, self.kwargs
+        features, steps = spec["patch"] * 3, spec["n_patches"]
+        x = (batch, steps, features) if spec.get("layout") == "BTC" else (batch, features, steps)
+        c_out, d = kwargs["c_out"], kwargs.get("d")
+        if d is None:
+            return x, (batch,) if c_out == 1 else (batch, c_out)
+        return x, (batch, *output_dims(c_out, d))
 
 
 def _fog_preprocess(**spec) -> dict:

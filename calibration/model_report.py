@@ -101,7 +101,8 @@ def mobgap_false_alarms(model, spec, hop, shared=None) -> dict | None:
     from deploy.recording import read_recording
 
     from calibration.data import prepare_recording
-    root = Path(shared) if shared else Path(__file__).resolve().parents[2] / "shared"
+    import os
+    root = Path(shared or os.environ.get("FOG_SHARED") or Path(__file__).resolve().parents[2] / "shared")
     folder = root / "data" / "mobgap-walking"
     files = sorted(folder.rglob("*.csv"))
     if not files:

@@ -1,0 +1,68 @@
+"""The bundled default model: loads as a plain state_dict, beats the freeze index on unseen synthetic subjects,
+and its INT8 (PTQ) variant agrees with it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from calibration.checkpoint import WEIGHTS_DIR, load_model  # noqa: E402
+from deploy.recording import CLASSES  # noqa: E402
+
+WEIGHTS = WEIGHTS_DIR / "fog-small.pt"
+
+
+def test_weights_are_a_small_plain_state_dict_with_a_description():
+    from models import create_model
+
+    assert WEIGHTS.exists(), "models/weights/fog-small.pt is missing: run scripts/train_default.sh"
+    assert WEIGHTS.stat().st_size < 3 * 2**20
+    state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    model = create_model("fog-small")
+    model.load_state_dict(state)                         # strict: every key, every shape
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    info = json.loads(WEIGHTS.with_suffix(".json").read_text())
+    assert info["preset"] == "fog-small" and "train_data" in info and "seed" in info
+    train_subjects = set(info["train_data"]["subjects"]) | set(info["val_data"]["subjects"])
+    assert not any(s.startswith("syn1000-") for s in train_subjects)   # the held-out seed is never trained on
+
+
+def _held_out(spec):
+    from calibration.data import prepare_recording, synthetic_recordings
+    recordings = synthetic_recordings(3, seed=2024, minutes=3.0)   # subjects no checkpoint has seen
+    return recordings, [prepare_recording(r, spec) for r in recordings]
+
+
+def test_default_model_beats_the_freeze_index_on_unseen_synthetic_subjects():
+    from calibration.data import as_spec
+    from calibration.model_report import freeze_index_probs, model_probs, score
+    from models import get_preset
+
+    model, preset, checkpoint = load_model("fog-small")
+    assert checkpoint == WEIGHTS
+    spec = as_spec(get_preset(preset).preprocess)
+    recordings, prepared = _held_out(spec)
+    ours = score(prepared, model_probs(model, prepared, spec, spec.window // 2), spec)["map"]
+    baseline = score(prepared, freeze_index_probs(recordings, prepared, spec), spec)["map"]
+    assert ours > baseline + 0.1, (ours, baseline)
+
+
+def test_int8_ptq_of_the_default_model_agrees_with_float():
+    from calibration.data import WindowReader, as_spec, sample_windows
+    from calibration.ptq import agreement, calibrate
+    from models import get_preset
+    from models.qat import set_quantization, to_qat
+
+    model, preset, _ = load_model("fog-small")
+    spec = as_spec(get_preset(preset).preprocess)
+    recordings, prepared = _held_out(spec)
+    qat = to_qat(model, batch_size=16, seq_len=spec.n_patches)
+    calibrate(qat, WindowReader(prepared[:2], spec, limit=32, batch_size=16), "mse", progress=False)
+    set_quantization(qat, True)
+    report = agreement(model, qat, sample_windows(prepared[2:], spec, 32, seed=1), classes=CLASSES)
+    # Single patches may move (max error), but on average INT8 tracks float and ranks episodes as well.
+    assert report["mean_abs_prob_error"] < 0.01 and report["max_abs_prob_error"] < 0.5, report
+    assert np.isfinite(report["map_int8"]) and abs(report["map_drop"]) < 0.02, report

@@ -107,7 +107,7 @@ def test_tsai_checkpoint_and_project_checkpoint(tmp_path):
     model = Bundle.load(tmp_path / "t").manifest["model"]
     assert model["source"] == "tsai" and model["tsai_compat"] is True and model["weights_sha256"]
     preset = models.get_preset("fog-small")
-    torch.save({"preset": "fog-small", "state_dict": models.create_model("fog-small").state_dict(),
+    torch.save({"preset": "fog-small", "state_dict": models.create_model("fog-small", seq_len=N_PATCHES).state_dict(),
                 "preprocess": preset.preprocess, "classes": list(preset.classes)}, tmp_path / "run.pt")
     assert cli(["export", "--model", str(tmp_path / "run.pt"), "--n-patches", str(N_PATCHES), "--target", "cpu",
                 "--precision", "fp32", "--out", str(tmp_path / "c"), "--quiet"]) == 0

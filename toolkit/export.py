@@ -61,7 +61,7 @@ class ExportOptions:
     precision: str | None = None     # None: the target's default
     opset: int | None = None         # None: the target's export opset
     calib_windows: int = 64
-    calib_method: str = "max"
+    calib_method: str = "percentile"  # measured on the trained fog-small: best mean |INT8 - float| (docs/export.md)
     calib_reader: object = None      # a calibration.data CalibrationDataReader over real recordings, else synthetic
     verify_windows: int = 16
     events: dict = field(default_factory=dict)

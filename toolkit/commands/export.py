@@ -41,7 +41,8 @@ def add_arguments(p) -> None:
     tgt.add_argument("--no-engine", action="store_true", help="write the build kit only, even if TensorRT is here")
     tgt.add_argument("--force", action="store_true", help="replace an existing --out folder")
     cal = p.add_argument_group("calibration and verification")
-    cal.add_argument("--calib-method", default="max", choices=("max", "percentile", "entropy", "mse"))
+    cal.add_argument("--calib-method", default="percentile", choices=("max", "percentile", "entropy", "mse"),
+                     help="activation range calibrator (default percentile)")
     cal.add_argument("--calib-windows", type=int, default=64)
     cal.add_argument("--calib-data", nargs="+", help="recordings to calibrate on (default synthetic windows)")
     cal.add_argument("--verify-windows", type=int, default=16)

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--methods", default="entropy,percentile,mse,max")
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on the shared 2-core box 2 threads ran 3-6x slower)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 

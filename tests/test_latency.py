@@ -6,9 +6,12 @@ the baseline by at most the file's tolerance. A deliberately slowed model (one e
 Re-record on purpose with `toolkit bench MODEL --update-baseline` (see docs/bench.md). A machine class without a
 baseline file (or with no entries yet, e.g. a Jetson before its first recording) skips, saying how to record one.
 
-What CI times, and why (the suite must stay fast): fog-small on every backend; fog-1st-place structure on eager
-and onnxruntime FP32, timing on onnxruntime FP32 only (about a second per call). Its unrolled INT8 graph takes
-minutes to export and load, so it is a bench command in docs/bench.md, not a test.
+What CI times, and why (the suite must stay fast): fog-small structure on every backend, timing on PyTorch eager,
+onnxruntime FP32 and TensorRT (on a Jetson). Its INT8 Q/DQ graph is a TensorRT graph (recurrence unrolled into
+~4300 nodes): on onnxruntime CPU it is dispatch-bound and its normalized latency spreads 12-29 % between runs on
+the shared machine, too wide for a meaningful tolerance, so here its structure is pinned and its speed is measured
+on the device. fog-1st-place: structure on eager and onnxruntime FP32, timing on onnxruntime FP32 (about 1.5 s a
+call); its unrolled INT8 graph takes minutes to export and load, so it is a bench command in docs/bench.md.
 
 Set FOG_LATENCY_RECORD=path.jsonl to append every measured entry (benchmarks/latency_spread.py uses it).
 """
@@ -30,10 +33,10 @@ pytestmark = pytest.mark.latency
 DEFAULT = "fog-small"
 FIRST_PLACE = "fog-1st-place"
 CASES = {
-    # model: (backends whose structure is pinned, backends also timed, interleaved blocks)
+    # model: (backends whose structure is pinned, backends also timed); the protocol is `toolkit bench --check`'s
     DEFAULT: (("pytorch-eager", "onnxruntime-fp32", "onnxruntime-int8", "tensorrt"),
-              ("pytorch-eager", "onnxruntime-fp32", "onnxruntime-int8", "tensorrt"), bench.REGRESSION_BLOCKS),
-    FIRST_PLACE: (("pytorch-eager", "onnxruntime-fp32"), ("onnxruntime-fp32",), 5),
+              ("pytorch-eager", "onnxruntime-fp32", "tensorrt")),
+    FIRST_PLACE: (("pytorch-eager", "onnxruntime-fp32"), ("onnxruntime-fp32",)),
 }
 
 
@@ -56,7 +59,7 @@ def _record(entries: dict, label: str) -> None:
 
 
 def _measure(model: str, overrides=None, backends=None) -> dict:
-    pinned, timed, blocks = CASES[model]
+    pinned, timed = CASES[model]
     subject = bench.load_subject(model, overrides, name=model)
     usable = []
     for backend in backends or pinned:
@@ -65,7 +68,7 @@ def _measure(model: str, overrides=None, backends=None) -> dict:
             usable.append(backend)
         except BackendUnavailable:
             continue  # e.g. tensorrt off the Jetson: not in this machine's baseline either
-    entries = bench.regression_entries(subject, usable, threads=1, timed=timed, blocks=blocks)
+    entries = bench.regression_entries(subject, usable, threads=1, timed=timed)
     _record(entries, f"{model}{'+' + json.dumps(overrides) if overrides else ''}")
     return entries
 

@@ -21,7 +21,7 @@ from deploy.errors import FogError
 
 BACKENDS = ("pytorch-eager", "onnxruntime-fp32", "onnxruntime-int8", "tensorrt")
 # Which reference workload normalizes which backend: the one that runs on the same runtime.
-REFERENCE_OF = {"pytorch-eager": "torch", "onnxruntime-fp32": "onnxruntime", "onnxruntime-int8": "onnxruntime",
+REFERENCE_OF = {"pytorch-eager": "torch", "onnxruntime-fp32": "onnxruntime", "onnxruntime-int8": "onnxruntime-int8",
                 "tensorrt": "tensorrt"}
 
 
@@ -169,6 +169,11 @@ def open_reference(kind: str, threads: int, workdir: Path) -> Callable[[], objec
     from toolkit import bench_reference as ref
     if kind == "torch":
         return ref.torch_reference(threads)
+    if kind == "onnxruntime-int8":
+        engine = onnxruntime_engine(ref.reference_int8_onnx(workdir / f"reference-{ref.REFERENCE_VERSION}-int8.onnx"),
+                                    threads)
+        x8 = ref.reference_int8_input()
+        return lambda: engine.infer(x8)
     path = ref.reference_onnx(workdir / f"reference-{ref.REFERENCE_VERSION}.onnx")
     x = ref.reference_input()
     if kind == "onnxruntime":

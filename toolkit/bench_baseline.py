@@ -24,9 +24,11 @@ from toolkit.bench_reference import REFERENCE_VERSION
 
 BASELINES = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines"
 STRUCTURE_FIELDS = ("nodes", "qdq_nodes", "macs", "parameters", "onnx_bytes")
-# Measured run-to-run spread of the normalized latency on the shared 2-core CI machine is in docs/bench.md;
-# the tolerance sits well above it and well below the slowdown of one extra encoder layer.
-DEFAULT_TOLERANCE = 0.30
+# Measured on the shared 2-core machine (docs/bench.md): run-to-run spread (max/min - 1) of the normalized latency
+# up to 9 % for PyTorch eager and 1-2 % for onnxruntime FP32; one extra encoder layer in fog-small adds 19 % (eager)
+# and 29 % (onnxruntime FP32). 13 % sits between: above the spread (baselines are the median of 3 measurements, so
+# a run sits at most about half the spread above them), below the smallest real slowdown we must catch.
+DEFAULT_TOLERANCE = 0.13
 
 
 def machine_class() -> str:
@@ -64,6 +66,20 @@ def _rounded(entry: dict) -> dict:
     if entry.get("median_ms") is not None:
         out["median_ms"] = round(float(entry["median_ms"]), 3)
     return out
+
+
+def median_entries(runs: list[dict[str, dict]]) -> dict[str, dict]:
+    """One entry per key from repeated measurements: the median normalized latency (structure is identical)."""
+    import statistics
+    merged = {}
+    for key in runs[0]:
+        entry = dict(runs[-1][key])
+        values = [r[key]["normalized_latency"] for r in runs if r.get(key, {}).get("normalized_latency") is not None]
+        if values:
+            entry["normalized_latency"] = statistics.median(values)
+            entry["median_ms"] = statistics.median(r[key]["median_ms"] for r in runs if key in r)
+        merged[key] = entry
+    return merged
 
 
 def update(path: Path, entries: dict[str, dict], *, threads: int, tolerance: float | None = None,

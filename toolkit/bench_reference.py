@@ -6,13 +6,16 @@ so a slower model shows as a larger ratio, and (b) stress the machine the way th
 slows both alike. Both references below are one small "FOG-shaped" block: self-attention over T steps (explicit
 MatMul-Softmax-MatMul), a feed-forward pair, a bidirectional LSTM, a classifier. The onnxruntime one is a
 hand-built ONNX graph (no torch needed, so a device can run it); the eager one is the same arithmetic in torch.
+INT8 graphs for TensorRT are a different beast on a CPU: thousands of tiny nodes (recurrence unrolled per step,
+Q/DQ around every GEMM), bound by per-node dispatch rather than arithmetic. They are normalized by an unrolled Q/DQ
+LSTM of the same per-step node pattern (`reference_int8_onnx`), which responds to a busy machine the same way.
 Changing a size here changes every normalized figure: bump REFERENCE_VERSION and re-record the baselines.
 """
 from __future__ import annotations
 
 import numpy as np
 
-REFERENCE_VERSION = "fog-block-v1"
+REFERENCE_VERSION = "fog-block-v2"  # v2: + the unrolled Q/DQ reference for INT8 graphs
 STEPS, WIDTH, HIDDEN, CLASSES = 128, 64, 64, 3
 OPSET = 17
 
@@ -68,6 +71,60 @@ def reference_onnx(path, batch: int = 1):
     model.ir_version = 8  # readable by every onnxruntime/TensorRT this project targets
     onnx.save(model, str(path))
     return path
+
+
+INT8_STEPS = 96
+
+
+def reference_int8_onnx(path):
+    """An unrolled LSTM over INT8_STEPS steps with Q/DQ before each recurrent GEMM, as models.qat exports one:
+    per step Q, DQ, Gemm, Add, Split, 3 Sigmoid, 2 Tanh, 3 Mul, Add. Input (1, INT8_STEPS, WIDTH)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    wts = _weights()
+    w_in = wts["lstm_w"][0].T.copy()                        # (WIDTH, 4H)
+    rec = wts["lstm_r"][0].T.copy()                         # (H, 4H)
+    rec_scale = np.float32(np.abs(rec).max() / 127)
+    inits = [numpy_helper.from_array(w_in, "w_in"),
+             numpy_helper.from_array(np.round(rec / rec_scale).astype(np.int8), "r_q"),
+             numpy_helper.from_array(np.array(rec_scale, np.float32), "r_scale"),
+             numpy_helper.from_array(np.array(4.0 / 127, np.float32), "h_scale"),
+             numpy_helper.from_array(np.array(0, np.int8), "zero"),
+             numpy_helper.from_array(np.zeros((1, HIDDEN), np.float32), "h0"),
+             numpy_helper.from_array(np.array([INT8_STEPS, 4 * HIDDEN], np.int64), "proj_shape")]
+    node = helper.make_node
+    nodes = [node("MatMul", ["x", "w_in"], ["proj3"]), node("Reshape", ["proj3", "proj_shape"], ["proj"]),
+             node("Split", ["proj"], [f"x{t}" for t in range(INT8_STEPS)], axis=0, num_outputs=INT8_STEPS),
+             node("DequantizeLinear", ["r_q", "r_scale", "zero"], ["r"])]
+    h, c = "h0", "h0"
+    for t in range(INT8_STEPS):
+        p = f"s{t}_"
+        nodes += [
+            node("QuantizeLinear", [h, "h_scale", "zero"], [p + "hq"]),
+            node("DequantizeLinear", [p + "hq", "h_scale", "zero"], [p + "hd"]),
+            node("Gemm", [p + "hd", "r"], [p + "g"]), node("Add", [p + "g", f"x{t}"], [p + "gx"]),
+            node("Split", [p + "gx"], [p + "i", p + "f", p + "c", p + "o"], axis=1, num_outputs=4),
+            node("Sigmoid", [p + "i"], [p + "si"]), node("Sigmoid", [p + "f"], [p + "sf"]),
+            node("Sigmoid", [p + "o"], [p + "so"]), node("Tanh", [p + "c"], [p + "tc"]),
+            node("Mul", [p + "sf", c], [p + "fc"]), node("Mul", [p + "si", p + "tc"], [p + "ic"]),
+            node("Add", [p + "fc", p + "ic"], [p + "cn"]), node("Tanh", [p + "cn"], [p + "tcn"]),
+            node("Mul", [p + "so", p + "tcn"], [p + "h"]),
+        ]
+        h, c = p + "h", p + "cn"
+    nodes.append(node("Identity", [h], ["out"]))
+    graph = helper.make_graph(
+        nodes, REFERENCE_VERSION + "-int8",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, INT8_STEPS, WIDTH])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, HIDDEN])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])  # Split num_outputs: opset 18
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def reference_int8_input() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((1, INT8_STEPS, WIDTH)).astype(np.float32)
 
 
 def torch_reference(threads: int | None = None):

@@ -36,6 +36,8 @@ def add_arguments(p) -> None:
                        help="compare with the baseline (exit 1 on a regression) instead of the full bench")
     group.add_argument("--update-baseline", action="store_true",
                        help="re-measure and rewrite this model's entries in the baseline; prints what changed")
+    group.add_argument("--repeat", type=int, default=3,
+                       help="measurements per entry for --update-baseline; the median is recorded (default 3)")
     group.add_argument("--baseline", metavar="JSON", help="baseline file (default benchmarks/baselines/<class>.json)")
     group.add_argument("--machine-class", help="machine class of the baseline (default: detected)")
     group.add_argument("--untimed", default="",
@@ -99,13 +101,17 @@ def _regression(args, subject, backends) -> int:
 
     path = Path(args.baseline) if args.baseline else bench_baseline.baseline_path(args.machine_class)
     untimed = {b.strip() for b in args.untimed.split(",") if b.strip()}
-    entries = {}
-    for backend in backends:
-        try:
-            entries.update(bench.regression_entries(subject, [backend], threads=1,
-                                                    timed=() if backend in untimed else None))
-        except (BackendUnavailable, MissingDependency, ImportError) as exc:
-            bench.progress(f"{backend}: skipped ({exc})")
+    runs = []
+    for _ in range(max(1, args.repeat) if args.update_baseline else 1):
+        entries = {}
+        for backend in backends:
+            try:
+                entries.update(bench.regression_entries(subject, [backend], threads=1,
+                                                        timed=() if backend in untimed else None))
+            except (BackendUnavailable, MissingDependency, ImportError) as exc:
+                bench.progress(f"{backend}: skipped ({exc})")
+        runs.append(entries)
+    entries = bench_baseline.median_entries(runs) if runs[0] else {}
     if args.update_baseline:
         old, new = bench_baseline.update(path, entries, threads=1, machine=args.machine_class)
         print(f"baseline {path} updated; changes:")

@@ -39,7 +39,9 @@ def _read_state(path: Path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle or zip error deep in torch: say what to do instead
-        raise FogError(f"{path}: not a readable state_dict checkpoint ({type(exc).__name__}: {exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise FogError(f"{path}: not a readable weights file ({type(exc).__name__}: {first}); give a state_dict saved "
+                       "with torch.save(model.state_dict(), path), or a model.pt from `toolkit train`") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         return state["state_dict"], state.get("preset")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):

@@ -105,3 +105,29 @@ def test_calibrate_fills_every_quantizer_and_the_cache_reapplies(tmp_path):
     assert 0 < report["max_abs_prob_error"] < 0.2, report
     assert report["mean_abs_prob_error"] <= report["max_abs_prob_error"]
     assert report["ap_int8"]["Turn"] is not None
+
+
+def test_reader_over_files_kaggle_csv_and_npz(tmp_path):
+    from calibration.data import load_recordings
+    from deploy.recording import write_recording
+
+    write_recording(toy_recording(0, rate=100.0, subject="a"), tmp_path / "one.csv", "defog")
+    write_recording(toy_recording(1, subject="b"), tmp_path / "two.npz", "npz")
+    recordings = load_recordings([tmp_path])
+    # A CSV is named after its file; an npz keeps the name and subject stored in it.
+    assert [r.meta["name"] for r in recordings] == ["one", "r1"] and recordings[1].meta["subject"] == "b"
+    reader = WindowReader(recordings, SPEC, limit=8, batch_size=8)
+    assert reader.get_next()["x"].shape == (8, 12, 16)
+    with pytest.raises(Exception, match="no such file"):
+        load_recordings([tmp_path / "absent.csv"])
+
+
+def test_reader_over_a_users_mapped_files(mobgap_dir):
+    from calibration.data import load_recordings
+
+    files = sorted(mobgap_dir.rglob("*Test5_Trial1.csv"))[:2]
+    recordings = load_recordings(files, mapping="mobgap")
+    reader = WindowReader(recordings, SPEC, limit=6, batch_size=6)
+    x = reader.get_next()["x"]
+    assert x.shape == (6, 12, 16) and np.isfinite(x).all()
+    assert reader.get_next() is None

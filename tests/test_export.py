@@ -125,3 +125,19 @@ def test_recurrent_layernorm_model_for_tensorrt_85(tmp_path):
     int8_ops = {n.op_type for n in onnx.load(str(tmp_path / "x" / "model_int8_qdq.onnx")).graph.node}
     assert "GRU" not in int8_ops and "QuantizeLinear" in int8_ops
     assert manifest["output"]["per"] == "sample" and manifest["output"]["shape"] == [1, 12, 4]
+
+
+def test_layernorm_model_forced_to_opset_17_on_xavier_names_node_op_target(tmp_path, capsys):
+    out = tmp_path / "x17"
+    rc = cli(["export", "--model", "tests.fixtures.user_models:tiny_bigru", "--n-patches", "8", "--target",
+              "jetson-xavier", "--opset", "17", "--precision", "fp16", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists()
+    assert "(op LayerNormalization): not supported by TensorRT 8.5.2 (target jetson-xavier)" in err
+    assert "node '" in err
+
+
+def test_bad_event_thresholds_are_refused_before_work(tmp_path, capsys):
+    assert cli(["export", "--target", "cpu", "--out", str(tmp_path / "e"), "--on", "0.3", "--off", "0.5",
+                *CONV_FLAGS]) == 2
+    assert "off <= on" in capsys.readouterr().err and not (tmp_path / "e").exists()

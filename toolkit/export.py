@@ -161,6 +161,17 @@ def calibrate_int8(qat, reader, method: str) -> dict:
     return {"method": method, "windows": cache.data.get("windows"), "data": cache.data}
 
 
+def event_settings(overrides: dict) -> dict:
+    """EVENT_DEFAULTS with the given overrides, refused here when the daemon's event detector would refuse them."""
+    events = {**EVENT_DEFAULTS, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    if not 0 <= events["off"] <= events["on"] <= 1:
+        raise ExportError(f"event thresholds need 0 <= off <= on <= 1, got on={events['on']} off={events['off']}")
+    if events["hop_s"] <= 0 or any(events[k] < 0 for k in ("lookahead_s", "smoothing_s", "min_duration_s",
+                                                            "refractory_s")):
+        raise ExportError(f"event timings must be >= 0 and hop_s > 0, got {events}")
+    return events
+
+
 def export_bundle(source, target: Target, out, options: ExportOptions | None = None) -> dict:
     """Export `source` (toolkit.model_source.ModelSource) for `target` into the folder `out`; returns the manifest."""
     from toolkit import buildkit, trt_build, verify
@@ -168,6 +179,7 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     opt = options or ExportOptions()
     out = Path(out)
     precision = _choose_precision(target, opt.precision)
+    event_settings(opt.events)  # refuse bad flags before minutes of work
     opset = opt.opset or target.export_opset
     want_int8 = target.int8 and precision in ("int8", "fastest")
     if out.exists() and any(out.iterdir()) and not opt.force:
@@ -292,7 +304,7 @@ def _pipeline(source, target, work, opt, precision, opset, want_int8, progress, 
 def _manifest(source, target, opt, precision, opset, shape, fp32, float_graph, want_int8, checks, pairs, n_windows,
               calibration_info, latency, kit, engine_file, engine_note, timings) -> dict:
     out_shape = [d.dim_value for d in fp32.graph.output[0].type.tensor_type.shape.dim]
-    events = {**EVENT_DEFAULTS, **{k: v for k, v in opt.events.items() if v is not None}}
+    events = event_settings(opt.events)
     on, off = events.pop("on"), events.pop("off")
     events["on"] = {c: on for c in source.classes}
     events["off"] = {c: off for c in source.classes}

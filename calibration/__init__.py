@@ -1,1 +1,13 @@
-"""Calibration windows from recordings, INT8 range calibrators, PTQ and QAT fine-tuning."""
+"""Calibration windows from recordings, INT8 range calibrators, PTQ, and one loop for training and QAT fine-tuning.
+
+- `calibration.data`: `CalibrationDataReader` protocol, `WindowReader(recordings, spec, limit, seed)`, sampling.
+- `calibration.calibrators`: max / percentile / entropy / mse over a one-pass histogram (numpy only).
+- `calibration.cache`: `CalibrationCache` (JSON: amax per quantizer, calibrator, data, model hash).
+- `calibration.ptq`: `calibrate(qat_model, reader, method)`, `apply_cache`, `agreement` (float vs INT8).
+- `calibration.train`: `fit` (float training and QAT fine-tuning), `masked_bce`, `split_by_subject`.
+- `calibration.checkpoint`: `load_model`, `save_checkpoint`; the bundled default weights in `models/weights/`.
+- `calibration.model_report`: the default model's figures (`python -m calibration.model_report --help`).
+
+Submodules are imported on use: `calibrators` and `cache` need no torch, so importing this package stays light.
+See docs/calibration.md.
+"""

@@ -168,6 +168,7 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         state = saved["state"]
+        torch.set_rng_state(saved["torch_rng"])        # dropout continues as in an uninterrupted run
         if (out / "best.pt").exists():
             best_state = torch.load(out / "best.pt", weights_only=True)
     bar = _Progress(enabled=progress)
@@ -214,7 +215,8 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
             if improved:
                 torch.save(best_state, out / "best.pt")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "state": state, "config": asdict(config)},
+                        "schedule": schedule.state_dict(), "state": state, "config": asdict(config),
+                        "torch_rng": torch.get_rng_state()},
                        out / "last.pt")
             (out / "history.json").write_text(json.dumps(state["history"], indent=1) + "\n")
     if best_state is not None:

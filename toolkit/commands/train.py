@@ -68,6 +68,7 @@ def run(args) -> int:
     recordings = recordings_from_args(args)
     val_subjects = args.val_subjects.split(",") if args.val_subjects else None
     train, val = split_by_subject(recordings, val_subjects, args.val_fraction, args.seed)
+    torch.manual_seed(args.seed)             # the initial weights are part of what --seed reproduces
     model, preset, checkpoint = load_model(args.preset, args.checkpoint, default_weights=False)
     spec = get_preset(preset).preprocess
     config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,

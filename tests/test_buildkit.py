@@ -76,8 +76,9 @@ def test_polygraphy_files_from_the_reference(tmp_path):
     target = next(t for t in list_targets() if t.name == "jetson-orin-jp6")
     x, y = np.random.rand(1, 5, 3).astype(np.float32), np.random.rand(1, 5, 3).astype(np.float32)
     write_kit(tmp_path, target, model_file="m.onnx", precision="int8", inputs=x, outputs=y)
-    subprocess.run([sys.executable, str(tmp_path / "kit" / "npz_to_polygraphy.py"), str(tmp_path / "kit" / "reference.npz"),
-                    str(tmp_path)], check=True)
+    kit = tmp_path / "kit"
+    subprocess.run([sys.executable, str(kit / "npz_to_polygraphy.py"), str(kit / "reference.npz"), str(tmp_path)],
+                   check=True)
     np.testing.assert_array_equal(load_json(str(tmp_path / "inputs.json"))[0]["x"], x)
     results = RunResults.load(str(tmp_path / "reference_outputs.json"))
     stored = results[0][1][0]["probs"]

@@ -13,7 +13,8 @@ import onnx  # noqa: E402
 
 from deploy.bundle import Bundle  # noqa: E402
 from toolkit.cli import main as cli  # noqa: E402
-from toolkit.export import _WIDE, INT8_FILE, _export, _Windows, calibrate_int8, export_float, with_activation  # noqa: E402,E501
+from toolkit.export import (_WIDE, _export, _Windows, calibrate_int8, export_float,  # noqa: E402
+                            with_activation)
 from toolkit.model_source import resolve  # noqa: E402
 from toolkit.target_checks import run_checks  # noqa: E402
 from toolkit.targets import list_targets  # noqa: E402

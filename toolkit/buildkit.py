@@ -6,7 +6,6 @@ JSON with Polygraphy's own serializer, on the device), and the Polygraphy comman
 """
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,8 @@ def trtexec_args(gen: str, *, model: str, engine: str, precision: str, dla: bool
             args.append("--int8")
     if dla:
         args += ["--useDLACore=${DLA_CORE}", "--allowGPUFallback"]
-    args += ["--timingCacheFile=cache/timing.cache", "--profilingVerbosity=detailed", "--exportLayerInfo=cache/layers.json",
+    args += ["--timingCacheFile=cache/timing.cache", "--profilingVerbosity=detailed",
+             "--exportLayerInfo=cache/layers.json",
              "--iterations=100"]
     unknown = [a for a in args if a.split("=")[0] not in TRTEXEC_OPTIONS[gen]]
     assert not unknown, f"kit would pass {unknown} to trtexec of TensorRT {gen}"
@@ -117,7 +117,7 @@ def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: st
     return "\n".join(lines) + "\n"
 
 
-_NPZ_TO_POLYGRAPHY = '''"""Write Polygraphy's input and reference-output JSON from reference.npz, with Polygraphy's own serializer."""
+_NPZ_TO_POLYGRAPHY = '''"""Polygraphy's input and reference-output JSON from reference.npz, by Polygraphy's own serializer."""
 import sys
 from pathlib import Path
 
@@ -138,7 +138,8 @@ print("wrote", out / "inputs.json", "and", out / "reference_outputs.json")
 
 def write_kit(bundle_dir, target, *, model_file: str, precision: str, inputs: np.ndarray, outputs: np.ndarray,
               dla_core=None, fp32_file: str = "model_fp32.onnx") -> dict:
-    """Write `kit/` into the bundle folder; returns what it holds for the manifest."""
+    """Write `kit/` into the bundle folder; returns what it holds for the manifest. The script builds for DLA when
+    run with DLA_CORE set (where the target has DLA); `dla_core` (from --dla-core) is recorded as the suggestion."""
     kit = Path(bundle_dir) / "kit"
     kit.mkdir(parents=True, exist_ok=True)
     dla_ok = bool(target.dla)
@@ -150,8 +151,6 @@ def write_kit(bundle_dir, target, *, model_file: str, precision: str, inputs: np
     commands = [line.strip().replace('"$TRTEXEC"', "trtexec") for line in script.read_text().splitlines()
                 if line.strip().startswith('"$TRTEXEC" --onnx')]
     return {"script": "kit/build_engine.sh", "reference": "kit/reference.npz", "generations": _generations(target),
-            "trtexec": commands, "atol": ENGINE_ATOL[precision], "dla": dla_ok}
+            "trtexec": commands, "atol": ENGINE_ATOL[precision], "dla": dla_ok,
+            "dla_core": dla_core if dla_ok else None}
 
-
-def shell_words(line: str) -> list[str]:
-    return shlex.split(line)

@@ -87,7 +87,8 @@ def _load_into(module, state, path, strict=True) -> None:
     except RuntimeError as exc:
         first = str(exc).splitlines()[:3]
         raise ModelSourceError(f"{path}: the weights do not fit the model ({' '.join(first)}); check the model "
-                               "name/factory, its arguments, and --n-patches (learned positional embeddings fix the window)") from None
+                               "name/factory, its arguments, and --n-patches (a learned positional embedding "
+                               "fixes the window)") from None
     return result
 
 

@@ -21,7 +21,8 @@ def add_arguments(p) -> None:
     what.add_argument("--weights", help="state_dict for a preset (with --tsai: a tsai checkpoint) or a factory")
     what.add_argument("--tsai", action="store_true", help="the weights come from tsai: build with tsai_compat=True")
     what.add_argument("--factory-kwargs", default="{}", help="JSON keyword arguments for module:factory")
-    what.add_argument("--activation", choices=("sigmoid", "softmax", "none"), help="output activation (default sigmoid)")
+    what.add_argument("--activation", choices=("sigmoid", "softmax", "none"),
+                      help="output activation (default sigmoid)")
     what.add_argument("--classes", help="comma-separated class names (user models; default the three FOG classes)")
     spec = p.add_argument_group("input spec (user models; presets bring their own)")
     spec.add_argument("--rate-hz", type=float)

@@ -169,3 +169,16 @@ def test_bundle_subject_runs_its_own_file_and_names_missing_backends(tmp_path):
     assert [row["batch"] for row in report["backends"]["onnxruntime-fp32"]["sweep"]] == [1]  # no preset: no b2
     assert "int8" in report["skipped"]["onnxruntime-int8"]
     assert "preset" in report["skipped"]["pytorch-eager"]
+
+
+def test_entry_tolerance_overrides_the_file_and_survives_updates(tmp_path):
+    loose = dict(_entry(), tolerance=0.25)
+    assert bb.compare("m/b", _entry(norm=1.2), loose, 0.13).ok
+    assert not bb.compare("m/b", _entry(norm=1.3), loose, 0.13).ok
+    path = tmp_path / "c.json"
+    bb.update(path, {"m/b": _entry()}, threads=1, machine="c")
+    data = json.loads(path.read_text())
+    data["entries"]["m/b"]["tolerance"] = 0.25
+    path.write_text(json.dumps(data))
+    bb.update(path, {"m/b": _entry(norm=1.1)}, threads=1)
+    assert json.loads(path.read_text())["entries"]["m/b"]["tolerance"] == 0.25

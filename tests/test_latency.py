@@ -13,7 +13,8 @@ the shared machine, too wide for a meaningful tolerance, so here its structure i
 on the device. fog-1st-place: structure on eager and onnxruntime FP32, timing on onnxruntime FP32 (about 1.5 s a
 call); its unrolled INT8 graph takes minutes to export and load, so it is a bench command in docs/bench.md.
 
-Set FOG_LATENCY_RECORD=path.jsonl to append every measured entry (benchmarks/latency_spread.py uses it).
+Set FOG_LATENCY_BUNDLE=bundles/fog-small to time a bundle's own files as the default (how a Jetson runs these
+tests against its TensorRT engine; docs/bench.md). Set FOG_LATENCY_RECORD=path.jsonl to append every measured entry (benchmarks/latency_spread.py uses it).
 """
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def _record(entries: dict, label: str) -> None:
 
 def _measure(model: str, overrides=None, backends=None) -> dict:
     pinned, timed = CASES[model]
-    subject = bench.load_subject(model, overrides, name=model)
+    spec = os.environ.get("FOG_LATENCY_BUNDLE", model) if model == DEFAULT and not overrides else model
+    subject = bench.load_subject(spec, overrides, name=model)
     usable = []
     for backend in backends or pinned:
         try:

@@ -8,7 +8,8 @@ File `benchmarks/baselines/<machine class>.json`:
  "entries": {"fog-small/onnxruntime-fp32": {
      "structure": {"nodes": 123, "qdq_nodes": 0, "macs": 4567, "parameters": 89, "onnx_bytes": 1011},
      "normalized_latency": 1.23,           # model latency / reference latency, same run, interleaved
-     "median_ms": 0.9}}}                   # informative only: raw ms depend on the machine's load
+     "median_ms": 0.9,                     # informative only: raw ms depend on the machine's load
+     "tolerance": 0.2}}}                   # optional, per entry: where the measured spread is wider
 ```
 Keys are sorted and floats rounded so `git diff` of an update shows exactly what changed.
 """
@@ -95,7 +96,8 @@ def update(path: Path, entries: dict[str, dict], *, threads: int, tolerance: flo
         "entries": dict(old.get("entries", {})),
     }
     for key, entry in entries.items():
-        new["entries"][key] = _rounded(entry)
+        kept = old.get("entries", {}).get(key, {}).get("tolerance")  # a per-entry tolerance is a decision: keep it
+        new["entries"][key] = _rounded(entry) | ({"tolerance": kept} if kept is not None else {})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
     return old, new
@@ -151,7 +153,8 @@ class Verdict:
 
 
 def compare(key: str, measured: dict, baseline: dict, tolerance: float) -> Verdict:
-    """Structure must match exactly; normalized latency may exceed the baseline by at most `tolerance`."""
+    """Structure must match exactly; normalized latency may exceed the baseline by at most `tolerance` (the file's;
+    an entry's own `tolerance`, set where its measured spread is wider, takes precedence)."""
     if not baseline:
         return Verdict(key, [f"{key}: no baseline entry; record one with `toolkit bench --update-baseline`"],
                        False, None, measured.get("normalized_latency"), None)
@@ -162,6 +165,7 @@ def compare(key: str, measured: dict, baseline: dict, tolerance: float) -> Verdi
             problems.append(f"{key}: {name} is {got.get(name)}, baseline {want[name]}")
     structure_ok = not problems
     timing_ok, allowed, norm = None, None, measured.get("normalized_latency")
+    tolerance = baseline.get("tolerance", tolerance)
     if baseline.get("normalized_latency") is not None and norm is not None:
         allowed = baseline["normalized_latency"] * (1 + tolerance)
         timing_ok = norm <= allowed

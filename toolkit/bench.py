@@ -17,6 +17,7 @@ from toolkit.bench_timing import PeakMemory, interleaved, normalized
 
 REGRESSION_BLOCKS = 24       # interleaved blocks per backend in the regression protocol
 REGRESSION_BLOCK_S = 0.04    # seconds of calls per block and workload
+REGRESSION_BUDGET_S = 3.0    # timed seconds per backend: slow models get fewer (never < 5) blocks
 
 
 def progress(msg: str) -> None:
@@ -115,7 +116,8 @@ def measure_batch1(subject: Subject, backend: str, threads: int, refs: _Referenc
     with PeakMemory() as mem:  # load and the first (allocating) call; `interleaved` warms up further
         run = open_runner(subject, backend, batch, threads)
         run()
-    timings = interleaved({"model": run, "reference": reference}, blocks=blocks, block_s=block_s)
+    timings = interleaved({"model": run, "reference": reference}, blocks=blocks, block_s=block_s,
+                          budget_s=REGRESSION_BUDGET_S)
     model, ref = timings["model"], timings["reference"]
     # Single-threaded CPU backends run on this thread: compare thread CPU time (immune to preemption).
     cpu_clock = backend != "tensorrt" and threads == 1
@@ -191,8 +193,27 @@ def run_bench(subject: Subject, backends=BACKENDS, batches=(1, 4, 16, 64), threa
             result["batch1"]["fraction_of_bound"] = bound_ms / result["batch1"]["median_ms"]
         result["sweep"] = measure_sweep(subject, backend, batches, threads, block_s=sweep_block_s)
         report["backends"][backend] = result
+    if len(report["backends"]) > 1:
+        progress("all backends interleaved at batch 1, for the ratios")
+        report["head_to_head_ms"] = head_to_head(subject, list(report["backends"]), threads)
     report["subject"]["parameters"] = subject.parameters
     return report
+
+
+def head_to_head(subject: Subject, backends, threads: int, blocks: int = 12) -> dict[str, float]:
+    """Batch-1 time per call of every backend, all interleaved in one run: the fair way to say "A is k times
+    faster than B" on a machine whose speed drifts (separate runs would compare different moments)."""
+    runners = {}
+    for backend in backends:
+        try:
+            runners[backend] = open_runner(subject, backend, subject.input_shape[0], threads)
+        except (BackendUnavailable, MissingDependency, ImportError):
+            continue
+    if not runners:
+        return {}
+    timings = interleaved(runners, blocks=blocks, block_s=0.05, budget_s=REGRESSION_BUDGET_S * len(runners))
+    cpu_clock = threads == 1 and "tensorrt" not in runners
+    return {b: 1e3 * (t.cpu_median if cpu_clock else t.median) for b, t in timings.items()}
 
 
 # --- regression ------------------------------------------------------------------------------------------------
@@ -230,6 +251,12 @@ def format_table(report: dict) -> str:
         frac = f"{b['fraction_of_bound']:.0%}" if b.get("fraction_of_bound") is not None else "-"
         lines.append(f"{name:<18}{b['median_ms']:>10.3f}{b['p90_ms']:>9.3f}{b['p99_ms']:>9.3f}{b['cpu_median_ms']:>9.3f}"
                      f"{b['windows_per_s']:>9.0f}{rtf:>9}{b['peak_mib']:>10.1f}{b['normalized_latency']:>8.2f}{frac:>10}")
+    h2h = report.get("head_to_head_ms") or {}
+    if h2h:
+        slowest = h2h.get("pytorch-eager") or max(h2h.values())
+        lines += ["", "all backends interleaved at batch 1 (one run; the fair ratio):"]
+        lines += [f"  {name:<18}{ms:>9.3f} ms   {slowest / ms:5.2f}x {'PyTorch eager' if 'pytorch-eager' in h2h else ''}"
+                  for name, ms in h2h.items()]
     batches = sorted({row["batch"] for r in report["backends"].values() for row in r.get("sweep", [])})
     if batches:
         lines += ["", "batch sweep (ms per call / windows per s; thread CPU time when single-threaded):",

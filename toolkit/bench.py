@@ -247,10 +247,10 @@ def format_table(report: dict) -> str:
               "when single-threaded):", head, "-" * len(head)]
     for name, r in report["backends"].items():
         b = r["batch1"]
-        rtf = f"{b['realtime_factor']:.0f}" if b.get("realtime_factor") else "-"
+        rtf = _fmt(b["realtime_factor"]) if b.get("realtime_factor") else "-"
         frac = f"{b['fraction_of_bound']:.0%}" if b.get("fraction_of_bound") is not None else "-"
         lines.append(f"{name:<18}{b['median_ms']:>10.3f}{b['p90_ms']:>9.3f}{b['p99_ms']:>9.3f}{b['cpu_median_ms']:>9.3f}"
-                     f"{b['windows_per_s']:>9.0f}{rtf:>9}{b['peak_mib']:>10.1f}{b['normalized_latency']:>8.2f}{frac:>10}")
+                     f"{_fmt(b['windows_per_s']):>9}{rtf:>9}{b['peak_mib']:>10.1f}{b['normalized_latency']:>8.2f}{frac:>10}")
     h2h = report.get("head_to_head_ms") or {}
     if h2h:
         slowest = h2h.get("pytorch-eager") or max(h2h.values())
@@ -263,11 +263,16 @@ def format_table(report: dict) -> str:
                   f"{'backend':<18}" + "".join(f"{'b' + str(b):>18}" for b in batches)]
         for name, r in report["backends"].items():
             by = {row["batch"]: row for row in r.get("sweep", [])}
-            cells = [f"{_sweep_ms(by[b]):.2f} / {by[b]['windows_per_s']:.0f}" if b in by else "-" for b in batches]
+            cells = [f"{_sweep_ms(by[b]):.2f} / {_fmt(by[b]['windows_per_s'])}" if b in by else "-" for b in batches]
             lines.append(f"{name:<18}" + "".join(f"{c:>18}" for c in cells))
     for name, why in report["skipped"].items():
         lines.append(f"skipped {name}: {why}")
     return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    """Throughputs span 0.8 to 800: whole numbers when large, two significant digits when small."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
 
 
 def _sweep_ms(row: dict) -> float:

@@ -182,3 +182,27 @@ def test_entry_tolerance_overrides_the_file_and_survives_updates(tmp_path):
     path.write_text(json.dumps(data))
     bb.update(path, {"m/b": _entry(norm=1.1)}, threads=1)
     assert json.loads(path.read_text())["entries"]["m/b"]["tolerance"] == 0.25
+
+
+def test_cli_update_then_check_then_a_changed_baseline_fails(tmp_path, capsys):
+    from deploy.bundle import write_manifest
+    from models.onnx_export import export_onnx
+    from toolkit.cli import main
+    folder = tmp_path / "bundle"
+    export_onnx(_Mixed(), torch.randn(1, 6, 20), folder / "model_fp32.onnx")
+    write_manifest(folder, {
+        "model": {"name": "mixed", "preset": None, "parameters": 123},
+        "input": {"name": "x", "shape": [1, 6, 20], "preprocess": {"rate_hz": 10.0, "patch": 2, "n_patches": 20}},
+        "output": {"name": "logits", "shape": [1, 20, 3]}, "precision": "fp32", "models": {"fp32": "model_fp32.onnx"}})
+    baseline = tmp_path / "cpu-test.json"
+    common = [str(folder), "--backends", "onnxruntime-fp32", "--baseline", str(baseline)]
+    assert main(["bench", *common, "--update-baseline", "--repeat", "1"]) == 0
+    assert "+ mixed/onnxruntime-fp32" in capsys.readouterr().out
+    data = json.loads(baseline.read_text())
+    data["tolerance"] = 10.0  # this test is about structure; a toy model's timing spread is not the subject
+    baseline.write_text(json.dumps(data))
+    assert main(["bench", *common, "--check"]) == 0
+    data["entries"]["mixed/onnxruntime-fp32"]["structure"]["nodes"] += 1
+    baseline.write_text(json.dumps(data))
+    assert main(["bench", *common, "--check"]) == 1
+    assert "nodes is" in capsys.readouterr().out

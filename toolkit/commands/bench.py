@@ -101,6 +101,11 @@ def _regression(args, subject, backends) -> int:
 
     path = Path(args.baseline) if args.baseline else bench_baseline.baseline_path(args.machine_class)
     untimed = {b.strip() for b in args.untimed.split(",") if b.strip()}
+    baseline = bench_baseline.load(path)
+    if args.check:  # time only what the baseline has a timing for
+        entries_on_file = baseline.get("entries", {})
+        untimed |= {b for b in backends
+                    if entries_on_file.get(bench_baseline.entry_key(subject.name, b), {}).get("normalized_latency") is None}
     runs = []
     for _ in range(max(1, args.repeat) if args.update_baseline else 1):
         entries = {}
@@ -117,7 +122,6 @@ def _regression(args, subject, backends) -> int:
         print(f"baseline {path} updated; changes:")
         print("\n".join(bench_baseline.diff_lines(old, new)))
         return 0
-    baseline = bench_baseline.load(path)
     if not baseline:
         from toolkit.cli import UserError
         raise UserError(f"no baseline at {path}; record one with `toolkit bench {args.model} --update-baseline`")

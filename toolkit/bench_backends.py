@@ -84,7 +84,11 @@ class Subject:
     def _export(self, precision: str, batch: int) -> Path:
         if self.preset is None and self.factory is None:
             raise BackendUnavailable(f"{self.name}: batch {batch} needs a re-export, and the manifest names no preset")
-        import torch
+        try:
+            import torch
+        except ImportError:
+            raise BackendUnavailable(f"{self.name}: batch {batch} needs a re-export from the preset, which needs "
+                                     "torch (pip install 'fog-edge-toolkit[workstation]')") from None
         out = self.workdir / f"{self.name}.b{batch}.{precision}.onnx"
         example = torch.from_numpy(self.example(batch))
         if precision == "fp32":

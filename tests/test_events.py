@@ -68,3 +68,78 @@ def test_per_class_thresholds_and_validation():
     assert sorted(e.cls for e in events) == ["StartHesitation", "Walking"]
     with pytest.raises(ValueError):
         EventDetector(rate_hz=RATE, on=0.3, off=0.5)
+
+
+def _plain_moving_average(x, taps):
+    """Mean of the non-NaN values among the last `taps` raw samples (fewer at the start); NaN if there are none."""
+    out = np.full(x.shape, np.nan)
+    for g in range(len(x)):
+        for c in range(x.shape[1]):
+            window = x[max(0, g - taps + 1):g + 1, c]
+            window = window[~np.isnan(window)]
+            if len(window):
+                out[g, c] = sum(window) / len(window)
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 32, 1000])
+def test_running_sum_smoothing_equals_a_plain_moving_average_with_nans(chunk):
+    rng = np.random.default_rng(chunk)
+    x = rng.random((700, 3))
+    x[rng.random(x.shape) < 0.05] = np.nan       # scattered missing values are left out of the mean
+    x[100:140, 1] = np.nan                       # a hole longer than the filter: NaN while it lasts
+    det = EventDetector(rate_hz=RATE, smoothing_s=0.5)
+    got = np.concatenate([det._smooth(x[i:i + chunk]).copy() for i in range(0, len(x), chunk)])
+    expected = _plain_moving_average(x, det.taps)
+    assert np.isnan(got[140 - 1, 1]) and np.isnan(expected[140 - 1, 1])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def _reference_events(s, on, off, min_len, refractory, rate):
+    """The module docstring's state machine, one sample at a time, on already smoothed values (one class)."""
+    events, start, seen_on, confirmed, detect, peak, low = [], None, False, False, None, 0.0, None
+    for g, v in enumerate(s):
+        if start is None:
+            if not v >= off:
+                continue
+            start, seen_on, confirmed, peak, low = g, False, False, 0.0, None
+        if v >= off:
+            peak = max(peak, v)
+            seen_on = seen_on or v >= on
+            if low is not None and v >= on:
+                low = None
+            if not confirmed and seen_on and g - start + 1 >= min_len:
+                confirmed, detect = True, g
+        if v < off or low is not None:
+            if not confirmed:
+                start = None
+            elif low is None:
+                low = g
+                if refractory == 0:
+                    events.append((start, g, detect, peak))
+                    start = None
+            elif g - low >= refractory:
+                events.append((start, low, detect, peak))
+                start = None
+    return events
+
+
+@pytest.mark.parametrize("refractory_s", [0.0, 0.25, 1.0])
+@pytest.mark.parametrize("chunk", [1, 13, 32, 5000])
+def test_vectorized_state_machine_equals_a_per_sample_loop(refractory_s, chunk):
+    rng = np.random.default_rng(int(refractory_s * 100) + chunk)
+    base = np.repeat(rng.random((60, 3)) ** 2, RATE // 2, axis=0)      # plateaus of 0.5 s
+    p = np.clip(base + rng.normal(0, 0.12, base.shape), 0, 1)
+    p[rng.random(p.shape) < 0.01] = np.nan
+    kw = {**KW, "refractory_s": refractory_s, "smoothing_s": 1 / RATE}  # 1 tap: the state machine sees p itself
+    det, got = EventDetector(**kw), []
+    for i in range(0, len(p), chunk):
+        got += det.update(p[i:i + chunk])
+    for c, cls in enumerate(det.classes):
+        expected = _reference_events(p[:, c], kw["on"], kw["off"], det.min_len, det.refractory, RATE)
+        mine = [(round(e.onset_s * RATE), round(e.offset_s * RATE), round(e.detect_s * RATE), e.peak)
+                for e in got if e.cls == cls]
+        # 1-tap smoothing is a difference of prefix sums: equal to p up to rounding
+        assert [m[:3] for m in mine] == [e[:3] for e in expected]
+        np.testing.assert_allclose([m[3] for m in mine], [e[3] for e in expected], rtol=0, atol=1e-12)
+    assert len(got) >= 5

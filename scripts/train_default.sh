@@ -14,8 +14,8 @@ RUN=${RUN:-runs/default-fog-small}
 SEED=${SEED:-0}
 START=$(date +%s)
 "$PY" -m toolkit.cli train --synthetic 24 --synthetic-per-subject 2 --synthetic-minutes 5 --seed "$SEED" \
-  --preset fog-small --val-fraction 0.25 --epochs 30 --steps 40 --batch-size 32 --lr 1.5e-3 --warmup 100 \
-  --patience 6 --threads 1 --out "$RUN" ${TRAIN_FLAGS:-}
+  --preset fog-small --val-fraction 0.25 --epochs 40 --steps 40 --batch-size 32 --lr 1.5e-3 --warmup 100 \
+  --patience 10 --threads 1 --out "$RUN" ${TRAIN_FLAGS:-}
 TRAINED=$(date +%s)
 mkdir -p models/weights
 "$PY" - "$RUN" "$((TRAINED - START))" <<'PY'

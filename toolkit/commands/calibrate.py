@@ -7,8 +7,8 @@
 Windows are drawn from the recordings through the shared preprocessing (`deploy.preprocess`), spread over
 recordings and classes, --windows of them with --seed. Weights get per-channel max ranges; activations get the
 chosen --method: max, percentile (--percentile), entropy (KL, as TensorRT's entropy calibrator) or mse.
-The cache (JSON: amax per quantizer, calibrator, data, model hash) is reused by `toolkit export` and by
-`toolkit train --qat --calibration`. With --eval, float and INT8 (fake-quantized) predictions are compared
+The cache (JSON: amax per quantizer, calibrator, data, model hash) is reused by
+`toolkit train --qat --calibration` and by `calibration.ptq.apply_cache` in Python. With --eval, float and INT8 (fake-quantized) predictions are compared
 on held-out windows: AP per class for both, and the max and mean probability error.
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ def add_arguments(p) -> None:
     p.add_argument("--mapping", help="column mapping for other CSVs (e.g. mobgap)")
     p.add_argument("--preset", default=None, help="model preset (default: the checkpoint's, else fog-small)")
     p.add_argument("--checkpoint", help="float weights (default: the bundled weights of the preset)")
-    p.add_argument("--method", choices=METHODS, default="mse", help="activation range method (default mse: on fog-small entropy lost 0.07 mAP, see models/weights/MODEL_CARD.md)")
+    p.add_argument("--method", choices=METHODS, default="mse", help="activation range method (default mse; entropy lost 0.07 mAP on one fog-small training run, see "
+                   "models/weights/MODEL_CARD.md)")
     p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")
     p.add_argument("--bins", type=int, default=2048, help="histogram bins (default 2048)")
     p.add_argument("--windows", type=int, default=512, help="calibration windows (default 512)")

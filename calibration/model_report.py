@@ -63,7 +63,6 @@ def freeze_index_probs(recordings, prepared, spec):
 
 def score(prepared, probs, spec, events=None) -> dict:
     """Competition mAP (+ AP per class) and pooled event metrics for per-recording probabilities."""
-    from deploy.events import detect_events
     from deploy.metrics import competition_map, event_metrics, pool_event_metrics
 
     labels = [p.labels for p in prepared]

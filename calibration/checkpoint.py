@@ -14,14 +14,14 @@ from pathlib import Path
 
 from deploy.errors import FogError
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "models" / "weights"
 DEFAULT_PRESET = "fog-small"
 
 
 def default_checkpoint(preset: str = DEFAULT_PRESET) -> Path | None:
-    """The committed checkpoint for `preset`, if the project ships one."""
-    path = WEIGHTS_DIR / f"{preset}.pt"
-    return path if path.exists() else None
+    """The committed checkpoint for `preset`, if the project ships one (the registry knows where)."""
+    from models import pretrained_path
+
+    return pretrained_path(preset)
 
 
 def checkpoint_info(path) -> dict:

@@ -2,13 +2,13 @@
 recurrent baselines, SCRN, and a registry of named presets. Imports torch only (never onnx: see onnx_export).
 """
 from .recurrent import GRU, LSTM, RNN, RecurrentClassifier
-from .registry import Preset, UnknownPreset, create_model, get_preset, list_presets
+from .registry import Preset, UnknownPreset, create_model, get_preset, list_presets, pretrained_path
 from .rnn_attention import GRUAttentionPlus, LSTMAttentionPlus, RNNAttentionPlus, TSTMultiHeadAttention
 from .scrn import SCRN, SCRNCell
 from .transformer_rnn import TransformerGRUPlus, TransformerLSTMPlus, TransformerRNNPlus
 
 __all__ = [
-    "Preset", "UnknownPreset", "create_model", "get_preset", "list_presets",
+    "Preset", "UnknownPreset", "create_model", "get_preset", "list_presets", "pretrained_path",
     "TransformerRNNPlus", "TransformerLSTMPlus", "TransformerGRUPlus",
     "RNNAttentionPlus", "LSTMAttentionPlus", "GRUAttentionPlus", "TSTMultiHeadAttention",
     "RNN", "GRU", "LSTM", "RecurrentClassifier", "SCRN", "SCRNCell",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import nn
 
@@ -101,14 +102,34 @@ def get_preset(name: str) -> Preset:
     return copy.deepcopy(preset)
 
 
-def create_model(name: str, **overrides) -> nn.Module:
+# Trained weights the project ships: models/weights/<preset>.pt (a plain fp32 state_dict) + <preset>.json.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def pretrained_path(name: str) -> Path | None:
+    """The shipped checkpoint of preset `name`, or None when the project ships none."""
+    get_preset(name)  # unknown names fail here, with the list of presets
+    path = WEIGHTS_DIR / f"{name}.pt"
+    return path if path.is_file() else None
+
+
+def create_model(name: str, pretrained: bool = False, **overrides) -> nn.Module:
     """Build preset `name` with keyword overrides (e.g. tsai_compat=True, dropout=0.0).
 
     A per-patch preset stays per-patch when only seq_len is overridden: d follows seq_len.
+    `pretrained=True` loads the shipped weights (see `pretrained_path`); they fit the preset's own shapes only.
     """
     preset = get_preset(name)
     kwargs = {**preset.kwargs, **overrides}
     per_patch = preset.kwargs.get("d") == preset.kwargs.get("seq_len")
     if per_patch and "seq_len" in overrides and "d" not in overrides:
         kwargs["d"] = kwargs["seq_len"]
-    return preset.factory(**kwargs)
+    model = preset.factory(**kwargs)
+    if pretrained:
+        path = pretrained_path(name)
+        if path is None:
+            raise FileNotFoundError(f"preset {name!r} has no shipped weights in {WEIGHTS_DIR}; train one with "
+                                    "`toolkit train` or build it with pretrained=False")
+        import torch
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model

@@ -9,7 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from calibration.checkpoint import WEIGHTS_DIR, load_model  # noqa: E402
+from calibration.checkpoint import load_model  # noqa: E402
+from models.registry import WEIGHTS_DIR  # noqa: E402
 from deploy.recording import CLASSES  # noqa: E402
 
 WEIGHTS = WEIGHTS_DIR / "fog-small.pt"

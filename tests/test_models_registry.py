@@ -103,3 +103,21 @@ def test_toolkit_models_json_and_one_preset(capsys):
     assert "TransformerLSTMPlus" in capsys.readouterr().out
     assert cli.main(["models", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_pretrained_weights_come_from_the_registry():
+    import torch
+
+    from models import create_model, pretrained_path
+
+    path = pretrained_path("fog-small")
+    if path is None:
+        pytest.skip("no shipped weights for fog-small in this checkout")
+    trained = create_model("fog-small", pretrained=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert all(torch.equal(trained.state_dict()[k], v) for k, v in state.items())
+    untrained = create_model("fog-small").state_dict()
+    assert any(not torch.equal(untrained[k], v) for k, v in state.items())   # the weights really were loaded
+    assert pretrained_path("fog-1st-place") is None
+    with pytest.raises(FileNotFoundError, match="no shipped weights"):
+        create_model("fog-1st-place", pretrained=True)

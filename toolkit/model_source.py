@@ -113,12 +113,9 @@ def _patch_overrides(preset, n_patches: int | None) -> dict:
 
 def _registry_weights(name: str):
     """The trained checkpoint the project ships for a preset (models/weights/<preset>.pt), or None."""
-    try:
-        from calibration.checkpoint import default_checkpoint
-    except ImportError:
-        return None
-    path = default_checkpoint(name)
-    return Path(path) if path else None
+    from models import pretrained_path
+
+    return pretrained_path(name)
 
 
 def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrained=True) -> ModelSource:

@@ -125,3 +125,39 @@ def test_tensorrt_build_uses_each_versions_api(bundle_dir, tmp_path, version, pr
     assert ("network", network_flags) in trt.calls
     assert [c[1] for c in trt.calls if c[0] == "flag"] == flags
     assert ("timing_cache", True) in trt.calls and (tmp_path / "timing.cache").read_bytes() == b"tc"
+
+
+def _residual_layernorm_onnx(path):
+    """x + skip -> LayerNormalization: the pattern onnxruntime's SkipLayerNormFusion rewrites."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    shape = [1, 16, 8]
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "skip"], ["s"]),
+         helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["probs"], axis=-1, epsilon=1e-5)],
+        "residual_ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), "skip"),
+         numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "gamma"),
+         numpy_helper.from_array(rng.normal(size=8).astype(np.float32), "beta")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path, rng
+
+
+def test_onnxruntime_engine_keeps_add_layernorm_unfused_and_correct(tmp_path):
+    """The engine disables SkipLayerNormFusion (its CPU kernel is slower here; docs/bench.md): the graph it runs
+    keeps LayerNormalization, and the result is still the residual LayerNorm."""
+    import onnx
+
+    from deploy.engines.onnxruntime import OnnxRuntimeEngine
+    path, rng = _residual_layernorm_onnx(tmp_path / "ln.onnx")
+    engine = OnnxRuntimeEngine(path, threads=1, optimized_model_path=tmp_path / "ran.onnx")
+    ran = {n.op_type for n in onnx.load(str(tmp_path / "ran.onnx")).graph.node}
+    assert "LayerNormalization" in ran and "SkipLayerNormalization" not in ran
+    model = onnx.load(str(path))
+    skip, gamma, beta = (onnx.numpy_helper.to_array(t) for t in model.graph.initializer)
+    x = rng.normal(size=engine.input_shape).astype(np.float32)
+    s = x + skip
+    expected = (s - s.mean(-1, keepdims=True)) / np.sqrt(s.var(-1, keepdims=True) + 1e-5) * gamma + beta
+    np.testing.assert_allclose(engine.infer(x), expected, rtol=1e-4, atol=1e-5)

@@ -100,12 +100,43 @@ def test_nano_takes_fp16_only(tmp_path, capsys):
     assert "--workspace=1024" in script and "--fp16" in script and "--int8" not in script
 
 
-def test_cpu_measures_both_precisions_and_picks_the_faster(tmp_path):
+def test_cpu_defaults_to_fp32_without_int8_work_and_says_why(tmp_path):
     manifest = export_bundle(_conv_source(), get_target("cpu"), tmp_path / "c", _options())
-    latency = manifest["export"]["cpu_latency_ms"]
-    assert set(latency) == {"fp32", "int8"} and all(v > 0 for v in latency.values())
-    assert manifest["precision"] == min(latency, key=latency.get)
+    choice = manifest["export"]["cpu_precision"]
+    assert manifest["precision"] == "fp32" and choice["precision"] == "fp32" and choice["asked"] == "fp32"
+    assert "unrolled" in choice["reason"] and "--precision fastest" in choice["reason"]
+    assert choice["latency_ms"] is None and manifest["export"]["calibration"] is None  # nothing measured or calibrated
+    assert manifest["models"]["int8"] is None and not (tmp_path / "c" / "model_int8_qdq.onnx").exists()
     assert not (tmp_path / "c" / "kit").exists()
+
+
+def test_cpu_fastest_measures_both_and_records_the_decision(tmp_path):
+    from toolkit.export import choose_cpu_precision
+    manifest = export_bundle(_conv_source(), get_target("cpu"), tmp_path / "f", _options(precision="fastest"))
+    choice = manifest["export"]["cpu_precision"]
+    latency = choice["latency_ms"]
+    assert set(latency) == {"fp32", "int8"} and all(v > 0 for v in latency.values())
+    assert choice["asked"] == "fastest" and "interleaved" in choice["method"]
+    assert (manifest["precision"], choice["reason"]) == choose_cpu_precision(latency)
+    assert manifest["models"]["int8"] == "model_int8_qdq.onnx" and manifest["export"]["cpu_latency_ms"] == latency
+
+
+@pytest.mark.parametrize("fp32,int8,expected,words", [
+    (1.28, 8.36, "fp32", "6.53x slower"),     # fog-small measured: unrolled Q/DQ graph
+    (2.0, 1.0, "int8", "2.00x faster"),
+    (1.0, 0.95, "fp32", "only 1.05x faster"),  # a near tie keeps the more accurate model
+    (1.1, 1.0, "int8", "1.10x faster"),        # exactly the margin is enough
+])
+def test_cpu_precision_decision_from_given_timings(fp32, int8, expected, words):
+    from toolkit.export import choose_cpu_precision
+    precision, reason = choose_cpu_precision({"fp32": fp32, "int8": int8})
+    assert precision == expected and words in reason and f"fp32 {fp32:.2f} ms" in reason
+
+
+def test_fastest_is_only_for_the_cpu_target(tmp_path):
+    with pytest.raises(FogError, match="fastest.*cpu target"):
+        export_bundle(_conv_source(), get_target("jetson"), tmp_path / "j", _options(precision="fastest"))
+    assert not (tmp_path / "j").exists()
 
 
 def test_existing_output_needs_force(jetson_bundle):

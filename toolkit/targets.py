@@ -31,7 +31,7 @@ class Target:
     opset_max: int = 17
     export_opset: int = 17           # what the exporter emits (inside the window)
     precisions: tuple[str, ...] = ("fp32",)
-    default_precision: str = "fp32"  # "fastest" = measure fp32 and int8 at export and pick (cpu)
+    default_precision: str = "fp32"  # ("fastest", on request for the cpu target: measure fp32 and int8, pick)
     layernorm_op: bool = True        # has an importer for ONNX LayerNormalization
     int8: bool = False               # hardware INT8 (explicit Q/DQ)
     fp16: bool = False
@@ -117,8 +117,10 @@ _TARGETS = (
         name="cpu",
         description="Any CPU with ONNX Runtime (the daemon's portable backend)",
         runtime="onnxruntime", devices=("x86-64", "aarch64"), opset_min=7, opset_max=21, export_opset=17,
-        precisions=("fp32", "int8"), default_precision="fastest", int8=True, fp16=False,
-        notes=("precision chosen at export by measuring FP32 and INT8 latency on this machine's ONNX Runtime",)),
+        precisions=("fp32", "int8"), default_precision="fp32", int8=True, fp16=False,
+        notes=("fp32 by default: the INT8 graph is the TensorRT Q/DQ graph (recurrence unrolled), which ONNX Runtime "
+               "CPU runs several times slower than the fused FP32 graph (docs/bench.md); --precision fastest "
+               "measures both on this machine and keeps the faster",)),
 )
 
 # The flagship names: `jetson` follows the current JetPack for Orin.

@@ -206,3 +206,29 @@ def test_cli_update_then_check_then_a_changed_baseline_fails(tmp_path, capsys):
     baseline.write_text(json.dumps(data))
     assert main(["bench", *common, "--check"]) == 1
     assert "nodes is" in capsys.readouterr().out
+
+
+def test_ratio_reports_defaults_and_equal_threads(tmp_path, capsys):
+    from toolkit.cli import main
+    from deploy.bundle import write_manifest
+    from models.onnx_export import export_onnx
+    folder = tmp_path / "bundle"
+    export_onnx(_Mixed(), torch.randn(1, 6, 20), folder / "model_fp32.onnx")
+    write_manifest(folder, {
+        "model": {"name": "mixed", "preset": None, "parameters": 123},
+        "input": {"name": "x", "shape": [1, 6, 20], "preprocess": {"rate_hz": 10.0, "patch": 2, "n_patches": 20}},
+        "output": {"name": "logits", "shape": [1, 20, 3]}, "precision": "fp32", "models": {"fp32": "model_fp32.onnx"}})
+    assert main(["bench", str(folder), "--ratio", "--backends", "onnxruntime-fp32", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "defaults:" in out and "1 thread each:" in out and out.count("onnxruntime-fp32") == 2
+
+
+def test_onnx_head_to_head_times_each_file_on_the_device_engine(tmp_path):
+    from models.onnx_export import export_onnx
+    from toolkit.bench import onnx_head_to_head
+    x = torch.randn(1, 6, 20)
+    heavy = torch.nn.Sequential(torch.nn.Conv1d(6, 384, 3, padding=1), torch.nn.Conv1d(384, 384, 3, padding=1)).eval()
+    paths = {"small": export_onnx(_Mixed(), x, tmp_path / "small.onnx"),
+             "heavy": export_onnx(heavy, x, tmp_path / "heavy.onnx")}  # ~9 MMAC vs ~20 kMAC: 400x the work
+    ms = onnx_head_to_head(paths, x.numpy(), blocks=3)
+    assert set(ms) == {"small", "heavy"} and 0 < ms["small"] < ms["heavy"]

@@ -202,7 +202,10 @@ def run_bench(subject: Subject, backends=BACKENDS, batches=(1, 4, 16, 64), threa
 
 def head_to_head(subject: Subject, backends, threads: int, blocks: int = 12) -> dict[str, float]:
     """Batch-1 time per call of every backend, all interleaved in one run: the fair way to say "A is k times
-    faster than B" on a machine whose speed drifts (separate runs would compare different moments)."""
+    faster than B" on a machine whose speed drifts (separate runs would compare different moments).
+
+    `threads=0`: every backend at its own default (onnxruntime engine: all cores; eager: torch.get_num_threads()),
+    read in wall time, which is what a caller waits."""
     runners = {}
     for backend in backends:
         try:
@@ -214,6 +217,35 @@ def head_to_head(subject: Subject, backends, threads: int, blocks: int = 12) -> 
     timings = interleaved(runners, blocks=blocks, block_s=0.05, budget_s=REGRESSION_BUDGET_S * len(runners))
     cpu_clock = threads == 1 and "tensorrt" not in runners
     return {b: 1e3 * (t.cpu_median if cpu_clock else t.median) for b, t in timings.items()}
+
+
+def ratios(subject: Subject, backends, threads: int, blocks: int = 12) -> dict[str, dict[str, float]]:
+    """The head-to-head twice: every backend at its own default threads, then all at `threads` (equal).
+    Defaults first: torch's default thread count is read before anything here changes it."""
+    return {"defaults": head_to_head(subject, backends, 0, blocks),
+            f"{threads} thread{'s' if threads > 1 else ''} each": head_to_head(subject, backends, threads, blocks)}
+
+
+def onnx_head_to_head(paths: dict, example, threads: int = 1, blocks: int = 8) -> dict[str, float]:
+    """Median ms per call of ONNX files on the device's onnxruntime engine, interleaved (thread CPU time at one
+    thread, else wall). `toolkit export --precision fastest` decides the cpu target's precision from this."""
+    from toolkit.bench_backends import onnxruntime_engine
+    runners = {}
+    for name, path in paths.items():
+        engine = onnxruntime_engine(path, threads)
+        runners[name] = (lambda e: lambda: e.infer(example))(engine)
+    timings = interleaved(runners, blocks=blocks, block_s=0.05, budget_s=REGRESSION_BUDGET_S)
+    return {name: 1e3 * (t.cpu_median if threads == 1 else t.median) for name, t in timings.items()}
+
+
+def format_ratios(result: dict[str, dict[str, float]]) -> str:
+    lines = ["batch 1, all backends interleaved in one run (the fair ratio):"]
+    for setting, h2h in result.items():
+        eager = h2h.get("pytorch-eager")
+        lines.append(f"  {setting}:")
+        lines += [f"    {name:<18}{ms:>9.3f} ms" + (f"   {eager / ms:5.2f}x PyTorch eager" if eager else "")
+                  for name, ms in h2h.items()]
+    return "\n".join(lines)
 
 
 # --- regression ------------------------------------------------------------------------------------------------

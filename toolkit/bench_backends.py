@@ -123,7 +123,8 @@ def open_runner(subject: Subject, backend: str, batch: int, threads: int) -> Cal
     x = subject.example(batch)
     if backend == "pytorch-eager":
         import torch
-        torch.set_num_threads(threads)
+        default = _torch_default_threads(torch)  # recorded before the first change
+        torch.set_num_threads(threads or default)
         model = subject.torch_model()
         xt = torch.from_numpy(x)
 
@@ -132,14 +133,24 @@ def open_runner(subject: Subject, backend: str, batch: int, threads: int) -> Cal
                 return model(xt)
         return run
     if backend.startswith("onnxruntime-"):
-        engine = onnxruntime_engine(subject.onnx(backend.split("-", 1)[1], batch), threads)
+        engine = onnxruntime_engine(subject.onnx(backend.split("-", 1)[1], batch), threads or None)
         return lambda: engine.infer(x)
     if backend == "tensorrt":
         return _tensorrt_runner(subject, batch, x)
     raise FogError(f"unknown backend {backend!r}; choose from {BACKENDS}")
 
 
-def onnxruntime_engine(path, threads: int):
+_TORCH_THREADS: list[int] = []
+
+
+def _torch_default_threads(torch) -> int:
+    """torch's own thread count, as it was before the bench first changed it (threads=0: each backend's default)."""
+    if not _TORCH_THREADS:
+        _TORCH_THREADS.append(torch.get_num_threads())
+    return _TORCH_THREADS[0]
+
+
+def onnxruntime_engine(path, threads: int | None):
     """The one seam to onnxruntime: the device's own engine (fixed threads, I/O binding)."""
     from deploy.engines.onnxruntime import OnnxRuntimeEngine
     return OnnxRuntimeEngine(path, threads=threads)

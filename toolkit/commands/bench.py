@@ -6,6 +6,8 @@ Examples:
   toolkit bench fog-small --check                      regression check against benchmarks/baselines/<machine>.json
   toolkit bench fog-small --update-baseline            re-measure and rewrite this model's baseline entries
   toolkit bench fog-small --override num_encoder_layers=3 --check    (a deliberately slower model fails)
+  toolkit bench fog-small --ratio --backends pytorch-eager,onnxruntime-fp32 --threads 2
+                                                       speed ratios only: each backend's default threads, then equal
 
 Latency figures are medians after warm-up; `norm.` is latency / a fixed reference workload timed in the same run
 (what the regression baseline compares); `of bound` is MACs / measured MatMul throughput, divided by the latency.
@@ -29,6 +31,9 @@ def add_arguments(p) -> None:
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON ('-' for stdout)")
     p.add_argument("--plot", metavar="PNG", help="write the batch-sweep plot")
     p.add_argument("--name", help="name of the model in reports and baselines (default: preset or bundle name)")
+    p.add_argument("--ratio", action="store_true",
+                   help="only the interleaved batch-1 head-to-head: every backend at its own default threads, then "
+                        "all at --threads")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="preset constructor override, e.g. num_encoder_layers=3 (repeatable)")
     group = p.add_argument_group("regression baseline")
@@ -77,6 +82,9 @@ def run(args) -> int:
     subject = bench.load_subject(args.model, overrides, name=args.name)
     if args.check or args.update_baseline:
         return _regression(args, subject, backends)
+    if args.ratio:
+        print(bench.format_ratios(bench.ratios(subject, backends, args.threads)))
+        return 0
     report = bench.run_bench(subject, backends, batches, threads=args.threads)
     print(bench.format_table(report))
     if args.json:

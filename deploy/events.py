@@ -85,6 +85,7 @@ class EventDetector:
         self.lag_s = (self.taps - 1) / 2.0 / self.rate_hz
         self._prefix = np.zeros((self.taps, 2, len(self.classes)))   # prefix sums and counts, see _smooth
         self._grow(64)
+        self._nan_reach = 0                                 # see _smooth
         self._n = 0                                         # samples seen so far
         self._time0 = float(t0_s)                           # time of sample 0
         self._states = [_ClassState() for _ in self.classes]
@@ -110,7 +111,9 @@ class EventDetector:
         new = pq[taps:taps + m]
         np.copyto(new[:, 0], chunk)
         missing = np.isnan(new[:, 0], out=self._missing[:m])
-        if missing.any():
+        some_missing = missing.any()
+        if some_missing:
+            self._nan_reach = self._n + m + taps   # windows up to here may hold no valid sample at all
             new[:, 0][missing] = 0.0
             np.logical_not(missing, out=missing)
             np.copyto(new[:, 1], missing)
@@ -119,7 +122,10 @@ class EventDetector:
         np.add.accumulate(pq[taps - 1:taps + m], axis=0, out=pq[taps - 1:taps + m])
         diff = np.subtract(pq[taps:taps + m], pq[:m], out=self._diff[:m])  # window sums and counts
         out = self._out[:m]
-        with np.errstate(invalid="ignore", divide="ignore"):  # an all-NaN window gives NaN, as nanmean
+        if self._n < self._nan_reach:
+            with np.errstate(invalid="ignore", divide="ignore"):  # an all-NaN window gives NaN, as nanmean
+                np.divide(diff[:, 0], diff[:, 1], out=out)
+        else:                                                     # every count >= 1
             np.divide(diff[:, 0], diff[:, 1], out=out)
         pq[:taps] = pq[m:m + taps]         # the last taps rows, for the next call
         return out
@@ -132,6 +138,7 @@ class EventDetector:
         self._prefix = prefix
         self._diff = np.empty((rows, 2, len(self.classes)))
         self._missing = np.empty((rows, len(self.classes)), bool)
+        self._reached = np.empty((rows, len(self.classes)), bool)
         self._out = np.empty((rows, len(self.classes)))
 
     def update(self, probs_chunk, t0_s: float | None = None) -> list[Event]:
@@ -144,11 +151,16 @@ class EventDetector:
         if len(probs) == 0:
             return []
         smooth = self._smooth(probs)
+        # one comparison for all classes: an idle class with nothing >= off in this chunk has nothing to do
+        reached = np.greater_equal(smooth, self.off, out=self._reached[:len(probs)]).any(axis=0)
         events = []
         for c, state in enumerate(self._states):
-            events += self._run(c, state, smooth[:, c], self._n)
+            if state.start is not None or reached[c]:
+                events += self._run(c, state, smooth[:, c], self._n)
         self._n += len(probs)
-        return sorted(events, key=lambda e: (e.offset_s, e.onset_s, e.cls))
+        if len(events) > 1:
+            events.sort(key=lambda e: (e.offset_s, e.onset_s, e.cls))
+        return events
 
     def _event(self, c, st, end_index) -> Event:
         return Event(self.classes[c], max(self._time0, self.time_of(st.start) - self.lag_s),

@@ -11,6 +11,7 @@ Samples are then placed on the segment's grid (sample i at t_first + i P): jitte
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -25,20 +26,37 @@ class Intake:
         self.counters = counters
         self.max_gap_s = float(max_gap_s)
         self.last_t: float | None = None
-        self.last_x: np.ndarray | None = None
+        self.last_x = np.zeros(3)            # the last accepted sample (meaningful once last_t is set)
+        self._dt = np.zeros(64)              # scratch for the common case, grows to the largest chunk
 
     def push(self, t: np.ndarray, acc: np.ndarray) -> list:
         """Returns pieces in order: (t_first, samples (k, 3)) arrays for the current segment, or RESET."""
         if len(t) == 0:
             return []
-        dt = np.diff(t, prepend=self.last_t if self.last_t is not None else t[0] - self.period)
-        fine = np.isfinite(t).all() and np.isfinite(acc).all() and \
-            bool(((dt > 0.5 * self.period) & (dt <= 1.5 * self.period)).all())
-        if fine:  # the common case, vectorized
+        if self._clean(t, acc):  # the common case, vectorized and without allocation
             self.counters.accepted += len(t)
-            self.last_t, self.last_x = float(t[-1]), acc[-1].copy()
+            self.last_t = float(t[-1])
+            np.copyto(self.last_x, acc[-1])
             return [(float(t[0]), acc)]
         return self._slow(t, acc)
+
+    def _clean(self, t, acc) -> bool:
+        """Every value finite and every step within (P/2, 3P/2]. NaN fails every comparison and an infinite time
+        makes a step infinite or NaN, so finite t[0] plus good steps means finite times; a NaN or inf in acc makes
+        its sum non-finite."""
+        lo, hi = 0.5 * self.period, 1.5 * self.period
+        t0 = float(t[0])
+        if not math.isfinite(t0) or not math.isfinite(float(np.add.reduce(acc, axis=None))):
+            return False
+        if self.last_t is not None and not lo < t0 - self.last_t <= hi:
+            return False
+        if len(t) > 1:
+            if len(t) > len(self._dt):
+                self._dt = np.zeros(2 * len(t))
+            dt = np.subtract(t[1:], t[:-1], out=self._dt[:len(t) - 1])
+            if not (lo < dt.min() and dt.max() <= hi):
+                return False
+        return True
 
     def _slow(self, t, acc) -> list:
         pieces, run_t, run = [], None, []
@@ -82,8 +100,9 @@ class Intake:
                                     dt, self.max_gap_s)
             if run_t is None:
                 run_t = float(ti)
-            run.append(np.asarray(xi, dtype=np.float64))
+            run.append(np.array(xi, dtype=np.float64))
             self.counters.accepted += 1
-            self.last_t, self.last_x = float(ti), np.asarray(xi, dtype=np.float64)
+            self.last_t = float(ti)
+            np.copyto(self.last_x, xi)
         close_run()
         return pieces

@@ -189,11 +189,35 @@ def resample(x: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
 
 # ---------------------------------------------------------------- normalization
 
+def zscore_(x: np.ndarray, axis: int, mean: np.ndarray | None = None, scale: np.ndarray | None = None) -> np.ndarray:
+    """In place: x <- (x - mean) / std along `axis` (population std); a constant axis gives 0 (as the Kaggle 1st
+    place; "constant" up to rounding: std <= 1e-12 max(1, |mean|)). The one z-score of the project: `normalize`, `prepare`, `patchify` and the streaming encoder
+    (`deploy.stream.WindowEncoder`) all call it. `x` is a float64 array; `mean` and `scale` are optional scratch
+    shaped like x reduced over `axis` with keepdims (the daemon passes them, so a hop allocates nothing here)."""
+    axis = axis % x.ndim
+    n = x.shape[axis]
+    mean = np.add.reduce(x, axis=axis, keepdims=True, out=mean)
+    np.divide(mean, n, out=mean)
+    np.subtract(x, mean, out=x)
+    letters = "abcdefghij"[:x.ndim]  # sum of squares along axis without a squared copy of x
+    spec = f"{letters},{letters}->{letters.replace(letters[axis], '')}"
+    if scale is None:
+        scale = np.empty_like(mean)
+    np.einsum(spec, x, x, out=np.squeeze(scale, axis))
+    np.divide(scale, n, out=scale)
+    np.sqrt(scale, out=scale)
+    # 1 / std where the axis varies; elsewhere it becomes 0. "Varies" allows for rounding: the mean of a constant
+    # that is not exact in binary (0.1) leaves |x - mean| ~ 1e-17, which must not be blown up to +-1.
+    positive = scale > 1e-12 * np.maximum(1.0, np.abs(mean))
+    np.divide(1.0, scale, out=scale, where=positive)
+    np.multiply(x, scale, out=x)
+    if not positive.all():
+        x[np.broadcast_to(~positive, x.shape)] = 0.0
+    return x
+
+
 def _zscore(x: np.ndarray, axis) -> np.ndarray:
-    mean = x.mean(axis=axis, keepdims=True)
-    std = x.std(axis=axis, keepdims=True)
-    safe = np.where(std > 0, std, 1.0)
-    return np.where(std > 0, (x - mean) / safe, 0.0)
+    return zscore_(np.array(x, dtype=np.float64), axis)
 
 
 class RunningNormalizer:
@@ -260,13 +284,13 @@ def normalize(x: np.ndarray, mode: str, rate_hz: float | None = None, tau_s: flo
 def patchify(windows: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """(B, window, 3) prepared samples -> model input: "window" z-score (if the spec says so), / scale, then
     (B, patch*3, n_patches) for "BCT" or (B, n_patches, patch*3) for "BTC", features [v0, ml0, ap0, v1, ...]."""
-    windows = np.asarray(windows, dtype=np.float64)
+    windows = np.array(windows, dtype=np.float64)
     if windows.ndim == 2:
         windows = windows[None]
     if windows.shape[1:] != (spec.window, 3):
         raise SpecError(f"windows must be (B, {spec.window}, 3), got {windows.shape}")
     if spec.normalization == "window":
-        windows = _zscore(windows, axis=1)
+        zscore_(windows, axis=1)
     tokens = (windows / spec.scale).reshape(len(windows), spec.n_patches, spec.patch * 3)
     if spec.layout == "BCT":
         tokens = tokens.transpose(0, 2, 1)

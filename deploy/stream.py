@@ -23,7 +23,7 @@ from deploy.errors import FogError
 from deploy.events import EventDetector
 from deploy.intake import RESET, Intake
 from deploy.offline import contribution
-from deploy.preprocess import PreprocessSpec, StreamingPreparer, patchify, unpatchify
+from deploy.preprocess import PreprocessSpec, StreamingPreparer, patchify, unpatchify, zscore_
 
 log = logging.getLogger("deploy.stream")
 
@@ -47,32 +47,25 @@ class WindowEncoder:
         if order.size != input_buffer.size:
             raise FogError(f"the model input has shape {input_buffer.shape}, the bundle's preprocess spec makes "
                            f"{order.shape}; the manifest and the model disagree (re-export the bundle)")
-        # work per axis on a (3, W) copy: reductions along contiguous memory are several times faster
+        # work per axis on a (3, W) float64 copy: reductions along contiguous memory are several times faster
         flat = order.reshape(-1).astype(np.intp)            # index into the (W, 3) window, row-major
         self.order = (flat % 3) * spec.window + flat // 3   # the same element in the (3, W) copy
         self.target = input_buffer.reshape(-1)
         self.scratch = np.zeros((3, spec.window))
-        self.scratch32 = np.zeros(spec.window * 3, np.float32)
-        self.mean, self.sumsq, self.safe = np.zeros((3, 1)), np.zeros(3), np.zeros((3, 1))
+        self.flat_scratch = self.scratch.reshape(-1)
+        self.mean, self.inv_std = np.zeros((3, 1)), np.zeros((3, 1))   # scratch for deploy.preprocess.zscore_
         self._self_check()
 
     def encode(self, window: np.ndarray) -> None:
+        """`window`: (W, 3) prepared samples (any float dtype, e.g. a view into the ring buffer)."""
         s = self.scratch
         np.copyto(s, window.T)
-        if self.spec.normalization == "window":  # z-score per axis, population std; a flat axis gives 0
-            np.add.reduce(s, axis=1, out=self.mean[:, 0])
-            np.divide(self.mean, self.spec.window, out=self.mean)
-            np.subtract(s, self.mean, out=s)
-            np.einsum("ij,ij->i", s, s, out=self.sumsq)
-            np.divide(self.sumsq, self.spec.window, out=self.sumsq)
-            np.sqrt(self.sumsq, out=self.safe[:, 0])
-            flat = self.safe[:, 0] <= 0
-            self.safe[flat] = 1.0
-            np.divide(s, self.safe, out=s)
+        if self.spec.normalization == "window":
+            zscore_(s, 1, self.mean, self.inv_std)
         if self.spec.scale != 1.0:
             np.divide(s, self.spec.scale, out=s)
-        np.copyto(self.scratch32, s.reshape(-1), casting="same_kind")
-        np.take(self.scratch32, self.order, out=self.target)
+        # reorder and cast to the engine's float32 in one pass; mode='clip' writes straight into the target
+        np.take(self.flat_scratch, self.order, out=self.target, mode="clip")
 
     def _self_check(self) -> None:
         window = np.random.default_rng(0).normal(size=(self.spec.window, 3)).astype(np.float32)
@@ -130,6 +123,7 @@ class Pipeline:
         self.count = np.zeros(self.cap, np.int64)
         self.window = np.zeros((self.W, 3), np.float32)
         self.contrib = np.zeros((self.keep, self.n_classes), np.float32)
+        self.probs = np.zeros((self.cap, self.n_classes), np.float32)   # decided probabilities handed downstream
         self.last_row = np.zeros(self.n_classes, np.float32)
         self._segment_open = False
 
@@ -214,14 +208,14 @@ class Pipeline:
 
     def _run_window(self, e: int, arrival: float, final: bool = False) -> None:
         start = e - self.W
-        if start >= self.base and e <= self.n:
-            self.window[:] = self.data[start - self.base:e - self.base]
+        if start >= self.base and e <= self.n:   # the common case: the window is a slice of the ring
+            self.encoder.encode(self.data[start - self.base:e - self.base])
         else:  # segment edges: before the start the first sample, past the end the last one (as offline)
             idx = np.clip(np.arange(start, e), 0, self.n - 1)
             idx = np.maximum(idx - self.base, 0)
             self.window[:] = self.data[idx]
             self.window[np.arange(start, e) < 0] = self.first
-        self.encoder.encode(self.window)
+            self.encoder.encode(self.window)
         t_engine = time.perf_counter()
         y = self.engine.infer(self.engine.input_buffer)
         engine_s = time.perf_counter() - t_engine
@@ -238,8 +232,11 @@ class Pipeline:
             return
         a, b = self.decided - self.base, upto - self.base
         counts = self.count[a:b]
-        probs = (self.total[a:b] / np.maximum(counts, 1)[:, None]).astype(np.float32)
-        if not counts.all():  # windows skipped while behind real time: hold the last decided value
+        probs = self.probs[:b - a]   # a view of scratch: valid during the callbacks (sinks serialize, tests copy)
+        if counts.all():
+            np.divide(self.total[a:b], counts[:, None], out=probs)
+        else:  # windows skipped while behind real time: hold the last decided value
+            np.divide(self.total[a:b], np.maximum(counts, 1)[:, None], out=probs)
             for i in np.flatnonzero(counts == 0):
                 probs[i] = probs[i - 1] if i > 0 else self.last_row
         self.last_row[:] = probs[-1]

@@ -152,3 +152,20 @@ def test_streaming_preparer_refuses_recording_normalization_unless_approximating
     with pytest.raises(SpecError, match="whole recording"):
         StreamingPreparer(spec, 128, "m/s^2")
     assert StreamingPreparer(spec, 128, "m/s^2", approximate_recording=True).approximated
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 1024), 1), ((4, 256, 3), 1), ((500, 3), 0)])
+def test_in_place_zscore_with_scratch_equals_a_plain_zscore(shape, axis):
+    from deploy.preprocess import zscore_
+    x = np.random.default_rng(1).normal(2.0, 0.3, shape)
+    flat_axis = (slice(None),) * (x.ndim - 1) + (0,) if axis != x.ndim - 1 else (0,)
+    x[flat_axis] = 0.1          # a flat axis (0.1 is not exact in binary): std 0 gives exactly 0
+    mean, std = x.mean(axis=axis, keepdims=True), x.std(axis=axis, keepdims=True)
+    assert 0 < std.min() < 1e-15  # rounding: a naive z-score would turn the flat axis into -1s
+    varies = std > 1e-12
+    expected = np.where(varies, (x - mean) / np.where(varies, std, 1.0), 0.0)
+    scratch = np.empty(mean.shape), np.empty(mean.shape)
+    got = x.copy()
+    assert zscore_(got, axis, *scratch) is got
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert np.all(got[flat_axis] == 0.0)

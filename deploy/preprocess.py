@@ -191,9 +191,10 @@ def resample(x: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
 
 def zscore_(x: np.ndarray, axis: int, mean: np.ndarray | None = None, scale: np.ndarray | None = None) -> np.ndarray:
     """In place: x <- (x - mean) / std along `axis` (population std); a constant axis gives 0 (as the Kaggle 1st
-    place; "constant" up to rounding: std <= 1e-12 max(1, |mean|)). The one z-score of the project: `normalize`, `prepare`, `patchify` and the streaming encoder
-    (`deploy.stream.WindowEncoder`) all call it. `x` is a float64 array; `mean` and `scale` are optional scratch
-    shaped like x reduced over `axis` with keepdims (the daemon passes them, so a hop allocates nothing here)."""
+    place; "constant" up to rounding: std <= 1e-12 max(1, |mean|)). The one z-score of the project: `normalize`,
+    `prepare`, `patchify` and the streaming encoder (`deploy.stream.WindowEncoder`) all call it. `x` is a float64
+    array; `mean` and `scale` are optional scratch shaped like x reduced over `axis` with keepdims (the daemon
+    passes them, so a hop allocates nothing here)."""
     axis = axis % x.ndim
     n = x.shape[axis]
     mean = np.add.reduce(x, axis=axis, keepdims=True, out=mean)

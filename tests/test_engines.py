@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +162,71 @@ def test_onnxruntime_engine_keeps_add_layernorm_unfused_and_correct(tmp_path):
     s = x + skip
     expected = (s - s.mean(-1, keepdims=True)) / np.sqrt(s.var(-1, keepdims=True) + 1e-5) * gamma + beta
     np.testing.assert_allclose(engine.infer(x), expected, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the build kit's engine (cache/model.engine)
+# No TensorRT here: the "engine" below is a few bytes standing for a plan file; nothing builds or runs an engine.
+# What is tested is which file the daemon would hand to TensorRT, given what the kit recorded.
+
+PLAN_BYTES = b"bytes standing for the kit's plan file"
+
+
+def _kit_bundle(bundle_dir, tmp_path, version="10.3.0", gpu="gpu|sm_87"):
+    import shutil
+    from deploy.engines.tensorrt import KIT_ENGINE, write_kit_record
+    folder = Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
+    (folder / KIT_ENGINE).parent.mkdir(exist_ok=True)
+    (folder / KIT_ENGINE).write_bytes(PLAN_BYTES)
+    record = write_kit_record(folder, "model_fp32.onnx", "fp32", version, gpu)
+    return folder, record
+
+
+def test_kit_engine_is_used_only_for_the_key_it_was_checked_for(bundle_dir, tmp_path):
+    from deploy.bundle import sha256_file
+    from deploy.engines.tensorrt import KIT_ENGINE, KIT_RECORD, cache_key, kit_engine
+    folder, record = _kit_bundle(bundle_dir, tmp_path)
+    onnx_sha = sha256_file(folder / "model_fp32.onnx")
+    key = cache_key("10.3.0", "gpu|sm_87", onnx_sha, "fp32")
+    assert record["key"] == key and kit_engine(folder, key) == folder / KIT_ENGINE
+    for version, gpu, precision in (("10.3.1", "gpu|sm_87", "fp32"), ("10.3.0", "gpu|sm_72", "fp32"),
+                                    ("10.3.0", "gpu|sm_87", "fp16")):
+        assert kit_engine(folder, cache_key(version, gpu, onnx_sha, precision)) is None
+    Bundle.load(folder)  # cache/ is outside the bundle's hash check: the bundle stays valid
+    (folder / KIT_ENGINE).write_bytes(PLAN_BYTES + b" rebuilt but not checked")
+    assert kit_engine(folder, key) is None
+    (folder / KIT_RECORD).unlink()
+    assert kit_engine(folder, key) is None
+
+
+class _FakeCuda:
+    def compute_capability(self, device=0):
+        return "sm_87"
+
+
+def test_from_bundle_prefers_the_checked_kit_engine_and_otherwise_builds(bundle_dir, tmp_path, monkeypatch):
+    import deploy.engines.tensorrt as trt_mod
+    folder, _ = _kit_bundle(bundle_dir, tmp_path, gpu=trt_mod.gpu_identity(_FakeCuda()))
+    handed = []
+    monkeypatch.setattr(trt_mod, "import_tensorrt", lambda: type("TRT", (), {"__version__": "10.3.0"})())
+    monkeypatch.setattr(trt_mod, "CudaRuntime", _FakeCuda)
+    monkeypatch.setattr(trt_mod.TensorRTEngine, "__init__",
+                        lambda self, plan, precision, trt=None, cuda=None: handed.append((plan, precision)))
+
+    class Built(Exception):
+        pass
+
+    def no_build(*args, **kwargs):
+        raise Built
+    monkeypatch.setattr(trt_mod, "build_serialized", no_build)
+    trt_mod.TensorRTEngine.from_bundle(Bundle.load(folder), "fp32", cache_dir=tmp_path / "cache")
+    assert handed == [(PLAN_BYTES, "fp32")]
+    monkeypatch.setattr(trt_mod, "import_tensorrt", lambda: type("TRT", (), {"__version__": "10.7.0"})())
+    with pytest.raises(Built):  # another TensorRT than the kit's: the kit engine is not handed over
+        trt_mod.TensorRTEngine.from_bundle(Bundle.load(folder), "fp32", cache_dir=tmp_path / "cache")
+    assert len(handed) == 1
+
+
+def test_record_command_needs_the_kit_engine(bundle_dir, tmp_path):
+    from deploy.engines.tensorrt import write_kit_record
+    with pytest.raises(FogError, match="build_engine.sh"):
+        write_kit_record(bundle_dir, "model_fp32.onnx", "fp32", "10.3.0", "gpu|sm_87")

@@ -6,12 +6,21 @@ imported only here, only when this engine is asked for. Device memory goes throu
 of calls), so the device needs no pycuda or cuda-python.
 
 The cache key is (TensorRT version, GPU, ONNX sha256, precision): an engine is not portable across any of them.
+
+Engines are looked for in this order: the bundle's shipped engine (manifest `models.engine`); the engine the bundle's
+build kit made and checked on this device (`cache/model.engine`, see `toolkit/buildkit.py`), used only when its
+record `cache/model.engine.json` holds the same key and the sha256 of the engine file that was checked; the
+daemon's own cache (`cache/<key>.engine`); else it builds one from the ONNX and caches it.
+The record is written by `python3 -m deploy.engines.tensorrt record-kit-engine BUNDLE --model FILE --precision P`
+after the kit's Polygraphy comparison passed, with this device's TensorRT (the runtime Polygraphy just ran the
+engine with) and `gpu_identity`, so the daemon compares like with like.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import hashlib
+import json
 import logging
 import os
 import time
@@ -109,6 +118,46 @@ def gpu_identity(cuda: CudaRuntime) -> str:
 def cache_key(trt_version: str, gpu: str, onnx_sha256: str, precision: str) -> str:
     text = "|".join((trt_version, gpu, onnx_sha256, precision))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+KIT_ENGINE = "cache/model.engine"             # where kit/build_engine.sh saves the engine (trtexec --saveEngine)
+KIT_RECORD = "cache/model.engine.json"        # what it was built from and checked with, see write_kit_record
+
+
+def write_kit_record(bundle_folder, model_file: str, precision: str, trt_version: str, gpu: str) -> dict:
+    """Record, beside the kit's checked engine, the key it is valid for and the sha256 of the engine bytes."""
+    folder = Path(bundle_folder)
+    engine = folder / KIT_ENGINE
+    if not engine.is_file():
+        raise FogError(f"{engine} does not exist: run kit/build_engine.sh first (it builds and checks it)")
+    record = {"tensorrt": str(trt_version), "gpu": gpu, "model": model_file, "precision": precision,
+              "onnx_sha256": sha256_file(folder / model_file), "engine_sha256": sha256_file(engine)}
+    record["key"] = cache_key(record["tensorrt"], gpu, record["onnx_sha256"], precision)
+    (folder / KIT_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def kit_engine(bundle_folder, key: str) -> Path | None:
+    """The kit's engine if its record says it was checked for exactly `key` and the file is that checked engine."""
+    folder = Path(bundle_folder)
+    engine, record_path = folder / KIT_ENGINE, folder / KIT_RECORD
+    if not engine.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        log.info("%s has no readable record %s (the kit writes it after its check passed); not using it",
+                 engine, record_path)
+        return None
+    if record.get("key") != key:
+        log.info("%s was built for TensorRT %s on %s (%s); this device needs key %s: not using it", engine,
+                 record.get("tensorrt"), record.get("gpu"), record.get("precision"), key)
+        return None
+    if record.get("engine_sha256") != sha256_file(engine):
+        log.warning("%s changed after the kit checked it (sha256 differs from %s); not using it", engine,
+                    record_path)
+        return None
+    return engine
 
 
 def builder_flags(major: int, precision: str) -> list[str]:
@@ -210,12 +259,14 @@ class TensorRTEngine:
         folder = Path(cache_dir) if cache_dir else default_cache_dir(bundle)
         key = cache_key(str(trt.__version__), gpu_identity(cuda), sha256_file(onnx_path), used)
         cached = folder / f"{key}.engine"
-        if cached.is_file():
-            log.info("using cached engine %s", cached)
+        for candidate in (kit_engine(bundle.folder, key), cached if cached.is_file() else None):
+            if candidate is None:
+                continue
+            log.info("using engine %s", candidate)
             try:
-                return cls(cached.read_bytes(), precision=used, trt=trt, cuda=cuda)
+                return cls(candidate.read_bytes(), precision=used, trt=trt, cuda=cuda)
             except BundleError:
-                log.warning("cached engine %s unusable; rebuilding", cached)
+                log.warning("engine %s unusable; trying the next one or rebuilding", candidate)
         plan = build_serialized(trt, onnx_path, used, timing_cache=folder / "timing.cache")
         tmp = cached.with_suffix(".tmp")
         tmp.write_bytes(plan)
@@ -238,3 +289,29 @@ class TensorRTEngine:
                 self.cuda.free(ptr)
         self._d_in = self._d_out = None
         self.context = self.engine = None
+
+
+def main(argv=None) -> int:
+    """`python3 -m deploy.engines.tensorrt record-kit-engine BUNDLE --model FILE --precision P` (run by the kit)."""
+    import argparse
+    import sys
+    p = argparse.ArgumentParser(prog="python3 -m deploy.engines.tensorrt")
+    sub = p.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record-kit-engine", help="record the key of the engine the kit built and checked")
+    rec.add_argument("bundle")
+    rec.add_argument("--model", required=True, help="the ONNX file the kit built from, relative to the bundle")
+    rec.add_argument("--precision", required=True, choices=("int8", "fp16", "fp32"))
+    args = p.parse_args(argv)
+    try:
+        trt = import_tensorrt()
+        record = write_kit_record(args.bundle, args.model, args.precision, str(trt.__version__),
+                                  gpu_identity(CudaRuntime()))
+    except FogError as exc:
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"recorded {KIT_RECORD}: TensorRT {record['tensorrt']}, {record['gpu']}, {record['precision']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

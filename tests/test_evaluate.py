@@ -5,7 +5,6 @@ import json
 import sys
 import types
 
-import numpy as np
 import pytest
 
 from toolkit.cli import main

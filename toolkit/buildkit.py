@@ -88,7 +88,7 @@ def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: st
                  f'{target.name} (TensorRT {target.tensorrt}); re-export for the right target" >&2; exit 1;; esac')
     lines.append('if [ -n "${DLA_CORE:-}" ]; then')
     if dla_ok:
-        lines += [f'  echo "DLA core $DLA_CORE with GPU fallback"']
+        lines += ['  echo "DLA core $DLA_CORE with GPU fallback"']
     else:
         lines += [f'  echo "target {target.name} has no DLA ({target.dla_note or "none"})" >&2; exit 1']
     lines.append("fi")

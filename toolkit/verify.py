@@ -5,7 +5,6 @@ how close each pair came. Probabilities are compared (the bundle's output), neve
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
@@ -83,20 +82,6 @@ def assert_verified(pairs: dict) -> None:
             + (f"; {v['detail']}" if v.get("detail") else "") for k, v in failed.items())
         raise VerificationError("numerical verification failed, the bundle was not written:\n  - " + lines
                                 + "\nCheck the calibration windows (--calib-windows) or use --precision fp32/fp16.")
-
-
-def median_latency_ms(path, example: np.ndarray, runs: int = 20, warmup: int = 3) -> float:
-    """Median single-batch latency of an ONNX model on this machine's ONNX Runtime CPU provider."""
-    sess = ort_session(path)
-    name = sess.get_inputs()[0].name
-    for _ in range(warmup):
-        sess.run(None, {name: example})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(None, {name: example})
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
 
 
 def make_windows(preprocess: dict, count: int, batch: int, seed: int) -> list[np.ndarray]:

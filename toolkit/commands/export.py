@@ -36,7 +36,9 @@ def add_arguments(p) -> None:
     tgt = p.add_argument_group("target")
     tgt.add_argument("--target", default="jetson", help="deployment target (see `toolkit targets`; default jetson)")
     tgt.add_argument("--out", required=True, help="bundle folder to create")
-    tgt.add_argument("--precision", choices=("int8", "fp16", "fp32"), help="default: the target's")
+    tgt.add_argument("--precision", choices=("int8", "fp16", "fp32", "fastest"),
+                     help="default: the target's; fastest (cpu target only): time fp32 and int8 on onnxruntime "
+                          "and keep int8 only when >= 1.10x faster")
     tgt.add_argument("--opset", type=int, help="ONNX opset (default: the target's)")
     tgt.add_argument("--dla-core", type=int, help="build for this DLA core with GPU fallback (targets with DLA)")
     tgt.add_argument("--no-engine", action="store_true", help="write the build kit only, even if TensorRT is here")

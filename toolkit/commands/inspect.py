@@ -26,7 +26,7 @@ def _describe(manifest: dict) -> str:
         f"precision  {manifest['precision']}   models: "
         + ", ".join(f"{k}={v}" for k, v in manifest["models"].items() if v),
         f"target     {t.get('name')}: {t.get('description')}",
-        f"events     " + ", ".join(f"{k}={v}" for k, v in manifest.get("events", {}).items()),
+        "events     " + ", ".join(f"{k}={v}" for k, v in manifest.get("events", {}).items()),
     ]
     checks = manifest.get("checks", [])
     lines.append(f"checks     {sum(c['passed'] for c in checks)}/{len(checks)} passed")

@@ -7,9 +7,10 @@ A window contributes to its last `keep` samples, keep = min(W, (lookahead // hop
 decided after at most `keep` samples of right context: the look-ahead is the latency/accuracy dial.
 lookahead None = whole windows (classic overlap averaging, up to W - hop of look-ahead).
 
-Hot path: the window is z-scored in pre-allocated scratch arrays and scattered into the engine's input buffer with
-an index map derived once from `deploy.preprocess.patchify` (so the layout has one definition); a self-check at start
-compares the fast path with `patchify`. Per hop the only new arrays are the decided probabilities handed downstream.
+Hot path: the window is read from the ring, z-scored by `deploy.preprocess.zscore_` (the function `patchify` uses) in
+pre-allocated scratch and scattered into the engine's input buffer with an index map derived once from `patchify` (so
+the layout has one definition); a self-check at start compares the fast path with `patchify`. The decided
+probabilities handed downstream are a view of scratch, valid during the callback (copy them to keep them).
 """
 from __future__ import annotations
 

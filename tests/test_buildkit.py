@@ -83,3 +83,33 @@ def test_polygraphy_files_from_the_reference(tmp_path):
     results = RunResults.load(str(tmp_path / "reference_outputs.json"))
     stored = results[0][1][0]["probs"]
     assert polygraphy and np.array_equal(np.asarray(getattr(stored, "load", lambda: stored)()), y)
+
+
+def _stub(path, body: str):
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("dla_core,model,precision", [(None, "model_int8_qdq.onnx", "int8"),
+                                                      ("0", "model_fp32.onnx", "fp16")])
+def test_kit_script_records_the_model_and_precision_it_built_from(tmp_path, dla_core, model, precision):
+    """Run the Xavier kit (TensorRT 8.5: DLA takes no explicit Q/DQ) with stand-ins that only log their arguments;
+    the record step the daemon relies on must name what trtexec was really given."""
+    target = next(t for t in list_targets() if t.name == "jetson-xavier")
+    bundle, stubs, log = tmp_path / "bundle", tmp_path / "bin", tmp_path / "calls.log"
+    bundle.mkdir(), stubs.mkdir()
+    write_kit(bundle, target, model_file="model_int8_qdq.onnx", precision="int8",
+              inputs=np.zeros((1, 2, 3), np.float32), outputs=np.zeros((1, 2, 3), np.float32))
+    _stub(stubs / "trtexec", f'[ "$1" = --help ] && echo "[TensorRT v8502]" && exit 0\necho "trtexec $*" >> {log}\n')
+    _stub(stubs / "polygraphy", f'echo "polygraphy $*" >> {log}\n')
+    _stub(stubs / "python3", f'if [ "$1 $2" = "-m deploy.engines.tensorrt" ]; then echo "record $*" >> {log}; exit 0; fi\n'
+                             f'exec {shlex.quote(sys.executable)} "$@"\n')
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "TRTEXEC": str(stubs / "trtexec"), "HOME": str(tmp_path)}
+    if dla_core is not None:
+        env["DLA_CORE"] = dla_core
+    subprocess.run(["bash", str(bundle / "kit" / "build_engine.sh")], check=True, env=env, capture_output=True)
+    calls = log.read_text().splitlines()
+    built = [c for c in calls if c.startswith("trtexec ")]
+    assert len(built) == 1 and f"--onnx={model}" in built[0]
+    assert ("--useDLACore=0" in built[0]) == (dla_core is not None)
+    assert calls[-1].endswith(f"record-kit-engine . --model {model} --precision {precision}")

@@ -92,6 +92,8 @@ def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: st
     else:
         lines += [f'  echo "target {target.name} has no DLA ({target.dla_note or "none"})" >&2; exit 1']
     lines.append("fi")
+    # What the engine is built from; the DLA branch may switch it (recorded below for the daemon).
+    lines.append(f"BUILT_MODEL={model_file}; BUILT_PRECISION={precision}")
     for gen in gens:
         cond = f'[ "$TRT_MAJOR" = "{gen.split(".")[0]}" ]'
         dla_model, dla_precision = model_file, precision
@@ -102,7 +104,8 @@ def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: st
         if dla_ok:
             dla = " ".join(trtexec_args(gen, model=dla_model, engine="cache/model.engine", precision=dla_precision,
                                         dla=True))
-            lines += ['  if [ -n "${DLA_CORE:-}" ]; then', f'    "$TRTEXEC" {dla}', "  else",
+            lines += ['  if [ -n "${DLA_CORE:-}" ]; then', f'    "$TRTEXEC" {dla}',
+                      f'    BUILT_MODEL={dla_model}; BUILT_PRECISION={dla_precision}', "  else",
                       f'    "$TRTEXEC" {gpu}', "  fi"]
         else:
             lines.append(f'  "$TRTEXEC" {gpu}')
@@ -113,6 +116,13 @@ def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: st
         f"polygraphy run cache/model.engine --model-type engine --trt --load-inputs cache/inputs.json "
         f"--load-outputs cache/reference_outputs.json --atol {atol} --rtol 0",
         'echo "engine built and matches the ONNX Runtime reference: cache/model.engine"',
+        "# Record TensorRT version, GPU and hashes beside it: the daemon uses this engine only when they match.",
+        'if python3 -c "import deploy.engines.tensorrt" 2>/dev/null; then',
+        '  python3 -m deploy.engines.tensorrt record-kit-engine . --model "$BUILT_MODEL" --precision "$BUILT_PRECISION"',
+        "else",
+        '  echo "note: the toolkit (device extra) is not installed here, so the engine was not recorded;'
+        ' the daemon will build its own" >&2',
+        "fi",
     ]
     return "\n".join(lines) + "\n"
 

@@ -9,6 +9,7 @@ import copy
 from pathlib import Path
 
 from deploy.errors import FogError
+from deploy.events import DEFAULT_SETTINGS, DETECTOR_KEYS
 
 try:
     import tomllib
@@ -116,13 +117,13 @@ def stream_settings(config: dict, manifest: dict, rate_hz: float) -> dict:
     """Hop, look-ahead (samples) and event knobs: config first, then the manifest, then defaults."""
     ev_manifest = manifest.get("events", {}) or {}
     stream = config["stream"]
-    hop_s = stream["hop_s"] if stream["hop_s"] is not None else ev_manifest.get("hop_s", 0.5)
-    look = stream["lookahead_s"] if stream["lookahead_s"] is not None else ev_manifest.get("lookahead_s", 0.0)
+    hop_s = stream["hop_s"] if stream["hop_s"] is not None else ev_manifest.get("hop_s", DEFAULT_SETTINGS["hop_s"])
+    look = stream["lookahead_s"] if stream["lookahead_s"] is not None \
+        else ev_manifest.get("lookahead_s", DEFAULT_SETTINGS["lookahead_s"])
     if hop_s is None or float(hop_s) <= 0:
         raise ConfigError(f"stream.hop_s must be positive, got {hop_s!r}")
     hop = max(1, int(round(float(hop_s) * rate_hz)))
     lookahead = None if look in ("full", None) else max(0, int(round(float(look) * rate_hz)))
-    knobs = {k: ev_manifest[k] for k in ("on", "off", "min_duration_s", "smoothing_s", "refractory_s")
-             if k in ev_manifest}
+    knobs = {k: ev_manifest[k] for k in DETECTOR_KEYS if k in ev_manifest}
     knobs.update(config["events"])
     return {"hop_samples": hop, "lookahead_samples": lookahead, "events": knobs}

@@ -35,6 +35,19 @@ class Event:
         return None if self.offset_s is None else self.offset_s - self.onset_s
 
 
+# The event settings a bundle carries unless export is told otherwise. The daemon, `toolkit evaluate` and the model
+# report fall back to the same values, so the figures a model card reports are what a device runs.
+DEFAULT_SETTINGS = {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.5, "on": 0.5, "off": 0.35,
+                    "min_duration_s": 1.0, "refractory_s": 2.0}
+DETECTOR_KEYS = ("on", "off", "min_duration_s", "smoothing_s", "refractory_s")
+
+
+def detector_settings(settings: dict | None = None) -> dict:
+    """EventDetector keyword arguments from (partial) settings such as a manifest's `events`; defaults fill gaps."""
+    merged = {**DEFAULT_SETTINGS, **{k: v for k, v in (settings or {}).items() if v is not None}}
+    return {k: merged[k] for k in DETECTOR_KEYS}
+
+
 def _first(mask: np.ndarray) -> int | None:
     """Index of the first True, or None."""
     k = int(mask.argmax()) if len(mask) else 0
@@ -72,8 +85,10 @@ class _ClassState:
 
 
 class EventDetector:
-    def __init__(self, classes=CLASSES, rate_hz: float = 64.0, on=0.5, off=0.3, min_duration_s: float = 0.5,
-                 smoothing_s: float = 0.5, refractory_s: float = 0.0, t0_s: float = 0.0):
+    def __init__(self, classes=CLASSES, rate_hz: float = 64.0, on=DEFAULT_SETTINGS["on"], off=DEFAULT_SETTINGS["off"],
+                 min_duration_s: float = DEFAULT_SETTINGS["min_duration_s"],
+                 smoothing_s: float = DEFAULT_SETTINGS["smoothing_s"],
+                 refractory_s: float = DEFAULT_SETTINGS["refractory_s"], t0_s: float = 0.0):
         self.classes = tuple(classes)
         self.rate_hz = float(rate_hz)
         self.on, self.off = _per_class(on, self.classes, "on"), _per_class(off, self.classes, "off")

@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 
 from deploy.errors import FogError
-from deploy.events import EventDetector
+from deploy.events import EventDetector, detector_settings
 from deploy.intake import RESET, Intake
 from deploy.offline import contribution
 from deploy.preprocess import PreprocessSpec, StreamingPreparer, patchify, unpatchify, zscore_
@@ -140,10 +140,7 @@ class Pipeline:
         # units, resampling and running normalization: the same code as offline `prepare`, chunk by chunk
         self.preparer = StreamingPreparer(self.spec, self.source_rate, self.source_units)
         ev = self.events_cfg
-        self.detector = EventDetector(self.classes, self.rate, on=ev.get("on", 0.5), off=ev.get("off", 0.3),
-                                      min_duration_s=ev.get("min_duration_s", 0.5),
-                                      smoothing_s=ev.get("smoothing_s", 0.5),
-                                      refractory_s=ev.get("refractory_s", 0.0), t0_s=t_first)
+        self.detector = EventDetector(self.classes, self.rate, **detector_settings(ev), t0_s=t_first)
         self._segment_open = True
 
     def push(self, chunk) -> None:

@@ -39,12 +39,30 @@ def test_torch_model_through_the_registry(monkeypatch, capsys):
 
     preset = types.SimpleNamespace(preprocess={"rate_hz": 64, "units": "g", "patch": 8, "n_patches": 16,
                                                "normalization": "window", "scale": 1.0, "layout": "BCT"})
-    fake = types.SimpleNamespace(list_presets=lambda: ["tiny"], create_model=lambda name: PerPatch(),
-                                 get_preset=lambda name: preset)
+    fake = types.SimpleNamespace(list_presets=lambda: ["tiny"], create_model=lambda name, pretrained=False: PerPatch(),
+                                 get_preset=lambda name: preset, pretrained_path=lambda name: None)
     monkeypatch.setitem(sys.modules, "models", fake)
     assert main(["evaluate", "--synthetic", "1", "--minutes", "1", "--model", "tiny", "--json"]) == 0
     names = [r["name"] for r in json.loads(capsys.readouterr().out)["results"]]
     assert names[0] == "tiny (untrained)" and names[1].startswith("freeze index")
+
+
+def test_a_preset_is_scored_with_its_shipped_weights_and_the_bundle_event_settings(capsys):
+    pytest.importorskip("torch")
+    import models
+    from deploy.events import DEFAULT_SETTINGS
+
+    if models.pretrained_path("fog-small") is None:
+        pytest.skip("no shipped weights for fog-small in this checkout")
+    assert main(["evaluate", "--synthetic", "1", "--minutes", "1", "--model", "fog-small", "--json"]) == 0
+    model, baseline = json.loads(capsys.readouterr().out)["results"]
+    assert model["name"] == "fog-small (shipped weights)"
+    # the default events are the bundle defaults: a stricter minimum duration can only find fewer episodes
+    assert main(["evaluate", "--synthetic", "1", "--minutes", "1", "--model", "fog-small", "--json",
+                 "--min-duration", str(DEFAULT_SETTINGS["min_duration_s"] + 3)]) == 0
+    strict = json.loads(capsys.readouterr().out)["results"][0]
+    assert strict["events"]["episodes_detected"] <= model["events"]["episodes_detected"]
+    assert strict["ap"] == model["ap"]                    # thresholds never change the per-sample scores
 
 
 def test_bad_inputs_are_clear(tmp_path, capsys):

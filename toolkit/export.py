@@ -19,13 +19,13 @@ from pathlib import Path
 
 
 from deploy.errors import FogError
+from deploy.events import DEFAULT_SETTINGS
 from toolkit import __version__
 from toolkit.target_checks import assert_checks, run_checks
 from toolkit.targets import Target
 
 # Event detection defaults written into every manifest (the daemon reads them from there); flags override them.
-EVENT_DEFAULTS = {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.5, "on": 0.5, "off": 0.35,
-                  "min_duration_s": 1.0, "refractory_s": 2.0}
+EVENT_DEFAULTS = DEFAULT_SETTINGS  # defined with the event detector, which every consumer of them runs
 
 FP32_FILE, INT8_FILE = "model_fp32.onnx", "model_int8_qdq.onnx"
 

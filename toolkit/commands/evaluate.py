@@ -24,17 +24,20 @@ def add_arguments(p) -> None:
     p.add_argument("--layout", help="file layout (default: detected)")
     p.add_argument("--mapping", help="column mapping for other CSVs (e.g. mobgap)")
     p.add_argument("--model", help="registry preset name (models.create_model)")
-    p.add_argument("--checkpoint", help="state_dict .pt for --model")
+    p.add_argument("--checkpoint", help="state_dict .pt for --model (default: the weights the project ships for "
+                   "the preset, if any)")
     p.add_argument("--bundle", help="bundle folder made by `toolkit export`")
     p.add_argument("--backend", default="auto", help="engine backend for --bundle (default auto)")
     p.add_argument("--baseline-only", action="store_true", help="only the freeze-index baseline")
-    p.add_argument("--hop-s", type=float, default=None, help="hop between model windows (default 0.5 s)")
-    p.add_argument("--lookahead-s", type=float, default=None, help="look-ahead per sample (default: whole windows)")
-    p.add_argument("--on", type=float, default=0.5, help="event on-threshold (default 0.5)")
-    p.add_argument("--off", type=float, default=0.35, help="event off-threshold (default 0.35)")
-    p.add_argument("--min-duration", type=float, default=0.5, help="minimum episode length, s (default 0.5)")
-    p.add_argument("--smoothing", type=float, default=0.5, help="probability smoothing, s (default 0.5)")
-    p.add_argument("--refractory", type=float, default=0.0, help="merge episodes closer than this, s")
+    # Event settings: the bundle's when a bundle is given, else deploy.events.DEFAULT_SETTINGS (what export writes
+    # into a bundle), so offline figures are what the daemon would produce. Each flag overrides one value.
+    p.add_argument("--hop-s", type=float, default=None, help="hop between model windows, s")
+    p.add_argument("--lookahead-s", type=float, default=None, help="look-ahead per sample, s")
+    p.add_argument("--on", type=float, default=None, help="event on-threshold")
+    p.add_argument("--off", type=float, default=None, help="event off-threshold")
+    p.add_argument("--min-duration", type=float, default=None, help="minimum episode length, s")
+    p.add_argument("--smoothing", type=float, default=None, help="probability smoothing, s")
+    p.add_argument("--refractory", type=float, default=None, help="merge episodes closer than this, s")
     p.add_argument("--fi-window", type=float, default=4.0, help="freeze-index window, s (default 4)")
     p.add_argument("--fi-threshold", type=float, default=1.5, help="freeze-index threshold (default 1.5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -83,12 +86,10 @@ def _torch_scorer(args):
         raise MissingDependency("torch", "workstation", "evaluating a PyTorch model") from exc
     from deploy.preprocess import PreprocessSpec
     from toolkit.cli import UserError
-    if not hasattr(models, "list_presets"):
-        raise UserError("the model registry (models.list_presets/create_model) is not available in this "
-                        "installation yet; evaluate a bundle with --bundle instead")
     if args.model not in models.list_presets():
         raise UserError(f"unknown preset {args.model!r}; presets: {', '.join(models.list_presets())}")
-    model = models.create_model(args.model).eval()
+    shipped = models.pretrained_path(args.model) if not args.checkpoint else None
+    model = models.create_model(args.model, pretrained=shipped is not None).eval()
     if args.checkpoint:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
@@ -102,7 +103,8 @@ def _torch_scorer(args):
     def infer(x):
         with torch.no_grad():
             return torch.sigmoid(model(torch.from_numpy(x))).numpy()
-    name = args.model + (f" ({args.checkpoint})" if args.checkpoint else " (untrained)")
+    name = args.model + (f" ({args.checkpoint})" if args.checkpoint else " (shipped weights)" if shipped
+                         else " (untrained)")
     return name, spec, infer, None
 
 
@@ -139,17 +141,31 @@ def _to_recording_rate(probs, model_rate, rec):
     return probs[idx]
 
 
-def _events(any_prob, rate, args):
+def _settings(args, bundle_events=None) -> dict:
+    """Event settings: defaults, then the bundle's, then the flags given."""
+    from deploy.events import DEFAULT_SETTINGS
+    flags = {"hop_s": args.hop_s, "lookahead_s": args.lookahead_s, "on": args.on, "off": args.off,
+             "min_duration_s": args.min_duration, "smoothing_s": args.smoothing, "refractory_s": args.refractory}
+    return {**DEFAULT_SETTINGS, **(bundle_events or {}), **{k: v for k, v in flags.items() if v is not None}}
+
+
+def _any_fog(settings: dict) -> dict:
+    """One "FOG" class for the any-FOG event figures: the least strict per-class threshold of the settings."""
+    from deploy.events import detector_settings
+    knobs = detector_settings(settings)
+    on, off = (min(v.values()) if isinstance(v, dict) else v for v in (knobs["on"], knobs["off"]))
+    return {**knobs, "on": on, "off": min(off, on)}
+
+
+def _events(any_prob, rate, settings):
     from deploy.events import detect_events
-    return detect_events(any_prob[:, None], rate, classes=("FOG",), on=args.on, off=min(args.off, args.on),
-                         min_duration_s=args.min_duration, smoothing_s=args.smoothing,
-                         refractory_s=args.refractory)
+    return detect_events(any_prob[:, None], rate, classes=("FOG",), **_any_fog(settings))
 
 
-def _score(name, recs, per_rec_scores, per_rec_anyprob, args):
+def _score(name, recs, per_rec_scores, per_rec_anyprob, settings):
     from deploy.metrics import competition_map, event_metrics, pool_event_metrics
     ap = competition_map([r.labels for r in recs], per_rec_scores, [r.mask for r in recs])
-    events = [event_metrics(r.labels, _events(p, r.rate_hz, args), r.rate_hz, r.mask)
+    events = [event_metrics(r.labels, _events(p, r.rate_hz, settings), r.rate_hz, r.mask)
               for r, p in zip(recs, per_rec_anyprob)]
     pooled = pool_event_metrics(events)
     pooled.pop("latencies_s", None)
@@ -193,9 +209,9 @@ def run(args) -> int:
         print("evaluate: no --model or --bundle given: scoring the freeze-index baseline only", file=sys.stderr)
     if scorer and not args.baseline_only:
         name, spec, infer, events_cfg = scorer
-        hop_s = args.hop_s or (events_cfg or {}).get("hop_s") or 0.5
-        look = args.lookahead_s if args.lookahead_s is not None else (events_cfg or {}).get("lookahead_s")
-        hop = max(1, int(round(hop_s * spec.rate_hz)))
+        settings = _settings(args, events_cfg)
+        hop = max(1, int(round(settings["hop_s"] * spec.rate_hz)))
+        look = settings["lookahead_s"]
         scores = []
         for i, rec in enumerate(recs):
             print(f"\revaluate: model on recording {i + 1}/{len(recs)}", end="", file=sys.stderr)
@@ -203,12 +219,12 @@ def run(args) -> int:
                                       None if look is None else int(round(look * spec.rate_hz)))
             scores.append(_to_recording_rate(probs, spec.rate_hz, rec))
         print(file=sys.stderr)
-        results.append(_score(name, recs, scores, [s.max(1) for s in scores], args))
+        results.append(_score(name, recs, scores, [s.max(1) for s in scores], settings))
     fi_scores = [freeze_index_scores(r, window_s=args.fi_window) for r in recs]
     # FI as a probability-like score: 0.5 exactly at the threshold, so the same event detector applies
     fi_prob = [1 / (1 + np.exp(-(s - np.log(args.fi_threshold)) * 4)) for s in fi_scores]
     results.append(_score(f"freeze index ({args.fi_window:g} s, threshold {args.fi_threshold:g})", recs,
-                          [np.repeat(s[:, None], 3, 1) for s in fi_scores], fi_prob, args))
+                          [np.repeat(s[:, None], 3, 1) for s in fi_scores], fi_prob, _settings(args)))
     hours = sum(r.duration_s for r in recs) / 3600
     if args.json:
         print(json.dumps(_json_safe({"recordings": len(recs), "hours": hours, "results": results}), indent=2))

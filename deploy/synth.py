@@ -34,14 +34,26 @@ class Subject:
     pitch_deg: float       # sensor tilt: gravity leaks into AP / ML
     roll_deg: float
     freeze_rate: float     # multiplies the freezing probabilities
-    harmonics: float       # weight of the step harmonics (heel-strike sharpness): sets walking's freeze index
+    harmonics: float       # weight of the smooth step harmonics (waveform shape)
+    heel_g: float = 0.0    # heel-strike transient per step, relative to step_g (broadband 3-20 Hz content)
+    heel_hz: float = 10.0  # ringing frequency of the heel-strike transient
+    step_cv: float = 0.03  # step-to-step variability of step time and (x5) of step amplitude
+    asymmetry: float = 0.0  # left/right step amplitude difference
+    ml_gain: float = 0.7   # medio-lateral and antero-posterior sway relative to vertical (real: 0.6-1.0)
+    ap_gain: float = 0.8
 
 
 def make_subject(rng: np.random.Generator, subject_id: str = "s00") -> Subject:
-    return Subject(subject_id, cadence_hz=float(rng.uniform(1.6, 1.95)), step_g=float(rng.uniform(0.14, 0.24)),
+    # Ranges checked against real lower-back walking (mobgap, docs/data.md): ML/AP sd 0.6-1.0 of vertical, step
+    # regularity (autocorrelation at one step) 0.2-0.75, 8-20 Hz power 3-30 % of the locomotor band, sensor
+    # pitched forward by 0-30 deg (AccAP mean -0.04 to -0.45 g).
+    return Subject(subject_id, cadence_hz=float(rng.uniform(1.5, 1.95)), step_g=float(rng.uniform(0.15, 0.26)),
                    tremble_hz=float(rng.uniform(3.5, 7.0)), tremble_g=float(rng.uniform(0.04, 0.10)),
-                   pitch_deg=float(rng.normal(0, 6)), roll_deg=float(rng.normal(0, 4)),
-                   freeze_rate=float(rng.uniform(0.6, 1.4)), harmonics=float(rng.uniform(0.8, 1.5)))
+                   pitch_deg=float(rng.normal(8, 10)), roll_deg=float(rng.normal(0, 5)),
+                   freeze_rate=float(rng.uniform(0.6, 1.4)), harmonics=float(rng.uniform(0.6, 1.2)),
+                   heel_g=float(rng.uniform(0.8, 1.6)), heel_hz=float(rng.uniform(5.0, 10.0)),
+                   step_cv=float(rng.uniform(0.03, 0.08)), asymmetry=float(rng.uniform(0.0, 0.2)),
+                   ml_gain=float(rng.uniform(0.45, 0.9)), ap_gain=float(rng.uniform(0.7, 1.15)))
 
 
 def episode_duration(rng) -> float:
@@ -51,14 +63,17 @@ def episode_duration(rng) -> float:
 # ---------------------------------------------------------------- the activity script
 
 def _script(rng, subject: Subject, total_s: float, protocol: bool) -> list[dict]:
-    """Segments {kind, dur, fog(class|None), kinetic, dir}. kinds: stand, walk, turn, stop, fog."""
+    """Segments {kind, dur, fog(class|None), kinetic, dir, slow, lean}.
+
+    kinds: stand, walk, turn, stop, fog, fidget, sit_down, sit, stand_up."""
     p_sh, p_turn, p_walk, p_stop = (0.15, 0.35, 0.10, 0.15) if protocol else (0.05, 0.06, 0.02, 0.25)
     p_sh, p_turn, p_walk = (min(0.9, p * subject.freeze_rate) for p in (p_sh, p_turn, p_walk))
     segs, t = [], 0.0
 
     def add(kind, dur, **kw):
         nonlocal t
-        segs.append({"kind": kind, "dur": float(dur), "fog": None, "kinetic": True, "dir": 0.0, **kw})
+        segs.append({"kind": kind, "dur": float(dur), "fog": None, "kinetic": True, "dir": 0.0, "slow": 1.0,
+                     "lean": 0.0, **kw})
         t += dur
 
     def freeze(cls, context):
@@ -67,23 +82,35 @@ def _script(rng, subject: Subject, total_s: float, protocol: bool) -> list[dict]
 
     while t < total_s:
         add("stand", rng.uniform(2, 8) if protocol else rng.uniform(5, 30))
+        # daily-living movement that is not gait and not FOG (real recordings are full of it): fidgeting while
+        # standing (reaching, shifting weight), or sitting down and getting up again
+        if rng.random() < (0.3 if protocol else 0.5):
+            if rng.random() < 0.5:
+                add("fidget", rng.uniform(2, 10))
+            else:
+                lean = float(rng.uniform(20, 40))
+                add("sit_down", rng.uniform(1.5, 3.0), lean=lean)
+                add("sit", rng.uniform(3, 20), lean=float(rng.uniform(-10, 15)))
+                add("stand_up", rng.uniform(1.5, 3.0), lean=lean)
+            add("stand", rng.uniform(1, 4))
         if rng.random() < p_sh:
             freeze(SH, "start")
         for _ in range(int(rng.integers(1, 4))):
             walk = rng.uniform(4, 12) if protocol else rng.uniform(8, 40)
+            slow = float(rng.uniform(0.7, 0.9)) if rng.random() < 0.25 else 1.0  # slow, careful walking
             if rng.random() < p_walk:
                 split = rng.uniform(0.3, 0.7)
-                add("walk", walk * split)
+                add("walk", walk * split, slow=slow)
                 freeze(WALK, "walk")
-                add("walk", walk * (1 - split))
+                add("walk", walk * (1 - split), slow=slow)
             else:
-                add("walk", walk)
-            direction = float(rng.choice([-1.0, 1.0]))
-            turn = rng.uniform(2.0, 4.0)
+                add("walk", walk, slow=slow)
+            direction = float(rng.choice([-1.0, 1.0])) * float(rng.uniform(0.5, 1.8))
+            turn = rng.uniform(1.5, 4.5)
             if rng.random() < p_turn:
                 add("turn", turn * 0.4, dir=direction)
                 freeze(TURN, "turn")
-                segs[-1]["dir"] = direction
+                segs[-1]["dir"] = float(np.sign(direction))
                 add("turn", turn * 0.6, dir=direction)
             else:
                 add("turn", turn, dir=direction)
@@ -123,23 +150,28 @@ def synth_recording(minutes: float = 5.0, seed: int = 0, rate_hz: float = 100.0,
     subject = subject or make_subject(np.random.default_rng([seed, 1]), f"s{seed:02d}")
     segs = _script(rng, subject, minutes * 60.0, protocol)
     n = int(round(minutes * 60.0 * rate_hz))
-    loco, cadence_k, tremble, turn_ml, turn_ap = (np.zeros(n) for _ in range(5))
+    loco, cadence_k, tremble, turn_ml, turn_ap, fidget, lean, rise = (np.zeros(n) for _ in range(8))
     cadence_k += 1.0
     labels = np.zeros((n, 3))
     episodes, t0 = [], 0
-    tremble_scale = np.zeros(n)
     for seg in segs:
         a, b = t0, min(n, t0 + int(round(seg["dur"] * rate_hz)))
         t0 = b
         if a >= n:
             break
         kind = seg["kind"]
+        prof = np.sin(np.pi * np.linspace(0, 1, b - a))
         if kind == "walk":
-            loco[a:b] = 1.0
+            loco[a:b], cadence_k[a:b] = seg["slow"] ** 2, seg["slow"]
         elif kind == "turn":
             loco[a:b], cadence_k[a:b] = 0.75, 0.88
-            prof = np.sin(np.pi * np.linspace(0, 1, b - a)) if b > a else 0
             turn_ml[a:b], turn_ap[a:b] = seg["dir"] * 0.10 * prof, -0.03 * prof
+        elif kind == "fidget":
+            fidget[a:b] = rng.uniform(0.3, 1.0)
+        elif kind in ("sit_down", "sit", "stand_up"):
+            lean[a:b] = seg["lean"]  # trunk pitch (deg); smoothed below into a sit-to-stand trajectory
+            if kind != "sit":       # the body is accelerated down then up (sitting) or up then down (rising)
+                rise[a:b] = (0.15 if kind == "stand_up" else -0.15) * np.sin(2 * np.pi * np.linspace(0, 1, b - a))
         elif kind == "fog":
             labels[a:b, seg["fog"]] = 1.0
             episodes.append({"cls": CLASSES[seg["fog"]], "onset_s": a / rate_hz, "offset_s": b / rate_hz,
@@ -148,31 +180,60 @@ def synth_recording(minutes: float = 5.0, seed: int = 0, rate_hz: float = 100.0,
                 loco[a:b], cadence_k[a:b] = rng.uniform(0.05, 0.25), rng.uniform(1.1, 1.5)  # shuffling
                 tremble[a:b] = rng.uniform(0.6, 1.4)
             if seg["context"] == "turn":  # turning in place, slowly
-                prof = np.ones(b - a)
-                turn_ml[a:b], turn_ap[a:b] = seg["dir"] * 0.04 * prof, -0.01 * prof
-    # transitions: gait ramps over ~0.5 s, tremble sets in over ~0.15 s, turn loads over ~0.3 s
+                turn_ml[a:b], turn_ap[a:b] = seg["dir"] * 0.04, -0.01
+    # transitions: gait ramps over ~0.5 s, tremble sets in over ~0.15 s, turn loads over ~0.3 s, trunk leans ~1 s
     loco = _smooth(loco, int(0.5 * rate_hz))
     cadence_k = _smooth(cadence_k, int(0.5 * rate_hz))
     tremble = _smooth(tremble, int(0.15 * rate_hz))
     turn_ml, turn_ap = _smooth(turn_ml, int(0.3 * rate_hz)), _smooth(turn_ap, int(0.3 * rate_hz))
+    fidget, lean = _smooth(fidget, int(0.5 * rate_hz)), _smooth(lean, int(1.0 * rate_hz))
 
     dt = 1.0 / rate_hz
     jitter = rng.normal(0, 0.002, n)  # 2 ms clock jitter, as phase error of every oscillation
-    cadence = subject.cadence_hz * cadence_k * (1 + 0.03 * _slow_noise(rng, n, rate_hz, 5.0))
-    phase = 2 * np.pi * (np.cumsum(cadence) * dt + cadence * jitter) + rng.uniform(0, 2 * np.pi)
+    # step time varies slowly (fatigue, path) and from step to step (real step regularity is far from 1)
+    cadence = subject.cadence_hz * cadence_k * (1 + 0.03 * _slow_noise(rng, n, rate_hz, 5.0)) \
+        * (1 + subject.step_cv * _slow_noise(rng, n, rate_hz, 0.4))
+    phase0 = rng.uniform(0, 2 * np.pi)
+    phase = 2 * np.pi * (np.cumsum(cadence) * dt + cadence * jitter) + phase0
     f_tr = subject.tremble_hz * (1 + 0.05 * _slow_noise(rng, n, rate_hz, 1.0))
     psi = 2 * np.pi * (np.cumsum(f_tr) * dt + f_tr * jitter)
-    amp = subject.step_g * loco * (1 + 0.12 * _slow_noise(rng, n, rate_hz, 1.0))
+    # every step has its own amplitude; left and right steps differ (asymmetry)
+    step = np.floor((phase - phase0) / (2 * np.pi)).astype(np.int64)
+    step -= step.min()
+    side = np.where(np.arange(step.max() + 1) % 2 == 0, 1.0, -1.0)
+    per_step = np.clip(1 + 5 * subject.step_cv * rng.normal(size=step.max() + 1), 0.5, 1.6) \
+        * (1 + subject.asymmetry * side)
+    step_amp = _smooth(per_step[step], int(0.08 * rate_hz))
+    amp = subject.step_g * loco * (1 + 0.12 * _slow_noise(rng, n, rate_hz, 1.0)) * step_amp
     stride = phase / 2  # left/right steps differ: a stride-frequency component
-    h = subject.harmonics  # real lower-back walking has a freeze index of ~0.5: strong 2nd-4th step harmonics
+    h = subject.harmonics
     v = amp * (np.sin(phase) + 0.55 * h * np.sin(2 * phase + 0.6) + 0.30 * h * np.sin(3 * phase + 1.1)
                + 0.18 * h * np.sin(4 * phase + 2.0) + 0.12 * np.sin(stride + 0.4))
-    ap = amp * (0.55 * np.sin(phase + 1.3) + 0.20 * np.sin(2 * phase + 0.2)) + turn_ap
-    ml = amp * (0.45 * np.sin(stride) + 0.10 * np.sin(phase + 0.7)) + turn_ml
+    ap = subject.ap_gain * amp * (0.8 * np.sin(phase + 1.3) + 0.3 * np.sin(2 * phase + 0.2)
+                                  + 0.15 * np.sin(3 * phase + 2.2)) + turn_ap
+    ml = subject.ml_gain * amp * (1.0 * np.sin(stride) + 0.4 * np.sin(phase + 0.7)
+                                  + 0.15 * np.sin(3 * stride + 1.0)) + turn_ml
+    # heel strikes: a short damped ringing at each step onset, the broadband (3-20 Hz) content of real gait
+    onsets = np.flatnonzero(np.diff(step) > 0) + 1
+    impulses = np.zeros(n)
+    impulses[onsets] = subject.heel_g * subject.step_g * loco[onsets] * per_step[step[onsets]] \
+        * rng.uniform(0.6, 1.4, len(onsets))
+    tk = np.arange(int(0.25 * rate_hz)) / rate_hz
+    kernel = np.exp(-tk * subject.heel_hz * 1.2) * np.sin(2 * np.pi * subject.heel_hz * tk)
+    heel = np.convolve(impulses, kernel / np.abs(kernel).max())[:n]
+    v, ap, ml = v + heel, ap - 0.6 * subject.ap_gain * heel, ml + 0.9 * side[step] * heel
     trem = subject.tremble_g * tremble * (1 + 0.3 * _slow_noise(rng, n, rate_hz, 0.5)) * np.sin(psi)
-    v, ap, ml = v + trem, ap + 0.6 * trem, ml + 0.3 * trem
+    v, ap, ml = v + trem + rise, ap + 0.6 * trem, ml + 0.3 * trem
+    # fidgeting: irregular trunk movement up to ~4 Hz, no step rhythm; walking wobbles irregularly too
+    move = np.stack([0.5 * _slow_noise(rng, n, rate_hz, 0.8) + _slow_noise(rng, n, rate_hz, 0.15)
+                     for _ in range(3)], 1) * (0.06 * fidget)[:, None]
+    move += np.stack([_slow_noise(rng, n, rate_hz, 0.06) for _ in range(3)], 1) \
+        * (0.25 * subject.step_g * loco)[:, None]
     sway = 0.004 * np.stack([_slow_noise(rng, n, rate_hz, 2.0) for _ in range(3)], 1)
-    body = np.stack([v - 1.0, ml, ap], axis=1) + sway
+    body = np.stack([v - 1.0, ml, ap], axis=1) + sway + move
+    th = np.radians(lean)  # trunk lean rotates gravity and motion between V and AP
+    body = np.stack([body[:, 0] * np.cos(th) - body[:, 2] * np.sin(th), body[:, 1],
+                     body[:, 0] * np.sin(th) + body[:, 2] * np.cos(th)], axis=1)
     tilt = _rotation(subject.pitch_deg + rng.normal(0, 1.5), subject.roll_deg + rng.normal(0, 1.0))
     acc = body @ tilt.T + rng.normal(0, 0.006, (n, 3))
     dropouts = []

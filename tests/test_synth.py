@@ -79,3 +79,36 @@ def test_dataset_folder(tmp_path):
     assert len(paths) == 2 and (tmp_path / "metadata.csv").exists() and (tmp_path / "subjects.json").exists()
     rec = read_recording(paths[0])
     assert rec.meta["layout"] == "tdcsfog" and rec.rate_hz == 128
+
+
+def _shape_features(acc, rate, walking, win_s=4.0):
+    """Per 4 s window in walking: (3-8 Hz / 0.5-3 Hz power of AccV, 8-20 Hz / 0.5-3 Hz of AccV,
+    ML sd / V sd, AP sd / V sd): what separates real lower-back gait from a sum of smooth sinusoids."""
+    w = int(win_s * rate)
+    f = np.fft.rfftfreq(w, 1 / rate)
+    out = []
+    for a in range(0, len(acc) - w, w // 2):
+        if walking[a:a + w].all():
+            seg = acc[a:a + w] - acc[a:a + w].mean(0)
+            p = np.abs(np.fft.rfft(seg[:, 0] * np.hanning(w))) ** 2
+            loco = p[(f >= 0.5) & (f < 3)].sum()
+            sd = seg.std(0)
+            out.append((p[(f >= 3) & (f < 8)].sum() / loco, p[(f >= 8) & (f < 20)].sum() / loco,
+                        sd[1] / sd[0], sd[2] / sd[0]))
+    return np.array(out).reshape(-1, 4)
+
+
+def test_walking_has_the_heel_strikes_and_sway_of_real_walking(mobgap_dir):
+    real = []
+    for r in (read_recording(p) for p in sorted(mobgap_dir.glob("*/*/*Test5*.csv"))):
+        v = r.acc[:, 0]
+        k = np.ones(400) / 400
+        moving = np.sqrt(np.maximum(np.convolve(v ** 2, k, "same") - np.convolve(v, k, "same") ** 2, 0)) > 0.08
+        real.append(_shape_features(r.acc, r.rate_hz, moving))
+    real = np.concatenate(real)
+    synth = np.concatenate([_shape_features(r.acc, r.rate_hz, _synthetic_walking(r))
+                            for r in (synth_recording(3, seed=s) for s in range(4))])
+    lo, hi = np.percentile(real, 10, axis=0), np.percentile(real, 90, axis=0)
+    median = np.median(synth, axis=0)
+    # freeze index, 8-20 Hz share, ML/V and AP/V sd ratios: each synthetic median inside the real 10-90 % range
+    assert np.all((lo <= median) & (median <= hi)), (lo, median, hi)

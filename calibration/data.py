@@ -106,8 +106,38 @@ def _patch_targets(values: np.ndarray, patch: int, reduce) -> np.ndarray:
     return reduce(values.reshape(b, window // patch, patch, c), axis=2)
 
 
-def cut_windows(prepared: list[PreparedRecording], starts: list[tuple[int, int]], spec) -> WindowSet:
-    """Windows at (recording index, start) pairs; a window running past the end is zero padded and masked."""
+@dataclass(frozen=True)
+class Augment:
+    """Training-time changes to raw windows (in g, before the window z-score), drawn per window.
+
+    Real sensors sit at other angles than any generator's, people walk at other cadences, and amplifiers differ:
+    - rotation: the sensor frame turned about a random axis by up to `rotation_deg` (gravity moves between axes);
+    - scale: all axes multiplied by one factor in `scale` (matters for presets without per-window z-score);
+    - time warp: the window read from `window * f` samples (f in `warp`) resampled to `window`, so cadence and
+      trembling frequency move by 1/f (labels follow, nearest sample);
+    - noise: white noise with an sd drawn in `noise_g`.
+    Used by `calibration.train.fit` for training batches only; validation and calibration windows are never
+    augmented.
+    """
+    rotation_deg: float = 30.0
+    scale: tuple = (0.8, 1.25)
+    warp: tuple = (0.85, 1.18)
+    noise_g: tuple = (0.0, 0.02)
+
+
+def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis) + 1e-12
+    angle = np.radians(rng.uniform(0, max_deg))
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)  # Rodrigues
+
+
+def cut_windows(prepared: list[PreparedRecording], starts: list[tuple[int, int]], spec,
+                augment: Augment | None = None, rng: np.random.Generator | None = None) -> WindowSet:
+    """Windows at (recording index, start) pairs; a window running past the end is zero padded and masked.
+
+    With `augment` (and `rng`), each window is changed as `Augment` describes before normalization."""
     spec = as_spec(spec)
     window = spec.window
     raw = np.zeros((len(starts), window, 3), dtype=np.float32)
@@ -116,11 +146,22 @@ def cut_windows(prepared: list[PreparedRecording], starts: list[tuple[int, int]]
     valid = np.zeros((len(starts), window, len(CLASSES)), dtype=np.float32) if has_labels else None
     for k, (i, start) in enumerate(starts):
         rec = prepared[i]
-        piece = rec.acc[start:start + window]
+        if augment is None:
+            index = np.arange(start, min(start + window, rec.n_samples))
+            piece = rec.acc[index]
+        else:
+            pos = start + np.arange(window) * rng.uniform(*augment.warp)
+            pos = pos[pos <= rec.n_samples - 1]
+            index = np.round(pos).astype(np.int64)
+            grid = np.arange(rec.n_samples)
+            piece = np.stack([np.interp(pos, grid[index.min():index.max() + 2],
+                                        rec.acc[index.min():index.max() + 2, a]) for a in range(3)], 1)
+            piece = piece @ _random_rotation(rng, augment.rotation_deg).T * rng.uniform(*augment.scale)
+            piece = piece + rng.normal(0, rng.uniform(*augment.noise_g), piece.shape)
         raw[k, :len(piece)] = piece
         if has_labels:
-            labels[k, :len(piece)] = rec.labels[start:start + window]
-            valid[k, :len(piece)] = rec.mask[start:start + window, None]
+            labels[k, :len(piece)] = rec.labels[index]
+            valid[k, :len(piece)] = rec.mask[index, None]
     x = np.asarray(patchify(raw, spec), dtype=np.float32)
     if has_labels:
         labels = _patch_targets(labels, spec.patch, np.max)

@@ -5,7 +5,9 @@ calibrated, quantization on) trains with fake quantization and a straight-throug
 float weights and calibrated ranges. Everything else is shared:
 
 - windows drawn fresh every epoch from the training recordings (seeded by seed + epoch, so a resumed run
-  draws what an uninterrupted one would), half of them centred on labelled events (`calibration.data`);
+  draws what an uninterrupted one would), half of them centred on labelled events (`calibration.data`), and,
+  unless `augment=False`, each rotated, scaled, time-warped and noised (`calibration.data.Augment`, same seeded
+  generator) so the model does not learn one sensor angle or cadence; validation windows are never augmented;
 - masked BCE on per-patch logits, loss = sum(BCE * mask) / sum(mask), where the mask is the Kaggle defog
   `Valid & Task` (and zero padding past a recording's end) — the 1st-place loss (reference/fog-domain.md 2.4);
 - Adam (beta 0.9/0.98, eps 1e-9) with linear warm-up then a constant rate (fog-domain 2.5), gradient clipping;
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from calibration.data import PreparedRecording, as_spec, cut_windows, prepare_recording, sample_starts
+from calibration.data import Augment, PreparedRecording, as_spec, cut_windows, prepare_recording, sample_starts
 from deploy.errors import FogError
 
 
@@ -45,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     class_share: float = 0.5        # share of training windows centred on a labelled event
     val_hop_patches: int | None = None   # validation hop in patches (default: half a window)
+    augment: bool = True            # training windows only: rotation, scale, time warp, noise (data.Augment)
 
 
 @dataclass
@@ -183,7 +186,8 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
         losses = []
         for step in range(1, config.steps_per_epoch + 1):
             batch = cut_windows(train, sample_starts(train, spec.window, config.batch_size, rng,
-                                                     config.class_share), spec)
+                                                     config.class_share), spec,
+                                augment=Augment() if config.augment else None, rng=rng)
             logits = model(torch.from_numpy(batch.x))
             loss = masked_bce(logits, torch.from_numpy(batch.labels), torch.from_numpy(batch.mask))
             optimizer.zero_grad(set_to_none=True)

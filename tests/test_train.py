@@ -86,3 +86,45 @@ def test_training_lowers_the_loss_and_qat_finetunes_with_fixed_ranges():
         assert q.mode == "quantizing"
     with pytest.raises(Exception, match="fixed batch of 8"):
         fit(qat, recs[:4], recs[4:], SPEC, TrainConfig(epochs=1, steps_per_epoch=1, batch_size=4), progress=False)
+
+
+def test_augmentation_is_seeded_changes_training_windows_only_and_keeps_labels_aligned():
+    from calibration.data import Augment, cut_windows, prepare_recording
+
+    raw = SPEC
+    prep = [prepare_recording(toy_recording(1, n=3000), raw)]
+    starts = [(0, 100), (0, 900)]
+    plain = cut_windows(prep, starts, raw)
+    one = cut_windows(prep, starts, raw, augment=Augment(), rng=np.random.default_rng(5))
+    two = cut_windows(prep, starts, raw, augment=Augment(), rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(one.x, two.x)                  # seeded
+    assert not np.allclose(one.x, plain.x)                       # and really changed
+    # no warp, no rotation, no noise, unit scale: the plain windows come back
+    identity = Augment(rotation_deg=0.0, scale=(1.0, 1.0), warp=(1.0, 1.0), noise_g=(0.0, 0.0))
+    same = cut_windows(prep, starts, raw, augment=identity, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(same.x, plain.x, atol=1e-5)
+    np.testing.assert_array_equal(same.labels, plain.labels)
+    # a pure time warp by 2: the labelled patch lands at half its distance from the window start
+    slow = Augment(rotation_deg=0.0, scale=(1.0, 1.0), warp=(2.0, 2.0), noise_g=(0.0, 0.0))
+    rec = prep[0]
+    first = int(np.flatnonzero(rec.labels[:, 1])[0])
+    start = max(0, first - 20)
+    warped = cut_windows(prep, [(0, start)], raw, augment=slow, rng=np.random.default_rng(0))
+    patch_at = int(np.flatnonzero(warped.labels[0, :, 1])[0])
+    assert patch_at == (first - start) // 2 // SPEC.patch
+
+
+def test_validation_is_never_augmented():
+    from calibration.train import evaluate
+
+    recs = recordings()
+    runs = []
+    for augment in (True, False):
+        torch.manual_seed(0)
+        model = TinyNet()
+        config = TrainConfig(**{**CONFIG.__dict__, "epochs": 1, "augment": augment})
+        runs.append((model, fit(model, recs[:4], recs[4:], SPEC, config, progress=False)))
+    (augmented, with_aug), (_, without) = runs
+    assert with_aug.history[0]["train_loss"] != without.history[0]["train_loss"]   # training windows differ
+    # the recorded validation mAP is the plain (unaugmented) score of the final weights
+    assert evaluate(augmented, recs[4:], SPEC)["map"] == pytest.approx(with_aug.history[-1]["val_map"])

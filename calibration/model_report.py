@@ -5,8 +5,10 @@
 Held-out data are synthetic recordings drawn with `--test-seed` (their subjects never appear in training, whose
 subjects come from `--train-seed`). Everything is scored per sample at the model rate on the same labels:
 - float model and Moore's freeze index (ln FI of AccV, 4 s windows; class-agnostic, so the same score for each
-  class): competition mAP and AP per class, and event figures (sensitivity, false alarms per hour) with the
-  project's default event thresholds for the model and Bachlin's FI > 1.5 for the baseline;
+  class): competition mAP and AP per class (model on a hop of half a window, as validation), and event figures
+  (sensitivity, false alarms per hour) exactly as an exported bundle runs by default: the model predicted on the
+  bundle's hop and look-ahead and its event detector settings (`toolkit.export.EVENT_DEFAULTS`, read from
+  there), Bachlin's FI > 1.5 for the baseline;
 - INT8: the QAT variant calibrated on training windows (each calibrator), fake-quantized, scored the same way,
   plus float vs INT8 probability error; and QAT fine-tuning from the worst PTQ calibration;
 - false alarms per hour on the real (FOG-free) mobgap lower-back walking in ../shared, when present.
@@ -23,8 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-EVENT_SETTINGS = {"on": 0.5, "off": 0.3, "min_duration_s": 0.5, "smoothing_s": 0.5}
 FI_THRESHOLD = 1.5
+_DETECTOR_KEYS = ("on", "off", "min_duration_s", "smoothing_s", "refractory_s")
+
+
+def bundle_events() -> dict:
+    """The event settings an exported bundle uses by default (hop, look-ahead, detector)."""
+    from toolkit.export import EVENT_DEFAULTS
+    return dict(EVENT_DEFAULTS)
 
 
 def _clean(value):
@@ -40,12 +48,18 @@ def _clean(value):
     return value
 
 
-def model_probs(model, prepared, spec, hop):
+def model_probs(model, prepared, spec, hop, lookahead=None):
     from calibration.train import make_infer
     from deploy.offline import predict_prepared
 
     infer = make_infer(model)
-    return [predict_prepared(p.acc, spec, infer, hop) for p in prepared]
+    return [predict_prepared(p.acc, spec, infer, hop, lookahead) for p in prepared]
+
+
+def bundle_probs(model, prepared, spec, settings):
+    """Probabilities on the bundle's hop grid with its look-ahead (what the daemon's detector sees)."""
+    return model_probs(model, prepared, spec, int(round(settings["hop_s"] * spec.rate_hz)),
+                       int(round(settings["lookahead_s"] * spec.rate_hz)))
 
 
 def freeze_index_probs(recordings, prepared, spec):
@@ -78,9 +92,9 @@ def score(prepared, probs, spec, events=None) -> dict:
     return result
 
 
-def model_events(rate_hz):
+def model_events(rate_hz, settings):
     from deploy.events import detect_events
-    return lambda probs: detect_events(probs, rate_hz, **EVENT_SETTINGS)
+    return lambda probs: detect_events(probs, rate_hz, **{k: settings[k] for k in _DETECTOR_KEYS})
 
 
 def fi_events(rate_hz):
@@ -95,9 +109,9 @@ def fi_events(rate_hz):
     return detect
 
 
-def mobgap_false_alarms(model, spec, hop, shared=None) -> dict | None:
+def mobgap_false_alarms(model, spec, settings, shared=None) -> dict | None:
     """Events per hour of the model and the FI baseline on real FOG-free walking (every event is false)."""
-    from deploy.recording import read_recording
+    from deploy.recording import CLASSES, read_recording
 
     from calibration.data import prepare_recording
     import os
@@ -109,14 +123,18 @@ def mobgap_false_alarms(model, spec, hop, shared=None) -> dict | None:
     recs = [read_recording(f, mapping="mobgap") for f in files]
     prepared = [prepare_recording(r, spec, name=f.stem) for r, f in zip(recs, files)]
     hours = sum(p.n_samples for p in prepared) / spec.rate_hz / 3600
-    probs = model_probs(model, prepared, spec, hop)
+    probs = bundle_probs(model, prepared, spec, settings)
     fi = freeze_index_probs(recs, prepared, spec)
-    n_model = sum(len(model_events(spec.rate_hz)(p)) for p in probs)
+    found = [model_events(spec.rate_hz, settings)(p) for p in probs]
+    n_model = sum(map(len, found))
     n_fi = sum(len(fi_events(spec.rate_hz)(s)) for s in fi)
     return {"recordings": len(files), "minutes": round(hours * 60, 2), "model_events": n_model,
             "model_false_alarms_per_hour": n_model / hours, "freeze_index_events": n_fi,
             "freeze_index_false_alarms_per_hour": n_fi / hours,
-            "max_model_probability": float(max(p.max() for p in probs))}
+            "max_model_probability": float(max(p.max() for p in probs)),
+            "model_events_by_class": {c: sum(e.cls == c for f in found for e in f) for c in CLASSES},
+            "per_recording": {f"{f.parent.parent.name}/{f.parent.name}/{f.stem}": len(e)
+                              for f, e in zip(files, found)}}
 
 
 def int8_figures(model, preset, spec, train_prepared, test_prepared, hop, methods, qat_epochs, batch_size=32,
@@ -196,19 +214,21 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     figures = {"held_out": {"subjects": args.test_subjects, "seed": args.test_seed, "minutes_each": args.minutes,
                             "hop_samples": hop}}
-    figures["model"] = score(test_prepared, model_probs(model, test_prepared, spec, hop), spec,
-                             model_events(spec.rate_hz))
+    settings = bundle_events()
+    figures["model"] = score(test_prepared, model_probs(model, test_prepared, spec, hop), spec)
+    figures["model"]["events"] = score(test_prepared, bundle_probs(model, test_prepared, spec, settings), spec,
+                                       model_events(spec.rate_hz, settings))["events"]
     figures["freeze_index"] = score(test_prepared, freeze_index_probs(test, test_prepared, spec), spec,
                                     fi_events(spec.rate_hz))
     log(f"held-out synthetic: model mAP {figures['model']['map']:.4f}, freeze index "
         f"{figures['freeze_index']['map']:.4f}")
-    figures["mobgap_walking"] = mobgap_false_alarms(model, spec, hop, args.shared)
+    figures["mobgap_walking"] = mobgap_false_alarms(model, spec, settings, args.shared)
     log(f"mobgap walking: {figures['mobgap_walking']}")
     train = synthetic_recordings(args.train_subjects, seed=args.train_seed, minutes=args.minutes, per_subject=2)
     train_prepared = [prepare_recording(r, spec) for r in train]
     figures["int8"] = int8_figures(model, preset, spec, train_prepared, test_prepared, hop,
                                    args.methods.split(","), args.qat_epochs, log=log)
-    figures["event_settings"] = EVENT_SETTINGS
+    figures["event_settings"] = {**settings, "source": "toolkit.export.EVENT_DEFAULTS"}
     figures["report_seconds"] = round(time.perf_counter() - started, 1)
     info = checkpoint_info(checkpoint)
     info["figures"] = _clean(figures)

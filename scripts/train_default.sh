@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default model (models/weights/fog-small.pt + .json) with one command:
-#   bash scripts/train_default.sh            # about 15-20 min on 2 CPU cores (see models/weights/MODEL_CARD.md)
-# 1. train fog-small on seeded synthetic recordings (deploy.synth), validation on held-out synthetic subjects;
+#   bash scripts/train_default.sh            # about 8 min on a shared 2-core VM, up to ~15 under heavy load
+#                                            # (see models/weights/MODEL_CARD.md)
+# 1. train fog-small on seeded synthetic recordings (deploy.synth), training windows augmented (rotation, scale,
+#    time warp, noise: calibration.data.Augment), validation on held-out synthetic subjects, never augmented;
 # 2. copy the best weights into models/weights/;
 # 3. measure its figures (held-out synthetic mAP vs the freeze index, INT8 PTQ per calibrator and QAT, false
-#    alarms per hour on real mobgap walking when ../shared is present) into models/weights/fog-small.json.
+#    alarms per hour on real mobgap walking when ../shared is present, with the bundle's default event settings
+#    toolkit.export.EVENT_DEFAULTS) into models/weights/fog-small.json. mobgap is never trained or tuned on.
 # Everything is seeded. torch runs 1 thread: on a shared 2-core machine 2 threads ran a training step ~10x slower
 # (oversubscription), and 1 thread keeps the duration comparable between machines of this kind.
 set -euo pipefail

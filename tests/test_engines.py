@@ -230,3 +230,24 @@ def test_record_command_needs_the_kit_engine(bundle_dir, tmp_path):
     from deploy.engines.tensorrt import write_kit_record
     with pytest.raises(FogError, match="build_engine.sh"):
         write_kit_record(bundle_dir, "model_fp32.onnx", "fp32", "10.3.0", "gpu|sm_87")
+
+
+@pytest.mark.parametrize("runtime,requested,runs", [("tensorrt", None, "fp32"), ("tensorrt", "int8", "int8"),
+                                                    ("onnxruntime", None, "int8")])
+def test_onnxruntime_runs_the_fast_graph_of_a_tensorrt_bundle_unless_int8_is_asked_for(tmp_path, runtime, requested,
+                                                                                        runs):
+    """A Jetson bundle says int8 for TensorRT; on onnxruntime its fused fp32 graph is the fast one. A cpu-target
+    bundle's precision was chosen for onnxruntime and is kept."""
+    import json
+    import shutil
+
+    from deploy.bundle import write_manifest
+
+    folder = make_bundle(tmp_path / "b")
+    shutil.copy(folder / "model_fp32.onnx", folder / "model_int8_qdq.onnx")  # stands in for the Q/DQ graph
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(precision="int8", target={"name": "t", "runtime": runtime})
+    manifest["models"]["int8"] = "model_int8_qdq.onnx"
+    write_manifest(folder, manifest)
+    engine = open_engine(Bundle.load(folder), backend="onnxruntime", precision=requested, threads=1)
+    assert engine.precision == runs

@@ -47,6 +47,25 @@ def resolve_precision(bundle, precision: str | None) -> str:
     return precision
 
 
+def onnxruntime_precision(bundle, requested: str | None) -> str:
+    """What onnxruntime runs when no precision is asked for.
+
+    A bundle for a TensorRT target names the precision TensorRT should run (often int8). Its int8 graph is laid out for
+    TensorRT (recurrence unrolled into thousands of Q/DQ nodes), which onnxruntime on a CPU runs several times slower
+    than the fused fp32 graph (docs/bench.md), so without TensorRT the fp32 graph runs unless int8 is asked for.
+    A `cpu` target's precision was chosen for onnxruntime at export, and is kept.
+    """
+    if requested:
+        return resolve_precision(bundle, requested)
+    chosen = resolve_precision(bundle, None)
+    if bundle.manifest.get("target", {}).get("runtime", "tensorrt") == "tensorrt" and chosen != "fp32" \
+            and bundle.path("fp32") is not None:
+        log.info("bundle precision %s is for TensorRT; onnxruntime runs the faster fused fp32 graph "
+                 "(ask for precision int8 to run the Q/DQ graph)", chosen)
+        return "fp32"
+    return chosen
+
+
 def onnx_for(bundle, precision: str, *, cpu: bool) -> tuple[str, "object"]:
     """The ONNX file to run at `precision`: (precision actually used, path).
 
@@ -73,12 +92,11 @@ def open_engine(bundle, backend: str = "auto", precision: str | None = None, **o
     """
     if backend not in BACKENDS:
         raise FogError(f"backend {backend!r} is not one of {BACKENDS}")
-    precision = resolve_precision(bundle, precision)
     if backend == "auto":
         backend = "tensorrt" if _tensorrt_usable() else "onnxruntime"
         log.info("backend auto -> %s", backend)
     if backend == "tensorrt":
         from deploy.engines.tensorrt import TensorRTEngine
-        return TensorRTEngine.from_bundle(bundle, precision, **options)
+        return TensorRTEngine.from_bundle(bundle, resolve_precision(bundle, precision), **options)
     from deploy.engines.onnxruntime import OnnxRuntimeEngine
-    return OnnxRuntimeEngine.from_bundle(bundle, precision, **options)
+    return OnnxRuntimeEngine.from_bundle(bundle, onnxruntime_precision(bundle, precision), **options)

@@ -7,8 +7,8 @@ subjects come from `--train-seed`). Everything is scored per sample at the model
 - float model and Moore's freeze index (ln FI of AccV, 4 s windows; class-agnostic, so the same score for each
   class): competition mAP and AP per class (model on a hop of half a window, as validation), and event figures
   (sensitivity, false alarms per hour) exactly as an exported bundle runs by default: the model predicted on the
-  bundle's hop and look-ahead and its event detector settings (`toolkit.export.EVENT_DEFAULTS`, read from
-  there), Bachlin's FI > 1.5 for the baseline;
+  bundle's hop and look-ahead and its event detector settings (`deploy.events.DEFAULT_SETTINGS`, which
+  `toolkit.export.EVENT_DEFAULTS` is; read from there), Bachlin's FI > 1.5 for the baseline;
 - INT8: the QAT variant calibrated on training windows (each calibrator), fake-quantized, scored the same way,
   plus float vs INT8 probability error; and QAT fine-tuning from the worst PTQ calibration;
 - false alarms per hour on the real (FOG-free) mobgap lower-back walking in ../shared, when present.
@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 
 FI_THRESHOLD = 1.5
-_DETECTOR_KEYS = ("on", "off", "min_duration_s", "smoothing_s", "refractory_s")
 
 
 def bundle_events() -> dict:
     """The event settings an exported bundle uses by default (hop, look-ahead, detector)."""
-    from toolkit.export import EVENT_DEFAULTS
-    return dict(EVENT_DEFAULTS)
+    from deploy.events import DEFAULT_SETTINGS
+    return dict(DEFAULT_SETTINGS)
 
 
 def _clean(value):
@@ -93,8 +92,8 @@ def score(prepared, probs, spec, events=None) -> dict:
 
 
 def model_events(rate_hz, settings):
-    from deploy.events import detect_events
-    return lambda probs: detect_events(probs, rate_hz, **{k: settings[k] for k in _DETECTOR_KEYS})
+    from deploy.events import detect_events, detector_settings
+    return lambda probs: detect_events(probs, rate_hz, **detector_settings(settings))
 
 
 def fi_events(rate_hz):
@@ -228,7 +227,7 @@ def main(argv=None) -> int:
     train_prepared = [prepare_recording(r, spec) for r in train]
     figures["int8"] = int8_figures(model, preset, spec, train_prepared, test_prepared, hop,
                                    args.methods.split(","), args.qat_epochs, log=log)
-    figures["event_settings"] = {**settings, "source": "toolkit.export.EVENT_DEFAULTS"}
+    figures["event_settings"] = {**settings, "source": "deploy.events.DEFAULT_SETTINGS"}
     figures["report_seconds"] = round(time.perf_counter() - started, 1)
     info = checkpoint_info(checkpoint)
     info["figures"] = _clean(figures)

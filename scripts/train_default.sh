@@ -6,8 +6,9 @@
 #    time warp, noise: calibration.data.Augment), validation on held-out synthetic subjects, never augmented;
 # 2. copy the best weights into models/weights/;
 # 3. measure its figures (held-out synthetic mAP vs the freeze index, INT8 PTQ per calibrator and QAT, false
-#    alarms per hour on real mobgap walking when ../shared is present, with the bundle's default event settings
-#    toolkit.export.EVENT_DEFAULTS) into models/weights/fog-small.json. mobgap is never trained or tuned on.
+#    alarms per hour on real mobgap walking when ../shared is present, with the bundle's default event settings,
+#    deploy.events.DEFAULT_SETTINGS = toolkit.export.EVENT_DEFAULTS) into models/weights/fog-small.json.
+#    The mobgap recordings are never trained, validated, calibrated or tuned on.
 # Everything is seeded. torch runs 1 thread: on a shared 2-core machine 2 threads ran a training step ~10x slower
 # (oversubscription), and 1 thread keeps the duration comparable between machines of this kind.
 set -euo pipefail

@@ -67,3 +67,19 @@ def test_int8_ptq_of_the_default_model_agrees_with_float():
     # Single patches may move (max error), but on average INT8 tracks float and ranks episodes as well.
     assert report["mean_abs_prob_error"] < 0.01 and report["max_abs_prob_error"] < 0.5, report
     assert np.isfinite(report["map_int8"]) and abs(report["map_drop"]) < 0.02, report
+
+
+def test_default_model_raises_far_fewer_false_alarms_than_the_freeze_index_on_real_walking(mobgap_dir):
+    """Real FOG-free lower-back walking (never trained or tuned on), the bundle's default event settings: the
+    shipped weights must stay well below the freeze index (the card states the exact figures)."""
+    from calibration.data import as_spec
+    from calibration.model_report import bundle_events, mobgap_false_alarms
+    from models import get_preset
+
+    model, preset, _ = load_model("fog-small")
+    spec = as_spec(get_preset(preset).preprocess)
+    found = mobgap_false_alarms(model, spec, bundle_events(), shared=mobgap_dir.parent.parent)
+    assert found is not None and found["recordings"] >= 8
+    assert found["model_false_alarms_per_hour"] < found["freeze_index_false_alarms_per_hour"] / 4, found
+    card = json.loads(WEIGHTS.with_suffix(".json").read_text())["figures"]["mobgap_walking"]
+    assert card["model_events"] == found["model_events"]   # the card's figure is what this code measures

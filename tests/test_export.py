@@ -46,7 +46,8 @@ def test_bundle_holds_checked_verified_models(jetson_bundle, capsys):
     pairs = manifest["verification"]["pairs"]
     assert set(pairs) == {"torch_vs_ort_fp32", "torch_qat_vs_ort_int8", "torch_vs_ort_int8"}
     for pair in pairs.values():
-        assert pair["passed"] and pair["max_abs"] <= pair["threshold"]["max_abs"]
+        assert pair["passed"] and pair["threshold"]
+        assert all(pair[k] >= v if k == "agreement" else pair[k] <= v for k, v in pair["threshold"].items())
     assert manifest["events"]["on"] == {"StartHesitation": 0.6, "Turn": 0.6, "Walking": 0.6}
     assert manifest["events"]["off"]["Turn"] == 0.35 and manifest["events"]["hop_s"] == 0.5
     assert {"kit/build_engine.sh", "kit/reference.npz", "model_fp32.onnx", "model_int8_qdq.onnx"} <= \
@@ -83,7 +84,7 @@ def test_exports_are_deterministic(jetson_bundle, tmp_path):
 
 def test_verification_beyond_threshold_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
     from toolkit import verify
-    monkeypatch.setitem(verify.THRESHOLDS, "torch_vs_ort_int8", {"max_abs": 1e-9, "mean_abs": 1e-9})
+    monkeypatch.setitem(verify.THRESHOLDS, "torch_vs_ort_int8", {"mean_abs": 1e-9, "agreement": 1.0})
     out = tmp_path / "b"
     with pytest.raises(verify.VerificationError, match="torch_vs_ort_int8"):
         export_bundle(_conv_source(), get_target("jetson"), out, _options())
@@ -172,3 +173,17 @@ def test_bad_event_thresholds_are_refused_before_work(tmp_path, capsys):
     assert cli(["export", "--target", "cpu", "--out", str(tmp_path / "e"), "--on", "0.3", "--off", "0.5",
                 *CONV_FLAGS]) == 2
     assert "off <= on" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_int8_pair_is_judged_by_mean_tail_and_decisions_not_one_element():
+    from toolkit.verify import compare
+
+    float_probs = np.linspace(0.01, 0.99, 10_000)
+    one_outlier = float_probs.copy()
+    one_outlier[5000] += 0.3                                  # a single steep logit near the boundary
+    assert compare("torch_vs_ort_int8", float_probs, one_outlier)["passed"]
+    shifted = np.clip(float_probs + 0.12, 0, 1)               # every probability off: tail and decisions move
+    result = compare("torch_vs_ort_int8", float_probs, shifted)
+    assert not result["passed"] and result["p99_abs"] > 0.1 and result["agreement"] < 0.98
+    # the exact pairs keep their pointwise limit
+    assert not compare("torch_vs_ort_fp32", float_probs, one_outlier)["passed"]

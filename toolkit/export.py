@@ -21,6 +21,7 @@ from pathlib import Path
 from deploy.errors import FogError
 from deploy.events import DEFAULT_SETTINGS
 from toolkit import __version__
+from toolkit.verify import describe
 from toolkit.target_checks import assert_checks, run_checks
 from toolkit.targets import Target
 
@@ -393,9 +394,7 @@ def summary_table(out, manifest: dict) -> str:
         lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['model']}: {c['name']}: {c['detail'][:90]}")
     lines += ["", f"  verification ({manifest['verification']['windows']} windows):"]
     for name, v in manifest["verification"]["pairs"].items():
-        lines.append(f"    {name:<24} max |diff| {v['max_abs']:.3g} (<= {v['threshold']['max_abs']:g})  "
-                     f"mean {v['mean_abs']:.3g} (<= {v['threshold']['mean_abs']:g})  "
-                     f"{'passed' if v['passed'] else 'FAILED'}")
+        lines.append(f"    {name:<24} {describe(v)}")
     if manifest["export"].get("cpu_precision"):
         lines.append(f"  cpu precision: {manifest['export']['cpu_precision']['reason']}")
     lines.append(f"  engine: {manifest['export']['engine']}")

@@ -10,15 +10,20 @@ import numpy as np
 
 from deploy.errors import FogError
 
-# Pair name -> limits on |a - b| over every output element of every verification window.
+# Pair name -> limits over every output element of every verification window. Every figure is measured and stored;
+# only the limits a pair names gate it: max_abs / mean_abs / p99_abs on |a - b|, `agreement` = the share of
+# elements on the same side of DECISION (the detector's default on-threshold) in both.
+DECISION = 0.5
 THRESHOLDS = {
     # Same graph semantics, float arithmetic on both sides: only rounding and op-order differences.
     "torch_vs_ort_fp32": {"max_abs": 1e-4, "mean_abs": 1e-5},
     # The QAT model with fake quantization on, against its Q/DQ export: the same integer grid on both sides,
     # but an input sitting on a rounding boundary may land one step apart.
     "torch_qat_vs_ort_int8": {"max_abs": 0.05, "mean_abs": 2e-3},
-    # The float model against the INT8 model: the quantization error itself.
-    "torch_vs_ort_int8": {"max_abs": 0.25, "mean_abs": 0.03},
+    # The float model against the INT8 model: the quantization error itself. It is heavy-tailed per element (a steep
+    # logit near 0 moves its probability most), so a pointwise max would let one of thousands of elements decide;
+    # what a detector needs is a small average and tail error and the same decisions (and the model card checks mAP).
+    "torch_vs_ort_int8": {"mean_abs": 0.03, "p99_abs": 0.10, "agreement": 0.98},
 }
 
 
@@ -69,17 +74,26 @@ def compare(name: str, a: np.ndarray, b: np.ndarray, thresholds: dict | None = N
         return {"max_abs": None, "mean_abs": None, "threshold": limits, "passed": False,
                 "detail": f"shapes differ: {a.shape} vs {b.shape}"}
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    max_abs, mean_abs = float(diff.max()), float(diff.mean())
-    passed = bool(max_abs <= limits["max_abs"] and mean_abs <= limits["mean_abs"])
-    return {"max_abs": max_abs, "mean_abs": mean_abs, "threshold": dict(limits), "passed": passed}
+    figures = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+               "p99_abs": float(np.percentile(diff, 99)),
+               "agreement": float(np.mean((a >= DECISION) == (b >= DECISION)))}
+    passed = all(figures[k] >= v if k == "agreement" else figures[k] <= v for k, v in limits.items())
+    return {**figures, "threshold": dict(limits), "passed": bool(passed)}
+
+
+def describe(pair: dict) -> str:
+    """One line for a person: every gated figure against its limit, then max |diff| for information."""
+    if pair.get("detail"):
+        return pair["detail"]
+    gated = [f"{k} {pair[k]:.3g} ({'>=' if k == 'agreement' else '<='} {v:g})" for k, v in pair["threshold"].items()]
+    extra = [f"max |diff| {pair['max_abs']:.3g}"] if "max_abs" not in pair["threshold"] else []
+    return ", ".join(gated + extra) + ("  passed" if pair["passed"] else "  FAILED")
 
 
 def assert_verified(pairs: dict) -> None:
     failed = {k: v for k, v in pairs.items() if not v["passed"]}
     if failed:
-        lines = "\n  - ".join(
-            f"{k}: max |diff| {v['max_abs']}, mean {v['mean_abs']} (limits {v['threshold']})"
-            + (f"; {v['detail']}" if v.get("detail") else "") for k, v in failed.items())
+        lines = "\n  - ".join(f"{k}: {describe(v)}" for k, v in failed.items())
         raise VerificationError("numerical verification failed, the bundle was not written:\n  - " + lines
                                 + "\nCheck the calibration windows (--calib-windows) or use --precision fp32/fp16.")
 

@@ -32,12 +32,11 @@ def _describe(manifest: dict) -> str:
     lines.append(f"checks     {sum(c['passed'] for c in checks)}/{len(checks)} passed")
     for c in checks:
         lines.append(f"  [{'ok' if c['passed'] else 'FAIL'}] {c.get('model', '')}: {c['name']}: {c['detail'][:100]}")
+    from toolkit.verify import describe
     ver = manifest.get("verification", {})
     lines.append(f"verified   on {ver.get('windows')} windows")
     for name, v in ver.get("pairs", {}).items():
-        lines.append(f"  {name:<24} max |diff| {v['max_abs']:.3g} (limit {v['threshold']['max_abs']:g}), mean "
-                     f"{v['mean_abs']:.3g} (limit {v['threshold']['mean_abs']:g}) "
-                     f"{'passed' if v['passed'] else 'FAILED'}")
+        lines.append(f"  {name:<24} {describe(v)}")
     lines.append(f"files      {len(manifest['files'])} (toolkit {manifest.get('toolkit_version')}, created "
                  f"{manifest.get('created')})")
     for rel, entry in manifest["files"].items():

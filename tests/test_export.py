@@ -176,6 +176,8 @@ def test_bad_event_thresholds_are_refused_before_work(tmp_path, capsys):
 
 
 def test_int8_pair_is_judged_by_mean_tail_and_decisions_not_one_element():
+    import numpy as np
+
     from toolkit.verify import compare
 
     float_probs = np.linspace(0.01, 0.99, 10_000)

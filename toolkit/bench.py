@@ -17,7 +17,10 @@ from toolkit.bench_timing import PeakMemory, interleaved, normalized
 
 REGRESSION_BLOCKS = 24       # interleaved blocks per backend in the regression protocol
 REGRESSION_BLOCK_S = 0.04    # seconds of calls per block and workload
-REGRESSION_BUDGET_S = 3.0    # timed seconds per backend: slow models get fewer (never < 5) blocks
+REGRESSION_BUDGET_S = 3.0    # timed seconds per backend: slow models get fewer blocks, never < MIN_BLOCKS
+# A slow model gets one call per block, so its figure is a median over few blocks: 5 gave the 1st-place model a
+# p5-p95 spread of 5-9 % against the large reference, 8 gave 4-6 % (docs/bench.md); 8 costs it ~6 s.
+REGRESSION_MIN_BLOCKS = 8
 
 
 def progress(msg: str) -> None:
@@ -100,10 +103,21 @@ class _References:
     def __init__(self, threads: int, workdir: Path):
         self.threads, self.workdir, self._loaded = threads, workdir, {}
 
-    def get(self, kind: str):
-        if kind not in self._loaded:
-            self._loaded[kind] = open_reference(kind, self.threads, self.workdir)
-        return self._loaded[kind]
+    def get(self, kind: str, size: str = "small"):
+        if (kind, size) not in self._loaded:
+            self._loaded[kind, size] = open_reference(kind, self.threads, self.workdir, size)
+        return self._loaded[kind, size]
+
+
+def reference_name(subject: Subject, backend: str) -> tuple[str, str]:
+    """(reference size, its recorded name) for this backend: the block nearest the model in MACs; INT8 graphs have
+    their one unrolled reference."""
+    from toolkit.bench_macs import graph_stats
+    from toolkit.bench_reference import REFERENCE_VERSION, reference_size
+    if REFERENCE_OF[backend] == "onnxruntime-int8":
+        return "small", f"{REFERENCE_VERSION}/int8"
+    size = reference_size(graph_stats(subject.onnx("fp32", subject.input_shape[0])).macs)
+    return size, f"{REFERENCE_VERSION}/{size}"
 
 
 def measure_batch1(subject: Subject, backend: str, threads: int, refs: _References,
@@ -112,16 +126,17 @@ def measure_batch1(subject: Subject, backend: str, threads: int, refs: _Referenc
     batch = subject.input_shape[0]
     if backend.startswith("onnxruntime"):
         subject.onnx(backend.split("-", 1)[1], batch)  # export outside the memory window
-    reference = refs.get(REFERENCE_OF[backend])
+    size, ref_name = reference_name(subject, backend)
+    reference = refs.get(REFERENCE_OF[backend], size)
     with PeakMemory() as mem:  # load and the first (allocating) call; `interleaved` warms up further
         run = open_runner(subject, backend, batch, threads)
         run()
     timings = interleaved({"model": run, "reference": reference}, blocks=blocks, block_s=block_s,
-                          budget_s=REGRESSION_BUDGET_S)
+                          budget_s=REGRESSION_BUDGET_S, min_blocks=REGRESSION_MIN_BLOCKS)
     model, ref = timings["model"], timings["reference"]
     # Single-threaded CPU backends run on this thread: compare thread CPU time (immune to preemption).
     cpu_clock = backend != "tensorrt" and threads == 1
-    out = {"batch": batch, **model.summary_ms(), "reference_median_ms": 1e3 * ref.median,
+    out = {"batch": batch, **model.summary_ms(), "reference": ref_name, "reference_median_ms": 1e3 * ref.median,
            "normalized_latency": normalized(model, ref, cpu=cpu_clock), "clock": "thread-cpu" if cpu_clock else "wall",
            "peak_mib": mem.peak_mib, "peak_exact": mem.exact}
     if backend == "pytorch-eager":  # the module was built before the window: count its weights
@@ -260,7 +275,8 @@ def regression_entries(subject: Subject, backends, threads: int = 1, timed=None,
         entry = {"structure": structure(subject, backend)}
         if timed is None or backend in timed:
             b1 = measure_batch1(subject, backend, threads, refs, blocks=blocks)
-            entry.update(normalized_latency=b1["normalized_latency"], median_ms=b1["median_ms"])
+            entry.update(normalized_latency=b1["normalized_latency"], median_ms=b1["median_ms"],
+                         reference=b1["reference"])
         entries[entry_key(subject.name, backend)] = entry
     return entries
 

@@ -179,18 +179,19 @@ def _tensorrt_runner(subject: Subject, batch: int, x: np.ndarray):
     return lambda: engine.infer(x)
 
 
-def open_reference(kind: str, threads: int, workdir: Path) -> Callable[[], object]:
-    """The reference workload for a backend family, loaded and ready to time."""
+def open_reference(kind: str, threads: int, workdir: Path, size: str = "small") -> Callable[[], object]:
+    """The reference workload for a backend family at `size` (bench_reference.SIZES; the INT8 one has a single
+    size), loaded and ready to time."""
     from toolkit import bench_reference as ref
     if kind == "torch":
-        return ref.torch_reference(threads)
+        return ref.torch_reference(threads, size)
     if kind == "onnxruntime-int8":
         engine = onnxruntime_engine(ref.reference_int8_onnx(workdir / f"reference-{ref.REFERENCE_VERSION}-int8.onnx"),
                                     threads)
         x8 = ref.reference_int8_input()
         return lambda: engine.infer(x8)
-    path = ref.reference_onnx(workdir / f"reference-{ref.REFERENCE_VERSION}.onnx")
-    x = ref.reference_input()
+    path = ref.reference_onnx(workdir / f"reference-{ref.REFERENCE_VERSION}-{size}.onnx", size=size)
+    x = ref.reference_input(size=size)
     if kind == "onnxruntime":
         engine = onnxruntime_engine(path, threads)
     elif kind == "tensorrt":  # built on the device, fp32, with the same build steps as a bundle's engine

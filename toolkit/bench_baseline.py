@@ -9,6 +9,7 @@ File `benchmarks/baselines/<machine class>.json`:
      "structure": {"nodes": 123, "qdq_nodes": 0, "macs": 4567, "parameters": 89, "onnx_bytes": 1011},
      "normalized_latency": 1.23,           # model latency / reference latency, same run, interleaved
      "median_ms": 0.9,                     # informative only: raw ms depend on the machine's load
+     "reference": "fog-block-v3/small",    # the reference workload it was normalized by (bench_reference)
      "tolerance": 0.2}}}                   # optional, per entry: where the measured spread is wider
 ```
 Keys are sorted and floats rounded so `git diff` of an update shows exactly what changed.
@@ -66,6 +67,8 @@ def _rounded(entry: dict) -> dict:
         out["normalized_latency"] = round(float(entry["normalized_latency"]), 3)
     if entry.get("median_ms") is not None:
         out["median_ms"] = round(float(entry["median_ms"]), 3)
+    if entry.get("reference"):
+        out["reference"] = entry["reference"]
     return out
 
 
@@ -166,6 +169,12 @@ def compare(key: str, measured: dict, baseline: dict, tolerance: float) -> Verdi
     structure_ok = not problems
     timing_ok, allowed, norm = None, None, measured.get("normalized_latency")
     tolerance = baseline.get("tolerance", tolerance)
+    if baseline.get("normalized_latency") is not None and norm is not None \
+            and measured.get("reference") != baseline.get("reference"):
+        # a ratio to a different workload is a different number: comparing it would pass or fail by accident
+        problems.append(f"{key}: normalized by reference {measured.get('reference')}, baseline by "
+                        f"{baseline.get('reference') or 'an older one'}; re-record: toolkit bench MODEL --update-baseline")
+        return Verdict(key, problems, structure_ok, False, norm, None)
     if baseline.get("normalized_latency") is not None and norm is not None:
         allowed = baseline["normalized_latency"] * (1 + tolerance)
         timing_ok = norm <= allowed
@@ -188,7 +197,11 @@ def diff_lines(old: dict, new: dict) -> list[str]:
             a, b = before.get("structure", {}).get(name), after["structure"].get(name)
             if a != b:
                 lines.append(f"~ {key}: {name} {a} -> {b}")
+        if before.get("reference") != after.get("reference"):
+            lines.append(f"~ {key}: reference {before.get('reference')} -> {after.get('reference')}")
         a, b = before.get("normalized_latency"), after.get("normalized_latency")
         if a != b and a is not None and b is not None:
-            lines.append(f"~ {key}: normalized_latency {a} -> {b} ({(b / a - 1):+.1%})")
+            same_reference = before.get("reference") == after.get("reference")
+            change = f"{(b / a - 1):+.1%}" if same_reference else "another reference: not comparable"
+            lines.append(f"~ {key}: normalized_latency {a} -> {b} ({change})")
     return lines or ["(no change)"]

@@ -52,12 +52,12 @@ def main() -> int:
         if row.get("normalized_latency") is not None:
             values[(row["label"], row["key"])].append(row["normalized_latency"])
     tolerance = baseline.get("tolerance")
-    print(f"\n{'label':<34}{'entry':<34}{'n':>3}{'min':>8}{'median':>8}{'max':>8}{'spread':>8}{'base':>8}"
+    print(f"\n{'label':<36}{'entry':<34}{'n':>3}{'min':>8}{'median':>8}{'max':>8}{'spread':>8}{'base':>8}"
           f"{'worst/base':>11}")
     for (label, key), vals in sorted(values.items()):
         base = baseline.get("entries", {}).get(key, {}).get("normalized_latency")
         worst = f"{max(vals) / base - 1:+.1%}" if base else "-"
-        print(f"{label:<34}{key:<34}{len(vals):>3}{min(vals):>8.3f}{statistics.median(vals):>8.3f}{max(vals):>8.3f}"
+        print(f"{label:<36}{key:<34}{len(vals):>3}{min(vals):>8.3f}{statistics.median(vals):>8.3f}{max(vals):>8.3f}"
               f"{max(vals) / min(vals) - 1:>8.1%}{base if base else '-':>8}{worst:>11}")
     print(f"\n{args.runs} runs, {failures} failed; tolerance {tolerance}; run time median "
           f"{statistics.median(durations):.0f} s, max {max(durations):.0f} s")

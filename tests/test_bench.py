@@ -34,6 +34,18 @@ def test_reference_graph_macs_counted_by_hand(tmp_path):
     assert stats.nodes == 18 and stats.qdq_nodes == 0 and not stats.unresolved
 
 
+def test_large_reference_is_counted_and_chosen_for_large_models(tmp_path):
+    from toolkit.bench_reference import SIZES, reference_macs, reference_size
+    for size in SIZES:
+        assert graph_stats(reference_onnx(tmp_path / f"{size}.onnx", size=size)).macs == reference_macs(size)
+    assert reference_macs("small") == 14_204_928  # the block counted by hand above
+    assert reference_size(21_217_280) == "small"       # fog-small
+    assert reference_size(28_000_000) == "small"       # fog-small with an extra encoder layer: same reference
+    assert reference_size(12_414_041_856) == "large"   # fog-1st-place
+    boundary = (reference_macs("small") * reference_macs("large")) ** 0.5
+    assert reference_size(int(boundary * 0.9)) == "small" and reference_size(int(boundary * 1.1)) == "large"
+
+
 class _Mixed(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -100,6 +112,23 @@ def test_compare_structure_exact_and_timing_within_tolerance():
     assert not changed.ok and not changed.structure_ok and changed.timing_ok
     assert changed.problems == ["m/b: nodes is 11, baseline 10"]
     assert not bb.compare("m/b", _entry(), {}, 0.15).ok  # no baseline is a failure, not a pass
+
+
+def test_a_ratio_to_another_reference_is_not_compared(tmp_path):
+    base = dict(_entry(norm=700.0), reference="fog-block-v3/small")
+    measured = dict(_entry(norm=5.0), reference="fog-block-v3/large")  # far below: would pass by accident
+    verdict = bb.compare("m/b", measured, base, 0.13)
+    assert not verdict.ok and verdict.structure_ok and verdict.timing_ok is False
+    assert "re-record" in verdict.problems[0] and "fog-block-v3/large" in verdict.problems[0]
+    assert not bb.compare("m/b", dict(_entry(), reference="x"), _entry(), 0.13).ok  # baseline from before v3
+    assert bb.compare("m/b", dict(_entry(), reference="x"), dict(_entry(), reference="x"), 0.13).ok
+    path = tmp_path / "c.json"
+    bb.update(path, {"m/b": base}, threads=1, machine="c")
+    old, new = bb.update(path, {"m/b": measured}, threads=1)
+    assert json.loads(path.read_text())["entries"]["m/b"]["reference"] == "fog-block-v3/large"
+    lines = bb.diff_lines(old, new)
+    assert "~ m/b: reference fog-block-v3/small -> fog-block-v3/large" in lines
+    assert any("not comparable" in line for line in lines)
 
 
 def test_update_keeps_other_entries_and_diff_names_changes(tmp_path):

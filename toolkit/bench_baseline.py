@@ -3,7 +3,7 @@ tolerance (normalized latency), rewritten only on purpose (`toolkit bench --upda
 
 File `benchmarks/baselines/<machine class>.json`:
 ```
-{"machine_class": "cpu-x86", "reference": "fog-block-v1", "threads": 1, "tolerance": 0.3,
+{"machine_class": "cpu-x86", "reference": "fog-block-v3", "threads": 1, "tolerance": 0.13,
  "measured_on": {"cpu": ..., "onnxruntime": ..., "torch": ...},
  "entries": {"fog-small/onnxruntime-fp32": {
      "structure": {"nodes": 123, "qdq_nodes": 0, "macs": 4567, "parameters": 89, "onnx_bytes": 1011},

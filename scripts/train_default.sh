@@ -39,5 +39,5 @@ info["machine"]["torch"] = torch.__version__
 save_checkpoint(model, "models/weights/fog-small.pt", info, plain=True)
 PY
 "$PY" -m calibration.model_report --checkpoint models/weights/fog-small.pt --train-seed "$SEED" \
-  --train-subjects 24 --test-seed 1000 --test-subjects 8 --threads 1 > "$RUN/report.json"
+  --train-subjects 24 --test-seed 1000 --test-subjects 8 --threads 1 --qat-epochs 10 > "$RUN/report.json"
 echo "default model: models/weights/fog-small.pt ($(( $(date +%s) - START )) s in all); figures in models/weights/fog-small.json"

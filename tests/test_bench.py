@@ -213,16 +213,22 @@ def test_entry_tolerance_overrides_the_file_and_survives_updates(tmp_path):
     assert json.loads(path.read_text())["entries"]["m/b"]["tolerance"] == 0.25
 
 
-def test_cli_update_then_check_then_a_changed_baseline_fails(tmp_path, capsys):
+def _mixed_bundle(tmp_path):
+    """A minimal fp32 bundle of the _Mixed toy model, for the CLI tests."""
     from deploy.bundle import write_manifest
     from models.onnx_export import export_onnx
-    from toolkit.cli import main
     folder = tmp_path / "bundle"
     export_onnx(_Mixed(), torch.randn(1, 6, 20), folder / "model_fp32.onnx")
     write_manifest(folder, {
         "model": {"name": "mixed", "preset": None, "parameters": 123},
         "input": {"name": "x", "shape": [1, 6, 20], "preprocess": {"rate_hz": 10.0, "patch": 2, "n_patches": 20}},
         "output": {"name": "logits", "shape": [1, 20, 3]}, "precision": "fp32", "models": {"fp32": "model_fp32.onnx"}})
+    return folder
+
+
+def test_cli_update_then_check_then_a_changed_baseline_fails(tmp_path, capsys):
+    from toolkit.cli import main
+    folder = _mixed_bundle(tmp_path)
     baseline = tmp_path / "cpu-test.json"
     common = [str(folder), "--backends", "onnxruntime-fp32", "--baseline", str(baseline)]
     assert main(["bench", *common, "--update-baseline", "--repeat", "1"]) == 0
@@ -239,14 +245,7 @@ def test_cli_update_then_check_then_a_changed_baseline_fails(tmp_path, capsys):
 
 def test_ratio_reports_defaults_and_equal_threads(tmp_path, capsys):
     from toolkit.cli import main
-    from deploy.bundle import write_manifest
-    from models.onnx_export import export_onnx
-    folder = tmp_path / "bundle"
-    export_onnx(_Mixed(), torch.randn(1, 6, 20), folder / "model_fp32.onnx")
-    write_manifest(folder, {
-        "model": {"name": "mixed", "preset": None, "parameters": 123},
-        "input": {"name": "x", "shape": [1, 6, 20], "preprocess": {"rate_hz": 10.0, "patch": 2, "n_patches": 20}},
-        "output": {"name": "logits", "shape": [1, 20, 3]}, "precision": "fp32", "models": {"fp32": "model_fp32.onnx"}})
+    folder = _mixed_bundle(tmp_path)
     assert main(["bench", str(folder), "--ratio", "--backends", "onnxruntime-fp32", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "defaults:" in out and "1 thread each:" in out and out.count("onnxruntime-fp32") == 2

@@ -15,14 +15,13 @@ uniformly at random. Everything is drawn from one seeded generator: same recordi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from deploy.errors import DataError
 from deploy.preprocess import PreprocessSpec, patchify, prepare
-from deploy.recording import CLASSES, Recording, read_recording
+from deploy.recording import CLASSES, Recording, read_recordings
 
 
 class CalibrationDataReader(Protocol):
@@ -78,26 +77,6 @@ def prepare_recording(recording: Recording, spec, name: str | None = None) -> Pr
     name = name or str(meta.get("id") or meta.get("name") or meta.get("source") or "recording")
     subject = str(meta.get("subject") or name)
     return PreparedRecording(name=name, subject=subject, acc=acc, labels=labels, mask=mask)
-
-
-def load_recordings(paths: Iterable, layout: str | None = None, mapping=None) -> list[Recording]:
-    """Recordings from files and folders (folders: every .csv/.npz inside, sorted, recursively)."""
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in (".csv", ".npz"))
-        elif p.exists():
-            files.append(p)
-        else:
-            raise DataError("no such file or folder", file=p, fix="give recordings (.csv, .npz) or folders of them")
-    if not files:
-        raise DataError("no recordings found (.csv or .npz)", file=", ".join(map(str, paths)) or None)
-    recordings = []
-    for f in files:
-        rec = read_recording(f, layout=layout, mapping=mapping)
-        rec.meta.setdefault("name", f.stem)
-        recordings.append(rec)
-    return recordings
 
 
 def _patch_targets(values: np.ndarray, patch: int, reduce) -> np.ndarray:
@@ -264,7 +243,7 @@ def recordings_from_args(args) -> list[Recording]:
                                     per_subject=getattr(args, "synthetic_per_subject", 1))
     if not args.data:
         raise DataError("no recordings given", fix="name files or folders, or use --synthetic N")
-    return load_recordings(args.data, layout=getattr(args, "layout", None), mapping=getattr(args, "mapping", None))
+    return read_recordings(args.data, layout=getattr(args, "layout", None), mapping=getattr(args, "mapping", None))
 
 
 def describe_recordings(recordings) -> dict:

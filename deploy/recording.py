@@ -192,6 +192,32 @@ def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float
     return Recording(acc, rate, unit, time=time, labels=labels, mask=mask, meta=meta)
 
 
+# Files a dataset folder carries beside its recordings (Kaggle's and `toolkit synth --out-dir`'s): never recordings.
+NOT_RECORDINGS = frozenset({"metadata.csv", "tdcsfog_metadata.csv", "defog_metadata.csv", "daily_metadata.csv",
+                            "subjects.csv", "events.csv", "tasks.csv", "sample_submission.csv"})
+
+
+def read_recordings(paths, layout: str | None = None, mapping=None) -> list[Recording]:
+    """Recordings from files and folders (folders: every .csv/.npz below, sorted, metadata files skipped)."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in (".csv", ".npz")
+                            and f.name.lower() not in NOT_RECORDINGS)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise DataError("no such file or folder", file=p, fix="give recordings (.csv, .npz) or folders of them")
+    if not files:
+        raise DataError("no recordings found (.csv or .npz)", file=", ".join(map(str, paths)) or None)
+    recordings = []
+    for f in files:
+        rec = read_recording(f, layout=layout, mapping=mapping)
+        rec.meta.setdefault("name", f.stem)
+        recordings.append(rec)
+    return recordings
+
+
 def _read_mapped(path, text, header, mapping, rate_hz, units) -> Recording:
     name = mapping if isinstance(mapping, str) else "custom"
     if isinstance(mapping, str):

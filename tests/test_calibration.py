@@ -108,11 +108,13 @@ def test_calibrate_fills_every_quantizer_and_the_cache_reapplies(tmp_path):
 
 
 def test_reader_over_files_kaggle_csv_and_npz(tmp_path):
-    from calibration.data import load_recordings
-    from deploy.recording import write_recording
+    from deploy.recording import read_recordings as load_recordings, write_recording
 
     write_recording(toy_recording(0, rate=100.0, subject="a"), tmp_path / "one.csv", "defog")
     write_recording(toy_recording(1, subject="b"), tmp_path / "two.npz", "npz")
+    # a dataset folder's metadata (as `toolkit synth --out-dir` and Kaggle write it) is not a recording
+    (tmp_path / "metadata.csv").write_text("Id,Subject\none,a\n")
+    (tmp_path / "events.csv").write_text("Id,Init,Completion,Type,Kinetic\n")
     recordings = load_recordings([tmp_path])
     # A CSV is named after its file; an npz keeps the name and subject stored in it.
     assert [r.meta["name"] for r in recordings] == ["one", "r1"] and recordings[1].meta["subject"] == "b"
@@ -123,7 +125,7 @@ def test_reader_over_files_kaggle_csv_and_npz(tmp_path):
 
 
 def test_reader_over_a_users_mapped_files(mobgap_dir):
-    from calibration.data import load_recordings
+    from deploy.recording import read_recordings as load_recordings
 
     files = sorted(mobgap_dir.rglob("*Test5_Trial1.csv"))[:2]
     recordings = load_recordings(files, mapping="mobgap")

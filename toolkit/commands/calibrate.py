@@ -19,12 +19,8 @@ METHODS = ("entropy", "percentile", "mse", "max")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("data", nargs="*", help="recordings (.csv, .npz) or folders of them")
-    p.add_argument("--synthetic", type=int, metavar="N", help="use N seeded synthetic subjects instead of files")
-    p.add_argument("--synthetic-minutes", type=float, default=5.0, help="minutes per synthetic recording")
-    p.add_argument("--synthetic-per-subject", type=int, default=1, help="synthetic recordings per subject")
-    p.add_argument("--layout", help="file layout (tdcsfog, defog, npz, ...; default: detected)")
-    p.add_argument("--mapping", help="column mapping for other CSVs (e.g. mobgap)")
+    from toolkit.commands._recordings import add_recording_arguments
+    add_recording_arguments(p, per_subject=1)
     p.add_argument("--preset", default=None, help="model preset (default: the checkpoint's, else fog-small)")
     p.add_argument("--checkpoint", help="float weights (default: the bundled weights of the preset)")
     p.add_argument("--method", choices=METHODS, default="mse", help="activation range method (default mse; entropy lost 0.07 mAP on one fog-small training run, see "
@@ -53,8 +49,9 @@ def run(args) -> int:
         from deploy.errors import MissingDependency
         raise MissingDependency("torch", "workstation", "toolkit calibrate") from None
     from calibration.checkpoint import load_model
-    from calibration.data import (WindowReader, load_recordings, prepare_recording, recordings_from_args,
+    from calibration.data import (WindowReader, prepare_recording, recordings_from_args,
                                   sample_windows, synthetic_recordings)
+    from deploy.recording import read_recordings
     from calibration.ptq import agreement, calibrate
     from deploy.recording import CLASSES
     from models import get_preset
@@ -79,7 +76,7 @@ def run(args) -> int:
           f"{seconds:.1f} s -> {args.out}")
     if args.eval is not None:
         if args.eval:
-            held_out = load_recordings(args.eval, layout=args.layout, mapping=args.mapping)
+            held_out = read_recordings(args.eval, layout=args.layout, mapping=args.mapping)
         elif args.synthetic:
             held_out = synthetic_recordings(args.synthetic, seed=args.seed + 1000, minutes=args.synthetic_minutes)
         else:

@@ -17,12 +17,10 @@ HELP = "score a model/checkpoint/bundle and the freeze-index baseline on recordi
 
 
 def add_arguments(p) -> None:
-    p.add_argument("data", nargs="*", help="recordings (.csv, .npz) or folders of them (searched recursively)")
-    p.add_argument("--synthetic", type=int, metavar="N", help="evaluate on N synthetic subjects made on the fly")
-    p.add_argument("--minutes", type=float, default=5.0, help="minutes per synthetic recording (default 5)")
-    p.add_argument("--seed", type=int, default=1000, help="synthetic seed (default 1000: not the training seeds)")
-    p.add_argument("--layout", help="file layout (default: detected)")
-    p.add_argument("--mapping", help="column mapping for other CSVs (e.g. mobgap)")
+    from toolkit.commands._recordings import add_recording_arguments
+    add_recording_arguments(p, per_subject=1)
+    p.add_argument("--seed", type=int, default=1000, help="synthetic seed (default 1000: the model card's held-out "
+                   "subjects, never the training seeds)")
     p.add_argument("--model", help="registry preset name (models.create_model)")
     p.add_argument("--checkpoint", help="state_dict .pt for --model (default: the weights the project ships for "
                    "the preset, if any)")
@@ -44,31 +42,9 @@ def add_arguments(p) -> None:
 
 
 def _recordings(args):
-    from pathlib import Path
-
-    from deploy.recording import read_recording
-    from toolkit.cli import UserError
-    if args.synthetic:
-        from deploy.synth import make_subject, synth_recording
-        import numpy as np
-        return [synth_recording(args.minutes, seed=args.seed + i,
-                                subject=make_subject(np.random.default_rng([args.seed, i]), f"eval{i:02d}"))
-                for i in range(args.synthetic)]
-    if not args.data:
-        raise UserError("give recordings (files or folders) or --synthetic N")
-    paths = []
-    for item in map(Path, args.data):
-        if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.suffix in (".csv", ".npz")
-                            and p.name not in ("metadata.csv",))
-        elif item.exists():
-            paths.append(item)
-        else:
-            raise UserError(f"{item}: no such file or folder")
-    if not paths:
-        raise UserError(f"no .csv or .npz recordings under {args.data}")
-    recs = [read_recording(p, layout=args.layout, mapping=args.mapping) for p in paths]
-    return [r for r in recs if r.labels is not None] or _no_labels(paths)
+    from calibration.data import recordings_from_args
+    recs = recordings_from_args(args)
+    return [r for r in recs if r.labels is not None] or _no_labels([r.meta.get("name") for r in recs])
 
 
 def _no_labels(paths):

@@ -82,8 +82,9 @@ def run(args) -> int:
                      factory_kwargs=factory_kwargs)
     reader = None
     if args.calib_data:
-        from calibration.data import WindowReader, load_recordings
-        reader = WindowReader(load_recordings(args.calib_data), source.preprocess, limit=args.calib_windows,
+        from calibration.data import WindowReader
+        from deploy.recording import read_recordings
+        reader = WindowReader(read_recordings(args.calib_data), source.preprocess, limit=args.calib_windows,
                               batch_size=16)
     events = {k: getattr(args, k) for k in ("hop_s", "lookahead_s", "smoothing_s", "on", "off", "min_duration_s",
                                             "refractory_s")}

@@ -20,12 +20,8 @@ HELP = "train a preset (float) or fine-tune it with fake quantization (--qat)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("data", nargs="*", help="recordings (.csv, .npz) or folders of them")
-    p.add_argument("--synthetic", type=int, metavar="N", help="use N seeded synthetic subjects instead of files")
-    p.add_argument("--synthetic-minutes", type=float, default=5.0, help="minutes per synthetic recording")
-    p.add_argument("--synthetic-per-subject", type=int, default=2, help="synthetic recordings per subject")
-    p.add_argument("--layout", help="file layout (tdcsfog, defog, npz, ...; default: detected)")
-    p.add_argument("--mapping", help="column mapping for other CSVs (e.g. mobgap)")
+    from toolkit.commands._recordings import add_recording_arguments
+    add_recording_arguments(p, per_subject=2)
     p.add_argument("--preset", default=None, help="model preset (default: the checkpoint's, else fog-small)")
     p.add_argument("--checkpoint", help="start from these weights (a state_dict .pt); required with --qat")
     p.add_argument("--out", required=True, help="run folder for checkpoints and history")

@@ -177,17 +177,23 @@ def test_bench_report_of_a_small_model(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bundle_subject_runs_its_own_file_and_names_missing_backends(tmp_path):
+def _mixed_bundle(tmp_path, **manifest):
+    """A minimal fp32 bundle of the _Mixed toy model; `manifest` adds or replaces top-level keys."""
     from deploy.bundle import write_manifest
     from models.onnx_export import export_onnx
-    from toolkit import bench
     folder = tmp_path / "bundle"
     export_onnx(_Mixed(), torch.randn(1, 6, 20), folder / "model_fp32.onnx")
     write_manifest(folder, {
         "model": {"name": "mixed", "preset": None, "parameters": 123},
         "input": {"name": "x", "shape": [1, 6, 20], "preprocess": {"rate_hz": 10.0, "patch": 2, "n_patches": 20}},
-        "output": {"name": "logits", "shape": [1, 20, 3]}, "events": {"hop_s": 0.5},
-        "precision": "fp32", "models": {"fp32": "model_fp32.onnx", "int8": None}})
+        "output": {"name": "logits", "shape": [1, 20, 3]}, "precision": "fp32",
+        "models": {"fp32": "model_fp32.onnx"}, **manifest})
+    return folder
+
+
+def test_bundle_subject_runs_its_own_file_and_names_missing_backends(tmp_path):
+    from toolkit import bench
+    folder = _mixed_bundle(tmp_path, events={"hop_s": 0.5}, models={"fp32": "model_fp32.onnx", "int8": None})
     subject = bench.load_subject(str(folder))
     assert subject.window_s == 4.0 and subject.hop_s == 0.5 and subject.input_shape == (1, 6, 20)
     assert subject.onnx("fp32", 1) == folder / "model_fp32.onnx"
@@ -211,19 +217,6 @@ def test_entry_tolerance_overrides_the_file_and_survives_updates(tmp_path):
     path.write_text(json.dumps(data))
     bb.update(path, {"m/b": _entry(norm=1.1)}, threads=1)
     assert json.loads(path.read_text())["entries"]["m/b"]["tolerance"] == 0.25
-
-
-def _mixed_bundle(tmp_path):
-    """A minimal fp32 bundle of the _Mixed toy model, for the CLI tests."""
-    from deploy.bundle import write_manifest
-    from models.onnx_export import export_onnx
-    folder = tmp_path / "bundle"
-    export_onnx(_Mixed(), torch.randn(1, 6, 20), folder / "model_fp32.onnx")
-    write_manifest(folder, {
-        "model": {"name": "mixed", "preset": None, "parameters": 123},
-        "input": {"name": "x", "shape": [1, 6, 20], "preprocess": {"rate_hz": 10.0, "patch": 2, "n_patches": 20}},
-        "output": {"name": "logits", "shape": [1, 20, 3]}, "precision": "fp32", "models": {"fp32": "model_fp32.onnx"}})
-    return folder
 
 
 def test_cli_update_then_check_then_a_changed_baseline_fails(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """Recordings: one lower-back accelerometer series with its rate, units, labels and masks.
 
-Readers and writers for the Kaggle FOG CSV layouts (`tdcsfog`, `defog`, `test`), a compact `npz` form, and any
-other CSV through a column/axis mapping (`deploy.layouts`, e.g. `mobgap`). Bad files raise `DataError` naming the
+Readers and writers for the Kaggle FOG CSV layouts (`tdcsfog`, `defog`, `test`), a compact `npz` form, any
+other CSV through a column/axis mapping (`deploy.layouts`, e.g. `mobgap`), and the Daphnet text files with real
+freezes (`deploy.daphnet`; layouts `daphnet`, `daphnet-ankle`, `daphnet-thigh`). Bad files raise `DataError` naming the
 file, the row (the line number in the file; the header is line 1), the column, and what to do.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy import daphnet
 from deploy.errors import DataError
 from deploy.layouts import AXES, BINARY_LAYOUTS, CLASSES, LAYOUTS, MAPPINGS, UNITS, ColumnMapping, detect_layout
 
@@ -139,8 +141,8 @@ def _infer_test_rate_units(acc: np.ndarray) -> tuple[float, str]:
 
 def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float | None = None,
                    units: str | None = None) -> Recording:
-    """Read a recording. `layout`: tdcsfog, defog, test, npz, or a mapping name (mobgap); None detects it from the
-    extension and the header. `mapping`: a ColumnMapping, its dict form, or a name in deploy.layouts.MAPPINGS.
+    """Read a recording. `layout`: tdcsfog, defog, test, npz, daphnet (daphnet-ankle, daphnet-thigh), or a mapping
+    name (mobgap); None detects it from the extension, the header or (Daphnet) the first line. `mapping`: a ColumnMapping, its dict form, or a name in deploy.layouts.MAPPINGS.
     `rate_hz`/`units` override what the layout implies (needed for test files from unknown sources)."""
     path = Path(path)
     if not path.is_file():
@@ -153,7 +155,11 @@ def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float
         _fail("not a text (CSV) file", path, fix="pass layout='npz' for binary recordings, else a CSV file")
     if not text.strip():
         _fail("the file is empty", path, fix="check that the recording was exported fully")
-    header = [h.strip().strip('"') for h in text.split("\n", 1)[0].rstrip("\r").split(",")]
+    first_line = text.split("\n", 1)[0].rstrip("\r")
+    if layout in daphnet.LAYOUT_POSITIONS or (layout is None and mapping is None
+                                               and daphnet.looks_like_daphnet(first_line)):
+        return daphnet.read_daphnet(path, text, daphnet.LAYOUT_POSITIONS.get(layout, "trunk"), rate_hz)
+    header = [h.strip().strip('"') for h in first_line.split(",")]
     if mapping is None and layout in MAPPINGS:
         mapping = layout
     if mapping is not None:
@@ -166,8 +172,8 @@ def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float
         if layout in MAPPINGS:
             return _read_mapped(path, text, header, layout, rate_hz, units)
     if layout not in LAYOUTS:
-        _fail(f"unknown layout {layout!r}", path,
-              fix=f"use one of {sorted(LAYOUTS) + list(BINARY_LAYOUTS) + sorted(MAPPINGS)}")
+        _fail(f"unknown layout {layout!r}", path, fix=f"use one of {sorted(LAYOUTS) + list(BINARY_LAYOUTS)}, "
+              f"{sorted(daphnet.LAYOUT_POSITIONS)} or a mapping {sorted(MAPPINGS)}")
     spec = LAYOUTS[layout]
     for column in spec.columns:
         if column not in header:
@@ -195,21 +201,24 @@ def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float
 # Files a dataset folder carries beside its recordings (Kaggle's and `toolkit synth --out-dir`'s): never recordings.
 NOT_RECORDINGS = frozenset({"metadata.csv", "tdcsfog_metadata.csv", "defog_metadata.csv", "daily_metadata.csv",
                             "subjects.csv", "events.csv", "tasks.csv", "sample_submission.csv"})
+RECORDING_SUFFIXES = (".csv", ".npz", ".txt")
 
 
 def read_recordings(paths, layout: str | None = None, mapping=None) -> list[Recording]:
-    """Recordings from files and folders (folders: every .csv/.npz below, sorted, metadata files skipped)."""
+    """Recordings from files and folders (folders: every .csv/.npz/.txt below, sorted, metadata files skipped;
+    .txt files are Daphnet recordings)."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in (".csv", ".npz")
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in RECORDING_SUFFIXES
                             and f.name.lower() not in NOT_RECORDINGS)
         elif p.exists():
             files.append(p)
         else:
-            raise DataError("no such file or folder", file=p, fix="give recordings (.csv, .npz) or folders of them")
+            raise DataError("no such file or folder", file=p,
+                            fix="give recordings (.csv, .npz, Daphnet .txt) or folders of them")
     if not files:
-        raise DataError("no recordings found (.csv or .npz)", file=", ".join(map(str, paths)) or None)
+        raise DataError("no recordings found (.csv, .npz or Daphnet .txt)", file=", ".join(map(str, paths)) or None)
     recordings = []
     for f in files:
         rec = read_recording(f, layout=layout, mapping=mapping)

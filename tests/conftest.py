@@ -26,3 +26,8 @@ def mobgap_dir() -> Path:
 @pytest.fixture
 def fourth_place_dir() -> Path:
     return shared_path("models", "fourth-place-bigru")
+
+
+@pytest.fixture
+def daphnet_dir() -> Path:
+    return shared_path("data", "daphnet")

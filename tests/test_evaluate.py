@@ -15,7 +15,7 @@ def test_baseline_on_synthetic_json(capsys):
     out = json.loads(capsys.readouterr().out)  # strict JSON: NaN must not appear
     (fi,) = out["results"]
     assert fi["name"].startswith("freeze index") and 0 < fi["ap"]["mean"] <= 1
-    assert fi["events"]["episodes_true"] > 0 and fi["events"]["hours"] == pytest.approx(4 / 60)
+    assert fi["any_fog"]["episodes_true"] > 0 and fi["any_fog"]["hours"] == pytest.approx(4 / 60)
 
 
 def test_files_and_folders_table(tmp_path, capsys):
@@ -59,9 +59,9 @@ def test_a_preset_is_scored_with_its_shipped_weights_and_the_bundle_event_settin
     assert model["name"] == "fog-small (shipped weights)"
     # the default events are the bundle defaults: a stricter minimum duration can only find fewer episodes
     assert main(["evaluate", "--synthetic", "1", "--minutes", "1", "--model", "fog-small", "--json",
-                 "--min-duration", str(DEFAULT_SETTINGS["min_duration_s"] + 3)]) == 0
+                 "--min-duration-s", str(DEFAULT_SETTINGS["min_duration_s"] + 3)]) == 0
     strict = json.loads(capsys.readouterr().out)["results"][0]
-    assert strict["events"]["episodes_detected"] <= model["events"]["episodes_detected"]
+    assert strict["any_fog"]["episodes_detected"] <= model["any_fog"]["episodes_detected"]
     assert strict["ap"] == model["ap"]                    # thresholds never change the per-sample scores
 
 
@@ -71,3 +71,36 @@ def test_bad_inputs_are_clear(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nope.csv")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", "x.pt", "--synthetic", "1"]) == 2
+
+
+def test_old_event_flag_spellings_still_work(capsys):
+    assert main(["evaluate", "--synthetic", "1", "--minutes", "1", "--json", "--min-duration", "4",
+                 "--smoothing", "1", "--refractory", "3"]) == 0
+    settings = json.loads(capsys.readouterr().out)["events"]
+    assert (settings["min_duration_s"], settings["smoothing_s"], settings["refractory_s"]) == (4, 1, 3)
+
+
+def test_unlabelled_recordings_are_scored_as_fog_free(tmp_path, capsys):
+    from deploy.recording import write_recording
+    from deploy.synth import synth_recording
+    rec = synth_recording(2.0, seed=5, rate_hz=100.0)
+    rec.labels = None
+    write_recording(rec, tmp_path / "walk.npz", "npz")
+    assert main(["evaluate", str(tmp_path), "--json"]) == 0
+    (fi,) = json.loads(capsys.readouterr().out)["results"]
+    free = fi["unlabelled"]
+    assert free["recordings"] == 1 and free["hours"] == pytest.approx(2 / 60)
+    assert free["false_alarms_per_hour"] == pytest.approx(free["false_alarms"] / free["hours"])
+    assert "any_fog" not in fi and "ap" not in fi
+    assert main(["evaluate", str(tmp_path)]) == 0
+    assert "declared FOG-free" in capsys.readouterr().out
+
+
+def test_plots_are_written_and_open(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+    assert main(["evaluate", "--synthetic", "1", "--minutes", "1", "--plot", str(tmp_path)]) == 0
+    (png,) = sorted(tmp_path.glob("*.png"))
+    with Image.open(png) as image:
+        width, height = image.size
+    assert width > 600 and height > 300

@@ -1,19 +1,25 @@
 """Score a model, checkpoint or bundle, and Moore's freeze-index baseline, on the same recordings.
 
+  toolkit evaluate ../shared/data/daphnet --bundle bundle --plot plots/     # real freezes (Daphnet text files)
   toolkit evaluate data/defog --model fog-small --checkpoint runs/small/model.pt
+  toolkit evaluate ../shared/data/mobgap-walking --mapping mobgap --bundle bundle   # FOG-free: false alarms
   toolkit evaluate --synthetic 4 --bundle bundles/fog-small --json
-  toolkit evaluate recordings/ --baseline-only
 
-Predictions follow deploy.offline.predict_recording (hop --hop-s, look-ahead --lookahead-s; the bundle's own
-events settings when a bundle is given) and are mapped back to each recording's rate. Reported: the competition
-metric (AP per class over all samples, mean over classes; defog Valid/Task masks applied) and event figures for
-"any FOG" (max over classes, deploy.events.EventDetector): episode sensitivity, false alarms per hour, onset
-latency, % time frozen. The freeze index scores every class with the same ln(FI) and detects events where FI
-exceeds --fi-threshold.
+Predictions follow deploy.offline.predict_recording (the bundle's hop, look-ahead and event settings when a bundle
+is given, else deploy.events.DEFAULT_SETTINGS, what export writes; each flag overrides one value) and are mapped
+back to each recording's rate. Every figure comes from deploy.scoring, the project's one scorer: per-class APs
+(the competition metric) on recordings labelled with the three Kaggle types; any-FOG AP, time-based sensitivity
+and specificity, episode sensitivity, false alarms per hour and onset latency on every labelled recording
+(Daphnet's single "freeze" label included); time called FOG and false alarms per hour on recordings without
+labels (declared FOG-free). The freeze index (Bachlin: 4 s, threshold 1.5) is scored the same way.
 """
 from __future__ import annotations
 
-HELP = "score a model/checkpoint/bundle and the freeze-index baseline on recordings (table or --json)"
+HELP = "score a model/checkpoint/bundle and the freeze-index baseline on recordings (table, --json, --plot)"
+
+EVENT_FLAGS = {"hop_s": "--hop-s", "lookahead_s": "--lookahead-s", "smoothing_s": "--smoothing-s", "on": "--on",
+               "off": "--off", "min_duration_s": "--min-duration-s", "refractory_s": "--refractory-s"}
+OLD_SPELLINGS = {"smoothing_s": "--smoothing", "min_duration_s": "--min-duration", "refractory_s": "--refractory"}
 
 
 def add_arguments(p) -> None:
@@ -27,30 +33,17 @@ def add_arguments(p) -> None:
     p.add_argument("--bundle", help="bundle folder made by `toolkit export`")
     p.add_argument("--backend", default="auto", help="engine backend for --bundle (default auto)")
     p.add_argument("--baseline-only", action="store_true", help="only the freeze-index baseline")
-    # Event settings: the bundle's when a bundle is given, else deploy.events.DEFAULT_SETTINGS (what export writes
-    # into a bundle), so offline figures are what the daemon would produce. Each flag overrides one value.
-    p.add_argument("--hop-s", type=float, default=None, help="hop between model windows, s")
-    p.add_argument("--lookahead-s", type=float, default=None, help="look-ahead per sample, s")
-    p.add_argument("--on", type=float, default=None, help="event on-threshold")
-    p.add_argument("--off", type=float, default=None, help="event off-threshold")
-    p.add_argument("--min-duration", type=float, default=None, help="minimum episode length, s")
-    p.add_argument("--smoothing", type=float, default=None, help="probability smoothing, s")
-    p.add_argument("--refractory", type=float, default=None, help="merge episodes closer than this, s")
-    p.add_argument("--fi-window", type=float, default=4.0, help="freeze-index window, s (default 4)")
-    p.add_argument("--fi-threshold", type=float, default=1.5, help="freeze-index threshold (default 1.5)")
+    ev = p.add_argument_group("event settings (default: the bundle's, else what export writes); the same names "
+                              "as `toolkit export`")
+    for key, flag in EVENT_FLAGS.items():
+        names = [flag] + ([OLD_SPELLINGS[key]] if key in OLD_SPELLINGS else [])
+        ev.add_argument(*names, dest=key, type=float, default=None, help=f"manifest events.{key}")
+    p.add_argument("--fi-window", type=float, default=None, help="freeze-index window, s (default 4)")
+    p.add_argument("--fi-threshold", type=float, default=None, help="freeze-index threshold (default 1.5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-
-def _recordings(args):
-    from calibration.data import recordings_from_args
-    recs = recordings_from_args(args)
-    return [r for r in recs if r.labels is not None] or _no_labels([r.meta.get("name") for r in recs])
-
-
-def _no_labels(paths):
-    from toolkit.cli import UserError
-    raise UserError(f"none of the {len(paths)} recordings has labels (StartHesitation/Turn/Walking columns); "
-                    "evaluation needs labelled recordings")
+    p.add_argument("--per-recording", action="store_true", help="also print one row per recording")
+    p.add_argument("--plot", metavar="DIR", help="write one PNG per recording: signal, truth, probabilities, "
+                   "thresholds and events on one time axis")
 
 
 def _torch_scorer(args):
@@ -111,108 +104,76 @@ def _bundle_scorer(args):
     return f"bundle {args.bundle}", spec, infer, bundle.manifest.get("events") or {}
 
 
-def _to_recording_rate(probs, model_rate, rec):
-    import numpy as np
-    idx = np.minimum((np.arange(rec.n_samples) / rec.rate_hz * model_rate).astype(int), len(probs) - 1)
-    return probs[idx]
-
-
 def _settings(args, bundle_events=None) -> dict:
     """Event settings: defaults, then the bundle's, then the flags given."""
     from deploy.events import DEFAULT_SETTINGS
-    flags = {"hop_s": args.hop_s, "lookahead_s": args.lookahead_s, "on": args.on, "off": args.off,
-             "min_duration_s": args.min_duration, "smoothing_s": args.smoothing, "refractory_s": args.refractory}
+    flags = {key: getattr(args, key) for key in EVENT_FLAGS}
     return {**DEFAULT_SETTINGS, **(bundle_events or {}), **{k: v for k, v in flags.items() if v is not None}}
 
 
-def _any_fog(settings: dict) -> dict:
-    """One "FOG" class for the any-FOG event figures: the least strict per-class threshold of the settings."""
-    from deploy.events import detector_settings
-    knobs = detector_settings(settings)
-    on, off = (min(v.values()) if isinstance(v, dict) else v for v in (knobs["on"], knobs["off"]))
-    return {**knobs, "on": on, "off": min(off, on)}
+def _model_probs(scorer, recs, settings):
+    import sys
+
+    from deploy.offline import predict_recording
+    from deploy.scoring import at_recording_rate
+    _, spec, infer, _ = scorer
+    hop = max(1, int(round(settings["hop_s"] * spec.rate_hz)))
+    look = settings["lookahead_s"]
+    out = []
+    for i, rec in enumerate(recs):
+        print(f"\revaluate: model on recording {i + 1}/{len(recs)}", end="", file=sys.stderr)
+        probs = predict_recording(rec, spec, infer, hop, None if look is None else int(round(look * spec.rate_hz)))
+        out.append(at_recording_rate(probs, spec.rate_hz, rec))
+    print(file=sys.stderr)
+    return out
 
 
-def _events(any_prob, rate, settings):
-    from deploy.events import detect_events
-    return detect_events(any_prob[:, None], rate, classes=("FOG",), **_any_fog(settings))
+def _scorer(args):
+    import sys
 
-
-def _score(name, recs, per_rec_scores, per_rec_anyprob, settings):
-    from deploy.metrics import competition_map, event_metrics, pool_event_metrics
-    ap = competition_map([r.labels for r in recs], per_rec_scores, [r.mask for r in recs])
-    events = [event_metrics(r.labels, _events(p, r.rate_hz, settings), r.rate_hz, r.mask)
-              for r, p in zip(recs, per_rec_anyprob)]
-    pooled = pool_event_metrics(events)
-    pooled.pop("latencies_s", None)
-    return {"name": name, "ap": ap, "events": pooled}
-
-
-def _json_safe(value):
-    """NaN (no positives, no episodes) becomes null, so the output is strict JSON."""
-    import math
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
+    from toolkit.cli import UserError
+    if args.bundle and args.model:
+        raise UserError("give --model or --bundle, not both")
+    if args.checkpoint and not args.model:
+        raise UserError("--checkpoint needs --model PRESET (the architecture the weights belong to)")
+    if args.baseline_only:
         return None
-    return float(value) if hasattr(value, "dtype") else value
+    if args.bundle:
+        return _bundle_scorer(args)
+    if args.model:
+        return _torch_scorer(args)
+    print("evaluate: no --model or --bundle given: scoring the freeze-index baseline only", file=sys.stderr)
+    return None
 
 
 def run(args) -> int:
     import json
     import sys
 
-    import numpy as np
+    from calibration.data import recordings_from_args
+    from deploy.scoring import FI_THRESHOLD, FI_WINDOW_S, freeze_index_probability, json_safe, score
+    from toolkit.commands.evaluate_report import print_table
 
-    from deploy.freeze_index import freeze_index_scores
-    from deploy.offline import predict_recording
-    from toolkit.cli import UserError
-
-    recs = _recordings(args)
-    results = []
-    scorer = None
-    if args.bundle and args.model:
-        raise UserError("give --model or --bundle, not both")
-    if args.checkpoint and not args.model:
-        raise UserError("--checkpoint needs --model PRESET (the architecture the weights belong to)")
-    if args.bundle:
-        scorer = _bundle_scorer(args)
-    elif args.model:
-        scorer = _torch_scorer(args)
-    elif not args.baseline_only:
-        print("evaluate: no --model or --bundle given: scoring the freeze-index baseline only", file=sys.stderr)
-    if scorer and not args.baseline_only:
-        name, spec, infer, events_cfg = scorer
-        settings = _settings(args, events_cfg)
-        hop = max(1, int(round(settings["hop_s"] * spec.rate_hz)))
-        look = settings["lookahead_s"]
-        scores = []
-        for i, rec in enumerate(recs):
-            print(f"\revaluate: model on recording {i + 1}/{len(recs)}", end="", file=sys.stderr)
-            probs = predict_recording(rec, spec, infer, hop,
-                                      None if look is None else int(round(look * spec.rate_hz)))
-            scores.append(_to_recording_rate(probs, spec.rate_hz, rec))
-        print(file=sys.stderr)
-        results.append(_score(name, recs, scores, [s.max(1) for s in scores], settings))
-    fi_scores = [freeze_index_scores(r, window_s=args.fi_window) for r in recs]
-    # FI as a probability-like score: 0.5 exactly at the threshold, so the same event detector applies
-    fi_prob = [1 / (1 + np.exp(-(s - np.log(args.fi_threshold)) * 4)) for s in fi_scores]
-    results.append(_score(f"freeze index ({args.fi_window:g} s, threshold {args.fi_threshold:g})", recs,
-                          [np.repeat(s[:, None], 3, 1) for s in fi_scores], fi_prob, _settings(args)))
+    recs = recordings_from_args(args)
+    scorer = _scorer(args)
+    results, probs = [], {}
+    settings = _settings(args, scorer[3] if scorer else None)
+    if scorer:
+        probs["model"] = _model_probs(scorer, recs, settings)
+        results.append(score(recs, probs["model"], settings, scorer[0]))
+    fi_window = args.fi_window or FI_WINDOW_S
+    fi_threshold = args.fi_threshold or FI_THRESHOLD
+    probs["freeze index"] = [freeze_index_probability(r, fi_window, fi_threshold) for r in recs]
+    results.append(score(recs, probs["freeze index"], settings,
+                         f"freeze index ({fi_window:g} s, threshold {fi_threshold:g})"))
+    if args.plot:
+        from toolkit.plots import plot_recordings
+        written = plot_recordings(args.plot, recs, probs, settings)
+        print(f"evaluate: {len(written)} plots in {args.plot}", file=sys.stderr)
     hours = sum(r.duration_s for r in recs) / 3600
     if args.json:
-        print(json.dumps(_json_safe({"recordings": len(recs), "hours": hours, "results": results}), indent=2))
+        print(json.dumps(json_safe({"recordings": len(recs), "hours": hours, "events": settings,
+                                    "results": results}), indent=2))
         return 0
-    print(f"{len(recs)} recordings, {hours * 60:.1f} min")
-    head = f"{'scorer':46s} {'mAP':>6s} {'SH':>6s} {'Turn':>6s} {'Walk':>6s} {'sens':>6s} {'FA/h':>7s} " \
-           f"{'lat50':>6s} {'lat90':>6s} {'%TF':>5s} {'%TFp':>5s} {'eps':>4s} {'det':>4s}"
-    print(head)
-    for r in results:
-        a, e = r["ap"], r["events"]
-        print(f"{r['name'][:46]:46s} {a['mean']:6.3f} {a['StartHesitation']:6.3f} {a['Turn']:6.3f} "
-              f"{a['Walking']:6.3f} {e['sensitivity']:6.2f} {e['false_alarms_per_hour']:7.1f} "
-              f"{e['latency_median_s']:6.2f} {e['latency_p90_s']:6.2f} {e['percent_time_frozen_true']:5.1f} "
-              f"{e['percent_time_frozen_pred']:5.1f} {e['episodes_true']:4d} {e['episodes_detected']:4d}")
+    print_table(recs, results, settings, per_recording=args.per_recording)
     return 0

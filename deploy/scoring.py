@@ -1,0 +1,156 @@
+"""The one scorer: per-sample probabilities of a model (or of the freeze index) against recordings.
+
+Everything `toolkit evaluate`, `calibration.model_report` and the LOSO study report comes from here, so a figure
+means the same wherever it is printed:
+- per class: the competition metric (AP per class over pooled samples) over recordings labelled with Kaggle's
+  three types; recordings labelled "freeze" only (Daphnet, `meta["label_kind"] == "any"`) are left out of it;
+- any FOG: AP of max-over-classes against "any class labelled", time-based sensitivity and specificity (a
+  sample counts as called FOG when it lies inside a detected event; comparable with Bachlin 2010's per-sample
+  figures), episode sensitivity, false alarms per hour and onset latency (deploy.metrics.event_metrics);
+- recordings without labels (declared FOG-free, e.g. real walking): time called FOG and false alarms per hour
+  (every event is false there).
+Only valid samples count (mask: defog Valid & Task, Daphnet annotation != 0); an event whose onset lies in an
+invalid stretch is neither a hit nor a false alarm. Events come from `deploy.events.EventDetector` on the any-FOG
+probability with the bundle's settings (`any_fog_settings`), the daemon's detector.
+
+The freeze index (Moore 2008; Bachlin 2010's 4 s window and threshold 1.5) is the baseline: `freeze_index_
+probability` turns ln FI into a probability-like score that is exactly 0.5 at the threshold, so the same detector
+and the same settings apply to it and to the model.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from deploy.events import detect_events, detector_settings
+from deploy.freeze_index import freeze_index_scores
+from deploy.metrics import average_precision, competition_map, event_metrics, pool_event_metrics
+
+FI_WINDOW_S = 4.0        # Bachlin 2010
+FI_THRESHOLD = 1.5       # Bachlin 2010
+FI_SLOPE = 4.0           # steepness of the FI -> probability map (ranking, hence AP, does not depend on it)
+
+
+def freeze_index_probability(recording, window_s: float = FI_WINDOW_S, threshold: float = FI_THRESHOLD):
+    """(n,) probability-like FI score at the recording's rate: 0.5 exactly where FI equals `threshold`."""
+    ln_fi = freeze_index_scores(recording, window_s=window_s)
+    return 1.0 / (1.0 + np.exp(-(ln_fi - math.log(threshold)) * FI_SLOPE))
+
+
+def at_recording_rate(probs: np.ndarray, model_rate_hz: float, recording) -> np.ndarray:
+    """Model-rate per-sample probabilities -> one row per recording sample (nearest earlier model sample)."""
+    idx = np.minimum((np.arange(recording.n_samples) / recording.rate_hz * model_rate_hz).astype(int),
+                     len(probs) - 1)
+    return np.asarray(probs)[idx]
+
+
+def any_fog_settings(settings: dict) -> dict:
+    """Detector settings for one "FOG" class: the least strict per-class threshold of `settings`."""
+    knobs = detector_settings(settings)
+    on, off = (min(v.values()) if isinstance(v, dict) else v for v in (knobs["on"], knobs["off"]))
+    return {**knobs, "on": on, "off": min(off, on)}
+
+
+def any_fog_events(any_prob: np.ndarray, rate_hz: float, settings: dict):
+    return detect_events(np.asarray(any_prob, dtype=np.float64)[:, None], rate_hz, classes=("FOG",),
+                         **any_fog_settings(settings))
+
+
+def event_mask(events, n: int, rate_hz: float) -> np.ndarray:
+    """(n,) True inside detected events."""
+    called = np.zeros(n, bool)
+    for ev in events:
+        a = max(0, int(round(ev.onset_s * rate_hz)))
+        b = n if ev.offset_s is None else int(round(ev.offset_s * rate_hz))
+        called[a:min(n, max(b, a + 1))] = True
+    return called
+
+
+def is_typed(recording) -> bool:
+    """Labels carry Kaggle's three types (not a single "freeze" label copied into each column)."""
+    return recording.labels is not None and recording.meta.get("label_kind", "typed") != "any"
+
+
+def _valid(recording) -> np.ndarray:
+    return np.ones(recording.n_samples, bool) if recording.mask is None else np.asarray(recording.mask, bool)
+
+
+def score_recording(recording, any_prob: np.ndarray, settings: dict) -> dict:
+    """Any-FOG figures of one recording (labelled or not); `any_prob` is (n,) at the recording's rate."""
+    rate, valid = recording.rate_hz, _valid(recording)
+    events = [e for e in any_fog_events(any_prob, rate, settings)
+              if valid[min(recording.n_samples - 1, int(round(e.onset_s * rate)))]]
+    called = event_mask(events, recording.n_samples, rate)[valid]
+    out = {"name": recording.meta.get("name") or recording.meta.get("id"), "subject": recording.meta.get("subject"),
+           "hours": float(valid.sum()) / rate / 3600.0, "events": len(events),
+           "percent_time_called_fog": 100.0 * float(called.mean()) if called.size else float("nan")}
+    if recording.labels is None:
+        out["false_alarms"] = len(events)
+        out["false_alarms_per_hour"] = len(events) / out["hours"] if out["hours"] else float("nan")
+        return out
+    truth = recording.labels.max(axis=1) > 0.5
+    labels = np.where(valid[:, None], recording.labels, 0.0)   # episodes only where samples count
+    out["event_metrics"] = event_metrics(labels, events, rate, valid)
+    t = truth[valid]
+    out["any_fog_ap"] = average_precision(t, np.asarray(any_prob)[valid])
+    out["sensitivity_time"] = float(called[t].mean()) if t.any() else float("nan")
+    out["specificity_time"] = float((~called[~t]).mean()) if (~t).any() else float("nan")
+    out["n_fog"], out["n_not_fog"] = int(t.sum()), int((~t).sum())
+    return out
+
+
+def score(recordings, probs, settings: dict, name: str = "model") -> dict:
+    """Figures for per-recording probabilities: `probs[i]` is (n_i, C) class probabilities or (n_i,) any-FOG
+    scores (class-agnostic, the same for every class) at recording i's rate. Pooled over recordings; per recording under "per_recording"."""
+    probs = [np.asarray(p, dtype=np.float64) for p in probs]
+    any_probs = [p if p.ndim == 1 else p.max(axis=1) for p in probs]
+    per = [score_recording(r, a, settings) for r, a in zip(recordings, any_probs)]
+    result = {"name": name, "per_recording": per}
+    # a class-agnostic score (the freeze index) scores every class with the same value
+    typed = [(r, p if p.ndim == 2 else np.repeat(p[:, None], r.labels.shape[1], axis=1))
+             for r, p in zip(recordings, probs) if is_typed(r)]
+    if typed:
+        result["ap"] = competition_map([r.labels for r, _ in typed], [p for _, p in typed],
+                                       [_valid(r) for r, _ in typed])
+    labelled = [(r, a, s) for r, a, s in zip(recordings, any_probs, per) if r.labels is not None]
+    if labelled:
+        result["any_fog"] = _pool_labelled(labelled)
+    unlabelled = [s for r, s in zip(recordings, per) if r.labels is None]
+    if unlabelled:
+        hours = sum(s["hours"] for s in unlabelled)
+        fa = sum(s["false_alarms"] for s in unlabelled)
+        result["unlabelled"] = {"recordings": len(unlabelled), "hours": hours, "false_alarms": fa,
+                                "false_alarms_per_hour": fa / hours if hours else float("nan"),
+                                "percent_time_called_fog": sum(s["percent_time_called_fog"] * s["hours"]
+                                                               for s in unlabelled) / hours if hours else float("nan")}
+    return result
+
+
+def _pool_labelled(items) -> dict:
+    truth = np.concatenate([r.labels.max(axis=1)[_valid(r)] > 0.5 for r, _, _ in items])
+    scores = np.concatenate([a[_valid(r)] for r, a, _ in items])
+    pooled = pool_event_metrics([s["event_metrics"] for _, _, s in items])
+    pooled.pop("latencies_s", None)
+    n_fog = sum(s["n_fog"] for _, _, s in items)
+    n_not = sum(s["n_not_fog"] for _, _, s in items)
+    sens = sum(s["sensitivity_time"] * s["n_fog"] for _, _, s in items if s["n_fog"])
+    spec = sum(s["specificity_time"] * s["n_not_fog"] for _, _, s in items if s["n_not_fog"])
+    hours = sum(s["hours"] for _, _, s in items)
+    return {"ap": average_precision(truth, scores), "sensitivity_time": sens / n_fog if n_fog else float("nan"),
+            "specificity_time": spec / n_not if n_not else float("nan"),
+            "percent_time_called_fog": sum(s["percent_time_called_fog"] * s["hours"] for _, _, s in items) / hours
+            if hours else float("nan"), **pooled}
+
+
+def json_safe(value):
+    """Strict JSON: NaN becomes null, numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -1,0 +1,76 @@
+"""Pictures where people look rather than read (matplotlib, the `plot` extra; imported only when asked for)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from deploy.errors import MissingDependency
+from deploy.recording import AXES
+from deploy.scoring import any_fog_events, any_fog_settings
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependency("matplotlib", "plot", "writing plots") from exc
+    return plt
+
+
+def plot_recording(path, rec, probs: dict, settings: dict):
+    """One PNG: the signal (3 axes), the truth (shaded), each scorer's any-FOG probability with the on/off
+    thresholds, and its detected events, on one time axis in seconds."""
+    plt = _pyplot()
+    t = np.arange(rec.n_samples) / rec.rate_hz
+    fig, axes = plt.subplots(1 + len(probs), 1, figsize=(14, 2.2 * (1 + len(probs))), sharex=True)
+    sig = axes[0]
+    for i, name in enumerate(AXES):
+        sig.plot(t, rec.acc[:, i], lw=0.5, label=name)
+    sig.set_ylabel(f"acc ({rec.units})")
+    sig.set_title(str(rec.meta.get("name") or rec.meta.get("id") or Path(path).stem))
+    sig.legend(loc="upper right", fontsize=7, ncol=3)
+    knobs = any_fog_settings(settings)
+    for ax, (name, p) in zip(axes[1:], probs.items()):
+        any_prob = p if p.ndim == 1 else p.max(axis=1)
+        ax.plot(t, any_prob, lw=0.7, color="k", label=f"{name}: any-FOG probability")
+        ax.axhline(knobs["on"], color="r", ls="--", lw=0.7, label=f"on {knobs['on']:g}")
+        ax.axhline(knobs["off"], color="orange", ls=":", lw=0.7, label=f"off {knobs['off']:g}")
+        for k, ev in enumerate(any_fog_events(any_prob, rec.rate_hz, settings)):
+            end = ev.offset_s if ev.offset_s is not None else t[-1]
+            ax.axvspan(ev.onset_s, end, ymin=0.9, ymax=1.0, color="tab:red", alpha=0.8,
+                       label="detected event" if k == 0 else None)
+        ax.set_ylim(-0.02, 1.1)
+        ax.set_ylabel("probability")
+        ax.legend(loc="upper left", fontsize=7, ncol=4)
+    for ax in axes:
+        _shade_truth(ax, rec, t)
+    axes[-1].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)
+
+
+def _shade_truth(ax, rec, t):
+    if rec.mask is not None:
+        invalid = ~np.asarray(rec.mask, bool)
+        ax.fill_between(t, 0, 1, where=invalid, transform=ax.get_xaxis_transform(), color="0.85", lw=0,
+                        label=None)
+    if rec.labels is not None:
+        ax.fill_between(t, 0, 1, where=rec.labels.max(axis=1) > 0.5, transform=ax.get_xaxis_transform(),
+                        color="tab:blue", alpha=0.2, lw=0)
+
+
+def plot_recordings(out_dir, recs, probs: dict, settings: dict) -> list[Path]:
+    """`probs`: {scorer name: [per-recording probabilities]}; one PNG per recording in `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, rec in enumerate(recs):
+        name = str(rec.meta.get("name") or rec.meta.get("id") or f"recording{i}").replace("/", "_")
+        written.append(plot_recording(out / f"{i:03d}-{name}.png", rec, {k: v[i] for k, v in probs.items()},
+                                      settings))
+    return written

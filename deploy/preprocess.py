@@ -7,6 +7,14 @@ description that goes into a bundle's manifest.
 Normalization modes (per axis, population std, a std of 0 gives 0 as in the Kaggle 1st place):
 - "recording": z-score over the whole recording (how the Kaggle models trained; offline only).
 - "window": z-score of each model window, computed inside `patchify` so offline and streaming are identical.
+  `min_std` (spec units) floors the divisor, so a still sensor's noise is not blown up to unit variance (real
+  standing then looks like standing, not like trembling); 0 is the plain z-score.
+
+Gravity alignment (`gravity_align`, "window" normalization only): before the z-score, each window is rotated so
+its mean acceleration (gravity, for any window longer than a few steps) points along -AccV, the Kaggle
+convention. Belts and sensors sit tens of degrees differently between recordings and wearers; after the rotation
+AccV is the true vertical whatever the tilt (the heading about the vertical is left as it is). Per window, inside
+`patchify` and the streaming encoder, so offline and streaming stay identical.
 - "running": causal exponential statistics, `RunningNormalizer` (time constant `running_tau_s`, default 30 s),
   so a device that never sees the whole recording approximates "recording". Chunked calls equal one call exactly.
 """
@@ -40,6 +48,8 @@ class PreprocessSpec:
     layout: str = "BCT"
     running_tau_s: float = 30.0     # only for normalization="running"
     running_block_s: float = 1.0    # statistics update once per block of this length (see RunningNormalizer)
+    min_std: float = 0.0            # "window" only: floor of the z-score's std, in spec units
+    gravity_align: bool = False     # "window" only: rotate each window so its mean points along -AccV
 
     def __post_init__(self):
         if self.normalization not in NORMALIZATIONS:
@@ -50,6 +60,11 @@ class PreprocessSpec:
             raise SpecError(f"units {self.units!r} is not one of ('g', 'm/s^2')")
         if self.patch < 1 or self.n_patches < 1 or self.rate_hz <= 0 or self.scale == 0:
             raise SpecError(f"patch, n_patches, rate_hz and scale must be positive: {self}")
+        if not self.min_std >= 0:
+            raise SpecError(f"min_std must be >= 0, got {self.min_std!r}")
+        if (self.gravity_align or self.min_std) and self.normalization != "window":
+            raise SpecError("gravity_align and min_std act on each window before its z-score: they need "
+                            f"normalization 'window', not {self.normalization!r}")
 
     @property
     def window(self) -> int:
@@ -189,9 +204,10 @@ def resample(x: np.ndarray, from_hz: float, to_hz: float) -> np.ndarray:
 
 # ---------------------------------------------------------------- normalization
 
-def zscore_(x: np.ndarray, axis: int, mean: np.ndarray | None = None, scale: np.ndarray | None = None) -> np.ndarray:
-    """In place: x <- (x - mean) / std along `axis` (population std); a constant axis gives 0 (as the Kaggle 1st
-    place; "constant" up to rounding: std <= 1e-12 max(1, |mean|)). The one z-score of the project: `normalize`,
+def zscore_(x: np.ndarray, axis: int, mean: np.ndarray | None = None, scale: np.ndarray | None = None,
+            min_std: float = 0.0) -> np.ndarray:
+    """In place: x <- (x - mean) / max(std, min_std) along `axis` (population std); a constant axis gives 0 (as
+    the Kaggle 1st place; "constant" up to rounding: std <= 1e-12 max(1, |mean|)). The one z-score of the project: `normalize`,
     `prepare`, `patchify` and the streaming encoder (`deploy.stream.WindowEncoder`) all call it. `x` is a float64
     array; `mean` and `scale` are optional scratch shaped like x reduced over `axis` with keepdims (the daemon
     passes them, so a hop allocates nothing here)."""
@@ -207,6 +223,8 @@ def zscore_(x: np.ndarray, axis: int, mean: np.ndarray | None = None, scale: np.
     np.einsum(spec, x, x, out=np.squeeze(scale, axis))
     np.divide(scale, n, out=scale)
     np.sqrt(scale, out=scale)
+    if min_std:
+        np.maximum(scale, min_std, out=scale)
     # 1 / std where the axis varies; elsewhere it becomes 0. "Varies" allows for rounding: the mean of a constant
     # that is not exact in binary (0.1) leaves |x - mean| ~ 1e-17, which must not be blown up to +-1.
     positive = scale > 1e-12 * np.maximum(1.0, np.abs(mean))
@@ -280,6 +298,23 @@ def normalize(x: np.ndarray, mode: str, rate_hz: float | None = None, tau_s: flo
     raise SpecError(f"normalization {mode!r} is not one of {NORMALIZATIONS}")
 
 
+# ---------------------------------------------------------------- gravity alignment
+
+def gravity_rotation(mean: np.ndarray, units: str = "g") -> np.ndarray:
+    """The smallest rotation R (3x3) with R @ mean along -AccV (Rodrigues). Identity when |mean| is below 0.1 g
+    (no gravity to align: a sensor reading zeros, or a signal already centred)."""
+    mean = np.asarray(mean, dtype=np.float64)
+    norm = float(np.linalg.norm(mean))
+    if norm < 0.1 * (STANDARD_GRAVITY if units == "m/s^2" else 1.0):
+        return np.eye(3)
+    a, b = mean / norm, np.array([-1.0, 0.0, 0.0])
+    v, c = np.cross(a, b), float(a @ b)
+    if c < -1.0 + 1e-9:                      # pointing straight up: turn half a circle about AccAP
+        return np.diag([-1.0, -1.0, 1.0])
+    k = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    return np.eye(3) + k + k @ k / (1.0 + c)
+
+
 # ---------------------------------------------------------------- model input / output
 
 def patchify(windows: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -290,8 +325,11 @@ def patchify(windows: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         windows = windows[None]
     if windows.shape[1:] != (spec.window, 3):
         raise SpecError(f"windows must be (B, {spec.window}, 3), got {windows.shape}")
+    if spec.gravity_align:
+        for w in windows:
+            w[:] = w @ gravity_rotation(w.mean(axis=0), spec.units).T
     if spec.normalization == "window":
-        zscore_(windows, axis=1)
+        zscore_(windows, axis=1, min_std=spec.min_std)
     tokens = (windows / spec.scale).reshape(len(windows), spec.n_patches, spec.patch * 3)
     if spec.layout == "BCT":
         tokens = tokens.transpose(0, 2, 1)

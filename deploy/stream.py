@@ -24,7 +24,7 @@ from deploy.errors import FogError
 from deploy.events import EventDetector, detector_settings
 from deploy.intake import RESET, Intake
 from deploy.offline import contribution
-from deploy.preprocess import PreprocessSpec, StreamingPreparer, patchify, unpatchify, zscore_
+from deploy.preprocess import PreprocessSpec, StreamingPreparer, gravity_rotation, patchify, unpatchify, zscore_
 
 log = logging.getLogger("deploy.stream")
 
@@ -43,7 +43,8 @@ class WindowEncoder:
 
     def __init__(self, spec: PreprocessSpec, input_buffer: np.ndarray):
         self.spec = spec
-        layout_only = replace(spec, normalization="running", scale=1.0)  # patchify then only reorders
+        # patchify with these settings only reorders
+        layout_only = replace(spec, normalization="running", scale=1.0, gravity_align=False, min_std=0.0)
         order = patchify(np.arange(spec.window * 3, dtype=np.float64).reshape(1, spec.window, 3), layout_only)
         if order.size != input_buffer.size:
             raise FogError(f"the model input has shape {input_buffer.shape}, the bundle's preprocess spec makes "
@@ -55,14 +56,18 @@ class WindowEncoder:
         self.scratch = np.zeros((3, spec.window))
         self.flat_scratch = self.scratch.reshape(-1)
         self.mean, self.inv_std = np.zeros((3, 1)), np.zeros((3, 1))   # scratch for deploy.preprocess.zscore_
+        self.rotated = np.zeros((3, spec.window)) if spec.gravity_align else None
         self._self_check()
 
     def encode(self, window: np.ndarray) -> None:
         """`window`: (W, 3) prepared samples (any float dtype, e.g. a view into the ring buffer)."""
         s = self.scratch
         np.copyto(s, window.T)
+        if self.rotated is not None:   # as patchify: rotate the window's mean onto -AccV, before the z-score
+            np.matmul(gravity_rotation(s.mean(axis=1), self.spec.units), s, out=self.rotated)
+            np.copyto(s, self.rotated)
         if self.spec.normalization == "window":
-            zscore_(s, 1, self.mean, self.inv_std)
+            zscore_(s, 1, self.mean, self.inv_std, self.spec.min_std)
         if self.spec.scale != 1.0:
             np.divide(s, self.spec.scale, out=s)
         # reorder and cast to the engine's float32 in one pass; mode='clip' writes straight into the target

@@ -169,3 +169,21 @@ def test_in_place_zscore_with_scratch_equals_a_plain_zscore(shape, axis):
     assert zscore_(got, axis, *scratch) is got
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     assert np.all(got[flat_axis] == 0.0)
+
+
+def test_gravity_alignment_puts_the_window_mean_on_minus_accv_and_floors_the_std():
+    from dataclasses import replace as _replace
+    from deploy.preprocess import gravity_rotation
+    rng = np.random.default_rng(4)
+    spec = PreprocessSpec(rate_hz=64, patch=8, n_patches=16, normalization="window", gravity_align=True)
+    for _ in range(5):
+        g = rng.normal(size=3)
+        rot = gravity_rotation(g)
+        np.testing.assert_allclose(rot @ (g / np.linalg.norm(g)), [-1, 0, 0], atol=1e-12)
+        np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-12)
+    still = np.tile([0.0, 0.6, -0.8], (128, 1)) + rng.normal(size=(128, 3)) * 1e-3
+    tokens = patchify(still[None], _replace(spec, gravity_align=False, min_std=0.05))
+    assert np.abs(tokens).max() < 0.2                      # noise stays small instead of becoming unit variance
+    assert patchify(still[None], _replace(spec, gravity_align=False)).std() == pytest.approx(1, abs=0.01)
+    with pytest.raises(SpecError):
+        PreprocessSpec(rate_hz=64, normalization="running", gravity_align=True)

@@ -40,6 +40,7 @@ class PreparedRecording:
     acc: np.ndarray                  # (n, 3) float32, as `prepare` returns it
     labels: np.ndarray | None        # (n, C) float32, nearest original sample
     mask: np.ndarray | None          # (n,) bool
+    typed: bool = True               # labels carry Kaggle's 3 types (False: one "freeze" label, e.g. Daphnet)
 
     @property
     def n_samples(self) -> int:
@@ -53,6 +54,7 @@ class WindowSet:
     labels: np.ndarray | None
     mask: np.ndarray | None
     origin: list                     # (recording name, start sample at the model rate) per window
+    typed: np.ndarray | None = None  # (N,) bool: False where the labels are one untyped "freeze" label
 
     def __len__(self) -> int:
         return len(self.x)
@@ -76,7 +78,8 @@ def prepare_recording(recording: Recording, spec, name: str | None = None) -> Pr
     meta = recording.meta or {}
     name = name or str(meta.get("id") or meta.get("name") or meta.get("source") or "recording")
     subject = str(meta.get("subject") or name)
-    return PreparedRecording(name=name, subject=subject, acc=acc, labels=labels, mask=mask)
+    return PreparedRecording(name=name, subject=subject, acc=acc, labels=labels, mask=mask,
+                             typed=meta.get("label_kind", "typed") != "any")
 
 
 def _patch_targets(values: np.ndarray, patch: int, reduce) -> np.ndarray:
@@ -146,7 +149,8 @@ def cut_windows(prepared: list[PreparedRecording], starts: list[tuple[int, int]]
         labels = _patch_targets(labels, spec.patch, np.max)
         valid = _patch_targets(valid, spec.patch, np.min)
     origin = [(prepared[i].name, int(s)) for i, s in starts]
-    return WindowSet(x=x, labels=labels, mask=valid, origin=origin)
+    typed = np.array([prepared[i].typed for i, _ in starts], dtype=bool)
+    return WindowSet(x=x, labels=labels, mask=valid, origin=origin, typed=typed)
 
 
 def sample_starts(prepared: list[PreparedRecording], window: int, count: int, rng: np.random.Generator,

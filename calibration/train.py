@@ -48,6 +48,8 @@ class TrainConfig:
     class_share: float = 0.5        # share of training windows centred on a labelled event
     val_hop_patches: int | None = None   # validation hop in patches (default: half a window)
     augment: bool = True            # training windows only: rotation, scale, time warp, noise (data.Augment)
+    keep: str = "best"              # weights returned: "best" by validation, or "last" (a fixed schedule)
+    select: str = "map"             # validation figure for "best": "map" (per class) or "any_ap" (any FOG)
 
 
 @dataclass
@@ -64,6 +66,22 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
     """sum(BCE * mask) / sum(mask); zero (with a gradient) when nothing in the batch counts."""
     loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     return (loss * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def fog_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, typed=None) -> torch.Tensor:
+    """`masked_bce` per class, except for windows whose labels are one untyped "freeze" label (Daphnet): there
+    the loss is on any-FOG, BCE of the largest class logit against the label (the model may call a freeze
+    whichever type it judges; all of them are pushed down where nobody froze). An untyped patch weighs as
+    much as a typed one (its mask counts once per class)."""
+    if typed is None or bool(typed.all()):
+        return masked_bce(logits, targets, mask)
+    typed = typed.view(-1, 1, 1).to(logits.dtype)
+    n_classes = logits.shape[-1]
+    per_class = F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * mask * typed
+    any_logit, any_target = logits.max(-1).values, targets.max(-1).values
+    any_mask = mask.min(-1).values * (1 - typed[..., 0]) * n_classes
+    per_any = F.binary_cross_entropy_with_logits(any_logit, any_target, reduction="none") * any_mask
+    return (per_class.sum() + per_any.sum()) / (mask * typed).sum().add(any_mask.sum()).clamp_min(1.0)
 
 
 def warmup_constant(warmup_steps: int):
@@ -100,14 +118,15 @@ def make_infer(model, batch_size: int = 64):
 
 
 def evaluate(model, recordings, spec, hop_samples: int | None = None) -> dict:
-    """Competition mAP (and AP per class) of `model` over labelled recordings, per-sample, masked."""
-    from deploy.metrics import competition_map
+    """Competition mAP (and AP per class) over recordings labelled with the three types, and any-FOG AP over
+    every labelled recording (max over classes vs any label), per sample, masked."""
+    from deploy.metrics import average_precision, competition_map
     from deploy.offline import predict_prepared
 
     spec = as_spec(spec)
     hop = hop_samples or spec.window // 2
     infer = make_infer(model)
-    probs, labels, masks = [], [], []
+    probs, labels, masks, typed = [], [], [], []
     for rec in recordings:
         prep = rec if isinstance(rec, PreparedRecording) else prepare_recording(rec, spec)
         if prep.labels is None:
@@ -117,11 +136,16 @@ def evaluate(model, recordings, spec, hop_samples: int | None = None) -> dict:
         probs.append(p[:n])
         labels.append(prep.labels[:n])
         masks.append(prep.mask[:n])
+        typed.append(prep.typed)
     if not probs:
         raise FogError("no labelled validation recordings: validation needs labels")
-    scores = competition_map(labels, probs, masks)
+    any_ap = average_precision(np.concatenate([lab.max(1)[m] for lab, m in zip(labels, masks)]) > 0.5,
+                               np.concatenate([p.max(1)[m] for p, m in zip(probs, masks)]))
+    pick = [i for i, t in enumerate(typed) if t]
+    scores = competition_map([labels[i] for i in pick], [probs[i] for i in pick], [masks[i] for i in pick]) \
+        if pick else {"mean": float("nan")}
     mean = scores.pop("mean")
-    return {"map": None if math.isnan(mean) else mean,
+    return {"map": None if math.isnan(mean) else mean, "any_ap": None if math.isnan(any_ap) else any_ap,
             "ap": {c: (None if math.isnan(v) else v) for c, v in scores.items()}}
 
 
@@ -189,7 +213,8 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
                                                      config.class_share), spec,
                                 augment=Augment() if config.augment else None, rng=rng)
             logits = model(torch.from_numpy(batch.x))
-            loss = masked_bce(logits, torch.from_numpy(batch.labels), torch.from_numpy(batch.mask))
+            loss = fog_loss(logits, torch.from_numpy(batch.labels), torch.from_numpy(batch.mask),
+                            None if batch.typed is None else torch.from_numpy(batch.typed))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
@@ -200,7 +225,7 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
             bar.step(epoch, config.epochs, step, config.steps_per_epoch, float(np.mean(losses)),
                      schedule.get_last_lr()[0])
         scores = evaluate(model, val, spec, hop)
-        val_map = scores["map"]
+        val_map = scores[config.select]
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_map": val_map,
                "val_ap": scores.get("ap"), "seconds": round(time.perf_counter() - started, 1)}
         state["history"].append(row)
@@ -223,7 +248,7 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
                         "torch_rng": torch.get_rng_state()},
                        out / "last.pt")
             (out / "history.json").write_text(json.dumps(state["history"], indent=1) + "\n")
-    if best_state is not None:
+    if best_state is not None and config.keep == "best":
         model.load_state_dict(best_state)
     model.eval()
     return TrainResult(best_map=state["best_map"], best_epoch=state["best_epoch"], epochs_run=state["epoch"],

@@ -1,0 +1,169 @@
+"""Leave-one-subject-out (LOSO) on real recordings, synthetic subjects in every training fold.
+
+  python -m calibration.loso ../shared/data/daphnet --recipe gravity --out runs/loso-gravity [--jobs 2]
+
+Each fold holds out one real subject; the model trains on the other real subjects plus seeded synthetic
+subjects (`deploy.synth`) for a fixed schedule (no early stopping on anything real: with three subjects there is
+no validation subject to spare, and the test subject must never steer training). The held-out subject is then
+predicted on the bundle's grid (hop and look-ahead of `deploy.events.DEFAULT_SETTINGS`) and scored by
+`deploy.scoring` next to the freeze index, at every on-threshold of `THRESHOLDS`, so a threshold can be chosen
+on the folds (pooled) and never on one subject. Probabilities are saved per fold (`probs-<subject>.npz`) and the
+figures in `loso.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from deploy.events import DEFAULT_SETTINGS
+from deploy.recording import read_recordings
+from deploy.scoring import at_recording_rate, freeze_index_probability, json_safe, score
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+HYSTERESIS = 0.15       # off = on - HYSTERESIS
+
+
+@dataclass(frozen=True)
+class Recipe:
+    preset: str = "fog-small"
+    preprocess: dict = field(default_factory=dict)    # PreprocessSpec overrides (gravity_align, min_std, ...)
+    model: dict = field(default_factory=dict)         # model keyword overrides
+    real_share: float = 0.5          # share of training windows drawn from real recordings
+    synthetic_subjects: int = 12
+    synthetic_minutes: float = 5.0
+    epochs: int = 20
+    steps: int = 30
+    batch_size: int = 32
+    lr: float = 1.5e-3
+    warmup: int = 100
+    augment: bool = True
+    seed: int = 0
+
+
+RECIPES = {
+    "synthetic-only": Recipe(real_share=0.0),
+    "plain": Recipe(),
+    "floor": Recipe(preprocess={"min_std": 0.05}),
+    "gravity": Recipe(preprocess={"gravity_align": True}),
+    "gravity-floor": Recipe(preprocess={"gravity_align": True, "min_std": 0.05}),
+}
+
+
+def spec_of(recipe: Recipe):
+    from models import get_preset
+    from deploy.preprocess import PreprocessSpec
+    return PreprocessSpec.from_dict({**get_preset(recipe.preset).preprocess, **recipe.preprocess})
+
+
+def train_model(recipe: Recipe, real_train, log=None):
+    """A model trained by `recipe` on `real_train` (Recordings) plus the recipe's synthetic subjects."""
+    import torch
+
+    from calibration.data import prepare_recording, synthetic_recordings
+    from calibration.train import TrainConfig, fit
+    from models import create_model
+
+    torch.manual_seed(recipe.seed)
+    spec = spec_of(recipe)
+    synthetic = [prepare_recording(r, spec) for r in synthetic_recordings(
+        recipe.synthetic_subjects, seed=recipe.seed, minutes=recipe.synthetic_minutes)]
+    real = [prepare_recording(r, spec) for r in real_train]
+    copies = 0
+    if real and recipe.real_share > 0:
+        copies = max(1, round(recipe.real_share * len(synthetic) / ((1 - recipe.real_share) * len(real))))
+    train = synthetic + real * copies
+    val = [prepare_recording(r, spec) for r in synthetic_recordings(2, seed=recipe.seed + 500, minutes=3.0)]
+    model = create_model(recipe.preset, **recipe.model)
+    config = TrainConfig(epochs=recipe.epochs, steps_per_epoch=recipe.steps, batch_size=recipe.batch_size,
+                         lr=recipe.lr, warmup_steps=recipe.warmup, patience=recipe.epochs + 1, seed=recipe.seed,
+                         augment=recipe.augment, keep="last")
+    result = fit(model, train, val, spec, config, progress=log is not None)
+    return model, spec, result
+
+
+def predict(model, spec, recordings, settings=DEFAULT_SETTINGS):
+    """Per-recording class probabilities at each recording's rate, on the bundle's hop and look-ahead grid."""
+    from calibration.train import make_infer
+    from deploy.offline import predict_recording
+
+    infer = make_infer(model)
+    hop = max(1, int(round(settings["hop_s"] * spec.rate_hz)))
+    look = settings.get("lookahead_s")
+    look = None if look is None else int(round(look * spec.rate_hz))
+    return [at_recording_rate(predict_recording(r, spec, infer, hop, look), spec.rate_hz, r) for r in recordings]
+
+
+def threshold_sweep(recordings, probs) -> dict:
+    """Pooled any-FOG figures at each on-threshold (off = on - HYSTERESIS)."""
+    out = {}
+    for on in THRESHOLDS:
+        settings = {**DEFAULT_SETTINGS, "on": on, "off": round(on - HYSTERESIS, 3)}
+        out[f"{on:g}"] = score(recordings, probs, settings)
+    return out
+
+
+def run_fold(recipe: Recipe, paths: list[str], subject: str, out_dir: str) -> dict:
+    import torch
+    torch.set_num_threads(1)
+    recordings = read_recordings(paths)
+    test = [r for r in recordings if r.meta["subject"] == subject]
+    train = [r for r in recordings if r.meta["subject"] != subject]
+    started = time.perf_counter()
+    model, spec, result = train_model(recipe, train)
+    probs = predict(model, spec, test)
+    np.savez_compressed(Path(out_dir) / f"probs-{subject}.npz",
+                        **{r.meta["id"]: p.astype(np.float32) for r, p in zip(test, probs)})
+    fi = [freeze_index_probability(r) for r in test]
+    return {"subject": subject, "recordings": [r.meta["id"] for r in test],
+            "train_subjects": sorted({r.meta["subject"] for r in train}),
+            "seconds": round(time.perf_counter() - started, 1), "train_loss_last": result.history[-1]["train_loss"],
+            "model": threshold_sweep(test, probs), "freeze_index": score(test, fi, DEFAULT_SETTINGS, "freeze index")}
+
+
+def study(recipe: Recipe, paths: list[str], out_dir: str, jobs: int = 1) -> dict:
+    subjects = sorted({r.meta["subject"] for r in read_recordings(paths)})
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        folds = list(pool.map(run_fold, [recipe] * len(subjects), [paths] * len(subjects), subjects,
+                              [out_dir] * len(subjects)))
+    return {"recipe": asdict(recipe), "folds": folds}
+
+
+def summary_rows(result: dict, on: str = "0.5"):
+    """(subject, model figures, freeze-index figures) per fold, any FOG / unlabelled-style figures."""
+    for fold in result["folds"]:
+        yield fold["subject"], fold["model"][on], fold["freeze_index"]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m calibration.loso", description=__doc__.split("\n\n")[0])
+    p.add_argument("data", nargs="+", help="real recordings with subject ids (e.g. ../shared/data/daphnet)")
+    p.add_argument("--recipe", default="gravity-floor", choices=sorted(RECIPES))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="override a recipe field, e.g. --set epochs=30 --set 'preprocess={\"min_std\": 0.1}'")
+    p.add_argument("--out", required=True)
+    p.add_argument("--jobs", type=int, default=1, help="folds in parallel (one torch thread each)")
+    args = p.parse_args(argv)
+    recipe = RECIPES[args.recipe]
+    for item in args.set:
+        key, _, value = item.partition("=")
+        recipe = replace(recipe, **{key: json.loads(value)})
+    result = study(recipe, args.data, args.out, args.jobs)
+    Path(args.out, "loso.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
+    for subject, m, fi in summary_rows(result):
+        a, f = m.get("any_fog") or m.get("unlabelled") or {}, fi.get("any_fog") or {}
+        print(f"{subject}: model AP {a.get('ap', float('nan')):.3f} sens {a.get('sensitivity', float('nan')):.2f} "
+              f"FA/h {a.get('false_alarms_per_hour', float('nan')):.1f} | FI AP {f.get('ap', float('nan')):.3f} "
+              f"FA/h {f.get('false_alarms_per_hour', float('nan')):.1f}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

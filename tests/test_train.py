@@ -128,3 +128,21 @@ def test_validation_is_never_augmented():
     assert with_aug.history[0]["train_loss"] != without.history[0]["train_loss"]   # training windows differ
     # the recorded validation mAP is the plain (unaugmented) score of the final weights
     assert evaluate(augmented, recs[4:], SPEC)["map"] == pytest.approx(with_aug.history[-1]["val_map"])
+
+
+def test_untyped_windows_are_trained_on_any_fog():
+    from calibration.train import fog_loss
+    logits = torch.tensor([[[2.0, -1.0, 0.5]], [[-3.0, 1.0, 0.0]]])     # (B=2, patches=1, C=3)
+    targets = torch.tensor([[[1.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]]])      # window 1: an untyped freeze
+    mask = torch.ones(2, 1, 3)
+    typed = torch.tensor([True, False])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    per_class = bce(logits[0], targets[0], reduction="sum")
+    any_fog = bce(torch.tensor([1.0]), torch.tensor([1.0]), reduction="sum") * 3   # max logit 1.0, weighs 3
+    torch.testing.assert_close(fog_loss(logits, targets, mask, typed), (per_class + any_fog) / 6)
+    torch.testing.assert_close(fog_loss(logits, targets, mask, torch.tensor([True, True])),
+                               masked_bce(logits, targets, mask))
+    # only the largest logit of an untyped window gets a gradient: the model may call the freeze any type
+    logits.requires_grad_(True)
+    fog_loss(logits, targets, mask, typed).backward()
+    assert (logits.grad[1, 0] != 0).tolist() == [False, True, False]

@@ -142,6 +142,27 @@ def summary_rows(result: dict, on: str = "0.5"):
         yield fold["subject"], fold["model"][on], fold["freeze_index"]
 
 
+def train_final(recipe: Recipe, paths: list[str], out_dir: str) -> Path:
+    """The shipped model: the recipe trained on every real subject (plus its synthetic subjects)."""
+    import torch
+
+    from calibration.checkpoint import save_checkpoint
+    from calibration.data import describe_recordings
+
+    torch.set_num_threads(1)
+    if recipe.preprocess or recipe.model:
+        raise SystemExit("the shipped model is the preset as registered: move the recipe's preprocess/model "
+                         f"overrides ({recipe.preprocess}, {recipe.model}) into the {recipe.preset} preset first")
+    real = read_recordings(paths)
+    started = time.perf_counter()
+    model, spec, result = train_model(recipe, real, log=True)
+    info = {"preset": recipe.preset, "seed": recipe.seed, "recipe": asdict(recipe), "preprocess": spec.to_dict(),
+            "train_data": describe_recordings(real),
+            "val_data": {"synthetic_subjects": 2, "seed": recipe.seed + 500, "note": "logged only; last weights kept"},
+            "epochs_run": result.epochs_run, "seconds": round(time.perf_counter() - started, 1), "threads": 1}
+    return save_checkpoint(model, Path(out_dir) / "model.pt", info)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration.loso", description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="+", help="real recordings with subject ids (e.g. ../shared/data/daphnet)")
@@ -150,11 +171,15 @@ def main(argv=None) -> int:
                    help="override a recipe field, e.g. --set epochs=30 --set 'preprocess={\"min_std\": 0.1}'")
     p.add_argument("--out", required=True)
     p.add_argument("--jobs", type=int, default=1, help="folds in parallel (one torch thread each)")
+    p.add_argument("--final", action="store_true", help="no folds: train on every subject, write OUT/model.pt")
     args = p.parse_args(argv)
     recipe = RECIPES[args.recipe]
     for item in args.set:
         key, _, value = item.partition("=")
         recipe = replace(recipe, **{key: json.loads(value)})
+    if args.final:
+        print(f"trained: {train_final(recipe, args.data, args.out)}", file=sys.stderr)
+        return 0
     result = study(recipe, args.data, args.out, args.jobs)
     Path(args.out, "loso.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
     for subject, m, fi in summary_rows(result):

@@ -182,6 +182,8 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
     train = [r for r in train if r.labels is not None]
     val = [r if isinstance(r, PreparedRecording) else prepare_recording(r, spec) for r in val_recordings]
     hop = (config.val_hop_patches or spec.n_patches // 2) * spec.patch
+    # per-class mAP needs validation labelled with the three types; untyped freezes (Daphnet) select on any-FOG AP
+    select = config.select if any(v.typed and v.labels is not None for v in val) else "any_ap"
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98), eps=1e-9,
                                  weight_decay=config.weight_decay)
@@ -225,7 +227,7 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
             bar.step(epoch, config.epochs, step, config.steps_per_epoch, float(np.mean(losses)),
                      schedule.get_last_lr()[0])
         scores = evaluate(model, val, spec, hop)
-        val_map = scores[config.select]
+        val_map = scores[select]
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_map": val_map,
                "val_ap": scores.get("ap"), "seconds": round(time.perf_counter() - started, 1)}
         state["history"].append(row)

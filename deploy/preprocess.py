@@ -60,6 +60,12 @@ class PreprocessSpec:
     def window_s(self) -> float:
         return self.window / self.rate_hz
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The model input's shape for one window, in the spec's layout (what `patchify` makes of it)."""
+        features = self.patch * 3
+        return (1, self.n_patches, features) if self.layout == "BTC" else (1, features, self.n_patches)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

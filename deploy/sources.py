@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deploy.errors import FogError, MissingDependency
+from deploy.errors import FogError
+from deploy.lazy import lazy_import, require
+from deploy.recording import read_recording
+
+serial = lazy_import("serial", "serial", "the serial source", package="pyserial")
+pylsl = lazy_import("pylsl", "lsl", "the Lab Streaming Layer source")
 
 log = logging.getLogger("deploy.sources")
 
@@ -87,7 +92,6 @@ class ReplaySource(Source):
 
     def __init__(self, path, layout=None, realtime=False, speed=1.0, chunk_s=None, start_s=0.0, recording=None,
                  **kw):
-        from deploy.recording import read_recording
         self.recording = recording if recording is not None else read_recording(path, layout=layout)
         super().__init__(units=self.recording.units, rate_hz=self.recording.rate_hz)
         self.path, self.realtime, self.speed, self.start_s = path, realtime, float(speed), float(start_s)
@@ -180,10 +184,7 @@ class SerialSource(Source):
 
     def __init__(self, device="/dev/ttyUSB0", baud=115200, **kw):
         super().__init__(**kw)
-        try:
-            import serial
-        except ImportError:
-            raise MissingDependency("pyserial", "serial", "the serial source") from None
+        require(serial)
         try:
             self.port = serial.Serial(device, int(baud), timeout=POLL_S)
         except (serial.SerialException, OSError) as exc:
@@ -216,10 +217,7 @@ class LslSource(Source):
 
     def __init__(self, stream_name=None, stream_type="Accelerometer", channels=(0, 1, 2), resolve_s=10.0, **kw):
         super().__init__(**kw)
-        try:
-            import pylsl
-        except ImportError:
-            raise MissingDependency("pylsl", "lsl", "the Lab Streaming Layer source") from None
+        require(pylsl)
         prop, value = ("name", stream_name) if stream_name else ("type", stream_type)
         found = pylsl.resolve_byprop(prop, value, timeout=resolve_s)
         if not found:

@@ -29,7 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from deploy.bundle import sha256_file
+from deploy.engines.precision import onnx_for
 from deploy.errors import BundleError, FogError, MissingDependency
+from deploy.lazy import lazy_import, require
+
+tensorrt = lazy_import("tensorrt", "tensorrt", "the TensorRT engine (on a Jetson it comes with JetPack)")
 
 log = logging.getLogger("deploy.engines.tensorrt")
 
@@ -39,12 +43,8 @@ _CUDART_NAMES = ("cudart", "libcudart.so", "libcudart.so.13", "libcudart.so.12",
 
 
 def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise MissingDependency("tensorrt", "tensorrt", "the TensorRT engine (on a Jetson it comes with JetPack)") \
-            from None
-    return tensorrt
+    """The tensorrt module, imported now (the seam tests replace with a double)."""
+    return require(tensorrt)
 
 
 def trt_major(trt) -> int:
@@ -246,7 +246,6 @@ class TensorRTEngine:
 
     @classmethod
     def from_bundle(cls, bundle, precision: str, cache_dir=None, **_ignored) -> "TensorRTEngine":
-        from deploy.engines import onnx_for
         trt = import_tensorrt()
         cuda = CudaRuntime()
         shipped = bundle.path("engine")

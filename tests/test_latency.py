@@ -26,8 +26,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from toolkit import bench, bench_baseline  # noqa: E402
-from toolkit.bench_backends import BackendUnavailable, check_available  # noqa: E402
+from toolkit.bench import baseline as bench_baseline  # noqa: E402
+from toolkit.bench import run as bench  # noqa: E402
+from toolkit.bench.backends import BackendUnavailable, check_available  # noqa: E402
 
 pytestmark = pytest.mark.latency
 

@@ -13,6 +13,17 @@ exceeds --fi-threshold.
 """
 from __future__ import annotations
 
+import numpy as np
+
+from calibration.checkpoint import load_model
+from deploy.bundle import Bundle
+from deploy.engines import open_engine
+from deploy.lazy import lazy_import, require
+from deploy.preprocess import PreprocessSpec
+
+torch = lazy_import("torch", "workstation", "evaluating a PyTorch model")
+models = lazy_import("models", "workstation", "evaluating a PyTorch model")
+
 HELP = "score a model/checkpoint/bundle and the freeze-index baseline on recordings (table or --json)"
 
 
@@ -54,47 +65,19 @@ def _no_labels(paths):
 
 
 def _torch_scorer(args):
-    try:
-        import torch
-        import models
-    except ImportError as exc:
-        from deploy.errors import MissingDependency
-        raise MissingDependency("torch", "workstation", "evaluating a PyTorch model") from exc
-    from deploy.preprocess import PreprocessSpec
-    from toolkit.cli import UserError
-    if args.model not in models.list_presets():
-        raise UserError(f"unknown preset {args.model!r}; presets: {', '.join(models.list_presets())}")
-    shipped = models.pretrained_path(args.model) if not args.checkpoint else None
-    model = models.create_model(args.model, pretrained=shipped is not None).eval()
-    if args.checkpoint:
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise UserError(f"{args.checkpoint} does not fit preset {args.model}: {str(exc).splitlines()[0]}")
-    spec = PreprocessSpec.from_dict(models.get_preset(args.model).preprocess)
+    require(torch)
+    model, _, checkpoint = load_model(args.model, args.checkpoint)  # the project's one weights loader
 
     def infer(x):
         with torch.no_grad():
             return torch.sigmoid(model(torch.from_numpy(x))).numpy()
-    name = args.model + (f" ({args.checkpoint})" if args.checkpoint else " (shipped weights)" if shipped
+    spec = PreprocessSpec.from_dict(models.get_preset(args.model).preprocess)
+    name = args.model + (f" ({args.checkpoint})" if args.checkpoint else " (shipped weights)" if checkpoint
                          else " (untrained)")
     return name, spec, infer, None
 
 
 def _bundle_scorer(args):
-    import numpy as np
-
-    from deploy.bundle import Bundle
-    from deploy.preprocess import PreprocessSpec
-    from toolkit.cli import UserError
-    try:
-        from deploy.engines import open_engine
-    except ImportError:
-        raise UserError("deploy.engines is not available in this installation, so bundles cannot be run yet; "
-                        "evaluate the model with --model/--checkpoint instead")
     bundle = Bundle.load(args.bundle)
     spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
     engine = open_engine(bundle, backend=args.backend)

@@ -2,7 +2,7 @@
 
 The exporter and the checks read these facts; no code branches on a target's name. Sources for every fact:
 `../shared/reference/tensorrt-jetson.md` (JetPack -> TensorRT, opset ceilings, INT8/DLA hardware) and the ONNX-TensorRT
-operator matrices, encoded as `toolkit/optables/trt*.json` (see `make_optables.py`).
+operator matrices, encoded as `toolkit/export/optables/trt*.json` (see `make_optables.py`).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from deploy.contract import CPU_FP32_REASON
 from deploy.errors import FogError
 
 OPTABLES = Path(__file__).resolve().parent / "optables"
@@ -118,9 +119,7 @@ _TARGETS = (
         description="Any CPU with ONNX Runtime (the daemon's portable backend)",
         runtime="onnxruntime", devices=("x86-64", "aarch64"), opset_min=7, opset_max=21, export_opset=17,
         precisions=("fp32", "int8"), default_precision="fp32", int8=True, fp16=False,
-        notes=("fp32 by default: the INT8 graph is the TensorRT Q/DQ graph (recurrence unrolled), which ONNX Runtime "
-               "CPU runs several times slower than the fused FP32 graph (docs/bench.md); --precision fastest "
-               "measures both on this machine and keeps the faster",)),
+        notes=(f"fp32 by default: {CPU_FP32_REASON}",)),
 )
 
 # The flagship names: `jetson` follows the current JetPack for Orin.
@@ -146,5 +145,5 @@ def op_table(version: str) -> dict:
     """The stored ONNX-TensorRT matrix for `version` ("8.5", "8.6", "10.1", "10.15")."""
     path = OPTABLES / f"trt{version}.json"
     if not path.is_file():
-        raise FogError(f"{path}: op table missing; regenerate with python toolkit/optables/make_optables.py")
+        raise FogError(f"{path}: op table missing; regenerate with python toolkit/export/optables/make_optables.py")
     return json.loads(path.read_text())

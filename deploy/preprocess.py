@@ -61,10 +61,8 @@ class PreprocessSpec:
         return self.window / self.rate_hz
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """The model input's shape for one window, in the spec's layout (what `patchify` makes of it)."""
-        features = self.patch * 3
-        return (1, self.n_patches, features) if self.layout == "BTC" else (1, features, self.n_patches)
+    def input_shape(self) -> tuple[int, int, int]:  # one window, in the layout `patchify` makes
+        return (1, self.n_patches, 3 * self.patch) if self.layout == "BTC" else (1, 3 * self.patch, self.n_patches)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -15,6 +15,8 @@ the figure reported is the median of those per-block ratios.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import resource
 import statistics
@@ -184,10 +186,8 @@ class PeakMemory:
 def _release_freed_memory() -> None:
     """Hand memory freed earlier back to the OS (glibc keeps it), so a backend that reuses it, e.g. onnxruntime
     loading weights into space an earlier onnx.load freed, still shows as growth."""
-    import gc
     gc.collect()
     try:
-        import ctypes
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: the figure may then be a lower bound
         pass

@@ -17,12 +17,14 @@ engine with) and `gpu_identity`, so the daemon compares like with like.
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -292,8 +294,6 @@ class TensorRTEngine:
 
 def main(argv=None) -> int:
     """`python3 -m deploy.engines.tensorrt record-kit-engine BUNDLE --model FILE --precision P` (run by the kit)."""
-    import argparse
-    import sys
     p = argparse.ArgumentParser(prog="python3 -m deploy.engines.tensorrt")
     sub = p.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record-kit-engine", help="record the key of the engine the kit built and checked")

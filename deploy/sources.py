@@ -66,6 +66,30 @@ def parse_lines(lines) -> Chunk:
     return Chunk(data[:, 0].copy(), data[:, 1:].copy(), time.monotonic(), rejected)
 
 
+def parse_bytes(data: bytes, split: bool = True) -> Chunk:
+    """Parse received bytes (a datagram of lines, or with `split=False` one serial line); bytes that are not UTF-8
+    are one rejected sample (`encoding`)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return Chunk(np.empty(0), np.empty((0, 3)), time.monotonic(), {"encoding": 1})
+    return parse_lines(text.splitlines() if split else [text])
+
+
+def pump_bytes(read, emit, stop, close, split: bool = True) -> None:
+    """Emit what `read()` returns (bytes; empty or None when nothing came within a poll), parsed, until `stop` is
+    set; `close()` at the end, whatever happens."""
+    try:
+        while not stop.is_set():
+            data = read()
+            if data:
+                chunk = parse_bytes(data, split)
+                if chunk.received:
+                    emit(chunk)
+    finally:
+        close()
+
+
 class Source:
     name = "source"
     live = True             # live sources drop when the pipeline is behind; replay waits instead
@@ -159,23 +183,14 @@ class UdpSource(Source):
     def describe(self) -> str:
         return f"udp {self.host}:{self.port}"
 
-    def run(self, emit, stop) -> None:
+    def _receive(self) -> bytes | None:
         try:
-            while not stop.is_set():
-                try:
-                    data = self.sock.recv(MAX_DATAGRAM)
-                except socket.timeout:
-                    continue
-                try:
-                    text = data.decode("utf-8")
-                except UnicodeDecodeError:
-                    emit(Chunk(np.empty(0), np.empty((0, 3)), time.monotonic(), {"encoding": 1}))
-                    continue
-                chunk = parse_lines(text.splitlines())
-                if chunk.received:
-                    emit(chunk)
-        finally:
-            self.sock.close()
+            return self.sock.recv(MAX_DATAGRAM)
+        except socket.timeout:
+            return None
+
+    def run(self, emit, stop) -> None:
+        pump_bytes(self._receive, emit, stop, self.sock.close)
 
 
 class SerialSource(Source):
@@ -196,19 +211,7 @@ class SerialSource(Source):
         return f"serial {self.device}"
 
     def run(self, emit, stop) -> None:
-        try:
-            while not stop.is_set():
-                raw = self.port.readline()
-                if not raw:
-                    continue
-                try:
-                    chunk = parse_lines([raw.decode("utf-8")])
-                except UnicodeDecodeError:
-                    chunk = Chunk(np.empty(0), np.empty((0, 3)), time.monotonic(), {"encoding": 1})
-                if chunk.received:
-                    emit(chunk)
-        finally:
-            self.port.close()
+        pump_bytes(self.port.readline, emit, stop, self.port.close, split=False)
 
 
 class LslSource(Source):

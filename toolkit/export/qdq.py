@@ -51,22 +51,23 @@ class _Graph:
         self._to_array = onnx.numpy_helper.to_array
         self._constant_memo: dict[str, bool] = {}
 
+    def _constant(self, name: str):
+        """The TensorProto of constant `name` (initializer or Constant node, through Identity), else None."""
+        while name not in self._arrays:
+            node = self.producer.get(name)
+            if node is None or node.op_type != "Identity":
+                return None
+            name = node.input[0]
+        return self._arrays[name]
+
     def array(self, name: str):
         """The constant value of `name` (initializer or Constant node, through Identity), else None."""
-        while name not in self._arrays:
-            node = self.producer.get(name)
-            if node is None or node.op_type != "Identity":
-                return None
-            name = node.input[0]
-        return self._to_array(self._arrays[name])
+        tensor = self._constant(name)
+        return None if tensor is None else self._to_array(tensor)
 
     def tensor_dtype(self, name: str):
-        while name not in self._arrays:
-            node = self.producer.get(name)
-            if node is None or node.op_type != "Identity":
-                return None
-            name = node.input[0]
-        return self._arrays[name].data_type
+        tensor = self._constant(name)
+        return None if tensor is None else tensor.data_type
 
     def is_constant(self, name: str) -> bool:
         """True when `name` is computed from constants only (a weight path), iteratively so deep graphs are fine."""

@@ -51,6 +51,13 @@ class Target:
 
 
 _JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+# What every JetPack 5.1 device shares: TensorRT 8.5.2 (its op table, opset window, no LayerNormalization importer,
+# explicit zero points, DLA without Q/DQ).
+_JETPACK5 = dict(
+    runtime="tensorrt", jetpack="5.1", tensorrt="8.5.2", trt_majors=(8,), optable="8.5", opset_min=1, opset_max=17,
+    export_opset=16, precisions=("int8", "fp16", "fp32"), default_precision="int8", layernorm_op=False, int8=True,
+    fp16=True, qdq_zero_point_required=True, dla=True, trtexec=_JETSON_TRTEXEC,
+    notes=("TensorRT 8.5 has no LayerNormalization importer: exported at opset 16, LayerNorm decomposed",))
 
 _TARGETS = (
     Target(
@@ -68,22 +75,14 @@ _TARGETS = (
     Target(
         name="jetson-orin-jp5",
         description="Jetson Orin on JetPack 5.1.x: TensorRT 8.5.2, CUDA 11.4",
-        runtime="tensorrt", devices=("Orin NX", "AGX Orin", "Orin Nano"), jetpack="5.1", tensorrt="8.5.2",
-        trt_majors=(8,), optable="8.5", opset_min=1, opset_max=17, export_opset=16,
-        precisions=("int8", "fp16", "fp32"), default_precision="int8", layernorm_op=False, int8=True, fp16=True,
-        qdq_zero_point_required=True, dla=True,
-        dla_note="TensorRT 8.x DLA does not take explicit Q/DQ: DLA builds are FP16 only here",
-        trtexec=_JETSON_TRTEXEC,
-        notes=("TensorRT 8.5 has no LayerNormalization importer: exported at opset 16, LayerNorm decomposed",)),
+        devices=("Orin NX", "AGX Orin", "Orin Nano"),
+        dla_note="TensorRT 8.x DLA does not take explicit Q/DQ: DLA builds are FP16 only here", **_JETPACK5),
     Target(
         name="jetson-xavier",
         description="Jetson Xavier NX / AGX Xavier on JetPack 5.1.x (their last): TensorRT 8.5.2, CUDA 11.4",
-        runtime="tensorrt", devices=("Xavier NX", "AGX Xavier"), jetpack="5.1", tensorrt="8.5.2", trt_majors=(8,),
-        optable="8.5", opset_min=1, opset_max=17, export_opset=16, precisions=("int8", "fp16", "fp32"),
-        default_precision="int8", layernorm_op=False, int8=True, fp16=True, qdq_zero_point_required=True, dla=True,
+        devices=("Xavier NX", "AGX Xavier"),
         dla_note="2x NVDLA v1; TensorRT 8.x DLA does not take explicit Q/DQ: DLA builds are FP16 only here",
-        trtexec=_JETSON_TRTEXEC,
-        notes=("TensorRT 8.5 has no LayerNormalization importer: exported at opset 16, LayerNorm decomposed",)),
+        **_JETPACK5),
     Target(
         name="jetson-thor",
         description="Jetson Thor on JetPack 7.0/7.1: TensorRT 10.13, CUDA 13.0",

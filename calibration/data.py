@@ -19,9 +19,10 @@ from typing import Protocol
 
 import numpy as np
 
+from deploy.contract import CLASSES, INPUT_NAME
 from deploy.errors import DataError
 from deploy.preprocess import PreprocessSpec, patchify, prepare
-from deploy.recording import CLASSES, Recording, read_recordings
+from deploy.recording import Recording, read_recordings
 from deploy.synth import make_subject, synth_recording
 
 
@@ -202,7 +203,7 @@ def synthetic_windows(spec, count: int, batch: int, seed: int) -> list[np.ndarra
 class BatchReader:
     """A `CalibrationDataReader` over batches already in memory; `description` is what `describe()` reports."""
 
-    def __init__(self, batches, description: dict | None = None, input_name: str = "x"):
+    def __init__(self, batches, description: dict | None = None, input_name: str = INPUT_NAME):
         self.batches, self.description, self.input_name, self._position = list(batches), description, input_name, 0
 
     def get_next(self) -> dict | None:
@@ -226,7 +227,7 @@ class WindowReader(BatchReader):
     """
 
     def __init__(self, recordings, spec, limit: int = 512, seed: int = 0, batch_size: int = 32,
-                 class_share: float = 0.5, input_name: str = "x"):
+                 class_share: float = 0.5, input_name: str = INPUT_NAME):
         if limit < 1:
             raise DataError(f"calibration window limit must be at least 1, got {limit}")
         self.spec = as_spec(spec)

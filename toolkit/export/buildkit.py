@@ -7,10 +7,11 @@ JSON with Polygraphy's own serializer, on the device), and the Polygraphy comman
 from __future__ import annotations
 
 from pathlib import Path
+from string import Template
 
 import numpy as np
 
-from deploy.contract import FP32_FILE
+from deploy.contract import FP32_FILE, INPUT_NAME, OUTPUT_NAME
 
 # trtexec options per TensorRT generation, from each release's trtexec help (samples/common/sampleOptions.cpp):
 # --memPoolSize arrived in 8.4 and replaced --workspace (removed in 10.0); TensorRT 11 removed the precision flags
@@ -144,6 +145,7 @@ def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: st
     return "\n".join(lines) + "\n"
 
 
+# The kit's converter, with the bundle's tensor names filled in (string.Template: $x, $probs).
 _NPZ_TO_POLYGRAPHY = '''"""Polygraphy's input and reference-output JSON from reference.npz, by Polygraphy's own serializer."""
 import sys
 from pathlib import Path
@@ -155,8 +157,8 @@ from polygraphy.json import save_json
 
 data = np.load(sys.argv[1])
 out = Path(sys.argv[2])
-save_json([{"x": data["x"]}], str(out / "inputs.json"))
-results = RunResults([("onnxruntime-reference", [IterationResult({"probs": data["probs"]},
+save_json([{"$x": data["$x"]}], str(out / "inputs.json"))
+results = RunResults([("onnxruntime-reference", [IterationResult({"$probs": data["$probs"]},
                                                                  runner_name="onnxruntime-reference")])])
 results.save(str(out / "reference_outputs.json"))
 print("wrote", out / "inputs.json", "and", out / "reference_outputs.json")
@@ -173,8 +175,8 @@ def write_kit(bundle_dir, target, *, model_file: str, precision: str, inputs: np
     script = kit / "build_engine.sh"
     script.write_text(_script(target, model_file, precision, dla_ok, fp32_file))
     script.chmod(0o755)
-    np.savez(kit / "reference.npz", x=inputs.astype(np.float32), probs=outputs.astype(np.float32))
-    (kit / "npz_to_polygraphy.py").write_text(_NPZ_TO_POLYGRAPHY)
+    np.savez(kit / "reference.npz", **{INPUT_NAME: inputs.astype(np.float32), OUTPUT_NAME: outputs.astype(np.float32)})
+    (kit / "npz_to_polygraphy.py").write_text(Template(_NPZ_TO_POLYGRAPHY).substitute(x=INPUT_NAME, probs=OUTPUT_NAME))
     commands = [line.strip().replace('"$TRTEXEC"', "trtexec") for line in script.read_text().splitlines()
                 if line.strip().startswith('"$TRTEXEC" --onnx')]
     return {"script": "kit/build_engine.sh", "reference": "kit/reference.npz", "generations": _generations(target),

@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("-k", default=None, help="pytest -k expression (default: every latency test)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from toolkit import bench_baseline
+    from toolkit.bench import baseline as bench_baseline
 
     baseline = bench_baseline.load(bench_baseline.baseline_path())
     record = Path(tempfile.mkdtemp(prefix="fog-spread-")) / "entries.jsonl"

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     import models
     from models.onnx_export import export_onnx
     from models.qat import calibrate_max, to_qat
-    from toolkit.qdq_check import check_qdq
+    from toolkit.export.qdq import check_qdq
 
     torch.manual_seed(0)
     model = models.create_model(args.preset).eval()

@@ -1,6 +1,8 @@
 """Checkpoints: fp32 weights (`.pt`) with a JSON beside it saying what they are.
 
-Two forms, both loadable with `torch.load(..., weights_only=True)`:
+The project's one weights loader (`read_weights`, `fit_weights`, `load_model`): every command that reads weights
+(export, evaluate, calibrate, train, the model report) unwraps them with the same rules. Two forms, both loadable
+with `torch.load(..., weights_only=True)`:
 - plain: a state_dict for `models.create_model(preset)` (the bundled default in `models/weights/`, which the
   registry points at);
 - project: `{"preset", "state_dict", "preprocess", "classes"}` (what `toolkit train` writes as `model.pt`, so
@@ -13,15 +15,17 @@ import json
 from pathlib import Path
 
 from deploy.errors import FogError
+from deploy.lazy import lazy_import
+
+torch = lazy_import("torch", "workstation", "loading PyTorch weights")
+models = lazy_import("models", "workstation", "the model registry")
 
 DEFAULT_PRESET = "fog-small"
 
 
 def default_checkpoint(preset: str = DEFAULT_PRESET) -> Path | None:
     """The committed checkpoint for `preset`, if the project ships one (the registry knows where)."""
-    from models import pretrained_path
-
-    return pretrained_path(preset)
+    return models.pretrained_path(preset)
 
 
 def checkpoint_info(path) -> dict:
@@ -30,12 +34,13 @@ def checkpoint_info(path) -> dict:
     return json.loads(side.read_text()) if side.exists() else {}
 
 
-def _read_state(path: Path):
-    """(state_dict, preset named inside or None) from either checkpoint form, or a training run's last.pt."""
-    import torch
-
-    if not path.exists():
-        raise FogError(f"{path}: no such checkpoint (train one with `toolkit train`)")
+def read_weights(path) -> tuple[dict, dict]:
+    """(state_dict, what the file says about itself) from any weights file of the project, with one set of rules:
+    `{"state_dict": ...}` (a project checkpoint, which also names its preset, preprocess and classes), `{"model":
+    ...}` (a training run's last.pt), else the file is the state_dict itself (plain, or saved by tsai)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FogError(f"{path}: weights file not found (train one with `toolkit train`, or check the path)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle or zip error deep in torch: say what to do instead
@@ -43,51 +48,50 @@ def _read_state(path: Path):
         raise FogError(f"{path}: not a readable weights file ({type(exc).__name__}: {first}); give a state_dict saved "
                        "with torch.save(model.state_dict(), path), or a model.pt from `toolkit train`") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        return state["state_dict"], state.get("preset")
+        return state["state_dict"], {k: state[k] for k in ("preset", "preprocess", "classes") if state.get(k)}
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        return state["model"], None
-    return state, None
+        return state["model"], {}
+    return state, {}
+
+
+def fit_weights(module, state: dict, path, fix: str) -> None:
+    """Load `state` into `module` (strict); weights that do not fit raise FogError, naming `path`, ending in `fix`."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).splitlines()[:3])
+        raise FogError(f"{path}: the weights do not fit the model ({first}); {fix}") from None
 
 
 def load_model(preset: str | None = None, checkpoint=None, default_weights: bool = True):
     """(model, preset_name, checkpoint path or None), in eval mode. The preset is `preset`, else the one the
     checkpoint names (inside, or its JSON), else fog-small. With no checkpoint the project's default weights for
     the preset are loaded when `default_weights` (and the project ships them)."""
-    from models import create_model, list_presets
-
     if checkpoint is None and default_weights:
         checkpoint = default_checkpoint(preset or DEFAULT_PRESET)
-    state, named = (None, None)
+    state, named = None, {}
     if checkpoint:
         checkpoint = Path(checkpoint)
-        state, named = _read_state(checkpoint)
-    preset = preset or named or (checkpoint_info(checkpoint).get("preset") if checkpoint else None) \
+        state, named = read_weights(checkpoint)
+    preset = preset or named.get("preset") or (checkpoint_info(checkpoint).get("preset") if checkpoint else None) \
         or DEFAULT_PRESET
-    try:
-        model = create_model(preset)
-    except KeyError:
-        raise FogError(f"unknown preset {preset!r}; choose one of {list_presets()}") from None
+    if preset not in models.list_presets():
+        raise FogError(f"unknown preset {preset!r}; choose one of {models.list_presets()}")
+    model = models.create_model(preset)
     if state is not None:
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise FogError(f"{checkpoint} does not fit preset {preset!r}: {str(exc).splitlines()[0]} "
-                           "(pass the --preset the checkpoint was trained with)") from None
+        fit_weights(model, state, checkpoint, f"pass the --preset the checkpoint was trained with ({preset!r} was used)")
     model.eval()
     return model, preset, checkpoint
 
 
 def save_checkpoint(model, path, info: dict, plain: bool = False) -> Path:
     """Write `path` (fp32 weights: project form, or a plain state_dict) and `path.with_suffix('.json')` (info)."""
-    import torch
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
              for k, v in model.state_dict().items()}
     if not plain:
-        from models import get_preset
-        preset = get_preset(info["preset"])
+        preset = models.get_preset(info["preset"])
         state = {"preset": preset.name, "state_dict": state, "preprocess": dict(preset.preprocess),
                  "classes": list(preset.classes)}
     torch.save(state, path)

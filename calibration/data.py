@@ -19,9 +19,11 @@ from typing import Protocol
 
 import numpy as np
 
+from deploy.contract import CLASSES, INPUT_NAME
 from deploy.errors import DataError
 from deploy.preprocess import PreprocessSpec, patchify, prepare
-from deploy.recording import CLASSES, Recording, read_recordings
+from deploy.recording import Recording, read_recordings
+from deploy.synth import make_subject, synth_recording
 
 
 class CalibrationDataReader(Protocol):
@@ -185,7 +187,43 @@ def sample_windows(prepared: list[PreparedRecording], spec, count: int, seed: in
     return cut_windows(prepared, sample_starts(prepared, spec.window, count, rng, class_share), spec)
 
 
-class WindowReader:
+def synthetic_windows(spec, count: int, batch: int, seed: int) -> list[np.ndarray]:
+    """`count` windows (rounded up to whole batches) in model layout from one synthetic FOG recording, as batches.
+
+    The recording comes from `deploy.synth` and goes through `deploy.preprocess` exactly as the daemon's input does;
+    starts are uniform. Different seeds give different recordings: export calibrates on one seed and verifies on
+    another (held out)."""
+    spec = as_spec(spec)
+    n_windows = max(1, -(-count // batch)) * batch
+    rng = np.random.default_rng(seed)
+    minutes = max(1.0, 2.0 * n_windows * spec.window_s / 60.0)
+    recording = synth_recording(minutes=minutes, seed=1000 + seed, rate_hz=spec.rate_hz, units=spec.units)
+    prepared = prepare_recording(recording, spec)
+    starts = np.sort(rng.integers(0, prepared.n_samples - spec.window, size=n_windows))
+    x = cut_windows([prepared], [(0, int(s)) for s in starts], spec).x
+    return [x[i:i + batch] for i in range(0, n_windows, batch)]
+
+
+class BatchReader:
+    """A `CalibrationDataReader` over batches already in memory; `description` is what `describe()` reports."""
+
+    def __init__(self, batches, description: dict | None = None, input_name: str = INPUT_NAME):
+        self.batches, self.description, self.input_name, self._position = list(batches), description, input_name, 0
+
+    def get_next(self) -> dict | None:
+        if self._position >= len(self.batches):
+            return None
+        self._position += 1
+        return {self.input_name: self.batches[self._position - 1]}
+
+    def rewind(self) -> None:
+        self._position = 0
+
+    def describe(self) -> dict:
+        return dict(self.description or {})
+
+
+class WindowReader(BatchReader):
     """A `CalibrationDataReader` over recordings: `limit` windows, `batch_size` at a time, seeded.
 
     `recordings` may be `Recording` objects or `PreparedRecording`s. The windows are drawn once at
@@ -193,26 +231,17 @@ class WindowReader:
     """
 
     def __init__(self, recordings, spec, limit: int = 512, seed: int = 0, batch_size: int = 32,
-                 class_share: float = 0.5, input_name: str = "x"):
+                 class_share: float = 0.5, input_name: str = INPUT_NAME):
         if limit < 1:
             raise DataError(f"calibration window limit must be at least 1, got {limit}")
         self.spec = as_spec(spec)
         self.prepared = [r if isinstance(r, PreparedRecording) else prepare_recording(r, self.spec)
                          for r in recordings]
-        self.limit, self.seed, self.batch_size, self.input_name = limit, seed, batch_size, input_name
+        self.limit, self.seed, self.batch_size = limit, seed, batch_size
         self.class_share = class_share
         self.windows = sample_windows(self.prepared, self.spec, limit, seed, class_share)
-        self._position = 0
-
-    def get_next(self) -> dict | None:
-        if self._position >= len(self.windows):
-            return None
-        batch = self.windows.x[self._position:self._position + self.batch_size]
-        self._position += self.batch_size
-        return {self.input_name: batch}
-
-    def rewind(self) -> None:
-        self._position = 0
+        x = self.windows.x
+        super().__init__([x[i:i + batch_size] for i in range(0, len(x), batch_size)], input_name=input_name)
 
     def describe(self) -> dict:
         """What the windows are, for the calibration cache."""
@@ -225,8 +254,6 @@ def synthetic_recordings(subjects: int, seed: int = 0, minutes: float = 5.0, per
                          rate_hz: float = 100.0) -> list[Recording]:
     """Seeded synthetic recordings (deploy.synth), `per_subject` per subject. Subject ids carry the seed
     (`syn{seed}-s07`), so sets drawn with different seeds never share a subject."""
-    from deploy.synth import make_subject, synth_recording
-
     recordings = []
     for s in range(subjects):
         subject = make_subject(np.random.default_rng([seed, 1000 + s]), f"syn{seed}-s{s:02d}")

@@ -19,13 +19,13 @@ import torch
 
 from calibration.cache import CalibrationCache, CalibrationCacheError, model_hash
 from calibration.calibrators import make_calibrator
+from deploy.metrics import average_precision
+from models.qat import quantizers, set_calibration
 
 
 def calibrate(qat_model, reader, method: str = "entropy", *, options: dict | None = None,
               preset: str | None = None, progress: bool = True) -> CalibrationCache:
     """Calibrate every quantizer of `qat_model` on the batches of `reader`; quantization is left OFF."""
-    from models.qat import quantizers, set_calibration
-
     named = quantizers(qat_model)
     if not named:
         raise CalibrationCacheError("the model has no quantizers: convert it with models.qat.to_qat first")
@@ -71,8 +71,6 @@ def calibrate(qat_model, reader, method: str = "entropy", *, options: dict | Non
 
 def apply_cache(qat_model, cache: CalibrationCache, check_model: bool = True) -> None:
     """Load the ranges of `cache` into the quantizers of `qat_model` (quantization is left as it was)."""
-    from models.qat import quantizers
-
     if check_model:
         cache.check_model(qat_model)
     named = quantizers(qat_model)
@@ -121,8 +119,6 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
 
 def agreement(float_model, int8_model, windows, classes=None) -> dict:
     """Float vs INT8 on labelled windows (a `calibration.data.WindowSet`): AP per class, probability error."""
-    from deploy.metrics import average_precision
-
     p_float = predict_probs(float_model, windows.x)
     p_int8 = predict_probs(int8_model, windows.x)
     diff = np.abs(p_float - p_int8)

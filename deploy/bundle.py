@@ -10,14 +10,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.contract import MANIFEST, SCHEMA_VERSION
 from deploy.errors import BundleError
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("schema_version", "model", "input", "output", "precision", "models", "files")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file's bytes (the one file hash of the project: bundles, weights, engines)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):

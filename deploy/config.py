@@ -8,8 +8,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from deploy.contract import DETECTOR_KEYS, EVENT_DEFAULTS
 from deploy.errors import FogError
-from deploy.events import DEFAULT_SETTINGS, DETECTOR_KEYS
 
 try:
     import tomllib
@@ -117,9 +117,9 @@ def stream_settings(config: dict, manifest: dict, rate_hz: float) -> dict:
     """Hop, look-ahead (samples) and event knobs: config first, then the manifest, then defaults."""
     ev_manifest = manifest.get("events", {}) or {}
     stream = config["stream"]
-    hop_s = stream["hop_s"] if stream["hop_s"] is not None else ev_manifest.get("hop_s", DEFAULT_SETTINGS["hop_s"])
+    hop_s = stream["hop_s"] if stream["hop_s"] is not None else ev_manifest.get("hop_s", EVENT_DEFAULTS["hop_s"])
     look = stream["lookahead_s"] if stream["lookahead_s"] is not None \
-        else ev_manifest.get("lookahead_s", DEFAULT_SETTINGS["lookahead_s"])
+        else ev_manifest.get("lookahead_s", EVENT_DEFAULTS["lookahead_s"])
     if hop_s is None or float(hop_s) <= 0:
         raise ConfigError(f"stream.hop_s must be positive, got {hop_s!r}")
     hop = max(1, int(round(float(hop_s) * rate_hz)))

@@ -6,6 +6,7 @@ Invariant the tests check: received == accepted + sum(dropped.values()).
 """
 from __future__ import annotations
 
+import resource
 import threading
 import time
 from collections import Counter
@@ -78,7 +79,6 @@ class Counters:
                     elif line.startswith("VmHWM:"):
                         peak = int(line.split()[1]) / 1024
         except OSError:
-            import resource
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return current, peak
 

@@ -12,86 +12,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
+from deploy.bundle import Bundle
+from deploy.config import build_config, parse_set, parse_sink, stream_settings
+from deploy.counters import Counters
+from deploy.engines import open_engine
 from deploy.errors import FogError
+from deploy.preprocess import PreprocessSpec
+from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_interval_s
+from deploy.sinks import event_message, open_sink, probs_message
+from deploy.sources import open_source
+from deploy.stream import Pipeline, StreamSettings
 
 log = logging.getLogger("deploy.daemon")
 END = object()
-
-
-# ------------------------------------------------------------------ systemd
-
-def sd_notify(message: str) -> bool:
-    """Send `message` (e.g. "READY=1") to systemd's notify socket; False when not under systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return False
-    if address.startswith("@"):  # abstract namespace
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode())
-        return True
-    except OSError as exc:
-        log.warning("sd_notify failed: %s", exc)
-        return False
-
-
-def watchdog_interval_s() -> float | None:
-    usec = os.environ.get("WATCHDOG_USEC")
-    pid = os.environ.get("WATCHDOG_PID")
-    if not usec or (pid and pid != str(os.getpid())):
-        return None
-    return int(usec) / 1e6 / 2  # ping twice per period, as systemd recommends
-
-
-# ------------------------------------------------------------------ logs and metrics
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record):
-        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-                 "msg": record.getMessage()}
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
-
-
-def serve_metrics(counters, port: int):
-    """Prometheus text on http://127.0.0.1:PORT/metrics (loopback only), in a daemon thread."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = counters.prometheus().encode() if self.path.startswith("/metrics") else b"see /metrics\n"
-            self.send_response(200 if self.path.startswith("/metrics") else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    log.info("metrics on http://127.0.0.1:%d/metrics", server.server_address[1])
-    return server
 
 
 # ------------------------------------------------------------------ command line
@@ -137,7 +77,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def overrides_from_args(args) -> list[dict]:
-    from deploy.config import parse_set, parse_sink
     o: dict = {"source": {}, "stream": {}, "log": {}}
     if args.bundle:
         o["bundle"] = args.bundle
@@ -179,7 +118,6 @@ def overrides_from_args(args) -> list[dict]:
 # ------------------------------------------------------------------ the run
 
 def open_source_from(config: dict, model_rate: float):
-    from deploy.sources import open_source
     options = dict(config["source"])
     kind = options.pop("kind")
     if kind == "replay":
@@ -192,28 +130,21 @@ def open_source_from(config: dict, model_rate: float):
     return open_source(kind, **options)
 
 
-def run(config: dict, max_seconds: float | None = None, stop: threading.Event | None = None) -> dict:
-    """Run the daemon until the source ends, `stop` is set or max_seconds pass; returns the final counters."""
-    from deploy.bundle import Bundle
-    from deploy.counters import Counters
-    from deploy.engines import open_engine
-    from deploy.preprocess import PreprocessSpec
-    from deploy.sinks import event_message, open_sink, probs_message
-    from deploy.stream import Pipeline
-    from deploy.config import stream_settings
+@dataclass
+class Wiring:
+    """What `run` connects: a source, through a queue, into the pipeline around the bundle's engine, out to sinks."""
+    bundle: Bundle
+    engine: object
+    source: object
+    sinks: list
+    counters: Counters
+    pipeline: Pipeline
+    inbox: queue.Queue
+    lookahead_samples: int | None
 
-    stop = stop or threading.Event()
-    bundle = Bundle.load(config["bundle"], verify=True)
-    spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
-    engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],
-                         threads=config["threads"])
-    settings = stream_settings(config, bundle.manifest, spec.rate_hz)
-    sinks = [open_sink(s["kind"], **{k: v for k, v in s.items() if k != "kind"}) for s in config["sinks"]]
-    want_probs = any(s.want_probs for s in sinks)
-    source = open_source_from(config, spec.rate_hz)
-    counters = Counters()
-    classes = bundle.classes
 
+def _sink_callbacks(sinks, classes):
+    """(on_event, on_probs) for the pipeline: every message to every sink; on_probs None when no sink wants probs."""
     def on_event(kind, event, decided_s):
         message = event_message(kind, event, decided_s)
         log.info("%s %s onset %.2f s peak %.2f", kind, event.cls, event.onset_s, event.peak)
@@ -224,101 +155,157 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
         message = probs_message(t0, probs, rate, classes)
         for sink in sinks:
             sink.send(message)
+    return on_event, (on_probs if any(s.want_probs for s in sinks) else None)
 
+
+def wire(config: dict) -> Wiring:
+    """Open the bundle (verified), its engine, the sinks and the source, and the pipeline between them."""
+    bundle = Bundle.load(config["bundle"], verify=True)
+    spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
+    engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],
+                         threads=config["threads"])
+    settings = stream_settings(config, bundle.manifest, spec.rate_hz)
+    sinks = [open_sink(s["kind"], **{k: v for k, v in s.items() if k != "kind"}) for s in config["sinks"]]
+    source = open_source_from(config, spec.rate_hz)
+    counters = Counters()
     st = config["stream"]
-    pipeline = Pipeline(spec, engine, classes, counters, source_units=source.units, source_rate_hz=source.rate_hz,
-                        hop_samples=settings["hop_samples"], lookahead_samples=settings["lookahead_samples"],
-                        events=settings["events"], on_probs=on_probs if want_probs else None, on_event=on_event,
-                        live=source.live, max_gap_s=st["max_gap_s"], max_behind_s=st["max_behind_s"])
-    inbox: queue.Queue = queue.Queue(maxsize=int(st["queue_chunks"]))
+    on_event, on_probs = _sink_callbacks(sinks, bundle.classes)
+    stream = StreamSettings(source_units=source.units, source_rate_hz=source.rate_hz,
+                            hop_samples=settings["hop_samples"], lookahead_samples=settings["lookahead_samples"],
+                            events=settings["events"], live=source.live, max_gap_s=st["max_gap_s"],
+                            max_behind_s=st["max_behind_s"])
+    pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
+    return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
+                  settings["lookahead_samples"])
 
+
+def start_source(w: Wiring, stop: threading.Event) -> threading.Thread:
+    """The source on its own thread, feeding the queue; END is queued when it stops. A live source's chunk that
+    finds the queue full is dropped and counted (memory stays bounded); a replay waits for room."""
     def emit(chunk):
-        if source.live:
+        if w.source.live:
             try:
-                inbox.put_nowait(chunk)
+                w.inbox.put_nowait(chunk)
             except queue.Full:  # behind: the newest data is dropped and counted, memory stays bounded
-                counters.drop("overflow", chunk.received, received=True)
-        else:
-            while not stop.is_set():
-                try:
-                    inbox.put(chunk, timeout=0.2)
-                    return
-                except queue.Full:
-                    continue
-            counters.drop("shutdown", chunk.received, received=True)
+                w.counters.drop("overflow", chunk.received, received=True)
+            return
+        while not stop.is_set():
+            try:
+                w.inbox.put(chunk, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        w.counters.drop("shutdown", chunk.received, received=True)
 
     def source_thread():
         try:
-            source.run(emit, stop)
+            w.source.run(emit, stop)
         except Exception:
-            log.exception("source %s failed", source.name)
+            log.exception("source %s failed", w.source.name)
         finally:
             while True:
                 try:
-                    inbox.put(END, timeout=0.2)
+                    w.inbox.put(END, timeout=0.2)
                     return
                 except queue.Full:
                     if stop.is_set():
                         return
 
-    metrics = serve_metrics(counters, int(config["log"]["metrics_port"])) if config["log"]["metrics_port"] else None
-    log.info("fog-daemon ready: bundle %s, engine %s (%s), source %s, hop %d samples, look-ahead %s",
-             bundle.folder, engine.backend, getattr(engine, "precision", "?"), source.describe(),
-             pipeline.hop, "full" if settings["lookahead_samples"] is None else f"{pipeline.keep} samples")
-    sd_notify("READY=1")
-    threading.Thread(target=source_thread, name="source", daemon=True).start()
+    thread = threading.Thread(target=source_thread, name="source", daemon=True)
+    thread.start()
+    return thread
 
-    wd = watchdog_interval_s()
-    status_every = float(config["log"]["status_interval_s"] or 0)
-    silence_s = float(st["silence_s"])
-    started = last_data = last_status = last_wd = time.monotonic()
-    silent = False
+
+class _Heartbeat:
+    """What the loop reports while it runs: systemd's watchdog, a status line, a warning when the sensor is silent."""
+
+    def __init__(self, config: dict, counters: Counters):
+        self.counters, self.watchdog_s = counters, watchdog_interval_s()
+        self.status_every = float(config["log"]["status_interval_s"] or 0)
+        self.silence_s = float(config["stream"]["silence_s"])
+        self.started = self.last_data = self.last_status = self.last_wd = time.monotonic()
+        self.silent = False
+
+    def data(self, now: float) -> None:
+        self.last_data, self.silent = now, False
+
+    def idle(self, now: float) -> None:
+        if not self.silent and now - self.last_data > self.silence_s:
+            self.silent = True
+            self.counters.silences += 1
+            log.warning("sensor silent for %.1f s", now - self.last_data)
+
+    def tick(self, now: float) -> None:
+        if self.watchdog_s and now - self.last_wd >= self.watchdog_s:
+            sd_notify("WATCHDOG=1")
+            self.last_wd = now
+        if self.status_every and now - self.last_status >= self.status_every:
+            log.info("status: %s", self.counters.status_line())
+            sd_notify("STATUS=" + self.counters.status_line())
+            self.last_status = now
+
+
+def loop(w: Wiring, config: dict, stop: threading.Event, max_seconds: float | None = None) -> None:
+    """Take chunks from the queue into the pipeline until the source ends, `stop` is set or max_seconds pass."""
+    beat = _Heartbeat(config, w.counters)
     ended = False
     while not stop.is_set() and not ended:
         try:
-            item = inbox.get(timeout=0.2)
+            item = w.inbox.get(timeout=0.2)
         except queue.Empty:
             item = None
         now = time.monotonic()
         if item is END:
             ended = True
         elif item is not None:
-            if not source.live:  # replay: latency counts from when the pipeline takes it, not from queueing
+            if not w.source.live:  # replay: latency counts from when the pipeline takes it, not from queueing
                 item.arrival = now
-            _process(item, counters, pipeline)
-            last_data, silent = now, False
-        elif not silent and now - last_data > silence_s:
-            silent = True
-            counters.silences += 1
-            log.warning("sensor silent for %.1f s", now - last_data)
-        if wd and now - last_wd >= wd:
-            sd_notify("WATCHDOG=1")
-            last_wd = now
-        if status_every and now - last_status >= status_every:
-            log.info("status: %s", counters.status_line())
-            sd_notify("STATUS=" + counters.status_line())
-            last_status = now
-        if max_seconds is not None and now - started >= max_seconds:
+            _process(item, w.counters, w.pipeline)
+            beat.data(now)
+        else:
+            beat.idle(now)
+        beat.tick(now)
+        if max_seconds is not None and now - beat.started >= max_seconds:
             break
-    # drain: whatever is already queued is processed (bounded by the queue size), then pending hops are closed
+
+
+def drain(w: Wiring, stop: threading.Event) -> dict:
+    """Process what is already queued (bounded by the queue size), close pending hops and episodes, close the
+    sinks and the engine; returns the final counters."""
     sd_notify("STOPPING=1")
     stop.set()
     while True:
         try:
-            item = inbox.get_nowait()
+            item = w.inbox.get_nowait()
         except queue.Empty:
             break
         if item is not END:
-            _process(item, counters, pipeline)
-    pipeline.end_segment()
-    for sink in sinks:
+            _process(item, w.counters, w.pipeline)
+    w.pipeline.end_segment()
+    for sink in w.sinks:
         sink.close()
-    engine.close()
+    w.engine.close()
+    snapshot = w.counters.snapshot()
+    snapshot["balanced"] = w.counters.balanced()
+    return snapshot
+
+
+def run(config: dict, max_seconds: float | None = None, stop: threading.Event | None = None) -> dict:
+    """Run the daemon until the source ends, `stop` is set or max_seconds pass; returns the final counters."""
+    stop = stop or threading.Event()
+    w = wire(config)
+    port = int(config["log"]["metrics_port"] or 0)
+    metrics = serve_metrics(w.counters, port) if port else None
+    log.info("fog-daemon ready: bundle %s, engine %s (%s), source %s, hop %d samples, look-ahead %s",
+             w.bundle.folder, w.engine.backend, getattr(w.engine, "precision", "?"), w.source.describe(),
+             w.pipeline.hop, "full" if w.lookahead_samples is None else f"{w.pipeline.keep} samples")
+    sd_notify("READY=1")
+    start_source(w, stop)
+    loop(w, config, stop, max_seconds)
+    final = drain(w, stop)
     if metrics:
         metrics.shutdown()
-    snapshot = counters.snapshot()
-    snapshot["balanced"] = counters.balanced()
-    return snapshot
+    return final
 
 
 def _process(chunk, counters, pipeline) -> None:
@@ -338,7 +325,6 @@ def main(argv=None, prog: str = "fog-daemon") -> int:
 
 def run_args(args, prog: str = "fog-daemon") -> int:
     """Run from parsed arguments (shared by fog-daemon, python -m deploy and toolkit serve)."""
-    from deploy.config import build_config
     stop = threading.Event()
     try:
         config = build_config(args.config, overrides_from_args(args))

@@ -78,9 +78,9 @@ def subject_of(path) -> str:
     return match.group(1).upper() if match else Path(path).stem
 
 
-def read_daphnet(path, text: str, position: str = "trunk", rate_hz: float | None = None):
-    """A Recording from the text of a Daphnet file (see the module docstring for the mapping)."""
-    from deploy.recording import Recording
+def read_daphnet(path, text: str, position: str = "trunk", rate_hz: float | None = None) -> dict:
+    """The fields of a `deploy.recording.Recording` from the text of a Daphnet file (see the module docstring
+    for the mapping)."""
     if position not in POSITIONS:
         _fail(f"unknown Daphnet sensor position {position!r}", path, fix=f"use one of {sorted(POSITIONS)}")
     table = _parse(text, path)
@@ -105,5 +105,5 @@ def read_daphnet(path, text: str, position: str = "trunk", rate_hz: float | None
     freeze = (annotation == 2).astype(np.float64)
     meta = {"source": str(path), "layout": "daphnet", "id": Path(path).stem, "subject": subject_of(path),
             "position": position, "time_unit": "ms", "label_kind": "any"}
-    return Recording(acc, rate_hz or RATE_HZ, "g", time=time, labels=np.repeat(freeze[:, None], 3, axis=1),
-                     mask=annotation != 0, meta=meta)
+    return {"acc": acc, "rate_hz": rate_hz or RATE_HZ, "units": "g", "time": time,
+            "labels": np.repeat(freeze[:, None], 3, axis=1), "mask": annotation != 0, "meta": meta}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deploy.recording import CLASSES
+from deploy.contract import CLASSES, DETECTOR_KEYS, EVENT_DEFAULTS, with_defaults
 
 
 @dataclass(frozen=True)
@@ -35,16 +35,12 @@ class Event:
         return None if self.offset_s is None else self.offset_s - self.onset_s
 
 
-# The event settings a bundle carries unless export is told otherwise. The daemon, `toolkit evaluate` and the model
-# report fall back to the same values, so the figures a model card reports are what a device runs.
-DEFAULT_SETTINGS = {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.5, "on": 0.5, "off": 0.35,
-                    "min_duration_s": 1.0, "refractory_s": 2.0}
-DETECTOR_KEYS = ("on", "off", "min_duration_s", "smoothing_s", "refractory_s")
+DEFAULT_SETTINGS = EVENT_DEFAULTS  # defined in deploy.contract (the bundle's vocabulary); this name stays importable
 
 
 def detector_settings(settings: dict | None = None) -> dict:
     """EventDetector keyword arguments from (partial) settings such as a manifest's `events`; defaults fill gaps."""
-    merged = {**DEFAULT_SETTINGS, **{k: v for k, v in (settings or {}).items() if v is not None}}
+    merged = with_defaults(settings)
     return {k: merged[k] for k in DETECTOR_KEYS}
 
 

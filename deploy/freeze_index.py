@@ -11,11 +11,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+WINDOW_S = 4.0           # Bachlin 2010
+THRESHOLD = 1.5          # Bachlin 2010: a sample is frozen where FI > 1.5
 FREEZE_BAND = (3.0, 8.0)
 LOCO_BAND = (0.5, 3.0)
 
 
-def freeze_index(x: np.ndarray, rate_hz: float, window_s: float = 4.0, step_s: float = 0.25,
+def freeze_index(x: np.ndarray, rate_hz: float, window_s: float = WINDOW_S, step_s: float = 0.25,
                  freeze_band=FREEZE_BAND, loco_band=LOCO_BAND, return_power: bool = False):
     """Per-sample freeze index of a 1-D signal (and the 0.5-8 Hz band power per sample if return_power)."""
     x = np.asarray(x, dtype=np.float64)
@@ -42,7 +44,7 @@ def freeze_index(x: np.ndarray, rate_hz: float, window_s: float = 4.0, step_s: f
     return fi[nearest]
 
 
-def freeze_index_scores(recording, window_s: float = 4.0, step_s: float = 0.25, axis: int = 0,
+def freeze_index_scores(recording, window_s: float = WINDOW_S, step_s: float = 0.25, axis: int = 0,
                         min_power: float | None = None) -> np.ndarray:
     """ln(FI) per sample of a Recording (AccV by default), in g; samples whose 0.5-8 Hz power is below
     `min_power` (g^2, Bachlin's standing gate) get the lowest score."""
@@ -55,7 +57,7 @@ def freeze_index_scores(recording, window_s: float = 4.0, step_s: float = 0.25, 
     return score
 
 
-def freeze_index_detect(recording, threshold: float = 1.5, window_s: float = 4.0, step_s: float = 0.25,
+def freeze_index_detect(recording, threshold: float = THRESHOLD, window_s: float = WINDOW_S, step_s: float = 0.25,
                         axis: int = 0, min_power: float | None = None) -> np.ndarray:
     """Boolean per sample: FI above `threshold` (Bachlin's 1.5 by default)."""
     return freeze_index_scores(recording, window_s, step_s, axis, min_power) > np.log(threshold)

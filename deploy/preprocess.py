@@ -75,6 +75,10 @@ class PreprocessSpec:
     def window_s(self) -> float:
         return self.window / self.rate_hz
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:  # one window, in the layout `patchify` makes
+        return (1, self.n_patches, 3 * self.patch) if self.layout == "BTC" else (1, 3 * self.patch, self.n_patches)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -158,7 +158,7 @@ def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float
     first_line = text.split("\n", 1)[0].rstrip("\r")
     if layout in daphnet.LAYOUT_POSITIONS or (layout is None and mapping is None
                                                and daphnet.looks_like_daphnet(first_line)):
-        return daphnet.read_daphnet(path, text, daphnet.LAYOUT_POSITIONS.get(layout, "trunk"), rate_hz)
+        return Recording(**daphnet.read_daphnet(path, text, daphnet.LAYOUT_POSITIONS.get(layout, "trunk"), rate_hz))
     header = [h.strip().strip('"') for h in first_line.split(",")]
     if mapping is None and layout in MAPPINGS:
         mapping = layout

@@ -24,11 +24,11 @@ import math
 import numpy as np
 
 from deploy.events import detect_events, detector_settings
+from deploy.freeze_index import THRESHOLD as FI_THRESHOLD
+from deploy.freeze_index import WINDOW_S as FI_WINDOW_S
 from deploy.freeze_index import freeze_index_scores
 from deploy.metrics import average_precision, competition_map, event_metrics, pool_event_metrics
 
-FI_WINDOW_S = 4.0        # Bachlin 2010
-FI_THRESHOLD = 1.5       # Bachlin 2010
 FI_SLOPE = 4.0           # steepness of the FI -> probability map (ranking, hence AP, does not depend on it)
 
 

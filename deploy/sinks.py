@@ -18,7 +18,10 @@ import socket
 import sys
 import time
 
-from deploy.errors import FogError, MissingDependency
+from deploy.errors import FogError
+from deploy.lazy import lazy_import, require
+
+mqtt = lazy_import("paho.mqtt.client", "mqtt", "the MQTT sink", package="paho-mqtt")
 
 log = logging.getLogger("deploy.sinks")
 
@@ -106,10 +109,7 @@ class MqttSink(Sink):
     def __init__(self, host="127.0.0.1", port=1883, topic="fog", probs=False, client_id=None, keepalive=30,
                  max_queued=1000, connect_timeout_s=5.0):
         super().__init__(probs)
-        try:
-            import paho.mqtt.client as mqtt
-        except ImportError:
-            raise MissingDependency("paho-mqtt", "mqtt", "the MQTT sink") from None
+        require(mqtt)
         self.topic = topic.rstrip("/")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"fog-daemon-{id(self)}")
         self.client.max_queued_messages_set(max_queued)

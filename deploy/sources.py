@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deploy.errors import FogError, MissingDependency
+from deploy.errors import FogError
+from deploy.lazy import lazy_import, require
+from deploy.recording import read_recording
+
+serial = lazy_import("serial", "serial", "the serial source", package="pyserial")
+pylsl = lazy_import("pylsl", "lsl", "the Lab Streaming Layer source")
 
 log = logging.getLogger("deploy.sources")
 
@@ -61,6 +66,30 @@ def parse_lines(lines) -> Chunk:
     return Chunk(data[:, 0].copy(), data[:, 1:].copy(), time.monotonic(), rejected)
 
 
+def parse_bytes(data: bytes, split: bool = True) -> Chunk:
+    """Parse received bytes (a datagram of lines, or with `split=False` one serial line); bytes that are not UTF-8
+    are one rejected sample (`encoding`)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return Chunk(np.empty(0), np.empty((0, 3)), time.monotonic(), {"encoding": 1})
+    return parse_lines(text.splitlines() if split else [text])
+
+
+def pump_bytes(read, emit, stop, close, split: bool = True) -> None:
+    """Emit what `read()` returns (bytes; empty or None when nothing came within a poll), parsed, until `stop` is
+    set; `close()` at the end, whatever happens."""
+    try:
+        while not stop.is_set():
+            data = read()
+            if data:
+                chunk = parse_bytes(data, split)
+                if chunk.received:
+                    emit(chunk)
+    finally:
+        close()
+
+
 class Source:
     name = "source"
     live = True             # live sources drop when the pipeline is behind; replay waits instead
@@ -87,7 +116,6 @@ class ReplaySource(Source):
 
     def __init__(self, path, layout=None, realtime=False, speed=1.0, chunk_s=None, start_s=0.0, recording=None,
                  **kw):
-        from deploy.recording import read_recording
         self.recording = recording if recording is not None else read_recording(path, layout=layout)
         super().__init__(units=self.recording.units, rate_hz=self.recording.rate_hz)
         self.path, self.realtime, self.speed, self.start_s = path, realtime, float(speed), float(start_s)
@@ -155,23 +183,14 @@ class UdpSource(Source):
     def describe(self) -> str:
         return f"udp {self.host}:{self.port}"
 
-    def run(self, emit, stop) -> None:
+    def _receive(self) -> bytes | None:
         try:
-            while not stop.is_set():
-                try:
-                    data = self.sock.recv(MAX_DATAGRAM)
-                except socket.timeout:
-                    continue
-                try:
-                    text = data.decode("utf-8")
-                except UnicodeDecodeError:
-                    emit(Chunk(np.empty(0), np.empty((0, 3)), time.monotonic(), {"encoding": 1}))
-                    continue
-                chunk = parse_lines(text.splitlines())
-                if chunk.received:
-                    emit(chunk)
-        finally:
-            self.sock.close()
+            return self.sock.recv(MAX_DATAGRAM)
+        except socket.timeout:
+            return None
+
+    def run(self, emit, stop) -> None:
+        pump_bytes(self._receive, emit, stop, self.sock.close)
 
 
 class SerialSource(Source):
@@ -180,10 +199,7 @@ class SerialSource(Source):
 
     def __init__(self, device="/dev/ttyUSB0", baud=115200, **kw):
         super().__init__(**kw)
-        try:
-            import serial
-        except ImportError:
-            raise MissingDependency("pyserial", "serial", "the serial source") from None
+        require(serial)
         try:
             self.port = serial.Serial(device, int(baud), timeout=POLL_S)
         except (serial.SerialException, OSError) as exc:
@@ -195,19 +211,7 @@ class SerialSource(Source):
         return f"serial {self.device}"
 
     def run(self, emit, stop) -> None:
-        try:
-            while not stop.is_set():
-                raw = self.port.readline()
-                if not raw:
-                    continue
-                try:
-                    chunk = parse_lines([raw.decode("utf-8")])
-                except UnicodeDecodeError:
-                    chunk = Chunk(np.empty(0), np.empty((0, 3)), time.monotonic(), {"encoding": 1})
-                if chunk.received:
-                    emit(chunk)
-        finally:
-            self.port.close()
+        pump_bytes(self.port.readline, emit, stop, self.port.close, split=False)
 
 
 class LslSource(Source):
@@ -216,10 +220,7 @@ class LslSource(Source):
 
     def __init__(self, stream_name=None, stream_type="Accelerometer", channels=(0, 1, 2), resolve_s=10.0, **kw):
         super().__init__(**kw)
-        try:
-            import pylsl
-        except ImportError:
-            raise MissingDependency("pylsl", "lsl", "the Lab Streaming Layer source") from None
+        require(pylsl)
         prop, value = ("name", stream_name) if stream_name else ("type", stream_type)
         found = pylsl.resolve_byprop(prop, value, timeout=resolve_s)
         if not found:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -86,34 +86,56 @@ class WindowEncoder:
                            "this is a bug, please report it")
 
 
+@dataclass(frozen=True)
+class StreamSettings:
+    """How a stream is read, cut and judged; the daemon fills it from the manifest, its config and the source."""
+    source_units: str                      # units of the incoming samples ("g" | "m/s^2")
+    source_rate_hz: float | None = None    # their nominal rate (None: the model rate)
+    hop_samples: int | None = None         # model-rate samples between windows (None: 0.5 s)
+    lookahead_samples: int | None = None   # right context a sample waits for (None: whole windows)
+    events: dict | None = None             # event detector knobs; deploy.events.detector_settings fills the rest
+    live: bool = False                     # a live source: windows are skipped while behind real time
+    max_gap_s: float = 0.5                 # gaps up to this are interpolated, longer ones end the segment
+    max_behind_s: float = 1.0              # how far behind real time a live window may still run
+
+
 class Pipeline:
     """Feeds chunks from a source through intake, preprocessing, engine and events; calls back with outputs.
 
     on_probs(t_first_s, probs (m, C) float32, rate_hz): decided per-sample probabilities, in order.
     on_event(kind, event, decided_s): kind "onset" (confirmed, ongoing) or "event" (finished episode).
+    `settings` (a StreamSettings) may also be given as its fields, as keywords.
     """
 
-    def __init__(self, spec: PreprocessSpec, engine, classes, counters, *, source_units: str,
-                 source_rate_hz: float | None = None, hop_samples: int | None = None,
-                 lookahead_samples: int | None = None, events: dict | None = None, on_probs=None, on_event=None,
-                 live: bool = False, max_gap_s: float = 0.5, max_behind_s: float = 1.0):
+    def __init__(self, spec: PreprocessSpec, engine, classes, counters, settings: StreamSettings | None = None, *,
+                 on_probs=None, on_event=None, **settings_fields):
         self.spec = streaming_spec(spec)
         self.engine, self.classes, self.counters = engine, list(classes), counters
+        self.on_probs, self.on_event = on_probs, on_event
+        self._apply(settings or StreamSettings(**settings_fields))
+        self.intake = Intake(self.source_rate, counters, max_gap_s=self.settings.max_gap_s)
+        self.encoder = WindowEncoder(self.spec, engine.input_buffer)
+        self.tail_rows = self._tail_rows(engine.output_shape[1])
+        self._allocate(n_classes=engine.output_shape[2])
+        self._segment_open = False
+
+    def _apply(self, settings: StreamSettings) -> None:
+        """The stream's geometry at the model rate: window W, hop, and `keep` (the samples a window decides)."""
+        self.settings = settings
         self.rate = float(self.spec.rate_hz)
-        self.source_units = source_units
-        self.source_rate = float(source_rate_hz or self.rate)
+        self.source_units = settings.source_units
+        self.source_rate = float(settings.source_rate_hz or self.rate)
         self.W = self.spec.window
-        self.hop = int(hop_samples or max(1, min(self.W, int(0.5 * self.rate))))
+        self.hop = int(settings.hop_samples or max(1, min(self.W, int(0.5 * self.rate))))
         if not 1 <= self.hop <= self.W:
             raise FogError(f"hop of {self.hop} samples must be between 1 and the window ({self.W})")
-        self.keep = contribution(self.W, self.hop, lookahead_samples)
-        self.lookahead_samples = lookahead_samples
-        self.events_cfg = dict(events or {})
-        self.on_probs, self.on_event = on_probs, on_event
-        self.live, self.max_behind_s = live, float(max_behind_s)
-        self.intake = Intake(self.source_rate, counters, max_gap_s=max_gap_s)
-        self.encoder = WindowEncoder(self.spec, engine.input_buffer)
-        n_out = engine.output_shape[1]
+        self.keep = contribution(self.W, self.hop, settings.lookahead_samples)
+        self.lookahead_samples = settings.lookahead_samples
+        self.events_cfg = dict(settings.events or {})
+        self.live, self.max_behind_s = settings.live, float(settings.max_behind_s)
+
+    def _tail_rows(self, n_out: int) -> np.ndarray:
+        """Output rows of a window's last `keep` samples (per patch or per sample, as the model outputs)."""
         if n_out == self.spec.n_patches:
             rows = unpatchify(np.arange(n_out)[None, :, None], self.spec.patch)[0, :, 0]
         elif n_out == self.W:
@@ -121,8 +143,11 @@ class Pipeline:
         else:
             raise FogError(f"the model outputs {n_out} steps per window; the spec expects {self.spec.n_patches} "
                            f"patches or {self.W} samples (re-export the bundle)")
-        self.tail_rows = rows[self.W - self.keep:].astype(np.intp)   # output rows of a window's last keep samples
-        self.n_classes = engine.output_shape[2]
+        return rows[self.W - self.keep:].astype(np.intp)
+
+    def _allocate(self, n_classes: int) -> None:
+        """The ring buffer and the scratch of the hot path, allocated once."""
+        self.n_classes = n_classes
         self.cap = 4 * (self.W + self.keep + self.hop)
         self.data = np.zeros((self.cap, 3), np.float32)
         self.total = np.zeros((self.cap, self.n_classes))
@@ -131,7 +156,6 @@ class Pipeline:
         self.contrib = np.zeros((self.keep, self.n_classes), np.float32)
         self.probs = np.zeros((self.cap, self.n_classes), np.float32)   # decided probabilities handed downstream
         self.last_row = np.zeros(self.n_classes, np.float32)
-        self._segment_open = False
 
     # ------------------------------------------------------------------ segments
 

@@ -143,15 +143,11 @@ def _rotation(pitch_deg, roll_deg) -> np.ndarray:
     return roll @ pitch
 
 
-def synth_recording(minutes: float = 5.0, seed: int = 0, rate_hz: float = 100.0, units: str = "g",
-                    subject: Subject | None = None, protocol: bool = True) -> Recording:
-    """One recording; same Recording object the readers give (labels in CLASSES order, meta with the truth)."""
-    rng = np.random.default_rng(seed)
-    subject = subject or make_subject(np.random.default_rng([seed, 1]), f"s{seed:02d}")
-    segs = _script(rng, subject, minutes * 60.0, protocol)
-    n = int(round(minutes * 60.0 * rate_hz))
-    loco, cadence_k, tremble, turn_ml, turn_ap, fidget, lean, rise = (np.zeros(n) for _ in range(8))
-    cadence_k += 1.0
+def _controls(rng, segs, n: int, rate_hz: float) -> tuple[dict, np.ndarray, list]:
+    """Per-sample control signals of the activity script (locomotor amplitude, cadence factor, tremble, turn load,
+    fidgeting, trunk lean, rising), smoothed into transitions; the labels and the episodes' truth."""
+    c = {k: np.zeros(n) for k in ("loco", "cadence_k", "tremble", "turn_ml", "turn_ap", "fidget", "lean", "rise")}
+    c["cadence_k"] += 1.0
     labels = np.zeros((n, 3))
     episodes, t0 = [], 0
     for seg in segs:
@@ -162,36 +158,39 @@ def synth_recording(minutes: float = 5.0, seed: int = 0, rate_hz: float = 100.0,
         kind = seg["kind"]
         prof = np.sin(np.pi * np.linspace(0, 1, b - a))
         if kind == "walk":
-            loco[a:b], cadence_k[a:b] = seg["slow"] ** 2, seg["slow"]
+            c["loco"][a:b], c["cadence_k"][a:b] = seg["slow"] ** 2, seg["slow"]
         elif kind == "turn":
-            loco[a:b], cadence_k[a:b] = 0.75, 0.88
-            turn_ml[a:b], turn_ap[a:b] = seg["dir"] * 0.10 * prof, -0.03 * prof
+            c["loco"][a:b], c["cadence_k"][a:b] = 0.75, 0.88
+            c["turn_ml"][a:b], c["turn_ap"][a:b] = seg["dir"] * 0.10 * prof, -0.03 * prof
         elif kind == "fidget":
-            fidget[a:b] = rng.uniform(0.3, 1.0)
+            c["fidget"][a:b] = rng.uniform(0.3, 1.0)
         elif kind in ("sit_down", "sit", "stand_up"):
-            lean[a:b] = seg["lean"]  # trunk pitch (deg); smoothed below into a sit-to-stand trajectory
+            c["lean"][a:b] = seg["lean"]  # trunk pitch (deg); smoothed below into a sit-to-stand trajectory
             if kind != "sit":       # the body is accelerated down then up (sitting) or up then down (rising)
-                rise[a:b] = (0.15 if kind == "stand_up" else -0.15) * np.sin(2 * np.pi * np.linspace(0, 1, b - a))
+                c["rise"][a:b] = (0.15 if kind == "stand_up" else -0.15) * np.sin(2 * np.pi * np.linspace(0, 1, b - a))
         elif kind == "fog":
             labels[a:b, seg["fog"]] = 1.0
             episodes.append({"cls": CLASSES[seg["fog"]], "onset_s": a / rate_hz, "offset_s": b / rate_hz,
                              "kinetic": seg["kinetic"], "context": seg["context"]})
             if seg["kinetic"]:
-                loco[a:b], cadence_k[a:b] = rng.uniform(0.05, 0.25), rng.uniform(1.1, 1.5)  # shuffling
-                tremble[a:b] = rng.uniform(0.6, 1.4)
+                c["loco"][a:b], c["cadence_k"][a:b] = rng.uniform(0.05, 0.25), rng.uniform(1.1, 1.5)  # shuffling
+                c["tremble"][a:b] = rng.uniform(0.6, 1.4)
             if seg["context"] == "turn":  # turning in place, slowly
-                turn_ml[a:b], turn_ap[a:b] = seg["dir"] * 0.04, -0.01
+                c["turn_ml"][a:b], c["turn_ap"][a:b] = seg["dir"] * 0.04, -0.01
     # transitions: gait ramps over ~0.5 s, tremble sets in over ~0.15 s, turn loads over ~0.3 s, trunk leans ~1 s
-    loco = _smooth(loco, int(0.5 * rate_hz))
-    cadence_k = _smooth(cadence_k, int(0.5 * rate_hz))
-    tremble = _smooth(tremble, int(0.15 * rate_hz))
-    turn_ml, turn_ap = _smooth(turn_ml, int(0.3 * rate_hz)), _smooth(turn_ap, int(0.3 * rate_hz))
-    fidget, lean = _smooth(fidget, int(0.5 * rate_hz)), _smooth(lean, int(1.0 * rate_hz))
+    for key, seconds in (("loco", 0.5), ("cadence_k", 0.5), ("tremble", 0.15), ("turn_ml", 0.3), ("turn_ap", 0.3),
+                         ("fidget", 0.5), ("lean", 1.0)):
+        c[key] = _smooth(c[key], int(seconds * rate_hz))
+    return c, labels, episodes
 
+
+def _gait(rng, subject: Subject, c: dict, n: int, rate_hz: float) -> tuple[np.ndarray, ...]:
+    """Vertical, mediolateral and anteroposterior trunk acceleration of the steps, heel strikes and trembling."""
+    loco = c["loco"]
     dt = 1.0 / rate_hz
     jitter = rng.normal(0, 0.002, n)  # 2 ms clock jitter, as phase error of every oscillation
     # step time varies slowly (fatigue, path) and from step to step (real step regularity is far from 1)
-    cadence = subject.cadence_hz * cadence_k * (1 + 0.03 * _slow_noise(rng, n, rate_hz, 5.0)) \
+    cadence = subject.cadence_hz * c["cadence_k"] * (1 + 0.03 * _slow_noise(rng, n, rate_hz, 5.0)) \
         * (1 + subject.step_cv * _slow_noise(rng, n, rate_hz, 0.4))
     phase0 = rng.uniform(0, 2 * np.pi)
     phase = 2 * np.pi * (np.cumsum(cadence) * dt + cadence * jitter) + phase0
@@ -210,9 +209,9 @@ def synth_recording(minutes: float = 5.0, seed: int = 0, rate_hz: float = 100.0,
     v = amp * (np.sin(phase) + 0.55 * h * np.sin(2 * phase + 0.6) + 0.30 * h * np.sin(3 * phase + 1.1)
                + 0.18 * h * np.sin(4 * phase + 2.0) + 0.12 * np.sin(stride + 0.4))
     ap = subject.ap_gain * amp * (0.8 * np.sin(phase + 1.3) + 0.3 * np.sin(2 * phase + 0.2)
-                                  + 0.15 * np.sin(3 * phase + 2.2)) + turn_ap
+                                  + 0.15 * np.sin(3 * phase + 2.2)) + c["turn_ap"]
     ml = subject.ml_gain * amp * (1.0 * np.sin(stride) + 0.4 * np.sin(phase + 0.7)
-                                  + 0.15 * np.sin(3 * stride + 1.0)) + turn_ml
+                                  + 0.15 * np.sin(3 * stride + 1.0)) + c["turn_ml"]
     # heel strikes: a short damped ringing at each step onset, the broadband (3-20 Hz) content of real gait
     onsets = np.flatnonzero(np.diff(step) > 0) + 1
     impulses = np.zeros(n)
@@ -222,16 +221,22 @@ def synth_recording(minutes: float = 5.0, seed: int = 0, rate_hz: float = 100.0,
     kernel = np.exp(-tk * subject.heel_hz * 1.2) * np.sin(2 * np.pi * subject.heel_hz * tk)
     heel = np.convolve(impulses, kernel / np.abs(kernel).max())[:n]
     v, ap, ml = v + heel, ap - 0.6 * subject.ap_gain * heel, ml + 0.9 * side[step] * heel
-    trem = subject.tremble_g * tremble * (1 + 0.3 * _slow_noise(rng, n, rate_hz, 0.5)) * np.sin(psi)
-    v, ap, ml = v + trem + rise, ap + 0.6 * trem, ml + 0.3 * trem
+    trem = subject.tremble_g * c["tremble"] * (1 + 0.3 * _slow_noise(rng, n, rate_hz, 0.5)) * np.sin(psi)
+    return v + trem + c["rise"], ap + 0.6 * trem, ml + 0.3 * trem
+
+
+def _sensor(rng, subject: Subject, c: dict, vml_ap: tuple, n: int, rate_hz: float, minutes: float):
+    """The sensor's reading of the trunk's movement: irregular movement and sway added, gravity and motion rotated
+    by trunk lean and the sensor's tilt, noise, and dropouts (the sensor holding its last value)."""
+    v, ap, ml = vml_ap
     # fidgeting: irregular trunk movement up to ~4 Hz, no step rhythm; walking wobbles irregularly too
     move = np.stack([0.5 * _slow_noise(rng, n, rate_hz, 0.8) + _slow_noise(rng, n, rate_hz, 0.15)
-                     for _ in range(3)], 1) * (0.06 * fidget)[:, None]
+                     for _ in range(3)], 1) * (0.06 * c["fidget"])[:, None]
     move += np.stack([_slow_noise(rng, n, rate_hz, 0.06) for _ in range(3)], 1) \
-        * (0.25 * subject.step_g * loco)[:, None]
+        * (0.25 * subject.step_g * c["loco"])[:, None]
     sway = 0.004 * np.stack([_slow_noise(rng, n, rate_hz, 2.0) for _ in range(3)], 1)
     body = np.stack([v - 1.0, ml, ap], axis=1) + sway + move
-    th = np.radians(lean)  # trunk lean rotates gravity and motion between V and AP
+    th = np.radians(c["lean"])  # trunk lean rotates gravity and motion between V and AP
     body = np.stack([body[:, 0] * np.cos(th) - body[:, 2] * np.sin(th), body[:, 1],
                      body[:, 0] * np.sin(th) + body[:, 2] * np.cos(th)], axis=1)
     tilt = _rotation(subject.pitch_deg + rng.normal(0, 1.5), subject.roll_deg + rng.normal(0, 1.0))
@@ -242,6 +247,19 @@ def synth_recording(minutes: float = 5.0, seed: int = 0, rate_hz: float = 100.0,
         b = min(n, a + int(rng.uniform(0.05, 0.3) * rate_hz))
         acc[a:b] = acc[a - 1]
         dropouts.append([a / rate_hz, b / rate_hz])
+    return acc, dropouts
+
+
+def synth_recording(minutes: float = 5.0, seed: int = 0, rate_hz: float = 100.0, units: str = "g",
+                    subject: Subject | None = None, protocol: bool = True) -> Recording:
+    """One recording; same Recording object the readers give (labels in CLASSES order, meta with the truth).
+    One seeded generator is drawn from in a fixed order (script, controls, gait, sensor): keep that order."""
+    rng = np.random.default_rng(seed)
+    subject = subject or make_subject(np.random.default_rng([seed, 1]), f"s{seed:02d}")
+    segs = _script(rng, subject, minutes * 60.0, protocol)
+    n = int(round(minutes * 60.0 * rate_hz))
+    controls, labels, episodes = _controls(rng, segs, n, rate_hz)
+    acc, dropouts = _sensor(rng, subject, controls, _gait(rng, subject, controls, n, rate_hz), n, rate_hz, minutes)
     if units == "m/s^2":
         acc = acc * 9.80665
     acc = np.round(acc, 6)  # a sensor's resolution (Kaggle files carry 4-6 digits); keeps CSVs compact

@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from toolkit import bench_baseline as bb
-from toolkit.bench_macs import graph_stats
-from toolkit.bench_reference import reference_onnx
-from toolkit.bench_timing import PeakMemory, interleaved, normalized, percentile
+from toolkit.bench import baseline as bb
+from toolkit.export.macs import graph_stats
+from toolkit.bench.reference import reference_onnx
+from toolkit.timing import PeakMemory, interleaved, normalized, percentile
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -35,7 +35,7 @@ def test_reference_graph_macs_counted_by_hand(tmp_path):
 
 
 def test_large_reference_is_counted_and_chosen_for_large_models(tmp_path):
-    from toolkit.bench_reference import SIZES, reference_macs, reference_size
+    from toolkit.bench.reference import SIZES, reference_macs, reference_size
     for size in SIZES:
         assert graph_stats(reference_onnx(tmp_path / f"{size}.onnx", size=size)).macs == reference_macs(size)
     assert reference_macs("small") == 14_204_928  # the block counted by hand above
@@ -154,8 +154,8 @@ def test_cli_errors_are_one_line(capsys):
 
 
 def test_bench_report_of_a_small_model(tmp_path):
-    from toolkit import bench
-    from toolkit.bench_backends import Subject
+    from toolkit.bench import run as bench
+    from toolkit.bench.backends import Subject
     subject = Subject(name="mixed", input_shape=(1, 6, 20), window_s=2.0, hop_s=0.5, factory=_Mixed,
                       workdir=tmp_path)
     started = time.time()
@@ -171,9 +171,10 @@ def test_bench_report_of_a_small_model(tmp_path):
         assert b1["realtime_factor"] == pytest.approx(b1["windows_per_s"] * 0.5)
         assert [row["batch"] for row in report["backends"][name]["sweep"]] == [1, 4]
     assert "tensorrt" in report["skipped"] or "tensorrt" in report["backends"]
-    table = bench.format_table(report)
+    from toolkit.bench.report import format_table, plot_sweep
+    table = format_table(report)
     assert "onnxruntime-fp32" in table and "batch sweep" in table
-    png = bench.plot_sweep(report, tmp_path / "sweep.png")
+    png = plot_sweep(report, tmp_path / "sweep.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -192,7 +193,7 @@ def _mixed_bundle(tmp_path, **manifest):
 
 
 def test_bundle_subject_runs_its_own_file_and_names_missing_backends(tmp_path):
-    from toolkit import bench
+    from toolkit.bench import run as bench
     folder = _mixed_bundle(tmp_path, events={"hop_s": 0.5}, models={"fp32": "model_fp32.onnx", "int8": None})
     subject = bench.load_subject(str(folder))
     assert subject.window_s == 4.0 and subject.hop_s == 0.5 and subject.input_shape == (1, 6, 20)
@@ -246,7 +247,7 @@ def test_ratio_reports_defaults_and_equal_threads(tmp_path, capsys):
 
 def test_onnx_head_to_head_times_each_file_on_the_device_engine(tmp_path):
     from models.onnx_export import export_onnx
-    from toolkit.bench import onnx_head_to_head
+    from toolkit.timing import onnx_head_to_head
     x = torch.randn(1, 6, 20)
     heavy = torch.nn.Sequential(torch.nn.Conv1d(6, 384, 3, padding=1), torch.nn.Conv1d(384, 384, 3, padding=1)).eval()
     paths = {"small": export_onnx(_Mixed(), x, tmp_path / "small.onnx"),

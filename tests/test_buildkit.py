@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from toolkit.buildkit import ENGINE_ATOL, TRTEXEC_OPTIONS, generation, write_kit
-from toolkit.targets import list_targets
+from toolkit.export.buildkit import ENGINE_ATOL, TRTEXEC_OPTIONS, generation, write_kit
+from toolkit.export.targets import list_targets
 
 
 def _trtexec_lines(script: str) -> list[list[str]]:

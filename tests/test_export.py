@@ -11,8 +11,8 @@ from deploy.bundle import Bundle
 from deploy.errors import FogError
 from toolkit.cli import main as cli
 from toolkit.export import ExportOptions, export_bundle
-from toolkit.model_source import resolve
-from toolkit.targets import get_target
+from toolkit.export.source import resolve
+from toolkit.export.targets import get_target
 
 CONV = "tests.fixtures.user_models:tiny_convnet"
 CONV_FLAGS = ["--model", CONV, "--patch", "4", "--layout", "BCT", "--n-patches", "8", "--rate-hz", "64",
@@ -83,7 +83,7 @@ def test_exports_are_deterministic(jetson_bundle, tmp_path):
 
 
 def test_verification_beyond_threshold_fails_loudly_and_writes_nothing(tmp_path, monkeypatch):
-    from toolkit import verify
+    from toolkit.export import verify
     monkeypatch.setitem(verify.THRESHOLDS, "torch_vs_ort_int8", {"mean_abs": 1e-9, "agreement": 1.0})
     out = tmp_path / "b"
     with pytest.raises(verify.VerificationError, match="torch_vs_ort_int8"):
@@ -112,7 +112,7 @@ def test_cpu_defaults_to_fp32_without_int8_work_and_says_why(tmp_path):
 
 
 def test_cpu_fastest_measures_both_and_records_the_decision(tmp_path):
-    from toolkit.export import choose_cpu_precision
+    from toolkit.export.pipeline import choose_cpu_precision
     manifest = export_bundle(_conv_source(), get_target("cpu"), tmp_path / "f", _options(precision="fastest"))
     choice = manifest["export"]["cpu_precision"]
     latency = choice["latency_ms"]
@@ -129,7 +129,7 @@ def test_cpu_fastest_measures_both_and_records_the_decision(tmp_path):
     (1.1, 1.0, "int8", "1.10x faster"),        # exactly the margin is enough
 ])
 def test_cpu_precision_decision_from_given_timings(fp32, int8, expected, words):
-    from toolkit.export import choose_cpu_precision
+    from toolkit.export.pipeline import choose_cpu_precision
     precision, reason = choose_cpu_precision({"fp32": fp32, "int8": int8})
     assert precision == expected and words in reason and f"fp32 {fp32:.2f} ms" in reason
 
@@ -178,7 +178,7 @@ def test_bad_event_thresholds_are_refused_before_work(tmp_path, capsys):
 def test_int8_pair_is_judged_by_mean_tail_and_decisions_not_one_element():
     import numpy as np
 
-    from toolkit.verify import compare
+    from toolkit.export.verify import compare
 
     float_probs = np.linspace(0.01, 0.99, 10_000)
     one_outlier = float_probs.copy()

@@ -13,12 +13,12 @@ import onnx  # noqa: E402
 
 from deploy.bundle import Bundle  # noqa: E402
 from toolkit.cli import main as cli  # noqa: E402
-from toolkit.export import (_WIDE, _export, _Windows, calibrate_int8, export_float,  # noqa: E402
-                            with_activation)
-from toolkit.model_source import resolve  # noqa: E402
-from toolkit.target_checks import run_checks  # noqa: E402
-from toolkit.targets import list_targets  # noqa: E402
-from toolkit.verify import make_windows  # noqa: E402
+from calibration.data import BatchReader, synthetic_windows  # noqa: E402
+from toolkit.export.onnx import export_float, export_graph, with_activation  # noqa: E402
+from toolkit.export.pipeline import _WIDE, calibrate_int8  # noqa: E402
+from toolkit.export.source import resolve  # noqa: E402
+from toolkit.export.checks import run_checks  # noqa: E402
+from toolkit.export.targets import list_targets  # noqa: E402
 
 N_PATCHES = 6
 # The 18 M-parameter preset's Q/DQ graph costs ~25 s per export here: it is exported once, at opset 16 (inside every
@@ -45,11 +45,11 @@ def graphs(tmp_path_factory):
             else:
                 from models.qat import set_quantization, to_qat
                 qat = to_qat(source.module, batch_size=_WIDE, seq_len=N_PATCHES).eval()
-                calibrate_int8(qat, _Windows(make_windows(source.preprocess, _WIDE, _WIDE, seed=1)), "max")
+                calibrate_int8(qat, BatchReader(synthetic_windows(source.preprocess, _WIDE, _WIDE, seed=1)), "max")
                 one = to_qat(source.module, batch_size=1, seq_len=N_PATCHES).eval()
                 one.load_state_dict(qat.state_dict())
                 set_quantization(one, True)
-                _export(with_activation(one, "sigmoid"), shape, path, opset)
+                export_graph(with_activation(one, "sigmoid"), shape, path, opset)
                 note = "int8"
             cache[key] = (onnx.load(str(path)), note)
         return cache[key]

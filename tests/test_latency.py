@@ -11,7 +11,7 @@ onnxruntime FP32 and TensorRT (on a Jetson). Its INT8 Q/DQ graph is a TensorRT g
 ~4300 nodes): on onnxruntime CPU it is dispatch-bound and its normalized latency spreads 12-29 % between runs on
 the shared machine, too wide for a meaningful tolerance, so here its structure is pinned and its speed is measured
 on the device. fog-1st-place: structure on eager and onnxruntime FP32, timing on onnxruntime FP32 (about 0.6 s a
-call, normalized by the large reference block, bench_reference.SIZES); its unrolled INT8 graph takes minutes to export and load, so it is a bench command in docs/bench.md.
+call, normalized by the large reference block, bench.reference.SIZES); its unrolled INT8 graph takes minutes to export and load, so it is a bench command in docs/bench.md.
 
 Set FOG_LATENCY_BUNDLE=bundles/fog-small to time a bundle's own files as the default (how a Jetson runs these
 tests against its TensorRT engine; docs/bench.md). Set FOG_LATENCY_RECORD=path.jsonl to append every measured entry (benchmarks/latency_spread.py uses it).
@@ -26,8 +26,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from toolkit import bench, bench_baseline  # noqa: E402
-from toolkit.bench_backends import BackendUnavailable, check_available  # noqa: E402
+from toolkit.bench import baseline as bench_baseline  # noqa: E402
+from toolkit.bench import run as bench  # noqa: E402
+from toolkit.bench.backends import BackendUnavailable, check_available  # noqa: E402
 
 pytestmark = pytest.mark.latency
 

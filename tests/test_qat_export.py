@@ -8,7 +8,7 @@ from torch import nn
 
 from models.onnx_export import export_onnx
 from models.qat import calibrate_max, to_qat
-from toolkit.qdq_check import assert_qdq, check_qdq
+from toolkit.export.qdq import assert_qdq, check_qdq
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -9,7 +9,7 @@ from models.onnx_export import export_onnx
 from models.qat import calibrate_max, to_qat
 from models.qat.tst_attention import StaticTSTAttention
 from models.qat.unrolled_scrn import UnrolledSCRN
-from toolkit.qdq_check import check_qdq
+from toolkit.export.qdq import check_qdq
 
 
 def _max_diff(a, b) -> float:

@@ -1,4 +1,4 @@
-"""toolkit.qdq_check on small hand-built graphs: a good Q/DQ MatMul passes, each broken rule is reported by node."""
+"""toolkit.export.qdq on small hand-built graphs: a good Q/DQ MatMul passes, each broken rule is reported by node."""
 from __future__ import annotations
 
 import time
@@ -10,7 +10,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from deploy.errors import FogError  # noqa: E402
-from toolkit.qdq_check import assert_qdq, check_qdq  # noqa: E402
+from toolkit.export.qdq import assert_qdq, check_qdq  # noqa: E402
 
 OUT, IN = 4, 3
 

@@ -11,9 +11,9 @@ from onnx import TensorProto, helper, numpy_helper
 from deploy.errors import FogError
 from tests.conftest import shared_path
 from toolkit.cli import main as cli
-from toolkit.target_checks import (assert_checks, check_constant_folding, check_opset, check_ops, check_precision,
+from toolkit.export.checks import (assert_checks, check_constant_folding, check_opset, check_ops, check_precision,
                                    check_static_shapes, fold_constants, run_checks)
-from toolkit.targets import OPTABLES, get_target, list_targets, op_table
+from toolkit.export.targets import OPTABLES, get_target, list_targets, op_table
 
 
 def test_issue_targets_with_their_facts():

@@ -7,8 +7,8 @@ import types
 
 import pytest
 
-from toolkit.targets import get_target
-from toolkit.trt_build import EngineBuildError, build_engine, can_build_here, gpu_present
+from toolkit.export.targets import get_target
+from toolkit.export.trt_build import EngineBuildError, build_engine, can_build_here, gpu_present
 
 
 class Recorder:

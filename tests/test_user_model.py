@@ -7,7 +7,7 @@ import pytest
 from deploy.bundle import Bundle
 from deploy.errors import FogError
 from toolkit.cli import main as cli
-from toolkit.model_source import resolve
+from toolkit.export.source import resolve
 
 FACTORY = "tests.fixtures.user_models:residual_bigru"
 CLASSES = "StartHesitation,Turn,Walking,NoEvent"

@@ -1,8 +1,9 @@
 """The `toolkit` command line.
 
 Each subcommand lives in its own module under `toolkit/commands/` and exposes
-`HELP` (one line), `add_arguments(parser)` and `run(args) -> int`. Modules are imported only when
-their command runs, so `toolkit --help` is fast and never imports torch.
+`HELP` (one line), `add_arguments(parser)` and `run(args) -> int`; they are found by name (COMMANDS), so this
+module imports none of them. A command module imports the project's modules at its top and torch, onnx and the
+like through `deploy.lazy.lazy_import`, so building the parser (`toolkit --help`) never imports torch.
 """
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ import os
 
 import numpy as np
 
-from deploy.errors import BundleError, MissingDependency
+from deploy.engines.precision import onnx_for
+from deploy.errors import BundleError
+from deploy.lazy import lazy_import, require
 
 log = logging.getLogger("deploy.engines.onnxruntime")
 
@@ -25,12 +27,7 @@ log = logging.getLogger("deploy.engines.onnxruntime")
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
-def _import_ort():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise MissingDependency("onnxruntime", "device", "the onnxruntime engine") from None
-    return onnxruntime
+onnxruntime = lazy_import("onnxruntime", "device", "the onnxruntime engine")
 
 
 def _static_shape(arg, path) -> tuple[int, ...]:
@@ -47,7 +44,7 @@ class OnnxRuntimeEngine:
     def __init__(self, model_path, *, threads: int | None = None, precision: str = "fp32",
                  optimized_model_path=None):
         """`optimized_model_path`: also write the graph ONNX Runtime actually runs there (for inspection)."""
-        ort = _import_ort()
+        ort = require(onnxruntime)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
@@ -79,7 +76,6 @@ class OnnxRuntimeEngine:
 
     @classmethod
     def from_bundle(cls, bundle, precision: str, threads: int | None = None, **_ignored) -> "OnnxRuntimeEngine":
-        from deploy.engines import onnx_for
         used, path = onnx_for(bundle, precision, cpu=True)
         engine = cls(path, threads=threads, precision=used)
         expected = bundle.manifest.get("input", {}).get("name")

@@ -17,19 +17,25 @@ engine with) and `gpu_identity`, so the daemon compares like with like.
 """
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from deploy.bundle import sha256_file
+from deploy.engines.precision import onnx_for
 from deploy.errors import BundleError, FogError, MissingDependency
+from deploy.lazy import lazy_import, require
+
+tensorrt = lazy_import("tensorrt", "tensorrt", "the TensorRT engine (on a Jetson it comes with JetPack)")
 
 log = logging.getLogger("deploy.engines.tensorrt")
 
@@ -39,12 +45,8 @@ _CUDART_NAMES = ("cudart", "libcudart.so", "libcudart.so.13", "libcudart.so.12",
 
 
 def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise MissingDependency("tensorrt", "tensorrt", "the TensorRT engine (on a Jetson it comes with JetPack)") \
-            from None
-    return tensorrt
+    """The tensorrt module, imported now (the seam tests replace with a double)."""
+    return require(tensorrt)
 
 
 def trt_major(trt) -> int:
@@ -246,7 +248,6 @@ class TensorRTEngine:
 
     @classmethod
     def from_bundle(cls, bundle, precision: str, cache_dir=None, **_ignored) -> "TensorRTEngine":
-        from deploy.engines import onnx_for
         trt = import_tensorrt()
         cuda = CudaRuntime()
         shipped = bundle.path("engine")
@@ -293,8 +294,6 @@ class TensorRTEngine:
 
 def main(argv=None) -> int:
     """`python3 -m deploy.engines.tensorrt record-kit-engine BUNDLE --model FILE --precision P` (run by the kit)."""
-    import argparse
-    import sys
     p = argparse.ArgumentParser(prog="python3 -m deploy.engines.tensorrt")
     sub = p.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record-kit-engine", help="record the key of the engine the kit built and checked")

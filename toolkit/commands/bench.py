@@ -16,6 +16,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+
+from deploy.errors import MissingDependency
+from toolkit.bench import baseline as bench_baseline
+from toolkit.bench import report
+from toolkit.bench import run as bench
+from toolkit.bench.backends import BACKENDS, BackendUnavailable
+from toolkit.cli import UserError
 
 HELP = "latency, throughput and memory per backend; latency regression baselines"
 
@@ -58,10 +66,6 @@ def _parse_value(text: str):
 
 
 def run(args) -> int:
-    from toolkit.cli import UserError
-    from toolkit import bench
-    from toolkit.bench_backends import BACKENDS
-
     backends = list(BACKENDS) if args.backends == "all" else [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
@@ -83,30 +87,24 @@ def run(args) -> int:
     if args.check or args.update_baseline:
         return _regression(args, subject, backends)
     if args.ratio:
-        print(bench.format_ratios(bench.ratios(subject, backends, args.threads)))
+        print(report.format_ratios(bench.ratios(subject, backends, args.threads)))
         return 0
-    report = bench.run_bench(subject, backends, batches, threads=args.threads)
-    print(bench.format_table(report))
+    result = bench.run_bench(subject, backends, batches, threads=args.threads)
+    print(report.format_table(result))
     if args.json:
-        text = json.dumps(report, indent=2, default=str)
+        text = json.dumps(result, indent=2, default=str)
         if args.json == "-":
             print(text)
         else:
             with open(args.json, "w") as fh:
                 fh.write(text + "\n")
     if args.plot:
-        bench.plot_sweep(report, args.plot)
+        report.plot_sweep(result, args.plot)
         print(f"batch sweep plot: {args.plot}", file=sys.stderr)
     return 0
 
 
 def _regression(args, subject, backends) -> int:
-    from pathlib import Path
-
-    from toolkit import bench, bench_baseline
-    from deploy.errors import MissingDependency
-    from toolkit.bench_backends import BackendUnavailable
-
     path = Path(args.baseline) if args.baseline else bench_baseline.baseline_path(args.machine_class)
     untimed = {b.strip() for b in args.untimed.split(",") if b.strip()}
     baseline = bench_baseline.load(path)
@@ -131,7 +129,6 @@ def _regression(args, subject, backends) -> int:
         print("\n".join(bench_baseline.diff_lines(old, new)))
         return 0
     if not baseline:
-        from toolkit.cli import UserError
         raise UserError(f"no baseline at {path}; record one with `toolkit bench {args.model} --update-baseline`")
     tolerance = baseline.get("tolerance", bench_baseline.DEFAULT_TOLERANCE)
     failed = 0

@@ -13,13 +13,28 @@ on held-out windows: AP per class for both, and the max and mean probability err
 """
 from __future__ import annotations
 
+import json
+import time
+
+from calibration.checkpoint import load_model
+from calibration.data import WindowReader, prepare_recording, recordings_from_args, sample_windows, synthetic_recordings
+from deploy.contract import CLASSES
+from deploy.lazy import lazy_import, require
+from deploy.recording import read_recordings
+from toolkit.cli import UserError
+from toolkit.commands._recordings import add_recording_arguments
+
+torch = lazy_import("torch", "workstation", "toolkit calibrate")
+models = lazy_import("models", "workstation", "toolkit calibrate")
+qat_convert = lazy_import("models.qat", "workstation", "toolkit calibrate")
+ptq = lazy_import("calibration.ptq", "workstation", "toolkit calibrate")
+
 HELP = "calibrate INT8 ranges (PTQ) into a reusable cache; optionally report float vs INT8 agreement"
 
 METHODS = ("entropy", "percentile", "mse", "max")
 
 
 def add_arguments(p) -> None:
-    from toolkit.commands._recordings import add_recording_arguments
     add_recording_arguments(p, per_subject=1)
     p.add_argument("--preset", default=None, help="model preset (default: the checkpoint's, else fog-small)")
     p.add_argument("--checkpoint", help="float weights (default: the bundled weights of the preset)")
@@ -40,35 +55,19 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import json
-    import time
-
-    try:
-        import torch
-    except ImportError:
-        from deploy.errors import MissingDependency
-        raise MissingDependency("torch", "workstation", "toolkit calibrate") from None
-    from calibration.checkpoint import load_model
-    from calibration.data import (WindowReader, prepare_recording, recordings_from_args,
-                                  sample_windows, synthetic_recordings)
-    from deploy.recording import read_recordings
-    from calibration.ptq import agreement, calibrate
-    from deploy.recording import CLASSES
-    from models import get_preset
-    from models.qat import set_quantization, to_qat
-
+    require(torch)
     if args.threads:
         torch.set_num_threads(args.threads)
     recordings = recordings_from_args(args)
     model, preset, checkpoint = load_model(args.preset, args.checkpoint)
-    spec = get_preset(preset).preprocess
+    spec = models.get_preset(preset).preprocess
     options = {"num_bins": args.bins} if args.method != "max" else {}
     if args.method == "percentile":
         options["percentile"] = args.percentile
-    qat = to_qat(model, batch_size=args.batch_size, seq_len=spec["n_patches"])
+    qat = qat_convert.to_qat(model, batch_size=args.batch_size, seq_len=spec["n_patches"])
     reader = WindowReader(recordings, spec, limit=args.windows, seed=args.seed, batch_size=args.batch_size)
     started = time.perf_counter()
-    cache = calibrate(qat, reader, args.method, options=options, preset=preset, progress=not args.quiet)
+    cache = ptq.calibrate(qat, reader, args.method, options=options, preset=preset, progress=not args.quiet)
     seconds = time.perf_counter() - started
     cache.data["checkpoint"] = str(checkpoint) if checkpoint else None
     cache.save(args.out)
@@ -80,12 +79,11 @@ def run(args) -> int:
         elif args.synthetic:
             held_out = synthetic_recordings(args.synthetic, seed=args.seed + 1000, minutes=args.synthetic_minutes)
         else:
-            from toolkit.cli import UserError
             raise UserError("--eval needs held-out recordings (or --synthetic for synthetic ones)")
         windows = sample_windows([prepare_recording(r, spec) for r in held_out], spec, args.eval_windows,
                                  seed=args.seed + 1)
-        set_quantization(qat, True)
-        report = agreement(model, qat, windows, classes=CLASSES)
+        qat_convert.set_quantization(qat, True)
+        report = ptq.agreement(model, qat, windows, classes=CLASSES)
         report.update(method=args.method, calibration_seconds=round(seconds, 2))
         for tag in ("float", "int8"):
             if report.get(f"map_{tag}") is not None:

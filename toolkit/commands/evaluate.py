@@ -15,15 +15,33 @@ labels (declared FOG-free). The freeze index (Bachlin: 4 s, threshold 1.5) is sc
 """
 from __future__ import annotations
 
-HELP = "score a model/checkpoint/bundle and the freeze-index baseline on recordings (table, --json, --plot)"
+import json
+import sys
 
-EVENT_FLAGS = {"hop_s": "--hop-s", "lookahead_s": "--lookahead-s", "smoothing_s": "--smoothing-s", "on": "--on",
-               "off": "--off", "min_duration_s": "--min-duration-s", "refractory_s": "--refractory-s"}
-OLD_SPELLINGS = {"smoothing_s": "--smoothing", "min_duration_s": "--min-duration", "refractory_s": "--refractory"}
+import numpy as np
+
+from calibration.checkpoint import load_model
+from calibration.data import recordings_from_args
+from deploy.bundle import Bundle
+from deploy.contract import with_defaults
+from deploy.engines import open_engine
+from deploy.lazy import lazy_import, require
+from deploy.offline import predict_recording
+from deploy.preprocess import PreprocessSpec
+from deploy.scoring import FI_THRESHOLD, FI_WINDOW_S, at_recording_rate, freeze_index_probability, json_safe, score
+from toolkit.commands._events import add_event_arguments, event_overrides
+from toolkit.commands._recordings import add_recording_arguments
+from toolkit.cli import UserError
+from toolkit.commands.evaluate_report import print_table
+from toolkit.plots import plot_recordings
+
+torch = lazy_import("torch", "workstation", "evaluating a PyTorch model")
+models = lazy_import("models", "workstation", "evaluating a PyTorch model")
+
+HELP = "score a model/checkpoint/bundle and the freeze-index baseline on recordings (table, --json, --plot)"
 
 
 def add_arguments(p) -> None:
-    from toolkit.commands._recordings import add_recording_arguments
     add_recording_arguments(p, per_subject=1)
     p.add_argument("--seed", type=int, default=1000, help="synthetic seed (default 1000: the model card's held-out "
                    "subjects, never the training seeds)")
@@ -32,12 +50,12 @@ def add_arguments(p) -> None:
                    "the preset, if any)")
     p.add_argument("--bundle", help="bundle folder made by `toolkit export`")
     p.add_argument("--backend", default="auto", help="engine backend for --bundle (default auto)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                   help="which of the bundle's graphs to score (default: the precision the bundle's target runs)")
     p.add_argument("--baseline-only", action="store_true", help="only the freeze-index baseline")
     ev = p.add_argument_group("event settings (default: the bundle's, else what export writes); the same names "
                               "as `toolkit export`")
-    for key, flag in EVENT_FLAGS.items():
-        names = [flag] + ([OLD_SPELLINGS[key]] if key in OLD_SPELLINGS else [])
-        ev.add_argument(*names, dest=key, type=float, default=None, help=f"manifest events.{key}")
+    add_event_arguments(ev)
     p.add_argument("--fi-window", type=float, default=None, help="freeze-index window, s (default 4)")
     p.add_argument("--fi-threshold", type=float, default=None, help="freeze-index threshold (default 1.5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -47,50 +65,22 @@ def add_arguments(p) -> None:
 
 
 def _torch_scorer(args):
-    try:
-        import torch
-        import models
-    except ImportError as exc:
-        from deploy.errors import MissingDependency
-        raise MissingDependency("torch", "workstation", "evaluating a PyTorch model") from exc
-    from deploy.preprocess import PreprocessSpec
-    from toolkit.cli import UserError
-    if args.model not in models.list_presets():
-        raise UserError(f"unknown preset {args.model!r}; presets: {', '.join(models.list_presets())}")
-    shipped = models.pretrained_path(args.model) if not args.checkpoint else None
-    model = models.create_model(args.model, pretrained=shipped is not None).eval()
-    if args.checkpoint:
-        state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise UserError(f"{args.checkpoint} does not fit preset {args.model}: {str(exc).splitlines()[0]}")
-    spec = PreprocessSpec.from_dict(models.get_preset(args.model).preprocess)
+    require(torch)
+    model, _, checkpoint = load_model(args.model, args.checkpoint)  # the project's one weights loader
 
     def infer(x):
         with torch.no_grad():
             return torch.sigmoid(model(torch.from_numpy(x))).numpy()
-    name = args.model + (f" ({args.checkpoint})" if args.checkpoint else " (shipped weights)" if shipped
+    spec = PreprocessSpec.from_dict(models.get_preset(args.model).preprocess)
+    name = args.model + (f" ({args.checkpoint})" if args.checkpoint else " (shipped weights)" if checkpoint
                          else " (untrained)")
     return name, spec, infer, None
 
 
 def _bundle_scorer(args):
-    import numpy as np
-
-    from deploy.bundle import Bundle
-    from deploy.preprocess import PreprocessSpec
-    from toolkit.cli import UserError
-    try:
-        from deploy.engines import open_engine
-    except ImportError:
-        raise UserError("deploy.engines is not available in this installation, so bundles cannot be run yet; "
-                        "evaluate the model with --model/--checkpoint instead")
     bundle = Bundle.load(args.bundle)
     spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
-    engine = open_engine(bundle, backend=args.backend)
+    engine = open_engine(bundle, backend=args.backend, precision=args.precision)
     batch = int(engine.input_shape[0])
 
     def infer(x):  # the engine has a fixed batch: feed it slices, pad the last
@@ -101,21 +91,16 @@ def _bundle_scorer(args):
                 part = np.concatenate([part, np.repeat(part[-1:], batch - len(part), axis=0)])
             out.append(np.array(engine.infer(np.ascontiguousarray(part)))[:min(batch, len(x) - i)])
         return np.concatenate(out)
-    return f"bundle {args.bundle}", spec, infer, bundle.manifest.get("events") or {}
+    precision = args.precision or bundle.manifest.get("precision")
+    return f"bundle {args.bundle} ({precision})", spec, infer, bundle.manifest.get("events") or {}
 
 
 def _settings(args, bundle_events=None) -> dict:
     """Event settings: defaults, then the bundle's, then the flags given."""
-    from deploy.events import DEFAULT_SETTINGS
-    flags = {key: getattr(args, key) for key in EVENT_FLAGS}
-    return {**DEFAULT_SETTINGS, **(bundle_events or {}), **{k: v for k, v in flags.items() if v is not None}}
+    return with_defaults(bundle_events, event_overrides(args))
 
 
 def _model_probs(scorer, recs, settings):
-    import sys
-
-    from deploy.offline import predict_recording
-    from deploy.scoring import at_recording_rate
     _, spec, infer, _ = scorer
     hop = max(1, int(round(settings["hop_s"] * spec.rate_hz)))
     look = settings["lookahead_s"]
@@ -129,9 +114,6 @@ def _model_probs(scorer, recs, settings):
 
 
 def _scorer(args):
-    import sys
-
-    from toolkit.cli import UserError
     if args.bundle and args.model:
         raise UserError("give --model or --bundle, not both")
     if args.checkpoint and not args.model:
@@ -147,13 +129,6 @@ def _scorer(args):
 
 
 def run(args) -> int:
-    import json
-    import sys
-
-    from calibration.data import recordings_from_args
-    from deploy.scoring import FI_THRESHOLD, FI_WINDOW_S, freeze_index_probability, json_safe, score
-    from toolkit.commands.evaluate_report import print_table
-
     recs = recordings_from_args(args)
     scorer = _scorer(args)
     results, probs = [], {}
@@ -167,7 +142,6 @@ def run(args) -> int:
     results.append(score(recs, probs["freeze index"], settings,
                          f"freeze index ({fi_window:g} s, threshold {fi_threshold:g})"))
     if args.plot:
-        from toolkit.plots import plot_recordings
         written = plot_recordings(args.plot, recs, probs, settings)
         print(f"evaluate: {len(written)} plots in {args.plot}", file=sys.stderr)
     hours = sum(r.duration_s for r in recs) / 3600

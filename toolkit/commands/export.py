@@ -11,6 +11,16 @@ INT8, and the engine (when TensorRT and a GPU are here) or the on-device build k
 """
 from __future__ import annotations
 
+import json
+
+from calibration.data import WindowReader
+from deploy.recording import read_recordings
+from toolkit.cli import UserError
+from toolkit.commands._events import add_event_arguments, event_overrides
+from toolkit.export import ExportOptions, export_bundle, summary_table
+from toolkit.export.source import resolve
+from toolkit.export.targets import get_target
+
 HELP = "export a model to a checked, verified deployment bundle (ONNX, INT8, engine or build kit)"
 
 
@@ -49,9 +59,7 @@ def add_arguments(p) -> None:
     cal.add_argument("--calib-windows", type=int, default=64)
     cal.add_argument("--calib-data", nargs="+", help="recordings to calibrate on (default synthetic windows)")
     cal.add_argument("--verify-windows", type=int, default=16)
-    ev = p.add_argument_group("event defaults written into the manifest")
-    for flag in ("hop-s", "lookahead-s", "smoothing-s", "on", "off", "min-duration-s", "refractory-s"):
-        ev.add_argument(f"--{flag}", type=float)
+    add_event_arguments(p.add_argument_group("event defaults written into the manifest"))
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -62,13 +70,6 @@ def _user_preprocess(args) -> dict:
 
 
 def run(args) -> int:
-    import json
-
-    from toolkit.cli import UserError
-    from toolkit.export import ExportOptions, export_bundle, summary_table
-    from toolkit.model_source import resolve
-    from toolkit.targets import get_target
-
     target = get_target(args.target)
     if args.batch < 1 or (args.n_patches is not None and args.n_patches < 1):
         raise UserError("--batch and --n-patches must be at least 1")
@@ -82,12 +83,9 @@ def run(args) -> int:
                      factory_kwargs=factory_kwargs)
     reader = None
     if args.calib_data:
-        from calibration.data import WindowReader
-        from deploy.recording import read_recordings
         reader = WindowReader(read_recordings(args.calib_data), source.preprocess, limit=args.calib_windows,
                               batch_size=16)
-    events = {k: getattr(args, k) for k in ("hop_s", "lookahead_s", "smoothing_s", "on", "off", "min_duration_s",
-                                            "refractory_s")}
+    events = event_overrides(args)
     options = ExportOptions(batch=args.batch, precision=args.precision, opset=args.opset,
                             calib_windows=args.calib_windows, calib_method=args.calib_method, calib_reader=reader,
                             verify_windows=args.verify_windows, events=events, dla_core=args.dla_core,

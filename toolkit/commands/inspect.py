@@ -4,6 +4,11 @@ With --verify the files are checked against the manifest's sha256 first; a chang
 """
 from __future__ import annotations
 
+import json
+
+from deploy.bundle import Bundle
+from toolkit.export.verify import describe
+
 HELP = "print a bundle's manifest for a person (--verify checks every file's sha256)"
 
 
@@ -32,7 +37,6 @@ def _describe(manifest: dict) -> str:
     lines.append(f"checks     {sum(c['passed'] for c in checks)}/{len(checks)} passed")
     for c in checks:
         lines.append(f"  [{'ok' if c['passed'] else 'FAIL'}] {c.get('model', '')}: {c['name']}: {c['detail'][:100]}")
-    from toolkit.verify import describe
     ver = manifest.get("verification", {})
     lines.append(f"verified   on {ver.get('windows')} windows")
     for name, v in ver.get("pairs", {}).items():
@@ -45,10 +49,6 @@ def _describe(manifest: dict) -> str:
 
 
 def run(args) -> int:
-    import json
-
-    from deploy.bundle import Bundle
-
     bundle = Bundle.load(args.bundle, verify=args.verify)  # BundleError (exit 2) names every changed file
     if args.json:
         print(json.dumps(bundle.manifest, indent=2))

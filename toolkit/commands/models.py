@@ -6,6 +6,13 @@ seconds for fog-1st-place. The presets are per-patch models: input (1, patch*3, 
 """
 from __future__ import annotations
 
+import json
+
+from deploy.lazy import lazy_import
+from toolkit.cli import UserError
+
+models = lazy_import("models", "workstation", "the model registry")
+
 HELP = "list the model presets (parameters, input/output shapes, preprocessing)"
 
 
@@ -15,8 +22,6 @@ def add_arguments(p) -> None:
 
 
 def _describe(name: str) -> dict:
-    import models
-
     preset = models.get_preset(name)
     model = models.create_model(name).eval()
     spec = preset.preprocess
@@ -29,11 +34,6 @@ def _describe(name: str) -> dict:
 
 
 def run(args) -> int:
-    import json
-
-    import models
-    from toolkit.cli import UserError
-
     if args.name and args.name not in models.list_presets():
         raise UserError(f"unknown preset {args.name!r}; presets: {', '.join(models.list_presets())}")
     rows = [_describe(n) for n in ([args.name] if args.name else models.list_presets())]

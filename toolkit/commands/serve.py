@@ -4,14 +4,15 @@ The same as `fog-daemon` (which needs only the device install: numpy + onnxrunti
 """
 from __future__ import annotations
 
+from deploy.daemon import add_arguments as daemon_arguments
+from deploy.daemon import run_args
+
 HELP = "run the streaming FOG detector on a bundle (same as fog-daemon)"
 
 
 def add_arguments(p) -> None:
-    from deploy.daemon import add_arguments as daemon_arguments
     daemon_arguments(p)
 
 
 def run(args) -> int:
-    from deploy.daemon import run_args
     return run_args(args, prog="toolkit serve")

@@ -7,6 +7,12 @@ instead of the FOG-provoking protocol (about 10-20 % of the time frozen).
 """
 from __future__ import annotations
 
+import sys
+
+from deploy.recording import write_recording
+from deploy.synth import LAYOUT_RATES, synth_dataset, synth_recording
+from toolkit.cli import UserError
+
 HELP = "write seeded synthetic recordings with labelled FOG episodes"
 
 
@@ -22,12 +28,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import sys
-
-    from deploy.synth import LAYOUT_RATES, synth_dataset, synth_recording
-    from deploy.recording import write_recording
-    from toolkit.cli import UserError
-
     if args.minutes <= 0:
         raise UserError("--minutes must be positive")
     if (args.out is None) == (args.out_dir is None):

@@ -1,6 +1,10 @@
 """List the deployment targets `toolkit export --target` knows, with the facts that drive export and checks."""
 from __future__ import annotations
 
+import json
+
+from toolkit.export.targets import ALIASES, get_target, list_targets
+
 HELP = "list deployment targets (TensorRT version, opset window, precisions, DLA)"
 
 
@@ -10,10 +14,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import json
-
-    from toolkit.targets import ALIASES, get_target, list_targets
-
     if args.name:
         target = get_target(args.name)
         print(json.dumps(target.to_dict(), indent=2))

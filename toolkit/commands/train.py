@@ -16,11 +16,26 @@ weights as a plain state_dict with a description, loadable by `toolkit calibrate
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+from calibration.cache import CalibrationCache
+from calibration.checkpoint import load_model, save_checkpoint
+from calibration.data import WindowReader, describe_recordings, recordings_from_args
+from deploy.lazy import lazy_import, require
+from toolkit.cli import UserError
+from toolkit.commands._recordings import add_recording_arguments
+
+torch = lazy_import("torch", "workstation", "toolkit train")
+models = lazy_import("models", "workstation", "toolkit train")
+qat_convert = lazy_import("models.qat", "workstation", "toolkit train --qat")
+ptq = lazy_import("calibration.ptq", "workstation", "toolkit train --qat")
+training = lazy_import("calibration.train", "workstation", "toolkit train")
+
 HELP = "train a preset (float) or fine-tune it with fake quantization (--qat)"
 
 
 def add_arguments(p) -> None:
-    from toolkit.commands._recordings import add_recording_arguments
     add_recording_arguments(p, per_subject=2)
     p.add_argument("--preset", default=None, help="model preset (default: the checkpoint's, else fog-small)")
     p.add_argument("--checkpoint", help="start from these weights (a state_dict .pt); required with --qat")
@@ -43,31 +58,18 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    import time
-
-    from toolkit.cli import UserError
-
-    try:
-        import torch
-    except ImportError:
-        from deploy.errors import MissingDependency
-        raise MissingDependency("torch", "workstation", "toolkit train") from None
-    from calibration.checkpoint import load_model, save_checkpoint
-    from calibration.data import describe_recordings, recordings_from_args
-    from calibration.train import TrainConfig, fit, split_by_subject
-    from models import get_preset
-
+    require(torch)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.qat and not args.checkpoint:
         raise UserError("--qat fine-tunes trained float weights: give --checkpoint (a float model.pt)")
     recordings = recordings_from_args(args)
     val_subjects = args.val_subjects.split(",") if args.val_subjects else None
-    train, val = split_by_subject(recordings, val_subjects, args.val_fraction, args.seed)
+    train, val = training.split_by_subject(recordings, val_subjects, args.val_fraction, args.seed)
     torch.manual_seed(args.seed)             # the initial weights are part of what --seed reproduces
     model, preset, checkpoint = load_model(args.preset, args.checkpoint, default_weights=False)
-    spec = get_preset(preset).preprocess
-    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
+    spec = models.get_preset(preset).preprocess
+    config = training.TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup_steps=args.warmup, patience=args.patience, seed=args.seed)
     float_model = model
     if args.qat:
@@ -75,13 +77,12 @@ def run(args) -> int:
     print(f"train: {preset}, {len(train)} training / {len(val)} validation recordings "
           f"({'QAT fine-tuning' if args.qat else 'float'})", flush=True)
     started = time.perf_counter()
-    result = fit(model, train, val, spec, config, out_dir=args.out, resume=args.resume, progress=not args.quiet)
+    result = training.fit(model, train, val, spec, config, out_dir=args.out, resume=args.resume, progress=not args.quiet)
     info = {"preset": preset, "qat": bool(args.qat), "seed": args.seed, "config": vars(config),
             "init_checkpoint": str(checkpoint) if checkpoint else None,
             "train_data": describe_recordings(train), "val_data": describe_recordings(val),
             "best_val_map": result.best_map, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
             "seconds": round(time.perf_counter() - started, 1), "threads": torch.get_num_threads()}
-    from pathlib import Path
     out = Path(args.out)
     if args.qat:
         # The QAT state_dict holds the float weights (fine-tuned) plus quantizer ranges; keep both forms.
@@ -98,16 +99,11 @@ def run(args) -> int:
 
 def _qat_variant(model, preset, args, train, spec):
     """The calibrated QAT variant with fake quantization on, from --calibration or calibrated here."""
-    from calibration.cache import CalibrationCache
-    from calibration.data import WindowReader
-    from calibration.ptq import apply_cache, calibrate
-    from models.qat import set_quantization, to_qat
-
-    qat = to_qat(model, batch_size=args.batch_size, seq_len=spec["n_patches"])
+    qat = qat_convert.to_qat(model, batch_size=args.batch_size, seq_len=spec["n_patches"])
     if args.calibration:
-        apply_cache(qat, CalibrationCache.load(args.calibration))
+        ptq.apply_cache(qat, CalibrationCache.load(args.calibration))
     else:
-        calibrate(qat, WindowReader(train, spec, limit=512, seed=args.seed, batch_size=args.batch_size),
+        ptq.calibrate(qat, WindowReader(train, spec, limit=512, seed=args.seed, batch_size=args.batch_size),
                   "entropy", preset=preset, progress=not args.quiet)
-    set_quantization(qat, True)
+    qat_convert.set_quantization(qat, True)
     return qat

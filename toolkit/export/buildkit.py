@@ -7,8 +7,11 @@ JSON with Polygraphy's own serializer, on the device), and the Polygraphy comman
 from __future__ import annotations
 
 from pathlib import Path
+from string import Template
 
 import numpy as np
+
+from deploy.contract import FP32_FILE, INPUT_NAME, OUTPUT_NAME
 
 # trtexec options per TensorRT generation, from each release's trtexec help (samples/common/sampleOptions.cpp):
 # --memPoolSize arrived in 8.4 and replaced --workspace (removed in 10.0); TensorRT 11 removed the precision flags
@@ -62,9 +65,8 @@ def _generations(target) -> list[str]:
     return [generation(target.tensorrt)]
 
 
-def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: str) -> str:
-    gens = _generations(target)
-    atol = ENGINE_ATOL[precision]
+def _preamble(target, gens: list[str], dla_ok: bool) -> list[str]:
+    """Where to run, which trtexec, and a refusal when the device's TensorRT (or DLA) is not the target's."""
     lines = [
         "#!/usr/bin/env bash",
         f"# Build and check the TensorRT engine for target {target.name} ({target.description}).",
@@ -92,8 +94,13 @@ def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: st
     else:
         lines += [f'  echo "target {target.name} has no DLA ({target.dla_note or "none"})" >&2; exit 1']
     lines.append("fi")
+    return lines
+
+
+def _build(gens: list[str], model_file: str, precision: str, dla_ok: bool, fp32_file: str) -> list[str]:
+    """One trtexec line per TensorRT generation (and its DLA variant where the device has DLA)."""
     # What the engine is built from; the DLA branch may switch it (recorded below for the daemon).
-    lines.append(f"BUILT_MODEL={model_file}; BUILT_PRECISION={precision}")
+    lines = [f"BUILT_MODEL={model_file}; BUILT_PRECISION={precision}"]
     for gen in gens:
         cond = f'[ "$TRT_MAJOR" = "{gen.split(".")[0]}" ]'
         dla_model, dla_precision = model_file, precision
@@ -110,7 +117,12 @@ def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: st
         else:
             lines.append(f'  "$TRTEXEC" {gpu}')
         lines.append("fi")
-    lines += [
+    return lines
+
+
+def _check_and_record(atol: float) -> list[str]:
+    """Compare the engine with the reference outputs, then record it for the daemon."""
+    return [
         "# Compare the engine with the ONNX Runtime reference computed at export (needs: pip install polygraphy)",
         "python3 kit/npz_to_polygraphy.py kit/reference.npz cache",
         f"polygraphy run cache/model.engine --model-type engine --trt --load-inputs cache/inputs.json "
@@ -124,9 +136,16 @@ def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: st
         ' the daemon will build its own" >&2',
         "fi",
     ]
+
+
+def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: str) -> str:
+    gens = _generations(target)
+    lines = (_preamble(target, gens, dla_ok) + _build(gens, model_file, precision, dla_ok, fp32_file)
+             + _check_and_record(ENGINE_ATOL[precision]))
     return "\n".join(lines) + "\n"
 
 
+# The kit's converter, with the bundle's tensor names filled in (string.Template: $x, $probs).
 _NPZ_TO_POLYGRAPHY = '''"""Polygraphy's input and reference-output JSON from reference.npz, by Polygraphy's own serializer."""
 import sys
 from pathlib import Path
@@ -138,8 +157,8 @@ from polygraphy.json import save_json
 
 data = np.load(sys.argv[1])
 out = Path(sys.argv[2])
-save_json([{"x": data["x"]}], str(out / "inputs.json"))
-results = RunResults([("onnxruntime-reference", [IterationResult({"probs": data["probs"]},
+save_json([{"$x": data["$x"]}], str(out / "inputs.json"))
+results = RunResults([("onnxruntime-reference", [IterationResult({"$probs": data["$probs"]},
                                                                  runner_name="onnxruntime-reference")])])
 results.save(str(out / "reference_outputs.json"))
 print("wrote", out / "inputs.json", "and", out / "reference_outputs.json")
@@ -147,7 +166,7 @@ print("wrote", out / "inputs.json", "and", out / "reference_outputs.json")
 
 
 def write_kit(bundle_dir, target, *, model_file: str, precision: str, inputs: np.ndarray, outputs: np.ndarray,
-              dla_core=None, fp32_file: str = "model_fp32.onnx") -> dict:
+              dla_core=None, fp32_file: str = FP32_FILE) -> dict:
     """Write `kit/` into the bundle folder; returns what it holds for the manifest. The script builds for DLA when
     run with DLA_CORE set (where the target has DLA); `dla_core` (from --dla-core) is recorded as the suggestion."""
     kit = Path(bundle_dir) / "kit"
@@ -156,8 +175,8 @@ def write_kit(bundle_dir, target, *, model_file: str, precision: str, inputs: np
     script = kit / "build_engine.sh"
     script.write_text(_script(target, model_file, precision, dla_ok, fp32_file))
     script.chmod(0o755)
-    np.savez(kit / "reference.npz", x=inputs.astype(np.float32), probs=outputs.astype(np.float32))
-    (kit / "npz_to_polygraphy.py").write_text(_NPZ_TO_POLYGRAPHY)
+    np.savez(kit / "reference.npz", **{INPUT_NAME: inputs.astype(np.float32), OUTPUT_NAME: outputs.astype(np.float32)})
+    (kit / "npz_to_polygraphy.py").write_text(Template(_NPZ_TO_POLYGRAPHY).substitute(x=INPUT_NAME, probs=OUTPUT_NAME))
     commands = [line.strip().replace('"$TRTEXEC"', "trtexec") for line in script.read_text().splitlines()
                 if line.strip().startswith('"$TRTEXEC" --onnx')]
     return {"script": "kit/build_engine.sh", "reference": "kit/reference.npz", "generations": _generations(target),

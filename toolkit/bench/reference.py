@@ -19,7 +19,16 @@ Changing a size here changes every normalized figure: bump REFERENCE_VERSION and
 """
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
+
+from deploy.lazy import lazy_import
+from toolkit.timing import interleaved, onnxruntime_engine
+
+onnx = lazy_import("onnx", "workstation", "building the reference ONNX graphs")
+torch = lazy_import("torch", "workstation", "the PyTorch eager reference")
 
 REFERENCE_VERSION = "fog-block-v3"  # v2: + unrolled Q/DQ reference for INT8; v3: + the large block
 STEPS, WIDTH, HIDDEN, CLASSES = 128, 64, 64, 3
@@ -29,7 +38,7 @@ OPSET = 17
 
 
 def reference_macs(size: str = "small") -> int:
-    """MACs of the block at `size`, counted as toolkit/bench_macs counts them (MatMul and LSTM)."""
+    """MACs of the block at `size`, counted as toolkit.export.macs counts them (MatMul and LSTM)."""
     t, d, h = SIZES[size]
     return 3 * t * d * d + 2 * t * t * d + 2 * t * d * 2 * d + t * 2 * 4 * h * (d + h) + t * 2 * h * CLASSES
 
@@ -63,9 +72,7 @@ def reference_input(batch: int = 1, size: str = "small") -> np.ndarray:
 
 def reference_onnx(path, batch: int = 1, size: str = "small"):
     """Write the reference block as an ONNX file (fixed shape (batch, steps, width) of `size`), return the path."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
+    TensorProto, helper, numpy_helper = onnx.TensorProto, onnx.helper, onnx.numpy_helper  # noqa: N806
     STEPS, WIDTH, HIDDEN = SIZES[size]  # noqa: N806
     wts = _weights(size=size)
     scale = np.array(1.0 / np.sqrt(WIDTH), np.float32)
@@ -103,9 +110,7 @@ INT8_STEPS = 96
 def reference_int8_onnx(path):
     """An unrolled LSTM over INT8_STEPS steps with Q/DQ before each recurrent GEMM, as models.qat exports one:
     per step Q, DQ, Gemm, Add, Split, 3 Sigmoid, 2 Tanh, 3 Mul, Add. Input (1, INT8_STEPS, WIDTH)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
+    TensorProto, helper, numpy_helper = onnx.TensorProto, onnx.helper, onnx.numpy_helper  # noqa: N806
     wts = _weights()
     w_in = wts["lstm_w"][0].T.copy()                        # (WIDTH, 4H)
     rec = wts["lstm_r"][0].T.copy()                         # (H, 4H)
@@ -153,8 +158,6 @@ def reference_int8_input() -> np.ndarray:
 
 def torch_reference(threads: int | None = None, size: str = "small"):
     """The same block in PyTorch eager; returns a zero-argument callable that runs it once."""
-    import torch
-
     if threads:
         torch.set_num_threads(threads)
     _, WIDTH, HIDDEN = SIZES[size]  # noqa: N806
@@ -190,23 +193,14 @@ def matmul_macs_per_s(kind: str, threads: int, workdir=None) -> float:
     A model's MACs divided by this is its compute bound: the latency it would have if all of it ran at GEMM
     speed. latency / bound says how far from that the model is (recurrence, small ops and memory traffic).
     """
-    import tempfile
-    from pathlib import Path
-
-    from toolkit.bench_timing import interleaved
-
     n = MATMUL_N
     a = np.random.default_rng(2).standard_normal((n, n)).astype(np.float32)
     if kind == "torch":
-        import torch
         torch.set_num_threads(threads)
         ta, tb = torch.from_numpy(a), torch.from_numpy(a.T.copy())
         work = lambda: torch.mm(ta, tb)  # noqa: E731
     else:
-        import onnx
-        from onnx import TensorProto, helper, numpy_helper
-
-        from toolkit.bench_backends import onnxruntime_engine
+        TensorProto, helper, numpy_helper = onnx.TensorProto, onnx.helper, onnx.numpy_helper  # noqa: N806
         graph = helper.make_graph(
             [helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],

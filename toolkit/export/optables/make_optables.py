@@ -4,7 +4,7 @@ The JSON files are the project's own data and are committed; this script documen
 regenerate them when a new matrix is added. Input: the verbatim `docs/operators.md` copies kept in
 `../shared/reference/onnx-tensorrt-operators-trt<VERSION>.md`. Run:
 
-    python toolkit/optables/make_optables.py [REFERENCE_DIR]
+    python toolkit/export/optables/make_optables.py [REFERENCE_DIR]
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_REFERENCE = HERE.parents[2] / "shared" / "reference"
+DEFAULT_REFERENCE = HERE.parents[3] / "shared" / "reference"
 
 # "TensorRT 8.5 supports operators up to Opset 17" / "... in the inclusive range of opset 9 to opset 20"
 _RANGE = re.compile(r"opset (\d+) to opset (\d+)", re.I)

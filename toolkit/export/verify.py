@@ -5,10 +5,13 @@ how close each pair came. Probabilities are compared (the bundle's output), neve
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from deploy.errors import FogError
+from deploy.lazy import lazy_import
+
+ort = lazy_import("onnxruntime", "device", "running the exported graphs in verification")
+torch = lazy_import("torch", "workstation", "running the PyTorch model in verification")
 
 # Pair name -> limits over every output element of every verification window. Every figure is measured and stored;
 # only the limits a pair names gate it: max_abs / mean_abs / p99_abs on |a - b|, `agreement` = the share of
@@ -32,7 +35,6 @@ class VerificationError(FogError):
 
 
 def ort_session(path):
-    import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -45,7 +47,6 @@ def ort_run(path_or_session, batches: list[np.ndarray]) -> np.ndarray:
 
 
 def torch_run(module, batches: list[np.ndarray]) -> np.ndarray:
-    import torch
     module.eval()
     with torch.no_grad():
         return np.concatenate([module(torch.from_numpy(b)).numpy() for b in batches])
@@ -54,7 +55,6 @@ def torch_run(module, batches: list[np.ndarray]) -> np.ndarray:
 def torch_run_fixed(module, batches: list[np.ndarray], fixed: int) -> np.ndarray:
     """Run windows through a module that takes exactly `fixed` windows per call (a QAT variant), padding the last
     call with copies of its last window; returns one output per input window, in order."""
-    import torch
     x = np.concatenate(batches)
     outputs = []
     module.eval()
@@ -97,23 +97,3 @@ def assert_verified(pairs: dict) -> None:
         raise VerificationError("numerical verification failed, the bundle was not written:\n  - " + lines
                                 + "\nCheck the calibration windows (--calib-windows) or use --precision fp32/fp16.")
 
-
-def make_windows(preprocess: dict, count: int, batch: int, seed: int) -> list[np.ndarray]:
-    """`count` windows (rounded up to whole batches) in model layout, from synthetic FOG recordings.
-
-    The recordings come from `deploy.synth` and go through `deploy.preprocess` exactly as the daemon's input does
-    (units, resampling, normalization, patching). Different seeds give different recordings: calibration uses one
-    seed, verification another (held out).
-    """
-    from deploy.preprocess import PreprocessSpec, patchify, prepare
-    from deploy.synth import synth_recording
-
-    spec = PreprocessSpec.from_dict(preprocess)
-    n_windows = max(1, -(-count // batch)) * batch
-    rng = np.random.default_rng(seed)
-    minutes = max(1.0, 2.0 * n_windows * spec.window_s / 60.0)
-    signal = prepare(synth_recording(minutes=minutes, seed=1000 + seed, rate_hz=spec.rate_hz, units=spec.units),
-                     spec)
-    starts = np.sort(rng.integers(0, len(signal) - spec.window, size=n_windows))
-    model_in = patchify(np.stack([signal[s:s + spec.window] for s in starts]), spec)
-    return [model_in[i:i + batch] for i in range(0, n_windows, batch)]

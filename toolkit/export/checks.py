@@ -7,8 +7,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from deploy.errors import FogError
-from toolkit.targets import Target, op_table
+from deploy.lazy import lazy_import
+from toolkit.export.qdq import check_qdq
+from toolkit.export.targets import Target, op_table
+
+onnx = lazy_import("onnx", "workstation", "checking ONNX graphs")
+onnx_reference = lazy_import("onnx.reference", "workstation", "folding constants in ONNX graphs")
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Loop", "Scan")
 # Nodes that legitimately have only constant inputs after folding: weight fake-quant pairs stay as Q->DQ on FP32
@@ -36,7 +43,6 @@ def _trt_name(target: Target) -> str:
 
 
 def check_onnx_checker(model) -> Check:
-    import onnx
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
@@ -45,7 +51,6 @@ def check_onnx_checker(model) -> Check:
 
 
 def check_shape_inference(model) -> tuple[Check, object]:
-    import onnx
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:  # onnx raises InferenceError and friends; any failure is the check's answer
@@ -138,7 +143,7 @@ def check_no_recurrent_ops(model) -> Check:
 
 
 def check_qdq_rules(model, target: Target) -> Check:
-    from toolkit.qdq_check import check_qdq  # the QAT helper's checker: one Q/DQ rule book for the project
+    # check_qdq is the QAT helper's checker too: one Q/DQ rule book for the project
     problems = list(check_qdq(model))
     if target.qdq_zero_point_required:
         for node in model.graph.node:
@@ -171,10 +176,7 @@ def _foldable(model) -> list:
 def fold_constants(model) -> int:
     """Replace foldable nodes by initializers (what the exporter's folding leaves behind, e.g. a Split of a bias
     into gates). Evaluated with ONNX's reference implementation, one node at a time; returns how many were folded."""
-    from onnx import numpy_helper
-    from onnx.reference import ReferenceEvaluator
-
-    import numpy as np
+    numpy_helper, ReferenceEvaluator = onnx.numpy_helper, onnx_reference.ReferenceEvaluator  # noqa: N806
     shapes = _static_shapes(model)
     folded_shapes = 0
     for node in list(model.graph.node):  # with static shapes a Shape node is a constant: fold it first
@@ -206,7 +208,6 @@ def fold_constants(model) -> int:
 
 
 def _static_shapes(model) -> dict[str, list[int]]:
-    import onnx
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # no shapes, no Shape folding; the checks report why

@@ -15,18 +15,13 @@ import shutil
 from pathlib import Path
 
 from deploy.errors import FogError, MissingDependency
+from deploy.lazy import lazy_import, require
+
+tensorrt = lazy_import("tensorrt", "tensorrt", "building a TensorRT engine")
 
 
 class EngineBuildError(FogError):
     """TensorRT refused the network or produced no engine."""
-
-
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise MissingDependency("tensorrt", "tensorrt", "building a TensorRT engine") from None
-    return tensorrt
 
 
 def api_major(trt) -> int:
@@ -42,8 +37,8 @@ def gpu_present() -> bool:
 def can_build_here(target) -> tuple[bool, str]:
     """(True, "") when this machine can build an engine that the target will run; else (False, why)."""
     try:
-        import tensorrt as trt
-    except ImportError:
+        trt = require(tensorrt)
+    except MissingDependency:
         return False, "tensorrt is not installed here"
     if not gpu_present():
         return False, "no NVIDIA GPU here"
@@ -103,7 +98,7 @@ def configure(trt, builder, config, *, major: int, precision: str, target, works
 def build_engine(onnx_path, engine_path, *, target, precision: str, timing_cache=None, dla_core=None,
                  workspace_mb: int = 1024, trt=None) -> dict:
     """Parse `onnx_path`, build, and write the serialized engine to `engine_path`."""
-    trt = trt or import_tensorrt()
+    trt = trt or require(tensorrt)
     major = api_major(trt)
     if major not in target.trt_majors:
         raise EngineBuildError(f"TensorRT {trt.__version__} cannot build for target {target.name} "

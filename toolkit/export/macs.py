@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
 
+from deploy.lazy import lazy_import
+
+onnx = lazy_import("onnx", "workstation", "counting MACs of ONNX graphs")  # the device never counts MACs
+
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -87,8 +91,6 @@ def count_macs(model) -> int:
 
 def graph_stats(model) -> GraphStats:
     """Node and Q/DQ counts, MACs, file size of an ONNX model (a path, or a loaded ModelProto: size serialized)."""
-    import onnx  # workstation extra; the device never counts MACs
-
     if isinstance(model, onnx.ModelProto):
         size = model.ByteSize()
     else:

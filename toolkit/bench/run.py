@@ -3,21 +3,32 @@
 Per backend (PyTorch eager, onnxruntime FP32/INT8, TensorRT where present): batch-1 latency after warm-up (median,
 p90, p99), throughput (windows/s, real-time factor), peak memory, the latency normalized by a reference workload
 timed in the same run, and a batch sweep. The model's MACs and the machine's measured MatMul throughput give the
-compute bound, so a latency reads as a fraction of it. The pieces: bench_timing (harness), bench_macs (counter),
-bench_reference (reference workloads), bench_backends (subjects and runners), bench_baseline (regression files).
+compute bound, so a latency reads as a fraction of it. The pieces: toolkit.timing (harness), toolkit.export.macs
+(counter), bench.reference (reference workloads), bench.backends (subjects and runners), bench.baseline (regression
+files), bench.report (table and plot).
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from deploy.bundle import Bundle
+from deploy.contract import EVENT_DEFAULTS
 from deploy.errors import FogError, MissingDependency
-from toolkit.bench_backends import BACKENDS, REFERENCE_OF, BackendUnavailable, Subject, open_reference, open_runner
-from toolkit.bench_timing import PeakMemory, interleaved, normalized
+from deploy.lazy import lazy_import
+from deploy.preprocess import PreprocessSpec
+from toolkit.bench.backends import (BACKENDS, REFERENCE_OF, BackendUnavailable, Subject, check_available,
+                                    open_reference, open_runner)
+from toolkit.bench.baseline import entry_key, machine_class, measured_on
+from toolkit.bench.reference import REFERENCE_VERSION, matmul_macs_per_s, reference_size
+from toolkit.export.macs import graph_stats
+from toolkit.timing import BUDGET_S as REGRESSION_BUDGET_S  # timed s per backend: slow models get fewer blocks
+from toolkit.timing import PeakMemory, interleaved, normalized
+
+models = lazy_import("models", "workstation", "benching a preset")
 
 REGRESSION_BLOCKS = 24       # interleaved blocks per backend in the regression protocol
 REGRESSION_BLOCK_S = 0.04    # seconds of calls per block and workload
-REGRESSION_BUDGET_S = 3.0    # timed seconds per backend: slow models get fewer blocks, never < MIN_BLOCKS
 # A slow model gets one call per block, so its figure is a median over few blocks: 5 gave the 1st-place model a
 # p5-p95 spread of 5-9 % against the large reference, 8 gave 4-6 % (docs/bench.md); 8 costs it ~6 s.
 REGRESSION_MIN_BLOCKS = 8
@@ -33,7 +44,6 @@ def load_subject(spec: str, overrides: dict | None = None, name: str | None = No
     """A bundle folder (has manifest.json) or a registry preset name."""
     path = Path(spec)
     if (path / "manifest.json").is_file():
-        from deploy.bundle import Bundle
         bundle = Bundle.load(path)
         m = bundle.manifest
         pre = m["input"].get("preprocess", {})
@@ -47,27 +57,16 @@ def load_subject(spec: str, overrides: dict | None = None, name: str | None = No
     if path.exists():
         raise FogError(f"{spec}: a folder without manifest.json; pass a bundle made by `toolkit export` or a preset")
     try:
-        import models
         preset = models.get_preset(spec)
-    except ImportError:
+    except MissingDependency:
         raise FogError(f"{spec}: benching a preset needs torch (pip install 'fog-edge-toolkit[workstation]')") from None
     except Exception as exc:  # the registry's own unknown-name error, whatever its type
         raise FogError(f"{spec}: neither a bundle folder nor a known preset ({exc}); see `toolkit models`") from None
     pre = dict(preset.preprocess)
-    shape = (1, pre["patch"] * 3, pre["n_patches"])
-    if pre.get("layout") == "BTC":
-        shape = (1, pre["n_patches"], pre["patch"] * 3)
-    return Subject(name=name or spec, input_shape=shape, window_s=_window_s(pre), hop_s=_default_hop_s(), preset=spec,
-                   overrides=dict(overrides or {}))
-
-
-def _default_hop_s() -> float | None:
-    """The hop a bundle of this preset would get from `toolkit export` (its event defaults)."""
-    try:
-        from toolkit.export import EVENT_DEFAULTS
-        return float(EVENT_DEFAULTS["hop_s"])
-    except (ImportError, KeyError):
-        return None
+    shape = PreprocessSpec.from_dict(pre).input_shape
+    # hop: what a bundle of this preset would get from `toolkit export` (the event defaults)
+    return Subject(name=name or spec, input_shape=shape, window_s=_window_s(pre), hop_s=float(EVENT_DEFAULTS["hop_s"]),
+                   preset=spec, overrides=dict(overrides or {}))
 
 
 def _window_s(pre: dict) -> float | None:
@@ -79,8 +78,6 @@ def _window_s(pre: dict) -> float | None:
 
 def structure(subject: Subject, backend: str) -> dict:
     """The exactly-compared facts of one backend's graph: nodes, Q/DQ nodes, MACs, parameters, ONNX bytes."""
-    from toolkit.bench_backends import check_available
-    from toolkit.bench_macs import graph_stats
     check_available(subject, backend)
     fp32 = graph_stats(subject.onnx("fp32", subject.input_shape[0]))
     if subject.parameters is None and (subject.preset is not None or subject.factory is not None):
@@ -112,8 +109,6 @@ class _References:
 def reference_name(subject: Subject, backend: str) -> tuple[str, str]:
     """(reference size, its recorded name) for this backend: the block nearest the model in MACs; INT8 graphs have
     their one unrolled reference."""
-    from toolkit.bench_macs import graph_stats
-    from toolkit.bench_reference import REFERENCE_VERSION, reference_size
     if REFERENCE_OF[backend] == "onnxruntime-int8":
         return "small", f"{REFERENCE_VERSION}/int8"
     size = reference_size(graph_stats(subject.onnx("fp32", subject.input_shape[0])).macs)
@@ -176,10 +171,6 @@ def measure_sweep(subject: Subject, backend: str, batches, threads: int, block_s
 def run_bench(subject: Subject, backends=BACKENDS, batches=(1, 4, 16, 64), threads: int = 1,
               blocks: int = REGRESSION_BLOCKS, sweep_block_s: float = 0.1) -> dict:
     """The full report `toolkit bench` prints, saves as JSON and plots."""
-    from toolkit.bench_baseline import machine_class, measured_on
-    from toolkit.bench_macs import graph_stats
-    from toolkit.bench_reference import REFERENCE_VERSION, matmul_macs_per_s
-
     refs = _References(threads, subject.workdir)
     fp32 = graph_stats(subject.onnx("fp32", subject.input_shape[0]))
     report = {"subject": {"name": subject.name, "input_shape": list(subject.input_shape), "window_s": subject.window_s,
@@ -190,7 +181,7 @@ def run_bench(subject: Subject, backends=BACKENDS, batches=(1, 4, 16, 64), threa
     for kind in ("onnxruntime", "torch"):
         try:
             report["machine"]["matmul_gmacs_per_s"][kind] = matmul_macs_per_s(kind, threads, subject.workdir) / 1e9
-        except ImportError:
+        except (ImportError, MissingDependency):
             pass
     for backend in backends:
         progress(f"{backend}: batch 1, interleaved with the reference workload")
@@ -241,34 +232,11 @@ def ratios(subject: Subject, backends, threads: int, blocks: int = 12) -> dict[s
             f"{threads} thread{'s' if threads > 1 else ''} each": head_to_head(subject, backends, threads, blocks)}
 
 
-def onnx_head_to_head(paths: dict, example, threads: int = 1, blocks: int = 8) -> dict[str, float]:
-    """Median ms per call of ONNX files on the device's onnxruntime engine, interleaved (thread CPU time at one
-    thread, else wall). `toolkit export --precision fastest` decides the cpu target's precision from this."""
-    from toolkit.bench_backends import onnxruntime_engine
-    runners = {}
-    for name, path in paths.items():
-        engine = onnxruntime_engine(path, threads)
-        runners[name] = (lambda e: lambda: e.infer(example))(engine)
-    timings = interleaved(runners, blocks=blocks, block_s=0.05, budget_s=REGRESSION_BUDGET_S)
-    return {name: 1e3 * (t.cpu_median if threads == 1 else t.median) for name, t in timings.items()}
-
-
-def format_ratios(result: dict[str, dict[str, float]]) -> str:
-    lines = ["batch 1, all backends interleaved in one run (the fair ratio):"]
-    for setting, h2h in result.items():
-        eager = h2h.get("pytorch-eager")
-        lines.append(f"  {setting}:")
-        lines += [f"    {name:<18}{ms:>9.3f} ms" + (f"   {eager / ms:5.2f}x PyTorch eager" if eager else "")
-                  for name, ms in h2h.items()]
-    return "\n".join(lines)
-
-
 # --- regression ------------------------------------------------------------------------------------------------
 
 def regression_entries(subject: Subject, backends, threads: int = 1, timed=None,
                        blocks: int = REGRESSION_BLOCKS) -> dict[str, dict]:
     """Baseline entries for `subject`: structure for every backend, timing for those in `timed` (default all)."""
-    from toolkit.bench_baseline import entry_key
     refs = _References(threads, subject.workdir)
     entries = {}
     for backend in backends:
@@ -279,82 +247,3 @@ def regression_entries(subject: Subject, backends, threads: int = 1, timed=None,
                          reference=b1["reference"])
         entries[entry_key(subject.name, backend)] = entry
     return entries
-
-
-# --- output -------------------------------------------------------------------------------------------------------
-
-def format_table(report: dict) -> str:
-    s, m = report["subject"], report["machine"]
-    lines = [f"{s['name']}: input {tuple(s['input_shape'])}, {s['macs'] / 1e6:.1f} MMAC, "
-             f"{(s.get('parameters') or 0) / 1e6:.2f} M parameters, window {s['window_s']} s, hop {s['hop_s']} s",
-             f"machine: {m['class']} ({m.get('cpu')}), threads {m['threads']}, MatMul "
-             + ", ".join(f"{k} {v:.1f} GMAC/s" for k, v in m["matmul_gmacs_per_s"].items()), ""]
-    head = f"{'backend':<18}{'median ms':>10}{'p90':>9}{'p99':>9}{'cpu ms':>9}{'win/s':>9}{'RTF':>9}" \
-           f"{'peak MiB':>10}{'norm.':>8}{'of bound':>10}"
-    lines += ["batch 1 (wall-clock median/p90/p99; cpu ms = thread CPU time per call, which win/s and RTF use "
-              "when single-threaded):", head, "-" * len(head)]
-    for name, r in report["backends"].items():
-        b = r["batch1"]
-        rtf = _fmt(b["realtime_factor"]) if b.get("realtime_factor") else "-"
-        frac = f"{b['fraction_of_bound']:.0%}" if b.get("fraction_of_bound") is not None else "-"
-        lines.append(f"{name:<18}{b['median_ms']:>10.3f}{b['p90_ms']:>9.3f}{b['p99_ms']:>9.3f}{b['cpu_median_ms']:>9.3f}"
-                     f"{_fmt(b['windows_per_s']):>9}{rtf:>9}{b['peak_mib']:>10.1f}{b['normalized_latency']:>8.2f}{frac:>10}")
-    h2h = report.get("head_to_head_ms") or {}
-    if h2h:
-        slowest = h2h.get("pytorch-eager") or max(h2h.values())
-        lines += ["", "all backends interleaved at batch 1 (one run; the fair ratio):"]
-        lines += [f"  {name:<18}{ms:>9.3f} ms   {slowest / ms:5.2f}x {'PyTorch eager' if 'pytorch-eager' in h2h else ''}"
-                  for name, ms in h2h.items()]
-    batches = sorted({row["batch"] for r in report["backends"].values() for row in r.get("sweep", [])})
-    if batches:
-        lines += ["", "batch sweep (ms per call / windows per s; thread CPU time when single-threaded):",
-                  f"{'backend':<18}" + "".join(f"{'b' + str(b):>18}" for b in batches)]
-        for name, r in report["backends"].items():
-            by = {row["batch"]: row for row in r.get("sweep", [])}
-            cells = [f"{_sweep_ms(by[b]):.2f} / {_fmt(by[b]['windows_per_s'])}" if b in by else "-" for b in batches]
-            lines.append(f"{name:<18}" + "".join(f"{c:>18}" for c in cells))
-    for name, why in report["skipped"].items():
-        lines.append(f"skipped {name}: {why}")
-    return "\n".join(lines)
-
-
-def _fmt(value: float) -> str:
-    """Throughputs span 0.8 to 800: whole numbers when large, two significant digits when small."""
-    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
-
-
-def _sweep_ms(row: dict) -> float:
-    return row["cpu_median_ms"] if row.get("clock") == "thread-cpu" else row["median_ms"]
-
-
-def plot_sweep(report: dict, path) -> Path:
-    """PNG of the batch sweep: windows/s and per-window latency against batch size, one line per backend."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        from deploy.errors import MissingDependency
-        raise MissingDependency("matplotlib", "plot", "the batch-sweep plot") from None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, r in report["backends"].items():
-        rows = r.get("sweep", [])
-        if not rows:
-            continue
-        b = [row["batch"] for row in rows]
-        ax1.plot(b, [row["windows_per_s"] for row in rows], marker="o", label=name)
-        ax2.plot(b, [_sweep_ms(row) / row["batch"] for row in rows], marker="o", label=name)
-    for ax, label in ((ax1, "windows / s"), (ax2, "ms per window")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-    ax1.legend()
-    m = report["machine"]
-    fig.suptitle(f"{report['subject']['name']} on {m['class']} ({m.get('cpu')}, {m['threads']} thread(s))")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

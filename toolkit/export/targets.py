@@ -2,7 +2,7 @@
 
 The exporter and the checks read these facts; no code branches on a target's name. Sources for every fact:
 `../shared/reference/tensorrt-jetson.md` (JetPack -> TensorRT, opset ceilings, INT8/DLA hardware) and the ONNX-TensorRT
-operator matrices, encoded as `toolkit/optables/trt*.json` (see `make_optables.py`).
+operator matrices, encoded as `toolkit/export/optables/trt*.json` (see `make_optables.py`).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from deploy.contract import CPU_FP32_REASON
 from deploy.errors import FogError
 
 OPTABLES = Path(__file__).resolve().parent / "optables"
@@ -50,6 +51,13 @@ class Target:
 
 
 _JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+# What every JetPack 5.1 device shares: TensorRT 8.5.2 (its op table, opset window, no LayerNormalization importer,
+# explicit zero points, DLA without Q/DQ).
+_JETPACK5 = dict(
+    runtime="tensorrt", jetpack="5.1", tensorrt="8.5.2", trt_majors=(8,), optable="8.5", opset_min=1, opset_max=17,
+    export_opset=16, precisions=("int8", "fp16", "fp32"), default_precision="int8", layernorm_op=False, int8=True,
+    fp16=True, qdq_zero_point_required=True, dla=True, trtexec=_JETSON_TRTEXEC,
+    notes=("TensorRT 8.5 has no LayerNormalization importer: exported at opset 16, LayerNorm decomposed",))
 
 _TARGETS = (
     Target(
@@ -67,22 +75,14 @@ _TARGETS = (
     Target(
         name="jetson-orin-jp5",
         description="Jetson Orin on JetPack 5.1.x: TensorRT 8.5.2, CUDA 11.4",
-        runtime="tensorrt", devices=("Orin NX", "AGX Orin", "Orin Nano"), jetpack="5.1", tensorrt="8.5.2",
-        trt_majors=(8,), optable="8.5", opset_min=1, opset_max=17, export_opset=16,
-        precisions=("int8", "fp16", "fp32"), default_precision="int8", layernorm_op=False, int8=True, fp16=True,
-        qdq_zero_point_required=True, dla=True,
-        dla_note="TensorRT 8.x DLA does not take explicit Q/DQ: DLA builds are FP16 only here",
-        trtexec=_JETSON_TRTEXEC,
-        notes=("TensorRT 8.5 has no LayerNormalization importer: exported at opset 16, LayerNorm decomposed",)),
+        devices=("Orin NX", "AGX Orin", "Orin Nano"),
+        dla_note="TensorRT 8.x DLA does not take explicit Q/DQ: DLA builds are FP16 only here", **_JETPACK5),
     Target(
         name="jetson-xavier",
         description="Jetson Xavier NX / AGX Xavier on JetPack 5.1.x (their last): TensorRT 8.5.2, CUDA 11.4",
-        runtime="tensorrt", devices=("Xavier NX", "AGX Xavier"), jetpack="5.1", tensorrt="8.5.2", trt_majors=(8,),
-        optable="8.5", opset_min=1, opset_max=17, export_opset=16, precisions=("int8", "fp16", "fp32"),
-        default_precision="int8", layernorm_op=False, int8=True, fp16=True, qdq_zero_point_required=True, dla=True,
+        devices=("Xavier NX", "AGX Xavier"),
         dla_note="2x NVDLA v1; TensorRT 8.x DLA does not take explicit Q/DQ: DLA builds are FP16 only here",
-        trtexec=_JETSON_TRTEXEC,
-        notes=("TensorRT 8.5 has no LayerNormalization importer: exported at opset 16, LayerNorm decomposed",)),
+        **_JETPACK5),
     Target(
         name="jetson-thor",
         description="Jetson Thor on JetPack 7.0/7.1: TensorRT 10.13, CUDA 13.0",
@@ -118,9 +118,7 @@ _TARGETS = (
         description="Any CPU with ONNX Runtime (the daemon's portable backend)",
         runtime="onnxruntime", devices=("x86-64", "aarch64"), opset_min=7, opset_max=21, export_opset=17,
         precisions=("fp32", "int8"), default_precision="fp32", int8=True, fp16=False,
-        notes=("fp32 by default: the INT8 graph is the TensorRT Q/DQ graph (recurrence unrolled), which ONNX Runtime "
-               "CPU runs several times slower than the fused FP32 graph (docs/bench.md); --precision fastest "
-               "measures both on this machine and keeps the faster",)),
+        notes=(f"fp32 by default: {CPU_FP32_REASON}",)),
 )
 
 # The flagship names: `jetson` follows the current JetPack for Orin.
@@ -146,5 +144,5 @@ def op_table(version: str) -> dict:
     """The stored ONNX-TensorRT matrix for `version` ("8.5", "8.6", "10.1", "10.15")."""
     path = OPTABLES / f"trt{version}.json"
     if not path.is_file():
-        raise FogError(f"{path}: op table missing; regenerate with python toolkit/optables/make_optables.py")
+        raise FogError(f"{path}: op table missing; regenerate with python toolkit/export/optables/make_optables.py")
     return json.loads(path.read_text())

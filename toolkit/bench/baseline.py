@@ -9,7 +9,7 @@ File `benchmarks/baselines/<machine class>.json`:
      "structure": {"nodes": 123, "qdq_nodes": 0, "macs": 4567, "parameters": 89, "onnx_bytes": 1011},
      "normalized_latency": 1.23,           # model latency / reference latency, same run, interleaved
      "median_ms": 0.9,                     # informative only: raw ms depend on the machine's load
-     "reference": "fog-block-v3/small",    # the reference workload it was normalized by (bench_reference)
+     "reference": "fog-block-v3/small",    # the reference workload it was normalized by (bench.reference)
      "tolerance": 0.2}}}                   # optional, per entry: where the measured spread is wider
 ```
 Keys are sorted and floats rounded so `git diff` of an update shows exactly what changed.
@@ -19,12 +19,15 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import statistics
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.bench_reference import REFERENCE_VERSION
+from toolkit.bench.reference import REFERENCE_VERSION
 
-BASELINES = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines"
+BASELINES = Path(__file__).resolve().parents[2] / "benchmarks" / "baselines"
 STRUCTURE_FIELDS = ("nodes", "qdq_nodes", "macs", "parameters", "onnx_bytes")
 # Measured on the shared 2-core machine (docs/bench.md): run-to-run spread (max/min - 1) of the normalized latency
 # up to 9 % for PyTorch eager and 1-2 % for onnxruntime FP32; one extra encoder layer in fog-small adds 19 % (eager)
@@ -74,7 +77,6 @@ def _rounded(entry: dict) -> dict:
 
 def median_entries(runs: list[dict[str, dict]]) -> dict[str, dict]:
     """One entry per key from repeated measurements: the median normalized latency (structure is identical)."""
-    import statistics
     merged = {}
     for key in runs[0]:
         entry = dict(runs[-1][key])
@@ -120,8 +122,6 @@ def measured_on() -> dict:
 
 
 def _nvpmodel() -> str | None:
-    import shutil
-    import subprocess
     if not shutil.which("nvpmodel"):
         return None
     try:

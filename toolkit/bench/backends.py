@@ -1,7 +1,7 @@
 """What `toolkit bench` times: a *subject* (a preset or a bundle) and the backends that can run it.
 
 A backend turns (subject, batch) into a zero-argument callable that runs one inference on a fixed input, plus the
-matching reference workload (see bench_reference) to normalize by. onnxruntime and TensorRT go through
+matching reference workload (see bench.reference) to normalize by. onnxruntime and TensorRT go through
 `deploy.engines`, the same engines the daemon runs, so the bench times exactly what the device does.
 
 Static shapes everywhere (bundles carry them): a batch sweep needs one ONNX per batch size. A preset is exported on
@@ -10,6 +10,7 @@ preset when the manifest names one (the float graph's speed does not depend on t
 """
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,17 @@ from typing import Callable
 
 import numpy as np
 
+from deploy.engines import open_engine
+from deploy.engines.tensorrt import TensorRTEngine, build_serialized, import_tensorrt
 from deploy.errors import FogError
+from deploy.lazy import available, lazy_import
+from toolkit.bench import reference as ref
+from toolkit.bench.int8 import export_int8
+from toolkit.export.onnx import export_like_bundle
+from toolkit.timing import onnxruntime_engine
+
+torch = lazy_import("torch", "workstation", "PyTorch eager and re-exporting a preset")
+models = lazy_import("models", "workstation", "building a preset")
 
 BACKENDS = ("pytorch-eager", "onnxruntime-fp32", "onnxruntime-int8", "tensorrt")
 # Which reference workload normalizes which backend: the one that runs on the same runtime.
@@ -52,7 +63,6 @@ class Subject:
             if self.factory is not None:
                 model = self.factory()
             elif self.preset is not None:
-                import models
                 model = models.create_model(self.preset, **self.overrides)
             else:
                 raise BackendUnavailable(f"{self.name}: no preset named in the manifest, so no PyTorch model to run")
@@ -84,9 +94,7 @@ class Subject:
     def _export(self, precision: str, batch: int) -> Path:
         if self.preset is None and self.factory is None:
             raise BackendUnavailable(f"{self.name}: batch {batch} needs a re-export, and the manifest names no preset")
-        try:
-            import torch
-        except ImportError:
+        if not available(torch):
             raise BackendUnavailable(f"{self.name}: batch {batch} needs a re-export from the preset, which needs "
                                      "torch (pip install 'fog-edge-toolkit[workstation]')") from None
         out = self.workdir / f"{self.name}.b{batch}.{precision}.onnx"
@@ -94,26 +102,10 @@ class Subject:
         if precision == "fp32":
             export_like_bundle(self.torch_model(), example, out)
         elif precision == "int8":
-            from toolkit.bench_int8 import export_int8
             export_int8(self.torch_model(), example, out)
         else:
             raise BackendUnavailable(f"{self.name}: no {precision} export in the bench")
         return out
-
-
-def export_like_bundle(module, example, path, opset: int = 17, activation: str = "sigmoid") -> Path:
-    """The graph `toolkit export` puts in a bundle (model + activation, output `probs`, constants folded), so a
-    preset benched here has the structure of its bundle."""
-    import onnx
-
-    from models.onnx_export import export_onnx
-    from toolkit.export import with_activation
-    from toolkit.target_checks import fold_constants
-    export_onnx(with_activation(module, activation), example, path, opset=opset, output_names=("probs",))
-    model = onnx.load(str(path))
-    if fold_constants(model):
-        onnx.save(model, str(path))
-    return Path(path)
 
 
 # --- runners -------------------------------------------------------------------------------------------------
@@ -122,7 +114,6 @@ def open_runner(subject: Subject, backend: str, batch: int, threads: int) -> Cal
     """A callable running one inference of `subject` at `batch` on `backend` (loaded, not yet warmed up)."""
     x = subject.example(batch)
     if backend == "pytorch-eager":
-        import torch
         default = _torch_default_threads(torch)  # recorded before the first change
         torch.set_num_threads(threads or default)
         model = subject.torch_model()
@@ -150,15 +141,8 @@ def _torch_default_threads(torch) -> int:
     return _TORCH_THREADS[0]
 
 
-def onnxruntime_engine(path, threads: int | None):
-    """The one seam to onnxruntime: the device's own engine (fixed threads, I/O binding)."""
-    from deploy.engines.onnxruntime import OnnxRuntimeEngine
-    return OnnxRuntimeEngine(path, threads=threads)
-
-
 def check_available(subject: Subject, backend: str, batch: int | None = None) -> None:
     """Raise BackendUnavailable (saying why) before anything is loaded for a backend that cannot run."""
-    import importlib.util
     if backend == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             raise BackendUnavailable("tensorrt is not installed here (it runs on the Jetson; see docs/bench.md)")
@@ -174,15 +158,13 @@ def check_available(subject: Subject, backend: str, batch: int | None = None) ->
 
 def _tensorrt_runner(subject: Subject, batch: int, x: np.ndarray):
     check_available(subject, "tensorrt", batch)
-    from deploy.engines import open_engine
     engine = open_engine(subject.bundle, backend="tensorrt")
     return lambda: engine.infer(x)
 
 
 def open_reference(kind: str, threads: int, workdir: Path, size: str = "small") -> Callable[[], object]:
-    """The reference workload for a backend family at `size` (bench_reference.SIZES; the INT8 one has a single
+    """The reference workload for a backend family at `size` (bench.reference.SIZES; the INT8 one has a single
     size), loaded and ready to time."""
-    from toolkit import bench_reference as ref
     if kind == "torch":
         return ref.torch_reference(threads, size)
     if kind == "onnxruntime-int8":
@@ -195,7 +177,6 @@ def open_reference(kind: str, threads: int, workdir: Path, size: str = "small") 
     if kind == "onnxruntime":
         engine = onnxruntime_engine(path, threads)
     elif kind == "tensorrt":  # built on the device, fp32, with the same build steps as a bundle's engine
-        from deploy.engines.tensorrt import TensorRTEngine, build_serialized, import_tensorrt
         engine = TensorRTEngine(build_serialized(import_tensorrt(), path, "fp32"), precision="fp32")
     else:
         raise FogError(f"unknown reference kind {kind!r}")

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.errors import FogError
+from deploy.lazy import lazy_import
+
+onnx = lazy_import("onnx", "workstation", "checking Q/DQ graphs")
 
 FORBIDDEN_OPS = {"LSTM", "GRU", "RNN", "Loop", "Scan", "If"}
 INTEGER_OPS = {"QLinearMatMul", "QLinearConv", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}
@@ -36,7 +39,6 @@ class _Graph:
     """Producers, constants and value shapes of one ONNX graph, indexed once."""
 
     def __init__(self, model):
-        from onnx import numpy_helper
         graph = model.graph
         self.nodes = list(graph.node)
         self.producer = {out: node for node in self.nodes for out in node.output if out}
@@ -46,25 +48,26 @@ class _Graph:
                 for attr in node.attribute:
                     if attr.name == "value":
                         self._arrays[node.output[0]] = attr.t
-        self._to_array = numpy_helper.to_array
+        self._to_array = onnx.numpy_helper.to_array
         self._constant_memo: dict[str, bool] = {}
+
+    def _constant(self, name: str):
+        """The TensorProto of constant `name` (initializer or Constant node, through Identity), else None."""
+        while name not in self._arrays:
+            node = self.producer.get(name)
+            if node is None or node.op_type != "Identity":
+                return None
+            name = node.input[0]
+        return self._arrays[name]
 
     def array(self, name: str):
         """The constant value of `name` (initializer or Constant node, through Identity), else None."""
-        while name not in self._arrays:
-            node = self.producer.get(name)
-            if node is None or node.op_type != "Identity":
-                return None
-            name = node.input[0]
-        return self._to_array(self._arrays[name])
+        tensor = self._constant(name)
+        return None if tensor is None else self._to_array(tensor)
 
     def tensor_dtype(self, name: str):
-        while name not in self._arrays:
-            node = self.producer.get(name)
-            if node is None or node.op_type != "Identity":
-                return None
-            name = node.input[0]
-        return self._arrays[name].data_type
+        tensor = self._constant(name)
+        return None if tensor is None else tensor.data_type
 
     def is_constant(self, name: str) -> bool:
         """True when `name` is computed from constants only (a weight path), iteratively so deep graphs are fine."""
@@ -93,7 +96,6 @@ class _Graph:
 
 
 def _load(model_or_path):
-    import onnx
     if isinstance(model_or_path, (str, Path)):
         path = Path(model_or_path)
         if not path.exists():
@@ -111,7 +113,6 @@ def _dynamic_dims(value_info) -> list[str]:
 
 
 def _check_shapes(model, problems: list[Problem]) -> None:
-    import onnx
     graph = model.graph
     for kind, values in (("input", graph.input), ("output", graph.output)):
         initializers = {t.name for t in graph.initializer}

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deploy.lazy import lazy_import
+from toolkit.export.onnx import export_like_bundle
+
+torch = lazy_import("torch", "workstation", "an INT8 graph for the bench")
+qat = lazy_import("models.qat", "workstation", "an INT8 graph for the bench")
+
 
 def export_int8(model, example, path) -> Path:
-    import torch
-
-    from models.qat.convert import calibrate_max, to_qat
-    from toolkit.bench_backends import export_like_bundle
-
     batch, seq_len = example.shape[0], example.shape[-1]
-    qat = to_qat(model, batch_size=batch, seq_len=seq_len).eval()
+    variant = qat.to_qat(model, batch_size=batch, seq_len=seq_len).eval()
     generator = torch.Generator().manual_seed(0)
-    calibrate_max(qat, [torch.randn(example.shape, generator=generator) for _ in range(2)])
-    return export_like_bundle(qat, example, path)
+    qat.calibrate_max(variant, [torch.randn(example.shape, generator=generator) for _ in range(2)])
+    return export_like_bundle(variant, example, path)

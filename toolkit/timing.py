@@ -1,4 +1,6 @@
-"""The timing harness of `toolkit bench`: warm-up, interleaved blocks, robust statistics, peak memory.
+"""The timing harness of `toolkit bench` and `toolkit export --precision fastest`: warm-up, interleaved blocks,
+robust statistics, peak memory, and the one seam to the device's onnxruntime engine. It sits below both rooms
+(toolkit.bench and toolkit.export import it; it imports neither).
 
 Why CPU time for the normalized figure: with one thread, onnxruntime and torch run on the calling thread, so
 `time.thread_time` counts the cycles the model itself used and nothing of the time the OS gave to other processes.
@@ -13,6 +15,8 @@ the figure reported is the median of those per-block ratios.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import resource
 import statistics
@@ -20,7 +24,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from deploy.engines.onnxruntime import OnnxRuntimeEngine
+
 Work = Callable[[], object]
+BUDGET_S = 3.0    # timed seconds per workload in a head-to-head (the regression protocol's budget per backend)
 
 
 @dataclass
@@ -179,10 +186,8 @@ class PeakMemory:
 def _release_freed_memory() -> None:
     """Hand memory freed earlier back to the OS (glibc keeps it), so a backend that reuses it, e.g. onnxruntime
     loading weights into space an earlier onnx.load freed, still shows as growth."""
-    import gc
     gc.collect()
     try:
-        import ctypes
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: the figure may then be a lower bound
         pass
@@ -191,3 +196,21 @@ def _release_freed_memory() -> None:
 def _maxrss_kb() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss // 1024 if os.uname().sysname == "Darwin" else rss
+
+
+# --- the device's onnxruntime engine, timed -------------------------------------------------------------------
+
+def onnxruntime_engine(path, threads: int | None):
+    """The one seam to onnxruntime: the device's own engine (fixed threads, I/O binding)."""
+    return OnnxRuntimeEngine(path, threads=threads)
+
+
+def onnx_head_to_head(paths: dict, example, threads: int = 1, blocks: int = 8) -> dict[str, float]:
+    """Median ms per call of ONNX files on the device's onnxruntime engine, interleaved (thread CPU time at one
+    thread, else wall). `toolkit export --precision fastest` decides the cpu target's precision from this."""
+    runners = {}
+    for name, path in paths.items():
+        engine = onnxruntime_engine(path, threads)
+        runners[name] = (lambda e: lambda: e.infer(example))(engine)
+    timings = interleaved(runners, blocks=blocks, block_s=0.05, budget_s=BUDGET_S)
+    return {name: 1e3 * (t.cpu_median if threads == 1 else t.median) for name, t in timings.items()}

@@ -8,16 +8,21 @@ Accepted forms:
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from calibration.checkpoint import fit_weights, read_weights
+from deploy.bundle import sha256_file
+from deploy.contract import CLASSES
 from deploy.errors import FogError
+from deploy.lazy import lazy_import
+from deploy.preprocess import PreprocessSpec
 
-AXES = ("AccV", "AccML", "AccAP")
-CLASSES = ("StartHesitation", "Turn", "Walking")
+models = lazy_import("models", "workstation", "the model registry")
+
 # A user model says nothing about its preprocessing: these are the defaults the flags override.
 USER_PREPROCESS = {"rate_hz": 100.0, "units": "g", "patch": 1, "n_patches": 256, "normalization": "window",
                    "scale": 1.0, "layout": "BTC"}
@@ -42,58 +47,34 @@ class ModelSource:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def spec(self) -> PreprocessSpec:
+        return PreprocessSpec.from_dict(self.preprocess)
+
+    @property
     def window(self) -> int:
-        return int(self.preprocess["patch"]) * int(self.preprocess["n_patches"])
+        return self.spec.window
 
     @property
     def per(self) -> str:
         return "sample" if int(self.preprocess["patch"]) == 1 else "patch"
 
     def input_shape(self, batch: int) -> tuple[int, int, int]:
-        patch, n = int(self.preprocess["patch"]), int(self.preprocess["n_patches"])
-        if self.preprocess.get("layout", "BCT") == "BTC":
-            return (batch, n, patch * 3)
-        return (batch, patch * 3, n)
+        return (batch, *self.spec.input_shape[1:])
 
     def parameters(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
 
 
-def sha256_of(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+# What to check when weights do not fit (fit_weights ends its message with it).
+_FIT = ("check the model name/factory, its arguments, and --n-patches (a learned positional embedding fixes the "
+        "window)")
 
 
-def _load_state(path):
-    import torch
-    path = Path(path)
-    if not path.is_file():
-        raise ModelSourceError(f"{path}: weights file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelSourceError(f"{path}: cannot be read as a PyTorch state_dict/checkpoint ({exc}); save it with "
-                               "torch.save(model.state_dict(), path)") from None
-
-
-def _load_into(module, state, path, strict=True) -> None:
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    try:
-        result = module.load_state_dict(state, strict=strict)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[:3]
-        raise ModelSourceError(f"{path}: the weights do not fit the model ({' '.join(first)}); check the model "
-                               "name/factory, its arguments, and --n-patches (a learned positional embedding "
-                               "fixes the window)") from None
-    return result
+def _load_weights(module, path) -> None:
+    fit_weights(module, read_weights(path)[0], path, _FIT)
 
 
 def _preset_module(name: str, overrides: dict):
-    import models
     try:
         preset = models.get_preset(name)
     except (KeyError, ValueError) as exc:
@@ -111,15 +92,7 @@ def _patch_overrides(preset, n_patches: int | None) -> dict:
     return {key: int(n_patches)}
 
 
-def _registry_weights(name: str):
-    """The trained checkpoint the project ships for a preset (models/weights/<preset>.pt), or None."""
-    from models import pretrained_path
-
-    return pretrained_path(name)
-
-
 def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrained=True) -> ModelSource:
-    import models
     preset = models.get_preset(name)
     overrides = _patch_overrides(preset, n_patches)
     if tsai:
@@ -130,7 +103,7 @@ def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrain
         preprocess["n_patches"] = int(n_patches)
     notes = []
     resized = n_patches is not None and int(n_patches) != int(preset.preprocess["n_patches"])
-    shipped = _registry_weights(name) if pretrained and not weights else None
+    shipped = models.pretrained_path(name) if pretrained and not weights else None
     if shipped is not None and resized:
         # A learned positional embedding is as long as the training window: the shipped weights cannot load.
         notes.append(f"random initial weights: the shipped checkpoint is for n_patches="
@@ -138,38 +111,34 @@ def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrain
         shipped = None
     weights = Path(weights) if weights else shipped
     if weights is not None:
-        _load_into(module, _load_state(weights), weights)
+        _load_weights(module, weights)
     elif not notes:
         notes.append("random initial weights: the project ships no trained checkpoint for this preset")
     return ModelSource(module=module.eval(), name=name, kind="tsai" if tsai else "preset", preset=name,
                        preprocess=preprocess, classes=tuple(preset.classes), tsai_compat=bool(tsai),
-                       weights_sha256=sha256_of(weights) if weights else None,
+                       weights_sha256=sha256_file(weights) if weights else None,
                        weights_path=str(weights) if weights else None, notes=notes)
 
 
 def from_checkpoint(path, *, n_patches=None) -> ModelSource:
     """A checkpoint written by `toolkit train`: {'preset', 'state_dict', 'preprocess', 'classes'}, or a plain
     state_dict with `<name>.json` beside it naming the preset."""
-    import json
-    state = _load_state(path)
+    state, inside = read_weights(path)
     side = Path(path).with_suffix(".json")
     side_info = json.loads(side.read_text()) if side.is_file() else {}
-    project = isinstance(state, dict) and isinstance(state.get("state_dict"), dict)
-    name = (state.get("preset") if project else None) or side_info.get("preset")
+    name = inside.get("preset") or side_info.get("preset")
     if not name:
         raise ModelSourceError(f"{path}: not a checkpoint of this project (no preset inside nor in {side.name}); "
                                "for a bare state_dict pass --model PRESET --weights FILE or --model module:factory")
-    import models
     preset = models.get_preset(name)
-    overrides = _patch_overrides(preset, n_patches)
-    module = models.create_model(name, **overrides)
-    _load_into(module, state["state_dict"] if project else state, path)
-    preprocess = dict((state.get("preprocess") if project else None) or preset.preprocess)
+    module = models.create_model(name, **_patch_overrides(preset, n_patches))
+    fit_weights(module, state, path, _FIT)
+    preprocess = dict(inside.get("preprocess") or preset.preprocess)
     if n_patches is not None:
         preprocess["n_patches"] = int(n_patches)
-    classes = (state.get("classes") if project else None) or preset.classes
+    classes = inside.get("classes") or preset.classes
     return ModelSource(module=module.eval(), name=Path(path).stem, kind="checkpoint", preset=name,
-                       preprocess=preprocess, classes=tuple(classes), weights_sha256=sha256_of(path),
+                       preprocess=preprocess, classes=tuple(classes), weights_sha256=sha256_file(path),
                        weights_path=str(path))
 
 
@@ -187,11 +156,11 @@ def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, cla
                                "add it to PYTHONPATH") from None
     module = factory(**(factory_kwargs or {}))
     if weights:
-        _load_into(module, _load_state(weights), weights)
+        _load_weights(module, weights)
     spec_dict = {**USER_PREPROCESS, **(preprocess or {})}
     return ModelSource(module=module.eval(), name=attr, kind="user", preset=None, preprocess=spec_dict,
                        classes=tuple(classes or CLASSES), activation=activation,
-                       weights_sha256=sha256_of(weights) if weights else None,
+                       weights_sha256=sha256_file(weights) if weights else None,
                        weights_path=str(weights) if weights else None,
                        notes=[] if weights else ["no --weights: the factory's initial weights were exported"])
 
@@ -209,13 +178,8 @@ def resolve(model: str, *, weights=None, n_patches=None, tsai=False, preprocess=
                                    "--weights")
         source = from_checkpoint(model, n_patches=n_patches)
     else:
-        try:
-            import models  # noqa: F401
-        except ImportError as exc:
-            raise ModelSourceError(f"the model registry cannot be imported ({exc})") from None
-        import models as registry
-        if model not in registry.list_presets():
-            raise ModelSourceError(f"unknown model {model!r}: not a preset ({', '.join(registry.list_presets())}), "
+        if model not in models.list_presets():
+            raise ModelSourceError(f"unknown model {model!r}: not a preset ({', '.join(models.list_presets())}), "
                                    "not a file, not module:factory")
         source = from_preset(model, weights=weights, n_patches=n_patches, tsai=tsai)
     if activation:

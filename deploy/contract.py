@@ -1,0 +1,40 @@
+"""The bundle's vocabulary: the words the exporter writes into a bundle and the device reads back, each defined once.
+
+Axes and classes (in order), the model's tensor names, the manifest's schema version and model files, the event
+settings a bundle carries unless export is told otherwise and how partial settings are completed, and why the cpu
+target runs fp32. Numpy-free and torch-free: the device imports it.
+"""
+from __future__ import annotations
+
+from deploy.layouts import AXES, CLASSES  # the columns of every recording layout: the bundle speaks the same words
+
+__all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "FP32_FILE", "INT8_FILE",
+           "EVENT_DEFAULTS", "EVENT_KEYS", "DETECTOR_KEYS", "with_defaults", "CPU_FP32_REASON"]
+
+INPUT_NAME, OUTPUT_NAME = "x", "probs"   # the bundled graph's one input and one output (probabilities)
+
+SCHEMA_VERSION = 1                       # of manifest.json; Bundle.load refuses any other
+MANIFEST = "manifest.json"
+FP32_FILE, INT8_FILE = "model_fp32.onnx", "model_int8_qdq.onnx"
+
+# The event settings a bundle carries unless export is told otherwise. The daemon, `toolkit evaluate` and the model
+# report fall back to the same values, so the figures a model card reports are what a device runs.
+EVENT_DEFAULTS = {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.5, "on": 0.5, "off": 0.35,
+                  "min_duration_s": 1.0, "refractory_s": 2.0}
+EVENT_KEYS = tuple(EVENT_DEFAULTS)       # the manifest's `events` keys, and the flags that set them (--smoothing-s)
+DETECTOR_KEYS = ("on", "off", "min_duration_s", "smoothing_s", "refractory_s")  # what EventDetector takes
+
+
+def with_defaults(*layers: dict | None, defaults: dict = EVENT_DEFAULTS) -> dict:
+    """`defaults`, then each layer in turn, a layer's None values leaving what is below them (a flag not given,
+    a manifest without that key). The one way partial event settings are completed."""
+    merged = dict(defaults)
+    for layer in layers:
+        merged.update({k: v for k, v in (layer or {}).items() if v is not None})
+    return merged
+
+
+# Why a cpu-target bundle runs fp32 (the target's note and the manifest's cpu precision say it with these words).
+CPU_FP32_REASON = ("the INT8 graph is the TensorRT Q/DQ graph (recurrence unrolled), which ONNX Runtime CPU runs "
+                   "several times slower than the fused FP32 graph (docs/bench.md); --precision fastest measures both "
+                   "on this machine and keeps the faster")

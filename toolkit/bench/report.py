@@ -1,0 +1,90 @@
+"""What `toolkit bench` prints and draws: the report table, the head-to-head ratios, the batch-sweep plot."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploy.lazy import lazy_import
+
+matplotlib = lazy_import("matplotlib", "plot", "the batch-sweep plot")
+plt = lazy_import("matplotlib.pyplot", "plot", "the batch-sweep plot")
+
+
+def format_ratios(result: dict[str, dict[str, float]]) -> str:
+    lines = ["batch 1, all backends interleaved in one run (the fair ratio):"]
+    for setting, h2h in result.items():
+        eager = h2h.get("pytorch-eager")
+        lines.append(f"  {setting}:")
+        lines += [f"    {name:<18}{ms:>9.3f} ms" + (f"   {eager / ms:5.2f}x PyTorch eager" if eager else "")
+                  for name, ms in h2h.items()]
+    return "\n".join(lines)
+
+
+def format_table(report: dict) -> str:
+    s, m = report["subject"], report["machine"]
+    lines = [f"{s['name']}: input {tuple(s['input_shape'])}, {s['macs'] / 1e6:.1f} MMAC, "
+             f"{(s.get('parameters') or 0) / 1e6:.2f} M parameters, window {s['window_s']} s, hop {s['hop_s']} s",
+             f"machine: {m['class']} ({m.get('cpu')}), threads {m['threads']}, MatMul "
+             + ", ".join(f"{k} {v:.1f} GMAC/s" for k, v in m["matmul_gmacs_per_s"].items()), ""]
+    head = f"{'backend':<18}{'median ms':>10}{'p90':>9}{'p99':>9}{'cpu ms':>9}{'win/s':>9}{'RTF':>9}" \
+           f"{'peak MiB':>10}{'norm.':>8}{'of bound':>10}"
+    lines += ["batch 1 (wall-clock median/p90/p99; cpu ms = thread CPU time per call, which win/s and RTF use "
+              "when single-threaded):", head, "-" * len(head)]
+    for name, r in report["backends"].items():
+        b = r["batch1"]
+        rtf = _fmt(b["realtime_factor"]) if b.get("realtime_factor") else "-"
+        frac = f"{b['fraction_of_bound']:.0%}" if b.get("fraction_of_bound") is not None else "-"
+        lines.append(f"{name:<18}{b['median_ms']:>10.3f}{b['p90_ms']:>9.3f}{b['p99_ms']:>9.3f}{b['cpu_median_ms']:>9.3f}"
+                     f"{_fmt(b['windows_per_s']):>9}{rtf:>9}{b['peak_mib']:>10.1f}{b['normalized_latency']:>8.2f}{frac:>10}")
+    h2h = report.get("head_to_head_ms") or {}
+    if h2h:
+        slowest = h2h.get("pytorch-eager") or max(h2h.values())
+        lines += ["", "all backends interleaved at batch 1 (one run; the fair ratio):"]
+        lines += [f"  {name:<18}{ms:>9.3f} ms   {slowest / ms:5.2f}x {'PyTorch eager' if 'pytorch-eager' in h2h else ''}"
+                  for name, ms in h2h.items()]
+    batches = sorted({row["batch"] for r in report["backends"].values() for row in r.get("sweep", [])})
+    if batches:
+        lines += ["", "batch sweep (ms per call / windows per s; thread CPU time when single-threaded):",
+                  f"{'backend':<18}" + "".join(f"{'b' + str(b):>18}" for b in batches)]
+        for name, r in report["backends"].items():
+            by = {row["batch"]: row for row in r.get("sweep", [])}
+            cells = [f"{_sweep_ms(by[b]):.2f} / {_fmt(by[b]['windows_per_s'])}" if b in by else "-" for b in batches]
+            lines.append(f"{name:<18}" + "".join(f"{c:>18}" for c in cells))
+    for name, why in report["skipped"].items():
+        lines.append(f"skipped {name}: {why}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    """Throughputs span 0.8 to 800: whole numbers when large, two significant digits when small."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def _sweep_ms(row: dict) -> float:
+    return row["cpu_median_ms"] if row.get("clock") == "thread-cpu" else row["median_ms"]
+
+
+def plot_sweep(report: dict, path) -> Path:
+    """PNG of the batch sweep: windows/s and per-window latency against batch size, one line per backend."""
+    matplotlib.use("Agg")  # before pyplot is imported: no display needed
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, r in report["backends"].items():
+        rows = r.get("sweep", [])
+        if not rows:
+            continue
+        b = [row["batch"] for row in rows]
+        ax1.plot(b, [row["windows_per_s"] for row in rows], marker="o", label=name)
+        ax2.plot(b, [_sweep_ms(row) / row["batch"] for row in rows], marker="o", label=name)
+    for ax, label in ((ax1, "windows / s"), (ax2, "ms per window")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.legend()
+    m = report["machine"]
+    fig.suptitle(f"{report['subject']['name']} on {m['class']} ({m.get('cpu')}, {m['threads']} thread(s))")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

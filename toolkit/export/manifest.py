@@ -1,0 +1,88 @@
+"""The bundle's manifest.json (schema: docs/architecture.md) from a finished export, and its summary for a person.
+
+Every name in it comes from deploy.contract (the bundle's vocabulary), so the device reads back the words the
+exporter wrote.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from deploy.bundle import write_manifest
+from deploy.contract import AXES, FP32_FILE, INPUT_NAME, INT8_FILE, OUTPUT_NAME, SCHEMA_VERSION
+from toolkit import __version__
+from toolkit.export.macs import count_macs
+from toolkit.export.verify import describe
+
+FP16_NOTE = ("FP16 runs from the fp32 ONNX with the builder's FP16 flag (TensorRT < 11); it is verified on the device "
+             "by the kit's polygraphy comparison")
+
+
+def _macs(model) -> int | None:
+    try:
+        result = count_macs(model)
+    except Exception:  # MAC counting is informational; never fail an export on it
+        return None
+    return int(result if isinstance(result, (int, float)) else getattr(result, "total", 0)) or None
+
+
+def _per_class(events: dict, classes) -> dict:
+    """The manifest's event settings: on/off thresholds per class (the detector takes either form)."""
+    events = dict(events)
+    on, off = events.pop("on"), events.pop("off")
+    return {**events, "on": {c: on for c in classes}, "off": {c: off for c in classes}}
+
+
+def _model_section(source, fp32, float_graph) -> dict:
+    return {"name": source.name, "preset": source.preset, "source": source.kind, "tsai_compat": source.tsai_compat,
+            "weights_sha256": source.weights_sha256, "parameters": source.parameters(), "macs": _macs(fp32),
+            "float_graph": float_graph, "notes": source.notes}
+
+
+def build_manifest(p, events: dict) -> dict:
+    """Write manifest.json for the export `p` (a toolkit.export.pipeline.ExportPipeline that has run its steps)
+    into its folder, with `events` (complete settings) written per class; returns the manifest."""
+    source, cpu_choice = p.source, p.cpu_choice or {}
+    out_shape = [d.dim_value for d in p.fp32.graph.output[0].type.tensor_type.shape.dim]
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "toolkit_version": __version__,
+        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "model": _model_section(source, p.fp32, p.float_graph),
+        "input": {"name": INPUT_NAME, "shape": list(p.shape), "dtype": "float32", "preprocess": source.preprocess,
+                  "axes": list(AXES)},
+        "output": {"name": OUTPUT_NAME, "shape": out_shape, "classes": list(source.classes), "per": source.per,
+                   "activation": source.activation},
+        "events": _per_class(events, source.classes),
+        "precision": p.precision,
+        "models": {"fp32": FP32_FILE, "fp16": None, "int8": INT8_FILE if p.want_int8 else None,
+                   "engine": p.engine_file},
+        "target": p.target.to_dict(),
+        "export": {"opset": p.opset, "batch": p.opt.batch, "calibration": p.calibration_info, "timings": p.timings,
+                   "engine": p.engine_note, "kit": p.kit, "cpu_latency_ms": cpu_choice.get("latency_ms"),
+                   "cpu_precision": p.cpu_choice, "fp16_note": FP16_NOTE},
+        "verification": {"pairs": p.pairs, "windows": sum(len(b) for b in p.ver_batches),
+                         "data": "deploy.synth recordings, seed 2 (calibration used seed 1)"},
+        "checks": p.checks,
+    }
+    return write_manifest(p.work, manifest)
+
+
+def summary_table(out, manifest: dict) -> str:
+    """The end-of-export summary: files, sizes, checks, verification figures."""
+    lines = [f"bundle {out}  (target {manifest['target']['name']}, precision {manifest['precision']})", "",
+             f"  {'file':<34} {'bytes':>12}  sha256"]
+    for rel, entry in manifest["files"].items():
+        lines.append(f"  {rel:<34} {entry['bytes']:>12,}  {entry['sha256'][:16]}")
+    passed = sum(c["passed"] for c in manifest["checks"])
+    lines += ["", f"  checks: {passed}/{len(manifest['checks'])} passed"]
+    for c in manifest["checks"]:
+        lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['model']}: {c['name']}: {c['detail'][:90]}")
+    lines += ["", f"  verification ({manifest['verification']['windows']} windows):"]
+    for name, v in manifest["verification"]["pairs"].items():
+        lines.append(f"    {name:<24} {describe(v)}")
+    if manifest["export"].get("cpu_precision"):
+        lines.append(f"  cpu precision: {manifest['export']['cpu_precision']['reason']}")
+    lines.append(f"  engine: {manifest['export']['engine']}")
+    for note in manifest["model"].get("notes", []):
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)

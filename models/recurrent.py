@@ -10,7 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._keywords import strict_keywords
 
+
+@strict_keywords
 class RNN(nn.RNN):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
                  batch_first: bool = True, dropout: float = 0.0, bias: bool = True, nonlinearity: str = "tanh"):
@@ -18,6 +21,7 @@ class RNN(nn.RNN):
                          batch_first=batch_first, dropout=dropout, bias=bias, nonlinearity=nonlinearity)
 
 
+@strict_keywords
 class GRU(nn.GRU):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
                  batch_first: bool = True, dropout: float = 0.0, bias: bool = True):
@@ -25,6 +29,7 @@ class GRU(nn.GRU):
                          batch_first=batch_first, dropout=dropout, bias=bias)
 
 
+@strict_keywords
 class LSTM(nn.LSTM):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
                  batch_first: bool = True, dropout: float = 0.0, bias: bool = True):
@@ -35,6 +40,7 @@ class LSTM(nn.LSTM):
 ENCODERS = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
 
 
+@strict_keywords
 class RecurrentClassifier(nn.Module):
     """(batch, time, input_size) -> (batch, num_classes): an encoder, then a Linear on the LAST time step's output.
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._keywords import check_keywords, keywords_of, strict_keywords
+
 _INITS = {"zeros": nn.init.zeros_, "ones": nn.init.ones_, "normal": nn.init.normal_, "uniform": nn.init.uniform_,
           "xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_,
           "kaiming_uniform": nn.init.kaiming_uniform_, "kaiming_normal": nn.init.kaiming_normal_,
@@ -32,6 +34,7 @@ def _initializer(init):
     return _INITS[init]
 
 
+@strict_keywords
 class SCRNCell(nn.Module):
     """One SCRN step: (x (batch, input_size) or (input_size,), (h, s)) -> (h', s')."""
 
@@ -111,6 +114,10 @@ class SCRN(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
                  batch_first: bool = False, **kwargs):
+        # **kwargs are the cells' options: anything else is a misspelling (torchrecurrent would pass it to the
+        # cell, which raises a bare TypeError)
+        check_keywords(type(self).__name__, kwargs, (keywords_of(SCRN.__init__) | keywords_of(SCRNCell.__init__))
+                       - {"input_size", "hidden_size"})
         super().__init__()
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.batch_first, self.dropout = batch_first, float(dropout)

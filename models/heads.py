@@ -9,7 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._keywords import strict_keywords
 
+
+@strict_keywords
 class Squeeze(nn.Module):
     def __init__(self, dim: int = -1):
         super().__init__()
@@ -19,6 +22,7 @@ class Squeeze(nn.Module):
         return x.squeeze(self.dim)
 
 
+@strict_keywords
 class Transpose(nn.Module):
     def __init__(self, dim0: int, dim1: int):
         super().__init__()
@@ -28,6 +32,7 @@ class Transpose(nn.Module):
         return x.transpose(*self.dims)
 
 
+@strict_keywords
 class Reshape(nn.Module):
     """Keep the batch axis, reshape the rest to `shape` (no shape: flatten the rest)."""
 
@@ -39,11 +44,13 @@ class Reshape(nn.Module):
         return x.reshape(x.shape[0], *(self.shape or (-1,)))
 
 
+@strict_keywords
 class Flatten(Reshape):
     def __init__(self):
         super().__init__()
 
 
+@strict_keywords
 class SigmoidRange(nn.Module):
     """Squash to (low, high) with a sigmoid, for regression targets with a known range."""
 
@@ -56,7 +63,7 @@ class SigmoidRange(nn.Module):
 
 
 def activation(act) -> nn.Module:
-    """'relu', 'gelu', or an nn.Module class (tsai's get_activation_fn)."""
+    """'relu', 'gelu', or an nn.Module class (tsai's `get_activation_fn`)."""
     if act == "relu":
         return nn.ReLU()
     if act == "gelu":
@@ -83,6 +90,7 @@ def _output_shape(n_out: int, d) -> tuple[int, list[int]]:
     return int(d), [int(d), n_out] if n_out > 1 else [int(d)]
 
 
+@strict_keywords
 class LinNdHead(nn.Sequential):
     """Linear head on a channels-first backbone output (bs, n_in, seq_len) -> (bs, *d, n_out).
 
@@ -120,6 +128,7 @@ class LinNdHead(nn.Sequential):
         super().__init__(*layers)
 
 
+@strict_keywords
 class FlattenHead(nn.Sequential):
     """RNNAttentionPlus's default head: activation, flatten (channels x time), dropout, Linear, optional range."""
 
@@ -131,3 +140,7 @@ class FlattenHead(nn.Sequential):
         if y_range:
             layers.append(SigmoidRange(*y_range))
         super().__init__(*layers)
+
+
+# tsai's name (tsai.models.layers.lin_nd_head), used by its TransformerRNNPlus and RNNAttentionPlus files.
+lin_nd_head = LinNdHead

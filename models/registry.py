@@ -1,8 +1,10 @@
 """Named model configurations (timm-style): `create_model("fog-small")`.
 
 A preset is data: the model class, its keyword arguments, the preprocessing the model expects (a dict for
-`deploy.preprocess.PreprocessSpec.from_dict`) and its class names. Every FOG preset follows the per-patch contract:
-input (batch, patch * 3, n_patches) -> logits (batch, n_patches, len(classes)), i.e. a head with d = seq_len.
+`deploy.preprocess.PreprocessSpec.from_dict`), its class names and its family. Every FOG preset follows the
+per-patch contract: input (batch, patch * 3, n_patches) -> logits (batch, n_patches, len(classes)), i.e. a head with
+d = seq_len (the hybrids) or a per-step Linear (`RecurrentClassifier(per_step=True)`, the baselines and SCRN).
+Every family of the zoo has a preset (FAMILIES).
 """
 from __future__ import annotations
 
@@ -13,11 +15,18 @@ from pathlib import Path
 from torch import nn
 
 from .heads import output_dims
-from .rnn_attention import LSTMAttentionPlus
-from .transformer_rnn import TransformerLSTMPlus
+from .recurrent import RecurrentClassifier
+from .rnn_attention import GRUAttentionPlus, LSTMAttentionPlus, RNNAttentionPlus
+from .transformer_rnn import TransformerGRUPlus, TransformerLSTMPlus, TransformerRNNPlus
 
 # deploy.recording.CLASSES, spelled out here because models/ imports torch only.
 FOG_CLASSES = ("StartHesitation", "Turn", "Walking")
+
+# The zoo's families (docs/models.md); each has at least one preset. The recurrent baselines and SCRN are built as
+# RecurrentClassifier(kind=...): their family is the recurrent layer, not the wrapper.
+FAMILIES = ("TransformerRNNPlus", "TransformerLSTMPlus", "TransformerGRUPlus",
+            "RNNAttentionPlus", "LSTMAttentionPlus", "GRUAttentionPlus", "RNN", "GRU", "LSTM", "SCRN")
+_KIND_FAMILY = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM", "scrn": "SCRN"}
 
 
 class UnknownPreset(KeyError):
@@ -33,12 +42,22 @@ class Preset:
     preprocess: dict = field(default_factory=dict)
     classes: tuple = FOG_CLASSES
     description: str = ""
+    family: str = ""        # one of FAMILIES; by default the factory's name (RecurrentClassifier: its kind's)
+
+    def __post_init__(self):
+        if not self.family:
+            family = (_KIND_FAMILY[self.kwargs.get("kind", "lstm")] if self.factory is RecurrentClassifier
+                      else self.factory.__name__)
+            object.__setattr__(self, "family", family)
 
     def io_shapes(self, batch: int = 1) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(input shape, output shape) of the model, from the preset's data alone (no model is built)."""
         spec, kwargs = self.preprocess, self.kwargs
         features, steps = spec["patch"] * 3, spec["n_patches"]
         x = (batch, steps, features) if spec.get("layout") == "BTC" else (batch, features, steps)
+        if self.factory is RecurrentClassifier:
+            classes = kwargs["num_classes"]
+            return x, (batch, steps, classes) if kwargs.get("per_step") else (batch, classes)
         c_out, d = kwargs["c_out"], kwargs.get("d")
         if d is None:
             return x, (batch,) if c_out == 1 else (batch, c_out)
@@ -87,6 +106,50 @@ register(Preset(
     preprocess=_fog_preprocess(rate_hz=64, units="g", patch=8, n_patches=128, normalization="window", scale=1.0),
     description="recurrence first, attention second (tsai LSTMAttentionPlus, BatchNorm TST layers) on "
                 "fog-small's windows; per-patch logits"))
+
+
+# --- one small preset per remaining family, all on fog-small's windows ------------------------------------------
+_SMALL_WINDOWS = _fog_preprocess(rate_hz=64, units="g", patch=8, n_patches=128, normalization="window", scale=1.0)
+_TRANSFORMER_RNN = dict(c_in=24, c_out=3, seq_len=128, d=128, d_model=64, nhead=4, num_encoder_layers=2,
+                        dim_feedforward=128, num_rnn_layers=1, bidirectional=True, dropout=0.1)
+_RNN_ATTENTION = dict(c_in=24, c_out=3, seq_len=128, d=128, hidden_size=32, bidirectional=True, encoder_layers=2,
+                      n_heads=4, d_ff=128, flatten=False, use_bn=False)
+# The baselines: RecurrentClassifier made per-patch (a Linear on every step) and channels-first (the zoo's layout).
+_BASELINE = dict(input_size=24, hidden_size=64, num_classes=3, num_layers=2, per_step=True, channels_first=True,
+                 seq_len=128)
+
+for _cell, _factory in (("RNN", TransformerRNNPlus), ("GRU", TransformerGRUPlus)):
+    register(Preset(
+        name=f"fog-{_cell.lower()}-transformer", factory=_factory, kwargs=dict(_TRANSFORMER_RNN),
+        preprocess=dict(_SMALL_WINDOWS),
+        description=f"fog-small with a Bi{_cell} instead of the BiLSTM ({_factory.__name__}): 2 encoder layers "
+                    "(64 wide, 4 heads), per-patch logits"))
+
+for _cell, _factory in (("RNN", RNNAttentionPlus), ("GRU", GRUAttentionPlus)):
+    register(Preset(
+        name=f"fog-{_cell.lower()}-attention", factory=_factory, kwargs=dict(_RNN_ATTENTION),
+        preprocess=dict(_SMALL_WINDOWS),
+        description=f"fog-lstm-attention with a Bi{_cell} ({_factory.__name__}): recurrence first, 2 BatchNorm TST "
+                    "layers second; per-patch logits"))
+
+for _kind in ("rnn", "gru", "lstm"):
+    register(Preset(
+        name=f"fog-{_kind}", factory=RecurrentClassifier, kwargs=dict(_BASELINE, kind=_kind, bidirectional=True),
+        preprocess=dict(_SMALL_WINDOWS),
+        description=f"plain baseline: 2 Bi{_kind.upper()} layers (64 per direction) over the patches, a Linear on "
+                    "every patch (RecurrentClassifier per_step); per-patch logits"))
+
+# The context kernel starts Xavier-uniform, not torchrecurrent's N(0, 1): with 64 context units N(0, 1) drives the
+# sigmoid and tanh of a fresh model into saturation, which amplifies quantization error ~10x (an untrained fog-scrn
+# failed the INT8 verification: agreement 0.973 < 0.98; Xavier: mean |diff| 0.0006 instead of 0.006).
+register(Preset(
+    name="fog-scrn", factory=RecurrentClassifier,
+    kwargs=dict(_BASELINE, kind="scrn", bidirectional=False,
+                encoder_kwargs={"context_kernel_init": "xavier_uniform"}),
+    preprocess=dict(_SMALL_WINDOWS),
+    description="2 SCRN layers (64, torchrecurrent semantics, Xavier context kernel) over the patches, a Linear on "
+                "every patch; unidirectional, so each patch's logits see only the past (causal); per-patch logits"))
+del _cell, _factory, _kind
 
 
 def list_presets() -> list[str]:

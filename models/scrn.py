@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._keywords import check_keywords, keywords_of, strict_keywords
+
 _INITS = {"zeros": nn.init.zeros_, "ones": nn.init.ones_, "normal": nn.init.normal_, "uniform": nn.init.uniform_,
           "xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_,
           "kaiming_uniform": nn.init.kaiming_uniform_, "kaiming_normal": nn.init.kaiming_normal_,
@@ -32,6 +34,7 @@ def _initializer(init):
     return _INITS[init]
 
 
+@strict_keywords
 class SCRNCell(nn.Module):
     """One SCRN step: (x (batch, input_size) or (input_size,), (h, s)) -> (h', s')."""
 
@@ -98,28 +101,64 @@ class SCRNCell(nn.Module):
 
 
 class SCRN(nn.Module):
-    """Stacked SCRN layers: input (L, N, input_size) or (N, L, input_size) with batch_first ->
-    output (same layout, hidden_size), (h_n, s_n) each (num_layers, N, hidden_size).
+    """Stacked SCRN layers, torchrecurrent 0.2.5's SCRN layer.
 
-    `dropout` acts on the outputs of every layer but the last (training only). Cell options (bias, alpha, inits)
-    go through **kwargs to every SCRNCell.
+    Input (L, N, input_size), (N, L, input_size) with batch_first, or unbatched (L, input_size) ->
+    output in the same layout with hidden_size features, and (h_n, s_n) each (num_layers, N, hidden_size)
+    ((num_layers, hidden_size) for unbatched input). Like torch's RNNs, `batch_first` does not apply to unbatched
+    input, and an initial state must have the rank that goes with the input (2-D for unbatched, 3-D for batched).
+
+    `dropout` acts on the outputs of every layer but the last (training only). Cell options (bias, recurrent_bias,
+    context_bias, alpha, inits, device, dtype) go through **kwargs to every SCRNCell (`initialize_cells`).
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
                  batch_first: bool = False, **kwargs):
+        # **kwargs are the cells' options: anything else is a misspelling (torchrecurrent would pass it to the
+        # cell, which raises a bare TypeError)
+        check_keywords(type(self).__name__, kwargs, (keywords_of(SCRN.__init__) | keywords_of(SCRNCell.__init__))
+                       - {"input_size", "hidden_size"})
         super().__init__()
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.batch_first, self.dropout = batch_first, float(dropout)
+        self.bias = bool(kwargs.get("bias", True))      # torchrecurrent's layer attribute (the cells' input bias)
         self.dropout_layer = nn.Dropout(self.dropout) if self.dropout > 0 else None
+        self.initialize_cells(SCRNCell, **kwargs)
+
+    def initialize_cells(self, cell_class, **kwargs) -> None:
+        """Build `self.cells` (torchrecurrent's helper): `num_layers` cells of `cell_class`, the first taking
+        input_size features, the others hidden_size; `kwargs` go to every cell."""
         self.cells = nn.ModuleList(
-            SCRNCell(input_size if k == 0 else hidden_size, hidden_size, **kwargs) for k in range(num_layers))
+            cell_class(self.input_size if k == 0 else self.hidden_size, self.hidden_size, **kwargs)
+            for k in range(self.num_layers))
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, dropout={self.dropout}, "
                 f"batch_first={self.batch_first}")
 
+    def _check(self, x: torch.Tensor, state) -> None:
+        if x.dim() not in (2, 3):
+            raise ValueError(f"SCRN expects a 2-D (unbatched (L, input_size)) or 3-D input, got {x.dim()}-D")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"SCRN: the input's last axis must be input_size={self.input_size}, got "
+                             f"{x.shape[-1]} (shape {tuple(x.shape)})")
+        if state is not None:
+            ranks = tuple(t.dim() for t in state)
+            if x.dim() == 2 and ranks != (2, 2):
+                raise RuntimeError(f"For unbatched 2-D input, h_0 and s_0 should also be 2-D "
+                                   f"(num_layers, hidden_size) but got {ranks[0]}-D and {ranks[1]}-D tensors")
+            if x.dim() == 3 and ranks != (3, 3):
+                raise RuntimeError(f"For batched 3-D input, h_0 and s_0 should also be 3-D "
+                                   f"(num_layers, batch, hidden_size) but got {ranks[0]}-D and {ranks[1]}-D tensors")
+
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
-        if self.batch_first:
+        self._check(x, state)
+        batched = x.dim() == 3
+        if not batched:                                             # a batch of one, sequence first
+            x = x.unsqueeze(1)
+            if state is not None:
+                state = (state[0].unsqueeze(1), state[1].unsqueeze(1))
+        elif self.batch_first:
             x = x.transpose(0, 1)                                   # (L, N, features)
         steps, batch = x.shape[0], x.shape[1]
         if state is None:
@@ -140,6 +179,9 @@ class SCRN(nn.Module):
             s_n.append(s)
             if self.dropout_layer is not None and k < self.num_layers - 1:
                 x = self.dropout_layer(x)
+        h_n, s_n = torch.stack(h_n, dim=0), torch.stack(s_n, dim=0)
+        if not batched:
+            return x.squeeze(1), (h_n.squeeze(1), s_n.squeeze(1))
         if self.batch_first:
             x = x.transpose(0, 1)
-        return x, (torch.stack(h_n, dim=0), torch.stack(s_n, dim=0))
+        return x, (h_n, s_n)

@@ -15,11 +15,15 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ._keywords import check_keywords, keywords_of, strict_keywords
 from .heads import LinNdHead
 
 
+@strict_keywords
 class TransformerRNNEncoder(nn.Module):
-    """(bs, c_in, seq_len) -> (bs, d_model * (1 + bidirectional) ** num_rnn_layers, seq_len), channels first."""
+    """(bs, c_in, seq_len) -> (bs, d_model * (1 + bidirectional) ** num_rnn_layers, seq_len), channels first.
+
+    tsai's `_TransformerRNNEncoder` (same positional order); its forward is tsai's only with tsai_compat=True."""
 
     def __init__(self, cell: type[nn.RNNBase], c_in: int, seq_len: int, d_model: int, nhead: int,
                  proj_dropout: float = 0.1, num_encoder_layers: int = 1, dim_feedforward: int = 2048,
@@ -67,6 +71,10 @@ class _TransformerRNNPlus(nn.Sequential):
                  proj_dropout: float = 0.1, num_encoder_layers: int = 1, dim_feedforward: int = 2048,
                  dropout: float = 0.1, num_rnn_layers: int = 1, bidirectional: bool = True, custom_head=None,
                  tsai_compat: bool = False, **kwargs):
+        # As in tsai, **kwargs go to a custom_head factory; without one they can only be misspellings (tsai ignores
+        # them: num_rnn_layer=5 would build one RNN layer), so they are refused here.
+        if kwargs and (custom_head is None or isinstance(custom_head, nn.Module)):
+            check_keywords(type(self).__name__, kwargs, keywords_of(_TransformerRNNPlus.__init__))
         backbone = TransformerRNNEncoder(self._cell, c_in=c_in, seq_len=seq_len, d_model=d_model, nhead=nhead,
                                          proj_dropout=proj_dropout, num_encoder_layers=num_encoder_layers,
                                          dim_feedforward=dim_feedforward, dropout=dropout,
@@ -94,3 +102,7 @@ class TransformerLSTMPlus(_TransformerRNNPlus):
 
 class TransformerGRUPlus(_TransformerRNNPlus):
     _cell = nn.GRU
+
+
+# tsai 1.0.1's name (tsai/models/TransformerRNNPlus.py); `_TransformerRNNPlus` is already tsai's.
+_TransformerRNNEncoder = TransformerRNNEncoder

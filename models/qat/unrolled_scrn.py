@@ -86,7 +86,13 @@ class UnrolledSCRN(nn.Module):
         return torch.cat(outputs, dim=1).reshape(batch, steps, hidden), h, s
 
     def forward(self, input: torch.Tensor, hx=None):
-        x = input if self.batch_first else input.transpose(0, 1)       # (B, T, features)
+        batched = input.dim() == 3          # unbatched (L, features) and 2-D states, as the float SCRN takes them
+        if not batched:
+            input = input.unsqueeze(1)
+            hx = None if hx is None else tuple(t.unsqueeze(1) for t in hx)
+            x = input.transpose(0, 1)
+        else:
+            x = input if self.batch_first else input.transpose(0, 1)   # (B, T, features)
         h0 = s0 = None
         if hx is not None:
             h0, s0 = (t.unbind(0) for t in hx)
@@ -99,5 +105,8 @@ class UnrolledSCRN(nn.Module):
             finals_s.append(s)
             if self.training and self.dropout > 0 and index < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
+        h_n, s_n = torch.stack(finals_h), torch.stack(finals_s)
+        if not batched:
+            return x.squeeze(0), (h_n.squeeze(1), s_n.squeeze(1))
         output = x if self.batch_first else x.transpose(0, 1)
-        return output, (torch.stack(finals_h), torch.stack(finals_s))
+        return output, (h_n, s_n)

@@ -118,6 +118,7 @@ def run_fold(recipe: Recipe, paths: list[str], subject: str, out_dir: str) -> di
     started = time.perf_counter()
     model, spec, result = train_model(recipe, train)
     probs = predict(model, spec, test)
+    torch.save(model.state_dict(), Path(out_dir) / f"model-{subject}.pt")   # to re-predict on other grids
     np.savez_compressed(Path(out_dir) / f"probs-{subject}.npz",
                         **{r.meta["id"]: p.astype(np.float32) for r, p in zip(test, probs)})
     fi = [freeze_index_probability(r) for r in test]

@@ -1,0 +1,18 @@
+"""calibration.loso: folds hold a subject out of training, and the figures come from deploy.scoring."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+
+from calibration.loso import THRESHOLDS, Recipe, run_fold  # noqa: E402
+
+
+def test_a_fold_never_trains_on_its_test_subject(daphnet_dir, tmp_path):
+    tiny = Recipe(epochs=1, steps=2, batch_size=4, synthetic_subjects=1, synthetic_minutes=1.0, warmup=1)
+    fold = run_fold(tiny, [str(daphnet_dir)], "S06", str(tmp_path))
+    assert fold["recordings"] == ["S06R02"] and fold["train_subjects"] == ["S02", "S03"]
+    assert sorted(fold["model"]) == sorted(f"{t:g}" for t in THRESHOLDS)
+    free = fold["model"]["0.5"]["any_fog"]             # S06 did not freeze here: episodes 0, false alarms counted
+    assert free["episodes_true"] == 0 and free["hours"] == pytest.approx(5.2 / 60, abs=0.005)
+    assert (tmp_path / "probs-S06.npz").exists() and (tmp_path / "model-S06.pt").exists()

@@ -143,6 +143,22 @@ def summary_rows(result: dict, on: str = "0.5"):
         yield fold["subject"], fold["model"][on], fold["freeze_index"]
 
 
+def markdown_table(result: dict, on: str = "0.5") -> str:
+    """The model card's per-fold table: model vs freeze index, any FOG, at on-threshold `on`."""
+    def cell(fig, key, fmt):
+        value = (fig.get("any_fog") or {}).get(key)
+        return "-" if value is None or value != value else format(value, fmt)
+    rows = ["| held-out subject | episodes | AP model / FI | episode sens. model / FI | false alarms/h model / FI "
+            "| time sens. model / FI | time spec. model / FI |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for subject, m, fi in summary_rows(result, on):
+        rows.append(f"| {subject} | {m['any_fog']['episodes_true']} | " + " | ".join(
+            f"{cell(m, k, f)} / {cell(fi, k, f)}" for k, f in (("ap", ".3f"), ("sensitivity", ".2f"),
+                                                              ("false_alarms_per_hour", ".1f"),
+                                                              ("sensitivity_time", ".2f"),
+                                                              ("specificity_time", ".2f"))) + " |")
+    return "\n".join(rows)
+
+
 def train_final(recipe: Recipe, paths: list[str], out_dir: str) -> Path:
     """The shipped model: the recipe trained on every real subject (plus its synthetic subjects)."""
     import torch
@@ -173,7 +189,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--jobs", type=int, default=1, help="folds in parallel (one torch thread each)")
     p.add_argument("--final", action="store_true", help="no folds: train on every subject, write OUT/model.pt")
+    p.add_argument("--table", metavar="ON", help="print the per-fold markdown table of OUT/loso.json at this "
+                   "on-threshold and stop")
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.out, "loso.json").read_text()), args.table))
+        return 0
     recipe = RECIPES[args.recipe]
     for item in args.set:
         key, _, value = item.partition("=")

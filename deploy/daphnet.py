@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.cells import locate_bad_cell
 from deploy.errors import DataError
 
 RATE_HZ = 64.0
@@ -56,20 +57,9 @@ def _parse(text: str, path) -> np.ndarray:
 
 
 def _locate_bad_line(text: str, path):
-    for i, line in enumerate(text.split("\n")):
-        if not line.strip():
-            continue
-        cells = line.split()
-        if len(cells) != N_COLUMNS:
-            _fail(f"{len(cells)} values where a Daphnet file has {N_COLUMNS}", path, row=i + 1,
-                  fix="every line needs time, 9 acceleration values and the annotation")
-        for name, cell in zip(COLUMN_NAMES, cells):
-            try:
-                float(cell)
-            except ValueError:
-                _fail(f"non-numeric value {cell!r}", path, row=i + 1, column=name,
-                      fix="every value in a Daphnet file is an integer")
-    _fail("the file could not be parsed as space-separated numbers", path)
+    locate_bad_cell(text, COLUMN_NAMES, path, first_row=1, separator=None, what="values",
+                    count_fix="every line needs time, 9 acceleration values and the annotation",
+                    value_fix="every value in a Daphnet file is an integer")
 
 
 def subject_of(path) -> str:

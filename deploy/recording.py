@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy import daphnet
+from deploy.cells import locate_bad_cell
 from deploy.errors import DataError
 from deploy.layouts import AXES, BINARY_LAYOUTS, CLASSES, LAYOUTS, MAPPINGS, UNITS, ColumnMapping, detect_layout
 
@@ -99,20 +100,9 @@ def _parse_table(text: str, path, header: list[str]) -> np.ndarray:
 
 
 def _locate_bad_cell(body: str, path, header: list[str]):
-    for i, line in enumerate(body.split("\n")):
-        if not line.strip():
-            continue
-        cells = line.rstrip("\r").split(",")
-        if len(cells) != len(header):
-            _fail(f"{len(cells)} cells where the header names {len(header)} columns", path, row=i + 2,
-                  fix="every row needs one value per header column")
-        for name, cell in zip(header, cells):
-            try:
-                float(cell)
-            except ValueError:
-                _fail(f"non-numeric cell {cell.strip()!r}", path, row=i + 2, column=name,
-                      fix="every cell must be a number (Valid/Task may be true/false)")
-    _fail("the file could not be parsed as comma-separated numbers", path)
+    locate_bad_cell(body, header, path, first_row=2, separator=",", what="cells",
+                    count_fix="every row needs one value per header column",
+                    value_fix="every cell must be a number (Valid/Task may be true/false)")
 
 
 def _check_finite(values: np.ndarray, names: list[str], path):

@@ -118,19 +118,15 @@ _RNN_ATTENTION = dict(c_in=24, c_out=3, seq_len=128, d=128, hidden_size=32, bidi
 _BASELINE = dict(input_size=24, hidden_size=64, num_classes=3, num_layers=2, per_step=True, channels_first=True,
                  seq_len=128)
 
-for _cell, _factory in (("RNN", TransformerRNNPlus), ("GRU", TransformerGRUPlus)):
-    register(Preset(
-        name=f"fog-{_cell.lower()}-transformer", factory=_factory, kwargs=dict(_TRANSFORMER_RNN),
-        preprocess=dict(_SMALL_WINDOWS),
-        description=f"fog-small with a Bi{_cell} instead of the BiLSTM ({_factory.__name__}): 2 encoder layers "
-                    "(64 wide, 4 heads), per-patch logits"))
-
-for _cell, _factory in (("RNN", RNNAttentionPlus), ("GRU", GRUAttentionPlus)):
-    register(Preset(
-        name=f"fog-{_cell.lower()}-attention", factory=_factory, kwargs=dict(_RNN_ATTENTION),
-        preprocess=dict(_SMALL_WINDOWS),
-        description=f"fog-lstm-attention with a Bi{_cell} ({_factory.__name__}): recurrence first, 2 BatchNorm TST "
-                    "layers second; per-patch logits"))
+for _name, _factory, _kwargs, _what in (
+        ("fog-rnn-transformer", TransformerRNNPlus, _TRANSFORMER_RNN, "fog-small with a BiRNN instead of the BiLSTM"),
+        ("fog-gru-transformer", TransformerGRUPlus, _TRANSFORMER_RNN, "fog-small with a BiGRU instead of the BiLSTM"),
+        ("fog-rnn-attention", RNNAttentionPlus, _RNN_ATTENTION, "fog-lstm-attention with a BiRNN"),
+        ("fog-gru-attention", GRUAttentionPlus, _RNN_ATTENTION, "fog-lstm-attention with a BiGRU")):
+    _layers = ("2 encoder layers (64 wide, 4 heads)" if _kwargs is _TRANSFORMER_RNN
+               else "recurrence first, 2 BatchNorm TST layers second")
+    register(Preset(name=_name, factory=_factory, kwargs=dict(_kwargs), preprocess=dict(_SMALL_WINDOWS),
+                    description=f"{_what} ({_factory.__name__}): {_layers}; per-patch logits"))
 
 for _kind in ("rnn", "gru", "lstm"):
     register(Preset(
@@ -149,7 +145,7 @@ register(Preset(
     preprocess=dict(_SMALL_WINDOWS),
     description="2 SCRN layers (64, torchrecurrent semantics, Xavier context kernel) over the patches, a Linear on "
                 "every patch; unidirectional, so each patch's logits see only the past (causal); per-patch logits"))
-del _cell, _factory, _kind
+del _name, _factory, _kwargs, _what, _layers, _kind
 
 
 def list_presets() -> list[str]:

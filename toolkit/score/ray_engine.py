@@ -65,7 +65,7 @@ class ScoreActor:
 def _source_json(source) -> str:
     return json.dumps({"path": str(source.path), "subject": source.subject, "visit": source.visit,
                        "start_of_day_s": source.start_of_day_s, "rate_hz": source.rate_hz, "units": source.units,
-                       "n_samples": source.n_samples})
+                       "n_samples": source.n_samples, "label": source.label})
 
 
 def run_ray(sources, bundle_dir, settings, address: str | None = None, num_cpus: int | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,11 +53,11 @@ class Source:
     rate_hz: float | None = None          # known up front for Parquet and npz; else after reading
     units: str | None = None
     n_samples: int | None = None
-    meta: dict = field(default_factory=dict)
+    label: str | None = None              # the name in the tables; the file's stem (its Id) unless two clash
 
     @property
     def name(self) -> str:
-        return self.path.stem
+        return self.label or self.path.stem
 
     @property
     def is_parquet(self) -> bool:
@@ -246,6 +247,14 @@ def find_sources(paths, metadata=None) -> list[Source]:
         if src.is_parquet:
             _parquet_header(src)
         sources.append(src)
+    # two files with one Id (a CSV and its Parquet copy, two sites' folders): name them by their relative paths
+    stems: dict[str, list[Source]] = {}
+    for src in sources:
+        stems.setdefault(src.path.stem, []).append(src)
+    for clash in (v for v in stems.values() if len(v) > 1):
+        common = Path(os.path.commonpath([str(s.path.parent) for s in clash]))
+        for src in clash:
+            src.label = src.path.relative_to(common).with_suffix("").as_posix()
     return sources
 
 

@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
     p.add_argument("--lookahead-s", help="look-ahead, s or 'full' (default: the bundle's)")
     p.add_argument("--not-worn-min", type=float, default=60.0,
                    help="shortest still stretch counted as not worn, minutes (default 60; 0 = off)")
-    p.add_argument("--chunk-min", type=float, default=60.0, help="minutes of signal read at a time (default 60)")
+    p.add_argument("--chunk-min", type=float, default=10.0, help="minutes of signal read at a time (default 10)")
     p.add_argument("--no-resume", action="store_true", help="score everything again")
     p.add_argument("--quiet", action="store_true", help="no progress bar or table")
 

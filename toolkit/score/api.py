@@ -75,7 +75,7 @@ class _Progress:
 def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = None, address: str | None = None,
           actors: int | None = None, metadata=None, backend: str = "onnxruntime", precision: str | None = None,
           hop_s: float | None = None, lookahead_s=None, events: dict | None = None,
-          worn: WornSettings | dict | None = None, chunk_s: float = 3600.0, resume: bool = True,
+          worn: WornSettings | dict | None = None, chunk_s: float = 600.0, resume: bool = True,
           progress: bool = False) -> ScoreResult:
     """Score every recording under `paths` with the bundle at `bundle` (see the module docstring).
 

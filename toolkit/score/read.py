@@ -111,7 +111,9 @@ class ParquetReader(Reader):
         pa = _pyarrow()
         self.path = source.path
         try:
-            self.file = pa.parquet.ParquetFile(self.path)
+            # no pre-buffering and a 1 MiB read buffer: pages stream in as they are decoded, so memory stays
+            # small even for a file written as one row group (a week = 60 M rows); measured in docs/score.md
+            self.file = pa.parquet.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
         except Exception as exc:  # pyarrow's ArrowInvalid and friends
             raise DataError(f"not a readable Parquet file ({exc})", file=str(self.path),
                             fix="check the file was copied whole") from None

@@ -28,7 +28,7 @@ class Settings:
     lookahead_s: float | str | None = None
     events: dict = field(default_factory=dict)   # overrides of the bundle's event knobs
     worn: WornSettings = field(default_factory=WornSettings)
-    chunk_s: float = 3600.0               # seconds of signal read per chunk (bounds memory)
+    chunk_s: float = 600.0                # seconds of signal read per chunk (bounds memory: ~15x the raw chunk)
     batch_size: int = 16
 
     def to_dict(self) -> dict:

@@ -200,3 +200,19 @@ def test_errors_are_clear(bundle_dir, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert toolkit(["score", str(tmp_path / "empty"), "--bundle", str(bundle_dir), "--out", str(tmp_path)]) == 2
     assert "no recordings found" in capsys.readouterr().err
+
+
+def test_a_bad_recording_is_reported_and_the_rest_scored(bundle_dir, cohort, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(cohort / "csv", data)
+    lines = (data / "s01r0.csv").read_text().splitlines()
+    lines[10] = lines[10].replace(lines[10].split(",")[1], "oops", 1)
+    (data / "s01r0.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert toolkit(["score", str(data), "--bundle", str(bundle_dir), "--out", str(out), "--jobs", "1",
+                    "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "s01r0.csv" in err and "non-numeric cell 'oops'" in err and "row 11" in err
+    assert "s01r0" in (out / "errors.csv").read_text()
+    assert len(list((out / "parts").glob("*.json"))) == SUBJECTS - 1
+    assert {r["recording"] for r in csv.DictReader(open(out / "events.csv"))} <= {"s00r0", "s02r0"}

@@ -39,6 +39,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     from toolkit.cli import UserError
     from toolkit.score.api import score
     from toolkit.score.report import format_summary
@@ -63,4 +65,10 @@ def run(args) -> int:
     rate = f", {result.hours_per_second:.2f} h of signal per second" if result.scored else ""
     print(f"{len(result.recordings)} recordings ({result.scored} scored, {result.resumed} resumed{rate}), "
           f"{len(result.events)} events -> {args.out}")
+    for e in result.errors:
+        print(f"toolkit score: could not score {e['path']}: {e['error']}", file=sys.stderr)
+    if result.errors:
+        print(f"toolkit score: {len(result.errors)} recording(s) failed (listed in {args.out}/errors.csv); fix them "
+              "and run again: what was scored is kept", file=sys.stderr)
+        return 1
     return 0

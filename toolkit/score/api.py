@@ -35,6 +35,7 @@ class ScoreResult:
     resumed: int = 0                       # recordings taken from out/parts
     wall_s: float = 0.0                    # this run's scoring time (excludes resumed recordings)
     hours_scored: float = 0.0              # hours of signal scored in this run
+    errors: list[dict] = field(default_factory=list)   # recordings that could not be scored: name, path, error
 
     @property
     def hours_per_second(self) -> float:
@@ -119,6 +120,7 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
     bar = _Progress(sum(sources[i].estimate_s() for i in todo), len(todo), progress and bool(todo))
     started = time.perf_counter()
     hours = 0.0
+    errors: list[dict] = []
     try:
         todo_sources = [sources[i] for i in todo]
         if engine == "local":
@@ -130,6 +132,10 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
                              progress=bar.signal)
         for k, result in stream:
             i = todo[k]
+            if "error" in result:
+                errors.append({key: result[key] for key in ("name", "path", "error")})
+                bar.recording(result["name"])
+                continue
             results[i] = result
             hours += result["duration_s"] / 3600
             bar.recording(result["name"])
@@ -143,11 +149,13 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
     wall = time.perf_counter() - started
 
     done = [r for r in results if r is not None]
-    files = report.write_outputs(out, done, hashes) if out is not None else {}
+    files = report.write_outputs(out, done, hashes, errors) if out is not None else {}
     if out is not None:
         (out / "run.json").write_text(json.dumps({
             "bundle": str(bundle_dir), "signature": signature, "engine": engine, "settings": settings.to_dict(),
-            "recordings": len(done), "scored": len(todo), "resumed": len(done) - len(todo), "wall_s": wall,
+            "recordings": len(done), "scored": len(todo) - len(errors), "resumed": len(done) - len(todo) + len(errors),
+            "failed": len(errors), "wall_s": wall,
             "hours_scored": hours, "hours_per_second": hours / wall if wall > 0 else None}, indent=2) + "\n")
     return ScoreResult(recordings=done, events=report.event_rows(done), summary=report.summary_rows(done),
-                       files=files, scored=len(todo), resumed=len(done) - len(todo), wall_s=wall, hours_scored=hours)
+                       files=files, scored=len(todo) - len(errors), resumed=len(done) - len(todo) + len(errors),
+                       wall_s=wall, hours_scored=hours, errors=errors)

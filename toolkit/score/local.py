@@ -21,7 +21,7 @@ def _init(bundle_dir, settings_dict, progress_queue):
 
 def _score(index, source):
     scorer, q = _worker
-    result = scorer.score(source, progress=(lambda s: q.put(s)) if q is not None else None)
+    result = scorer.try_score(source, progress=(lambda s: q.put(s)) if q is not None else None)
     return index, result
 
 
@@ -40,7 +40,7 @@ def run_local(sources, bundle_dir, settings, jobs: int | None = None, progress=N
         scorer = Scorer(bundle_dir, settings)
         try:
             for i, source in enumerate(sources):
-                yield i, scorer.score(source, progress=progress)
+                yield i, scorer.try_score(source, progress=progress)
         finally:
             scorer.close()
         return

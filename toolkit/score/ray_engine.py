@@ -58,7 +58,7 @@ class ScoreActor:
             d = json.loads(source_json)
             d["path"] = Path(d["path"])
             source = Source(**d)
-            out.append(json.dumps(self.scorer.score(source)))
+            out.append(json.dumps(self.scorer.try_score(source)))
         return {"index": np.asarray(batch["index"]), "result": np.asarray(out, dtype=object)}
 
 
@@ -95,7 +95,7 @@ def run_ray(sources, bundle_dir, settings, address: str | None = None, num_cpus:
                                                    "settings": settings.to_dict()})
         for row in ds.iter_rows():
             result = json.loads(row["result"])
-            if progress:
+            if progress and "error" not in result:
                 progress(result["duration_s"])
             yield int(row["index"]), result
     finally:

@@ -155,9 +155,14 @@ def plot_minutes_per_day(summary, path: Path) -> Path | None:
     return path
 
 
-def write_outputs(out: Path, results, hashes=None) -> dict[str, Path]:
-    """Write every table (CSV, and Parquet when pyarrow is installed) and the plot into `out`."""
+def write_outputs(out: Path, results, hashes=None, errors=()) -> dict[str, Path]:
+    """Write every table (CSV, and Parquet when pyarrow is installed) and the plot into `out`; `errors.csv` lists
+    the recordings that could not be scored (removed when there are none)."""
     out.mkdir(parents=True, exist_ok=True)
+    if errors:
+        _write_csv(out / "errors.csv", errors, ("name", "path", "error"))
+    elif (out / "errors.csv").exists():
+        (out / "errors.csv").unlink()
     tables = {"events": (event_rows(results), EVENT_COLUMNS), "summary": (summary_rows(results), SUMMARY_COLUMNS),
               "recordings": (recording_rows(results, hashes), RECORDING_COLUMNS)}
     files = {}

@@ -92,6 +92,15 @@ class Scorer:
     def close(self) -> None:
         self.engine.close()
 
+    def try_score(self, source, progress=None) -> dict:
+        """`score`, but a recording that cannot be read (a FogError: bad file, missing column, NaN) gives
+        {"name", "path", "error"} instead of stopping the cohort; it is reported and retried by the next run."""
+        from deploy.errors import FogError
+        try:
+            return self.score(source, progress)
+        except FogError as exc:
+            return {"name": source.name, "path": str(source.path), "subject": source.subject, "error": str(exc)}
+
     def score(self, source, progress=None) -> dict:
         """Score one recording (a toolkit.score.read.Source). `progress(seconds_of_signal)` is called per chunk."""
         from deploy.chunked import predict_chunks, recording_stats

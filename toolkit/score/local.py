@@ -11,6 +11,7 @@ import os
 import queue as queue_mod
 
 _worker = None   # (Scorer, progress queue) in a worker process
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _init(bundle_dir, settings_dict, progress_queue):
@@ -53,7 +54,18 @@ def run_local(sources, bundle_dir, settings, jobs: int | None = None, progress=N
     order = sorted(range(len(sources)), key=lambda i: -sources[i].estimate_s())
     with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init,
                                 initargs=(str(bundle_dir), settings.to_dict(), q)) as pool:
-        pending = {pool.submit(_score, i, sources[i]) for i in order}
+        # one thread per worker for numpy's BLAS/OpenMP too (Ray does the same): workers = cores. The workers
+        # start during these submissions and take the environment as it is then.
+        saved = {k: os.environ.get(k) for k in THREAD_VARS}
+        os.environ.update({k: "1" for k in THREAD_VARS})
+        try:
+            pending = {pool.submit(_score, i, sources[i]) for i in order}
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         while pending:
             done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
             _drain(q, progress)

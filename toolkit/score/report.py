@@ -143,6 +143,7 @@ def plot_minutes_per_day(summary, path: Path) -> Path | None:
     ax.set_xlabel("day")
     ax.set_ylabel("FOG minutes (any class)")
     ax.set_title(f"Freezing of gait per day, {len({s for s, _ in lines})} subjects")
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     days = sorted({row["day"] for row in summary})
     if days and len(days) <= 31:

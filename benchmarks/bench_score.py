@@ -58,7 +58,6 @@ def run_score(args_list: list[str]) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "score", *args_list, "--quiet", "--no-resume"],
                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = "", ""
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     out, err = proc.stdout.read(), proc.stderr.read()

@@ -55,12 +55,16 @@ def write_long_parquet(path: Path, hours: float, nights: bool, block_h: float = 
 def run_score(args_list: list[str]) -> dict:
     """`toolkit score ...` in a child process: wall time, peak RSS (MB), run.json."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "score", *args_list, "--quiet", "--no-resume"],
-                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out, err = proc.stdout.read(), proc.stderr.read()
+    import tempfile
+    with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:   # files: no pipe to fill
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "score", *args_list, "--quiet", "--no-resume"],
+                                env=env, cwd=REPO, stdout=fout, stderr=ferr, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        fout.seek(0)
+        ferr.seek(0)
+        out, err = fout.read(), ferr.read()
     if status != 0:
         raise SystemExit(f"toolkit score failed:\n{err[-3000:]}")
     out_dir = Path(args_list[args_list.index("--out") + 1])

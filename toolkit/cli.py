@@ -21,6 +21,7 @@ COMMANDS = {
     "targets": "toolkit.commands.targets",
     "synth": "toolkit.commands.synth",
     "evaluate": "toolkit.commands.evaluate",
+    "score": "toolkit.commands.score",
     "train": "toolkit.commands.train",
     "calibrate": "toolkit.commands.calibrate",
     "export": "toolkit.commands.export",

@@ -1,0 +1,161 @@
+"""`score(paths, bundle, engine=...)`: a cohort's recordings through a bundle, as the daemon would score them.
+
+    from toolkit.score import score
+    result = score(["data/unlabeled"], "bundles/fog-small", out="runs/cohort")      # this machine
+    result = score(paths, bundle, engine="ray", address="auto", out="runs/cohort")  # a Ray cluster
+    result.summary        # rows: subject, visit, day, hours_recorded, hours_not_worn, fog_minutes, episodes, ...
+    result.events         # rows: recording, subject, class, onset_s, offset_s, duration_s, peak, ...
+
+Resumable: with `out`, each recording's result is kept in `out/parts/` under the sha256 of the file's bytes and a
+signature of the bundle's files and the settings; a second run skips what is already there (a changed file, bundle
+or setting is scored again). Outputs are the same whichever engine ran, and whatever was resumed.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.errors import FogError
+from toolkit.score.worn import WornSettings
+from toolkit.score.work import Settings, bundle_signature
+
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class ScoreResult:
+    recordings: list[dict]                 # per-recording results (events, not-worn stretches, timing)
+    events: list[dict]
+    summary: list[dict]
+    files: dict[str, Path] = field(default_factory=dict)
+    scored: int = 0                        # recordings scored in this run
+    resumed: int = 0                       # recordings taken from out/parts
+    wall_s: float = 0.0                    # this run's scoring time (excludes resumed recordings)
+    hours_scored: float = 0.0              # hours of signal scored in this run
+    errors: list[dict] = field(default_factory=list)   # recordings that could not be scored: name, path, error
+
+    @property
+    def hours_per_second(self) -> float:
+        return self.hours_scored / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+class _Progress:
+    """A tqdm bar in hours of signal, with ETA; a plain line per recording when tqdm is absent."""
+
+    def __init__(self, total_s: float, count: int, enabled: bool):
+        self.bar, self.enabled, self.count, self.done = None, enabled, count, 0
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+            self.bar = tqdm(total=round(total_s / 3600, 3), unit="h", unit_scale=False, desc="score",
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h of signal "
+                                       "[{elapsed}<{remaining}, {rate_fmt}] {postfix}", file=sys.stderr)
+        except ImportError:
+            pass
+
+    def signal(self, seconds: float) -> None:
+        if self.bar is not None:
+            self.bar.update(seconds / 3600)
+
+    def recording(self, name: str) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.done}/{self.count} recordings", refresh=False)
+        elif self.enabled:
+            print(f"score: {self.done}/{self.count} recordings ({name})", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = None, address: str | None = None,
+          actors: int | None = None, metadata=None, backend: str = "onnxruntime", precision: str | None = None,
+          hop_s: float | None = None, lookahead_s=None, events: dict | None = None,
+          worn: WornSettings | dict | None = None, chunk_s: float = 600.0, resume: bool = True,
+          progress: bool = False) -> ScoreResult:
+    """Score every recording under `paths` with the bundle at `bundle` (see the module docstring).
+
+    engine "local": this machine (`jobs` worker processes, default one per core); "ray": Ray Data (`address` of a
+    cluster, default a private local instance with `jobs` CPUs; `actors` engines, default one per CPU).
+    hop_s/lookahead_s/events override the bundle's settings as the daemon's flags do; `worn` tunes or (min_s=0)
+    turns off not-worn detection; `chunk_s` bounds memory (seconds of signal read at once; results do not depend
+    on it)."""
+    from deploy.bundle import Bundle
+    from toolkit.score import report
+    from toolkit.score.read import find_sources
+
+    if engine not in ENGINES:
+        raise FogError(f"engine {engine!r} is not one of {ENGINES}")
+    if chunk_s <= 0:
+        raise FogError("chunk_s must be positive")
+    worn = worn if isinstance(worn, WornSettings) else WornSettings(**(worn or {}))
+    settings = Settings(backend=backend, precision=precision, hop_s=hop_s, lookahead_s=lookahead_s,
+                        events=dict(events or {}), worn=worn, chunk_s=chunk_s)
+    bundle_dir = Path(bundle)
+    signature = bundle_signature(Bundle.load(bundle_dir, verify=True), settings)
+    sources = find_sources(paths if isinstance(paths, (list, tuple)) else [paths], metadata)
+
+    out = Path(out) if out is not None else None
+    parts = out / "parts" if out is not None else None
+    results: list[dict | None] = [None] * len(sources)
+    hashes, todo = {}, []
+    for i, src in enumerate(sources):
+        if parts is not None:
+            hashes[str(src.path)] = digest = src.content_hash()
+            cached = parts / f"{digest}-{signature}.json"
+            if resume and cached.is_file():
+                stored = json.loads(cached.read_text())
+                # the same bytes under another name or owner: keep the scores, take the current identity
+                stored.update(name=src.name, path=str(src.path), subject=src.subject, visit=src.visit,
+                              start_of_day_s=src.start_of_day_s)
+                results[i] = stored
+                continue
+        todo.append(i)
+
+    bar = _Progress(sum(sources[i].estimate_s() for i in todo), len(todo), progress and bool(todo))
+    started = time.perf_counter()
+    hours = 0.0
+    errors: list[dict] = []
+    try:
+        todo_sources = [sources[i] for i in todo]
+        if engine == "local":
+            from toolkit.score.local import run_local
+            stream = run_local(todo_sources, bundle_dir, settings, jobs=jobs, progress=bar.signal)
+        else:
+            from toolkit.score.ray_engine import run_ray
+            stream = run_ray(todo_sources, bundle_dir, settings, address=address, num_cpus=jobs, actors=actors,
+                             progress=bar.signal)
+        for k, result in stream:
+            i = todo[k]
+            if "error" in result:
+                errors.append({key: result[key] for key in ("name", "path", "error")})
+                bar.recording(result["name"])
+                continue
+            results[i] = result
+            hours += result["duration_s"] / 3600
+            bar.recording(result["name"])
+            if parts is not None:
+                parts.mkdir(parents=True, exist_ok=True)
+                tmp = parts / f".{hashes[str(sources[i].path)]}.tmp"
+                tmp.write_text(json.dumps(result))
+                tmp.replace(parts / f"{hashes[str(sources[i].path)]}-{signature}.json")   # atomic: resume-safe
+    finally:
+        bar.close()
+    wall = time.perf_counter() - started
+
+    done = [r for r in results if r is not None]
+    files = report.write_outputs(out, done, hashes, errors) if out is not None else {}
+    if out is not None:
+        (out / "run.json").write_text(json.dumps({
+            "bundle": str(bundle_dir), "signature": signature, "engine": engine, "settings": settings.to_dict(),
+            "recordings": len(done), "scored": len(todo) - len(errors), "resumed": len(done) - len(todo) + len(errors),
+            "failed": len(errors), "wall_s": wall,
+            "hours_scored": hours, "hours_per_second": hours / wall if wall > 0 else None}, indent=2) + "\n")
+    return ScoreResult(recordings=done, events=report.event_rows(done), summary=report.summary_rows(done),
+                       files=files, scored=len(todo) - len(errors), resumed=len(done) - len(todo) + len(errors),
+                       wall_s=wall, hours_scored=hours, errors=errors)

@@ -29,6 +29,7 @@ from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_int
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources import open_source
 from deploy.stream import Pipeline, StreamSettings
+from deploy.validate import MANIFEST_EVENTS, ConfigError, check_events, preflight
 
 log = logging.getLogger("deploy.daemon")
 END = object()
@@ -76,7 +77,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any key")
 
 
+SOURCE_FLAGS = (("replay", "--replay"), ("stdin", "--stdin"), ("udp_port", "--udp-port"), ("serial", "--serial"),
+                ("lsl", "--lsl"))
+
+
+def _lookahead_flag(text: str):
+    if text == "full":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--lookahead-s {text!r}: give seconds (e.g. 0.5) or 'full'") from None
+
+
 def overrides_from_args(args) -> list[dict]:
+    given = [name for attr, name in SOURCE_FLAGS if getattr(args, attr) not in (None, False)]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)}: the daemon reads one source; give only one of them")
     o: dict = {"source": {}, "stream": {}, "log": {}}
     if args.bundle:
         o["bundle"] = args.bundle
@@ -103,7 +120,7 @@ def overrides_from_args(args) -> list[dict]:
     if args.hop_s is not None:
         o["stream"]["hop_s"] = args.hop_s
     if args.lookahead_s is not None:
-        o["stream"]["lookahead_s"] = args.lookahead_s if args.lookahead_s == "full" else float(args.lookahead_s)
+        o["stream"]["lookahead_s"] = _lookahead_flag(args.lookahead_s)
     if args.sink:
         o["sinks"] = [parse_sink(s) for s in args.sink]
     if args.metrics_port is not None:
@@ -120,6 +137,8 @@ def overrides_from_args(args) -> list[dict]:
 def open_source_from(config: dict, model_rate: float):
     options = dict(config["source"])
     kind = options.pop("kind")
+    for key in ("on_end", "reconnect_max_s"):  # the daemon's, not the source's
+        options.pop(key, None)
     if kind == "replay":
         for key in ("units", "rate_hz"):  # a recording carries its own
             options.pop(key, None)
@@ -159,14 +178,17 @@ def _sink_callbacks(sinks, classes):
 
 
 def wire(config: dict) -> Wiring:
-    """Open the bundle (verified), its engine, the sinks and the source, and the pipeline between them."""
-    bundle = Bundle.load(config["bundle"], verify=True)
+    """Open the bundle (verified, and pinned when the config says so), its engine, the source and the sinks, and
+    the pipeline between them; every setting is checked here, before READY."""
+    bundle = Bundle.load(config["bundle"], verify=True, expected_digest=config.get("bundle_digest"))
     spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
+    check_events(dict(bundle.manifest.get("events") or {}), bundle.classes, "manifest events", MANIFEST_EVENTS)
+    settings = stream_settings(config, bundle.manifest, spec.rate_hz)
+    source = open_source_from(config, spec.rate_hz)
+    preflight(spec, bundle.classes, settings["events"], source.rate_hz or spec.rate_hz, source.units)
     engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],
                          threads=config["threads"])
-    settings = stream_settings(config, bundle.manifest, spec.rate_hz)
     sinks = [open_sink(s["kind"], **{k: v for k, v in s.items() if k != "kind"}) for s in config["sinks"]]
-    source = open_source_from(config, spec.rate_hz)
     counters = Counters()
     st = config["stream"]
     on_event, on_probs = _sink_callbacks(sinks, bundle.classes)

@@ -9,7 +9,7 @@ import copy
 from pathlib import Path
 
 from deploy.contract import DETECTOR_KEYS, EVENT_DEFAULTS
-from deploy.validate import ConfigError, check_config, nearest
+from deploy.validate import ConfigError, check_config, nearest, nearest_anywhere
 
 try:
     import tomllib
@@ -45,7 +45,7 @@ def _merge(base: dict, extra: dict, where: str) -> dict:
         elif key in DEFAULTS:
             base[key] = value
         else:
-            raise ConfigError(f"{where}: unknown key {key!r} ({nearest(key, DEFAULTS)})")
+            raise ConfigError(f"{where}: unknown key {key!r} ({nearest_anywhere(key, DEFAULTS)})")
     return base
 
 

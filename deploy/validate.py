@@ -141,6 +141,16 @@ def check_table(table, schema: dict, where: str, everything=None) -> None:
         table[key] = schema[key](table[key], f"{where}.{key}")
 
 
+def nearest_anywhere(key: str, top) -> str:
+    """For an unknown top-level key: the nearest top-level key or key of a section, named with its section."""
+    names = {k: repr(k) for k in top}
+    for section, schema in (("source", {**SOURCE_COMMON, **dict.fromkeys(ALL_SOURCE)}), ("stream", STREAM),
+                            ("events", {**EVENTS, "on": 0, "off": 0}), ("log", LOG)):
+        names.update({k: f"{k!r} under [{section}]" for k in schema if k not in names})
+    close = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.6)
+    return f"did you mean {names[close[0]]}?" if close else f"known: {', '.join(sorted(top))}"
+
+
 def check_config(config: dict) -> dict:
     """Check the merged configuration (keys and values); returns it. Raises ConfigError naming key and fix."""
     check_table({k: config[k] for k in TOP}, TOP, "config")

@@ -5,7 +5,10 @@ Rules (P = 1 / nominal source rate; each dropped sample is counted under its rea
 - a timestamp equal to the previous one: dropped `duplicate`; earlier than it: dropped `out_of_order`;
   closer than P/2 to it: dropped `too_close` (a burst that does not fit the sensor's rate);
 - a gap (dt > 1.5 P) up to `max_gap_s`: the missing samples are interpolated linearly and counted as
-  `interpolated` (flagged, never as received); a longer gap ends the segment (`reset`): the window restarts.
+  `interpolated` (flagged, never as received); a longer gap ends the segment (`reset`): the window restarts;
+- a timestamp more than `max_gap_s` before the previous one is a sensor clock reset (a restarted sensor counts from
+  zero again): the segment ends and a new one starts at it (`clock_resets`, logged), instead of every later sample
+  being dropped as out of order.
 Samples are then placed on the segment's grid (sample i at t_first + i P): jitter below P/2 is absorbed.
 """
 from __future__ import annotations
@@ -14,6 +17,8 @@ import logging
 import math
 
 import numpy as np
+
+from deploy.errors import FogError
 
 log = logging.getLogger("deploy.intake")
 
@@ -76,13 +81,20 @@ class Intake:
                 if dt == 0:
                     self.counters.drop("duplicate")
                     continue
-                if dt < 0:
+                if dt < -self.max_gap_s:
+                    close_run()
+                    pieces.append(RESET)
+                    self.counters.clock_resets += 1
+                    log.warning("sensor clock went back %.3f s (from %.3f to %.3f s): a new segment starts",
+                                -dt, self.last_t, ti)
+                    self.last_t = None
+                elif dt < 0:
                     self.counters.drop("out_of_order")
                     continue
-                if dt < 0.5 * self.period:
+                if self.last_t is not None and dt < 0.5 * self.period:
                     self.counters.drop("too_close")
                     continue
-                if dt > 1.5 * self.period:
+                if self.last_t is not None and dt > 1.5 * self.period:
                     missing = int(round(dt / self.period)) - 1
                     if dt <= self.max_gap_s and missing > 0:
                         frac = np.arange(1, missing + 1)[:, None] / (missing + 1)
@@ -106,3 +118,56 @@ class Intake:
             np.copyto(self.last_x, xi)
         close_run()
         return pieces
+
+
+class RateMismatch(FogError):
+    """The sensor's timestamps disagree with the rate the source is set to, and the policy is to refuse."""
+
+
+class RateWatch:
+    """Estimates a live source's rate from its own timestamps (median step over every `window` samples) and compares
+    it with the nominal rate the pipeline assumes. A disagreement beyond `tolerance` is counted
+    (`rate_mismatches`) and logged; with `policy="refuse"` it raises RateMismatch, now and for every later chunk, so
+    the daemon stops instead of time-stretching the stream. Steps <= 0 or beyond 10 nominal periods (gaps, clock
+    resets) are left out."""
+
+    def __init__(self, nominal_hz: float, counters, policy: str = "refuse", tolerance: float = 0.02,
+                 window: int = 128, given: bool = True):
+        self.nominal, self.counters, self.policy = float(nominal_hz), counters, policy
+        self.tolerance, self.window, self.given = tolerance, window, given
+        self.pending: list = []
+        self.n_pending = 0
+        self.last_t: float | None = None
+        self.refused: str | None = None
+
+    def check(self, t: np.ndarray) -> None:
+        if self.refused:
+            raise RateMismatch(self.refused)
+        if self.policy == "off" or len(t) == 0:
+            return
+        self.pending.append(t)
+        self.n_pending += len(t)
+        if self.n_pending >= self.window:
+            self._estimate()
+
+    def _estimate(self) -> None:
+        t = np.concatenate(([np.array([self.last_t])] if self.last_t is not None else []) + self.pending)
+        self.last_t, self.pending, self.n_pending = float(t[-1]), [], 0
+        steps = np.diff(t)
+        steps = steps[(steps > 0) & (steps < 10.0 / self.nominal) & np.isfinite(steps)]
+        if len(steps) < self.window // 2:
+            return
+        estimate = 1.0 / float(np.median(steps))
+        self.counters.rate_estimate_hz = round(estimate, 3)
+        if abs(estimate / self.nominal - 1.0) <= self.tolerance:
+            return
+        self.counters.rate_mismatches += 1
+        how = "set to" if self.given else "assumed to run at the model rate,"
+        message = (f"the sensor's timestamps say {estimate:.2f} Hz but the source is {how} {self.nominal:g} Hz: "
+                   f"the stream would be time-stretched; set source.rate_hz (--rate-hz) to the sensor's rate, or "
+                   f"source.rate_check = \"warn\" to run anyway")
+        if self.policy == "refuse":
+            self.refused = message
+            raise RateMismatch(message)
+        if self.counters.rate_mismatches in (1, 10, 100) or self.counters.rate_mismatches % 1000 == 0:
+            log.warning("%s (%d time(s))", message, self.counters.rate_mismatches)

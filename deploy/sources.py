@@ -109,7 +109,9 @@ class ReplaySource(Source):
     """Replay a recording file (any layout `deploy.recording.read_recording` reads: CSV or npz).
 
     `realtime=True` paces chunks by the wall clock (`speed` x real time); otherwise as fast as the pipeline takes them.
-    Timestamps are `start_s + i / rate_hz` (file time columns differ between layouts; the sample index does not).
+    Timestamps honour the file's time column (`replay_times`: in samples for the Kaggle layouts, in the mapping's
+    unit otherwise), so a gap in it is a gap for the intake (interpolated or a reset, as live); without one they are
+    `start_s + i / rate_hz`.
     """
     name = "replay"
     live = False
@@ -129,8 +131,8 @@ class ReplaySource(Source):
                 f"{'x%g real time' % self.speed if self.realtime else 'as fast as possible'})")
 
     def run(self, emit, stop) -> None:
-        acc, rate = self.recording.acc, self.recording.rate_hz
-        t_all = self.start_s + np.arange(len(acc)) / rate
+        acc = self.recording.acc
+        t_all = self.start_s + replay_times(self.recording)
         wall0 = time.monotonic()
         for i in range(0, len(acc), self.chunk):
             if stop.is_set():
@@ -141,6 +143,16 @@ class ReplaySource(Source):
                 while (wait := due - time.monotonic()) > 0 and not stop.is_set():
                     time.sleep(min(wait, POLL_S))
             emit(Chunk(t_all[i:j], acc[i:j], time.monotonic()))
+
+
+def replay_times(rec) -> np.ndarray:
+    """Seconds from the first sample, from the recording's time column when it has one (else the sample index)."""
+    if rec.time is None or len(rec.time) != rec.n_samples:
+        return np.arange(rec.n_samples) / rec.rate_hz
+    time = np.asarray(rec.time, dtype=np.float64)
+    unit = str(rec.meta.get("time_unit", "samples")) if isinstance(rec.meta, dict) else "samples"
+    scale = {"s": 1.0, "ms": 1e-3}.get(unit, 1.0 / rec.rate_hz)
+    return (time - time[0]) * scale
 
 
 class StdinSource(Source):

@@ -303,11 +303,11 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
     w = wire(config)
     port = int(config["log"]["metrics_port"] or 0)
     metrics = serve_metrics(w.counters, port) if port else None
+    reopen_sinks.append(lambda: _reopen(w))
     log.info("fog-daemon ready: bundle %s, engine %s (%s), source %s, hop %d samples, look-ahead %s",
              w.bundle.folder, w.engine.backend, getattr(w.engine, "precision", "?"), w.source.describe(),
              w.pipeline.hop, "full" if w.lookahead_samples is None else f"{w.pipeline.keep} samples")
     sd_notify("READY=1")
-    reopen_sinks.append(lambda: _reopen(w))
     feed = start_source(w, config, stop)
     loop(w, config, stop, max_seconds)
     final = drain(w, stop)

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deploy.blocks import BLOCK_ROWS, open_replay
 from deploy.errors import FogError
 from deploy.lazy import lazy_import, require
-from deploy.recording import read_recording
 
 serial = lazy_import("serial", "serial", "the serial source", package="pyserial")
 pylsl = lazy_import("pylsl", "lsl", "the Lab Streaming Layer source")
@@ -118,7 +118,9 @@ class ReplaySource(Source):
 
     def __init__(self, path, layout=None, realtime=False, speed=1.0, chunk_s=None, start_s=0.0, recording=None,
                  **kw):
-        self.recording = recording if recording is not None else read_recording(path, layout=layout)
+        # a long CSV is read a block at a time (deploy.blocks): memory does not grow with the file
+        self.recording, self.blocks = (recording, iter([recording])) if recording is not None \
+            else open_replay(path, layout=layout)
         super().__init__(units=self.recording.units, rate_hz=self.recording.rate_hz)
         self.path, self.realtime, self.speed, self.start_s = path, realtime, float(speed), float(start_s)
         # a sensor's packet in real time; bigger chunks when as fast as possible (fewer queue hand-overs)
@@ -127,32 +129,38 @@ class ReplaySource(Source):
 
     def describe(self) -> str:
         rec = self.recording
-        return (f"replay {self.path or 'recording'} ({rec.n_samples} samples at {rec.rate_hz:g} Hz, {rec.units}, "
+        size = "in blocks" if rec.n_samples >= BLOCK_ROWS else f"{rec.n_samples} samples"
+        return (f"replay {self.path or 'recording'} ({size} at {rec.rate_hz:g} Hz, {rec.units}, "
                 f"{'x%g real time' % self.speed if self.realtime else 'as fast as possible'})")
 
     def run(self, emit, stop) -> None:
-        acc = self.recording.acc
-        t_all = self.start_s + replay_times(self.recording)
-        wall0 = time.monotonic()
-        for i in range(0, len(acc), self.chunk):
-            if stop.is_set():
-                return
-            j = min(i + self.chunk, len(acc))
-            if self.realtime:
-                due = wall0 + (t_all[j - 1] - self.start_s) / self.speed
-                while (wait := due - time.monotonic()) > 0 and not stop.is_set():
-                    time.sleep(min(wait, POLL_S))
-            emit(Chunk(t_all[i:j], acc[i:j], time.monotonic()))
+        wall0, origin, done = time.monotonic(), None, 0
+        for rec in self.blocks:
+            t_all, origin = replay_times(rec, origin, done)
+            t_all += self.start_s
+            done += rec.n_samples
+            for i in range(0, rec.n_samples, self.chunk):
+                if stop.is_set():
+                    return
+                j = min(i + self.chunk, rec.n_samples)
+                if self.realtime:
+                    due = wall0 + (t_all[j - 1] - self.start_s) / self.speed
+                    while (wait := due - time.monotonic()) > 0 and not stop.is_set():
+                        time.sleep(min(wait, POLL_S))
+                emit(Chunk(t_all[i:j], rec.acc[i:j], time.monotonic()))
 
 
-def replay_times(rec) -> np.ndarray:
-    """Seconds from the first sample, from the recording's time column when it has one (else the sample index)."""
+def replay_times(rec, origin: float | None = None, done: int = 0) -> tuple[np.ndarray, float | None]:
+    """(seconds of each sample, origin) for a recording or a block of one: from its time column when it has one
+    (in samples for the Kaggle layouts, else in the mapping's unit; `origin` is the first block's first value),
+    else from the sample index (`done` samples came in earlier blocks)."""
     if rec.time is None or len(rec.time) != rec.n_samples:
-        return np.arange(rec.n_samples) / rec.rate_hz
-    time = np.asarray(rec.time, dtype=np.float64)
+        return (done + np.arange(rec.n_samples)) / rec.rate_hz, origin
+    time_col = np.asarray(rec.time, dtype=np.float64)
+    origin = float(time_col[0]) if origin is None else origin
     unit = str(rec.meta.get("time_unit", "samples")) if isinstance(rec.meta, dict) else "samples"
     scale = {"s": 1.0, "ms": 1e-3}.get(unit, 1.0 / rec.rate_hz)
-    return (time - time[0]) * scale
+    return (time_col - origin) * scale, origin
 
 
 class StdinSource(Source):

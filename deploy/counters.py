@@ -27,6 +27,7 @@ class Counters:
         self.gaps_filled = 0
         self.resets = 0              # long gaps: the window restarted
         self.source_restarts = 0     # live source reopened after a failure (source.on_end = "reconnect")
+        self.aborted_onsets = 0      # onsets a killed previous run never ended, closed at this start
         self.clock_resets = 0        # the sensor's clock went back: a new segment
         self.rate_mismatches = 0     # rate estimates from timestamps that disagree with the nominal rate
         self.rate_estimate_hz = None  # the latest such estimate (live sources)
@@ -97,7 +98,7 @@ class Counters:
         return {"uptime_s": round(time.monotonic() - self.started, 3), "received": received,
                 "accepted": self.accepted, "dropped": dropped, "dropped_total": sum(dropped.values()),
                 "interpolated": self.interpolated, "gaps_filled": self.gaps_filled, "resets": self.resets,
-                "clock_resets": self.clock_resets, "source_restarts": self.source_restarts, "rate_mismatches": self.rate_mismatches,
+                "clock_resets": self.clock_resets, "aborted_onsets": self.aborted_onsets, "source_restarts": self.source_restarts, "rate_mismatches": self.rate_mismatches,
                 "rate_estimate_hz": self.rate_estimate_hz, "sink_failures": dict(self.sink_failures),
                 "sink_dropped": dict(self.sink_dropped), "unscored": self.unscored, "hops_run": self.hops_run,
                 "hops_skipped_behind": self.hops_skipped_behind, "events": self.events, "silences": self.silences,

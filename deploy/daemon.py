@@ -29,6 +29,7 @@ from deploy.engines import open_engine
 from deploy.errors import FogError
 from deploy.feed import END, Feed
 from deploy.intake import RateMismatch, RateWatch
+from deploy.onsets import OpenOnsets
 from deploy.preprocess import PreprocessSpec
 from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_interval_s
 from deploy.sinks import event_message, open_sink, probs_message
@@ -168,9 +169,9 @@ class Wiring:
     failure: str | None = None               # why the run failed (exit 1), None while all is well
 
 
-def _sink_callbacks(sinks, classes, counters):
-    """(on_event, on_probs) for the pipeline: every message to every sink, each sink's failures in the counters;
-    on_probs None when no sink wants probs."""
+def _sink_callbacks(sinks, classes, counters, onsets: OpenOnsets | None):
+    """(deliver, on_event, on_probs): every message to every sink, each sink's failures in the counters, open
+    onsets in the state file; on_probs None when no sink wants probs."""
     def deliver(message):
         for sink in sinks:
             failed = sink.failures
@@ -180,11 +181,23 @@ def _sink_callbacks(sinks, classes, counters):
 
     def on_event(kind, event, decided_s):
         log.info("%s %s onset %.2f s peak %.2f", kind, event.cls, event.onset_s, event.peak)
-        deliver(event_message(kind, event, decided_s))
+        message = event_message(kind, event, decided_s)
+        if onsets is not None:
+            onsets.update(kind, message)
+        deliver(message)
 
     def on_probs(t0, probs, rate):
         deliver(probs_message(t0, probs, rate, classes))
-    return on_event, (on_probs if any(s.want_probs for s in sinks) else None)
+    return deliver, on_event, (on_probs if any(s.want_probs for s in sinks) else None)
+
+
+def _close_leftover_onsets(onsets: OpenOnsets | None, deliver, counters) -> None:
+    """After a SIGKILL: the previous run's open onsets are closed explicitly (`aborted`) before anything else."""
+    for message in onsets.leftover() if onsets is not None else []:
+        log.warning("closing an onset the previous run never ended: %s at %.2f s", message["class"],
+                    message["onset_s"])
+        counters.aborted_onsets += 1
+        deliver(message)
 
 
 def wire(config: dict) -> Wiring:
@@ -201,7 +214,9 @@ def wire(config: dict) -> Wiring:
     sinks = [open_sink(s["kind"], **{k: v for k, v in s.items() if k != "kind"}) for s in config["sinks"]]
     counters = Counters()
     st = config["stream"]
-    on_event, on_probs = _sink_callbacks(sinks, bundle.classes, counters)
+    onsets = OpenOnsets(st["state_file"]) if st.get("state_file") else None
+    deliver, on_event, on_probs = _sink_callbacks(sinks, bundle.classes, counters, onsets)
+    _close_leftover_onsets(onsets, deliver, counters)
     stream = StreamSettings(source_units=source.units, source_rate_hz=source.rate_hz,
                             hop_samples=settings["hop_samples"], lookahead_samples=settings["lookahead_samples"],
                             events=settings["events"], live=source.live, max_gap_s=st["max_gap_s"],

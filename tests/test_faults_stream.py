@@ -207,3 +207,37 @@ def test_sighup_reopens_file_sinks_and_keeps_running(bundle, env, tmp_path):
     assert proc.returncode == 0 and "SIGHUP" in stderr and out.exists(), stderr[-2000:]
     c = final_counters(stderr)
     assert c["balanced"] and c["accepted"] == 640
+
+
+# ------------------------------------------------------------------ SIGKILL: open onsets are closed at the next start
+
+def test_sigkill_leaves_an_onset_that_the_next_start_closes(env, tmp_path):
+    import json
+
+    from tests.helpers_bundle import CLASSES
+
+    bundle = make_bundle(tmp_path / "ev", events={
+        "hop_s": 0.5, "lookahead_s": 0.5, "smoothing_s": 0.25, "on": {c: 0.52 for c in CLASSES},
+        "off": {c: 0.45 for c in CLASSES}, "min_duration_s": 0.5, "refractory_s": 0.5})
+    state = tmp_path / "state" / "open_onsets.json"
+    argv = [sys.executable, "-m", "deploy", str(bundle), "--stdin", "--set", f'stream.state_file="{state}"',
+            "--log-level", "warning"]
+    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        proc.stdin.write(lines(64.0, 3))
+        proc.stdin.flush()
+        onset = proc.stdout.readline()                 # the pipe stays open: the episode is going on
+        assert '"type":"onset"' in onset
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    left = json.loads(state.read_text())
+    assert json.loads(onset)["class"] in left
+    again = subprocess.run(argv, env=env, cwd=REPO, input="", capture_output=True, text=True, timeout=60)
+    c = clean(again)
+    first = json.loads(again.stdout.splitlines()[0])
+    assert first["type"] == "aborted" and first["class"] == json.loads(onset)["class"] and first["offset_s"] is None
+    assert c["aborted_onsets"] == len(left) and json.loads(state.read_text()) == {}

@@ -27,6 +27,7 @@ class Counters:
         self.gaps_filled = 0
         self.resets = 0              # long gaps: the window restarted
         self.source_restarts = 0     # live source reopened after a failure (source.on_end = "reconnect")
+        self.kernel_dropped_datagrams = 0   # UDP datagrams the kernel dropped (buffer full): never received
         self.aborted_onsets = 0      # onsets a killed previous run never ended, closed at this start
         self.clock_resets = 0        # the sensor's clock went back: a new segment
         self.rate_mismatches = 0     # rate estimates from timestamps that disagree with the nominal rate
@@ -48,6 +49,10 @@ class Counters:
             self.received += n
             if rejected:
                 self.dropped.update(rejected)
+
+    def lost_before_receipt(self, datagrams: int) -> None:
+        with self._lock:
+            self.kernel_dropped_datagrams += datagrams
 
     def drop(self, reason: str, n: int = 1, *, received: bool = False) -> None:
         with self._lock:
@@ -98,7 +103,8 @@ class Counters:
         return {"uptime_s": round(time.monotonic() - self.started, 3), "received": received,
                 "accepted": self.accepted, "dropped": dropped, "dropped_total": sum(dropped.values()),
                 "interpolated": self.interpolated, "gaps_filled": self.gaps_filled, "resets": self.resets,
-                "clock_resets": self.clock_resets, "aborted_onsets": self.aborted_onsets, "source_restarts": self.source_restarts, "rate_mismatches": self.rate_mismatches,
+                "clock_resets": self.clock_resets, "aborted_onsets": self.aborted_onsets,
+                "kernel_dropped_datagrams": self.kernel_dropped_datagrams, "source_restarts": self.source_restarts, "rate_mismatches": self.rate_mismatches,
                 "rate_estimate_hz": self.rate_estimate_hz, "sink_failures": dict(self.sink_failures),
                 "sink_dropped": dict(self.sink_dropped), "unscored": self.unscored, "hops_run": self.hops_run,
                 "hops_skipped_behind": self.hops_skipped_behind, "events": self.events, "silences": self.silences,

@@ -29,6 +29,8 @@ class Feed:
         self.failure: str | None = None
 
     def emit(self, chunk) -> None:
+        if chunk.lost_datagrams:   # lost in the kernel before they reached us (UDP): counted, in datagrams
+            self.counters.lost_before_receipt(chunk.lost_datagrams)
         if self.source.live:
             try:
                 self.inbox.put_nowait(chunk)

@@ -41,6 +41,7 @@ class Chunk:
     acc: np.ndarray               # (k, 3) float64, source units
     arrival: float = 0.0          # time.monotonic() when it arrived
     rejected: dict = field(default_factory=dict)  # reason -> samples that could not be parsed
+    lost_datagrams: int = 0       # UDP: datagrams the kernel dropped (receive buffer full) before this one
 
     @property
     def received(self) -> int:
@@ -187,11 +188,16 @@ class StdinSource(Source):
 class UdpSource(Source):
     name = "udp"
 
-    def __init__(self, host="127.0.0.1", port=5005, **kw):
+    def __init__(self, host="127.0.0.1", port=5005, rcvbuf=1 << 20, **kw):
         super().__init__(**kw)
         self.host, self.port = host, int(port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(rcvbuf))
+        # Linux counts the datagrams it dropped for a full receive buffer and hands the count over with each one
+        self.overflow = hasattr(socket, "SO_RXQ_OVFL") or sys.platform.startswith("linux")
+        if self.overflow:
+            self.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RXQ_OVFL", 40), 1)
+        self.dropped_so_far = 0
         try:
             self.sock.bind((self.host, self.port))
         except OSError as exc:
@@ -203,14 +209,32 @@ class UdpSource(Source):
     def describe(self) -> str:
         return f"udp {self.host}:{self.port}"
 
-    def _receive(self) -> bytes | None:
+    def _receive(self) -> tuple[bytes | None, int]:
+        """(datagram or None, datagrams the kernel dropped since the last one)."""
         try:
-            return self.sock.recv(MAX_DATAGRAM)
+            data, ancillary, _, _ = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(4))
         except socket.timeout:
-            return None
+            return None, 0
+        lost = 0
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == getattr(socket, "SO_RXQ_OVFL", 40) and len(value) >= 4:
+                total = int.from_bytes(value[:4], sys.byteorder)
+                lost, self.dropped_so_far = (total - self.dropped_so_far) % (1 << 32), total
+        return data, lost
 
     def run(self, emit, stop) -> None:
-        pump_bytes(self._receive, emit, stop, self.sock.close)
+        lost = 0
+        try:
+            while not stop.is_set():
+                data, dropped = self._receive()
+                lost += dropped
+                if data:
+                    chunk = parse_bytes(data)
+                    chunk.lost_datagrams, lost = lost, 0
+                    if chunk.received or chunk.lost_datagrams:
+                        emit(chunk)
+        finally:
+            self.sock.close()
 
 
 class SerialSource(Source):

@@ -110,7 +110,7 @@ SOURCE = {
     "replay": {"path": text(), "layout": text(optional=True), "realtime": flag, "speed": number(0, 1000, above=True),
                "chunk_s": number(0.001, 60, optional=True), "start_s": number()},
     "stdin": {},
-    "udp": {"host": text(), "port": PORT},
+    "udp": {"host": text(), "port": PORT, "rcvbuf": number(4096, 1 << 28, integer=True)},
     "serial": {"device": text(), "baud": number(50, 10_000_000, integer=True)},
     "lsl": {"stream_name": text(optional=True), "stream_type": text(), "channels": channels,
             "resolve_s": number(0, 3600, above=True)},

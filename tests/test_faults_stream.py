@@ -241,3 +241,36 @@ def test_sigkill_leaves_an_onset_that_the_next_start_closes(env, tmp_path):
     first = json.loads(again.stdout.splitlines()[0])
     assert first["type"] == "aborted" and first["class"] == json.loads(onset)["class"] and first["offset_s"] is None
     assert c["aborted_onsets"] == len(left) and json.loads(state.read_text()) == {}
+
+
+def test_udp_datagrams_the_kernel_drops_are_counted():
+    import queue
+    import socket
+    import threading
+
+    from deploy.counters import Counters
+    from deploy.feed import Feed
+    from deploy.sources import UdpSource
+
+    source = UdpSource(port=0, rcvbuf=4096, rate_hz=64.0)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = 3000
+    for i in range(sent):                                      # a burst the small buffer cannot hold
+        sender.sendto(f"{i / 64:.6f},-1,0,0".encode(), ("127.0.0.1", source.port))
+    counters, inbox, stop = Counters(), queue.Queue(maxsize=100_000), threading.Event()
+    feed = Feed(source, inbox, counters, stop)
+    thread = feed.start()
+    time.sleep(0.5)
+    # the kernel hands its drop count over with the next datagram it queues: the stream goes on
+    sender.sendto(f"{sent / 64:.6f},-1,0,0".encode(), ("127.0.0.1", source.port))
+    sent += 1
+    sender.close()
+    time.sleep(0.5)
+    stop.set()
+    thread.join(timeout=5)
+    received = 0
+    while not inbox.empty():
+        item = inbox.get()
+        received += getattr(item, "received", 0)
+    assert counters.kernel_dropped_datagrams > 0
+    assert received + counters.kernel_dropped_datagrams == sent

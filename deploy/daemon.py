@@ -306,6 +306,8 @@ def drain(w: Wiring, stop: threading.Event) -> dict:
     w.pipeline.end_segment()
     for sink in w.sinks:
         sink.close()
+        if sink.failures:   # also what a sink found undelivered as it closed
+            w.counters.sink_failures[sink.label] = sink.failures
     w.engine.close()
     snapshot = w.counters.snapshot()
     snapshot["balanced"] = w.counters.balanced()

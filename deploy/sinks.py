@@ -144,14 +144,16 @@ class MqttSink(Sink):
     name = "mqtt"
 
     def __init__(self, host="127.0.0.1", port=1883, topic="fog", probs=False, client_id=None, keepalive=30,
-                 max_queued=1000, connect_timeout_s=5.0):
+                 max_queued=1000, connect_timeout_s=5.0, reconnect_max_s=30):
         super().__init__(probs)
         require(mqtt)
         self.topic = topic.rstrip("/")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"fog-daemon-{id(self)}")
         self.client.max_queued_messages_set(max_queued)
-        self.client.reconnect_delay_set(1, 30)
+        self.client.reconnect_delay_set(1, max(1, int(reconnect_max_s)))
         self.where = f"{host}:{port}/{self.topic}"
+        self.unacked: set[int] = set()   # QoS 1 events the broker has not acknowledged yet
+        self.client.on_publish = lambda client, userdata, mid, *rest: self.unacked.discard(mid)
         # in the background: a broker down at start never stops the daemon; paho retries and queues meanwhile
         self.client.connect_async(host, int(port), keepalive)
         self.client.loop_start()
@@ -168,18 +170,25 @@ class MqttSink(Sink):
     def _send(self, text, kind):
         sub, qos = ("probs", 0) if kind == "probs" else ("events", 1)
         info = self.client.publish(f"{self.topic}/{sub}", text, qos=qos)
+        if qos == 1 and info.rc in (0, mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN):
+            self.unacked.add(info.mid)
         if info.rc == 0 or (qos == 1 and info.rc == mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN):
             return   # sent, or an event kept in paho's bounded queue until the broker is back
         raise FogError(f"publish failed (paho rc {info.rc}: {'queue full' if qos else 'not connected'})")
 
-    def close(self):
+    def close(self, timeout_s: float = 2.0):
+        """Wait (bounded) for the broker to acknowledge every event; those it never did are counted as failures."""
         try:
-            deadline = time.monotonic() + 2.0
-            while self.client.want_write() and time.monotonic() < deadline:
+            deadline = time.monotonic() + timeout_s
+            while (self.unacked or self.client.want_write()) and time.monotonic() < deadline:
                 time.sleep(0.02)
             self.client.disconnect()
         finally:
             self.client.loop_stop()
+        if self.unacked:
+            self.failures += len(self.unacked)
+            log.warning("sink %s: %d event(s) never acknowledged by the broker at exit", self.label,
+                        len(self.unacked))
 
 
 SINKS = {"jsonl": JsonLinesSink, "udp": UdpSink, "mqtt": MqttSink}

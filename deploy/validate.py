@@ -126,7 +126,8 @@ SINK = {"jsonl": {"path": text()},
         "udp": {"host": text(), "port": number(1, 65535, integer=True)},
         "mqtt": {"host": text(), "port": number(1, 65535, integer=True), "topic": text(),
                  "client_id": text(optional=True), "keepalive": number(1, 3600, integer=True),
-                 "max_queued": number(1, 1_000_000, integer=True), "connect_timeout_s": number(0, 600)}}
+                 "max_queued": number(1, 1_000_000, integer=True), "connect_timeout_s": number(0, 600),
+                 "reconnect_max_s": number(1, 3600)}}
 SINK_COMMON = {"kind": choice(*SINK), "probs": flag}
 LOG = {"level": choice("debug", "info", "warning", "error"), "format": choice("json", "text"),
        "status_interval_s": number(0, 86400), "metrics_port": PORT}

@@ -75,6 +75,11 @@ class Counters:
         data = (self._latency if which == "latency" else self._engine)[:n]
         return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(data, qs))}
 
+    def settled(self) -> int:
+        """Samples accepted or dropped so far (received minus those still on their way)."""
+        with self._lock:
+            return self.accepted + sum(self.dropped.values())
+
     def balanced(self) -> bool:
         with self._lock:
             return self.received == self.accepted + sum(self.dropped.values())

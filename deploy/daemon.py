@@ -347,6 +347,7 @@ def _reopen(w: Wiring) -> None:
 def _process(chunk, w: Wiring, stop: threading.Event) -> None:
     counters, pipeline = w.counters, w.pipeline
     counters.receive(chunk.received, chunk.rejected)
+    settled = counters.settled()
     try:
         if w.rate_watch is not None:
             w.rate_watch.check(chunk.t)
@@ -357,11 +358,13 @@ def _process(chunk, w: Wiring, stop: threading.Event) -> None:
             w.failure = str(exc)
             log.error("stopping: %s", exc)
         stop.set()
-    except FogError as exc:
-        log.error("chunk rejected: %s", exc)
-    except Exception:  # a bug must not stop the patient's detector; it is logged with its traceback
-        log.exception("pipeline error; the window restarts")
-        pipeline.end_segment()
+    except Exception as exc:  # never stops the patient's detector; what the chunk lost is counted
+        if isinstance(exc, FogError):
+            log.error("chunk rejected: %s", exc)
+        else:  # a bug: logged with its traceback
+            log.exception("pipeline error; the window restarts")
+            pipeline.end_segment()
+        counters.drop("pipeline_error", max(0, settled + len(chunk.t) - counters.settled()))
 
 
 def main(argv=None, prog: str = "fog-daemon") -> int:

@@ -2,6 +2,7 @@
 The daemon never stops for its sink; every event message is delivered (paho's bounded QoS 1 queue) or counted."""
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -22,7 +23,10 @@ mqtt = pytest.importorskip("paho.mqtt.client")
 class Broker:
     def __init__(self, port, folder):
         self.port, self.conf, self.proc = port, folder / "mosquitto.conf", None
-        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # persistence: the subscriber's session (and the events queued for it) survives a broker restart
+        # (`user`: mosquitto started as root would switch to the user 'mosquitto', who cannot write `folder`)
+        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                             f"persistence_location {folder}/\nuser {getpass.getuser()}\n")
 
     def start(self):
         import socket
@@ -37,19 +41,21 @@ class Broker:
                 time.sleep(0.05)
         raise AssertionError("mosquitto did not listen within 10 s")
 
-    def kill(self):
+    def stop(self, hard=False):
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.kill() if hard else self.proc.terminate()
             self.proc.wait(timeout=5)
 
 
 class Subscriber:
-    """Connects and subscribes at once (blocking), right after the broker starts: before the daemon's next retry."""
+    """A persistent session (clean_session off, QoS 1): subscribed once, right after the broker first starts (before
+    the daemon's next retry), it gets every event, also those published while it was reconnecting."""
 
     def __init__(self, port, events, lock):
         self.events, self.lock = events, lock
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fault-sub-{time.monotonic()}")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fault-sub", clean_session=False)
         self.client.on_message = self._message
+        self.client.reconnect_delay_set(1, 1)
         self.client.connect("127.0.0.1", port)
         self.client.subscribe("fog/events", qos=1)
         self.client.loop_start()
@@ -94,24 +100,23 @@ def test_broker_down_at_start_then_killed_and_restarted(tmp_path):
         subs.append(Subscriber(port, events, lock))
         first = subs[-1].wait_for(1)
         assert first > 0                                       # the queued events arrive once the broker is up
-        broker.kill()                                          # killed while the daemon runs
+        broker.stop()                                          # stopped while the daemon runs
         proc.stdin.write(lines(64.0, 20, t0=20.0))
         proc.stdin.flush()
         time.sleep(1.0)
         broker.start()
-        subs.append(Subscriber(port, events, lock))
         proc.stdin.write(lines(64.0, 5, t0=40.0))
         proc.stdin.close()
         proc.wait(timeout=30)
         stdout, stderr = proc.stdout.read(), proc.stderr.read()
         emitted = [json.loads(line) for line in stdout.splitlines() if '"type":"' in line]
-        subs[-1].wait_for(len(emitted), timeout=5)
+        subs[-1].wait_for(len(emitted), timeout=8)
     finally:
         if proc.poll() is None:
             proc.kill()
         for sub in subs:
             sub.close()
-        broker.kill()
+        broker.stop(hard=True)
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
     c = final_counters(stderr)
     failures = c["sink_failures"].get(f"mqtt:127.0.0.1:{port}/fog", 0)

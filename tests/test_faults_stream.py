@@ -274,3 +274,20 @@ def test_udp_datagrams_the_kernel_drops_are_counted():
         received += getattr(item, "received", 0)
     assert counters.kernel_dropped_datagrams > 0
     assert received + counters.kernel_dropped_datagrams == sent
+
+
+def test_a_chunk_the_pipeline_fails_on_is_counted(bundle):
+    import threading
+
+    from deploy.config import build_config
+    from deploy.daemon import _process, wire
+    from deploy.sources import parse_lines
+
+    w = wire(build_config(None, [{"bundle": str(bundle)}]))
+    chunk = parse_lines(lines(64.0, 1).splitlines())
+
+    def broken(_):
+        raise RuntimeError("a bug")
+    w.pipeline.push = broken
+    _process(chunk, w, threading.Event())
+    assert w.counters.dropped["pipeline_error"] == 64 and w.counters.balanced()

@@ -6,9 +6,10 @@ Rules (P = 1 / nominal source rate; each dropped sample is counted under its rea
   closer than P/2 to it: dropped `too_close` (a burst that does not fit the sensor's rate);
 - a gap (dt > 1.5 P) up to `max_gap_s`: the missing samples are interpolated linearly and counted as
   `interpolated` (flagged, never as received); a longer gap ends the segment (`reset`): the window restarts;
-- a timestamp more than `max_gap_s` before the previous one is a sensor clock reset (a restarted sensor counts from
-  zero again): the segment ends and a new one starts at it (`clock_resets`, logged), instead of every later sample
-  being dropped as out of order.
+- two samples in a row more than `max_gap_s` before the last accepted one, the second following the first, are a
+  sensor clock reset (a restarted sensor counts from zero again): the first is dropped `out_of_order`, the segment
+  ends and a new one starts at the second (`clock_resets`, logged), instead of every later sample being dropped as
+  out of order. A single stray sample stays `out_of_order`.
 Samples are then placed on the segment's grid (sample i at t_first + i P): jitter below P/2 is absorbed.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Intake:
         self.max_gap_s = float(max_gap_s)
         self.last_t: float | None = None
         self.last_x = np.zeros(3)            # the last accepted sample (meaningful once last_t is set)
+        self.behind: float | None = None     # a sample far behind last_t: a stray, or the first after a clock reset
         self._dt = np.zeros(64)              # scratch for the common case, grows to the largest chunk
 
     def push(self, t: np.ndarray, acc: np.ndarray) -> list:
@@ -40,7 +42,7 @@ class Intake:
             return []
         if self._clean(t, acc):  # the common case, vectorized and without allocation
             self.counters.accepted += len(t)
-            self.last_t = float(t[-1])
+            self.last_t, self.behind = float(t[-1]), None
             np.copyto(self.last_x, acc[-1])
             return [(float(t[0]), acc)]
         return self._slow(t, acc)
@@ -63,6 +65,20 @@ class Intake:
                 return False
         return True
 
+    def _clock_reset(self, ti: float, dt: float) -> bool:
+        """A sample more than max_gap_s back is a stray (out of order) unless the one before it was such a sample
+        too and this one follows it: then the sensor's clock was reset, and a new segment starts here."""
+        if dt >= -self.max_gap_s:
+            return False
+        if self.behind is not None and 0 < ti - self.behind <= self.max_gap_s:
+            self.counters.clock_resets += 1
+            log.warning("sensor clock went back %.3f s (from %.3f to %.3f s): a new segment starts",
+                        -dt, self.last_t, ti)
+            self.last_t = self.behind = None
+            return True
+        self.behind = ti
+        return False
+
     def _slow(self, t, acc) -> list:
         pieces, run_t, run = [], None, []
 
@@ -81,16 +97,12 @@ class Intake:
                 if dt == 0:
                     self.counters.drop("duplicate")
                     continue
-                if dt < -self.max_gap_s:
-                    close_run()
-                    pieces.append(RESET)
-                    self.counters.clock_resets += 1
-                    log.warning("sensor clock went back %.3f s (from %.3f to %.3f s): a new segment starts",
-                                -dt, self.last_t, ti)
-                    self.last_t = None
-                elif dt < 0:
+                if dt < 0 and not self._clock_reset(ti, dt):
                     self.counters.drop("out_of_order")
                     continue
+                if dt < 0:
+                    close_run()
+                    pieces.append(RESET)
                 if self.last_t is not None and dt < 0.5 * self.period:
                     self.counters.drop("too_close")
                     continue
@@ -110,6 +122,7 @@ class Intake:
                         self.counters.resets += 1
                         log.warning("gap of %.3f s in the sensor stream (limit %.3f s): window restarted",
                                     dt, self.max_gap_s)
+            self.behind = None
             if run_t is None:
                 run_t = float(ti)
             run.append(np.array(xi, dtype=np.float64))

@@ -130,8 +130,7 @@ def test_stdin_fault_injection_accounts_for_every_sample(bundle_dir, no_torch_en
         lines.append(f"{t:.6f},-1.0,{0.1 * (i % 7)},0.05")
         good += 1
     faults = ["garbage line", "x,y,z,w", "1.0,2.0", f"{t + 0.01},nan,0,0", f"{t + 0.012},inf,0,0", f"{t},-1,0,0",
-              f"{t - 0.1},-1,0,0", "", "# a comment", "1,2,3,4,5"]
-    # (t - 0.1: out of order; more than max_gap_s back would be a clock reset, tests/test_faults_stream.py)
+              f"{t - 1.0},-1,0,0", "", "# a comment", "1,2,3,4,5"]
     # a short gap (interpolated), then a long gap (window restarts), then more good samples
     t_short = t + 4 / rate
     t_long = t_short + 5.0

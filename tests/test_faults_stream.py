@@ -72,7 +72,8 @@ def test_rate_check_warn_counts_and_runs(bundle, env):
 
 def test_clock_reset_starts_a_new_segment(bundle, env):
     c = clean(daemon([bundle, "--stdin", "--log-level", "warning"], env, input=lines(64.0, 10) + lines(64.0, 10)))
-    assert c["clock_resets"] == 1 and c["accepted"] == 1280 and c["dropped_total"] == 0
+    # the first sample after the reset is dropped (it could be a stray); the second confirms the reset
+    assert c["clock_resets"] == 1 and c["accepted"] == 1279 and c["dropped"] == {"out_of_order": 1}
 
 
 def test_replay_honours_the_time_column(bundle, env, tmp_path):

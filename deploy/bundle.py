@@ -83,7 +83,7 @@ def verify_manifest(folder, manifest: dict) -> list[str]:
         problems.append(f"{MANIFEST}: no bundle digest (exported before digests, or stripped); re-export the bundle")
     elif recorded != bundle_digest(manifest):
         problems.append(f"{MANIFEST}: changed after export (its digest {str(recorded)[:23]} does not match its "
-                        f"content {bundle_digest(manifest)[:23]}); re-export the bundle or copy it again intact")
+                        f"content {bundle_digest(manifest)[:23]})")
     listed = manifest.get("files")
     if not isinstance(listed, dict) or not isinstance(manifest.get("models"), dict):
         return problems + [f"{MANIFEST}: 'files' and 'models' must be tables; re-export the bundle"]

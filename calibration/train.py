@@ -164,6 +164,17 @@ class _Progress:
             print("\r" + text + " " * 10, file=self.stream, flush=True)
 
 
+def _load_resumable(path: Path) -> dict:
+    """last.pt holds only tensors and plain containers (state and config go through JSON when saved), so it loads with
+    weights_only=True: a crafted file in a run folder cannot run code on --resume."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError (or RuntimeError) for anything beyond plain data
+        raise FogError(f"{path}: not a plain resumable checkpoint ({str(exc).splitlines()[0][:160]}); refusing to "
+                       "load it (it may hold code). Delete it to start afresh, or resume from a run folder this "
+                       "toolkit wrote") from None
+
+
 def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = TrainConfig(),
         out_dir=None, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train `model` (float, or a calibrated QAT variant with quantization on) in place; returns the history.
@@ -192,7 +203,7 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
     state = {"epoch": 0, "best_map": None, "best_epoch": 0, "history": [], "since_best": 0, "seconds": 0.0}
     best_state = None
     if out and resume and (out / "last.pt").exists():
-        saved = torch.load(out / "last.pt", weights_only=False)
+        saved = _load_resumable(out / "last.pt")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
@@ -246,7 +257,8 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
             if improved:
                 torch.save(best_state, out / "best.pt")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "state": state, "config": asdict(config),
+                        "schedule": schedule.state_dict(), "state": json.loads(json.dumps(state)),
+                        "config": json.loads(json.dumps(asdict(config))),
                         "torch_rng": torch.get_rng_state()},
                        out / "last.pt")
             (out / "history.json").write_text(json.dumps(state["history"], indent=1) + "\n")

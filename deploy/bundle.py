@@ -2,6 +2,12 @@
 
 The manifest carries every number the device needs; the daemon is configured from it, never from constants of its
 own. Every file is listed with its sha256, so a changed byte is caught before anything runs.
+
+The bundle digest (`bundle_digest`) is the sha256 of the canonical manifest (sorted keys, no whitespace, without its
+own `digest` field); as the manifest lists every file's sha256, it covers every byte the device acts on. The
+manifest records it, so an edited manifest no longer matches; a deployment pins it (`bundle_digest` in the daemon's
+config) so a bundle re-made by someone else, digest and all, is refused too. Paths in the manifest stay inside the
+bundle: absolute paths, `..` and symlinks that lead out are refused.
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from deploy.contract import MANIFEST, SCHEMA_VERSION
 from deploy.errors import BundleError
 
 REQUIRED_KEYS = ("schema_version", "model", "input", "output", "precision", "models", "files")
+DIGEST_KEY = "digest"
+DIGEST_PREFIX = "sha256:"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -26,28 +34,87 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _bundle_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST)
+
+
+def bundle_digest(manifest: dict) -> str:
+    """'sha256:<hex>' of the canonical manifest without its digest field: covers the manifest and, through its
+    `files` hashes, every file it names."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return DIGEST_PREFIX + hashlib.sha256(text.encode()).hexdigest()
+
+
+def inside(folder: Path, rel) -> Path:
+    """`folder / rel` when `rel` is a relative path that stays in the bundle (symlinks resolved); else BundleError."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel:
+        raise BundleError(f"{folder}: manifest path {rel!r} is not a plain relative path; re-export the bundle")
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts:
+        raise BundleError(f"{folder}: manifest path {rel!r} leaves the bundle (absolute or '..'); refusing it — "
+                          "a bundle names only files inside its own folder; re-export it")
+    path = folder / rel
+    root = folder.resolve()
+    if path.resolve() != root and root not in path.resolve().parents:
+        raise BundleError(f"{folder}: {rel} is a symlink leading out of the bundle (to {path.resolve()}); refusing "
+                          "it — copy the file into the bundle and re-export")
+    return path
 
 
 def write_manifest(folder, manifest: dict) -> dict:
-    """Write `manifest.json` into `folder`, listing every other file there with its sha256 and size."""
+    """Write `manifest.json` into `folder`, listing every other file there (but cache/) with its sha256 and size,
+    and the bundle digest over all of it."""
     folder = Path(folder)
     manifest = dict(manifest)
     manifest.setdefault("schema_version", SCHEMA_VERSION)
+    manifest.pop(DIGEST_KEY, None)
     manifest["files"] = {p.relative_to(folder).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                         for p in _bundle_files(folder)}
+                         for p in _bundle_files(folder) if not p.relative_to(folder).as_posix().startswith("cache/")}
+    manifest[DIGEST_KEY] = bundle_digest(manifest)
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     return manifest
 
 
-def verify_files(folder, manifest: dict) -> list[str]:
-    """Problems found comparing the folder with the manifest's file list (empty when intact)."""
-    folder = Path(folder)
+def verify_manifest(folder, manifest: dict) -> list[str]:
+    """Problems with the manifest itself: its digest, paths leaving the bundle, model files it does not list."""
     problems = []
-    listed = manifest.get("files", {})
+    recorded = manifest.get(DIGEST_KEY)
+    if recorded is None:
+        problems.append(f"{MANIFEST}: no bundle digest (exported before digests, or stripped); re-export the bundle")
+    elif recorded != bundle_digest(manifest):
+        problems.append(f"{MANIFEST}: changed after export (its digest {str(recorded)[:23]} does not match its "
+                        f"content {bundle_digest(manifest)[:23]})")
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or not isinstance(manifest.get("models"), dict):
+        return problems + [f"{MANIFEST}: 'files' and 'models' must be tables; re-export the bundle"]
+    for role, rel in manifest["models"].items():
+        if rel is None:
+            continue
+        try:
+            inside(Path(folder), rel)
+        except BundleError as exc:
+            problems.append(f"models.{role}: {exc}")
+            continue
+        if rel not in listed:
+            problems.append(f"models.{role} = {rel!r} is not listed under files (no sha256 covers it); re-export")
+    return problems
+
+
+def verify_files(folder, manifest: dict) -> list[str]:
+    """Problems found comparing the folder with the manifest (its digest, paths, every file's sha256); empty when
+    intact."""
+    folder = Path(folder)
+    problems = verify_manifest(folder, manifest)
+    listed = manifest.get("files", {}) if isinstance(manifest.get("files"), dict) else {}
     for rel, entry in listed.items():
-        path = folder / rel
-        if not path.is_file():
+        try:
+            path = inside(folder, rel)
+        except BundleError as exc:
+            problems.append(str(exc))
+            continue
+        if not isinstance(entry, dict):
+            problems.append(f"{rel}: manifest entry is not {{sha256, bytes}}; re-export the bundle")
+        elif not path.is_file():
             problems.append(f"{rel}: listed in the manifest but missing")
         elif path.stat().st_size != entry.get("bytes"):
             problems.append(f"{rel}: size {path.stat().st_size} bytes, manifest says {entry.get('bytes')}")
@@ -66,7 +133,8 @@ class Bundle:
     manifest: dict = field(repr=False)
 
     @classmethod
-    def load(cls, folder, verify: bool = True) -> "Bundle":
+    def load(cls, folder, verify: bool = True, expected_digest: str | None = None) -> "Bundle":
+        """Read and (with `verify`) check a bundle; `expected_digest` pins it to the one its owner made."""
         folder = Path(folder)
         path = folder / MANIFEST
         if not path.is_file():
@@ -75,6 +143,8 @@ class Bundle:
             manifest = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{path}: not valid JSON ({exc}); re-export the bundle") from None
+        if not isinstance(manifest, dict):
+            raise BundleError(f"{path}: not a JSON object; re-export the bundle")
         missing = [k for k in REQUIRED_KEYS if k not in manifest]
         if missing:
             raise BundleError(f"{path}: missing keys {missing}; re-export the bundle with this toolkit version")
@@ -86,12 +156,21 @@ class Bundle:
             if problems:
                 raise BundleError(f"{folder}: bundle failed verification, refusing to use it:\n  - "
                                   + "\n  - ".join(problems) + "\nRe-export it, or copy it again intact.")
+        if expected_digest is not None and bundle_digest(manifest) != expected_digest:
+            raise BundleError(f"{folder}: bundle digest {bundle_digest(manifest)} is not the pinned {expected_digest}; "
+                              "refusing it. Deploy the bundle that was pinned, or pin this one's digest (printed by "
+                              "`toolkit export` and `toolkit inspect`) if you made it")
         return cls(folder, manifest)
 
+    @property
+    def digest(self) -> str:
+        return bundle_digest(self.manifest)
+
     def path(self, role: str) -> Path | None:
-        """File of a model role ('fp32', 'fp16', 'int8', 'engine'), or None when the bundle has none."""
+        """File of a model role ('fp32', 'fp16', 'int8', 'engine'), or None when the bundle has none; never a path
+        outside the bundle."""
         rel = self.manifest["models"].get(role)
-        return self.folder / rel if rel else None
+        return inside(self.folder, rel) if rel else None
 
     @property
     def classes(self) -> list[str]:

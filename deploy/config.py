@@ -9,7 +9,7 @@ import copy
 from pathlib import Path
 
 from deploy.contract import DETECTOR_KEYS, EVENT_DEFAULTS
-from deploy.errors import FogError
+from deploy.validate import ConfigError, check_config, nearest, nearest_anywhere
 
 try:
     import tomllib
@@ -18,21 +18,18 @@ except ModuleNotFoundError:  # Python 3.10
 
 DEFAULTS = {
     "bundle": None,
+    "bundle_digest": None,   # pin: the daemon runs only the bundle with this digest (`toolkit inspect` prints it)
     "backend": "auto",
     "precision": None,
     "threads": None,
     "source": {"kind": "stdin", "units": "g", "rate_hz": None},
     "stream": {"hop_s": None, "lookahead_s": None, "max_gap_s": 0.5, "max_behind_s": 1.0, "silence_s": 2.0,
-               "queue_chunks": 1024},
+               "queue_chunks": 1024, "state_file": None},
     "events": {},
     "sinks": [{"kind": "jsonl", "path": "-", "probs": False}],
     "log": {"level": "info", "format": "json", "status_interval_s": 30.0, "metrics_port": 0},
 }
 SECTIONS = ("source", "stream", "events", "log")
-
-
-class ConfigError(FogError):
-    pass
 
 
 def _merge(base: dict, extra: dict, where: str) -> dict:
@@ -48,7 +45,7 @@ def _merge(base: dict, extra: dict, where: str) -> dict:
         elif key in DEFAULTS:
             base[key] = value
         else:
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {sorted(DEFAULTS)})")
+            raise ConfigError(f"{where}: unknown key {key!r} ({nearest_anywhere(key, DEFAULTS)})")
     return base
 
 
@@ -76,7 +73,8 @@ def parse_set(item: str) -> dict:
         return {parts[0]: value}
     if len(parts) == 2 and parts[0] in SECTIONS:
         return {parts[0]: {parts[1]: value}}
-    raise ConfigError(f"--set {item!r}: key must be a top-level key or one of {SECTIONS} followed by .key")
+    raise ConfigError(f"--set {item!r}: key must be a top-level key or one of {SECTIONS} followed by .key"
+                      + (f" ({nearest(parts[0], SECTIONS)})" if len(parts) == 2 else ""))
 
 
 def parse_sink(text: str) -> dict:
@@ -110,7 +108,7 @@ def build_config(toml_path=None, overrides: list[dict] = ()) -> dict:
         _merge(config, extra, "command line")
     if not config["bundle"]:
         raise ConfigError("no bundle given: pass BUNDLE or set bundle = \"...\" in the config file")
-    return config
+    return check_config(config)
 
 
 def stream_settings(config: dict, manifest: dict, rate_hz: float) -> dict:
@@ -120,8 +118,8 @@ def stream_settings(config: dict, manifest: dict, rate_hz: float) -> dict:
     hop_s = stream["hop_s"] if stream["hop_s"] is not None else ev_manifest.get("hop_s", EVENT_DEFAULTS["hop_s"])
     look = stream["lookahead_s"] if stream["lookahead_s"] is not None \
         else ev_manifest.get("lookahead_s", EVENT_DEFAULTS["lookahead_s"])
-    if hop_s is None or float(hop_s) <= 0:
-        raise ConfigError(f"stream.hop_s must be positive, got {hop_s!r}")
+    if not isinstance(hop_s, (int, float)) or isinstance(hop_s, bool) or not 0 < hop_s < float("inf"):
+        raise ConfigError(f"stream.hop_s must be a positive number of seconds, got {hop_s!r}")
     hop = max(1, int(round(float(hop_s) * rate_hz)))
     lookahead = None if look in ("full", None) else max(0, int(round(float(look) * rate_hz)))
     knobs = {k: ev_manifest[k] for k in DETECTOR_KEYS if k in ev_manifest}

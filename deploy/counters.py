@@ -26,6 +26,14 @@ class Counters:
         self.interpolated = 0        # samples synthesised to fill a short gap (flagged, not received)
         self.gaps_filled = 0
         self.resets = 0              # long gaps: the window restarted
+        self.source_restarts = 0     # live source reopened after a failure (source.on_end = "reconnect")
+        self.kernel_dropped_datagrams = 0   # UDP datagrams the kernel dropped (buffer full): never received
+        self.aborted_onsets = 0      # onsets a killed previous run never ended, closed at this start
+        self.clock_resets = 0        # the sensor's clock went back: a new segment
+        self.rate_mismatches = 0     # rate estimates from timestamps that disagree with the nominal rate
+        self.rate_estimate_hz = None  # the latest such estimate (live sources)
+        self.sink_failures: Counter[str] = Counter()   # messages a sink could not deliver, per sink
+        self.sink_dropped: Counter[str] = Counter()    # messages a sink discarded (its buffer full), per sink
         self.unscored = 0            # accepted samples never covered by a full window (segment too short)
         self.hops_run = 0
         self.hops_skipped_behind = 0
@@ -41,6 +49,10 @@ class Counters:
             self.received += n
             if rejected:
                 self.dropped.update(rejected)
+
+    def lost_before_receipt(self, datagrams: int) -> None:
+        with self._lock:
+            self.kernel_dropped_datagrams += datagrams
 
     def drop(self, reason: str, n: int = 1, *, received: bool = False) -> None:
         with self._lock:
@@ -62,6 +74,11 @@ class Counters:
             return {f"p{q}": float("nan") for q in qs}
         data = (self._latency if which == "latency" else self._engine)[:n]
         return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(data, qs))}
+
+    def settled(self) -> int:
+        """Samples accepted or dropped so far (received minus those still on their way)."""
+        with self._lock:
+            return self.accepted + sum(self.dropped.values())
 
     def balanced(self) -> bool:
         with self._lock:
@@ -91,7 +108,10 @@ class Counters:
         return {"uptime_s": round(time.monotonic() - self.started, 3), "received": received,
                 "accepted": self.accepted, "dropped": dropped, "dropped_total": sum(dropped.values()),
                 "interpolated": self.interpolated, "gaps_filled": self.gaps_filled, "resets": self.resets,
-                "unscored": self.unscored, "hops_run": self.hops_run,
+                "clock_resets": self.clock_resets, "aborted_onsets": self.aborted_onsets,
+                "kernel_dropped_datagrams": self.kernel_dropped_datagrams, "source_restarts": self.source_restarts, "rate_mismatches": self.rate_mismatches,
+                "rate_estimate_hz": self.rate_estimate_hz, "sink_failures": dict(self.sink_failures),
+                "sink_dropped": dict(self.sink_dropped), "unscored": self.unscored, "hops_run": self.hops_run,
                 "hops_skipped_behind": self.hops_skipped_behind, "events": self.events, "silences": self.silences,
                 "engine_s": round(self.engine_seconds, 4), "hop_latency_ms": latency, "engine_ms": engine,
                 "rss_mb": round(self.rss_mb()[0], 1), "peak_rss_mb": round(self.rss_mb()[1], 1)}
@@ -119,6 +139,11 @@ class Counters:
         metric("samples_interpolated_total", "counter", "Samples filled in across short gaps.",
                [("", s["interpolated"])])
         metric("window_resets_total", "counter", "Long gaps that restarted the window.", [("", s["resets"])])
+        metric("clock_resets_total", "counter", "Sensor clock resets (new segment).", [("", s["clock_resets"])])
+        metric("rate_mismatches_total", "counter", "Rate estimates disagreeing with the nominal rate.",
+               [("", s["rate_mismatches"])])
+        metric("sink_failures_total", "counter", "Messages a sink could not deliver, by sink.",
+               [(f'{{sink="{k}"}}', n) for k, n in sorted(s["sink_failures"].items())] or [('{sink="none"}', 0)])
         metric("hops_total", "counter", "Model runs.", [("", s["hops_run"])])
         metric("hops_skipped_behind_total", "counter", "Hops skipped because behind real time.",
                [("", s["hops_skipped_behind"])])

@@ -4,8 +4,11 @@
     fog-daemon BUNDLE --replay walk.csv --sink - --probs         # as fast as possible
     fog-daemon --config /etc/fog/daemon.toml
 
-SIGTERM/SIGINT drain what was received, close open episodes, print the counters and exit 0. Under systemd
-(Type=notify) it reports READY/STATUS/WATCHDOG/STOPPING over $NOTIFY_SOCKET. Logs are JSON lines on stderr.
+SIGTERM/SIGINT drain what was received, close open episodes, print the counters and exit 0; SIGHUP logs the
+counters and reopens file sinks (log rotation). Exit codes: 0 a normal end, 2 a setting or bundle refused at start
+(nothing ran), 1 a failure while running (a live source that failed or ended, timestamps that disagree with the
+rate): the counters are printed in every case after READY. Under systemd (Type=notify) it reports
+READY/STATUS/WATCHDOG/STOPPING over $NOTIFY_SOCKET. Logs are JSON lines on stderr.
 """
 from __future__ import annotations
 
@@ -24,14 +27,17 @@ from deploy.config import build_config, parse_set, parse_sink, stream_settings
 from deploy.counters import Counters
 from deploy.engines import open_engine
 from deploy.errors import FogError
+from deploy.feed import END, Feed
+from deploy.intake import RateMismatch, RateWatch
+from deploy.onsets import OpenOnsets
 from deploy.preprocess import PreprocessSpec
 from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_interval_s
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources import open_source
 from deploy.stream import Pipeline, StreamSettings
+from deploy.validate import MANIFEST_EVENTS, ConfigError, check_events, preflight
 
 log = logging.getLogger("deploy.daemon")
-END = object()
 
 
 # ------------------------------------------------------------------ command line
@@ -76,7 +82,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any key")
 
 
+SOURCE_FLAGS = (("replay", "--replay"), ("stdin", "--stdin"), ("udp_port", "--udp-port"), ("serial", "--serial"),
+                ("lsl", "--lsl"))
+
+
+def _lookahead_flag(text: str):
+    if text == "full":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--lookahead-s {text!r}: give seconds (e.g. 0.5) or 'full'") from None
+
+
 def overrides_from_args(args) -> list[dict]:
+    given = [name for attr, name in SOURCE_FLAGS if getattr(args, attr) not in (None, False)]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)}: the daemon reads one source; give only one of them")
     o: dict = {"source": {}, "stream": {}, "log": {}}
     if args.bundle:
         o["bundle"] = args.bundle
@@ -103,7 +125,7 @@ def overrides_from_args(args) -> list[dict]:
     if args.hop_s is not None:
         o["stream"]["hop_s"] = args.hop_s
     if args.lookahead_s is not None:
-        o["stream"]["lookahead_s"] = args.lookahead_s if args.lookahead_s == "full" else float(args.lookahead_s)
+        o["stream"]["lookahead_s"] = _lookahead_flag(args.lookahead_s)
     if args.sink:
         o["sinks"] = [parse_sink(s) for s in args.sink]
     if args.metrics_port is not None:
@@ -120,6 +142,8 @@ def overrides_from_args(args) -> list[dict]:
 def open_source_from(config: dict, model_rate: float):
     options = dict(config["source"])
     kind = options.pop("kind")
+    for key in ("on_end", "reconnect_max_s", "rate_check"):  # the daemon's, not the source's
+        options.pop(key, None)
     if kind == "replay":
         for key in ("units", "rate_hz"):  # a recording carries its own
             options.pop(key, None)
@@ -141,79 +165,77 @@ class Wiring:
     pipeline: Pipeline
     inbox: queue.Queue
     lookahead_samples: int | None
+    rate_watch: RateWatch | None = None      # live sources: the rate their timestamps say
+    failure: str | None = None               # why the run failed (exit 1), None while all is well
 
 
-def _sink_callbacks(sinks, classes):
-    """(on_event, on_probs) for the pipeline: every message to every sink; on_probs None when no sink wants probs."""
-    def on_event(kind, event, decided_s):
-        message = event_message(kind, event, decided_s)
-        log.info("%s %s onset %.2f s peak %.2f", kind, event.cls, event.onset_s, event.peak)
+def _sink_callbacks(sinks, classes, counters, onsets: OpenOnsets | None):
+    """(deliver, on_event, on_probs): every message to every sink, each sink's failures in the counters, open
+    onsets in the state file; on_probs None when no sink wants probs."""
+    def deliver(message):
         for sink in sinks:
+            failed = sink.failures
             sink.send(message)
+            if sink.failures != failed:
+                counters.sink_failures[sink.label] = sink.failures
+
+    def on_event(kind, event, decided_s):
+        log.info("%s %s onset %.2f s peak %.2f", kind, event.cls, event.onset_s, event.peak)
+        message = event_message(kind, event, decided_s)
+        if onsets is not None:
+            onsets.update(kind, message)
+        deliver(message)
 
     def on_probs(t0, probs, rate):
-        message = probs_message(t0, probs, rate, classes)
-        for sink in sinks:
-            sink.send(message)
-    return on_event, (on_probs if any(s.want_probs for s in sinks) else None)
+        deliver(probs_message(t0, probs, rate, classes))
+    return deliver, on_event, (on_probs if any(s.want_probs for s in sinks) else None)
+
+
+def _close_leftover_onsets(onsets: OpenOnsets | None, deliver, counters) -> None:
+    """After a SIGKILL: the previous run's open onsets are closed explicitly (`aborted`) before anything else."""
+    for message in onsets.leftover() if onsets is not None else []:
+        log.warning("closing an onset the previous run never ended: %s at %.2f s", message["class"],
+                    message["onset_s"])
+        counters.aborted_onsets += 1
+        deliver(message)
 
 
 def wire(config: dict) -> Wiring:
-    """Open the bundle (verified), its engine, the sinks and the source, and the pipeline between them."""
-    bundle = Bundle.load(config["bundle"], verify=True)
+    """Open the bundle (verified, and pinned when the config says so), its engine, the source and the sinks, and
+    the pipeline between them; every setting is checked here, before READY."""
+    bundle = Bundle.load(config["bundle"], verify=True, expected_digest=config.get("bundle_digest"))
     spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
+    check_events(dict(bundle.manifest.get("events") or {}), bundle.classes, "manifest events", MANIFEST_EVENTS)
+    settings = stream_settings(config, bundle.manifest, spec.rate_hz)
+    source = open_source_from(config, spec.rate_hz)
+    preflight(spec, bundle.classes, settings["events"], source.rate_hz or spec.rate_hz, source.units)
     engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],
                          threads=config["threads"])
-    settings = stream_settings(config, bundle.manifest, spec.rate_hz)
     sinks = [open_sink(s["kind"], **{k: v for k, v in s.items() if k != "kind"}) for s in config["sinks"]]
-    source = open_source_from(config, spec.rate_hz)
     counters = Counters()
     st = config["stream"]
-    on_event, on_probs = _sink_callbacks(sinks, bundle.classes)
+    onsets = OpenOnsets(st["state_file"]) if st.get("state_file") else None
+    deliver, on_event, on_probs = _sink_callbacks(sinks, bundle.classes, counters, onsets)
+    _close_leftover_onsets(onsets, deliver, counters)
     stream = StreamSettings(source_units=source.units, source_rate_hz=source.rate_hz,
                             hop_samples=settings["hop_samples"], lookahead_samples=settings["lookahead_samples"],
                             events=settings["events"], live=source.live, max_gap_s=st["max_gap_s"],
                             max_behind_s=st["max_behind_s"])
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
+    watch = None if source.name == "replay" else RateWatch(
+        source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),
+        given=config["source"].get("rate_hz") is not None or source.name == "lsl")
     return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
-                  settings["lookahead_samples"])
+                  settings["lookahead_samples"], watch)
 
 
-def start_source(w: Wiring, stop: threading.Event) -> threading.Thread:
-    """The source on its own thread, feeding the queue; END is queued when it stops. A live source's chunk that
-    finds the queue full is dropped and counted (memory stays bounded); a replay waits for room."""
-    def emit(chunk):
-        if w.source.live:
-            try:
-                w.inbox.put_nowait(chunk)
-            except queue.Full:  # behind: the newest data is dropped and counted, memory stays bounded
-                w.counters.drop("overflow", chunk.received, received=True)
-            return
-        while not stop.is_set():
-            try:
-                w.inbox.put(chunk, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-        w.counters.drop("shutdown", chunk.received, received=True)
-
-    def source_thread():
-        try:
-            w.source.run(emit, stop)
-        except Exception:
-            log.exception("source %s failed", w.source.name)
-        finally:
-            while True:
-                try:
-                    w.inbox.put(END, timeout=0.2)
-                    return
-                except queue.Full:
-                    if stop.is_set():
-                        return
-
-    thread = threading.Thread(target=source_thread, name="source", daemon=True)
-    thread.start()
-    return thread
+def start_source(w: Wiring, config: dict, stop: threading.Event) -> Feed:
+    """The source on its own thread (deploy.feed), reopened as the config says when a live source fails."""
+    feed = Feed(w.source, w.inbox, w.counters, stop, reopen=lambda: open_source_from(config, w.pipeline.rate),
+                on_end=config["source"].get("on_end", "exit"),
+                max_backoff_s=config["source"].get("reconnect_max_s", 30.0))
+    feed.start()
+    return feed
 
 
 class _Heartbeat:
@@ -260,7 +282,7 @@ def loop(w: Wiring, config: dict, stop: threading.Event, max_seconds: float | No
         elif item is not None:
             if not w.source.live:  # replay: latency counts from when the pipeline takes it, not from queueing
                 item.arrival = now
-            _process(item, w.counters, w.pipeline)
+            _process(item, w, stop)
             beat.data(now)
         else:
             beat.idle(now)
@@ -280,10 +302,12 @@ def drain(w: Wiring, stop: threading.Event) -> dict:
         except queue.Empty:
             break
         if item is not END:
-            _process(item, w.counters, w.pipeline)
+            _process(item, w, stop)
     w.pipeline.end_segment()
     for sink in w.sinks:
         sink.close()
+        if sink.failures:   # also what a sink found undelivered as it closed
+            w.counters.sink_failures[sink.label] = sink.failures
     w.engine.close()
     snapshot = w.counters.snapshot()
     snapshot["balanced"] = w.counters.balanced()
@@ -296,27 +320,51 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
     w = wire(config)
     port = int(config["log"]["metrics_port"] or 0)
     metrics = serve_metrics(w.counters, port) if port else None
+    reopen_sinks.append(lambda: _reopen(w))
     log.info("fog-daemon ready: bundle %s, engine %s (%s), source %s, hop %d samples, look-ahead %s",
              w.bundle.folder, w.engine.backend, getattr(w.engine, "precision", "?"), w.source.describe(),
              w.pipeline.hop, "full" if w.lookahead_samples is None else f"{w.pipeline.keep} samples")
     sd_notify("READY=1")
-    start_source(w, stop)
+    feed = start_source(w, config, stop)
     loop(w, config, stop, max_seconds)
     final = drain(w, stop)
+    w.failure = w.failure or feed.failure
+    final["failure"] = w.failure
     if metrics:
         metrics.shutdown()
     return final
 
 
-def _process(chunk, counters, pipeline) -> None:
+reopen_sinks: list = []   # what SIGHUP does once the daemon runs (set by `run`)
+
+
+def _reopen(w: Wiring) -> None:
+    log.info("SIGHUP: status: %s; reopening file sinks", w.counters.status_line())
+    for sink in w.sinks:
+        sink.reopen()
+
+
+def _process(chunk, w: Wiring, stop: threading.Event) -> None:
+    counters, pipeline = w.counters, w.pipeline
     counters.receive(chunk.received, chunk.rejected)
+    settled = counters.settled()
     try:
+        if w.rate_watch is not None:
+            w.rate_watch.check(chunk.t)
         pipeline.push(chunk)
-    except FogError as exc:
-        log.error("chunk rejected: %s", exc)
-    except Exception:  # a bug must not stop the patient's detector; it is logged with its traceback
-        log.exception("pipeline error; the window restarts")
-        pipeline.end_segment()
+    except RateMismatch as exc:  # refused: nothing of it enters the pipeline, every sample is counted
+        counters.drop("rate_mismatch", len(chunk.t))
+        if w.failure is None:
+            w.failure = str(exc)
+            log.error("stopping: %s", exc)
+        stop.set()
+    except Exception as exc:  # never stops the patient's detector; what the chunk lost is counted
+        if isinstance(exc, FogError):
+            log.error("chunk rejected: %s", exc)
+        else:  # a bug: logged with its traceback
+            log.exception("pipeline error; the window restarts")
+            pipeline.end_segment()
+        counters.drop("pipeline_error", max(0, settled + len(chunk.t) - counters.settled()))
 
 
 def main(argv=None, prog: str = "fog-daemon") -> int:
@@ -331,11 +379,17 @@ def run_args(args, prog: str = "fog-daemon") -> int:
         setup_logging(config["log"]["level"], config["log"]["format"])
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: [f() for f in reopen_sinks])
         final = run(config, max_seconds=args.max_seconds, stop=stop)
     except FogError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        reopen_sinks.clear()
     print(json.dumps({"counters": final}), file=sys.stderr)
+    if final["failure"]:
+        print(f"{prog}: error: {final['failure']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -149,6 +150,14 @@ def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float
     if layout in daphnet.LAYOUT_POSITIONS or (layout is None and mapping is None
                                                and daphnet.looks_like_daphnet(first_line)):
         return Recording(**daphnet.read_daphnet(path, text, daphnet.LAYOUT_POSITIONS.get(layout, "trunk"), rate_hz))
+    return read_csv_text(path, text, layout, mapping, rate_hz, units)
+
+
+def read_csv_text(path, text: str, layout: str | None = None, mapping=None, rate_hz: float | None = None,
+                  units: str | None = None) -> Recording:
+    """A CSV recording (a Kaggle layout or a mapping) from its text, header first; `path` names it in errors.
+    (`deploy.blocks` reads long files through this, a block of rows at a time.)"""
+    first_line = text.split("\n", 1)[0].rstrip("\r")
     header = [h.strip().strip('"') for h in first_line.split(",")]
     if mapping is None and layout in MAPPINGS:
         mapping = layout
@@ -249,20 +258,60 @@ def _read_mapped(path, text, header, mapping, rate_hz, units) -> Recording:
     return Recording(acc, rate_hz or mapping.rate_hz, units or mapping.units, time=time, labels=labels, meta=meta)
 
 
-def _read_npz(path) -> Recording:
+MAX_NPZ_BYTES = 2 << 30   # unpacked; a 10 h recording at 128 Hz is ~0.1 GB
+
+
+def _npz_arrays(path) -> dict:
+    """The archive's arrays, refused before loading when it is not a zip or would unpack to more than MAX_NPZ_BYTES."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        _fail(f"not a readable npz recording ({exc})", path, fix="write it with write_recording(rec, path, 'npz')")
+    if unpacked > MAX_NPZ_BYTES:
+        _fail(f"the archive unpacks to {unpacked / 2**30:.1f} GiB (limit {MAX_NPZ_BYTES / 2**30:.0f} GiB)", path,
+              fix="split the recording, or replay it as CSV (read in blocks)")
     try:
         with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         _fail(f"not a readable npz recording ({exc})", path, fix="write it with write_recording(rec, path, 'npz')")
+
+
+def _npz_numeric(data: dict, key: str, path, ndim: int | None = None) -> np.ndarray | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if value.dtype.kind not in "fiub" or (ndim is not None and value.ndim != ndim):
+        _fail(f"npz array {key!r} is {value.dtype} with shape {value.shape}, not numbers"
+              + (f" in {ndim} dimension(s)" if ndim else ""), path, column=key,
+              fix="write it with write_recording(rec, path, 'npz')")
+    return value
+
+
+def _read_npz(path) -> Recording:
+    data = _npz_arrays(path)
     for key in ("acc", "rate_hz", "units"):
         if key not in data:
             _fail(f"npz recording lacks the array {key!r}", path, fix="write it with write_recording(..., 'npz')")
-    meta = json.loads(str(data["meta"])) if "meta" in data else {}
+    acc = _npz_numeric(data, "acc", path, ndim=2)
+    rate = _npz_numeric(data, "rate_hz", path, ndim=0)
+    if rate.dtype.kind == "b" or not np.isfinite(rate) or rate <= 0:
+        _fail(f"rate_hz {rate} is not a positive finite number", path, column="rate_hz",
+              fix="store the sensor's rate in Hz")
+    if data["units"].dtype.kind != "U" or str(data["units"]) not in UNITS:
+        _fail(f"units {data['units']!r} are not one of {UNITS}", path, column="units", fix="store 'g' or 'm/s^2'")
+    try:
+        meta = json.loads(str(data["meta"])) if "meta" in data else {}
+    except json.JSONDecodeError as exc:
+        _fail(f"meta is not valid JSON ({exc})", path, column="meta", fix="store meta as json.dumps(dict)")
+    if not isinstance(meta, dict):
+        _fail("meta is not a JSON object", path, column="meta", fix="store meta as json.dumps(dict)")
     for key in [k for k in data if k.startswith("meta_")]:
         meta[key[5:]] = data[key]
-    return Recording(data["acc"], float(data["rate_hz"]), str(data["units"]), time=data.get("time"),
-                     labels=data.get("labels"), mask=data.get("mask"), meta=meta)
+    return Recording(acc, float(rate), str(data["units"]), time=_npz_numeric(data, "time", path, ndim=1),
+                     labels=_npz_numeric(data, "labels", path), mask=_npz_numeric(data, "mask", path, ndim=1),
+                     meta=meta)
 
 
 # ---------------------------------------------------------------- writing

@@ -8,7 +8,11 @@ Messages:
 Times are the sensor's clock (seconds). `detect_s` is the sample at which the detector confirmed the episode
 (as offline); `decided_s` the newest sample the daemon had when it said so (includes the look-ahead wait).
 
-A sink that fails (broker down, disk full) never stops the daemon: the failure is counted and logged once in a while.
+A sink that fails (broker down, disk full, closed stdout) never stops the daemon: each message it could not deliver
+is counted per sink (`sink_failures` in the counters, under the sink's `label`) and logged once in a while. A sink
+whose peer is down at start (the MQTT broker) does not stop the start either: it connects in the background and
+buffers up to `max_queued` messages; beyond that each message is counted as a failure (memory stays bounded).
+A UDP sink's host must resolve at start.
 """
 from __future__ import annotations
 
@@ -45,6 +49,10 @@ class Sink:
         self.want_probs = bool(probs)
         self.failures = 0
 
+    @property
+    def label(self) -> str:
+        return self.name
+
     def send(self, message: dict) -> None:
         if message["type"] == "probs" and not self.want_probs:
             return
@@ -61,6 +69,9 @@ class Sink:
     def close(self) -> None:
         pass
 
+    def reopen(self) -> None:
+        """SIGHUP: reopen what can be reopened (a rotated log file); nothing for most sinks."""
+
 
 class JsonLinesSink(Sink):
     """JSON lines to stdout (`path` "-") or appended to a file, flushed per message."""
@@ -69,19 +80,36 @@ class JsonLinesSink(Sink):
     def __init__(self, path="-", probs=False):
         super().__init__(probs)
         self.path = path
+        self.fh = sys.stdout if path in ("-", None) else self._open()
+
+    @property
+    def label(self) -> str:
+        return f"jsonl:{self.path}"
+
+    def _open(self):
         try:
-            self.fh = sys.stdout if path in ("-", None) else open(path, "a", buffering=1)
+            return open(self.path, "a", buffering=1)
         except OSError as exc:
-            raise FogError(f"cannot open sink file {path} ({exc.strerror}); check the directory exists and is "
+            raise FogError(f"cannot open sink file {self.path} ({exc.strerror}); check the directory exists and is "
                            "writable") from None
 
     def _send(self, text, kind):
         self.fh.write(text + "\n")
         self.fh.flush()
 
-    def close(self):
+    def reopen(self):
         if self.fh is not sys.stdout:
-            self.fh.close()
+            self.close()
+            try:
+                self.fh = self._open()
+            except FogError as exc:
+                log.error("sink %s: %s", self.label, exc)
+
+    def close(self):
+        try:
+            self.fh.flush() if self.fh is sys.stdout else self.fh.close()
+        except (OSError, ValueError):   # disk full, closed pipe: already counted per message
+            pass
 
 
 class UdpSink(Sink):
@@ -90,8 +118,17 @@ class UdpSink(Sink):
 
     def __init__(self, host="127.0.0.1", port=5006, probs=False):
         super().__init__(probs)
-        self.addr = (host, int(port))
+        try:
+            info = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_DGRAM)
+        except (socket.gaierror, UnicodeError, OverflowError) as exc:
+            raise FogError(f"UDP sink udp://{host}:{port}: the address does not resolve ({exc}); give a reachable "
+                           "HOST:PORT") from None
+        self.addr = info[0][4]
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    @property
+    def label(self) -> str:
+        return f"udp:{self.addr[0]}:{self.addr[1]}"
 
     def _send(self, text, kind):
         self.sock.sendto(text.encode(), self.addr)
@@ -107,17 +144,18 @@ class MqttSink(Sink):
     name = "mqtt"
 
     def __init__(self, host="127.0.0.1", port=1883, topic="fog", probs=False, client_id=None, keepalive=30,
-                 max_queued=1000, connect_timeout_s=5.0):
+                 max_queued=1000, connect_timeout_s=5.0, reconnect_max_s=30):
         super().__init__(probs)
         require(mqtt)
         self.topic = topic.rstrip("/")
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"fog-daemon-{id(self)}")
         self.client.max_queued_messages_set(max_queued)
-        self.client.reconnect_delay_set(1, 30)
-        try:
-            self.client.connect(host, int(port), keepalive)
-        except OSError as exc:
-            raise FogError(f"cannot reach the MQTT broker at {host}:{port} ({exc}); is it running?") from None
+        self.client.reconnect_delay_set(1, max(1, int(reconnect_max_s)))
+        self.where = f"{host}:{port}/{self.topic}"
+        self.unacked: set[int] = set()   # QoS 1 events the broker has not acknowledged yet
+        self.client.on_publish = lambda client, userdata, mid, *rest: self.unacked.discard(mid)
+        # in the background: a broker down at start never stops the daemon; paho retries and queues meanwhile
+        self.client.connect_async(host, int(port), keepalive)
         self.client.loop_start()
         deadline = time.monotonic() + connect_timeout_s
         while not self.client.is_connected() and time.monotonic() < deadline:
@@ -125,20 +163,32 @@ class MqttSink(Sink):
         if not self.client.is_connected():
             log.warning("MQTT broker %s:%s not connected yet; messages are queued (up to %d)", host, port, max_queued)
 
+    @property
+    def label(self) -> str:
+        return f"mqtt:{self.where}"
+
     def _send(self, text, kind):
         sub, qos = ("probs", 0) if kind == "probs" else ("events", 1)
         info = self.client.publish(f"{self.topic}/{sub}", text, qos=qos)
-        if info.rc != 0:
-            raise FogError(f"publish failed (paho rc {info.rc})")
+        if qos == 1 and info.rc in (0, mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN):
+            self.unacked.add(info.mid)
+        if info.rc == 0 or (qos == 1 and info.rc == mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN):
+            return   # sent, or an event kept in paho's bounded queue until the broker is back
+        raise FogError(f"publish failed (paho rc {info.rc}: {'queue full' if qos else 'not connected'})")
 
-    def close(self):
+    def close(self, timeout_s: float = 2.0):
+        """Wait (bounded) for the broker to acknowledge every event; those it never did are counted as failures."""
         try:
-            deadline = time.monotonic() + 2.0
-            while self.client.want_write() and time.monotonic() < deadline:
+            deadline = time.monotonic() + timeout_s
+            while (self.unacked or self.client.want_write()) and time.monotonic() < deadline:
                 time.sleep(0.02)
             self.client.disconnect()
         finally:
             self.client.loop_stop()
+        if self.unacked:
+            self.failures += len(self.unacked)
+            log.warning("sink %s: %d event(s) never acknowledged by the broker at exit", self.label,
+                        len(self.unacked))
 
 
 SINKS = {"jsonl": JsonLinesSink, "udp": UdpSink, "mqtt": MqttSink}

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deploy.blocks import BLOCK_ROWS, open_replay
 from deploy.errors import FogError
 from deploy.lazy import lazy_import, require
-from deploy.recording import read_recording
 
 serial = lazy_import("serial", "serial", "the serial source", package="pyserial")
 pylsl = lazy_import("pylsl", "lsl", "the Lab Streaming Layer source")
@@ -41,6 +41,7 @@ class Chunk:
     acc: np.ndarray               # (k, 3) float64, source units
     arrival: float = 0.0          # time.monotonic() when it arrived
     rejected: dict = field(default_factory=dict)  # reason -> samples that could not be parsed
+    lost_datagrams: int = 0       # UDP: datagrams the kernel dropped (receive buffer full) before this one
 
     @property
     def received(self) -> int:
@@ -109,14 +110,18 @@ class ReplaySource(Source):
     """Replay a recording file (any layout `deploy.recording.read_recording` reads: CSV or npz).
 
     `realtime=True` paces chunks by the wall clock (`speed` x real time); otherwise as fast as the pipeline takes them.
-    Timestamps are `start_s + i / rate_hz` (file time columns differ between layouts; the sample index does not).
+    Timestamps honour the file's time column (`replay_times`: in samples for the Kaggle layouts, in the mapping's
+    unit otherwise), so a gap in it is a gap for the intake (interpolated or a reset, as live); without one they are
+    `start_s + i / rate_hz`.
     """
     name = "replay"
     live = False
 
     def __init__(self, path, layout=None, realtime=False, speed=1.0, chunk_s=None, start_s=0.0, recording=None,
                  **kw):
-        self.recording = recording if recording is not None else read_recording(path, layout=layout)
+        # a long CSV is read a block at a time (deploy.blocks): memory does not grow with the file
+        self.recording, self.blocks = (recording, iter([recording])) if recording is not None \
+            else open_replay(path, layout=layout)
         super().__init__(units=self.recording.units, rate_hz=self.recording.rate_hz)
         self.path, self.realtime, self.speed, self.start_s = path, realtime, float(speed), float(start_s)
         # a sensor's packet in real time; bigger chunks when as fast as possible (fewer queue hand-overs)
@@ -125,22 +130,38 @@ class ReplaySource(Source):
 
     def describe(self) -> str:
         rec = self.recording
-        return (f"replay {self.path or 'recording'} ({rec.n_samples} samples at {rec.rate_hz:g} Hz, {rec.units}, "
+        size = "in blocks" if rec.n_samples >= BLOCK_ROWS else f"{rec.n_samples} samples"
+        return (f"replay {self.path or 'recording'} ({size} at {rec.rate_hz:g} Hz, {rec.units}, "
                 f"{'x%g real time' % self.speed if self.realtime else 'as fast as possible'})")
 
     def run(self, emit, stop) -> None:
-        acc, rate = self.recording.acc, self.recording.rate_hz
-        t_all = self.start_s + np.arange(len(acc)) / rate
-        wall0 = time.monotonic()
-        for i in range(0, len(acc), self.chunk):
-            if stop.is_set():
-                return
-            j = min(i + self.chunk, len(acc))
-            if self.realtime:
-                due = wall0 + (t_all[j - 1] - self.start_s) / self.speed
-                while (wait := due - time.monotonic()) > 0 and not stop.is_set():
-                    time.sleep(min(wait, POLL_S))
-            emit(Chunk(t_all[i:j], acc[i:j], time.monotonic()))
+        wall0, origin, done = time.monotonic(), None, 0
+        for rec in self.blocks:
+            t_all, origin = replay_times(rec, origin, done)
+            t_all += self.start_s
+            done += rec.n_samples
+            for i in range(0, rec.n_samples, self.chunk):
+                if stop.is_set():
+                    return
+                j = min(i + self.chunk, rec.n_samples)
+                if self.realtime:
+                    due = wall0 + (t_all[j - 1] - self.start_s) / self.speed
+                    while (wait := due - time.monotonic()) > 0 and not stop.is_set():
+                        time.sleep(min(wait, POLL_S))
+                emit(Chunk(t_all[i:j], rec.acc[i:j], time.monotonic()))
+
+
+def replay_times(rec, origin: float | None = None, done: int = 0) -> tuple[np.ndarray, float | None]:
+    """(seconds of each sample, origin) for a recording or a block of one: from its time column when it has one
+    (in samples for the Kaggle layouts, else in the mapping's unit; `origin` is the first block's first value),
+    else from the sample index (`done` samples came in earlier blocks)."""
+    if rec.time is None or len(rec.time) != rec.n_samples:
+        return (done + np.arange(rec.n_samples)) / rec.rate_hz, origin
+    time_col = np.asarray(rec.time, dtype=np.float64)
+    origin = float(time_col[0]) if origin is None else origin
+    unit = str(rec.meta.get("time_unit", "samples")) if isinstance(rec.meta, dict) else "samples"
+    scale = {"s": 1.0, "ms": 1e-3}.get(unit, 1.0 / rec.rate_hz)
+    return (time_col - origin) * scale, origin
 
 
 class StdinSource(Source):
@@ -167,11 +188,16 @@ class StdinSource(Source):
 class UdpSource(Source):
     name = "udp"
 
-    def __init__(self, host="127.0.0.1", port=5005, **kw):
+    def __init__(self, host="127.0.0.1", port=5005, rcvbuf=1 << 20, **kw):
         super().__init__(**kw)
         self.host, self.port = host, int(port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(rcvbuf))
+        # Linux counts the datagrams it dropped for a full receive buffer and hands the count over with each one
+        self.overflow = hasattr(socket, "SO_RXQ_OVFL") or sys.platform.startswith("linux")
+        if self.overflow:
+            self.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RXQ_OVFL", 40), 1)
+        self.dropped_so_far = 0
         try:
             self.sock.bind((self.host, self.port))
         except OSError as exc:
@@ -183,14 +209,32 @@ class UdpSource(Source):
     def describe(self) -> str:
         return f"udp {self.host}:{self.port}"
 
-    def _receive(self) -> bytes | None:
+    def _receive(self) -> tuple[bytes | None, int]:
+        """(datagram or None, datagrams the kernel dropped since the last one)."""
         try:
-            return self.sock.recv(MAX_DATAGRAM)
+            data, ancillary, _, _ = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(4))
         except socket.timeout:
-            return None
+            return None, 0
+        lost = 0
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == getattr(socket, "SO_RXQ_OVFL", 40) and len(value) >= 4:
+                total = int.from_bytes(value[:4], sys.byteorder)
+                lost, self.dropped_so_far = (total - self.dropped_so_far) % (1 << 32), total
+        return data, lost
 
     def run(self, emit, stop) -> None:
-        pump_bytes(self._receive, emit, stop, self.sock.close)
+        lost = 0
+        try:
+            while not stop.is_set():
+                data, dropped = self._receive()
+                lost += dropped
+                if data:
+                    chunk = parse_bytes(data)
+                    chunk.lost_datagrams, lost = lost, 0
+                    if chunk.received or chunk.lost_datagrams:
+                        emit(chunk)
+        finally:
+            self.sock.close()
 
 
 class SerialSource(Source):

@@ -169,6 +169,24 @@ def builder_flags(major: int, precision: str) -> list[str]:
     return ["FP16"] if precision == "fp16" else ["INT8", "FP16"]
 
 
+def _sha_record(engine: Path) -> Path:
+    return engine.with_name(engine.name + ".sha256")
+
+
+def cached_engine(engine: Path) -> Path | None:
+    """The daemon's cached engine, only when its bytes are those it wrote (`<key>.engine.sha256`): a plan file is
+    code TensorRT runs, so a cache swapped or corrupted on the device is rebuilt rather than deserialized."""
+    if not engine.is_file():
+        return None
+    record = _sha_record(engine)
+    expected = record.read_text().strip() if record.is_file() else None
+    if expected != sha256_file(engine):
+        log.warning("%s: %s; not using it, rebuilding from the bundle's ONNX", engine,
+                    "no sha256 record beside it" if expected is None else "sha256 differs from its record")
+        return None
+    return engine
+
+
 def build_serialized(trt, onnx_path: Path, precision: str, timing_cache: Path | None = None,
                      workspace_bytes: int = 1 << 30) -> bytes:
     """Parse `onnx_path` and build a serialized engine (explicit, boring steps; everything logged)."""
@@ -260,7 +278,7 @@ class TensorRTEngine:
         folder = Path(cache_dir) if cache_dir else default_cache_dir(bundle)
         key = cache_key(str(trt.__version__), gpu_identity(cuda), sha256_file(onnx_path), used)
         cached = folder / f"{key}.engine"
-        for candidate in (kit_engine(bundle.folder, key), cached if cached.is_file() else None):
+        for candidate in (kit_engine(bundle.folder, key), cached_engine(cached)):
             if candidate is None:
                 continue
             log.info("using engine %s", candidate)
@@ -271,6 +289,7 @@ class TensorRTEngine:
         plan = build_serialized(trt, onnx_path, used, timing_cache=folder / "timing.cache")
         tmp = cached.with_suffix(".tmp")
         tmp.write_bytes(plan)
+        _sha_record(cached).write_text(hashlib.sha256(plan).hexdigest() + "\n")
         tmp.replace(cached)  # atomic: a crash mid-write never leaves a truncated engine behind
         return cls(plan, precision=used, trt=trt, cuda=cuda)
 

@@ -92,4 +92,5 @@ def run(args) -> int:
                             build_engine="never" if args.no_engine else "auto", force=args.force, quiet=args.quiet)
     manifest = export_bundle(source, target, args.out, options)
     print(summary_table(args.out, manifest))
+    print(f"bundle digest {manifest['digest']}  (pin it on the device: bundle_digest in the daemon's config)")
     return 0

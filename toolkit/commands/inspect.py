@@ -1,12 +1,14 @@
 """Print a deployment bundle for a person: model, input/output spec, precision, target, checks, verification.
 
-With --verify the files are checked against the manifest's sha256 first; a changed byte makes the command fail.
+With --verify the manifest's digest, its paths (none may leave the bundle) and every file's sha256 are checked
+first; a changed byte, in a file or in the manifest, makes the command fail. The bundle digest is printed either way
+(pin it in the daemon's config: `bundle_digest = "sha256:..."`).
 """
 from __future__ import annotations
 
 import json
 
-from deploy.bundle import Bundle
+from deploy.bundle import Bundle, bundle_digest
 from toolkit.export.verify import describe
 
 HELP = "print a bundle's manifest for a person (--verify checks every file's sha256)"
@@ -54,6 +56,8 @@ def run(args) -> int:
         print(json.dumps(bundle.manifest, indent=2))
     else:
         print(_describe(bundle.manifest))
+        print(f"digest     {bundle_digest(bundle.manifest)}")
     if args.verify:
-        print(f"verified: all {len(bundle.manifest['files'])} files match the manifest's sha256")
+        print(f"verified: all {len(bundle.manifest['files'])} files match the manifest's sha256, and the manifest "
+              "its digest")
     return 0

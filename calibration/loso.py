@@ -175,7 +175,9 @@ def train_final(recipe: Recipe, paths: list[str], out_dir: str) -> Path:
     model, spec, result = train_model(recipe, real, log=True)
     info = {"preset": recipe.preset, "seed": recipe.seed, "recipe": asdict(recipe), "preprocess": spec.to_dict(),
             "train_data": describe_recordings(real),
-            "val_data": {"synthetic_subjects": 2, "seed": recipe.seed + 500, "note": "logged only; last weights kept"},
+            "synthetic_train_subjects": [f"syn{recipe.seed}-s{s:02d}" for s in range(recipe.synthetic_subjects)],
+            "val_data": {"subjects": [f"syn{recipe.seed + 500}-s{s:02d}" for s in range(2)],
+                         "note": "logged only; the last weights are kept"},
             "epochs_run": result.epochs_run, "seconds": round(time.perf_counter() - started, 1), "threads": 1}
     return save_checkpoint(model, Path(out_dir) / "model.pt", info)
 

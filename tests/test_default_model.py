@@ -27,7 +27,9 @@ def test_weights_are_a_small_plain_state_dict_with_a_description():
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
     info = json.loads(WEIGHTS.with_suffix(".json").read_text())
     assert info["preset"] == "fog-small" and "train_data" in info and "seed" in info
-    train_subjects = set(info["train_data"]["subjects"]) | set(info["val_data"]["subjects"])
+    train_subjects = (set(info["train_data"]["subjects"]) | set(info["val_data"]["subjects"])
+                      | set(info["synthetic_train_subjects"]))
+    assert {"S02", "S03", "S06"} <= train_subjects
     assert not any(s.startswith("syn1000-") for s in train_subjects)   # the held-out seed is never trained on
 
 

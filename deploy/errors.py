@@ -33,3 +33,7 @@ class MissingDependency(FogError):
         super().__init__(f"{purpose} needs the '{package}' package, which is not installed "
                          f"(install it with: pip install 'fog-edge-toolkit[{extra}]' or pip install {package})")
         self.package, self.extra = package, extra
+
+
+class SpecError(FogError):
+    """A preprocessing spec (or resampling ratio) that cannot be used as given."""

@@ -59,3 +59,20 @@ def open_engine(bundle, backend: str = "auto", precision: str | None = None, **o
     if backend == "tensorrt":
         return tensorrt_backend.TensorRTEngine.from_bundle(bundle, resolve_precision(bundle, precision), **options)
     return OnnxRuntimeEngine.from_bundle(bundle, onnxruntime_precision(bundle, precision), **options)
+
+
+def batch_infer(engine):
+    """`infer(batch)` over an engine with a fixed batch size: slices of that size, the last one padded with copies
+    of its last window, outputs copied out of the engine's buffer. What `deploy.offline.predict_recording` needs
+    from a bundle's engine (whose static batch is usually 1)."""
+    batch = int(engine.input_shape[0])
+
+    def infer(x):
+        out = []
+        for i in range(0, len(x), batch):
+            part = x[i:i + batch]
+            if len(part) < batch:
+                part = np.concatenate([part, np.repeat(part[-1:], batch - len(part), axis=0)])
+            out.append(np.array(engine.infer(np.ascontiguousarray(part)))[:min(batch, len(x) - i)])
+        return np.concatenate(out)
+    return infer

@@ -24,7 +24,7 @@ from calibration.checkpoint import load_model
 from calibration.data import recordings_from_args
 from deploy.bundle import Bundle
 from deploy.contract import with_defaults
-from deploy.engines import open_engine
+from deploy.engines import batch_infer, open_engine
 from deploy.lazy import lazy_import, require
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
@@ -80,17 +80,7 @@ def _torch_scorer(args):
 def _bundle_scorer(args):
     bundle = Bundle.load(args.bundle)
     spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
-    engine = open_engine(bundle, backend=args.backend, precision=args.precision)
-    batch = int(engine.input_shape[0])
-
-    def infer(x):  # the engine has a fixed batch: feed it slices, pad the last
-        out = []
-        for i in range(0, len(x), batch):
-            part = x[i:i + batch]
-            if len(part) < batch:
-                part = np.concatenate([part, np.repeat(part[-1:], batch - len(part), axis=0)])
-            out.append(np.array(engine.infer(np.ascontiguousarray(part)))[:min(batch, len(x) - i)])
-        return np.concatenate(out)
+    infer = batch_infer(open_engine(bundle, backend=args.backend, precision=args.precision))
     precision = args.precision or bundle.manifest.get("precision")
     return f"bundle {args.bundle} ({precision})", spec, infer, bundle.manifest.get("events") or {}
 

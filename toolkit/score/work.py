@@ -46,21 +46,6 @@ class Settings:
         return cls(**d)
 
 
-def engine_infer(engine):
-    """infer(batch) for an engine with a fixed batch size: slices of that size, the last padded, outputs copied."""
-    batch = int(engine.input_shape[0])
-
-    def infer(x):
-        out = []
-        for i in range(0, len(x), batch):
-            part = x[i:i + batch]
-            if len(part) < batch:
-                part = np.concatenate([part, np.repeat(part[-1:], batch - len(part), axis=0)])
-            out.append(np.array(engine.infer(np.ascontiguousarray(part)))[:min(batch, len(x) - i)])
-        return np.concatenate(out)
-    return infer
-
-
 def bundle_signature(bundle, settings: Settings) -> str:
     """Identity of (bundle files, settings, this code): part of every cache key."""
     files = {k: v.get("sha256") for k, v in sorted(bundle.manifest.get("files", {}).items())}
@@ -74,7 +59,7 @@ class Scorer:
     def __init__(self, bundle_dir, settings: Settings, threads: int = 1):
         from deploy.bundle import Bundle
         from deploy.config import stream_settings
-        from deploy.engines import open_engine
+        from deploy.engines import batch_infer, open_engine
         from deploy.preprocess import PreprocessSpec
 
         self.settings = settings
@@ -82,7 +67,7 @@ class Scorer:
         self.spec = PreprocessSpec.from_dict(self.bundle.manifest["input"]["preprocess"])
         self.engine = open_engine(self.bundle, backend=settings.backend, precision=settings.precision,
                                   threads=threads)
-        self.infer = engine_infer(self.engine)
+        self.infer = batch_infer(self.engine)
         self.classes = self.bundle.classes
         # hop, look-ahead and event knobs exactly as the daemon resolves them (flags > manifest > defaults)
         config = {"stream": {"hop_s": settings.hop_s, "lookahead_s": settings.lookahead_s},

@@ -93,24 +93,3 @@ def test_default_export_for_jetson_is_checked_and_verified(tmp_path, capsys):
     assert all(p["passed"] for p in manifest["verification"]["pairs"].values())
     assert manifest["input"]["shape"] == [1, 24, 128]
     assert "checks: 16/16 passed" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_tsai_checkpoint_and_project_checkpoint(tmp_path):
-    """A tsai state_dict loads with tsai_compat=True (noted in the manifest); a `toolkit train`-style checkpoint
-    brings its preset."""
-    import torch
-    tsai_model = models.create_model("fog-small", tsai_compat=True, seq_len=N_PATCHES)
-    torch.save(tsai_model.state_dict(), tmp_path / "tsai.pth")
-    assert cli(["export", "--model", "fog-small", "--tsai", "--weights", str(tmp_path / "tsai.pth"), "--n-patches",
-                str(N_PATCHES), "--target", "cpu", "--precision", "fp32", "--out", str(tmp_path / "t"),
-                "--quiet"]) == 0
-    model = Bundle.load(tmp_path / "t").manifest["model"]
-    assert model["source"] == "tsai" and model["tsai_compat"] is True and model["weights_sha256"]
-    preset = models.get_preset("fog-small")
-    torch.save({"preset": "fog-small", "state_dict": models.create_model("fog-small", seq_len=N_PATCHES).state_dict(),
-                "preprocess": preset.preprocess, "classes": list(preset.classes)}, tmp_path / "run.pt")
-    assert cli(["export", "--model", str(tmp_path / "run.pt"), "--n-patches", str(N_PATCHES), "--target", "cpu",
-                "--precision", "fp32", "--out", str(tmp_path / "c"), "--quiet"]) == 0
-    model = Bundle.load(tmp_path / "c").manifest["model"]
-    assert model["source"] == "checkpoint" and model["preset"] == "fog-small" and not model["tsai_compat"]

@@ -77,6 +77,10 @@ def summary_table(out, manifest: dict) -> str:
     lines += ["", f"  checks: {passed}/{len(manifest['checks'])} passed"]
     for c in manifest["checks"]:
         lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['model']}: {c['name']}: {c['detail'][:90]}")
+    unused = (manifest["export"].get("calibration") or {}).get("unused")
+    if unused:
+        lines.append(f"  calibration: {len(unused)} quantizer(s) inert at this shape (no window reached them, no Q/DQ "
+                     f"in the graph; placeholder amax): {', '.join(unused)}")
     lines += ["", f"  verification ({manifest['verification']['windows']} windows):"]
     for name, v in manifest["verification"]["pairs"].items():
         lines.append(f"    {name:<24} {describe(v)}")

@@ -78,10 +78,21 @@ class ExportOptions:
 
 
 def calibrate_int8(qat, reader, method: str) -> dict:
-    """The one calibration seam of the exporter: ranges into the QAT quantizers, then quantization on."""
+    """The one calibration seam of the exporter: ranges into the QAT quantizers, then quantization on. The result
+    lists the quantizers no window reached (`unused`, inert at this shape; placeholder range, see calibration.ptq)."""
     cache = ptq.calibrate(qat, reader, method=method, progress=False)
     qat_convert.set_quantization(qat, True)
-    return {"method": method, "windows": cache.data.get("windows"), "data": cache.data}
+    return {"method": method, "windows": cache.data.get("windows"), "data": cache.data, "unused": cache.unused,
+            **({"unused_amax": ptq.UNUSED_AMAX} if cache.unused else {})}
+
+
+def assert_inert(qat, shape, unused) -> None:
+    """Refuse an INT8 graph in which a quantizer that calibration never reached would quantize with its placeholder."""
+    live = sorted(set(unused) & ptq.active_quantizers(qat, shape)) if unused else []
+    if live:
+        raise ExportError(f"calibration never reached quantizer(s) {', '.join(live[:3])} but the export at input "
+                          f"{tuple(shape)} uses them: calibrate at the export's batch and window (--batch, "
+                          "--n-patches), or with --calib-data recordings long enough to reach them")
 
 
 def event_settings(overrides: dict) -> dict:
@@ -183,6 +194,7 @@ class ExportPipeline:
         if self.qat_wide is not self.qat:
             self.qat.load_state_dict(self.qat_wide.state_dict())  # same names: the ranges do not depend on the batch
             qat_convert.set_quantization(self.qat, True)
+        assert_inert(self.qat, self.shape, self.calibration_info["unused"])
         export_graph(with_activation(self.qat, source.activation), self.shape, self.work / INT8_FILE, self.opset)
         int8 = onnx.load(str(self.work / INT8_FILE), load_external_data=False)
         n = self._add_checks(int8, "int8", INT8_FILE, "the INT8 model", int8_graph=True)

@@ -67,13 +67,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lookahead-s", help="right context a sample waits for, seconds or 'full'")
     g = p.add_argument_group("output and operations")
     g.add_argument("--sink", action="append", metavar="SPEC",
-                   help="-, file:PATH, udp://HOST:PORT, mqtt://HOST:PORT/TOPIC; repeatable; add ?probs for probs")
-    g.add_argument("--probs", action="store_true", help="also send per-hop probabilities to every sink")
+                   help="-, file:PATH, udp://HOST:PORT, mqtt://HOST:PORT/TOPIC; repeatable; add ?probs for probs "
+                        "(`--sink -?probs` and `--sink=-?probs` alike)")
+    g.add_argument("--probs", action="store_true",
+                   help="also send per-hop probabilities to every sink (the config's too)")
     g.add_argument("--metrics-port", type=int, help="serve Prometheus text on 127.0.0.1:PORT/metrics")
     g.add_argument("--status-interval", type=float, help="seconds between status log lines (0 = off)")
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     g.add_argument("--max-seconds", type=float, help="stop after this many seconds (tests, benchmarks)")
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any key")
+
+
+def attach_sink_values(argv) -> list[str]:
+    """`--sink VALUE` -> `--sink=VALUE`: argparse takes a separate value that starts with '-' (`-?probs`, stdout
+    with probabilities) for an unknown option and stops with "expected one argument"."""
+    argv, out, i = list(argv), [], 0
+    while i < len(argv):
+        if argv[i] == "--sink" and i + 1 < len(argv):
+            out.append(f"--sink={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
 
 
 def overrides_from_args(args) -> list[dict]:
@@ -320,7 +336,8 @@ def _process(chunk, counters, pipeline) -> None:
 
 
 def main(argv=None, prog: str = "fog-daemon") -> int:
-    return run_args(build_parser(prog).parse_args(argv), prog)
+    argv = sys.argv[1:] if argv is None else argv
+    return run_args(build_parser(prog).parse_args(attach_sink_values(argv)), prog)
 
 
 def run_args(args, prog: str = "fog-daemon") -> int:
@@ -328,6 +345,8 @@ def run_args(args, prog: str = "fog-daemon") -> int:
     stop = threading.Event()
     try:
         config = build_config(args.config, overrides_from_args(args))
+        if args.probs:  # every sink, wherever it was configured
+            config["sinks"] = [dict(sink, probs=True) for sink in config["sinks"]]
         setup_logging(config["log"]["level"], config["log"]["format"])
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

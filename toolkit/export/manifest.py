@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from deploy.bundle import write_manifest
 from deploy.contract import AXES, FP32_FILE, INPUT_NAME, INT8_FILE, OUTPUT_NAME, SCHEMA_VERSION
+from deploy.offline import output_per
 from toolkit import __version__
 from toolkit.export.macs import count_macs
 from toolkit.export.verify import describe
@@ -50,7 +51,8 @@ def build_manifest(p, events: dict) -> dict:
         "model": _model_section(source, p.fp32, p.float_graph),
         "input": {"name": INPUT_NAME, "shape": list(p.shape), "dtype": "float32", "preprocess": source.preprocess,
                   "axes": list(AXES)},
-        "output": {"name": OUTPUT_NAME, "shape": out_shape, "classes": list(source.classes), "per": source.per,
+        "output": {"name": OUTPUT_NAME, "shape": out_shape, "classes": list(source.classes),
+                   "per": output_per(out_shape, source.spec),
                    "activation": source.activation},
         "events": _per_class(events, source.classes),
         "precision": p.precision,

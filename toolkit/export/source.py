@@ -54,10 +54,6 @@ class ModelSource:
     def window(self) -> int:
         return self.spec.window
 
-    @property
-    def per(self) -> str:
-        return "sample" if int(self.preprocess["patch"]) == 1 else "patch"
-
     def input_shape(self, batch: int) -> tuple[int, int, int]:
         return (batch, *self.spec.input_shape[1:])
 

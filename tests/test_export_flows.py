@@ -93,3 +93,5 @@ def test_user_factory_with_weights_and_keywords(tmp_path):
                        str(tmp_path / "w.pt"), "--factory-kwargs", '{"hidden": 8}', "--rate-hz", "50", "--units",
                        "m/s^2", "--classes", "StartHesitation,Turn,Walking,NoEvent")
     assert manifest["model"]["source"] == "user" and manifest["output"]["shape"] == [1, N_PATCHES, 4]
+    assert manifest["model"]["factory"] == {"path": "tests.fixtures.user_models:tiny_bigru", "kwargs": {"hidden": 8}}
+    assert manifest["model"]["float_graph"] == "fused" and manifest["output"]["per"] == "sample"

@@ -63,8 +63,11 @@ def test_every_preset_passes_every_targets_checks(graphs, preset, target):
     precision = "fp16" if target.fp16 else "fp32"
     failed = [c for c in run_checks(float_model, target, precision) if not c.passed]
     assert not failed, failed
-    if note != "fused":  # e.g. SDPA has no ONNX form below opset 14: the static variant carries attention
+    if note.startswith("static"):  # e.g. SDPA has no ONNX form below opset 14: the static variant carries attention
         assert target.export_opset < 14, note
+    fused = bool({n.op_type for n in float_model.graph.node} & {"LSTM", "GRU", "RNN"})
+    assert (note == "fused") == fused, note  # said truthfully (issue 18): SCRN has no fused op
+    assert ("SCRN" in note) == (preset == "fog-scrn" and not note.startswith("static")), note
     if not target.layernorm_op:
         assert "LayerNormalization" not in {n.op_type for n in float_model.graph.node}
     if target.int8:

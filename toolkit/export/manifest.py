@@ -35,8 +35,8 @@ def _per_class(events: dict, classes) -> dict:
 
 def _model_section(source, fp32, float_graph) -> dict:
     return {"name": source.name, "preset": source.preset, "source": source.kind, "tsai_compat": source.tsai_compat,
-            "weights_sha256": source.weights_sha256, "parameters": source.parameters(), "macs": _macs(fp32),
-            "float_graph": float_graph, "notes": source.notes}
+            "factory": source.factory, "weights_sha256": source.weights_sha256, "parameters": source.parameters(),
+            "macs": _macs(fp32), "float_graph": float_graph, "notes": source.notes}
 
 
 def build_manifest(p, events: dict) -> dict:

@@ -2,8 +2,9 @@
 
 Like TensorRT's calibration cache it lets an export skip re-running calibration, but it is plain JSON that
 says how it was made: amax per quantizer (a number, or a list for per-channel), the calibrator and its
-options, a description of the data (recordings, windows, seed, preprocessing) and a hash of the model's
-float weights. Loading a cache into a model whose weights changed is refused, because the ranges would be
+options, a description of the data (recordings, windows, seed, preprocessing), the quantizers no window reached
+(`unused`: inert at the calibrated shape, given the placeholder `calibration.ptq.UNUSED_AMAX`) and a hash of the
+model's float weights. Loading a cache into a model whose weights changed is refused, because the ranges would be
 stale. Reading and writing need no torch; hashing a model does (`model_hash`).
 """
 from __future__ import annotations
@@ -45,12 +46,14 @@ class CalibrationCache:
     data: dict                     # what the windows were: recordings, count, seed, preprocess spec
     model_hash: str
     preset: str | None = None
+    unused: list = field(default_factory=list)  # quantizers no window reached (inert): amax is ptq.UNUSED_AMAX
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc)
                          .replace(microsecond=0).isoformat())
 
     def to_dict(self) -> dict:
         return {"schema": CACHE_SCHEMA, "preset": self.preset, "model_hash": self.model_hash,
-                "calibrator": self.calibrator, "data": self.data, "created": self.created, "amax": self.amax}
+                "calibrator": self.calibrator, "data": self.data, "created": self.created, "unused": self.unused,
+                "amax": self.amax}
 
     def save(self, path) -> Path:
         path = Path(path)
@@ -70,7 +73,8 @@ class CalibrationCache:
         if not isinstance(raw, dict) or raw.get("schema") != CACHE_SCHEMA or not isinstance(raw.get("amax"), dict):
             raise CalibrationCacheError(f"{path}: not a calibration cache of schema {CACHE_SCHEMA}; recalibrate")
         return cls(amax=raw["amax"], calibrator=raw.get("calibrator", {}), data=raw.get("data", {}),
-                   model_hash=raw.get("model_hash", ""), preset=raw.get("preset"), created=raw.get("created", ""))
+                   model_hash=raw.get("model_hash", ""), preset=raw.get("preset"), unused=list(raw.get("unused", [])),
+                   created=raw.get("created", ""))
 
     def check_model(self, model) -> None:
         """Refuse a model whose float weights differ from the ones this cache was calibrated on."""

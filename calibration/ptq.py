@@ -6,11 +6,17 @@ weight quantizers (per channel) take their per-channel max, as TensorRT expects 
 written into the quantizers (`load_calibration`) and returned as a `CalibrationCache` that can be saved and
 applied again later (`apply_cache`) without the data.
 
+A quantizer that no window reaches (e.g. the hidden-state quantizer of a recurrence that runs a single step, as a
+tsai_compat model does at batch 1: the first step has no recurrent MatMul) is inert at that shape: it emits no Q/DQ.
+It gets the placeholder range `UNUSED_AMAX` and is listed in the cache's `unused`; `active_quantizers` tells which
+quantizers a forward at the export shape uses, so an exporter can refuse a placeholder that would reach a graph.
+
 `agreement(float_model, int8_model, windows)` compares the two on held-out windows: AP per class against the
 labels for both, and the maximum and mean absolute difference of their probabilities.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -22,10 +28,15 @@ from calibration.calibrators import make_calibrator
 from deploy.metrics import average_precision
 from models.qat import quantizers, set_calibration
 
+# The range of a quantizer no calibration window reached. Any positive value is exact for an inert quantizer; 1.0 is
+# the span of the bounded states (tanh/sigmoid) where such quantizers sit, so the placeholder is sensible, not 1e-8.
+UNUSED_AMAX = 1.0
+
 
 def calibrate(qat_model, reader, method: str = "entropy", *, options: dict | None = None,
               preset: str | None = None, progress: bool = True) -> CalibrationCache:
-    """Calibrate every quantizer of `qat_model` on the batches of `reader`; quantization is left OFF."""
+    """Calibrate every quantizer of `qat_model` on the batches of `reader`; quantization is left OFF.
+    Quantizers no window reached get UNUSED_AMAX and are listed in the cache's `unused`."""
     named = quantizers(qat_model)
     if not named:
         raise CalibrationCacheError("the model has no quantizers: convert it with models.qat.to_qat first")
@@ -37,36 +48,70 @@ def calibrate(qat_model, reader, method: str = "entropy", *, options: dict | Non
     was_training = qat_model.training
     qat_model.eval()
     set_calibration(qat_model, True)
-    windows, started = 0, time.perf_counter()
     try:
-        reader.rewind()
-        with torch.no_grad():
-            while (batch := reader.get_next()) is not None:
-                x = torch.as_tensor(next(iter(batch.values())), dtype=torch.float32)
-                _forward_fixed_batch(qat_model, x)
-                windows += x.shape[0]
-                if progress:
-                    print(f"\rcalibrating: {windows} windows, {time.perf_counter() - started:.1f} s",
-                          end="", file=sys.stderr, flush=True)
+        with _recording_calls(named) as reached:
+            windows = _run_reader(qat_model, reader, progress)
     finally:
         for q in named.values():
             q.collector = None
         set_calibration(qat_model, False)      # fixes amax = running max for every quantizer
         qat_model.train(was_training)
-    if progress:
-        print(file=sys.stderr)
     if windows == 0:
         raise CalibrationCacheError("the calibration reader yielded no windows: give it recordings")
-    amax = {}
+    amax, unused = {}, sorted(set(named) - reached)
     for name, q in named.items():
-        if name in calibrators:
-            value = calibrators[name].compute_amax()
-            q.load_calibration(max(value, 1e-8))
+        if name in unused:
+            q.load_calibration(torch.full_like(q.amax, UNUSED_AMAX))
+        elif name in calibrators:
+            q.load_calibration(max(calibrators[name].compute_amax(), 1e-8))
         amax[name] = _to_json(q.amax)
     describe = make_calibrator(method, **(options or {})).describe()
     data = dict(getattr(reader, "describe", lambda: {})(), windows=windows)
     return CalibrationCache(amax=amax, calibrator=describe, data=data, model_hash=model_hash(qat_model),
-                            preset=preset)
+                            preset=preset, unused=unused)
+
+
+def _run_reader(qat_model, reader, progress: bool) -> int:
+    """Every batch of `reader` through the model once; returns the number of windows."""
+    windows, started = 0, time.perf_counter()
+    reader.rewind()
+    with torch.no_grad():
+        while (batch := reader.get_next()) is not None:
+            x = torch.as_tensor(next(iter(batch.values())), dtype=torch.float32)
+            _forward_fixed_batch(qat_model, x)
+            windows += x.shape[0]
+            if progress:
+                print(f"\rcalibrating: {windows} windows, {time.perf_counter() - started:.1f} s",
+                      end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return windows
+
+
+@contextlib.contextmanager
+def _recording_calls(named: dict):
+    """Yields a set that fills with the names of the quantizers called while the block runs."""
+    reached: set[str] = set()
+    hooks = [q.register_forward_pre_hook(lambda module, args, name=name: reached.add(name))
+             for name, q in named.items()]
+    try:
+        yield reached
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def active_quantizers(qat_model, shape) -> set[str]:
+    """Names of the quantizers one forward of `qat_model` at input `shape` calls (control flow depends on the
+    shape only, so a zero input tells)."""
+    was_training = qat_model.training
+    qat_model.eval()
+    try:
+        with _recording_calls(quantizers(qat_model)) as reached, torch.no_grad():
+            qat_model(torch.zeros(tuple(shape)))
+    finally:
+        qat_model.train(was_training)
+    return set(reached)
 
 
 def apply_cache(qat_model, cache: CalibrationCache, check_model: bool = True) -> None:

@@ -12,7 +12,6 @@ READY/STATUS/WATCHDOG/STOPPING over $NOTIFY_SOCKET. Logs are JSON lines on stder
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import queue
@@ -23,7 +22,8 @@ import time
 from dataclasses import dataclass
 
 from deploy.bundle import Bundle
-from deploy.config import build_config, parse_set, parse_sink, stream_settings
+from deploy.config import build_config, stream_settings
+from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_args
 from deploy.counters import Counters
 from deploy.engines import open_engine
 from deploy.errors import FogError
@@ -41,103 +41,6 @@ log = logging.getLogger("deploy.daemon")
 
 
 # ------------------------------------------------------------------ command line
-
-def build_parser(prog: str = "fog-daemon") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return p
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundle", nargs="?", help="bundle folder (made by `toolkit export`)")
-    p.add_argument("--config", help="TOML config file (see deploy/daemon.example.toml)")
-    g = p.add_argument_group("source (one)")
-    g.add_argument("--replay", metavar="FILE", help="replay a recording (CSV or npz)")
-    g.add_argument("--layout", help="recording layout for --replay (default: detect)")
-    g.add_argument("--realtime", action="store_true", help="replay at real time (default: as fast as possible)")
-    g.add_argument("--speed", type=float, help="replay speed factor with --realtime")
-    g.add_argument("--stdin", action="store_true", help="read 't,AccV,AccML,AccAP' lines from stdin")
-    g.add_argument("--udp-port", type=int, help="listen for datagrams of such lines on this port")
-    g.add_argument("--udp-host", help="address to listen on (default 127.0.0.1)")
-    g.add_argument("--serial", metavar="DEVICE", help="read lines from a serial device")
-    g.add_argument("--baud", type=int, help="serial baud rate")
-    g.add_argument("--lsl", metavar="NAME", help="read a Lab Streaming Layer stream by name")
-    g.add_argument("--units", choices=("g", "m/s^2"), help="units of a live source")
-    g.add_argument("--rate-hz", type=float, help="nominal rate of a live source (default: the model rate)")
-    g = p.add_argument_group("pipeline")
-    g.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"))
-    g.add_argument("--precision", choices=("fp32", "fp16", "int8"))
-    g.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
-    g.add_argument("--hop-s", type=float, help="seconds between model runs (default: manifest, else 0.5)")
-    g.add_argument("--lookahead-s", help="right context a sample waits for, seconds or 'full'")
-    g = p.add_argument_group("output and operations")
-    g.add_argument("--sink", action="append", metavar="SPEC",
-                   help="-, file:PATH, udp://HOST:PORT, mqtt://HOST:PORT/TOPIC; repeatable; add ?probs for probs")
-    g.add_argument("--probs", action="store_true", help="also send per-hop probabilities to every sink")
-    g.add_argument("--metrics-port", type=int, help="serve Prometheus text on 127.0.0.1:PORT/metrics")
-    g.add_argument("--status-interval", type=float, help="seconds between status log lines (0 = off)")
-    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    g.add_argument("--max-seconds", type=float, help="stop after this many seconds (tests, benchmarks)")
-    g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any key")
-
-
-SOURCE_FLAGS = (("replay", "--replay"), ("stdin", "--stdin"), ("udp_port", "--udp-port"), ("serial", "--serial"),
-                ("lsl", "--lsl"))
-
-
-def _lookahead_flag(text: str):
-    if text == "full":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"--lookahead-s {text!r}: give seconds (e.g. 0.5) or 'full'") from None
-
-
-def overrides_from_args(args) -> list[dict]:
-    given = [name for attr, name in SOURCE_FLAGS if getattr(args, attr) not in (None, False)]
-    if len(given) > 1:
-        raise ConfigError(f"{' and '.join(given)}: the daemon reads one source; give only one of them")
-    o: dict = {"source": {}, "stream": {}, "log": {}}
-    if args.bundle:
-        o["bundle"] = args.bundle
-    for key in ("backend", "precision", "threads"):
-        if getattr(args, key) is not None:
-            o[key] = getattr(args, key)
-    src = o["source"]
-    if args.replay:
-        src.update(kind="replay", path=args.replay)
-    if args.stdin:
-        src["kind"] = "stdin"
-    if args.udp_port is not None:
-        src.update(kind="udp", port=args.udp_port)
-    if args.serial:
-        src.update(kind="serial", device=args.serial)
-    if args.lsl:
-        src.update(kind="lsl", stream_name=args.lsl)
-    for flag, key in (("layout", "layout"), ("speed", "speed"), ("udp_host", "host"), ("baud", "baud"),
-                      ("units", "units"), ("rate_hz", "rate_hz")):
-        if getattr(args, flag) is not None:
-            src[key] = getattr(args, flag)
-    if args.realtime:
-        src["realtime"] = True
-    if args.hop_s is not None:
-        o["stream"]["hop_s"] = args.hop_s
-    if args.lookahead_s is not None:
-        o["stream"]["lookahead_s"] = _lookahead_flag(args.lookahead_s)
-    if args.sink:
-        o["sinks"] = [parse_sink(s) for s in args.sink]
-    if args.metrics_port is not None:
-        o["log"]["metrics_port"] = args.metrics_port
-    if args.status_interval is not None:
-        o["log"]["status_interval_s"] = args.status_interval
-    if args.log_level:
-        o["log"]["level"] = args.log_level
-    return [o] + [parse_set(s) for s in args.set]
-
-
-# ------------------------------------------------------------------ the run
 
 def open_source_from(config: dict, model_rate: float):
     options = dict(config["source"])
@@ -368,7 +271,8 @@ def _process(chunk, w: Wiring, stop: threading.Event) -> None:
 
 
 def main(argv=None, prog: str = "fog-daemon") -> int:
-    return run_args(build_parser(prog).parse_args(argv), prog)
+    argv = sys.argv[1:] if argv is None else argv
+    return run_args(build_parser(prog).parse_args(attach_sink_values(argv)), prog)
 
 
 def run_args(args, prog: str = "fog-daemon") -> int:
@@ -376,6 +280,8 @@ def run_args(args, prog: str = "fog-daemon") -> int:
     stop = threading.Event()
     try:
         config = build_config(args.config, overrides_from_args(args))
+        if args.probs:  # every sink, wherever it was configured
+            config["sinks"] = [dict(sink, probs=True) for sink in config["sinks"]]
         setup_logging(config["log"]["level"], config["log"]["format"])
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

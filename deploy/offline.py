@@ -12,6 +12,15 @@ The grid (all in samples at the model rate, after `prepare`; W = spec.window, h 
   windows that contribute to it, summed in window order. lookahead_samples=None uses whole windows (classic
   overlap averaging, up to W - h samples of look-ahead); 0 uses only the first window that contains the sample
   (the daemon's lowest-latency setting, decision at most one hop after the sample).
+- What a model output row decides (`output_per`, also written as the manifest's `output.per`): a sample
+  (B, W, C), a patch (B, n_patches, C; tiled over its samples by `unpatchify`) or the whole window (B, C: a
+  per-window classifier such as `models.RecurrentClassifier` without per_step). A window's single decision is held
+  over every sample of the window and then combined like any other output: it counts for the window's last L
+  samples, its contribution span, averaged with the other windows that decide them. So lookahead 0 holds each
+  window's decision over its last hop (each sample takes the decision of the first window that contains it, at
+  most one hop late), and a larger look-ahead averages the decisions of the windows ending within it. Not the
+  window's centre: that would delay every decision by half a window (8 s for fog-small's windows) whatever the
+  look-ahead, and the zoo's per-window classifier reads its last step, whose state is about the newest samples.
 """
 from __future__ import annotations
 
@@ -39,17 +48,26 @@ def extract_windows(x: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
     return x[idx]
 
 
+def output_per(shape, spec: PreprocessSpec) -> str:
+    """What one output row decides, from the model output's shape (batch first): "window" for (B, C), "sample" for
+    (B, window, C), "patch" for (B, n_patches, C)."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 2:
+        return "window"
+    if len(shape) == 3 and shape[1] in (spec.window, spec.n_patches):
+        return "sample" if shape[1] == spec.window else "patch"
+    raise FogError(f"the model outputs shape {shape}; expected (batch, classes) per window, (batch, {spec.n_patches} "
+                   f"patches, classes) or (batch, {spec.window} samples, classes) (re-export the bundle)")
+
+
 def windows_to_samples(probs: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Model output -> (B, window, C): per-patch outputs are tiled, per-sample ones (length window) kept."""
+    """Model output -> (B, window, C): per-sample outputs kept, per-patch ones tiled over their patch, a per-window
+    output held over the whole window (the caller keeps each window's contribution span, see the module docstring)."""
     probs = np.asarray(probs)
-    if probs.ndim != 3:
-        raise FogError(f"the model returned shape {probs.shape}; expected (batch, n_patches, classes)")
-    if probs.shape[1] == spec.window:
-        return probs
-    if probs.shape[1] == spec.n_patches:
-        return unpatchify(probs, spec.patch)
-    raise FogError(f"the model returned {probs.shape[1]} steps per window; expected {spec.n_patches} patches "
-                   f"or {spec.window} samples")
+    per = output_per(probs.shape, spec)
+    if per == "window":
+        return np.broadcast_to(probs[:, None, :], (len(probs), spec.window, probs.shape[1]))
+    return probs if per == "sample" else unpatchify(probs, spec.patch)
 
 
 def predict_prepared(x: np.ndarray, spec: PreprocessSpec, infer, hop_samples: int,

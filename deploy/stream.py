@@ -5,7 +5,8 @@ Grid (see deploy/offline.py, the single definition): window k ends at e = (k + 1
 positions before the segment start hold its first sample, positions past its end (at `flush`) its last sample.
 A window contributes to its last `keep` samples, keep = min(W, (lookahead // hop + 1) * hop), so a sample is
 decided after at most `keep` samples of right context: the look-ahead is the latency/accuracy dial.
-lookahead None = whole windows (classic overlap averaging, up to W - hop of look-ahead).
+lookahead None = whole windows (classic overlap averaging, up to W - hop of look-ahead). A per-window model (output
+(1, C)) streams alike: its decision counts for each of those `keep` samples (deploy.offline.output_per).
 
 Hot path: the window is read from the ring, z-scored by `deploy.preprocess.zscore_` (the function `patchify` uses) in
 pre-allocated scratch and scattered into the engine's input buffer with an index map derived once from `patchify` (so
@@ -23,7 +24,7 @@ import numpy as np
 from deploy.errors import FogError
 from deploy.events import EventDetector, detector_settings
 from deploy.intake import RESET, Intake
-from deploy.offline import contribution
+from deploy.offline import contribution, output_per
 from deploy.preprocess import PreprocessSpec, StreamingPreparer, gravity_rotation, patchify, unpatchify, zscore_
 
 log = logging.getLogger("deploy.stream")
@@ -115,8 +116,9 @@ class Pipeline:
         self._apply(settings or StreamSettings(**settings_fields))
         self.intake = Intake(self.source_rate, counters, max_gap_s=self.settings.max_gap_s)
         self.encoder = WindowEncoder(self.spec, engine.input_buffer)
-        self.tail_rows = self._tail_rows(engine.output_shape[1])
-        self._allocate(n_classes=engine.output_shape[2])
+        self.per = output_per(engine.output_shape, self.spec)
+        self.tail_rows = self._tail_rows()
+        self._allocate(n_classes=engine.output_shape[-1])
         self._segment_open = False
 
     def _apply(self, settings: StreamSettings) -> None:
@@ -134,15 +136,12 @@ class Pipeline:
         self.events_cfg = dict(settings.events or {})
         self.live, self.max_behind_s = settings.live, float(settings.max_behind_s)
 
-    def _tail_rows(self, n_out: int) -> np.ndarray:
-        """Output rows of a window's last `keep` samples (per patch or per sample, as the model outputs)."""
-        if n_out == self.spec.n_patches:
-            rows = unpatchify(np.arange(n_out)[None, :, None], self.spec.patch)[0, :, 0]
-        elif n_out == self.W:
-            rows = np.arange(self.W)
+    def _tail_rows(self) -> np.ndarray:
+        """Output rows of a window's last `keep` samples: per sample, per patch, or the one row of a window."""
+        if self.per == "patch":
+            rows = unpatchify(np.arange(self.spec.n_patches)[None, :, None], self.spec.patch)[0, :, 0]
         else:
-            raise FogError(f"the model outputs {n_out} steps per window; the spec expects {self.spec.n_patches} "
-                           f"patches or {self.W} samples (re-export the bundle)")
+            rows = np.arange(self.W) if self.per == "sample" else np.zeros(self.W, np.intp)
         return rows[self.W - self.keep:].astype(np.intp)
 
     def _allocate(self, n_classes: int) -> None:
@@ -249,7 +248,7 @@ class Pipeline:
         lo, hi = max(0, e - self.keep), min(self.n, e)
         rows = self.tail_rows[self.keep - (e - lo): self.keep - (e - hi) if e > hi else None]
         out = self.contrib[:hi - lo]
-        np.take(y[0], rows, axis=0, out=out)
+        np.take(y if self.per == "window" else y[0], rows, axis=0, out=out)  # (1, C) or (1, steps, C)
         np.add(self.total[lo - self.base:hi - self.base], out, out=self.total[lo - self.base:hi - self.base])
         self.count[lo - self.base:hi - self.base] += 1
         self.counters.hop(time.monotonic() - arrival, engine_s)

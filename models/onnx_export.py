@@ -3,10 +3,18 @@
 Static shapes only (no dynamic axes): TensorRT on DLA and unrolled QAT graphs need them. The TorchScript exporter
 (`dynamo=False`) is used because it emits Q/DQ for fake-quant ops with explicit zero points and reaches opset 13/14,
 which the older Jetson TensorRT versions need.
+
+The exporter's native log is silenced: torch's TorchScript exporter switches its ONNX log on for good on the first
+export (its `setup_onnx_logging` tests the function `_jit_is_onnx_log_enabled` instead of calling it), and from then
+on an export that fails prints the whole Torch IR graph (68 KB for fog-small) to the process's stdout from C++, e.g.
+the first attempt of a jetson-nano export, which then succeeds through the static variant. An export that fails
+raises; what it printed natively is dropped.
 """
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -29,13 +37,31 @@ def _export_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def _native_output_dropped():
+    """Point file descriptors 1 and 2 at /dev/null while the block runs (C++ writes bypass sys.stdout/stderr)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(fd) for fd in (1, 2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            os.dup2(null, fd)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
+
+
 def export_onnx(model: torch.nn.Module, example, path, *, opset: int = 17,
                 input_names=("x",), output_names=("logits",), constant_folding: bool = True) -> Path:
     """Export `model` at the static shape of `example` (a tensor or tuple of tensors) to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     args = example if isinstance(example, tuple) else (example,)
-    with _export_mode(model):
+    with _export_mode(model), _native_output_dropped():
         torch.onnx.export(model, args, str(path), opset_version=opset, dynamo=False,
                           input_names=list(input_names), output_names=list(output_names),
                           do_constant_folding=constant_folding)

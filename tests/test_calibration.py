@@ -107,6 +107,32 @@ def test_calibrate_fills_every_quantizer_and_the_cache_reapplies(tmp_path):
     assert report["ap_int8"]["Turn"] is not None
 
 
+@pytest.mark.parametrize("method", ["percentile", "entropy", "mse", "max"])
+def test_a_quantizer_no_window_reaches_gets_a_placeholder_not_an_error(method, tmp_path):
+    """One step per window (a tsai_compat model at batch 1 runs its RNN over the batch axis: one step) never reaches
+    the hidden-state quantizer: the first step has no recurrent MatMul. Issue 18 item 2: this raised
+    `ValueError: percentile calibrator saw no data`."""
+    from calibration.cache import CalibrationCache
+    from calibration.data import BatchReader
+    from calibration.ptq import UNUSED_AMAX, active_quantizers, apply_cache, calibrate
+    from models.qat import quantizers, to_qat
+
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    qat = to_qat(model, batch_size=1, seq_len=1)
+    batches = [np.random.default_rng(i).normal(size=(1, 12, 1)).astype(np.float32) for i in range(4)]
+    cache = calibrate(qat, BatchReader(batches), method, progress=False)
+    assert cache.unused == ["rnn.hidden_quantizers.l0"] and cache.data["windows"] == 4
+    assert cache.amax["rnn.hidden_quantizers.l0"] == UNUSED_AMAX
+    assert "rnn.hidden_quantizers.l0" not in active_quantizers(qat, (1, 12, 1))
+    assert active_quantizers(qat, (1, 12, 1)) == set(quantizers(qat)) - set(cache.unused)
+    again = CalibrationCache.load(cache.save(tmp_path / "cal.json"))
+    assert again.unused == cache.unused
+    apply_cache(to_qat(model, batch_size=1, seq_len=1), again)
+    # at two steps the same quantizer is live: a longer window reaches it
+    assert "rnn.hidden_quantizers.l0" in active_quantizers(to_qat(model, 1, 2), (1, 12, 2))
+
+
 def test_reader_over_files_kaggle_csv_and_npz(tmp_path):
     from deploy.recording import read_recordings as load_recordings, write_recording
 

@@ -163,3 +163,38 @@ def test_config_file_and_overrides(tmp_path, bundle_dir):
 def test_example_config_parses():
     cfg = build_config(REPO / "deploy" / "daemon.example.toml")
     assert cfg["source"]["kind"] and cfg["sinks"]
+
+
+def _message_types(text: str) -> set[str]:
+    return {json.loads(line)["type"] for line in text.splitlines() if line.startswith("{")}
+
+
+@pytest.mark.parametrize("sink", [["--sink", "-?probs"], ["--sink=-?probs"], ["--sink", "-", "--probs"]],
+                         ids=["separate", "equals", "probs-flag"])
+def test_probabilities_to_stdout_by_sink_query_or_probs_flag(bundle_dir, walk_npz, no_torch_env, sink):
+    """Issue 18 item 4: `--sink -?probs` stopped with "expected one argument"; `--probs` was never read."""
+    result = daemon([bundle_dir, "--replay", walk_npz, *sink], no_torch_env)
+    assert result.returncode == 0, result.stderr
+    assert "probs" in _message_types(result.stdout)
+
+
+def test_probs_flag_reaches_a_sink_from_the_config_file(bundle_dir, walk_npz, no_torch_env, tmp_path):
+    out = tmp_path / "from-config.jsonl"
+    config = tmp_path / "d.toml"
+    config.write_text(f'bundle = "{bundle_dir}"\n[[sinks]]\nkind = "jsonl"\npath = "{out}"\n')
+    result = daemon(["--config", config, "--replay", walk_npz, "--probs"], no_torch_env)
+    assert result.returncode == 0, result.stderr
+    assert "probs" in _message_types(out.read_text())
+    without = tmp_path / "without.jsonl"
+    config.write_text(f'bundle = "{bundle_dir}"\n[[sinks]]\nkind = "jsonl"\npath = "{without}"\n')
+    assert daemon(["--config", config, "--replay", walk_npz], no_torch_env).returncode == 0
+    assert "probs" not in _message_types(without.read_text())
+
+
+def test_toolkit_serve_takes_the_sink_query_as_a_separate_value(bundle_dir, walk_npz, tmp_path):
+    out = tmp_path / "serve.jsonl"
+    result = subprocess.run([sys.executable, "-m", "toolkit.cli", "serve", str(bundle_dir), "--replay", str(walk_npz),
+                             "--sink", f"file:{out}?probs", "--sink", "-?probs"], capture_output=True, text=True,
+                            timeout=120, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr
+    assert "probs" in _message_types(out.read_text()) and "probs" in _message_types(result.stdout)

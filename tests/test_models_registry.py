@@ -93,6 +93,16 @@ def test_toolkit_models_lists_presets(capsys):
     assert "143,683" in out and "(1, 24, 128)" in out and "(1, 128, 3)" in out
 
 
+def test_toolkit_models_has_a_family_column_with_a_preset_per_family(capsys):
+    from models.registry import FAMILIES
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["preset", "family", "class"]
+    rows = {line.split()[0]: line.split()[1] for line in lines[1:] if line.startswith("fog-")}
+    assert rows["fog-scrn"] == "SCRN" and rows["fog-gru-transformer"] == "TransformerGRUPlus"
+    assert set(rows.values()) == set(FAMILIES)
+
+
 def test_toolkit_models_json_and_one_preset(capsys):
     assert cli.main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

@@ -1,7 +1,8 @@
 """The `toolkit` command line.
 
 Each subcommand lives in its own module under `toolkit/commands/` and exposes
-`HELP` (one line), `add_arguments(parser)` and `run(args) -> int`; they are found by name (COMMANDS), so this
+`HELP` (one line), `add_arguments(parser)` and `run(args) -> int` (and may define `prepare_argv(argv) -> argv`, applied
+to its own arguments before parsing); they are found by name (COMMANDS), so this
 module imports none of them. A command module imports the project's modules at its top and torch, onnx and the
 like through `deploy.lazy.lazy_import`, so building the parser (`toolkit --help`) never imports torch.
 """
@@ -55,9 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prepared(argv: list[str]) -> list[str]:
+    """The command's own `prepare_argv`, if it has one, applied to the arguments after its name."""
+    modname = COMMANDS.get(argv[0]) if argv else None
+    prepare = getattr(importlib.import_module(modname), "prepare_argv", None) if modname else None
+    return [argv[0], *prepare(argv[1:])] if prepare else argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_prepared(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "_module", None):
         parser.print_help()
         return 2

@@ -1,4 +1,5 @@
-"""List the model registry: each preset's class, parameter count, input and output shapes and preprocessing.
+"""List the model registry: each preset's family (every family of the zoo has one), class, parameter count, input
+and output shapes and preprocessing.
 
 Shapes are for batch 1, taken from the preset's data (Preset.io_shapes) rather than a forward pass, which would take
 seconds for fog-1st-place. The presets are per-patch models: input (1, patch*3, n_patches) -> logits
@@ -26,7 +27,7 @@ def _describe(name: str) -> dict:
     model = models.create_model(name).eval()
     spec = preset.preprocess
     shape, output_shape = preset.io_shapes(batch=1)
-    return {"name": name, "class": preset.factory.__name__,
+    return {"name": name, "family": preset.family, "class": preset.factory.__name__,
             "parameters": sum(p.numel() for p in model.parameters()),
             "input_shape": list(shape), "output_shape": list(output_shape), "classes": list(preset.classes),
             "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in preset.kwargs.items()},
@@ -44,12 +45,13 @@ def run(args) -> int:
         for key, value in rows[0].items():
             print(f"{key:<13} {value}")
         return 0
-    print(f"{'preset':<20} {'class':<20} {'params':>11}  {'input':<15} {'output':<15} {'window':<13} description")
+    print(f"{'preset':<20} {'family':<19} {'class':<20} {'params':>11}  {'input':<15} {'output':<15} {'window':<13} "
+          "description")
     for r in rows:
         spec = r["preprocess"]
         window = f"{spec['patch'] * spec['n_patches'] / spec['rate_hz']:g} s@{spec['rate_hz']:g}Hz"
-        print(f"{r['name']:<20} {r['class']:<20} {r['parameters']:>11,}  {_shape(r['input_shape']):<15} "
-              f"{_shape(r['output_shape']):<15} {window:<13} {r['description']}")
+        print(f"{r['name']:<20} {r['family']:<19} {r['class']:<20} {r['parameters']:>11,}  "
+              f"{_shape(r['input_shape']):<15} {_shape(r['output_shape']):<15} {window:<13} {r['description']}")
     print("\nzoo classes (models.*): TransformerRNNPlus/LSTMPlus/GRUPlus, RNNAttentionPlus/LSTMAttentionPlus/"
           "GRUAttentionPlus, RNN/GRU/LSTM, RecurrentClassifier, SCRN; see docs/models.md")
     return 0

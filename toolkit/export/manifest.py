@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from deploy.bundle import write_manifest
 from deploy.contract import AXES, FP32_FILE, INPUT_NAME, INT8_FILE, OUTPUT_NAME, SCHEMA_VERSION
+from deploy.offline import output_per
 from toolkit import __version__
 from toolkit.export.macs import count_macs
 from toolkit.export.verify import describe
@@ -34,8 +35,8 @@ def _per_class(events: dict, classes) -> dict:
 
 def _model_section(source, fp32, float_graph) -> dict:
     return {"name": source.name, "preset": source.preset, "source": source.kind, "tsai_compat": source.tsai_compat,
-            "weights_sha256": source.weights_sha256, "parameters": source.parameters(), "macs": _macs(fp32),
-            "float_graph": float_graph, "notes": source.notes}
+            "factory": source.factory, "weights_sha256": source.weights_sha256, "parameters": source.parameters(),
+            "macs": _macs(fp32), "float_graph": float_graph, "notes": source.notes}
 
 
 def build_manifest(p, events: dict) -> dict:
@@ -50,7 +51,8 @@ def build_manifest(p, events: dict) -> dict:
         "model": _model_section(source, p.fp32, p.float_graph),
         "input": {"name": INPUT_NAME, "shape": list(p.shape), "dtype": "float32", "preprocess": source.preprocess,
                   "axes": list(AXES)},
-        "output": {"name": OUTPUT_NAME, "shape": out_shape, "classes": list(source.classes), "per": source.per,
+        "output": {"name": OUTPUT_NAME, "shape": out_shape, "classes": list(source.classes),
+                   "per": output_per(out_shape, source.spec),
                    "activation": source.activation},
         "events": _per_class(events, source.classes),
         "precision": p.precision,
@@ -77,6 +79,10 @@ def summary_table(out, manifest: dict) -> str:
     lines += ["", f"  checks: {passed}/{len(manifest['checks'])} passed"]
     for c in manifest["checks"]:
         lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['model']}: {c['name']}: {c['detail'][:90]}")
+    unused = (manifest["export"].get("calibration") or {}).get("unused")
+    if unused:
+        lines.append(f"  calibration: {len(unused)} quantizer(s) inert at this shape (no window reached them, no Q/DQ "
+                     f"in the graph; placeholder amax): {', '.join(unused)}")
     lines += ["", f"  verification ({manifest['verification']['windows']} windows):"]
     for name, v in manifest["verification"]["pairs"].items():
         lines.append(f"    {name:<24} {describe(v)}")

@@ -17,6 +17,9 @@ torch = lazy_import("torch", "workstation", "exporting a PyTorch model")
 onnx = lazy_import("onnx", "workstation", "exporting ONNX")
 onnx_export = lazy_import("models.onnx_export", "workstation", "exporting a zoo model to ONNX")
 qat = lazy_import("models.qat", "workstation", "the quantization-aware variant of a model")
+zoo = lazy_import("models", "workstation", "the model zoo's recurrent layers")
+
+FUSED_RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
 
 
 class ExportError(FogError):
@@ -67,12 +70,24 @@ def float_static_variant(module, batch, n_steps):
     return variant.eval()
 
 
+def float_graph_kind(path, module) -> str:
+    """What a directly exported float graph is, from its nodes: "fused" only with a fused ONNX LSTM/GRU/RNN node;
+    otherwise "traced", with why (SCRN has no ONNX op: its steps were traced one by one)."""
+    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    if ops & FUSED_RECURRENT_OPS:
+        return "fused"
+    if any(isinstance(m, zoo.SCRN) for m in module.modules()):
+        return "traced: SCRN unrolled step by step (ONNX has no SCRN op), no fused recurrent node"
+    return "traced: no fused recurrent node"
+
+
 def export_float(source, shape, path, opset: int, batch: int, target) -> str:
-    """The float model (with its activation) as ONNX; returns which graph it is ("fused" or why "static")."""
+    """The float model (with its activation) as ONNX; returns which graph it is: "fused", "traced: why" (no fused
+    LSTM/GRU/RNN node) or "static (quantization off): why" (the fallback below)."""
     graph_model = with_activation(source.module, source.activation)
     try:
         export_graph(graph_model, shape, path, opset)
-        return "fused"
+        return float_graph_kind(path, source.module)
     except Exception as exc:  # the exporter's own errors (e.g. SDPA below opset 14): try the static variant
         first = str(exc).splitlines()[0][:200]
     n_steps = int(source.preprocess["n_patches"])

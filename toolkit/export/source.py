@@ -45,6 +45,7 @@ class ModelSource:
     weights_sha256: str | None = None
     weights_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    factory: dict | None = None       # a user model: {"path": "package.module:factory", "kwargs": {...}}
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -53,10 +54,6 @@ class ModelSource:
     @property
     def window(self) -> int:
         return self.spec.window
-
-    @property
-    def per(self) -> str:
-        return "sample" if int(self.preprocess["patch"]) == 1 else "patch"
 
     def input_shape(self, batch: int) -> tuple[int, int, int]:
         return (batch, *self.spec.input_shape[1:])
@@ -162,7 +159,8 @@ def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, cla
                        classes=tuple(classes or CLASSES), activation=activation,
                        weights_sha256=sha256_file(weights) if weights else None,
                        weights_path=str(weights) if weights else None,
-                       notes=[] if weights else ["no --weights: the factory's initial weights were exported"])
+                       notes=[] if weights else ["no --weights: the factory's initial weights were exported"],
+                       factory={"path": spec, "kwargs": dict(factory_kwargs or {})})
 
 
 def resolve(model: str, *, weights=None, n_patches=None, tsai=False, preprocess=None, classes=None,

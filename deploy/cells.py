@@ -19,6 +19,7 @@ def locate_bad_cell(text: str, names: list[str], path, *, first_row: int, separa
             try:
                 float(cell)
             except ValueError:
-                raise DataError(f"non-numeric value {cell.strip()!r}", file=str(path), row=i + first_row,
+                noun = what.rstrip("s")
+                raise DataError(f"non-numeric {noun} {cell.strip()!r}", file=str(path), row=i + first_row,
                                 column=name, fix=value_fix) from None
     raise DataError("the file could not be parsed as a table of numbers", file=str(path))

@@ -17,18 +17,20 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from deploy.bundle import Bundle
 from deploy.config import build_config, parse_set, parse_sink, stream_settings
 from deploy.counters import Counters
 from deploy.engines import open_engine
+from deploy.event_classes import from_manifest
 from deploy.errors import FogError
 from deploy.preprocess import PreprocessSpec
 from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_interval_s
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources import open_source
 from deploy.stream import Pipeline, StreamSettings
+from deploy.wearer import stream_setup
 
 log = logging.getLogger("deploy.daemon")
 END = object()
@@ -158,6 +160,17 @@ def _sink_callbacks(sinks, classes):
     return on_event, (on_probs if any(s.want_probs for s in sinks) else None)
 
 
+def stream_options(manifest: dict) -> dict:
+    """The bundle's event classes (background classes raise no event)."""
+    return {"event_columns": tuple(from_manifest(manifest)[0])}
+
+
+def wearer_setup(spec, manifest: dict, state_path, stream: StreamSettings):
+    """The stream normalization export chose (manifest `streaming`), with the wearer's state file if any."""
+    stream_spec, normalizer = stream_setup(spec, manifest.get("streaming"), state_path)
+    return stream_spec, replace(stream, normalizer=normalizer)
+
+
 def wire(config: dict) -> Wiring:
     """Open the bundle (verified), its engine, the sinks and the source, and the pipeline between them."""
     bundle = Bundle.load(config["bundle"], verify=True)
@@ -173,7 +186,8 @@ def wire(config: dict) -> Wiring:
     stream = StreamSettings(source_units=source.units, source_rate_hz=source.rate_hz,
                             hop_samples=settings["hop_samples"], lookahead_samples=settings["lookahead_samples"],
                             events=settings["events"], live=source.live, max_gap_s=st["max_gap_s"],
-                            max_behind_s=st["max_behind_s"])
+                            max_behind_s=st["max_behind_s"], **stream_options(bundle.manifest))
+    spec, stream = wearer_setup(spec, bundle.manifest, st.get("wearer_state"), stream)
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
     return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
                   settings["lookahead_samples"])

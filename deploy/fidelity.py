@@ -106,15 +106,17 @@ class Fidelity:
             self._offline[i] = predict_recording(recording, self.spec, self.infer, self.hop, self.look)
         return self._offline[i]
 
-    def stream(self, recordings, spec, normalizer=None) -> dict:
-        """Pooled figures of streaming `recordings` with `spec` (and a normalizer factory) against offline."""
+    def stream(self, recordings, spec, session=None) -> dict:
+        """Pooled figures of streaming `recordings` with `spec` against offline; `session()`, called once per
+        recording (each is a session of its own), gives the normalizer factory of deploy.wearer.stream_setup."""
         settings = StreamSettings(source_units=recordings[0].units, hop_samples=self.hop,
                                   lookahead_samples=self.look, events=self.events,
-                                  event_columns=tuple(self.columns), normalizer=normalizer)
+                                  event_columns=tuple(self.columns))
         items, background, daemon = [], 0, 0
         event_classes = {self.classes[c] for c in self.columns}
         for i, rec in enumerate(recordings):
-            settings = replace(settings, source_units=rec.units, source_rate_hz=rec.rate_hz)
+            settings = replace(settings, source_units=rec.units, source_rate_hz=rec.rate_hz,
+                               normalizer=session() if session else None)
             streamed, events = stream_recording(rec, spec, self.engine, self.classes, settings)
             items.append(compare(self.offline(i, rec), streamed, self.spec.rate_hz, self.events, self.columns,
                                  self.rule))

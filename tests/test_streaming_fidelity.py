@@ -109,6 +109,11 @@ def test_export_records_streaming_fidelity_and_reports_a_mismatched_normalizatio
     assert "factory provides its own weights" in matched["model"]["notes"][0]   # tiny_bigru seeds itself
     assert len(matched["model"]["weights_sha256"]) == 64
     capsys.readouterr()
+    # evaluate reads the background class from the bundle: the three event classes are scored, summed
+    assert cli(["evaluate", "--synthetic", "1", "--synthetic-minutes", "1", "--bundle", str(tmp_path / "matched"),
+                "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["results"][0]
+    assert "ap" in result and result["any_fog"]["percent_time_called_fog"] >= 0
     # deliberately mismatched: a model declared per-window z-scored, streamed with fixed statistics
     bad = _export(tmp_path, "mismatched", "--normalization", "window", "--background-class", "NoEvent",
                   "--stream-normalization", "fixed")

@@ -49,6 +49,18 @@ def options_to_measure(declared: str, asked: str) -> list[str]:
     return [m for m in STREAM_NORMALIZATIONS if m != "declared"]
 
 
+def measure_options(fid: Fidelity, section: dict, modes, recordings) -> dict:
+    """{mode: pooled fidelity figures} of streaming `recordings` with each stream normalization in `modes`
+    (`section`: the manifest's `streaming` numbers). Each recording is a session of its own: "wearer" captures
+    afresh in each (no saved state, as a wearer's first session)."""
+    figures = {}
+    for mode in modes:
+        manifest_section = {**section, "normalization": mode}
+        stream_spec = stream_setup(fid.spec, manifest_section)[0]
+        figures[mode] = fid.stream(recordings, stream_spec, lambda: stream_setup(fid.spec, manifest_section)[1])
+    return figures
+
+
 def choose(figures: dict) -> str:
     return min(figures, key=lambda m: (figures[m]["background_events"] > 0, abs(figures[m]["difference_pp"]),
                                        figures[m]["mean_abs_prob_diff"]))
@@ -64,10 +76,7 @@ def measure_streaming(p, asked: str = "auto", recordings=None) -> dict:
     engine = OnnxRuntimeEngine(p.work / FP32_FILE, threads=1)
     columns = event_columns(source.classes, source.background)
     fid = Fidelity(spec, engine, source.classes, p.event_settings, columns, source.any_fog)
-    figures = {}
-    for mode in options_to_measure(spec.normalization, asked):
-        stream_spec, normalizer = stream_setup(spec, {**section, "normalization": mode})
-        figures[mode] = fid.stream(recs, stream_spec, normalizer)
+    figures = measure_options(fid, section, options_to_measure(spec.normalization, asked), recs)
     engine.close()
     chosen = choose(figures)
     section.update(normalization=chosen, options=figures, fidelity=figures[chosen],

@@ -76,6 +76,8 @@ def build_manifest(p, events: dict) -> dict:
 def _streaming_lines(streaming: dict | None) -> list[str]:
     if not streaming:
         return []
+    if "skipped" in streaming:
+        return [f"  streaming fidelity: {streaming['skipped']}"]
     lines = [f"  streaming (declared {streaming['declared']}; {streaming['data']}; chosen {streaming['normalization']}"
              f": {streaming['chosen_by']}):"]
     for mode, f in streaming["options"].items():

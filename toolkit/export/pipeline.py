@@ -253,7 +253,10 @@ class ExportPipeline:
     def streaming_fidelity(self) -> None:
         self.progress.start("streaming fidelity: the daemon's pipeline vs offline under the declared normalization")
         self.streaming = measure_streaming(self, self.opt.stream_normalization, self.opt.fidelity_recordings)
-        f = self.streaming["fidelity"]
+        f = self.streaming.get("fidelity")
+        if f is None:
+            self.progress.done(self.streaming["skipped"])
+            return
         self.progress.done(f"{self.streaming['normalization']}: {f['percent_time_called_fog_streamed']:.2f} % "
                            f"time called FOG streamed vs {f['percent_time_called_fog_offline']:.2f} % offline, "
                            f"agreement {100 * f['decision_agreement']:.1f} %")

@@ -21,7 +21,7 @@ from deploy.preprocess import prepare
 from deploy.wearer import CAPTURE_S, STREAM_NORMALIZATIONS, recording_statistics, stream_setup
 
 EXACT = ("window", "running")      # declared normalizations the stream reproduces exactly
-SYNTHETIC = {"subjects": 2, "minutes": 3.0, "seed": 4000}   # default fidelity recordings (never a training seed)
+SYNTHETIC = {"subjects": 2, "minutes": 2.0, "seed": 4000}   # default fidelity recordings (never a training seed)
 
 
 def fidelity_recordings(recordings=None):
@@ -69,6 +69,12 @@ def choose(figures: dict) -> str:
 def measure_streaming(p, asked: str = "auto", recordings=None) -> dict:
     """The manifest's `streaming` section for the export `p` (a ToolkitExport pipeline with its fp32 graph)."""
     source, spec = p.source, p.source.spec
+    hop = int(round(float(p.event_settings["hop_s"]) * spec.rate_hz))
+    if hop > spec.window:
+        reason = (f"not measured: the hop ({hop} samples) is longer than the window ({spec.window}), which the "
+                  "daemon refuses; export with a smaller --hop-s or more --n-patches")
+        print(f"\n!!! export: WARNING: streaming fidelity {reason}\n", file=sys.stderr, flush=True)
+        return {"declared": spec.normalization, "normalization": "declared", "skipped": reason}
     recs, data = fidelity_recordings(recordings)
     section = {"declared": spec.normalization, "tau_s": spec.running_tau_s, "capture_s": CAPTURE_S,
                "fixed": fixed_statistics(spec, *fidelity_recordings()), "data": data, "limit_pp": LIMIT_PP,

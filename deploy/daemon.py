@@ -167,7 +167,10 @@ def stream_options(manifest: dict) -> dict:
 
 def wearer_setup(spec, manifest: dict, state_path, stream: StreamSettings):
     """The stream normalization export chose (manifest `streaming`), with the wearer's state file if any."""
-    stream_spec, normalizer = stream_setup(spec, manifest.get("streaming"), state_path)
+    streaming = manifest.get("streaming") or {}
+    stream_spec, normalizer = stream_setup(spec, streaming, state_path)
+    log.info("stream normalization %s (declared %s)%s", streaming.get("normalization") or "declared",
+             spec.normalization, f", wearer state {state_path}" if state_path else "")
     return stream_spec, replace(stream, normalizer=normalizer)
 
 

@@ -89,6 +89,18 @@ def test_wearer_statistics_are_captured_once_and_kept_across_restarts(tmp_path):
         BlockNormalizer(50, tau_s=None, capture_s=4, state_path=state)
 
 
+def test_the_daemon_takes_event_classes_and_stream_normalization_from_the_manifest(tmp_path):
+    from deploy.daemon import stream_options, wearer_setup
+    manifest = {"output": {"classes": CLASSES, "background": ["NoEvent"], "any_fog": "sum"},
+                "streaming": {"normalization": "wearer", "capture_s": 60}}
+    assert stream_options(manifest) == {"event_columns": (0, 1, 2)}
+    spec = PreprocessSpec(rate_hz=50, units="g", patch=1, n_patches=100, normalization="recording", layout="BTC")
+    stream_spec, settings = wearer_setup(spec, manifest, tmp_path / "w.json", StreamSettings(source_units="g"))
+    assert stream_spec.normalization == "running" and settings.normalizer().capture_blocks == 60
+    old_spec, old = wearer_setup(spec, {"output": {"classes": CLASSES}}, None, StreamSettings(source_units="g"))
+    assert old_spec is spec and old.normalizer is None   # an old bundle: as before
+
+
 def _export(tmp_path, name, *extra):
     out = tmp_path / name
     rc = cli(["export", "--model", "tests.fixtures.user_models:tiny_bigru", "--rate-hz", "50", "--classes",

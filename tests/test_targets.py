@@ -58,7 +58,7 @@ def test_op_tables_encode_the_version_differences():
 
 
 def test_op_tables_are_what_the_generator_derives_from_the_reference():
-    from toolkit.optables.make_optables import parse_matrix
+    from toolkit.export.optables.make_optables import parse_matrix
     reference = shared_path("reference")
     for version in ("8.5", "8.6", "10.1", "10.15"):
         md = reference / f"onnx-tensorrt-operators-trt{version}.md"

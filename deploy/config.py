@@ -24,7 +24,7 @@ DEFAULTS = {
     "threads": None,
     "source": {"kind": "stdin", "units": "g", "rate_hz": None},
     "stream": {"hop_s": None, "lookahead_s": None, "max_gap_s": 0.5, "max_behind_s": 1.0, "silence_s": 2.0,
-               "queue_chunks": 1024, "state_file": None},
+               "queue_chunks": 1024, "state_file": None, "wearer_state": None},
     "events": {},
     "sinks": [{"kind": "jsonl", "path": "-", "probs": False}],
     "log": {"level": "info", "format": "json", "status_interval_s": 30.0, "metrics_port": 0},

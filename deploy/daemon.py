@@ -19,13 +19,14 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from deploy.bundle import Bundle
 from deploy.config import build_config, stream_settings
 from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_args
 from deploy.counters import Counters
 from deploy.engines import open_engine
+from deploy.event_classes import from_manifest
 from deploy.errors import FogError
 from deploy.feed import END, Feed
 from deploy.intake import RateMismatch, RateWatch
@@ -36,6 +37,7 @@ from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources import open_source
 from deploy.stream import Pipeline, StreamSettings
 from deploy.validate import MANIFEST_EVENTS, ConfigError, check_events, preflight
+from deploy.wearer import stream_setup
 
 log = logging.getLogger("deploy.daemon")
 
@@ -103,6 +105,20 @@ def _close_leftover_onsets(onsets: OpenOnsets | None, deliver, counters) -> None
         deliver(message)
 
 
+def stream_options(manifest: dict) -> dict:
+    """The bundle's event classes (background classes raise no event)."""
+    return {"event_columns": tuple(from_manifest(manifest)[0])}
+
+
+def wearer_setup(spec, manifest: dict, state_path, stream: StreamSettings):
+    """The stream normalization export chose (manifest `streaming`), with the wearer's state file if any."""
+    streaming = manifest.get("streaming") or {}
+    stream_spec, normalizer = stream_setup(spec, streaming, state_path)
+    log.info("stream normalization %s (declared %s)%s", streaming.get("normalization") or "declared",
+             spec.normalization, f", wearer state {state_path}" if state_path else "")
+    return stream_spec, replace(stream, normalizer=normalizer)
+
+
 def wire(config: dict) -> Wiring:
     """Open the bundle (verified, and pinned when the config says so), its engine, the source and the sinks, and
     the pipeline between them; every setting is checked here, before READY."""
@@ -123,7 +139,8 @@ def wire(config: dict) -> Wiring:
     stream = StreamSettings(source_units=source.units, source_rate_hz=source.rate_hz,
                             hop_samples=settings["hop_samples"], lookahead_samples=settings["lookahead_samples"],
                             events=settings["events"], live=source.live, max_gap_s=st["max_gap_s"],
-                            max_behind_s=st["max_behind_s"])
+                            max_behind_s=st["max_behind_s"], **stream_options(bundle.manifest))
+    spec, stream = wearer_setup(spec, bundle.manifest, st.get("wearer_state"), stream)
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
     watch = None if source.name == "replay" else RateWatch(
         source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),

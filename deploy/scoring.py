@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from deploy.event_classes import any_fog
 from deploy.events import detect_events, detector_settings
 from deploy.freeze_index import THRESHOLD as FI_THRESHOLD
 from deploy.freeze_index import WINDOW_S as FI_WINDOW_S
@@ -100,11 +101,16 @@ def score_recording(recording, any_prob: np.ndarray, settings: dict) -> dict:
     return out
 
 
-def score(recordings, probs, settings: dict, name: str = "model") -> dict:
+def score(recordings, probs, settings: dict, name: str = "model", event_columns=None,
+          any_fog_rule: str = "max") -> dict:
     """Figures for per-recording probabilities: `probs[i]` is (n_i, C) class probabilities or (n_i,) any-FOG
-    scores (class-agnostic, the same for every class) at recording i's rate. Pooled over recordings; per recording under "per_recording"."""
+    scores (class-agnostic, the same for every class) at recording i's rate. Pooled over recordings; per recording under "per_recording".
+    `event_columns` (default all) leaves background classes out; `any_fog_rule` "max" or "sum" of the event
+    classes (deploy.event_classes, from the bundle's manifest)."""
     probs = [np.asarray(p, dtype=np.float64) for p in probs]
-    any_probs = [p if p.ndim == 1 else p.max(axis=1) for p in probs]
+    if event_columns is not None:
+        probs = [p if p.ndim == 1 else p[:, list(event_columns)] for p in probs]
+    any_probs = [any_fog(p, rule=any_fog_rule) for p in probs]
     per = [score_recording(r, a, settings) for r, a in zip(recordings, any_probs)]
     result = {"name": name, "per_recording": per}
     # a class-agnostic score (the freeze index) scores every class with the same value

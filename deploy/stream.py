@@ -98,6 +98,8 @@ class StreamSettings:
     live: bool = False                     # a live source: windows are skipped while behind real time
     max_gap_s: float = 0.5                 # gaps up to this are interpolated, longer ones end the segment
     max_behind_s: float = 1.0              # how far behind real time a live window may still run
+    event_columns: tuple | None = None     # classes that raise events (None: all; deploy.event_classes)
+    normalizer: object = None              # () -> chunk normalizer replacing the spec's (deploy.wearer)
 
 
 class Pipeline:
@@ -135,6 +137,8 @@ class Pipeline:
         self.lookahead_samples = settings.lookahead_samples
         self.events_cfg = dict(settings.events or {})
         self.live, self.max_behind_s = settings.live, float(settings.max_behind_s)
+        self.event_columns = list(range(len(self.classes))) if settings.event_columns is None \
+            else list(settings.event_columns)
 
     def _tail_rows(self) -> np.ndarray:
         """Output rows of a window's last `keep` samples: per sample, per patch, or the one row of a window."""
@@ -167,8 +171,11 @@ class Pipeline:
         self.first = None
         # units, resampling and running normalization: the same code as offline `prepare`, chunk by chunk
         self.preparer = StreamingPreparer(self.spec, self.source_rate, self.source_units)
+        if self.settings.normalizer is not None:
+            self.preparer.normalizer = self.settings.normalizer()
         ev = self.events_cfg
-        self.detector = EventDetector(self.classes, self.rate, **detector_settings(ev), t0_s=t_first)
+        self.detector = EventDetector([self.classes[i] for i in self.event_columns], self.rate,
+                                      **detector_settings(ev), t0_s=t_first)
         self._segment_open = True
 
     def push(self, chunk) -> None:
@@ -270,7 +277,8 @@ class Pipeline:
         self.decided = upto
         if self.on_probs is not None:
             self.on_probs(t_first, probs, self.rate)
-        finished = self.detector.update(probs)
+        events = probs if len(self.event_columns) == self.n_classes else probs[:, self.event_columns]
+        finished = self.detector.update(events)
         for event in self.detector.started:
             self._emit_event("onset", event)
         for event in finished:

@@ -119,7 +119,7 @@ ALL_SOURCE = sorted({key for keys in SOURCE.values() for key in keys})
 STREAM = {"hop_s": number(0, 60, above=True, optional=True), "lookahead_s": lookahead,
           "max_gap_s": number(0, 3600, above=True), "max_behind_s": number(0, 3600, above=True),
           "silence_s": number(0, 86400, above=True), "queue_chunks": number(1, 1_000_000, integer=True),
-          "state_file": text(optional=True)}
+          "state_file": text(optional=True), "wearer_state": text(optional=True)}
 EVENTS = {"smoothing_s": number(0, 60), "min_duration_s": number(0, 3600), "refractory_s": number(0, 3600)}
 MANIFEST_EVENTS = {**EVENTS, "hop_s": number(0, 60, above=True), "lookahead_s": lookahead}
 SINK = {"jsonl": {"path": text()},

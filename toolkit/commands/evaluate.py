@@ -25,6 +25,7 @@ from calibration.data import recordings_from_args
 from deploy.bundle import Bundle
 from deploy.contract import with_defaults
 from deploy.engines import batch_infer, open_engine
+from deploy.event_classes import from_manifest
 from deploy.lazy import lazy_import, require
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
@@ -103,6 +104,13 @@ def _model_probs(scorer, recs, settings):
     return out
 
 
+def _event_classes(args) -> tuple[list[int] | slice, str]:
+    """A bundle's event columns (its background classes left out) and any-FOG rule; a preset: all, "max"."""
+    if not args.bundle:
+        return slice(None), "max"
+    return from_manifest(Bundle.load(args.bundle, verify=False).manifest)
+
+
 def _scorer(args):
     if args.bundle and args.model:
         raise UserError("give --model or --bundle, not both")
@@ -124,8 +132,9 @@ def run(args) -> int:
     results, probs = [], {}
     settings = _settings(args, scorer[3] if scorer else None)
     if scorer:
-        probs["model"] = _model_probs(scorer, recs, settings)
-        results.append(score(recs, probs["model"], settings, scorer[0]))
+        columns, rule = _event_classes(args)
+        probs["model"] = [p[:, columns] for p in _model_probs(scorer, recs, settings)]
+        results.append(score(recs, probs["model"], settings, scorer[0], any_fog_rule=rule))
     fi_window = args.fi_window or FI_WINDOW_S
     fi_threshold = args.fi_threshold or FI_THRESHOLD
     probs["freeze index"] = [freeze_index_probability(r, fi_window, fi_threshold) for r in recs]

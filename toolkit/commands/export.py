@@ -15,6 +15,7 @@ import json
 
 from calibration.data import WindowReader
 from deploy.recording import read_recordings
+from deploy.wearer import STREAM_NORMALIZATIONS
 from toolkit.cli import UserError
 from toolkit.commands._events import add_event_arguments, event_overrides
 from toolkit.export import ExportOptions, export_bundle, summary_table
@@ -34,6 +35,11 @@ def add_arguments(p) -> None:
     what.add_argument("--activation", choices=("sigmoid", "softmax", "none"),
                       help="output activation (default sigmoid)")
     what.add_argument("--classes", help="comma-separated class names (user models; default the three FOG classes)")
+    what.add_argument("--background-class", action="append", metavar="NAME",
+                      help="a class that is not an event (e.g. NoEvent); repeat for more (default: the model's "
+                           "`background_classes` attribute, else none)")
+    what.add_argument("--any-fog", choices=("sum", "max"),
+                      help="any-FOG from the event classes (default: sum for softmax with a background class, else max)")
     spec = p.add_argument_group("input spec (user models; presets bring their own)")
     spec.add_argument("--rate-hz", type=float)
     spec.add_argument("--units", choices=("g", "m/s^2"))
@@ -59,6 +65,13 @@ def add_arguments(p) -> None:
     cal.add_argument("--calib-windows", type=int, default=64)
     cal.add_argument("--calib-data", nargs="+", help="recordings to calibrate on (default synthetic windows)")
     cal.add_argument("--verify-windows", type=int, default=16)
+    st = p.add_argument_group("streaming fidelity (the daemon's pipeline vs offline, recorded in the manifest)")
+    st.add_argument("--stream-normalization", default="auto", choices=("auto",) + STREAM_NORMALIZATIONS,
+                    help="how the device normalizes the stream (default auto: the declared one when it streams "
+                         "exactly, else the option measured closest to offline)")
+    st.add_argument("--fidelity-data", nargs="+", help="recordings to measure on (default synthetic)")
+    st.add_argument("--fidelity-mapping", help="column mapping for --fidelity-data (e.g. mobgap)")
+    st.add_argument("--no-fidelity", action="store_true", help="skip the streaming-fidelity step")
     add_event_arguments(p.add_argument_group("event defaults written into the manifest"))
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -80,7 +93,7 @@ def run(args) -> int:
     source = resolve(args.model, weights=args.weights, n_patches=args.n_patches, tsai=args.tsai,
                      preprocess=_user_preprocess(args),
                      classes=args.classes.split(",") if args.classes else None, activation=args.activation,
-                     factory_kwargs=factory_kwargs)
+                     factory_kwargs=factory_kwargs, background=args.background_class, any_fog=args.any_fog)
     reader = None
     if args.calib_data:
         reader = WindowReader(read_recordings(args.calib_data), source.preprocess, limit=args.calib_windows,
@@ -89,7 +102,10 @@ def run(args) -> int:
     options = ExportOptions(batch=args.batch, precision=args.precision, opset=args.opset,
                             calib_windows=args.calib_windows, calib_method=args.calib_method, calib_reader=reader,
                             verify_windows=args.verify_windows, events=events, dla_core=args.dla_core,
-                            build_engine="never" if args.no_engine else "auto", force=args.force, quiet=args.quiet)
+                            build_engine="never" if args.no_engine else "auto", force=args.force, quiet=args.quiet,
+                            stream_normalization=args.stream_normalization, fidelity=not args.no_fidelity,
+                            fidelity_recordings=read_recordings(args.fidelity_data, mapping=args.fidelity_mapping)
+                            if args.fidelity_data else None)
     manifest = export_bundle(source, target, args.out, options)
     print(summary_table(args.out, manifest))
     print(f"bundle digest {manifest['digest']}  (pin it on the device: bundle_digest in the daemon's config)")

@@ -39,6 +39,11 @@ def _model_section(source, fp32, float_graph) -> dict:
             "macs": _macs(fp32), "float_graph": float_graph, "notes": source.notes}
 
 
+def _event_classes(source) -> dict:
+    """Which classes are background (never events) and how any-FOG is formed (deploy.event_classes)."""
+    return {"background": list(source.background), "any_fog": source.any_fog}
+
+
 def build_manifest(p, events: dict) -> dict:
     """Write manifest.json for the export `p` (a toolkit.export.pipeline.ExportPipeline that has run its steps)
     into its folder, with `events` (complete settings) written per class; returns the manifest."""
@@ -53,7 +58,7 @@ def build_manifest(p, events: dict) -> dict:
                   "axes": list(AXES)},
         "output": {"name": OUTPUT_NAME, "shape": out_shape, "classes": list(source.classes),
                    "per": output_per(out_shape, source.spec),
-                   "activation": source.activation},
+                   "activation": source.activation, **_event_classes(source)},
         "events": _per_class(events, source.classes),
         "precision": p.precision,
         "models": {"fp32": FP32_FILE, "fp16": None, "int8": INT8_FILE if p.want_int8 else None,
@@ -65,8 +70,24 @@ def build_manifest(p, events: dict) -> dict:
         "verification": {"pairs": p.pairs, "windows": sum(len(b) for b in p.ver_batches),
                          "data": "deploy.synth recordings, seed 2 (calibration used seed 1)"},
         "checks": p.checks,
+        "streaming": p.streaming,
     }
     return write_manifest(p.work, manifest)
+
+
+def _streaming_lines(streaming: dict | None) -> list[str]:
+    if not streaming:
+        return []
+    if "skipped" in streaming:
+        return [f"  streaming fidelity: {streaming['skipped']}"]
+    lines = [f"  streaming (declared {streaming['declared']}; {streaming['data']}; chosen {streaming['normalization']}"
+             f": {streaming['chosen_by']}):"]
+    for mode, f in streaming["options"].items():
+        lines.append(f"    {mode:<13} time called FOG {f['percent_time_called_fog_streamed']:6.2f} % streamed vs "
+                     f"{f['percent_time_called_fog_offline']:6.2f} % offline ({f['difference_pp']:+.2f} pp), "
+                     f"agreement {100 * f['decision_agreement']:.1f} %, events {f['events_streamed']} vs "
+                     f"{f['events_offline']}, {'ok' if f['passed'] else 'BEYOND LIMITS'}")
+    return lines
 
 
 def summary_table(out, manifest: dict) -> str:
@@ -89,6 +110,7 @@ def summary_table(out, manifest: dict) -> str:
     if manifest["export"].get("cpu_precision"):
         lines.append(f"  cpu precision: {manifest['export']['cpu_precision']['reason']}")
     lines.append(f"  engine: {manifest['export']['engine']}")
+    lines += _streaming_lines(manifest.get("streaming"))
     for note in manifest["model"].get("notes", []):
         lines.append(f"  note: {note}")
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from toolkit.export import buildkit, trt_build, verify
 from toolkit.export.checks import assert_checks, run_checks
 from toolkit.export.manifest import build_manifest
 from toolkit.export.onnx import ExportError, export_float, export_graph, with_activation
+from toolkit.export.streaming import measure_streaming
 from toolkit.export.targets import Target
 from toolkit.timing import onnx_head_to_head
 
@@ -75,6 +76,9 @@ class ExportOptions:
     build_engine: str = "auto"       # auto | never
     force: bool = False
     quiet: bool = False
+    stream_normalization: str = "auto"  # deploy.wearer.STREAM_NORMALIZATIONS, or auto: chosen by measurement
+    fidelity_recordings: object = None  # recordings for the streaming-fidelity step (default synthetic)
+    fidelity: bool = True               # measure streaming fidelity (toolkit.export.streaming)
 
 
 def calibrate_int8(qat, reader, method: str) -> dict:
@@ -138,7 +142,8 @@ class ExportPipeline:
         self.source, self.target, self.work, self.opt, self.precision = source, target, Path(work), opt, precision
         self.opset = opt.opset or target.export_opset
         self.want_int8 = target.int8 and precision in ("int8", "fastest")
-        self.progress = Progress(total=(6 if self.want_int8 else 5) + (precision == "fastest"), quiet=opt.quiet)
+        self.progress = Progress(total=(6 if self.want_int8 else 5) + (precision == "fastest") + opt.fidelity,
+                                 quiet=opt.quiet)
         self.shape = source.input_shape(opt.batch)
         self.n_steps = int(source.preprocess["n_patches"])
         self.wide = opt.batch if source.tsai_compat else _WIDE
@@ -147,7 +152,8 @@ class ExportPipeline:
         self.pairs: dict[str, dict] = {}
         self.calibration_info = self.qat = self.qat_wide = self.ort_fp32 = self.ort_int8 = None
         self.cal_batches = self.ver_batches = self.fp32 = self.float_graph = None
-        self.cpu_choice = self.kit = self.engine_file = self.engine_note = None
+        self.cpu_choice = self.kit = self.engine_file = self.engine_note = self.streaming = None
+        self.event_settings = event_settings(opt.events)
 
     def run(self) -> dict:
         self.export_float()
@@ -160,6 +166,8 @@ class ExportPipeline:
         if self.target.runtime == "onnxruntime":
             self.choose_cpu_precision()
         self.engine_or_kit()
+        if self.opt.fidelity:
+            self.streaming_fidelity()
         return self.write_manifest()
 
     def _add_checks(self, model, precision: str, file: str, label: str, int8_graph: bool = False) -> int:
@@ -258,9 +266,20 @@ class ExportPipeline:
             self.engine_note = f"not built here ({why}); build on the device with kit/build_engine.sh"
         self.progress.done(self.engine_note)
 
+    def streaming_fidelity(self) -> None:
+        self.progress.start("streaming fidelity: the daemon's pipeline vs offline under the declared normalization")
+        self.streaming = measure_streaming(self, self.opt.stream_normalization, self.opt.fidelity_recordings)
+        f = self.streaming.get("fidelity")
+        if f is None:
+            self.progress.done(self.streaming["skipped"])
+            return
+        self.progress.done(f"{self.streaming['normalization']}: {f['percent_time_called_fog_streamed']:.2f} % "
+                           f"time called FOG streamed vs {f['percent_time_called_fog_offline']:.2f} % offline, "
+                           f"agreement {100 * f['decision_agreement']:.1f} %")
+
     def write_manifest(self) -> dict:
         self.progress.start("manifest")
-        manifest = build_manifest(self, event_settings(self.opt.events))
+        manifest = build_manifest(self, self.event_settings)
         self.progress.done(f"{len(manifest['files'])} files")
         return manifest
 

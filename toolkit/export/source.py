@@ -8,6 +8,7 @@ Accepted forms:
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import sys
@@ -18,10 +19,12 @@ from calibration.checkpoint import fit_weights, read_weights
 from deploy.bundle import sha256_file
 from deploy.contract import CLASSES
 from deploy.errors import FogError
+from deploy.event_classes import check_background, default_rule
 from deploy.lazy import lazy_import
 from deploy.preprocess import PreprocessSpec
 
 models = lazy_import("models", "workstation", "the model registry")
+torch = lazy_import("torch", "workstation", "fingerprinting a factory's weights")
 
 # A user model says nothing about its preprocessing: these are the defaults the flags override.
 USER_PREPROCESS = {"rate_hz": 100.0, "units": "g", "patch": 1, "n_patches": 256, "normalization": "window",
@@ -46,6 +49,8 @@ class ModelSource:
     weights_path: str | None = None
     notes: list[str] = field(default_factory=list)
     factory: dict | None = None       # a user model: {"path": "package.module:factory", "kwargs": {...}}
+    background: tuple[str, ...] = ()  # classes that are not events (deploy.event_classes)
+    any_fog: str = "max"              # how "any FOG" is formed from the event classes: max | sum
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -154,17 +159,41 @@ def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, cla
     module = factory(**(factory_kwargs or {}))
     if weights:
         _load_weights(module, weights)
+    state_sha, note = (None, None) if weights else _factory_weights(factory, factory_kwargs or {}, module)
     spec_dict = {**USER_PREPROCESS, **(preprocess or {})}
     return ModelSource(module=module.eval(), name=attr, kind="user", preset=None, preprocess=spec_dict,
                        classes=tuple(classes or CLASSES), activation=activation,
-                       weights_sha256=sha256_file(weights) if weights else None,
-                       weights_path=str(weights) if weights else None,
-                       notes=[] if weights else ["no --weights: the factory's initial weights were exported"],
+                       weights_sha256=sha256_file(weights) if weights else state_sha,
+                       weights_path=str(weights) if weights else None, notes=[note] if note else [],
                        factory={"path": spec, "kwargs": dict(factory_kwargs or {})})
 
 
+def state_sha256(module) -> str:
+    """sha256 over a module's state (names, shapes and values in order): the weights' fingerprint without a file."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype};".encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _factory_weights(factory, kwargs: dict, module) -> tuple[str, str]:
+    """(sha256 of the exported state, a note saying whose weights they are): a factory that gives the same state
+    when built again under another random seed loads (or seeds) its own weights; else its random initial ones."""
+    sha = state_sha256(module)
+    with torch.random.fork_rng():
+        torch.manual_seed(torch.initial_seed() + 12345)
+        again = state_sha256(factory(**kwargs))
+    if again == sha:
+        return sha, (f"no --weights: the factory provides its own weights (the same on every build: loaded or "
+                     f"seeded by the factory); exported as they are, state sha256 {sha[:16]}")
+    return sha, ("no --weights: the factory's random initial weights were exported (they differ on every build; "
+                 "pass --weights FILE for trained ones)")
+
+
 def resolve(model: str, *, weights=None, n_patches=None, tsai=False, preprocess=None, classes=None,
-            activation=None, factory_kwargs=None) -> ModelSource:
+            activation=None, factory_kwargs=None, background=None, any_fog=None) -> ModelSource:
     """Dispatch on the form of `model` (see the module docstring)."""
     if ":" in model and not Path(model).exists():
         source = from_factory(model, weights=weights, preprocess={**(preprocess or {}),
@@ -184,4 +213,13 @@ def resolve(model: str, *, weights=None, n_patches=None, tsai=False, preprocess=
         source.activation = activation
     if preprocess and source.kind != "user":
         source.preprocess.update(preprocess)
+    mark_background(source, background, any_fog)
     return source
+
+
+def mark_background(source: ModelSource, background=None, any_fog=None) -> None:
+    """Background classes from --background-class, else the model's own `background_classes` attribute; the
+    any-FOG rule from --any-fog, else sum for a softmax model with a background class, max otherwise."""
+    named = background or getattr(source.module, "background_classes", None) or ()
+    source.background = tuple(check_background(source.classes, list(named)))
+    source.any_fog = any_fog or default_rule(source.activation, source.background)

@@ -1,0 +1,105 @@
+"""Export's streaming-fidelity step: the bundle's fp32 graph streamed through the daemon's own pipeline over
+recordings, compared with the model offline under its declared normalization (deploy.fidelity), for each way the
+stream may be normalized (deploy.wearer); the manifest's `streaming` section records the figures and the choice.
+
+Choice ("auto"): a declared normalization that streams exactly ("window", "running") is kept; "recording" cannot
+stream, so every option is measured and the one closest to offline wins (smallest |difference in time called
+FOG|, then the smallest mean probability difference). Export warns loudly when the chosen option misses the
+limits (deploy.fidelity.LIMIT_PP, LIMIT_PROB) or puts an event on a background class.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+from calibration.data import synthetic_recordings
+from deploy.contract import FP32_FILE
+from deploy.engines.onnxruntime import OnnxRuntimeEngine
+from deploy.event_classes import event_columns
+from deploy.fidelity import LIMIT_PP, LIMIT_PROB, Fidelity
+from deploy.preprocess import prepare
+from deploy.wearer import CAPTURE_S, STREAM_NORMALIZATIONS, recording_statistics, stream_setup
+
+EXACT = ("window", "running")      # declared normalizations the stream reproduces exactly
+SYNTHETIC = {"subjects": 2, "minutes": 2.0, "seed": 4000}   # default fidelity recordings (never a training seed)
+
+
+def fidelity_recordings(recordings=None):
+    """The recordings to measure on, and how the manifest names them."""
+    if recordings:
+        return list(recordings), f"{len(recordings)} recordings given to export"
+    recs = synthetic_recordings(SYNTHETIC["subjects"], seed=SYNTHETIC["seed"], minutes=SYNTHETIC["minutes"])
+    return recs, (f"deploy.synth: {SYNTHETIC['subjects']} subjects x {SYNTHETIC['minutes']:g} min, "
+                  f"seed {SYNTHETIC['seed']}")
+
+
+def fixed_statistics(spec, recordings, data: str) -> dict:
+    """Per-axis statistics of the recordings after units and resampling (prepare with the per-window
+    normalization, which `prepare` leaves to the model input): the "fixed" option's numbers. Export takes them
+    from the synthetic training-like recordings, never from the fidelity data they are then judged on."""
+    plain = replace(spec, normalization="window", gravity_align=False, min_std=0.0)
+    return {**recording_statistics(prepare(r, plain) for r in recordings), "data": data}
+
+
+def options_to_measure(declared: str, asked: str) -> list[str]:
+    if asked != "auto":
+        return [asked]
+    if declared in EXACT:
+        return ["declared"]
+    return [m for m in STREAM_NORMALIZATIONS if m != "declared"]
+
+
+def measure_options(fid: Fidelity, section: dict, modes, recordings) -> dict:
+    """{mode: pooled fidelity figures} of streaming `recordings` with each stream normalization in `modes`
+    (`section`: the manifest's `streaming` numbers). Each recording is a session of its own: "wearer" captures
+    afresh in each (no saved state, as a wearer's first session)."""
+    figures = {}
+    for mode in modes:
+        manifest_section = {**section, "normalization": mode}
+        stream_spec = stream_setup(fid.spec, manifest_section)[0]
+        figures[mode] = fid.stream(recordings, stream_spec, lambda: stream_setup(fid.spec, manifest_section)[1])
+    return figures
+
+
+def choose(figures: dict) -> str:
+    return min(figures, key=lambda m: (figures[m]["background_events"] > 0, abs(figures[m]["difference_pp"]),
+                                       figures[m]["mean_abs_prob_diff"]))
+
+
+def measure_streaming(p, asked: str = "auto", recordings=None) -> dict:
+    """The manifest's `streaming` section for the export `p` (a ToolkitExport pipeline with its fp32 graph)."""
+    source, spec = p.source, p.source.spec
+    hop = int(round(float(p.event_settings["hop_s"]) * spec.rate_hz))
+    if hop > spec.window:
+        reason = (f"not measured: the hop ({hop} samples) is longer than the window ({spec.window}), which the "
+                  "daemon refuses; export with a smaller --hop-s or more --n-patches")
+        print(f"\n!!! export: WARNING: streaming fidelity {reason}\n", file=sys.stderr, flush=True)
+        return {"declared": spec.normalization, "normalization": "declared", "skipped": reason}
+    recs, data = fidelity_recordings(recordings)
+    section = {"declared": spec.normalization, "tau_s": spec.running_tau_s, "capture_s": CAPTURE_S,
+               "fixed": fixed_statistics(spec, *fidelity_recordings()), "data": data, "limit_pp": LIMIT_PP,
+               "limit_prob": LIMIT_PROB}
+    engine = OnnxRuntimeEngine(p.work / FP32_FILE, threads=1)
+    columns = event_columns(source.classes, source.background)
+    fid = Fidelity(spec, engine, source.classes, p.event_settings, columns, source.any_fog)
+    figures = measure_options(fid, section, options_to_measure(spec.normalization, asked), recs)
+    engine.close()
+    chosen = choose(figures)
+    section.update(normalization=chosen, options=figures, fidelity=figures[chosen],
+                   chosen_by="asked (--stream-normalization)" if asked != "auto" else
+                   "declared normalization streams exactly" if chosen == "declared" else
+                   "measured: closest to offline under the declared normalization")
+    if not figures[chosen]["passed"]:
+        warn(chosen, figures[chosen], spec.normalization)
+    return section
+
+
+def warn(mode: str, f: dict, declared: str) -> None:
+    print(f"\n!!! export: WARNING: streamed differs from offline ({declared} normalization) beyond the limits: "
+          f"normalization {mode!r} streams {f['percent_time_called_fog_streamed']:.2f} % time called FOG vs "
+          f"{f['percent_time_called_fog_offline']:.2f} % offline ({f['difference_pp']:+.2f} pp, limit "
+          f"{LIMIT_PP:g}), mean |probability difference| {f['mean_abs_prob_diff']:.3f} (limit {LIMIT_PROB:g}), "
+          f"decision agreement {100 * f['decision_agreement']:.1f} %, background events {f['background_events']}. "
+          "The device will not behave like your offline evaluation: export with a normalization that streams "
+          "(--normalization window or running, and retrain) or try --stream-normalization auto.\n",
+          file=sys.stderr, flush=True)

@@ -19,14 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from calibration.loso import predict
 from deploy.events import DEFAULT_SETTINGS
-from deploy.scoring import freeze_index_probability
+from deploy.recording import read_recordings
+from deploy.scoring import freeze_index_probability, score
 
 def _clean(value):
     """JSON-safe: nan -> None, numpy -> python, rounded."""
@@ -60,16 +63,12 @@ def synthetic_map(prepared, probs) -> dict:
 def scored(model, recordings, spec, settings, name) -> dict:
     """deploy.scoring figures of the model and the freeze index on `recordings`, the model predicted on the
     bundle's grid (hop, look-ahead) and scored at each recording's rate."""
-    from calibration.loso import predict
-    from deploy.scoring import freeze_index_probability, score
     return {"model": score(recordings, predict(model, spec, recordings, settings), settings, name),
             "freeze_index": score(recordings, [freeze_index_probability(r) for r in recordings], settings,
                                   "freeze index")}
 
 
 def mobgap_recordings(shared=None):
-    from deploy.recording import read_recordings
-    import os
     root = Path(shared or os.environ.get("FOG_SHARED") or Path(__file__).resolve().parents[2] / "shared")
     folder = root / "data" / "mobgap-walking"
     return read_recordings([folder], mapping="mobgap") if folder.is_dir() else None

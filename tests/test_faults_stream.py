@@ -108,39 +108,42 @@ def _wait_ready(proc, timeout=30.0):
     raise AssertionError("daemon not ready: " + "".join(seen))
 
 
-def test_serial_disconnect_exits_nonzero(bundle, env):
-    pytest.importorskip("serial")
-    proc, master = _serial_daemon(bundle, env)
+def _serial_session(bundle, env, unplug, *extra) -> tuple[int, str]:
+    """Start the daemon on a pty, let `unplug(proc, master)` act after READY, wait for the end: (rc, stderr)."""
+    proc, master = _serial_daemon(bundle, env, *extra)
     try:
         seen = _wait_ready(proc)
-        os.write(master, lines(64.0, 3).encode())
-        time.sleep(0.5)
-        os.close(master)                                       # the sensor is unplugged
+        unplug(proc, master)
         _, rest = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
-    stderr = seen + rest
-    assert proc.returncode == 1, stderr[-2000:]
+    return proc.returncode, seen + rest
+
+
+def test_serial_disconnect_exits_nonzero(bundle, env):
+    pytest.importorskip("serial")
+
+    def unplug(proc, master):
+        os.write(master, lines(64.0, 3).encode())
+        time.sleep(0.5)
+        os.close(master)                                       # the sensor is unplugged
+    rc, stderr = _serial_session(bundle, env, unplug)
+    assert rc == 1, stderr[-2000:]
     assert "source serial failed" in stderr or "source serial ended" in stderr
     assert final_counters(stderr)["balanced"] and "Traceback" not in stderr
 
 
 def test_serial_disconnect_with_reconnect_retries_until_stopped(bundle, env):
     pytest.importorskip("serial")
-    proc, master = _serial_daemon(bundle, env, "--set", 'source.on_end="reconnect"',
-                                  "--set", "source.reconnect_max_s=0.5")
-    try:
-        seen = _wait_ready(proc)
+
+    def unplug_then_stop(proc, master):
         os.close(master)
         time.sleep(2.5)
         proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    stderr = seen + rest
-    assert proc.returncode == 0, stderr[-2000:]
+    rc, stderr = _serial_session(bundle, env, unplug_then_stop, "--set", 'source.on_end="reconnect"',
+                                 "--set", "source.reconnect_max_s=0.5")
+    assert rc == 0, stderr[-2000:]
     assert final_counters(stderr)["source_restarts"] >= 1 and "reconnecting" in stderr
 
 

@@ -104,3 +104,22 @@ def test_plots_are_written_and_open(tmp_path, capsys):
     with Image.open(png) as image:
         width, height = image.size
     assert width > 600 and height > 300
+
+
+def test_plot_draws_the_scorers_any_fog_rule(tmp_path, monkeypatch):
+    """A softmax model's any-FOG is the sum of its event classes (the manifest's rule): the plot must draw and
+    detect on that sum, not on the largest class."""
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    from deploy.contract import EVENT_DEFAULTS
+    from deploy.synth import synth_recording
+    from toolkit import plots
+    rec = synth_recording(minutes=0.5, seed=3)
+    probs = np.full((rec.n_samples, 3), 0.3)
+    drawn = []
+    real = plots.any_fog_events
+    monkeypatch.setattr(plots, "any_fog_events", lambda p, *a: drawn.append(np.array(p)) or real(p, *a))
+    plots.plot_recordings(tmp_path, [rec], {"model": [probs]}, dict(EVENT_DEFAULTS), {"model": "sum"})
+    plots.plot_recordings(tmp_path, [rec], {"model": [probs]}, dict(EVENT_DEFAULTS))
+    assert np.allclose(drawn[0], 0.9) and np.allclose(drawn[1], 0.3)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy.errors import MissingDependency
+from deploy.event_classes import any_fog
 from deploy.recording import AXES
 from deploy.scoring import any_fog_events, any_fog_settings
 
@@ -20,9 +21,10 @@ def _pyplot():
     return plt
 
 
-def plot_recording(path, rec, probs: dict, settings: dict):
+def plot_recording(path, rec, probs: dict, settings: dict, rules: dict | None = None):
     """One PNG: the signal (3 axes), the truth (shaded), each scorer's any-FOG probability with the on/off
-    thresholds, and its detected events, on one time axis in seconds."""
+    thresholds, and its detected events, on one time axis in seconds. `probs` holds each scorer's event columns;
+    `rules` its any-FOG rule ("max" or "sum", the manifest's; "max" when not given), as the scorer uses it."""
     plt = _pyplot()
     t = np.arange(rec.n_samples) / rec.rate_hz
     fig, axes = plt.subplots(1 + len(probs), 1, figsize=(14, 2.2 * (1 + len(probs))), sharex=True)
@@ -34,7 +36,7 @@ def plot_recording(path, rec, probs: dict, settings: dict):
     sig.legend(loc="upper right", fontsize=7, ncol=3)
     knobs = any_fog_settings(settings)
     for ax, (name, p) in zip(axes[1:], probs.items()):
-        any_prob = p if p.ndim == 1 else p.max(axis=1)
+        any_prob = any_fog(p, None, (rules or {}).get(name, "max"))
         ax.plot(t, any_prob, lw=0.7, color="k", label=f"{name}: any-FOG probability")
         ax.axhline(knobs["on"], color="r", ls="--", lw=0.7, label=f"on {knobs['on']:g}")
         ax.axhline(knobs["off"], color="orange", ls=":", lw=0.7, label=f"off {knobs['off']:g}")
@@ -64,13 +66,14 @@ def _shade_truth(ax, rec, t):
                         color="tab:blue", alpha=0.2, lw=0)
 
 
-def plot_recordings(out_dir, recs, probs: dict, settings: dict) -> list[Path]:
-    """`probs`: {scorer name: [per-recording probabilities]}; one PNG per recording in `out_dir`."""
+def plot_recordings(out_dir, recs, probs: dict, settings: dict, rules: dict | None = None) -> list[Path]:
+    """`probs`: {scorer name: [per-recording probabilities]}, `rules`: {scorer name: any-FOG rule}; one PNG per
+    recording in `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, rec in enumerate(recs):
         name = str(rec.meta.get("name") or rec.meta.get("id") or f"recording{i}").replace("/", "_")
         written.append(plot_recording(out / f"{i:03d}-{name}.png", rec, {k: v[i] for k, v in probs.items()},
-                                      settings))
+                                      settings, rules))
     return written

@@ -129,10 +129,11 @@ def _scorer(args):
 def run(args) -> int:
     recs = recordings_from_args(args)
     scorer = _scorer(args)
-    results, probs = [], {}
+    results, probs, rules = [], {}, {}
     settings = _settings(args, scorer[3] if scorer else None)
     if scorer:
         columns, rule = _event_classes(args)
+        rules["model"] = rule
         probs["model"] = [p[:, columns] for p in _model_probs(scorer, recs, settings)]
         results.append(score(recs, probs["model"], settings, scorer[0], any_fog_rule=rule))
     fi_window = args.fi_window or FI_WINDOW_S
@@ -141,7 +142,7 @@ def run(args) -> int:
     results.append(score(recs, probs["freeze index"], settings,
                          f"freeze index ({fi_window:g} s, threshold {fi_threshold:g})"))
     if args.plot:
-        written = plot_recordings(args.plot, recs, probs, settings)
+        written = plot_recordings(args.plot, recs, probs, settings, rules)
         print(f"evaluate: {len(written)} plots in {args.plot}", file=sys.stderr)
     hours = sum(r.duration_s for r in recs) / 3600
     if args.json:

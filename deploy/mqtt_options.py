@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -96,5 +97,9 @@ def configure_client(client, *, status_topic: str, username=None, password=None,
     if username is not None or password is not None:
         client.username_pw_set(username or "", password)
     if tls:
-        client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)   # ca_file None: system CAs
+        try:
+            client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file)   # ca_file None: system CAs
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"MQTT sink TLS: cannot load ca_file/cert_file/key_file ({exc}); give PEM files "
+                              "(cert_file with key_file, or one file holding both)") from None
     client.will_set(status_topic, OFFLINE, qos=1, retain=True)

@@ -165,10 +165,13 @@ class MqttSink(Sink):
         self.unacked: set[int] = set()   # QoS 1 events the broker has not acknowledged yet
         self.client.on_publish = lambda client, userdata, mid, *rest: self.unacked.discard(mid)
         self.client.on_connect = self._announce_online
-        # in the background: a broker down at start never stops the daemon; paho retries and queues meanwhile
+        self._connect(host, port, keepalive, connect_timeout_s, max_queued)
+
+    def _connect(self, host, port, keepalive, timeout_s, max_queued):
+        """In the background: a broker down at start never stops the daemon; paho retries and queues meanwhile."""
         self.client.connect_async(host, port, keepalive)
         self.client.loop_start()
-        deadline = time.monotonic() + connect_timeout_s
+        deadline = time.monotonic() + timeout_s
         while not self.client.is_connected() and time.monotonic() < deadline:
             time.sleep(0.02)
         if not self.client.is_connected():

@@ -95,11 +95,13 @@ def test_mqtts_configures_tls_with_the_given_ca_and_credentials_from_a_file(monk
         sink.close(timeout_s=0)
 
 
-def test_tls_files_without_tls_and_two_passwords_are_refused(tmp_path):
+def test_tls_files_without_tls_bad_pem_and_two_passwords_are_refused(tmp_path):
     from deploy.sinks import MqttSink
     (tmp_path / "ca.pem").write_text("x")
     with pytest.raises(FogError, match="set tls = true or use mqtts://"):
         MqttSink(ca_file=str(tmp_path / "ca.pem"), connect_timeout_s=0)
+    with pytest.raises(FogError, match="cannot load ca_file"):
+        MqttSink(tls=True, ca_file=str(tmp_path / "ca.pem"), connect_timeout_s=0)   # not PEM
     with pytest.raises(FogError, match="password or password_file, not both"):
         MqttSink(password="a", password_file=str(tmp_path / "ca.pem"), connect_timeout_s=0)
 

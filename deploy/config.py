@@ -9,6 +9,7 @@ import copy
 from pathlib import Path
 
 from deploy.contract import DETECTOR_KEYS, EVENT_DEFAULTS
+from deploy.mqtt_options import parse_mqtt_url, redact
 from deploy.validate import ConfigError, check_config, nearest, nearest_anywhere
 
 try:
@@ -18,7 +19,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 DEFAULTS = {
     "bundle": None,
-    "bundle_digest": None,   # pin: the daemon runs only the bundle with this digest (`toolkit inspect` prints it)
+    "bundle_digest": None,
+    "device_id": None,       # names this device in MQTT topics and the client id (default: the host name)   # pin: the daemon runs only the bundle with this digest (`toolkit inspect` prints it)
     "backend": "auto",
     "precision": None,
     "threads": None,
@@ -78,26 +80,23 @@ def parse_set(item: str) -> dict:
 
 
 def parse_sink(text: str) -> dict:
-    """'-' | 'stdout' | 'file:PATH' | 'udp://HOST:PORT' | 'mqtt://HOST:PORT/TOPIC' (append '?probs' for probs)."""
+    """'-' | 'stdout' | 'file:PATH' | 'udp://HOST:PORT' | 'mqtt[s]://[USER[:PASS]@]HOST[:PORT][/TOPIC]' (append
+    '?probs' for probs)."""
     probs = text.endswith("?probs")
     text = text[:-len("?probs")] if probs else text
     if text in ("-", "stdout"):
         return {"kind": "jsonl", "path": "-", "probs": probs}
     if text.startswith("file:"):
         return {"kind": "jsonl", "path": text[5:], "probs": probs}
-    for scheme in ("udp", "mqtt"):
-        if text.startswith(f"{scheme}://"):
-            rest = text[len(scheme) + 3:]
-            hostport, _, topic = rest.partition("/")
-            host, _, port = hostport.rpartition(":")
-            if not host or not port.isdigit():
-                raise ConfigError(f"--sink {text!r}: expected {scheme}://HOST:PORT" + ("/TOPIC" if scheme == "mqtt"
-                                                                                     else ""))
-            sink = {"kind": scheme, "host": host, "port": int(port), "probs": probs}
-            if scheme == "mqtt":
-                sink["topic"] = topic or "fog"
-            return sink
-    raise ConfigError(f"--sink {text!r}: use -, file:PATH, udp://HOST:PORT or mqtt://HOST:PORT/TOPIC")
+    if text.startswith(("mqtt://", "mqtts://")):
+        return parse_mqtt_url(text, probs)
+    if text.startswith("udp://"):
+        host, _, port = text[len("udp://"):].partition("/")[0].rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--sink {text!r}: expected udp://HOST:PORT")
+        return {"kind": "udp", "host": host, "port": int(port), "probs": probs}
+    raise ConfigError(f"--sink {redact(text)!r}: use -, file:PATH, udp://HOST:PORT or mqtt://[USER:PASS@]HOST[:PORT]"
+                      "[/TOPIC] (mqtts:// for TLS)")
 
 
 def build_config(toml_path=None, overrides: list[dict] = ()) -> dict:

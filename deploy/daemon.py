@@ -119,6 +119,11 @@ def wearer_setup(spec, manifest: dict, state_path, stream: StreamSettings):
     return stream_spec, replace(stream, normalizer=normalizer)
 
 
+def sink_options(sink: dict, config: dict) -> dict:
+    """A sink table as open_sink takes it; an MQTT sink also gets the device's id (config `device_id`)."""
+    return dict(sink, device_id=config.get("device_id")) if sink["kind"] == "mqtt" else dict(sink)
+
+
 def wire(config: dict) -> Wiring:
     """Open the bundle (verified, and pinned when the config says so), its engine, the source and the sinks, and
     the pipeline between them; every setting is checked here, before READY."""
@@ -130,7 +135,7 @@ def wire(config: dict) -> Wiring:
     preflight(spec, bundle.classes, settings["events"], source.rate_hz or spec.rate_hz, source.units)
     engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],
                          threads=config["threads"])
-    sinks = [open_sink(s["kind"], **{k: v for k, v in s.items() if k != "kind"}) for s in config["sinks"]]
+    sinks = [open_sink(**sink_options(s, config)) for s in config["sinks"]]
     counters = Counters()
     st = config["stream"]
     onsets = OpenOnsets(st["state_file"]) if st.get("state_file") else None
@@ -241,9 +246,10 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
     port = int(config["log"]["metrics_port"] or 0)
     metrics = serve_metrics(w.counters, port) if port else None
     reopen_sinks.append(lambda: _reopen(w))
-    log.info("fog-daemon ready: bundle %s, engine %s (%s), source %s, hop %d samples, look-ahead %s",
+    log.info("fog-daemon ready: bundle %s, engine %s (%s), source %s, hop %d samples, look-ahead %s, sinks %s",
              w.bundle.folder, w.engine.backend, getattr(w.engine, "precision", "?"), w.source.describe(),
-             w.pipeline.hop, "full" if w.lookahead_samples is None else f"{w.pipeline.keep} samples")
+             w.pipeline.hop, "full" if w.lookahead_samples is None else f"{w.pipeline.keep} samples",
+             ", ".join(sink.label for sink in w.sinks))
     sd_notify("READY=1")
     feed = start_source(w, config, stop)
     loop(w, config, stop, max_seconds)

@@ -41,8 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lookahead-s", help="right context a sample waits for, seconds or 'full'")
     g = p.add_argument_group("output and operations")
     g.add_argument("--sink", action="append", metavar="SPEC",
-                   help="-, file:PATH, udp://HOST:PORT, mqtt://HOST:PORT/TOPIC; repeatable; add ?probs for probs "
-                        "(`--sink -?probs` and `--sink=-?probs` alike)")
+                   help="-, file:PATH, udp://HOST:PORT, mqtt://[USER:PASS@]HOST[:PORT][/TOPIC] (port 1883, topic "
+                        "fog), mqtts://... (TLS, port 8883); repeatable; add ?probs for probs (`--sink -?probs` and "
+                        "`--sink=-?probs` alike)")
+    g.add_argument("--device-id", help="this device's name in MQTT topics and client id (default: the host name)")
     g.add_argument("--probs", action="store_true",
                    help="also send per-hop probabilities to every sink (the config's too)")
     g.add_argument("--metrics-port", type=int, help="serve Prometheus text on 127.0.0.1:PORT/metrics")
@@ -86,7 +88,7 @@ def overrides_from_args(args) -> list[dict]:
     o: dict = {"source": {}, "stream": {}, "log": {}}
     if args.bundle:
         o["bundle"] = args.bundle
-    for key in ("backend", "precision", "threads"):
+    for key in ("backend", "precision", "threads", "device_id"):
         if getattr(args, key) is not None:
             o[key] = getattr(args, key)
     src = o["source"]

@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 
+from deploy import mqtt_options
 from deploy.errors import FogError
 from deploy.lazy import lazy_import, require
 
@@ -138,38 +139,57 @@ class UdpSink(Sink):
 
 
 class MqttSink(Sink):
-    """Publish to `{topic}/events` (QoS 1) and `{topic}/probs` (QoS 0) on an MQTT broker (paho-mqtt >= 2).
+    """Publish to `{topic}/{device_id}/events` (QoS 1) and `.../probs` (QoS 0) on an MQTT broker (paho-mqtt >= 2),
+    with a retained availability topic `.../status` (deploy.mqtt_options: URL, credentials, TLS, last will).
 
     paho's outgoing queue is capped (`max_queued`), so a broker that goes away cannot make memory grow."""
     name = "mqtt"
 
-    def __init__(self, host="127.0.0.1", port=1883, topic="fog", probs=False, client_id=None, keepalive=30,
-                 max_queued=1000, connect_timeout_s=5.0, reconnect_max_s=30):
+    def __init__(self, host="127.0.0.1", port=None, topic="fog", probs=False, device_id=None, client_id=None,
+                 username=None, password=None, password_file=None, tls=False, ca_file=None, cert_file=None,
+                 key_file=None, keepalive=30, max_queued=1000, connect_timeout_s=5.0, reconnect_max_s=30):
         super().__init__(probs)
         require(mqtt)
-        self.topic = topic.rstrip("/")
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"fog-daemon-{id(self)}")
+        port = int(port or mqtt_options.DEFAULT_PORT["mqtts" if tls else "mqtt"])
+        mqtt_options.check_tls_files(tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
+        self.device_id = mqtt_options.device_id(device_id)
+        self.topics = mqtt_options.topics(topic, self.device_id)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or mqtt_options.client_id(self.device_id))
+        mqtt_options.configure_client(self.client, status_topic=self.topics["status"], username=username,
+                                      password=mqtt_options.read_password(password, password_file), tls=tls,
+                                      ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         self.client.max_queued_messages_set(max_queued)
         self.client.reconnect_delay_set(1, max(1, int(reconnect_max_s)))
-        self.where = f"{host}:{port}/{self.topic}"
+        self.where = f"{host}:{port}/{topic.strip('/')}/{self.device_id}"   # no credentials: it is logged
         self.unacked: set[int] = set()   # QoS 1 events the broker has not acknowledged yet
         self.client.on_publish = lambda client, userdata, mid, *rest: self.unacked.discard(mid)
-        # in the background: a broker down at start never stops the daemon; paho retries and queues meanwhile
-        self.client.connect_async(host, int(port), keepalive)
+        self.client.on_connect = self._announce_online
+        self._connect(host, port, keepalive, connect_timeout_s, max_queued)
+
+    def _connect(self, host, port, keepalive, timeout_s, max_queued):
+        """In the background: a broker down at start never stops the daemon; paho retries and queues meanwhile."""
+        self.client.connect_async(host, port, keepalive)
         self.client.loop_start()
-        deadline = time.monotonic() + connect_timeout_s
+        deadline = time.monotonic() + timeout_s
         while not self.client.is_connected() and time.monotonic() < deadline:
             time.sleep(0.02)
         if not self.client.is_connected():
-            log.warning("MQTT broker %s:%s not connected yet; messages are queued (up to %d)", host, port, max_queued)
+            log.warning("MQTT broker %s not connected yet; messages are queued (up to %d)", self.where, max_queued)
 
     @property
     def label(self) -> str:
         return f"mqtt:{self.where}"
 
+    def _announce_online(self, client, userdata, flags, reason_code, properties=None):
+        if not reason_code.is_failure:
+            client.publish(self.topics["status"], mqtt_options.ONLINE, qos=1, retain=True)
+        else:   # refused (bad credentials, not authorised): said, and paho keeps retrying
+            log.error("MQTT broker %s refused the connection: %s", self.where, reason_code)
+
     def _send(self, text, kind):
         sub, qos = ("probs", 0) if kind == "probs" else ("events", 1)
-        info = self.client.publish(f"{self.topic}/{sub}", text, qos=qos)
+        info = self.client.publish(self.topics[sub], text, qos=qos)
         if qos == 1 and info.rc in (0, mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN):
             self.unacked.add(info.mid)
         if info.rc == 0 or (qos == 1 and info.rc == mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN):
@@ -177,10 +197,14 @@ class MqttSink(Sink):
         raise FogError(f"publish failed (paho rc {info.rc}: {'queue full' if qos else 'not connected'})")
 
     def close(self, timeout_s: float = 2.0):
-        """Wait (bounded) for the broker to acknowledge every event; those it never did are counted as failures."""
+        """Wait (bounded) for the broker to acknowledge every event, say "offline" (retained) and disconnect (the
+        broker then drops the last will); events never acknowledged are counted as failures."""
         try:
             deadline = time.monotonic() + timeout_s
-            while (self.unacked or self.client.want_write()) and time.monotonic() < deadline:
+            offline = self.client.publish(self.topics["status"], mqtt_options.OFFLINE, qos=1, retain=True)
+            # rc 0: sent on a live connection, wait for its acknowledgement (else paho only queued it)
+            while (self.unacked or self.client.want_write() or (offline.rc == 0 and not offline.is_published())) \
+                    and time.monotonic() < deadline:
                 time.sleep(0.02)
             self.client.disconnect()
         finally:

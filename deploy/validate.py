@@ -19,6 +19,7 @@ from deploy.stream import streaming_spec
 
 UNITS = ("g", "m/s^2")
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+NOT_IN_TOPIC = re.compile(r"[/+#\s\x00]")
 
 
 class ConfigError(FogError):
@@ -73,6 +74,21 @@ def text(optional: bool = False):
     return check
 
 
+def secret(value, name):
+    """A password: a string, never echoed in the error."""
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string (quote it in TOML); the value is not shown")
+    return value
+
+
+def topic_level(value, name):
+    """One level of an MQTT topic (a device id): no '/', '+', '#' or spaces."""
+    if value is not None and (not isinstance(value, str) or not value or NOT_IN_TOPIC.search(value)):
+        raise ConfigError(f"{name} = {value!r}: expected a non-empty name without '/', '+', '#' or spaces (it is "
+                          "one level of the MQTT topic), e.g. \"ward3-bed12\"")
+    return value
+
+
 def flag(value, name):
     if not isinstance(value, bool):
         raise ConfigError(f"{name} = {value!r}: expected true or false")
@@ -101,7 +117,8 @@ def channels(value, name):
 PORT = number(0, 65535, integer=True)
 TOP = {"bundle": text(), "bundle_digest": digest, "backend": choice("auto", "onnxruntime", "tensorrt"),
        "precision": choice("fp32", "fp16", "int8", optional=True), "threads": number(1, 256, integer=True,
-                                                                                     optional=True)}
+                                                                                     optional=True),
+       "device_id": topic_level}
 SOURCE_COMMON = {"kind": choice("replay", "stdin", "udp", "serial", "lsl"), "units": choice(*UNITS),
                  "rate_hz": number(0, 100_000, above=True, optional=True), "live": flag,
                  "on_end": choice("exit", "reconnect"), "reconnect_max_s": number(0.1, 3600),
@@ -125,6 +142,9 @@ MANIFEST_EVENTS = {**EVENTS, "hop_s": number(0, 60, above=True), "lookahead_s": 
 SINK = {"jsonl": {"path": text()},
         "udp": {"host": text(), "port": number(1, 65535, integer=True)},
         "mqtt": {"host": text(), "port": number(1, 65535, integer=True), "topic": text(),
+                 "username": text(optional=True), "password": secret, "password_file": text(optional=True),
+                 "tls": flag, "ca_file": text(optional=True), "cert_file": text(optional=True),
+                 "key_file": text(optional=True),
                  "client_id": text(optional=True), "keepalive": number(1, 3600, integer=True),
                  "max_queued": number(1, 1_000_000, integer=True), "connect_timeout_s": number(0, 600),
                  "reconnect_max_s": number(1, 3600)}}

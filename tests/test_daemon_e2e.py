@@ -63,13 +63,14 @@ def test_udp_in_mqtt_out(broker, tmp_path):
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-sub")
     sub.on_message = lambda c, u, m: (lock.acquire(), received.append(json.loads(m.payload)), lock.release())
     sub.connect("127.0.0.1", broker)
-    sub.subscribe("ward/#", qos=1)
+    sub.subscribe([("ward/e2e-dev/events", 1), ("ward/e2e-dev/probs", 1)])
     sub.loop_start()
 
     udp_port = free_port(socket.SOCK_DGRAM)
     # low thresholds on the untrained tiny model, so events certainly occur
     proc = subprocess.Popen([sys.executable, "-m", "deploy", str(bundle), "--udp-port", str(udp_port),
-                             "--sink", f"mqtt://127.0.0.1:{broker}/ward?probs", "--hop-s", "0.5",
+                             "--sink", f"mqtt://127.0.0.1:{broker}/ward?probs", "--device-id", "e2e-dev",
+                             "--hop-s", "0.5",
                              "--lookahead-s", "0", "--set", "events.on=0.0", "--set", "events.off=0.0",
                              "--set", "events.min_duration_s=0.1", "--status-interval", "0"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -57,7 +57,7 @@ class Subscriber:
         self.client.on_message = self._message
         self.client.reconnect_delay_set(1, 1)
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe("fog/events", qos=1)
+        self.client.subscribe("fog/fault-dev/events", qos=1)
         self.client.loop_start()
 
     def _message(self, client, userdata, message):
@@ -84,7 +84,7 @@ def test_broker_down_at_start_then_killed_and_restarted(tmp_path):
         "hop_s": 0.5, "lookahead_s": 0.5, "smoothing_s": 0.25, "on": {c: 0.52 for c in CLASSES},
         "off": {c: 0.45 for c in CLASSES}, "min_duration_s": 0.5, "refractory_s": 0.5})
     config = tmp_path / "d.toml"
-    config.write_text(f'bundle = "{bundle}"\n[source]\nkind = "stdin"\n'
+    config.write_text(f'bundle = "{bundle}"\ndevice_id = "fault-dev"\n[source]\nkind = "stdin"\n'
                       f'[[sinks]]\nkind = "mqtt"\nhost = "127.0.0.1"\nport = {port}\nconnect_timeout_s = 0.2\n'
                       'reconnect_max_s = 1\n[[sinks]]\nkind = "jsonl"\npath = "-"\n')
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -119,7 +119,7 @@ def test_broker_down_at_start_then_killed_and_restarted(tmp_path):
         broker.stop(hard=True)
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
     c = final_counters(stderr)
-    failures = c["sink_failures"].get(f"mqtt:127.0.0.1:{port}/fog", 0)
+    failures = c["sink_failures"].get(f"mqtt:127.0.0.1:{port}/fog/fault-dev", 0)
     delivered = {(e["type"], e["class"], e["onset_s"]) for e in events}
     assert c["balanced"] and len(emitted) > 0
     assert len(delivered & {(e["type"], e["class"], e["onset_s"]) for e in emitted}) + failures >= len(emitted)

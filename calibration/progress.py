@@ -71,7 +71,7 @@ class StepBar:
         if self._tick is not None:
             self._tick.__exit__(None, None, None)
             self._tick = None
-        what = self.bar.postfix or ""
+        what = getattr(self.bar, "postfix", None) or ""
         if self.log_lines:
             self.bar.write(f"[{self.desc} {self.bar.n + 1}/{self.bar.total}] {what}: "
                            f"{detail + ', ' if detail else ''}{seconds:.1f} s", file=sys.stderr)

@@ -90,9 +90,7 @@ def from_module(module, *, preprocess: dict | None = None, classes=None, activat
         spec["layout"] = detect_layout(module, spec)
     source = ModelSource(module=module, name=name or type(module).__name__, kind="user", preset=None,
                          preprocess=spec, classes=tuple(classes or CLASSES), activation=activation,
-                         weights_sha256=state_sha256(module),
-                         notes=["a module object from Python: its weights as they were at export "
-                                f"(state sha256 {state_sha256(module)[:16]})"])
+                         weights_sha256=state_sha256(module))  # its weights as they are: fingerprinted
     mark_background(source, background, any_fog)
     return source
 

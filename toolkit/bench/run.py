@@ -175,9 +175,12 @@ def run_bench(subject: Subject, backends=BACKENDS, batches=(1, 4, 16, 64), threa
     """The full report `toolkit bench` prints, saves as JSON and plots (a bar over the measurements on stderr)."""
     with bars.bar(len(backends) * (1 + len(batches)) + (len(backends) > 1), "bench", unit="run",
                   enabled=show_progress) as bar:
-        def tick(what: str) -> None:
-            if bar.n or bar.postfix:
+        started = []
+
+        def tick(what: str) -> None:  # one measurement begins: the one before it is done
+            if started:
                 bar.update(1)
+            started.append(what)
             bar.set_postfix_str(what)
         report = _run_bench(subject, backends, batches, threads, blocks, sweep_block_s, tick)
         bar.update(bar.total - bar.n)

@@ -4,27 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from deploy.contract import EVENT_DEFAULTS, EVENT_KEYS
-
-# One help text per key, the same in every command (export writes the value; evaluate and score override the bundle's).
-EVENT_HELP = {
-    "hop_s": "seconds between window decisions (manifest events.hop_s)",
-    "lookahead_s": "look-ahead, s: how much later samples may change a decision (manifest events.lookahead_s; "
-                   "score also takes 'full')",
-    "smoothing_s": "moving-average smoothing of the probabilities, s (manifest events.smoothing_s)",
-    "on": "probability that starts an event (manifest events.on)",
-    "off": "probability that ends an event (manifest events.off, <= on)",
-    "min_duration_s": "shortest event reported, s (manifest events.min_duration_s)",
-    "refractory_s": "quiet time after an event of the same class, s (manifest events.refractory_s)",
-}
-DEFAULTS_NOTE = " (default {default:g}; evaluate and score: the bundle's)"
+from deploy.contract import EVENT_KEYS, event_help
 
 # Spellings `toolkit evaluate` used before its flags were named after the manifest keys: still accepted, not shown.
 OLD_SPELLINGS = {"smoothing_s": "--smoothing", "min_duration_s": "--min-duration", "refractory_s": "--refractory"}
-
-
-def event_help(key: str) -> str:
-    return EVENT_HELP[key] + DEFAULTS_NOTE.format(default=EVENT_DEFAULTS[key])
 
 
 def add_event_arguments(group, keys=EVENT_KEYS) -> None:

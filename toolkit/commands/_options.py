@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from calibration.checkpoint import DEFAULT_PRESET, checkpoint_info, read_weights
+from deploy.layouts import FILE_LAYOUT_HELP
 
 MODEL_HELP = ("the model: a preset name (`toolkit models`), a checkpoint written by `toolkit train` (model.pt, it "
               "names its preset), or package.module:factory (export); default: the preset --weights names, else "
@@ -24,7 +25,6 @@ QUIET_HELP = "no progress bars (they are also off when stderr is not a terminal)
 JSON_HELP = "print JSON on stdout instead of a table"
 JSON_OUT_HELP = "also write the full report as JSON to this file"
 PLOT_HELP = "write the command's plots (PNG) into this folder"
-FILE_LAYOUT_HELP = "file layout of the recordings (tdcsfog, defog, test, npz; default: detected)"
 
 
 def add_model_arguments(group, *, weights: bool = True) -> None:
@@ -66,5 +66,5 @@ def add_plot(p, what: str = "") -> None:
     p.add_argument("--plot", metavar="DIR", help=PLOT_HELP + (f": {what}" if what else ""))
 
 
-def add_file_layout(p) -> None:
-    p.add_argument("--layout", help=FILE_LAYOUT_HELP)
+def add_file_layout(p, **kw) -> None:
+    p.add_argument("--layout", help=FILE_LAYOUT_HELP, **kw)

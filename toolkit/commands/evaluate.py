@@ -1,7 +1,7 @@
 """Score a model, checkpoint or bundle, and Moore's freeze-index baseline, on the same recordings.
 
   toolkit evaluate ../shared/data/daphnet --bundle bundle --plot plots/     # real freezes (Daphnet text files)
-  toolkit evaluate data/defog --model fog-small --checkpoint runs/small/model.pt
+  toolkit evaluate data/defog --model runs/small/model.pt                 # a checkpoint (it names its preset)
   toolkit evaluate ../shared/data/mobgap-walking --mapping mobgap --bundle bundle   # FOG-free: false alarms
   toolkit evaluate --synthetic 4 --bundle bundles/fog-small --json
 

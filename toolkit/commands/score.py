@@ -13,7 +13,7 @@ scored (--not-worn-min). See docs/score.md.
 """
 from __future__ import annotations
 
-from toolkit.commands._events import event_help
+from deploy.contract import event_help
 from toolkit.commands._options import add_quiet
 
 HELP = "score a cohort's recordings with a bundle: events, per-subject-per-day summary, plot (local or Ray)"

@@ -56,7 +56,7 @@ class StepBar:
 
     def __init__(self, total: int, desc: str, enabled: bool = True):
         self.bar = bar(total, desc, unit="step", enabled=enabled,
-                       bar_format="{desc}: {n_fmt}/{total_fmt} steps |{bar}| {elapsed}<{remaining}, {postfix}")
+                       bar_format="{desc}: {n_fmt}/{total_fmt} steps |{bar}| {elapsed}<{remaining}{postfix}")
         self.desc, self._t0, self._tick = desc, None, None
         self.log_lines = not self.bar.disable
 

@@ -274,7 +274,8 @@ def warn_notes(source) -> None:
     """Say at the start what the user must know before waiting minutes (random initial weights above all); the
     same notes end the summary and stay in the manifest (model.notes), which `toolkit inspect` and the daemon show."""
     for note in source.notes:
-        print(f"export: warning: {note}", file=sys.stderr, flush=True)
+        kind = "warning" if "random initial weights" in note else "note"
+        print(f"export: {kind}: {note}", file=sys.stderr, flush=True)
 
 
 def export_bundle(source, target: Target, out, options: ExportOptions | None = None) -> dict:

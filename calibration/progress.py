@@ -19,7 +19,7 @@ tqdm_module = lazy_import("tqdm", "workstation", "progress bars")
 
 def bar(total: int | float | None, desc: str, unit: str = "it", enabled: bool = True, **kw):
     """A tqdm bar with a total (so it shows rate and ETA), on stderr; a silent one when not enabled or not a TTY."""
-    return tqdm_module.tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True,
+    return tqdm_module.tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=None,
                             disable=None if enabled else True, **kw)
 
 

@@ -61,10 +61,11 @@ class ExportOptions:
     fidelity: bool = True               # measure streaming fidelity (toolkit.export.streaming)
 
 
-def calibrate_int8(qat, reader, method: str) -> dict:
+def calibrate_int8(qat, reader, method: str, progress: bool = False) -> dict:
     """The one calibration seam of the exporter: ranges into the QAT quantizers, then quantization on. The result
-    lists the quantizers no window reached (`unused`, inert at this shape; placeholder range, see calibration.ptq)."""
-    cache = ptq.calibrate(qat, reader, method=method, progress=False)
+    lists the quantizers no window reached (`unused`, inert at this shape; placeholder range, see calibration.ptq).
+    `progress`: a bar of the windows calibrated (under the export's step bar: minutes for the large preset)."""
+    cache = ptq.calibrate(qat, reader, method=method, progress=progress)
     qat_convert.set_quantization(qat, True)
     return {"method": method, "windows": cache.data.get("windows"), "data": cache.data, "unused": cache.unused,
             **({"unused_amax": ptq.UNUSED_AMAX} if cache.unused else {})}
@@ -184,7 +185,7 @@ class ExportPipeline:
         self.qat_wide = self.qat if self.wide == opt.batch else \
             qat_convert.to_qat(source.module, batch_size=self.wide, seq_len=self.n_steps).eval()
         reader = opt.calib_reader or BatchReader(self.cal_batches, SYNTHETIC_CALIBRATION)
-        self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method)
+        self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method, progress=not opt.quiet)
         if self.qat_wide is not self.qat:
             self.qat.load_state_dict(self.qat_wide.state_dict())  # same names: the ranges do not depend on the batch
             qat_convert.set_quantization(self.qat, True)

@@ -79,7 +79,7 @@ def load_model(preset: str | None = None, checkpoint=None, default_weights: bool
         raise FogError(f"unknown preset {preset!r}; choose one of {models.list_presets()}")
     model = models.create_model(preset)
     if state is not None:
-        fit_weights(model, state, checkpoint, f"pass the --preset the checkpoint was trained with ({preset!r} was used)")
+        fit_weights(model, state, checkpoint, f"pass the --model (preset) the checkpoint was trained with ({preset!r} was used)")
     model.eval()
     return model, preset, checkpoint
 

@@ -17,12 +17,11 @@ labels for both, and the maximum and mean absolute difference of their probabili
 from __future__ import annotations
 
 import contextlib
-import sys
-import time
 
 import numpy as np
 import torch
 
+from calibration import progress as bars
 from calibration.cache import CalibrationCache, CalibrationCacheError, model_hash
 from calibration.calibrators import make_calibrator
 from deploy.metrics import average_precision
@@ -67,24 +66,27 @@ def calibrate(qat_model, reader, method: str = "entropy", *, options: dict | Non
         amax[name] = _to_json(q.amax)
     describe = make_calibrator(method, **(options or {})).describe()
     data = dict(getattr(reader, "describe", lambda: {})(), windows=windows)
-    return CalibrationCache(amax=amax, calibrator=describe, data=data, model_hash=model_hash(qat_model),
-                            preset=preset, unused=unused)
+    cache = CalibrationCache(amax=amax, calibrator=describe, data=data, model_hash=model_hash(qat_model),
+                             preset=preset, unused=unused)
+    # Not saved with the cache: what `toolkit calibrate --plot` draws (each activation's |x| histogram and its range).
+    cache.histograms = {name: (c.histogram.counts.copy(), c.histogram.edges, float(q.amax.max()))
+                        for name, c in calibrators.items() if name not in unused for q in [named[name]]}
+    return cache
 
 
 def _run_reader(qat_model, reader, progress: bool) -> int:
-    """Every batch of `reader` through the model once; returns the number of windows."""
-    windows, started = 0, time.perf_counter()
+    """Every batch of `reader` through the model once; returns the number of windows. The bar's total is the
+    reader's window count (batches in memory), so it shows rate and ETA."""
+    windows = 0
     reader.rewind()
-    with torch.no_grad():
+    batches = getattr(reader, "batches", None)
+    total = sum(len(b) for b in batches) if batches is not None else None
+    with torch.no_grad(), bars.bar(total, "calibrate", unit="window", enabled=progress) as bar:
         while (batch := reader.get_next()) is not None:
             x = torch.as_tensor(next(iter(batch.values())), dtype=torch.float32)
             _forward_fixed_batch(qat_model, x)
             windows += x.shape[0]
-            if progress:
-                print(f"\rcalibrating: {windows} windows, {time.perf_counter() - started:.1f} s",
-                      end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+            bar.update(x.shape[0])
     return windows
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from calibration import progress as bars
 from calibration.data import Augment, PreparedRecording, as_spec, cut_windows, prepare_recording, sample_starts
 from deploy.errors import FogError
 
@@ -149,19 +149,24 @@ def evaluate(model, recordings, spec, hop_samples: int | None = None) -> dict:
             "ap": {c: (None if math.isnan(v) else v) for c, v in scores.items()}}
 
 
-class _Progress:
-    def __init__(self, stream=sys.stderr, enabled=True):
-        self.stream, self.enabled = stream, enabled
+class _RunProgress:
+    """One bar over the whole run (epochs x steps: rate and ETA for the run, not just the epoch); a line per epoch."""
 
-    def step(self, epoch, epochs, step, steps, loss, lr):
-        if self.enabled:
-            filled = int(20 * step / steps)
-            print(f"\repoch {epoch}/{epochs} [{'#' * filled}{'.' * (20 - filled)}] {step}/{steps} "
-                  f"loss {loss:.4f} lr {lr:.2e}", end="", file=self.stream, flush=True)
+    def __init__(self, config: TrainConfig, done_epochs: int, enabled: bool = True):
+        self.enabled = enabled
+        total = config.epochs * config.steps_per_epoch
+        self.bar = bars.bar(total, "train", unit="step", enabled=enabled,
+                                initial=done_epochs * config.steps_per_epoch)
+
+    def step(self, epoch, epochs, loss, lr):
+        self.bar.set_postfix_str(f"epoch {epoch}/{epochs} loss {loss:.4f} lr {lr:.2e}", refresh=False)
+        self.bar.update(1)
 
     def line(self, text):
-        if self.enabled:
-            print("\r" + text + " " * 10, file=self.stream, flush=True)
+        bars.write(text, self.enabled)
+
+    def close(self):
+        self.bar.close()
 
 
 def _load_resumable(path: Path) -> dict:
@@ -211,7 +216,7 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
         torch.set_rng_state(saved["torch_rng"])        # dropout continues as in an uninterrupted run
         if (out / "best.pt").exists():
             best_state = torch.load(out / "best.pt", weights_only=True)
-    bar = _Progress(enabled=progress)
+    bar = _RunProgress(config, state["epoch"], enabled=progress)
     started = time.perf_counter() - state["seconds"]
     stopped_early = False
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -235,8 +240,7 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
-            bar.step(epoch, config.epochs, step, config.steps_per_epoch, float(np.mean(losses)),
-                     schedule.get_last_lr()[0])
+            bar.step(epoch, config.epochs, float(np.mean(losses)), schedule.get_last_lr()[0])
         scores = evaluate(model, val, spec, hop)
         val_map = scores[select]
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_map": val_map,
@@ -262,6 +266,7 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
                         "torch_rng": torch.get_rng_state()},
                        out / "last.pt")
             (out / "history.json").write_text(json.dumps(state["history"], indent=1) + "\n")
+    bar.close()
     if best_state is not None and config.keep == "best":
         model.load_state_dict(best_state)
     model.eval()

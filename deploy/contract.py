@@ -9,7 +9,7 @@ from __future__ import annotations
 from deploy.layouts import AXES, CLASSES  # the columns of every recording layout: the bundle speaks the same words
 
 __all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "FP32_FILE", "INT8_FILE",
-           "EVENT_DEFAULTS", "EVENT_KEYS", "DETECTOR_KEYS", "with_defaults", "CPU_FP32_REASON"]
+           "EVENT_DEFAULTS", "EVENT_KEYS", "DETECTOR_KEYS", "EVENT_HELP", "event_help", "with_defaults", "CPU_FP32_REASON"]
 
 INPUT_NAME, OUTPUT_NAME = "x", "probs"   # the bundled graph's one input and one output (probabilities)
 
@@ -23,6 +23,21 @@ EVENT_DEFAULTS = {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.5, "on": 0.
                   "min_duration_s": 1.0, "refractory_s": 2.0}
 EVENT_KEYS = tuple(EVENT_DEFAULTS)       # the manifest's `events` keys, and the flags that set them (--smoothing-s)
 DETECTOR_KEYS = ("on", "off", "min_duration_s", "smoothing_s", "refractory_s")  # what EventDetector takes
+# What each event key means, as every command line's --hop-s, --smoothing-s ... says it (toolkit and daemon alike).
+EVENT_HELP = {
+    "hop_s": "seconds between window decisions",
+    "lookahead_s": "look-ahead, s: how long a sample's probability may wait for later windows ('full' where accepted)",
+    "smoothing_s": "moving-average smoothing of the probabilities, s",
+    "on": "probability that starts an event",
+    "off": "probability that ends an event (<= on)",
+    "min_duration_s": "shortest event reported, s",
+    "refractory_s": "quiet time after an event of the same class, s",
+}
+
+
+def event_help(key: str) -> str:
+    """The help of the flag for manifest event key `key` (its name: --hop-s for hop_s), the same in every command."""
+    return f"{EVENT_HELP[key]} (manifest events.{key}; default: the bundle's, else {EVENT_DEFAULTS[key]:g})"
 
 
 def with_defaults(*layers: dict | None, defaults: dict = EVENT_DEFAULTS) -> dict:

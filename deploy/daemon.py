@@ -250,6 +250,8 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
              w.bundle.folder, w.engine.backend, getattr(w.engine, "precision", "?"), w.source.describe(),
              w.pipeline.hop, "full" if w.lookahead_samples is None else f"{w.pipeline.keep} samples",
              ", ".join(sink.label for sink in w.sinks))
+    for note in w.bundle.manifest.get("model", {}).get("notes") or []:
+        log.warning("bundle note: %s", note)  # e.g. random initial weights: its events mean nothing
     sd_notify("READY=1")
     feed = start_source(w, config, stop)
     loop(w, config, stop, max_seconds)

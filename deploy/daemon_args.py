@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from deploy.config import parse_set, parse_sink
+from deploy.contract import event_help
+from deploy.layouts import FILE_LAYOUT_HELP
 from deploy.validate import ConfigError
 
 DESCRIPTION = ("fog-daemon: read a bundle and a sensor stream, emit freezing-of-gait events in real time "
@@ -22,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config file (see deploy/daemon.example.toml)")
     g = p.add_argument_group("source (one)")
     g.add_argument("--replay", metavar="FILE", help="replay a recording (CSV or npz)")
-    g.add_argument("--layout", help="recording layout for --replay (default: detect)")
+    g.add_argument("--layout", help=FILE_LAYOUT_HELP)
     g.add_argument("--realtime", action="store_true", help="replay at real time (default: as fast as possible)")
     g.add_argument("--speed", type=float, help="replay speed factor with --realtime")
     g.add_argument("--stdin", action="store_true", help="read 't,AccV,AccML,AccAP' lines from stdin")
@@ -37,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"))
     g.add_argument("--precision", choices=("fp32", "fp16", "int8"))
     g.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
-    g.add_argument("--hop-s", type=float, help="seconds between model runs (default: manifest, else 0.5)")
-    g.add_argument("--lookahead-s", help="right context a sample waits for, seconds or 'full'")
+    g.add_argument("--hop-s", type=float, help=event_help("hop_s"))
+    g.add_argument("--lookahead-s", help=event_help("lookahead_s"))
     g = p.add_argument_group("output and operations")
     g.add_argument("--sink", action="append", metavar="SPEC",
                    help="-, file:PATH, udp://HOST:PORT, mqtt://[USER:PASS@]HOST[:PORT][/TOPIC] (port 1883, topic "

@@ -40,6 +40,8 @@ LAYOUTS = {
     "test": Layout("test", ("Time",) + AXES, None, None),
 }
 BINARY_LAYOUTS = ("npz",)
+# The help of every command line's --layout: always a file layout (a model's tensor layout is export --input-layout).
+FILE_LAYOUT_HELP = "file layout of the recordings (tdcsfog, defog, test, npz; when reading: detected if not given)"
 
 
 @dataclass(frozen=True)

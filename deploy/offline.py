@@ -70,6 +70,33 @@ def windows_to_samples(probs: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return probs if per == "sample" else unpatchify(probs, spec.patch)
 
 
+def batch_infer(engine):
+    """`infer(batch)` over an engine with a fixed batch size (`engine.input_shape[0]`, usually 1 in a bundle): slices
+    of that size, the last one padded with copies of its last window, outputs copied out of the engine's reused
+    buffer. `predict_recording` applies it itself to an engine or an engine's `infer`, so either can be passed."""
+    batch = int(engine.input_shape[0])
+
+    def infer(x):
+        out = []
+        for i in range(0, len(x), batch):
+            part = x[i:i + batch]
+            if len(part) < batch:
+                part = np.concatenate([part, np.repeat(part[-1:], batch - len(part), axis=0)])
+            out.append(np.array(engine.infer(np.ascontiguousarray(part)))[:min(batch, len(x) - i)])
+        return np.concatenate(out)
+    infer.fixed_batch = batch
+    return infer
+
+
+def as_infer(infer):
+    """A callable taking any number of windows: an engine (or an engine's bound `infer`) with a static batch is
+    wrapped by `batch_infer`; any other callable is used as it is."""
+    engine = infer if hasattr(infer, "infer") and hasattr(infer, "input_shape") else getattr(infer, "__self__", None)
+    if engine is not None and getattr(engine, "input_shape", None) is not None and hasattr(engine, "infer"):
+        return batch_infer(engine)
+    return infer
+
+
 def predict_prepared(x: np.ndarray, spec: PreprocessSpec, infer, hop_samples: int,
                      lookahead_samples: int | None = None, batch_size: int = 16, progress=None) -> np.ndarray:
     """Like predict_recording, for a signal already through `prepare`."""
@@ -81,6 +108,7 @@ def predict_prepared(x: np.ndarray, spec: PreprocessSpec, infer, hop_samples: in
         raise FogError("the recording is empty")
     ends = window_ends(n, hop)
     keep = contribution(window, hop, lookahead_samples)
+    infer = as_infer(infer)
     total, count = None, np.zeros(n)
     for b in range(0, len(ends), batch_size):
         batch_ends = ends[b:b + batch_size]
@@ -101,7 +129,8 @@ def predict_recording(recording, spec: PreprocessSpec, infer, hop_samples: int,
     """(n, C) per-sample probabilities at the model rate (n = len(prepare(recording, spec))).
 
     `infer(model_input) -> probs` gets float32 batches shaped per spec.layout; it must return probabilities
-    (apply the activation yourself if the model gives logits). See the module docstring for the exact grid.
+    (apply the activation yourself if the model gives logits). A bundle's engine, or its `infer`, may be passed
+    as it is: its static batch (usually 1) is handled here (`batch_infer`). See the module docstring for the exact grid.
     """
     if isinstance(spec, dict):
         spec = PreprocessSpec.from_dict(spec)

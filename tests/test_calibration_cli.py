@@ -39,7 +39,7 @@ def test_calibrate_writes_a_cache_and_an_agreement_report(tmp_path, capsys):
 
 def test_errors_are_one_line_and_say_what_to_do(tmp_path, capsys):
     assert main(["train", "--synthetic", "2", "--qat", "--out", str(tmp_path)]) == 2
-    assert "give --checkpoint" in capsys.readouterr().err
+    assert "give --weights" in capsys.readouterr().err   # --checkpoint: its old spelling, still accepted
     assert main(["calibrate", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "c.json")]) == 2
     err = capsys.readouterr().err
     assert "no such file" in err and "Traceback" not in err

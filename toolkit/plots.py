@@ -77,3 +77,75 @@ def plot_recordings(out_dir, recs, probs: dict, settings: dict, rules: dict | No
         written.append(plot_recording(out / f"{i:03d}-{name}.png", rec, {k: v[i] for k, v in probs.items()},
                                       settings, rules))
     return written
+
+
+def training_figure(history: list[dict], title: str = "training"):
+    """Training curves from a run's history (calibration.train.fit; history.json): train loss and the validation
+    metric per epoch, the best epoch marked. Returns the matplotlib figure (two axes)."""
+    plt = _pyplot()
+    if not history:
+        raise ValueError("no epochs in the history: nothing to plot")
+    epochs = [row["epoch"] for row in history]
+    fig, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    loss_ax.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train loss")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="training loss")
+    metric = [np.nan if row.get("val_map") is None else row["val_map"] for row in history]
+    val_ax.plot(epochs, metric, marker="o", color="tab:green", label="validation mAP")
+    if not np.all(np.isnan(metric)):
+        best = int(np.nanargmax(metric))
+        val_ax.axvline(epochs[best], color="0.5", ls="--", lw=0.8, label=f"best: epoch {epochs[best]}")
+    val_ax.set(xlabel="epoch", ylabel="validation mAP", title="validation metric")
+    for ax in (loss_ax, val_ax):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_figure(histograms: dict, method: str, names: list[str] | None = None):
+    """Histograms of |activation| per quantizer (log counts) with the clipping range calibration chose (amax:
+    values beyond it saturate). `histograms`: {quantizer: (counts, edges, amax)} (calibration.ptq.calibrate's
+    `cache.histograms`). Returns the matplotlib figure, one axis per quantizer."""
+    plt = _pyplot()
+    names = list(names or histograms)
+    cols = min(3, len(names)) or 1
+    rows = -(-len(names) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        counts, edges, amax = histograms[name]
+        used = max(1, int(np.flatnonzero(counts)[-1]) + 1 if np.any(counts) else 1)
+        ax.stairs(counts[:used], edges[:used + 1], fill=True, color="tab:blue", alpha=0.6)
+        ax.axvline(amax, color="r", lw=1.2, label=f"{method} amax {amax:.3g}")
+        ax.set_yscale("log")
+        ax.set_title(name if len(name) <= 40 else "..." + name[-37:], fontsize=8)
+        ax.set_xlabel("|activation|", fontsize=7)
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path, dpi: int = 80) -> Path:
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_training(out_dir, history: list[dict], title: str = "training") -> Path:
+    """training.png in `out_dir` (see training_figure)."""
+    return save_figure(training_figure(history, title), Path(out_dir) / "training.png")
+
+
+def plot_calibration(out_dir, histograms: dict, method: str, per_page: int = 12) -> list[Path]:
+    """calibration-NN.png pages in `out_dir`, `per_page` quantizers each (see calibration_figure)."""
+    names = sorted(histograms)
+    if not names:
+        raise ValueError("no activation histograms to plot (the max method keeps none; choose another --method)")
+    return [save_figure(calibration_figure(histograms, method, names[i:i + per_page]),
+                        Path(out_dir) / f"calibration-{i // per_page + 1:02d}.png")
+            for i in range(0, len(names), per_page)]

@@ -18,6 +18,7 @@ import numpy as np
 from deploy.engines.onnxruntime import OnnxRuntimeEngine
 from deploy.engines.precision import PRECISIONS, onnx_for, onnxruntime_precision, resolve_precision
 from deploy.errors import FogError
+from deploy.offline import batch_infer  # noqa: F401  (its home is deploy.offline; kept importable here)
 from deploy.lazy import lazy_import
 
 tensorrt_backend = lazy_import("deploy.engines.tensorrt", "tensorrt", "the TensorRT engine")
@@ -25,7 +26,7 @@ tensorrt_backend = lazy_import("deploy.engines.tensorrt", "tensorrt", "the Tenso
 log = logging.getLogger("deploy.engines")
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
-__all__ = ["BACKENDS", "PRECISIONS", "Engine", "open_engine", "onnx_for", "onnxruntime_precision",
+__all__ = ["BACKENDS", "PRECISIONS", "Engine", "batch_infer", "open_engine", "onnx_for", "onnxruntime_precision",
            "resolve_precision"]
 
 
@@ -59,20 +60,3 @@ def open_engine(bundle, backend: str = "auto", precision: str | None = None, **o
     if backend == "tensorrt":
         return tensorrt_backend.TensorRTEngine.from_bundle(bundle, resolve_precision(bundle, precision), **options)
     return OnnxRuntimeEngine.from_bundle(bundle, onnxruntime_precision(bundle, precision), **options)
-
-
-def batch_infer(engine):
-    """`infer(batch)` over an engine with a fixed batch size: slices of that size, the last one padded with copies
-    of its last window, outputs copied out of the engine's buffer. What `deploy.offline.predict_recording` needs
-    from a bundle's engine (whose static batch is usually 1)."""
-    batch = int(engine.input_shape[0])
-
-    def infer(x):
-        out = []
-        for i in range(0, len(x), batch):
-            part = x[i:i + batch]
-            if len(part) < batch:
-                part = np.concatenate([part, np.repeat(part[-1:], batch - len(part), axis=0)])
-            out.append(np.array(engine.infer(np.ascontiguousarray(part)))[:min(batch, len(x) - i)])
-        return np.concatenate(out)
-    return infer

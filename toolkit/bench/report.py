@@ -63,8 +63,35 @@ def _sweep_ms(row: dict) -> float:
     return row["cpu_median_ms"] if row.get("clock") == "thread-cpu" else row["median_ms"]
 
 
+def realtime_budget_s(subject: dict) -> float | None:
+    """The real-time budget of one wearer's stream: one window per hop (the window when the hop is unknown)."""
+    return subject.get("hop_s") or subject.get("window_s")
+
+
+def _budget_lines(subject: dict, rate_ax, latency_ax) -> None:
+    """The real-time budget on both axes: one window per hop needs 1/hop windows per second and at most hop s per
+    window; above the first line (below the second) a backend keeps up with a wearer."""
+    budget = realtime_budget_s(subject)
+    if not budget:
+        return
+    label = f"real-time budget (1 window per {budget:g} s hop)"
+    rate_ax.axhline(1.0 / budget, color="r", ls="--", lw=1, label=label)
+    latency_ax.axhline(budget * 1e3, color="r", ls="--", lw=1, label=label)
+    latency_ax.legend(fontsize=8)
+
+
 def plot_sweep(report: dict, path) -> Path:
-    """PNG of the batch sweep: windows/s and per-window latency against batch size, one line per backend."""
+    """PNG of the batch sweep (sweep_figure)."""
+    fig = sweep_figure(report)
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def sweep_figure(report: dict):
+    """The batch sweep: windows/s and per-window latency against batch size, one line per backend, with the
+    real-time budget; returns the matplotlib figure (two axes)."""
     matplotlib.use("Agg")  # before pyplot is imported: no display needed
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for name, r in report["backends"].items():
@@ -74,6 +101,7 @@ def plot_sweep(report: dict, path) -> Path:
         b = [row["batch"] for row in rows]
         ax1.plot(b, [row["windows_per_s"] for row in rows], marker="o", label=name)
         ax2.plot(b, [_sweep_ms(row) / row["batch"] for row in rows], marker="o", label=name)
+    _budget_lines(report["subject"], ax1, ax2)
     for ax, label in ((ax1, "windows / s"), (ax2, "ms per window")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -84,7 +112,4 @@ def plot_sweep(report: dict, path) -> Path:
     m = report["machine"]
     fig.suptitle(f"{report['subject']['name']} on {m['class']} ({m.get('cpu')}, {m['threads']} thread(s))")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

@@ -9,9 +9,9 @@ files), bench.report (table and plot).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from calibration import progress as bars
 from deploy.bundle import Bundle
 from deploy.contract import EVENT_DEFAULTS
 from deploy.errors import FogError, MissingDependency
@@ -35,7 +35,8 @@ REGRESSION_MIN_BLOCKS = 8
 
 
 def progress(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+    """A line of what the bench did (a skipped backend, a measured batch); above a running bar, if any."""
+    bars.write(f"[bench] {msg}")
 
 
 # --- what to bench --------------------------------------------------------------------------------------------
@@ -149,12 +150,14 @@ def _throughput(subject: Subject, batch: int, seconds: float) -> dict:
             "realtime_factor": windows_per_s * hop if hop else None}
 
 
-def measure_sweep(subject: Subject, backend: str, batches, threads: int, block_s: float = 0.1) -> list[dict]:
+def measure_sweep(subject: Subject, backend: str, batches, threads: int, block_s: float = 0.1,
+                  tick=lambda what: None) -> list[dict]:
     """Per batch size: latency and throughput. Single-threaded CPU backends are read in thread CPU time, as the
     normalized latency is: on a shared machine wall time mostly measures the neighbours."""
     cpu_clock = backend != "tensorrt" and threads == 1
     rows = []
     for batch in batches:
+        tick(f"{backend} batch {batch}")
         try:
             run = open_runner(subject, backend, batch, threads)
         except BackendUnavailable as exc:
@@ -164,13 +167,27 @@ def measure_sweep(subject: Subject, backend: str, batches, threads: int, block_s
         seconds = timing.cpu_median if cpu_clock else timing.median
         rows.append({"batch": batch, **timing.summary_ms(), "clock": "thread-cpu" if cpu_clock else "wall",
                      **_throughput(subject, batch, seconds)})
-        progress(f"{backend} batch {batch}: {rows[-1]['median_ms']:.2f} ms")
     return rows
 
 
 def run_bench(subject: Subject, backends=BACKENDS, batches=(1, 4, 16, 64), threads: int = 1,
-              blocks: int = REGRESSION_BLOCKS, sweep_block_s: float = 0.1) -> dict:
-    """The full report `toolkit bench` prints, saves as JSON and plots."""
+              blocks: int = REGRESSION_BLOCKS, sweep_block_s: float = 0.1, show_progress: bool = True) -> dict:
+    """The full report `toolkit bench` prints, saves as JSON and plots (a bar over the measurements on stderr)."""
+    with bars.bar(len(backends) * (1 + len(batches)) + (len(backends) > 1), "bench", unit="run",
+                  enabled=show_progress) as bar:
+        started = []
+
+        def tick(what: str) -> None:  # one measurement begins: the one before it is done
+            if started:
+                bar.update(1)
+            started.append(what)
+            bar.set_postfix_str(what)
+        report = _run_bench(subject, backends, batches, threads, blocks, sweep_block_s, tick)
+        bar.update(bar.total - bar.n)
+    return report
+
+
+def _run_bench(subject, backends, batches, threads, blocks, sweep_block_s, tick) -> dict:
     refs = _References(threads, subject.workdir)
     fp32 = graph_stats(subject.onnx("fp32", subject.input_shape[0]))
     report = {"subject": {"name": subject.name, "input_shape": list(subject.input_shape), "window_s": subject.window_s,
@@ -184,23 +201,25 @@ def run_bench(subject: Subject, backends=BACKENDS, batches=(1, 4, 16, 64), threa
         except (ImportError, MissingDependency):
             pass
     for backend in backends:
-        progress(f"{backend}: batch 1, interleaved with the reference workload")
+        tick(f"{backend}: batch 1, interleaved with the reference")
         try:
             result = {"structure": structure(subject, backend),
                       "batch1": measure_batch1(subject, backend, threads, refs, blocks=blocks)}
         except (BackendUnavailable, MissingDependency, ImportError) as exc:
             report["skipped"][backend] = str(exc)
             progress(f"{backend}: skipped ({exc})")
+            for batch in batches:
+                tick(f"{backend}: skipped")
             continue
         gmacs = report["machine"]["matmul_gmacs_per_s"].get("torch" if backend == "pytorch-eager" else "onnxruntime")
         if gmacs and backend != "tensorrt":
             bound_ms = fp32.macs / (gmacs * 1e9) * 1e3 * subject.input_shape[0]
             result["batch1"]["compute_bound_ms"] = bound_ms
             result["batch1"]["fraction_of_bound"] = bound_ms / result["batch1"]["median_ms"]
-        result["sweep"] = measure_sweep(subject, backend, batches, threads, block_s=sweep_block_s)
+        result["sweep"] = measure_sweep(subject, backend, batches, threads, block_s=sweep_block_s, tick=tick)
         report["backends"][backend] = result
     if len(report["backends"]) > 1:
-        progress("all backends interleaved at batch 1, for the ratios")
+        tick("all backends interleaved at batch 1, for the ratios")
         report["head_to_head_ms"] = head_to_head(subject, list(report["backends"]), threads)
     report["subject"]["parameters"] = subject.parameters
     return report

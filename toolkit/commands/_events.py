@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from deploy.contract import EVENT_KEYS
+from deploy.contract import EVENT_KEYS, event_help
 
 # Spellings `toolkit evaluate` used before its flags were named after the manifest keys: still accepted, not shown.
 OLD_SPELLINGS = {"smoothing_s": "--smoothing", "min_duration_s": "--min-duration", "refractory_s": "--refractory"}
 
 
-def add_event_arguments(group, help: dict | None = None) -> None:
+def add_event_arguments(group, keys=EVENT_KEYS) -> None:
     """--hop-s, --lookahead-s, --smoothing-s, --on, --off, --min-duration-s, --refractory-s (floats, default None:
-    not given), each with its old spelling as a hidden alias; `help` maps a key to its help text."""
-    for key in EVENT_KEYS:
-        group.add_argument("--" + key.replace("_", "-"), type=float, default=None, help=(help or {}).get(key))
+    not given), each with its old spelling as a hidden alias, with the same help in every command."""
+    for key in keys:
+        group.add_argument("--" + key.replace("_", "-"), type=float, default=None, help=event_help(key))
         if key in OLD_SPELLINGS:
             group.add_argument(OLD_SPELLINGS[key], dest=key, type=float, default=None, help=argparse.SUPPRESS)
 

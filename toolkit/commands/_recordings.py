@@ -2,6 +2,8 @@
 subjects (`calibration.data.recordings_from_args` turns them into recordings)."""
 from __future__ import annotations
 
+from toolkit.commands._options import add_file_layout
+
 
 def add_recording_arguments(p, *, per_subject: int = 1) -> None:
     p.add_argument("data", nargs="*", help="recordings (.csv, .npz) or folders of them (searched recursively; "
@@ -12,5 +14,5 @@ def add_recording_arguments(p, *, per_subject: int = 1) -> None:
                    help="minutes per synthetic recording (default 5)")
     p.add_argument("--synthetic-per-subject", type=int, default=per_subject,
                    help=f"synthetic recordings per subject (default {per_subject})")
-    p.add_argument("--layout", help="file layout (tdcsfog, defog, test, npz; default: detected)")
+    add_file_layout(p)
     p.add_argument("--mapping", help="column mapping for other CSVs (e.g. mobgap)")

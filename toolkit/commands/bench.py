@@ -2,7 +2,7 @@
 
 Examples:
   toolkit bench fog-small                              table for the preset (exported on the fly)
-  toolkit bench bundles/fog-small --json out.json --plot sweep.png
+  toolkit bench bundles/fog-small --json-out out.json --plot plots/     # plots/sweep.png, real-time budget line
   toolkit bench fog-small --check                      regression check against benchmarks/baselines/<machine>.json
   toolkit bench fog-small --update-baseline            re-measure and rewrite this model's baseline entries
   toolkit bench fog-small --override num_encoder_layers=3 --check    (a deliberately slower model fails)
@@ -23,9 +23,25 @@ from toolkit.bench import baseline as bench_baseline
 from toolkit.bench import report
 from toolkit.bench import run as bench
 from toolkit.bench.backends import BACKENDS, BackendUnavailable
+from toolkit.api import bench as api_bench
 from toolkit.cli import UserError
+from toolkit.commands._options import add_json, add_plot, add_quiet
 
 HELP = "latency, throughput and memory per backend; latency regression baselines"
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    """`--json PATH` (a .json file or '-') was bench's JSON file before --json became a switch everywhere: still
+    read so, as --json-out PATH (or --json for '-')."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--json" and i + 1 < len(argv) and (argv[i + 1] == "-" or argv[i + 1].endswith(".json")):
+            out += ["--json"] if argv[i + 1] == "-" else ["--json-out", argv[i + 1]]
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def add_arguments(p) -> None:
@@ -36,8 +52,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batches", default="1,4,16,64", help="batch sizes of the sweep (default 1,4,16,64)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for every backend and the reference (default 1: steady on a shared machine)")
-    p.add_argument("--json", metavar="PATH", help="write the full report as JSON ('-' for stdout)")
-    p.add_argument("--plot", metavar="PNG", help="write the batch-sweep plot")
+    add_json(p, out=True)
+    add_plot(p)
+    add_quiet(p)
     p.add_argument("--name", help="name of the model in reports and baselines (default: preset or bundle name)")
     p.add_argument("--ratio", action="store_true",
                    help="only the interleaved batch-1 head-to-head: every backend at its own default threads, then "
@@ -83,24 +100,22 @@ def run(args) -> int:
         key, value = item.split("=", 1)
         overrides[key.strip()] = _parse_value(value.strip())
 
-    subject = bench.load_subject(args.model, overrides, name=args.name)
     if args.check or args.update_baseline:
-        return _regression(args, subject, backends)
+        return _regression(args, bench.load_subject(args.model, overrides, name=args.name), backends)
     if args.ratio:
+        subject = bench.load_subject(args.model, overrides, name=args.name)
         print(report.format_ratios(bench.ratios(subject, backends, args.threads)))
         return 0
-    result = bench.run_bench(subject, backends, batches, threads=args.threads)
-    print(report.format_table(result))
-    if args.json:
-        text = json.dumps(result, indent=2, default=str)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as fh:
-                fh.write(text + "\n")
+    result = api_bench(args.model, backends=backends, batches=batches, threads=args.threads, overrides=overrides,
+                       name=args.name, progress=not args.quiet)
+    print(result.to_json() if args.json else result.table())
+    if args.json_out:
+        Path(args.json_out).write_text(result.to_json() + "\n")
     if args.plot:
-        report.plot_sweep(result, args.plot)
-        print(f"batch sweep plot: {args.plot}", file=sys.stderr)
+        path = Path(args.plot) if args.plot.endswith(".png") else Path(args.plot) / "sweep.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result.plot(path)
+        print(f"batch sweep plot (with the real-time budget): {path}", file=sys.stderr)
     return 0
 
 

@@ -1,8 +1,8 @@
 """Calibrate INT8 ranges for a model's QAT variant (post-training quantization) and report what INT8 costs.
 
   toolkit calibrate data/ --out cal.json                        # the bundled fog-small weights, mse ranges
-  toolkit calibrate --synthetic 8 --method percentile --percentile 99.99 --out cal.json
-  toolkit calibrate data/ --checkpoint runs/small/model.pt --eval held_out/ --report ptq.json --out cal.json
+  toolkit calibrate --synthetic 8 --method percentile --percentile 99.99 --out cal.json --plot plots/
+  toolkit calibrate data/ --model runs/small/model.pt --eval held_out/ --report ptq.json --out cal.json
 
 Windows are drawn from the recordings through the shared preprocessing (`deploy.preprocess`), spread over
 recordings and classes, --windows of them with --seed. Weights get per-channel max ranges; activations get the
@@ -22,7 +22,9 @@ from deploy.contract import CLASSES
 from deploy.lazy import lazy_import, require
 from deploy.recording import read_recordings
 from toolkit.cli import UserError
+from toolkit.commands._options import add_model_arguments, add_plot, add_quiet, model_and_weights
 from toolkit.commands._recordings import add_recording_arguments
+from toolkit.plots import plot_calibration
 
 torch = lazy_import("torch", "workstation", "toolkit calibrate")
 models = lazy_import("models", "workstation", "toolkit calibrate")
@@ -36,8 +38,7 @@ METHODS = ("entropy", "percentile", "mse", "max")
 
 def add_arguments(p) -> None:
     add_recording_arguments(p, per_subject=1)
-    p.add_argument("--preset", default=None, help="model preset (default: the checkpoint's, else fog-small)")
-    p.add_argument("--checkpoint", help="float weights (default: the bundled weights of the preset)")
+    add_model_arguments(p.add_argument_group("model"))
     p.add_argument("--method", choices=METHODS, default="mse", help="activation range method (default mse; entropy lost 0.07 mAP on one fog-small training run, see "
                    "models/weights/MODEL_CARD.md)")
     p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")
@@ -51,7 +52,8 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-windows", type=int, default=512)
     p.add_argument("--report", help="write the agreement report here (JSON)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
+    add_plot(p)
+    add_quiet(p)
 
 
 def run(args) -> int:
@@ -59,7 +61,7 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     recordings = recordings_from_args(args)
-    model, preset, checkpoint = load_model(args.preset, args.checkpoint)
+    model, preset, checkpoint = load_model(*model_and_weights(args))
     spec = models.get_preset(preset).preprocess
     options = {"num_bins": args.bins} if args.method != "max" else {}
     if args.method == "percentile":
@@ -73,6 +75,10 @@ def run(args) -> int:
     cache.save(args.out)
     print(f"calibrate: {len(cache.amax)} quantizers, {cache.data['windows']} windows, {args.method}, "
           f"{seconds:.1f} s -> {args.out}")
+    if args.plot:
+        pages = plot_calibration(args.plot, cache.histograms, args.method)
+        print(f"calibrate: {len(cache.histograms)} activation histograms with their {args.method} ranges in "
+              f"{len(pages)} page(s) in {args.plot}")
     if args.eval is not None:
         if args.eval:
             held_out = read_recordings(args.eval, layout=args.layout, mapping=args.mapping)

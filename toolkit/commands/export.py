@@ -13,23 +13,29 @@ from __future__ import annotations
 
 import json
 
-from calibration.data import WindowReader
-from deploy.recording import read_recordings
 from deploy.wearer import STREAM_NORMALIZATIONS
+from toolkit.api import export
 from toolkit.cli import UserError
 from toolkit.commands._events import add_event_arguments, event_overrides
-from toolkit.export import ExportOptions, export_bundle, summary_table
-from toolkit.export.source import resolve
-from toolkit.export.targets import get_target
+from toolkit.commands._options import add_file_layout, add_model_arguments, add_quiet, model_and_weights, named_preset
 
 HELP = "export a model to a checked, verified deployment bundle (ONNX, INT8, engine or build kit)"
+TENSOR_LAYOUTS = ("BCT", "BTC")
+
+
+def prepare_argv(argv: list[str]) -> list[str]:
+    """`--layout BCT|BTC` was export's tensor layout before --layout meant a file layout everywhere: still read so."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--layout" and out[i + 1] in TENSOR_LAYOUTS:
+            out[i] = "--input-layout"
+    return [("--input-layout=" + a.split("=", 1)[1]) if a.startswith("--layout=") and a.split("=", 1)[1]
+            in TENSOR_LAYOUTS else a for a in out]
 
 
 def add_arguments(p) -> None:
     what = p.add_argument_group("model")
-    what.add_argument("--model", default="fog-small",
-                      help="preset name, checkpoint file of this project, or module:factory (default fog-small)")
-    what.add_argument("--weights", help="state_dict for a preset (with --tsai: a tsai checkpoint) or a factory")
+    add_model_arguments(what)
     what.add_argument("--tsai", action="store_true", help="the weights come from tsai: build with tsai_compat=True")
     what.add_argument("--factory-kwargs", default="{}", help="JSON keyword arguments for module:factory")
     what.add_argument("--activation", choices=("sigmoid", "softmax", "none"),
@@ -44,7 +50,8 @@ def add_arguments(p) -> None:
     spec.add_argument("--rate-hz", type=float)
     spec.add_argument("--units", choices=("g", "m/s^2"))
     spec.add_argument("--patch", type=int, help="samples per patch (1 = per-sample model)")
-    spec.add_argument("--layout", choices=("BCT", "BTC"), help="BCT (B, patch*3, n_patches) or BTC (B, n, patch*3)")
+    spec.add_argument("--input-layout", choices=TENSOR_LAYOUTS,
+                      help="the model's tensor layout: BCT (B, patch*3, n_patches) or BTC (B, n, patch*3)")
     spec.add_argument("--normalization", choices=("recording", "window", "running"))
     shape = p.add_argument_group("static shape")
     shape.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
@@ -64,6 +71,7 @@ def add_arguments(p) -> None:
                      help="activation range calibrator (default percentile)")
     cal.add_argument("--calib-windows", type=int, default=64)
     cal.add_argument("--calib-data", nargs="+", help="recordings to calibrate on (default synthetic windows)")
+    add_file_layout(cal)
     cal.add_argument("--verify-windows", type=int, default=16)
     st = p.add_argument_group("streaming fidelity (the daemon's pipeline vs offline, recorded in the manifest)")
     st.add_argument("--stream-normalization", default="auto", choices=("auto",) + STREAM_NORMALIZATIONS,
@@ -73,40 +81,41 @@ def add_arguments(p) -> None:
     st.add_argument("--fidelity-mapping", help="column mapping for --fidelity-data (e.g. mobgap)")
     st.add_argument("--no-fidelity", action="store_true", help="skip the streaming-fidelity step")
     add_event_arguments(p.add_argument_group("event defaults written into the manifest"))
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_quiet(p)
 
 
 def _user_preprocess(args) -> dict:
-    keys = {"rate_hz": args.rate_hz, "units": args.units, "patch": args.patch, "layout": args.layout,
+    keys = {"rate_hz": args.rate_hz, "units": args.units, "patch": args.patch, "layout": args.input_layout,
             "normalization": args.normalization}
     return {k: v for k, v in keys.items() if v is not None}
 
 
+def _model(args) -> tuple[str, str | None]:
+    """--model, or a checkpoint given as --weights alone (it names its preset), else fog-small with --weights."""
+    model, weights = model_and_weights(args)
+    if model is None and weights and not args.tsai and named_preset(weights):
+        return weights, None
+    return model or "fog-small", weights
+
+
 def run(args) -> int:
-    target = get_target(args.target)
     if args.batch < 1 or (args.n_patches is not None and args.n_patches < 1):
         raise UserError("--batch and --n-patches must be at least 1")
     try:
         factory_kwargs = json.loads(args.factory_kwargs)
     except json.JSONDecodeError as exc:
         raise UserError(f"--factory-kwargs is not JSON ({exc}); e.g. '{{\"hidden\": 64}}'") from None
-    source = resolve(args.model, weights=args.weights, n_patches=args.n_patches, tsai=args.tsai,
-                     preprocess=_user_preprocess(args),
-                     classes=args.classes.split(",") if args.classes else None, activation=args.activation,
-                     factory_kwargs=factory_kwargs, background=args.background_class, any_fog=args.any_fog)
-    reader = None
-    if args.calib_data:
-        reader = WindowReader(read_recordings(args.calib_data), source.preprocess, limit=args.calib_windows,
-                              batch_size=16)
-    events = event_overrides(args)
-    options = ExportOptions(batch=args.batch, precision=args.precision, opset=args.opset,
-                            calib_windows=args.calib_windows, calib_method=args.calib_method, calib_reader=reader,
-                            verify_windows=args.verify_windows, events=events, dla_core=args.dla_core,
-                            build_engine="never" if args.no_engine else "auto", force=args.force, quiet=args.quiet,
-                            stream_normalization=args.stream_normalization, fidelity=not args.no_fidelity,
-                            fidelity_recordings=read_recordings(args.fidelity_data, mapping=args.fidelity_mapping)
-                            if args.fidelity_data else None)
-    manifest = export_bundle(source, target, args.out, options)
-    print(summary_table(args.out, manifest))
-    print(f"bundle digest {manifest['digest']}  (pin it on the device: bundle_digest in the daemon's config)")
+    model, weights = _model(args)
+    result = export(model, args.target, args.out, weights=weights, n_patches=args.n_patches, tsai=args.tsai,
+                    preprocess=_user_preprocess(args), classes=args.classes.split(",") if args.classes else None,
+                    activation=args.activation, factory_kwargs=factory_kwargs, background=args.background_class,
+                    any_fog=args.any_fog, calib_data=args.calib_data, calib_layout=args.layout,
+                    fidelity_data=args.fidelity_data, fidelity_layout=args.layout, fidelity_mapping=args.fidelity_mapping,
+                    events=event_overrides(args), quiet=args.quiet, batch=args.batch, precision=args.precision,
+                    opset=args.opset, calib_windows=args.calib_windows, calib_method=args.calib_method,
+                    verify_windows=args.verify_windows, dla_core=args.dla_core,
+                    build_engine="never" if args.no_engine else "auto", force=args.force,
+                    stream_normalization=args.stream_normalization, fidelity=not args.no_fidelity)
+    print(result.summary())
+    print(f"bundle digest {result.digest}  (pin it on the device: bundle_digest in the daemon's config)")
     return 0

@@ -1,7 +1,7 @@
 """Print a deployment bundle for a person: model, input/output spec, precision, target, checks, verification.
 
 With --verify the manifest's digest, its paths (none may leave the bundle) and every file's sha256 are checked
-first; a changed byte, in a file or in the manifest, makes the command fail. The bundle digest is printed either way
+first; a changed byte, in a file or in the manifest, makes the command fail. --json prints the raw manifest. The bundle digest is printed either way
 (pin it in the daemon's config: `bundle_digest = "sha256:..."`).
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from deploy.bundle import Bundle, bundle_digest
+from toolkit.commands._options import add_json
 from toolkit.export.verify import describe
 
 HELP = "print a bundle's manifest for a person (--verify checks every file's sha256)"
@@ -17,7 +18,7 @@ HELP = "print a bundle's manifest for a person (--verify checks every file's sha
 def add_arguments(p) -> None:
     p.add_argument("bundle", help="bundle folder written by `toolkit export`")
     p.add_argument("--verify", action="store_true", help="check every file against the manifest (exit 2 if not)")
-    p.add_argument("--json", action="store_true", help="print the raw manifest")
+    add_json(p)
 
 
 def _describe(manifest: dict) -> str:
@@ -47,6 +48,7 @@ def _describe(manifest: dict) -> str:
                  f"{manifest.get('created')})")
     for rel, entry in manifest["files"].items():
         lines.append(f"  {rel:<34} {entry['bytes']:>12,}  {entry['sha256'][:16]}")
+    lines += [f"note       {note}" for note in m.get("notes") or []]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ import json
 
 from deploy.lazy import lazy_import
 from toolkit.cli import UserError
+from toolkit.commands._options import add_json
 
 models = lazy_import("models", "workstation", "the model registry")
 
@@ -19,7 +20,7 @@ HELP = "list the model presets (parameters, input/output shapes, preprocessing)"
 
 def add_arguments(p) -> None:
     p.add_argument("name", nargs="?", help="show one preset in full (e.g. fog-small)")
-    p.add_argument("--json", action="store_true", help="print as JSON")
+    add_json(p)
 
 
 def _describe(name: str) -> dict:

@@ -8,10 +8,13 @@ Reads CSV layouts, npz, Daphnet text and Parquet (Kaggle's unlabeled/, read in r
 daily_metadata.csv / metadata.csv beside or above the files (or --metadata). Writes into --out: events.csv/.parquet,
 summary.csv/.parquet (per subject, visit and day: hours recorded, hours not worn, FOG minutes, episodes, longest),
 recordings.csv/.parquet, fog_minutes_per_day.png, run.json, and parts/ (per-recording results by content hash: a
-second run skips what is done). Stretches of an hour or more with a still sensor count as not worn and are not
+second run skips what is done; --quiet also leaves out the summary table). Stretches of an hour or more with a still sensor count as not worn and are not
 scored (--not-worn-min). See docs/score.md.
 """
 from __future__ import annotations
+
+from deploy.contract import event_help
+from toolkit.commands._options import add_quiet
 
 HELP = "score a cohort's recordings with a bundle: events, per-subject-per-day summary, plot (local or Ray)"
 
@@ -29,13 +32,13 @@ def add_arguments(p) -> None:
     p.add_argument("--metadata", help="CSV with Id, Subject (Visit, 'Beginning of recording') for the files")
     p.add_argument("--backend", default="onnxruntime", choices=("auto", "onnxruntime", "tensorrt"))
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"))
-    p.add_argument("--hop-s", type=float, help="hop between windows, s (default: the bundle's)")
-    p.add_argument("--lookahead-s", help="look-ahead, s or 'full' (default: the bundle's)")
+    p.add_argument("--hop-s", type=float, help=event_help("hop_s"))
+    p.add_argument("--lookahead-s", help=event_help("lookahead_s"))
     p.add_argument("--not-worn-min", type=float, default=60.0,
                    help="shortest still stretch counted as not worn, minutes (default 60; 0 = off)")
     p.add_argument("--chunk-min", type=float, default=10.0, help="minutes of signal read at a time (default 10)")
     p.add_argument("--no-resume", action="store_true", help="score everything again")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    add_quiet(p)
 
 
 def run(args) -> int:

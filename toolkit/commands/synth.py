@@ -12,14 +12,16 @@ import sys
 from deploy.recording import write_recording
 from deploy.synth import LAYOUT_RATES, synth_dataset, synth_recording
 from toolkit.cli import UserError
+from toolkit.commands._options import add_file_layout
 
 HELP = "write seeded synthetic recordings with labelled FOG episodes"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--minutes", type=float, default=5.0, help="length of each recording (default 5)")
+    p.add_argument("--minutes", "--synthetic-minutes", dest="synthetic_minutes", type=float, default=5.0,
+                   help="length of each recording (default 5)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", default="defog", choices=["tdcsfog", "defog", "npz"], help="file layout")
+    add_file_layout(p, default="defog", choices=["tdcsfog", "defog", "npz"])
     p.add_argument("--out", help="write one recording to this file")
     p.add_argument("--subjects", type=int, help="write a dataset folder with this many subjects (--out-dir)")
     p.add_argument("--recordings", type=int, default=1, help="recordings per subject in a dataset (default 1)")
@@ -28,13 +30,13 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    if args.minutes <= 0:
+    if args.synthetic_minutes <= 0:
         raise UserError("--minutes must be positive")
     if (args.out is None) == (args.out_dir is None):
         raise UserError("give exactly one of --out FILE (one recording) or --out-dir DIR with --subjects N")
     if args.out:
         rate, units = LAYOUT_RATES[args.layout]
-        rec = synth_recording(args.minutes, seed=args.seed, rate_hz=rate, units=units, protocol=not args.daily)
+        rec = synth_recording(args.synthetic_minutes, seed=args.seed, rate_hz=rate, units=units, protocol=not args.daily)
         write_recording(rec, args.out, args.layout)
         frozen = 100 * rec.labels.max(1).mean()
         print(f"wrote {args.out}: {rec.duration_s / 60:.1f} min at {rate:g} Hz in {units}, "
@@ -46,7 +48,7 @@ def run(args) -> int:
     def progress(done, total):
         print(f"\rsynth: {done}/{total} recordings", end="" if done < total else "\n", file=sys.stderr)
 
-    paths = synth_dataset(args.out_dir, subjects=args.subjects, minutes=args.minutes, seed=args.seed,
+    paths = synth_dataset(args.out_dir, subjects=args.subjects, minutes=args.synthetic_minutes, seed=args.seed,
                           layout=args.layout, recordings_per_subject=args.recordings, progress=progress)
     print(f"wrote {len(paths)} recordings, metadata.csv and subjects.json to {args.out_dir}")
     return 0

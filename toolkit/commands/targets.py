@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 
 from toolkit.export.targets import ALIASES, get_target, list_targets
+from toolkit.commands._options import add_json
 
 HELP = "list deployment targets (TensorRT version, opset window, precisions, DLA)"
 
 
 def add_arguments(p) -> None:
     p.add_argument("name", nargs="?", help="show every fact of one target (e.g. jetson)")
-    p.add_argument("--json", action="store_true", help="print the target profiles as JSON")
+    add_json(p)
 
 
 def run(args) -> int:

@@ -1,18 +1,19 @@
 """Train a preset on labelled recordings, or fine-tune it with fake quantization (QAT).
 
 Float training:
-  toolkit train data/train/tdcsfog --preset fog-small --out runs/small
+  toolkit train data/train/tdcsfog --model fog-small --out runs/small --plot runs/small
   toolkit train --synthetic 24 --out runs/synth            # seeded synthetic recordings (deploy.synth)
 
 QAT fine-tuning (fake INT8 quantization on, starting from float weights and calibrated ranges):
-  toolkit train data/ --qat --checkpoint runs/small/model.pt --calibration cal.json --out runs/small-qat
+  toolkit train data/ --qat --weights runs/small/model.pt --calibration cal.json --out runs/small-qat
   (without --calibration the ranges are calibrated first on the training windows, entropy method)
 
 Validation is on held-out subjects (`meta["subject"]`; Kaggle metadata or the synthetic generator supply it):
 --val-subjects names them, otherwise --val-fraction of the subjects is drawn with --seed. The metric is the
 competition's (mean over classes of per-sample average precision, Valid & Task masks applied). The run folder
 gets best.pt and last.pt (--resume continues from it), history.json, and model.pt + model.json: the best
-weights as a plain state_dict with a description, loadable by `toolkit calibrate/export --checkpoint`.
+weights as a plain state_dict with a description, loadable by `toolkit calibrate/export --model`; --plot DIR draws
+the training curves (loss and validation mAP per epoch) into DIR/training.png.
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from calibration.checkpoint import load_model, save_checkpoint
 from calibration.data import WindowReader, describe_recordings, recordings_from_args
 from deploy.lazy import lazy_import, require
 from toolkit.cli import UserError
+from toolkit.commands._options import add_model_arguments, add_plot, add_quiet, model_and_weights
 from toolkit.commands._recordings import add_recording_arguments
+from toolkit.plots import plot_training
 
 torch = lazy_import("torch", "workstation", "toolkit train")
 models = lazy_import("models", "workstation", "toolkit train")
@@ -37,8 +40,7 @@ HELP = "train a preset (float) or fine-tune it with fake quantization (--qat)"
 
 def add_arguments(p) -> None:
     add_recording_arguments(p, per_subject=2)
-    p.add_argument("--preset", default=None, help="model preset (default: the checkpoint's, else fog-small)")
-    p.add_argument("--checkpoint", help="start from these weights (a state_dict .pt); required with --qat")
+    add_model_arguments(p.add_argument_group("model (--weights: start from these; required with --qat)"))
     p.add_argument("--out", required=True, help="run folder for checkpoints and history")
     p.add_argument("--val-subjects", help="comma-separated held-out subjects")
     p.add_argument("--val-fraction", type=float, default=0.25, help="share of subjects held out (default 0.25)")
@@ -54,20 +56,23 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--qat", action="store_true", help="fine-tune with fake INT8 quantization")
     p.add_argument("--calibration", help="calibration cache (from `toolkit calibrate`) for --qat")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
+    add_plot(p)
+    add_quiet(p)
 
 
 def run(args) -> int:
     require(torch)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.qat and not args.checkpoint:
-        raise UserError("--qat fine-tunes trained float weights: give --checkpoint (a float model.pt)")
+    preset_arg, weights = model_and_weights(args)
+    if args.qat and not weights:
+        raise UserError("--qat fine-tunes trained float weights: give --weights (a float model.pt; --checkpoint is "
+                        "the old spelling)")
     recordings = recordings_from_args(args)
     val_subjects = args.val_subjects.split(",") if args.val_subjects else None
     train, val = training.split_by_subject(recordings, val_subjects, args.val_fraction, args.seed)
     torch.manual_seed(args.seed)             # the initial weights are part of what --seed reproduces
-    model, preset, checkpoint = load_model(args.preset, args.checkpoint, default_weights=False)
+    model, preset, checkpoint = load_model(preset_arg, weights, default_weights=False)
     spec = models.get_preset(preset).preprocess
     config = training.TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup_steps=args.warmup, patience=args.patience, seed=args.seed)
@@ -94,6 +99,8 @@ def run(args) -> int:
         save_checkpoint(model, out / "model.pt", info)
     print(f"train: best validation mAP {result.best_map} at epoch {result.best_epoch}; "
           f"weights in {out / 'model.pt'} ({info['seconds']:.0f} s)")
+    if args.plot:
+        print(f"train: training curves in {plot_training(args.plot, result.history, f'{preset} ({out})')}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """`toolkit export`: a model in, a checked and verified deployment bundle out.
 
-`ExportPipeline` is one export; each step is a method, in the order `run` calls them (each reports progress on
-stderr; any failure stops before a bundle is written):
+`ExportPipeline` is one export; each step is a method, in the order `run` calls them (a step bar on stderr when it is
+a terminal, calibration.progress.StepBar; any failure stops before a bundle is written):
 1. `export_float`, `check_float`: the float ONNX at the target's opset, checked (toolkit.export.checks);
 2. `export_int8`: where the target has INT8, the calibrated QAT variant as a Q/DQ ONNX, checked;
 3. `verify`: numerical verification on held-out windows (toolkit.export.verify);
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from calibration.data import BatchReader, synthetic_windows
+from calibration.progress import StepBar
 from deploy.contract import CPU_FP32_REASON, EVENT_KEYS, FP32_FILE, INT8_FILE, with_defaults
 from deploy.lazy import lazy_import
 from toolkit.export import buildkit, trt_build, verify
@@ -42,26 +42,6 @@ SYNTHETIC_CALIBRATION = {"source": "deploy.synth recordings through deploy.prepr
                                    "(calibration.data.synthetic_windows)", "seed": 1}
 
 
-class Progress:
-    """One line per step on stderr: `[export 3/7] verifying ... 2.1 s`."""
-
-    def __init__(self, total: int, quiet: bool = False):
-        self.total, self.step, self.quiet, self._t0 = total, 0, quiet, None
-
-    def start(self, what: str) -> None:
-        self.step += 1
-        self._t0 = time.perf_counter()
-        if not self.quiet:
-            print(f"[export {self.step}/{self.total}] {what} ...", file=sys.stderr, flush=True)
-
-    def done(self, detail: str = "") -> float:
-        seconds = time.perf_counter() - self._t0
-        if not self.quiet:
-            print(f"[export {self.step}/{self.total}]   {detail + ', ' if detail else ''}{seconds:.1f} s",
-                  file=sys.stderr, flush=True)
-        return seconds
-
-
 @dataclass
 class ExportOptions:
     batch: int = 1
@@ -81,10 +61,11 @@ class ExportOptions:
     fidelity: bool = True               # measure streaming fidelity (toolkit.export.streaming)
 
 
-def calibrate_int8(qat, reader, method: str) -> dict:
+def calibrate_int8(qat, reader, method: str, progress: bool = False) -> dict:
     """The one calibration seam of the exporter: ranges into the QAT quantizers, then quantization on. The result
-    lists the quantizers no window reached (`unused`, inert at this shape; placeholder range, see calibration.ptq)."""
-    cache = ptq.calibrate(qat, reader, method=method, progress=False)
+    lists the quantizers no window reached (`unused`, inert at this shape; placeholder range, see calibration.ptq).
+    `progress`: a bar of the windows calibrated (under the export's step bar: minutes for the large preset)."""
+    cache = ptq.calibrate(qat, reader, method=method, progress=progress)
     qat_convert.set_quantization(qat, True)
     return {"method": method, "windows": cache.data.get("windows"), "data": cache.data, "unused": cache.unused,
             **({"unused_amax": ptq.UNUSED_AMAX} if cache.unused else {})}
@@ -142,8 +123,8 @@ class ExportPipeline:
         self.source, self.target, self.work, self.opt, self.precision = source, target, Path(work), opt, precision
         self.opset = opt.opset or target.export_opset
         self.want_int8 = target.int8 and precision in ("int8", "fastest")
-        self.progress = Progress(total=(6 if self.want_int8 else 5) + (precision == "fastest") + opt.fidelity,
-                                 quiet=opt.quiet)
+        self.progress = StepBar(total=(6 if self.want_int8 else 5) + (precision == "fastest") + opt.fidelity,
+                                desc="export", enabled=not opt.quiet)
         self.shape = source.input_shape(opt.batch)
         self.n_steps = int(source.preprocess["n_patches"])
         self.wide = opt.batch if source.tsai_compat else _WIDE
@@ -156,6 +137,12 @@ class ExportPipeline:
         self.event_settings = event_settings(opt.events)
 
     def run(self) -> dict:
+        try:
+            return self._steps()
+        finally:
+            self.progress.close()
+
+    def _steps(self) -> dict:
         self.export_float()
         self.check_float()
         self.cal_batches = synthetic_windows(self.source.preprocess, self.opt.calib_windows, self.wide, seed=1)
@@ -198,7 +185,7 @@ class ExportPipeline:
         self.qat_wide = self.qat if self.wide == opt.batch else \
             qat_convert.to_qat(source.module, batch_size=self.wide, seq_len=self.n_steps).eval()
         reader = opt.calib_reader or BatchReader(self.cal_batches, SYNTHETIC_CALIBRATION)
-        self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method)
+        self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method, progress=not opt.quiet)
         if self.qat_wide is not self.qat:
             self.qat.load_state_dict(self.qat_wide.state_dict())  # same names: the ranges do not depend on the batch
             qat_convert.set_quantization(self.qat, True)
@@ -284,6 +271,14 @@ class ExportPipeline:
         return manifest
 
 
+def warn_notes(source) -> None:
+    """Say at the start what the user must know before waiting minutes (random initial weights above all); the
+    same notes end the summary and stay in the manifest (model.notes), which `toolkit inspect` and the daemon show."""
+    for note in source.notes:
+        kind = "warning" if "random initial weights" in note else "note"
+        print(f"export: {kind}: {note}", file=sys.stderr, flush=True)
+
+
 def export_bundle(source, target: Target, out, options: ExportOptions | None = None) -> dict:
     """Export `source` (toolkit.export.source.ModelSource) for `target` into the folder `out`; returns the
     manifest. The bundle is built in `out.partial` and renamed at the end, so a failure leaves nothing behind."""
@@ -291,6 +286,7 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     out = Path(out)
     precision = choose_precision(target, opt.precision)
     event_settings(opt.events)  # refuse bad flags before minutes of work
+    warn_notes(source)
     if out.exists() and any(out.iterdir()) and not opt.force:
         raise ExportError(f"{out} exists and is not empty; choose another --out or pass --force")
     work = out.with_name(out.name + ".partial")

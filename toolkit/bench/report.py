@@ -10,12 +10,14 @@ plt = lazy_import("matplotlib.pyplot", "plot", "the batch-sweep plot")
 
 
 def format_ratios(result: dict[str, dict[str, float]]) -> str:
+    """Per setting, every backend's ms per call and its speed-up over PyTorch eager and over the naive export
+    (a plain torch.onnx.export in a default onnxruntime session: what a user gets without the toolkit)."""
     lines = ["batch 1, all backends interleaved in one run (the fair ratio):"]
     for setting, h2h in result.items():
-        eager = h2h.get("pytorch-eager")
+        eager, naive = h2h.get("pytorch-eager"), h2h.get("onnxruntime-naive")
         lines.append(f"  {setting}:")
-        lines += [f"    {name:<18}{ms:>9.3f} ms" + (f"   {eager / ms:5.2f}x PyTorch eager" if eager else "")
-                  for name, ms in h2h.items()]
+        lines += [f"    {name:<20}{ms:>9.3f} ms" + (f"   {eager / ms:5.2f}x PyTorch eager" if eager else "")
+                  + (f"   {naive / ms:5.2f}x naive export" if naive else "") for name, ms in h2h.items()]
     return "\n".join(lines)
 
 

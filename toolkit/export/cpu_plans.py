@@ -61,10 +61,13 @@ def choose(latency_ms: dict[str, float], min_speedup: float) -> tuple[str, str]:
     figures = ", ".join(f"{k} {v:.2f} ms" for k, v in latency_ms.items())
     int8 = {k: v for k, v in latency_ms.items() if k != "fp32"}
     best = min(int8, key=int8.get)
+    ratio = fp32 / int8[best]
     if int8[best] * min_speedup <= fp32:
-        return best, f"{best}: {fp32 / int8[best]:.2f}x faster than fp32 ({figures}, interleaved, this machine)"
-    return "fp32", (f"fp32: the best INT8 plan ({best}) is {fp32 / int8[best]:.2f}x, under the {min_speedup:.2f}x "
-                    f"that would justify its accuracy cost ({figures})")
+        return best, f"{best}: {ratio:.2f}x faster than fp32 ({figures}, interleaved, this machine)"
+    if int8[best] < fp32:
+        return "fp32", (f"fp32: {best} only {ratio:.2f}x faster ({figures}), under the {min_speedup:.2f}x that "
+                        "would justify its accuracy cost")
+    return "fp32", f"fp32: {best} {int8[best] / fp32:.2f}x slower ({figures})"
 
 
 def save_optimized(path, out_path, disabled_optimizers=()) -> dict:

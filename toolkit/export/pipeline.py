@@ -125,19 +125,6 @@ def event_settings(overrides: dict) -> dict:
     return events
 
 
-def choose_cpu_precision(latency_ms: dict[str, float]) -> tuple[str, str]:
-    """The cpu target's precision from measured ms per call {"fp32": a, "int8": b}: int8 only when it is at least
-    INT8_MIN_SPEEDUP times faster; returns (precision, the reason, with the figures)."""
-    fp32, int8 = latency_ms["fp32"], latency_ms["int8"]
-    figures = f"fp32 {fp32:.2f} ms, int8 {int8:.2f} ms per window on this machine's ONNX Runtime"
-    if int8 * INT8_MIN_SPEEDUP <= fp32:
-        return "int8", f"int8: {fp32 / int8:.2f}x faster than fp32 ({figures})"
-    if int8 < fp32:
-        return "fp32", (f"fp32: int8 only {fp32 / int8:.2f}x faster ({figures}), under the {INT8_MIN_SPEEDUP:.2f}x "
-                        "that would justify its accuracy cost")
-    return "fp32", f"fp32: int8 {int8 / fp32:.2f}x slower ({figures})"
-
-
 def choose_precision(target: Target, asked: str | None) -> str:
     precision = asked or target.default_precision
     if precision == "fastest" and not (target.runtime == "onnxruntime" and target.int8):

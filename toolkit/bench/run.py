@@ -85,7 +85,7 @@ def structure(subject: Subject, backend: str) -> dict:
         subject.torch_model()  # fills subject.parameters
     if backend == "pytorch-eager":
         return {"macs": fp32.macs, "parameters": subject.parameters}
-    precision = "int8" if backend.endswith("int8") else "fp32"
+    precision = backend.split("-", 1)[1] if backend.startswith("onnxruntime-") else "fp32"
     if backend == "tensorrt" and subject.bundle is not None:  # the engine is built from the bundle's precision
         precision = subject.bundle.manifest.get("precision", "fp32")
         precision = precision if subject.bundle.path(precision) else "fp32"

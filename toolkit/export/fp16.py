@@ -88,6 +88,7 @@ class RecurrentRanges:
         self.layers = {n: m for n, m in module.named_modules() if isinstance(m, (nn.LSTM, nn.GRU, nn.RNN))}
         self.stats = {"weights": _Tally(), "activations": _Tally()}
         self._hooks = []
+        self.calls = 0
 
     def __enter__(self) -> "RecurrentRanges":
         for m in self.layers.values():
@@ -102,6 +103,7 @@ class RecurrentRanges:
         self._hooks = []
 
     def _observe(self, _module, inputs, output) -> None:
+        self.calls += 1
         for t in _tensors((inputs, output)):
             self.stats["activations"].add(t.detach())
 
@@ -111,7 +113,7 @@ class RecurrentRanges:
             return {"name": "FP16 range of the recurrence", "passed": True, "detail": "no fused recurrent layer"}
         act, w = self.stats["activations"], self.stats["weights"]
         passed = act.max_abs <= FP16_MAX and w.max_abs <= FP16_MAX and act.count > 0
-        detail = (f"{len(self.layers)} layer(s) on {act.batches} calibration batches: weights max |w| "
+        detail = (f"{len(self.layers)} layer(s), {self.calls} calls on calibration data: weights max |w| "
                   f"{w.max_abs:.4g}, {w.subnormal_share:.2%} subnormal, {w.zero_share:.2%} to zero; activations "
                   f"max |x| {act.max_abs:.4g}, {act.subnormal_share:.2%} subnormal, {act.zero_share:.2%} to zero "
                   f"(FP16 max {FP16_MAX:g})")

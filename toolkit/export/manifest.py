@@ -123,10 +123,13 @@ def summary_table(out, manifest: dict) -> str:
     plan = manifest.get("precision_plan")
     if plan:
         lines += ["", f"  precision plan: recurrence {plan['recurrence']}: {plan['reason']}"]
-        lines += [f"    {r['precision']:<5} {r['layer']:<44} {r['op']}" for r in plan["layers"]
-                  if r["precision"] != "int8" or "unrolled" in r["op"]]
-        n_int8 = sum(r["precision"] == "int8" for r in plan["layers"])
-        lines.append(f"    int8  {n_int8} GEMM layers behind symmetric Q/DQ (manifest: precision_plan)")
+        groups: dict[tuple, int] = {}
+        for r in plan["layers"]:
+            recurrent = "fused" in r["op"] or "unrolled" in r["op"]
+            key = (r["precision"], r["layer"] if recurrent else "", r["op"] if recurrent else r["op"].split(" (")[0])
+            groups[key] = groups.get(key, 0) + 1
+        lines += [f"    {p:<5} {(layer or f'{n} x'):<36} {op}" for (p, layer, op), n in groups.items()]
+        lines.append("    (every layer with its reason: manifest precision_plan)")
     lines += ["", f"  verification ({manifest['verification']['windows']} windows, "
                   f"{manifest['verification'].get('weights', '')}):"]
     for name, v in manifest["verification"]["pairs"].items():

@@ -25,7 +25,7 @@ RECURRENT_OPS = {"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"}
 _RECURRENT_ATEN = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
-def memory_bandwidth(mib: int = 256, repeats: int = 5) -> float:
+def memory_bandwidth(mib: int = 96, repeats: int = 3) -> float:
     """Bytes per second a numpy copy moves (read + write), best of `repeats` over a buffer beyond the caches."""
     src = np.ones(mib << 18, np.float32)  # mib MiB
     dst = np.empty_like(src)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from deploy.bundle import write_manifest
-from deploy.contract import AXES, FP32_FILE, INPUT_NAME, INT8_FILE, OUTPUT_NAME, SCHEMA_VERSION
+from deploy.contract import AXES, FP32_FILE, INPUT_NAME, OUTPUT_NAME, SCHEMA_VERSION
 from deploy.offline import output_per
 from toolkit import __version__
 from toolkit.export.macs import count_macs

@@ -40,8 +40,10 @@ def test_each_targets_script_uses_only_flags_its_tensorrt_accepts(tmp_path, targ
             assert flags <= TRTEXEC_OPTIONS[gen], f"{target.name}: {flags - TRTEXEC_OPTIONS[gen]} on TRT {gen}"
             assert ("--workspace" in flags) == (gen == "8.2")       # memPoolSize only from 8.4
             assert ("--memPoolSize" in flags) == (gen != "8.2")
-            if gen == "11":                                       # strongly typed: no precision flags
+            typed = gen == "11" or target.strongly_typed(int(gen.split(".")[0]))
+            if typed:                                             # strongly typed: no precision flags
                 assert not flags & {"--fp16", "--int8", "--best"}
+                assert ("--stronglyTyped" in flags) == (gen == "10")  # a no-op (deprecated) from 11.1
             elif precision == "int8" and "--useDLACore" not in flags:
                 assert {"--fp16", "--int8"} <= flags and "--onnx=model_int8_qdq.onnx" in args
             elif precision == "fp16":

@@ -111,15 +111,21 @@ def test_cpu_defaults_to_fp32_without_int8_work_and_says_why(tmp_path):
     assert not (tmp_path / "c" / "kit").exists()
 
 
-def test_cpu_fastest_measures_both_and_records_the_decision(tmp_path):
-    from toolkit.export.pipeline import choose_cpu_precision
+def test_cpu_fastest_measures_every_plan_and_records_the_decision(tmp_path):
+    from toolkit.export.cpu_plans import choose
+    from toolkit.export.pipeline import INT8_MIN_SPEEDUP
     manifest = export_bundle(_conv_source(), get_target("cpu"), tmp_path / "f", _options(precision="fastest"))
     choice = manifest["export"]["cpu_precision"]
     latency = choice["latency_ms"]
-    assert set(latency) == {"fp32", "int8"} and all(v > 0 for v in latency.values())
+    assert set(latency) == {"fp32", "int8-qdq", "int8-dynamic"} and all(v > 0 for v in latency.values())
     assert choice["asked"] == "fastest" and "interleaved" in choice["method"]
-    assert (manifest["precision"], choice["reason"]) == choose_cpu_precision(latency)
-    assert manifest["models"]["int8"] == "model_int8_qdq.onnx" and manifest["export"]["cpu_latency_ms"] == latency
+    winner, reason = choose(latency, INT8_MIN_SPEEDUP)
+    assert choice["reason"] == reason and manifest["precision"] == ("fp32" if winner == "fp32" else "int8")
+    kept = {"fp32": None, "int8-qdq": "model_int8_qdq.onnx", "int8-dynamic": "model_int8_dynamic.onnx"}[winner]
+    assert manifest["models"]["int8"] in (kept, "model_int8_qdq.onnx" if kept is None else kept)
+    assert manifest["onnxruntime"]["preoptimized"] == ([] if winner == "fp32" else ["int8"])
+    assert manifest["verification"]["pairs"]["torch_vs_ort_int8_dynamic"]["passed"]
+    assert manifest["export"]["cpu_latency_ms"] == latency
 
 
 @pytest.mark.parametrize("fp32,int8,expected,words", [
@@ -129,8 +135,9 @@ def test_cpu_fastest_measures_both_and_records_the_decision(tmp_path):
     (1.1, 1.0, "int8", "1.10x faster"),        # exactly the margin is enough
 ])
 def test_cpu_precision_decision_from_given_timings(fp32, int8, expected, words):
-    from toolkit.export.pipeline import choose_cpu_precision
-    precision, reason = choose_cpu_precision({"fp32": fp32, "int8": int8})
+    from toolkit.export.cpu_plans import choose
+    precision, reason = choose({"fp32": fp32, "int8-qdq": int8}, 1.10)
+    precision = "int8" if precision.startswith("int8") else precision
     assert precision == expected and words in reason and f"fp32 {fp32:.2f} ms" in reason
 
 

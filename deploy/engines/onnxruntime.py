@@ -42,14 +42,17 @@ class OnnxRuntimeEngine:
     backend = "onnxruntime"
 
     def __init__(self, model_path, *, threads: int | None = None, precision: str = "fp32",
-                 optimized_model_path=None):
-        """`optimized_model_path`: also write the graph ONNX Runtime actually runs there (for inspection)."""
+                 optimized_model_path=None, preoptimized: bool = False):
+        """`optimized_model_path`: also write the graph ONNX Runtime actually runs there (for inspection).
+        `preoptimized`: the file is a graph ONNX Runtime already optimized at export (the manifest's
+        `onnxruntime.preoptimized`): load it as it is, without redoing the optimizations."""
         ort = require(onnxruntime)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if preoptimized
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         opts.log_severity_level = 3
         if optimized_model_path is not None:
             opts.optimized_model_filepath = str(optimized_model_path)
@@ -77,7 +80,8 @@ class OnnxRuntimeEngine:
     @classmethod
     def from_bundle(cls, bundle, precision: str, threads: int | None = None, **_ignored) -> "OnnxRuntimeEngine":
         used, path = onnx_for(bundle, precision, cpu=True)
-        engine = cls(path, threads=threads, precision=used)
+        preoptimized = used in (bundle.manifest.get("onnxruntime") or {}).get("preoptimized", [])
+        engine = cls(path, threads=threads, precision=used, preoptimized=preoptimized)
         expected = bundle.manifest.get("input", {}).get("name")
         if expected and expected != engine.input_name:
             raise BundleError(f"{path}: input is named {engine.input_name!r}, manifest says {expected!r}; "

@@ -6,6 +6,10 @@ static encoder, TSTMultiHeadAttention -> its static quantized version. Parameter
 state_dict loads into the variant (`strict=False`: the variant adds quantizer buffers). LayerNorm/BatchNorm and
 activations stay float. With quantizers disabled (the state right after conversion) the variant computes what the
 float model computes.
+
+`recurrence="fused"` keeps nn.LSTM/GRU/RNN as they are (one ONNX LSTM/GRU/RNN node each, never quantized): the
+precision plan of a large hybrid for TensorRT, where the unrolled graph would have tens of thousands of nodes. SCRN
+has no ONNX op and is unrolled either way.
 """
 from __future__ import annotations
 
@@ -27,8 +31,14 @@ def _zoo_converters() -> dict[str, callable]:
             "SCRN": unrolled_scrn.UnrolledSCRN}
 
 
-def _convert_child(module: nn.Module) -> nn.Module | None:
-    """The replacement for `module`, or None to recurse into it."""
+RECURRENCES = ("unrolled", "fused")
+_FUSED = (nn.LSTM, nn.GRU, nn.RNN)
+
+
+def _convert_child(module: nn.Module, recurrence: str = "unrolled") -> nn.Module | None:
+    """The replacement for `module` (itself when it stays as it is), or None to recurse into it."""
+    if recurrence == "fused" and isinstance(module, _FUSED):
+        return module
     if isinstance(module, nn.TransformerEncoder):
         return StaticEncoder(module, nn.ModuleList(StaticEncoderLayer(layer) for layer in module.layers))
     if isinstance(module, nn.TransformerEncoderLayer):
@@ -47,28 +57,31 @@ def _convert_child(module: nn.Module) -> nn.Module | None:
     return converter(module) if converter is not None else None
 
 
-def _replace(module: nn.Module) -> None:
+def _replace(module: nn.Module, recurrence: str) -> None:
     for name, child in list(module.named_children()):
-        replacement = _convert_child(child)
+        replacement = _convert_child(child, recurrence)
         if replacement is None:
-            _replace(child)
+            _replace(child, recurrence)
         else:
             setattr(module, name, replacement)
 
 
-def to_qat(model: nn.Module, batch_size: int, seq_len: int) -> nn.Module:
-    """A deep copy of `model` with quantized GEMMs and statically unrolled recurrence.
+def to_qat(model: nn.Module, batch_size: int, seq_len: int, recurrence: str = "unrolled") -> nn.Module:
+    """A deep copy of `model` with quantized GEMMs and statically unrolled (or, `recurrence="fused"`, float fused)
+    recurrence.
 
     `batch_size` and `seq_len` are the static input shape the variant is meant for; they are recorded on the
     variant (`qat_input_shape`) for export. All quantizers start disabled: calibrate, then enable.
     """
+    if recurrence not in RECURRENCES:
+        raise ValueError(f"recurrence {recurrence!r}: choose one of {RECURRENCES}")
     qat = copy.deepcopy(model)
-    replacement = _convert_child(qat)
+    replacement = _convert_child(qat, recurrence)
     if replacement is not None:
         qat = replacement
     else:
-        _replace(qat)
-    qat.qat_batch_size, qat.qat_seq_len = int(batch_size), int(seq_len)
+        _replace(qat, recurrence)
+    qat.qat_batch_size, qat.qat_seq_len, qat.qat_recurrence = int(batch_size), int(seq_len), recurrence
     return qat
 
 

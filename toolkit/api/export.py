@@ -46,7 +46,8 @@ def export(model, target: str = "jetson", out=None, *, weights=None, preprocess:
     the defaults, see toolkit.api.model). `calib_data` / `fidelity_data`: recordings (paths or Recording objects) to
     calibrate INT8 / measure streaming fidelity on (default synthetic). `events`: manifest event keys
     (deploy.contract.EVENT_KEYS). Other keywords are `toolkit.export.ExportOptions` fields (batch, precision, opset,
-    calib_method, calib_windows, verify_windows, dla_core, build_engine, force, stream_normalization, fidelity).
+    calib_method, calib_windows, verify_windows, dla_core, build_engine, force, stream_normalization, fidelity,
+    recurrence, threads).
     """
     if out is None:
         raise TypeError("export() needs out=: the bundle folder to create")
@@ -61,7 +62,7 @@ def export(model, target: str = "jetson", out=None, *, weights=None, preprocess:
     opt = ExportOptions(events=dict(events or {}), quiet=quiet, **options)
     if calib_data:
         opt.calib_reader = WindowReader(_recordings(calib_data, calib_layout, calib_mapping), source.preprocess,
-                                        limit=opt.calib_windows, batch_size=16)
+                                        limit=opt.calib_windows or 64, batch_size=16)
     if fidelity_data:
         opt.fidelity_recordings = _recordings(fidelity_data, fidelity_layout, fidelity_mapping)
     manifest = export_bundle(source, tgt, out, opt)

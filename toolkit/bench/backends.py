@@ -23,17 +23,21 @@ from deploy.engines.tensorrt import TensorRTEngine, build_serialized, import_ten
 from deploy.errors import FogError
 from deploy.lazy import available, lazy_import
 from toolkit.bench import reference as ref
-from toolkit.bench.int8 import export_int8
+from toolkit.bench.int8 import export_int8, export_naive, naive_session
+from toolkit.export.cpu_plans import quantize_dynamic_int8
 from toolkit.export.onnx import export_like_bundle
 from toolkit.timing import onnxruntime_engine
 
 torch = lazy_import("torch", "workstation", "PyTorch eager and re-exporting a preset")
 models = lazy_import("models", "workstation", "building a preset")
 
-BACKENDS = ("pytorch-eager", "onnxruntime-fp32", "onnxruntime-int8", "tensorrt")
+BACKENDS = ("pytorch-eager", "onnxruntime-naive", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-dynamic",
+            "tensorrt")
 # Which reference workload normalizes which backend: the one that runs on the same runtime.
-REFERENCE_OF = {"pytorch-eager": "torch", "onnxruntime-fp32": "onnxruntime", "onnxruntime-int8": "onnxruntime-int8",
-                "tensorrt": "tensorrt"}
+REFERENCE_OF = {"pytorch-eager": "torch", "onnxruntime-naive": "onnxruntime", "onnxruntime-fp32": "onnxruntime",
+                "onnxruntime-int8": "onnxruntime-int8", "onnxruntime-dynamic": "onnxruntime", "tensorrt": "tensorrt"}
+# What a user gets without the toolkit: a plain torch.onnx.export into a default onnxruntime session.
+NAIVE = "onnxruntime-naive"
 
 
 class BackendUnavailable(FogError):
@@ -82,7 +86,7 @@ class Subject:
         if key in self._onnx:
             return self._onnx[key]
         path = None
-        if self.bundle is not None and batch == self.input_shape[0]:
+        if self.bundle is not None and batch == self.input_shape[0] and precision in ("fp32", "int8"):
             path = self.bundle.path(precision)
             if path is None and precision != "fp32":
                 raise BackendUnavailable(f"{self.name}: the bundle carries no {precision} model")
@@ -103,6 +107,10 @@ class Subject:
             export_like_bundle(self.torch_model(), example, out)
         elif precision == "int8":
             export_int8(self.torch_model(), example, out)
+        elif precision == "dynamic":  # the cpu target's dynamic plan (toolkit.export.cpu_plans)
+            quantize_dynamic_int8(self.onnx("fp32", batch), out)
+        elif precision == "naive":
+            export_naive(self.torch_model(), example, out)
         else:
             raise BackendUnavailable(f"{self.name}: no {precision} export in the bench")
         return out
@@ -123,6 +131,8 @@ def open_runner(subject: Subject, backend: str, batch: int, threads: int) -> Cal
             with torch.inference_mode():
                 return model(xt)
         return run
+    if backend == NAIVE:
+        return naive_session(subject.onnx("naive", batch), x, threads)
     if backend.startswith("onnxruntime-"):
         engine = onnxruntime_engine(subject.onnx(backend.split("-", 1)[1], batch), threads or None)
         return lambda: engine.infer(x)

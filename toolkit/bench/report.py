@@ -10,12 +10,14 @@ plt = lazy_import("matplotlib.pyplot", "plot", "the batch-sweep plot")
 
 
 def format_ratios(result: dict[str, dict[str, float]]) -> str:
+    """Per setting, every backend's ms per call and its speed-up over PyTorch eager and over the naive export
+    (a plain torch.onnx.export in a default onnxruntime session: what a user gets without the toolkit)."""
     lines = ["batch 1, all backends interleaved in one run (the fair ratio):"]
     for setting, h2h in result.items():
-        eager = h2h.get("pytorch-eager")
+        eager, naive = h2h.get("pytorch-eager"), h2h.get("onnxruntime-naive")
         lines.append(f"  {setting}:")
-        lines += [f"    {name:<18}{ms:>9.3f} ms" + (f"   {eager / ms:5.2f}x PyTorch eager" if eager else "")
-                  for name, ms in h2h.items()]
+        lines += [f"    {name:<20}{ms:>9.3f} ms" + (f"   {eager / ms:5.2f}x PyTorch eager" if eager else "")
+                  + (f"   {naive / ms:5.2f}x naive export" if naive else "") for name, ms in h2h.items()]
     return "\n".join(lines)
 
 
@@ -35,6 +37,7 @@ def format_table(report: dict) -> str:
         frac = f"{b['fraction_of_bound']:.0%}" if b.get("fraction_of_bound") is not None else "-"
         lines.append(f"{name:<18}{b['median_ms']:>10.3f}{b['p90_ms']:>9.3f}{b['p99_ms']:>9.3f}{b['cpu_median_ms']:>9.3f}"
                      f"{_fmt(b['windows_per_s']):>9}{rtf:>9}{b['peak_mib']:>10.1f}{b['normalized_latency']:>8.2f}{frac:>10}")
+    lines += _split_lines(report)
     h2h = report.get("head_to_head_ms") or {}
     if h2h:
         slowest = h2h.get("pytorch-eager") or max(h2h.values())
@@ -52,6 +55,24 @@ def format_table(report: dict) -> str:
     for name, why in report["skipped"].items():
         lines.append(f"skipped {name}: {why}")
     return "\n".join(lines)
+
+
+def _split_lines(report: dict) -> list[str]:
+    """Per backend: encoder vs recurrence (its own profiler) and the recurrence against its memory-bandwidth floor."""
+    rows = [(n, r["batch1"]) for n, r in report["backends"].items() if (r["batch1"].get("split") or {}).get(
+        "recurrence_ms") is not None]
+    if not rows:
+        return []
+    bw = report["machine"].get("memory_gb_per_s")
+    lines = ["", f"where the time goes (profiler; memory bound = recurrent weight bytes per step x steps / "
+                 f"{bw:.1f} GB/s measured copy bandwidth):",
+             f"  {'backend':<20}{'encoder ms':>11}{'recur. ms':>11}{'recur. %':>9}{'mem. bound ms':>15}{'of bound':>10}"]
+    for name, b in rows:
+        sp, bound, frac = b["split"], b.get("memory_bound_ms"), b.get("recurrence_fraction_of_memory_bound")
+        lines.append(f"  {name:<20}{sp['encoder_ms']:>11.1f}{sp['recurrence_ms']:>11.1f}"
+                     f"{100 * (sp['recurrence_share'] or 0):>8.0f}%{(f'{bound:.1f}' if bound else '-'):>15}"
+                     f"{(f'{frac:.0%}' if frac else '-'):>10}")
+    return lines
 
 
 def _fmt(value: float) -> str:

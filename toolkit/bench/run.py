@@ -19,6 +19,7 @@ from deploy.lazy import lazy_import
 from deploy.preprocess import PreprocessSpec
 from toolkit.bench.backends import (BACKENDS, REFERENCE_OF, BackendUnavailable, Subject, check_available,
                                     open_reference, open_runner)
+from toolkit.bench import split
 from toolkit.bench.baseline import entry_key, machine_class, measured_on
 from toolkit.bench.reference import REFERENCE_VERSION, matmul_macs_per_s, reference_size
 from toolkit.export.macs import graph_stats
@@ -85,7 +86,7 @@ def structure(subject: Subject, backend: str) -> dict:
         subject.torch_model()  # fills subject.parameters
     if backend == "pytorch-eager":
         return {"macs": fp32.macs, "parameters": subject.parameters}
-    precision = "int8" if backend.endswith("int8") else "fp32"
+    precision = backend.split("-", 1)[1] if backend.startswith("onnxruntime-") else "fp32"
     if backend == "tensorrt" and subject.bundle is not None:  # the engine is built from the bundle's precision
         precision = subject.bundle.manifest.get("precision", "fp32")
         precision = precision if subject.bundle.path(precision) else "fp32"
@@ -195,6 +196,7 @@ def _run_bench(subject, backends, batches, threads, blocks, sweep_block_s, tick)
               "machine": {"class": machine_class(), **measured_on(), "threads": threads, "reference": REFERENCE_VERSION,
                           "matmul_gmacs_per_s": {}},
               "backends": {}, "skipped": {}}
+    report["machine"]["memory_gb_per_s"] = split.memory_bandwidth() / 1e9
     for kind in ("onnxruntime", "torch"):
         try:
             report["machine"]["matmul_gmacs_per_s"][kind] = matmul_macs_per_s(kind, threads, subject.workdir) / 1e9
@@ -211,6 +213,8 @@ def _run_bench(subject, backends, batches, threads, blocks, sweep_block_s, tick)
             for batch in batches:
                 tick(f"{backend}: skipped")
             continue
+        if backend != "tensorrt":
+            result["batch1"].update(where_time_goes(subject, backend, threads, report["machine"]))
         gmacs = report["machine"]["matmul_gmacs_per_s"].get("torch" if backend == "pytorch-eager" else "onnxruntime")
         if gmacs and backend != "tensorrt":
             bound_ms = fp32.macs / (gmacs * 1e9) * 1e3 * subject.input_shape[0]
@@ -223,6 +227,24 @@ def _run_bench(subject, backends, batches, threads, blocks, sweep_block_s, tick)
         report["head_to_head_ms"] = head_to_head(subject, list(report["backends"]), threads)
     report["subject"]["parameters"] = subject.parameters
     return report
+
+
+def where_time_goes(subject: Subject, backend: str, threads: int, machine: dict) -> dict:
+    """The encoder/recurrence split of one backend (its own profiler) and the recurrence's memory-bandwidth bound:
+    recurrent weight bytes per step x steps / the measured copy bandwidth, and its fraction of the measured
+    recurrence time (1.0 = running at the bandwidth floor)."""
+    x = subject.example(subject.input_shape[0])
+    graph = subject.onnx("fp32" if backend == "pytorch-eager" else backend.split("-", 1)[1], subject.input_shape[0])
+    try:
+        timing = (split.eager_split(subject.torch_model(), x) if backend == "pytorch-eager"
+                  else split.onnxruntime_split(graph, x, threads, workdir=subject.workdir))
+    except Exception as exc:  # profiling is informational: say why it is missing, never fail the bench on it
+        return {"split": {"error": str(exc).splitlines()[0][:200]}}
+    weights = split.recurrent_bytes(graph)
+    bound = split.memory_bound_ms(weights, machine["memory_gb_per_s"] * 1e9)
+    fraction = bound / timing["recurrence_ms"] if bound and timing["recurrence_ms"] else None
+    return {"split": timing, "recurrent_weights": weights, "memory_bound_ms": bound,
+            "recurrence_fraction_of_memory_bound": fraction}
 
 
 def head_to_head(subject: Subject, backends, threads: int, blocks: int = 12) -> dict[str, float]:

@@ -63,16 +63,21 @@ def add_arguments(p) -> None:
                      help="default: the target's; fastest (cpu target only): time fp32 and int8 on onnxruntime "
                           "and keep int8 only when >= 1.10x faster")
     tgt.add_argument("--opset", type=int, help="ONNX opset (default: the target's)")
+    tgt.add_argument("--recurrence", choices=("auto", "fused", "unrolled"), default="auto",
+                     help="INT8 plan of the recurrence: unrolled into INT8 MatMuls, or one fused LSTM/GRU node in "
+                          "FP16 (never quantized); auto: unrolled while the unrolled graph stays under 5,000 nodes")
     tgt.add_argument("--dla-core", type=int, help="build for this DLA core with GPU fallback (targets with DLA)")
     tgt.add_argument("--no-engine", action="store_true", help="write the build kit only, even if TensorRT is here")
     tgt.add_argument("--force", action="store_true", help="replace an existing --out folder")
     cal = p.add_argument_group("calibration and verification")
     cal.add_argument("--calib-method", default="percentile", choices=("max", "percentile", "entropy", "mse"),
                      help="activation range calibrator (default percentile)")
-    cal.add_argument("--calib-windows", type=int, default=64)
+    cal.add_argument("--calib-windows", type=int,
+                     help="calibration windows (default: 8,192 patches' worth, 4 to 64: 64 for fog-small, 9 for fog-1st-place)")
     cal.add_argument("--calib-data", nargs="+", help="recordings to calibrate on (default synthetic windows)")
     add_file_layout(cal)
-    cal.add_argument("--verify-windows", type=int, default=16)
+    cal.add_argument("--verify-windows", type=int,
+                     help="verification windows (default: 2,048 patches' worth, 4 to 16: 16 for fog-small)")
     st = p.add_argument_group("streaming fidelity (the daemon's pipeline vs offline, recorded in the manifest)")
     st.add_argument("--stream-normalization", default="auto", choices=("auto",) + STREAM_NORMALIZATIONS,
                     help="how the device normalizes the stream (default auto: the declared one when it streams "
@@ -81,6 +86,8 @@ def add_arguments(p) -> None:
     st.add_argument("--fidelity-mapping", help="column mapping for --fidelity-data (e.g. mobgap)")
     st.add_argument("--no-fidelity", action="store_true", help="skip the streaming-fidelity step")
     add_event_arguments(p.add_argument_group("event defaults written into the manifest"))
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch/onnxruntime threads of the export's own work (default 1: a shared machine)")
     add_quiet(p)
 
 
@@ -115,7 +122,8 @@ def run(args) -> int:
                     opset=args.opset, calib_windows=args.calib_windows, calib_method=args.calib_method,
                     verify_windows=args.verify_windows, dla_core=args.dla_core,
                     build_engine="never" if args.no_engine else "auto", force=args.force,
-                    stream_normalization=args.stream_normalization, fidelity=not args.no_fidelity)
+                    stream_normalization=args.stream_normalization, fidelity=not args.no_fidelity,
+                    recurrence=args.recurrence, threads=args.threads)
     print(result.summary())
     print(f"bundle digest {result.digest}  (pin it on the device: bundle_digest in the daemon's config)")
     return 0

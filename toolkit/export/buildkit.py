@@ -40,11 +40,15 @@ def generation(tensorrt_version: str) -> str:
     return major
 
 
-def trtexec_args(gen: str, *, model: str, engine: str, precision: str, dla: bool = False) -> list[str]:
-    """One trtexec command line (without the binary) for TensorRT generation `gen`."""
+def trtexec_args(gen: str, *, model: str, engine: str, precision: str, dla: bool = False,
+                 strongly_typed: bool = False) -> list[str]:
+    """One trtexec command line (without the binary) for TensorRT generation `gen`; `strongly_typed` on 10.x
+    passes --stronglyTyped instead of precision flags (11.x is strongly typed anyway)."""
     args = [f"--onnx={model}", f"--saveEngine={engine}"]
     args.append(f"--workspace={WORKSPACE_MIB}" if gen == "8.2" else f"--memPoolSize=workspace:{WORKSPACE_MIB}")
-    if gen != "11":
+    if strongly_typed and gen == "10":
+        args.append("--stronglyTyped")
+    elif gen != "11":
         if precision in ("fp16", "int8"):
             args.append("--fp16")
         if precision == "int8":
@@ -97,7 +101,8 @@ def _preamble(target, gens: list[str], dla_ok: bool) -> list[str]:
     return lines
 
 
-def _build(gens: list[str], model_file: str, precision: str, dla_ok: bool, fp32_file: str) -> list[str]:
+def _build(gens: list[str], model_file: str, precision: str, dla_ok: bool, fp32_file: str,
+           strongly_typed: frozenset = frozenset()) -> list[str]:
     """One trtexec line per TensorRT generation (and its DLA variant where the device has DLA)."""
     # What the engine is built from; the DLA branch may switch it (recorded below for the daemon).
     lines = [f"BUILT_MODEL={model_file}; BUILT_PRECISION={precision}"]
@@ -106,7 +111,8 @@ def _build(gens: list[str], model_file: str, precision: str, dla_ok: bool, fp32_
         dla_model, dla_precision = model_file, precision
         if gen.startswith("8") and precision == "int8":
             dla_model, dla_precision = fp32_file, "fp16"  # TensorRT 8.x DLA takes no explicit Q/DQ
-        gpu = " ".join(trtexec_args(gen, model=model_file, engine="cache/model.engine", precision=precision))
+        gpu = " ".join(trtexec_args(gen, model=model_file, engine="cache/model.engine", precision=precision,
+                                    strongly_typed=gen in strongly_typed))
         lines.append(f"if {cond}; then")
         if dla_ok:
             dla = " ".join(trtexec_args(gen, model=dla_model, engine="cache/model.engine", precision=dla_precision,
@@ -140,7 +146,9 @@ def _check_and_record(atol: float) -> list[str]:
 
 def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: str) -> str:
     gens = _generations(target)
-    lines = (_preamble(target, gens, dla_ok) + _build(gens, model_file, precision, dla_ok, fp32_file)
+    lines = (_preamble(target, gens, dla_ok) + _build(gens, model_file, precision, dla_ok, fp32_file,
+                                                            frozenset(g for g in gens if g[0].isdigit() and
+                                                                      target.strongly_typed(int(g.split(".")[0]))))
              + _check_and_record(ENGINE_ATOL[precision]))
     return "\n".join(lines) + "\n"
 

@@ -142,9 +142,53 @@ def check_no_recurrent_ops(model) -> Check:
     return Check("int8 graph unrolled", True, "no LSTM/GRU/RNN/Loop/Scan nodes")
 
 
-def check_qdq_rules(model, target: Target) -> Check:
+def _fp16_inputs(model, node) -> list[str]:
+    """The float inputs of a fused node that are not FP16 (initializer of another type, or not made by a Cast to
+    FP16): what a strongly typed network would run in FP32."""
+    fp16 = onnx.TensorProto.FLOAT16
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    wrong = []
+    for i, name in enumerate(node.input):
+        if not name or i == 4:  # sequence_lens is int32
+            continue
+        if name in inits:
+            ok = inits[name] == fp16
+        else:
+            cast = producers.get(name)
+            ok = cast is not None and cast.op_type == "Cast" and any(a.name == "to" and a.i == fp16
+                                                                     for a in cast.attribute)
+        if not ok:
+            wrong.append(f"input {i} ({name})")
+    return wrong
+
+
+def check_fused_recurrence(model, target: Target, strongly_typed: bool) -> Check:
+    """The fused plan: LSTM/GRU/RNN nodes the target's table runs in FP16, no loops; on a strongly typed
+    TensorRT, FP16 written into the graph (every float input of the node FP16)."""
+    fused = [n for n in model.graph.node if n.op_type in ("LSTM", "GRU", "RNN")]
+    loops = [f"node {n.name!r} (op {n.op_type})" for n in model.graph.node if n.op_type in ("Loop", "Scan")]
+    table = op_table(target.optable)["ops"] if target.optable else {}
+    problems = list(loops)
+    for node in fused:
+        types = table.get(node.op_type, {}).get("types", ["FP16"] if not table else [])
+        if "FP16" not in types:
+            problems.append(f"node {node.name!r} (op {node.op_type}): the TensorRT {target.optable} table lists "
+                            f"{types}, no FP16")
+        if strongly_typed:
+            problems += [f"node {node.name!r} (op {node.op_type}) {w} is not FP16 (strongly typed: cast it)"
+                         for w in _fp16_inputs(model, node)]
+    if problems:
+        return Check("fused recurrence in FP16", False, "; ".join(problems[:5]))
+    where = ("FP16 written into the graph (Casts, FP16 weights) for a strongly typed network" if strongly_typed
+             else "FP16 under the builder's FP16 flag" if target.runtime == "tensorrt" else "onnxruntime float kernel")
+    return Check("fused recurrence in FP16", True, f"{len(fused)} fused {'/'.join(sorted({n.op_type for n in fused}))}"
+                                                   f" node(s), FP16 in the TensorRT {target.optable} table; {where}")
+
+
+def check_qdq_rules(model, target: Target, recurrence: str = "unrolled") -> Check:
     # check_qdq is the QAT helper's checker too: one Q/DQ rule book for the project
-    problems = list(check_qdq(model))
+    problems = list(check_qdq(model, recurrence))
     if target.qdq_zero_point_required:
         for node in model.graph.node:
             if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) < 3:
@@ -236,16 +280,20 @@ def check_constant_folding(model) -> Check:
     return Check("constant folding", True, f"{len(model.graph.node)} nodes, none foldable")
 
 
-def run_checks(model, target: Target, precision: str, *, int8_graph: bool = False) -> list[Check]:
-    """All static checks of one graph. `int8_graph`: the Q/DQ model (adds the unrolled and Q/DQ rules)."""
+def run_checks(model, target: Target, precision: str, *, int8_graph: bool = False, recurrence: str = "unrolled",
+               strongly_typed: bool = False) -> list[Check]:
+    """All static checks of one graph. `int8_graph`: the Q/DQ model (adds the precision plan's recurrence rules,
+    unrolled or fused, and the Q/DQ rules)."""
     checks = [check_onnx_checker(model)]
     shape_check, inferred = check_shape_inference(model)
     checks += [shape_check, check_static_shapes(inferred), check_opset(model, target), check_ops(model, target),
                check_precision(model, target, precision), check_constant_folding(model)]
     if int8_graph:
-        if target.runtime == "tensorrt":
+        if recurrence == "fused":
+            checks.append(check_fused_recurrence(model, target, strongly_typed))
+        elif target.runtime == "tensorrt":
             checks.append(check_no_recurrent_ops(model))
-        checks.append(check_qdq_rules(model, target))
+        checks.append(check_qdq_rules(model, target, recurrence))
     return checks
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from deploy.bundle import write_manifest
-from deploy.contract import AXES, FP32_FILE, INPUT_NAME, INT8_FILE, OUTPUT_NAME, SCHEMA_VERSION
+from deploy.contract import AXES, FP32_FILE, INPUT_NAME, OUTPUT_NAME, SCHEMA_VERSION
 from deploy.offline import output_per
 from toolkit import __version__
 from toolkit.export.macs import count_macs
@@ -39,6 +39,18 @@ def _model_section(source, fp32, float_graph) -> dict:
             "macs": _macs(fp32), "float_graph": float_graph, "notes": source.notes}
 
 
+RANDOM_WEIGHTS = ("RANDOM initial weights were verified: their probabilities sit near 0.5, so the figures say the "
+                  "export computes what the model computes, not how a trained model's decisions survive INT8; the "
+                  "agreement gate counts only decisions the float model makes by more than the margin")
+
+
+def weights_verified(source) -> str:
+    """Which weights the verification ran: trained (a file or the factory's own), or random, said plainly."""
+    if any("random initial weights" in note for note in source.notes):
+        return RANDOM_WEIGHTS
+    return f"trained weights ({source.weights_path or 'the factory' + chr(39) + 's own'})"
+
+
 def _event_classes(source) -> dict:
     """Which classes are background (never events) and how any-FOG is formed (deploy.event_classes)."""
     return {"background": list(source.background), "any_fog": source.any_fog}
@@ -61,14 +73,18 @@ def build_manifest(p, events: dict) -> dict:
                    "activation": source.activation, **_event_classes(source)},
         "events": _per_class(events, source.classes),
         "precision": p.precision,
-        "models": {"fp32": FP32_FILE, "fp16": None, "int8": INT8_FILE if p.want_int8 else None,
+        "models": {"fp32": FP32_FILE, "fp16": None, "int8": p.int8_file if p.want_int8 else None,
                    "engine": p.engine_file},
         "target": p.target.to_dict(),
         "export": {"opset": p.opset, "batch": p.opt.batch, "calibration": p.calibration_info, "timings": p.timings,
                    "engine": p.engine_note, "kit": p.kit, "cpu_latency_ms": cpu_choice.get("latency_ms"),
-                   "cpu_precision": p.cpu_choice, "fp16_note": FP16_NOTE},
+                   "cpu_precision": p.cpu_choice, "fp16_note": FP16_NOTE, "cpu_dynamic_plan": p.dynamic_info},
+        # Model roles whose file is the graph onnxruntime optimized at export: the device loads them as they are.
+        "onnxruntime": {"preoptimized": ["int8"] if p.preoptimized else [], "load_s": p.preoptimized},
+        "precision_plan": p.plan,
         "verification": {"pairs": p.pairs, "windows": sum(len(b) for b in p.ver_batches),
-                         "data": "deploy.synth recordings, seed 2 (calibration used seed 1)"},
+                         "data": "deploy.synth recordings, seed 2 (calibration used seed 1)",
+                         "weights": weights_verified(source)},
         "checks": p.checks,
         "streaming": p.streaming,
     }
@@ -104,7 +120,18 @@ def summary_table(out, manifest: dict) -> str:
     if unused:
         lines.append(f"  calibration: {len(unused)} quantizer(s) inert at this shape (no window reached them, no Q/DQ "
                      f"in the graph; placeholder amax): {', '.join(unused)}")
-    lines += ["", f"  verification ({manifest['verification']['windows']} windows):"]
+    plan = manifest.get("precision_plan")
+    if plan:
+        lines += ["", f"  precision plan: recurrence {plan['recurrence']}: {plan['reason']}"]
+        groups: dict[tuple, int] = {}
+        for r in plan["layers"]:
+            recurrent = "fused" in r["op"] or "unrolled" in r["op"]
+            key = (r["precision"], r["layer"] if recurrent else "", r["op"] if recurrent else r["op"].split(" (")[0])
+            groups[key] = groups.get(key, 0) + 1
+        lines += [f"    {p:<5} {(layer or f'{n} x'):<36} {op}" for (p, layer, op), n in groups.items()]
+        lines.append("    (every layer with its reason: manifest precision_plan)")
+    lines += ["", f"  verification ({manifest['verification']['windows']} windows, "
+                  f"{manifest['verification'].get('weights', '')}):"]
     for name, v in manifest["verification"]["pairs"].items():
         lines.append(f"    {name:<24} {describe(v)}")
     if manifest["export"].get("cpu_precision"):

@@ -20,7 +20,8 @@ from calibration.data import BatchReader, synthetic_windows
 from calibration.progress import StepBar
 from deploy.contract import CPU_FP32_REASON, EVENT_KEYS, FP32_FILE, INT8_FILE, with_defaults
 from deploy.lazy import lazy_import
-from toolkit.export import buildkit, trt_build, verify
+from deploy.engines.onnxruntime import DISABLED_OPTIMIZERS
+from toolkit.export import buildkit, cpu_plans, plan, trt_build, verify
 from toolkit.export.checks import assert_checks, run_checks
 from toolkit.export.manifest import build_manifest
 from toolkit.export.onnx import ExportError, export_float, export_graph, with_activation
@@ -31,12 +32,25 @@ from toolkit.timing import onnx_head_to_head
 onnx = lazy_import("onnx", "workstation", "exporting ONNX")
 qat_convert = lazy_import("models.qat", "workstation", "the quantization-aware variant of a model")
 ptq = lazy_import("calibration.ptq", "workstation", "INT8 calibration")
+fp16 = lazy_import("toolkit.export.fp16", "workstation", "the FP16 recurrence")
+torch = lazy_import("torch", "workstation", "exporting a PyTorch model")
 
 # The cpu target's precision. INT8 costs accuracy (see the verification thresholds), so it must win clearly: at least
 # this much faster than FP32 in the interleaved head-to-head, else FP32 (a tie or the noise of a shared machine never
 # picks the less accurate model).
 INT8_MIN_SPEEDUP = 1.10
 _WIDE = 16  # batch of the calibration/verification twin of the QAT variant
+# Calibration and verification sized in patches, not windows: fog-small's 64 windows of 128 patches are 8,192
+# patches; 64 windows of fog-1st-place (864 patches, attention maps of 864 x 864 per head) took minutes of
+# histogramming for no better ranges. A large window brings many patches per window.
+CALIB_PATCHES, VERIFY_PATCHES = 8192, 2048
+
+
+def windows_for(asked: int | None, n_patches: int, patches: int, least: int, most: int | None = None) -> int:
+    """`asked`, else enough windows for `patches` patches, between `least` and `most`."""
+    if asked:
+        return int(asked)
+    return max(least, min(most or 10 ** 9, patches // max(n_patches, 1)))
 # What the calibration windows are, for the manifest (they come from calibration.data.synthetic_windows, seed 1).
 SYNTHETIC_CALIBRATION = {"source": "deploy.synth recordings through deploy.preprocess "
                                    "(calibration.data.synthetic_windows)", "seed": 1}
@@ -47,10 +61,10 @@ class ExportOptions:
     batch: int = 1
     precision: str | None = None     # None: the target's default
     opset: int | None = None         # None: the target's export opset
-    calib_windows: int = 64
+    calib_windows: int | None = None  # None: as many windows as make CALIB_PATCHES patches (4 to 64)
     calib_method: str = "percentile"  # measured on the trained fog-small: best mean |INT8 - float| (docs/export.md)
     calib_reader: object = None      # a calibration.data CalibrationDataReader over real recordings, else synthetic
-    verify_windows: int = 16
+    verify_windows: int | None = None  # None: as many windows as make VERIFY_PATCHES patches (4 to 16)
     events: dict = field(default_factory=dict)
     dla_core: int | None = None
     build_engine: str = "auto"       # auto | never
@@ -59,6 +73,8 @@ class ExportOptions:
     stream_normalization: str = "auto"  # deploy.wearer.STREAM_NORMALIZATIONS, or auto: chosen by measurement
     fidelity_recordings: object = None  # recordings for the streaming-fidelity step (default synthetic)
     fidelity: bool = True               # measure streaming fidelity (toolkit.export.streaming)
+    recurrence: str = "auto"            # toolkit.export.plan.RECURRENCE_CHOICES: auto | fused | unrolled
+    threads: int = 1                    # torch and onnxruntime threads of the export's own work (see export_bundle)
 
 
 def calibrate_int8(qat, reader, method: str, progress: bool = False) -> dict:
@@ -90,19 +106,6 @@ def event_settings(overrides: dict) -> dict:
     return events
 
 
-def choose_cpu_precision(latency_ms: dict[str, float]) -> tuple[str, str]:
-    """The cpu target's precision from measured ms per call {"fp32": a, "int8": b}: int8 only when it is at least
-    INT8_MIN_SPEEDUP times faster; returns (precision, the reason, with the figures)."""
-    fp32, int8 = latency_ms["fp32"], latency_ms["int8"]
-    figures = f"fp32 {fp32:.2f} ms, int8 {int8:.2f} ms per window on this machine's ONNX Runtime"
-    if int8 * INT8_MIN_SPEEDUP <= fp32:
-        return "int8", f"int8: {fp32 / int8:.2f}x faster than fp32 ({figures})"
-    if int8 < fp32:
-        return "fp32", (f"fp32: int8 only {fp32 / int8:.2f}x faster ({figures}), under the {INT8_MIN_SPEEDUP:.2f}x "
-                        "that would justify its accuracy cost")
-    return "fp32", f"fp32: int8 {int8 / fp32:.2f}x slower ({figures})"
-
-
 def choose_precision(target: Target, asked: str | None) -> str:
     precision = asked or target.default_precision
     if precision == "fastest" and not (target.runtime == "onnxruntime" and target.int8):
@@ -123,7 +126,8 @@ class ExportPipeline:
         self.source, self.target, self.work, self.opt, self.precision = source, target, Path(work), opt, precision
         self.opset = opt.opset or target.export_opset
         self.want_int8 = target.int8 and precision in ("int8", "fastest")
-        self.progress = StepBar(total=(6 if self.want_int8 else 5) + (precision == "fastest") + opt.fidelity,
+        self.progress = StepBar(total=(6 if self.want_int8 else 5)
+                                + (self.want_int8 and target.runtime == "onnxruntime") + opt.fidelity,
                                 desc="export", enabled=not opt.quiet)
         self.shape = source.input_shape(opt.batch)
         self.n_steps = int(source.preprocess["n_patches"])
@@ -133,7 +137,9 @@ class ExportPipeline:
         self.pairs: dict[str, dict] = {}
         self.calibration_info = self.qat = self.qat_wide = self.ort_fp32 = self.ort_int8 = None
         self.cal_batches = self.ver_batches = self.fp32 = self.float_graph = None
-        self.cpu_choice = self.kit = self.engine_file = self.engine_note = self.streaming = None
+        self.cpu_choice = self.kit = self.engine_file = self.engine_note = self.streaming = self.plan = None
+        self.int8_file, self.reference, self.ort_dynamic, self.dynamic_info, self.preoptimized = \
+            INT8_FILE, None, None, None, None
         self.event_settings = event_settings(opt.events)
 
     def run(self) -> dict:
@@ -145,8 +151,12 @@ class ExportPipeline:
     def _steps(self) -> dict:
         self.export_float()
         self.check_float()
-        self.cal_batches = synthetic_windows(self.source.preprocess, self.opt.calib_windows, self.wide, seed=1)
-        self.ver_batches = synthetic_windows(self.source.preprocess, self.opt.verify_windows, self.opt.batch, seed=2)
+        calib = windows_for(self.opt.calib_windows, self.n_steps, CALIB_PATCHES, 4, 64)
+        if not self.source.tsai_compat:  # a twin no wider than the calibration set (it pads nothing then)
+            self.wide = min(_WIDE, calib)
+        self.cal_batches = synthetic_windows(self.source.preprocess, calib, self.wide, seed=1)
+        checked = windows_for(self.opt.verify_windows, self.n_steps, VERIFY_PATCHES, 4, 16)
+        self.ver_batches = synthetic_windows(self.source.preprocess, checked, self.opt.batch, seed=2)
         if self.want_int8:
             self.export_int8()
         self.verify()
@@ -158,7 +168,9 @@ class ExportPipeline:
         return self.write_manifest()
 
     def _add_checks(self, model, precision: str, file: str, label: str, int8_graph: bool = False) -> int:
-        found = run_checks(model, self.target, precision, int8_graph=int8_graph)
+        recurrence = self.plan["recurrence"] if self.plan else "unrolled"
+        found = run_checks(model, self.target, precision, int8_graph=int8_graph, recurrence=recurrence,
+                           strongly_typed=self.target.graph_strongly_typed)
         assert_checks(found, f"{label} ({file})", self.target)
         self.checks += [dict(c.to_dict(), model=file) for c in found]
         return len(found)
@@ -178,27 +190,46 @@ class ExportPipeline:
 
     def export_int8(self) -> None:
         opt, source = self.opt, self.source
-        self.progress.start(f"INT8: QAT variant, {opt.calib_method} calibration, Q/DQ ONNX")
-        self.qat = qat_convert.to_qat(source.module, batch_size=opt.batch, seq_len=self.n_steps).eval()
+        recurrence, why = plan.choose_recurrence(source.module, self.n_steps, opt.recurrence)
+        self.progress.start(f"INT8: QAT variant ({recurrence} recurrence), {opt.calib_method} calibration, Q/DQ ONNX")
+        self.qat = qat_convert.to_qat(source.module, batch_size=opt.batch, seq_len=self.n_steps,
+                                      recurrence=recurrence).eval()
         # Calibrate (and later verify) a wide-batch twin: the unrolled graph runs step by step in Python, so one
         # window at a time is slow. Windows are independent unless the model mixes the batch axis (tsai_compat).
         self.qat_wide = self.qat if self.wide == opt.batch else \
-            qat_convert.to_qat(source.module, batch_size=self.wide, seq_len=self.n_steps).eval()
+            qat_convert.to_qat(source.module, batch_size=self.wide, seq_len=self.n_steps, recurrence=recurrence).eval()
         reader = opt.calib_reader or BatchReader(self.cal_batches, SYNTHETIC_CALIBRATION)
-        self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method, progress=not opt.quiet)
+        with fp16.RecurrentRanges(self.qat_wide) as ranges:  # the fused layers see float values while calibrating
+            self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method, progress=not opt.quiet)
         if self.qat_wide is not self.qat:
             self.qat.load_state_dict(self.qat_wide.state_dict())  # same names: the ranges do not depend on the batch
             qat_convert.set_quantization(self.qat, True)
         assert_inert(self.qat, self.shape, self.calibration_info["unused"])
+        strongly = self.target.graph_strongly_typed and recurrence == "fused"
+        self.plan = {"recurrence": recurrence, "reason": why, "strongly_typed": strongly,
+                     "layers": plan.layer_plan(self.qat, self.target, strongly)}
         export_graph(with_activation(self.qat, source.activation), self.shape, self.work / INT8_FILE, self.opset)
         int8 = onnx.load(str(self.work / INT8_FILE), load_external_data=False)
+        if strongly:
+            fp16.cast_fused_recurrence(int8)
+            onnx.save(int8, str(self.work / INT8_FILE))
         n = self._add_checks(int8, "int8", INT8_FILE, "the INT8 model", int8_graph=True)
-        self.timings["export_int8_s"] = self.progress.done(f"{len(int8.graph.node)} nodes, {n} checks passed")
+        if recurrence == "fused":
+            self._add_range_check(ranges.check())
+        self.timings["export_int8_s"] = self.progress.done(f"{len(int8.graph.node)} nodes, {n} checks passed; "
+                                                           f"{plan.describe_plan(self.plan)}")
+
+    def _add_range_check(self, check: dict) -> None:
+        self.checks.append({**check, "model": INT8_FILE})
+        if not check["passed"]:
+            raise ExportError(f"the fused recurrence cannot run in FP16: {check['detail']}; export with "
+                              "--recurrence unrolled or --precision fp32")
 
     def verify(self) -> None:
         batches = self.ver_batches
         self.progress.start(f"verification on {sum(len(b) for b in batches)} held-out windows")
-        reference = verify.torch_run(with_activation(self.source.module, self.source.activation), batches)
+        self.reference = reference = verify.torch_run(with_activation(self.source.module, self.source.activation),
+                                                      batches)
         self.ort_fp32 = verify.ort_run(self.work / FP32_FILE, batches)
         self.pairs["torch_vs_ort_fp32"] = verify.compare("torch_vs_ort_fp32", reference, self.ort_fp32)
         if self.want_int8:
@@ -217,18 +248,56 @@ class ExportPipeline:
 
     def choose_cpu_precision(self) -> None:
         asked, latency = self.precision, None
-        if self.precision == "fastest":
-            self.progress.start("fp32 vs int8 on this machine's onnxruntime, interleaved")
-            latency = onnx_head_to_head({"fp32": self.work / FP32_FILE, "int8": self.work / INT8_FILE},
-                                        self.ver_batches[0])
-            self.precision, reason = choose_cpu_precision(latency)
-            self.progress.done(f"fp32 {latency['fp32']:.2f} ms, int8 {latency['int8']:.2f} ms: {self.precision}")
+        if self.want_int8:
+            self.progress.start("cpu INT8 plans (static Q/DQ, onnxruntime dynamic) against fp32, interleaved")
+            files = {"fp32": self.work / FP32_FILE, "int8-qdq": self.work / INT8_FILE}
+            dynamic = self._dynamic_plan()
+            if dynamic is not None:
+                files["int8-dynamic"] = self.work / cpu_plans.DYNAMIC_FILE
+            if self.precision == "int8":
+                files.pop("fp32")
+            latency = onnx_head_to_head(files, self.ver_batches[0])
+            if self.precision == "int8":
+                winner = min(latency, key=latency.get)
+                reason = f"{winner}, the faster INT8 plan (" + ", ".join(f"{k} {v:.2f} ms" for k, v in
+                                                                         latency.items()) + ")"
+            else:
+                winner, reason = cpu_plans.choose(latency, INT8_MIN_SPEEDUP)
+            self._keep_cpu_plan(winner, dynamic)
+            self.progress.done(", ".join(f"{k} {v:.2f} ms" for k, v in latency.items()) + f": {winner}")
         else:
-            reason = f"fp32, the cpu target's default: {CPU_FP32_REASON}" if self.precision == "fp32" \
-                else f"{self.precision}, as asked (--precision)"
+            reason = f"fp32, the cpu target's default: {CPU_FP32_REASON}"
         self.cpu_choice = {"asked": asked, "precision": self.precision, "reason": reason, "latency_ms": latency,
+                           "plan": self.int8_file if self.precision == "int8" else None,
                            "method": "toolkit.timing.onnx_head_to_head: interleaved blocks, thread CPU time, 1 thread"
                            if latency else None}
+
+    def _dynamic_plan(self) -> dict | None:
+        """onnxruntime's dynamic quantization of the float graph, verified against the float model; None (and
+        the figures in the manifest) when it fails verification."""
+        info = cpu_plans.quantize_dynamic_int8(self.work / FP32_FILE, self.work / cpu_plans.DYNAMIC_FILE)
+        self.ort_dynamic = verify.ort_run(self.work / cpu_plans.DYNAMIC_FILE, self.ver_batches)
+        pair = verify.compare("torch_vs_ort_int8_dynamic", self.reference, self.ort_dynamic)
+        self.dynamic_info = {**info, "verification": pair}
+        if not pair["passed"]:
+            (self.work / cpu_plans.DYNAMIC_FILE).unlink()
+            return None
+        self.pairs["torch_vs_ort_int8_dynamic"] = pair
+        return info
+
+    def _keep_cpu_plan(self, winner: str, dynamic: dict | None) -> None:
+        """Keep the winner's INT8 file (and only it) as the bundle's int8 model, pre-optimized for onnxruntime."""
+        self.precision = "fp32" if winner == "fp32" else "int8"
+        if winner == "int8-dynamic":
+            (self.work / INT8_FILE).unlink()
+            self.int8_file, self.ort_int8 = cpu_plans.DYNAMIC_FILE, self.ort_dynamic
+            self.plan = {"recurrence": "fused", "cpu_int8": "dynamic", "strongly_typed": False,
+                         "reason": dynamic["how"], "layers": cpu_plans.layer_rows(dynamic)}
+        elif dynamic is not None:
+            (self.work / cpu_plans.DYNAMIC_FILE).unlink()
+        if self.precision == "int8":
+            self.preoptimized = cpu_plans.save_optimized(self.work / self.int8_file, self.work / self.int8_file,
+                                                         DISABLED_OPTIMIZERS)
 
     def engine_or_kit(self) -> None:
         self.progress.start("engine or on-device build kit")
@@ -292,6 +361,11 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    # One thread by default: on a shared 2-core machine under load, torch at 2 threads ran fog-1st-place's forward
+    # 10x slower than at 1 (46 s vs 4.7 s at load 13.8): a thread waiting for a busy core spins (docs/export.md).
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, opt.threads))
+    verify.THREADS = max(1, opt.threads)
     try:
         manifest = ExportPipeline(source, target, work, opt, precision).run()
         if out.exists():
@@ -300,4 +374,6 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        torch.set_num_threads(torch_threads)
     return manifest

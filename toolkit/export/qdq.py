@@ -1,7 +1,10 @@
 """Static checks that an INT8 Q/DQ ONNX graph is what TensorRT's explicit quantization accepts.
 
-`check_qdq(model_or_path) -> list[Problem]`; `assert_qdq(...)` raises deploy.errors.FogError listing every failing
-node. Rules (see shared/reference/tensorrt-jetson.md): no LSTM/GRU/RNN/Loop/Scan/If; no dynamic dimension; both
+`check_qdq(model_or_path, recurrence=...) -> list[Problem]`; `assert_qdq(...)` raises deploy.errors.FogError listing
+every failing node. The precision plan (toolkit.export.plan) says where the recurrence is: "unrolled" allows no
+LSTM/GRU/RNN node; "fused" allows them but with no Q/DQ around them (no input through DequantizeLinear, no output
+straight into QuantizeLinear: TensorRT never quantizes them). Rules (see shared/reference/tensorrt-jetson.md): no
+Loop/Scan/If; no dynamic dimension; both
 GEMM inputs of every MatMul/Gemm come through DequantizeLinear (fed by QuantizeLinear, or by a constant weight);
 INT8 only; zero points present and all zero; scales constant and positive; per-channel scales (weights only) 1-D on
 axis 0; activation scales scalar. Producers and consumers are indexed once, so ~70k-node graphs take seconds.
@@ -16,7 +19,9 @@ from deploy.lazy import lazy_import
 
 onnx = lazy_import("onnx", "workstation", "checking Q/DQ graphs")
 
-FORBIDDEN_OPS = {"LSTM", "GRU", "RNN", "Loop", "Scan", "If"}
+FUSED_RECURRENT_OPS = {"LSTM", "GRU", "RNN"}
+CONTROL_FLOW_OPS = {"Loop", "Scan", "If"}
+RECURRENCE_PLANS = ("unrolled", "fused")
 INTEGER_OPS = {"QLinearMatMul", "QLinearConv", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}
 GEMM_OPS = {"MatMul", "Gemm"}
 # Ops that only move data: Q/DQ may sit before them and TensorRT still sees a quantized GEMM input.
@@ -188,18 +193,51 @@ def _gemm_input_problem(g: _Graph, tensor: str) -> str | None:
         tensor, seen = node.input[0], seen + 1
 
 
-def check_qdq(model_or_path) -> list[Problem]:
-    """Every way the graph breaks TensorRT's explicit INT8 rules (an empty list means it passes)."""
+def _quantized_neighbour(g: _Graph, node, consumers: dict) -> str | None:
+    """Why a fused recurrent node has Q/DQ around it, or None when it has none."""
+    for index, tensor in enumerate(node.input):
+        seen = 0
+        while tensor and seen <= 16:
+            producer = g.producer.get(tensor)
+            if producer is None:
+                break
+            if producer.op_type in ("DequantizeLinear", "QuantizeLinear"):
+                return f"input {index} ({node.input[index]}) comes through {producer.op_type} ({producer.name})"
+            if producer.op_type not in LAYOUT_OPS and producer.op_type != "Cast":
+                break
+            tensor, seen = producer.input[0], seen + 1
+    for out in node.output:
+        for consumer in consumers.get(out, ()):
+            if consumer.op_type == "QuantizeLinear":
+                return f"output {out} feeds QuantizeLinear ({consumer.name}) directly"
+    return None
+
+
+def check_qdq(model_or_path, recurrence: str = "unrolled") -> list[Problem]:
+    """Every way the graph breaks TensorRT's explicit INT8 rules under the precision plan's `recurrence`
+    ("unrolled" or "fused"; an empty list means it passes)."""
+    if recurrence not in RECURRENCE_PLANS:
+        raise FogError(f"recurrence {recurrence!r}: the Q/DQ checker knows {RECURRENCE_PLANS}")
     model = _load(model_or_path)
     g = _Graph(model)
+    consumers: dict[str, list] = {}
+    for node in g.nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     problems: list[Problem] = []
     _check_shapes(model, problems)
     n_gemm = 0
     for node in g.nodes:
         name, op = node.name or node.output[0], node.op_type
-        if op in FORBIDDEN_OPS:
+        if op in FUSED_RECURRENT_OPS and recurrence == "fused":
+            why = _quantized_neighbour(g, node, consumers)
+            if why:
+                problems.append(Problem(name, op, f"fused recurrent node with Q/DQ around it ({why}); the plan "
+                                                  "keeps it in float (TensorRT never quantizes LSTM/GRU/RNN)"))
+        elif op in FUSED_RECURRENT_OPS or op in CONTROL_FLOW_OPS:
             problems.append(Problem(name, op, "recurrent/control-flow node: TensorRT cannot run it in INT8; "
-                                              "convert the model with models.qat.to_qat (static unrolling)"))
+                                              "convert the model with models.qat.to_qat (static unrolling) or "
+                                              "export with the fused recurrence plan (--recurrence fused)"))
         elif op in INTEGER_OPS:
             problems.append(Problem(name, op, "integer-op quantization; TensorRT needs Q/DQ (QDQ format)"))
         elif op in ("QuantizeLinear", "DequantizeLinear"):
@@ -215,9 +253,9 @@ def check_qdq(model_or_path) -> list[Problem]:
     return problems
 
 
-def assert_qdq(model_or_path) -> None:
+def assert_qdq(model_or_path, recurrence: str = "unrolled") -> None:
     """Raise FogError naming each failing node when the graph breaks a Q/DQ rule."""
-    problems = check_qdq(model_or_path)
+    problems = check_qdq(model_or_path, recurrence)
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise FogError(f"the INT8 ONNX graph breaks {len(problems)} TensorRT Q/DQ rule(s):\n{lines}\n"

@@ -10,7 +10,10 @@ limits (deploy.fidelity.LIMIT_PP, LIMIT_PROB) or puts an event on a background c
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import replace
+
+import numpy as np
 
 from calibration.data import synthetic_recordings
 from deploy.contract import FP32_FILE
@@ -21,6 +24,9 @@ from deploy.preprocess import prepare
 from deploy.wearer import CAPTURE_S, STREAM_NORMALIZATIONS, recording_statistics, stream_setup
 
 EXACT = ("window", "running")      # declared normalizations the stream reproduces exactly
+# Seconds of model time the step may cost (estimated from one timed inference); beyond it the step is skipped and
+# says why. fog-1st-place (0.4-4 s a window here, "recording" normalization: every option streamed) ran past 15 min.
+BUDGET_S = 120.0
 SYNTHETIC = {"subjects": 2, "minutes": 2.0, "seed": 4000}   # default fidelity recordings (never a training seed)
 
 
@@ -80,9 +86,16 @@ def measure_streaming(p, asked: str = "auto", recordings=None) -> dict:
                "fixed": fixed_statistics(spec, *fidelity_recordings()), "data": data, "limit_pp": LIMIT_PP,
                "limit_prob": LIMIT_PROB}
     engine = OnnxRuntimeEngine(p.work / FP32_FILE, threads=1)
+    modes = options_to_measure(spec.normalization, asked)
+    over = _over_budget(engine, recs, modes, float(p.event_settings["hop_s"]), getattr(p.opt, "fidelity_budget_s",
+                                                                                      BUDGET_S))
+    if over:
+        engine.close()
+        print(f"\n!!! export: WARNING: streaming fidelity {over}\n", file=sys.stderr, flush=True)
+        return {"declared": spec.normalization, "normalization": "declared", "skipped": over}
     columns = event_columns(source.classes, source.background)
     fid = Fidelity(spec, engine, source.classes, p.event_settings, columns, source.any_fog)
-    figures = measure_options(fid, section, options_to_measure(spec.normalization, asked), recs)
+    figures = measure_options(fid, section, modes, recs)
     engine.close()
     chosen = choose(figures)
     section.update(normalization=chosen, options=figures, fidelity=figures[chosen],
@@ -92,6 +105,23 @@ def measure_streaming(p, asked: str = "auto", recordings=None) -> dict:
     if not figures[chosen]["passed"]:
         warn(chosen, figures[chosen], spec.normalization)
     return section
+
+
+def _over_budget(engine, recs, modes, hop_s: float, budget_s: float) -> str | None:
+    """Why the step would exceed its budget (one inference timed, x windows streamed and offline x options), or
+    None when it fits."""
+    x = np.zeros(engine.input_shape, np.float32)
+    engine.infer(x)
+    start = time.perf_counter()
+    engine.infer(x)
+    one = time.perf_counter() - start
+    windows = sum(len(r.acc) / r.rate_hz for r in recs) / hop_s
+    estimate = 2 * windows * len(modes) * one
+    if estimate <= budget_s:
+        return None
+    return (f"not measured: ~{2 * windows * len(modes):,.0f} inferences of {one:.2f} s ({len(modes)} option(s), "
+            f"streamed and offline) would take ~{estimate:,.0f} s, over the {budget_s:g} s budget; measure it with "
+            "--fidelity-data on fewer/shorter recordings or a single --stream-normalization")
 
 
 def warn(mode: str, f: dict, declared: str) -> None:

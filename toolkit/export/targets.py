@@ -41,10 +41,18 @@ class Target:
     dla_note: str = ""
     trtexec: str = "trtexec"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    strongly_typed_from: int = 11    # first TensorRT major this target builds strongly typed (x86-cuda: 10)
 
     def strongly_typed(self, trt_major: int) -> bool:
-        """TensorRT 11 networks are always strongly typed: precision lives in the ONNX, not in builder flags."""
-        return trt_major >= 11
+        """TensorRT 11 networks are always strongly typed: precision lives in the ONNX, not in builder flags. A
+        target may build strongly typed from an earlier major (10.x has the STRONGLY_TYPED creation flag)."""
+        return trt_major >= min(11, self.strongly_typed_from)
+
+    @property
+    def graph_strongly_typed(self) -> bool:
+        """True when every TensorRT this target builds with is strongly typed: FP16 must be written in the ONNX."""
+        return self.runtime == "tensorrt" and bool(self.trt_majors) and all(
+            self.strongly_typed(m) for m in self.trt_majors)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,9 +118,10 @@ _TARGETS = (
         runtime="tensorrt", devices=("x86-64 + NVIDIA GPU",), tensorrt="10.x/11.x", trt_majors=(10, 11),
         optable="10.15", optable_note="checked against the newest stored matrix (10.15)",
         opset_min=9, opset_max=24, export_opset=17, precisions=("int8", "fp16", "fp32"), default_precision="int8",
-        int8=True, fp16=True, dla=False, trtexec="trtexec",
-        notes=("TensorRT 11: no precision flags; the INT8 precision is baked into the Q/DQ ONNX and layers "
-               "without Q/DQ run in the ONNX's float type",)),
+        int8=True, fp16=True, dla=False, trtexec="trtexec", strongly_typed_from=10,
+        notes=("strongly typed on 10.x and 11.x (STRONGLY_TYPED network, --stronglyTyped): no precision flags; the "
+               "INT8 precision is baked into the Q/DQ ONNX, the fused recurrence's FP16 into explicit Casts, and "
+               "other layers run in the ONNX's float type",)),
     Target(
         name="cpu",
         description="Any CPU with ONNX Runtime (the daemon's portable backend)",

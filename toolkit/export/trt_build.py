@@ -2,7 +2,9 @@
 
 What differs between versions (facts: ../shared/reference/tensorrt-jetson.md sections 3-4):
 - 8.x networks need the EXPLICIT_BATCH creation flag; 10.x ignores it (always explicit); 11.x is always strongly
-  typed, so no precision builder flags exist there and the precision comes from the ONNX (Q/DQ, tensor types).
+  typed, so no precision builder flags exist there and the precision comes from the ONNX (Q/DQ, tensor types). A
+  target with `strongly_typed_from=10` (x86-cuda) creates 10.x networks with the STRONGLY_TYPED flag as well, and
+  sets no precision flag (TensorRT rejects them on strongly typed networks).
 - The workspace limit is `set_memory_pool_limit(WORKSPACE, bytes)` from 8.4; 8.2 (Jetson Nano) has only
   `max_workspace_size`.
 - Q/DQ (explicit INT8) networks need the INT8 flag (with FP16 for the layers left in float) on 8.x/10.x.
@@ -51,8 +53,8 @@ def can_build_here(target) -> tuple[bool, str]:
     return True, ""
 
 
-def network_flags(trt, major: int) -> int:
-    if major >= 11:
+def network_flags(trt, major: int, strongly_typed: bool = False) -> int:
+    if major >= 11 or strongly_typed:
         flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
         return 0 if flag is None else 1 << int(flag)
     if major >= 10:
@@ -61,7 +63,7 @@ def network_flags(trt, major: int) -> int:
 
 
 def configure(trt, builder, config, *, major: int, precision: str, target, workspace_mb: int,
-              dla_core: int | None) -> list[str]:
+              dla_core: int | None, strongly_typed: bool = False) -> list[str]:
     """Set workspace, precision and DLA on `config`; returns what was set, for the log and the manifest."""
     notes = []
     workspace = int(workspace_mb) << 20
@@ -71,8 +73,8 @@ def configure(trt, builder, config, *, major: int, precision: str, target, works
     else:
         config.max_workspace_size = workspace  # TensorRT 8.2 and older
         notes.append(f"max_workspace_size {workspace_mb} MiB")
-    if major >= 11:
-        notes.append("strongly typed: precision from the ONNX")
+    if major >= 11 or strongly_typed:
+        notes.append("strongly typed: precision from the ONNX (Q/DQ, FP16 casts), no precision flags")
     else:
         if precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)
@@ -105,14 +107,15 @@ def build_engine(onnx_path, engine_path, *, target, precision: str, timing_cache
                                f"(TensorRT {target.tensorrt})")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(network_flags(trt, major))
+    strongly = target.strongly_typed(major)
+    network = builder.create_network(network_flags(trt, major, strongly))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError(f"TensorRT {trt.__version__} could not parse {onnx_path}: " + "; ".join(errors[:5]))
     config = builder.create_builder_config()
     notes = configure(trt, builder, config, major=major, precision=precision, target=target,
-                      workspace_mb=workspace_mb, dla_core=dla_core)
+                      workspace_mb=workspace_mb, dla_core=dla_core, strongly_typed=strongly)
     cache_path = Path(timing_cache) if timing_cache else None
     if cache_path is not None:
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")

@@ -35,6 +35,8 @@ class Recipe:
     preset: str = "fog-small"
     preprocess: dict = field(default_factory=dict)    # PreprocessSpec overrides (gravity_align, min_std, ...)
     model: dict = field(default_factory=dict)         # model keyword overrides
+    train_only: dict = field(default_factory=dict)    # model keyword overrides while training only (weights
+    #                                                   then move into the model as `model` says, e.g. fi_blend)
     real_share: float = 0.5          # share of training windows drawn from real recordings
     synthetic_subjects: int = 12
     synthetic_minutes: float = 5.0
@@ -47,12 +49,19 @@ class Recipe:
     seed: int = 0
 
 
+NO_BLEND = {"fi_blend": 0.0}   # fog-small without its fixed freeze-index logit (as every recipe before "blend")
+
 RECIPES = {
-    "synthetic-only": Recipe(real_share=0.0),
-    "plain": Recipe(),
-    "floor": Recipe(preprocess={"min_std": 0.05}),
-    "gravity": Recipe(preprocess={"gravity_align": True}),
-    "gravity-floor": Recipe(preprocess={"gravity_align": True, "min_std": 0.05}),
+    "synthetic-only": Recipe(real_share=0.0, model=NO_BLEND),
+    "plain": Recipe(model=NO_BLEND),
+    "floor": Recipe(preprocess={"min_std": 0.05}, model=NO_BLEND),
+    "gravity": Recipe(preprocess={"gravity_align": True}, model=NO_BLEND),
+    "gravity-floor": Recipe(preprocess={"gravity_align": True, "min_std": 0.05}, model=NO_BLEND),
+    # fixed band powers (freeze-index ingredients) per patch beside the learnt embedding (models.spectral)
+    "spectral": Recipe(model={"spectral": {"rate_hz": 64.0, "window_s": 4.0}, **NO_BLEND}),
+    # the shipped recipe: trained as "plain", then predicting with the preset's fixed freeze-index logit added
+    # (fog-small: 0.25 x; see the model card for how it was chosen)
+    "blend": Recipe(train_only=NO_BLEND),
 }
 
 
@@ -80,11 +89,15 @@ def train_model(recipe: Recipe, real_train, log=None):
         copies = max(1, round(recipe.real_share * len(synthetic) / ((1 - recipe.real_share) * len(real))))
     train = synthetic + real * copies
     val = [prepare_recording(r, spec) for r in synthetic_recordings(2, seed=recipe.seed + 500, minutes=3.0)]
-    model = create_model(recipe.preset, **recipe.model)
+    model = create_model(recipe.preset, **{**recipe.model, **recipe.train_only})
     config = TrainConfig(epochs=recipe.epochs, steps_per_epoch=recipe.steps, batch_size=recipe.batch_size,
                          lr=recipe.lr, warmup_steps=recipe.warmup, patience=recipe.epochs + 1, seed=recipe.seed,
                          augment=recipe.augment, keep="last")
     result = fit(model, train, val, spec, config, progress=log is not None)
+    if recipe.train_only:
+        trained, model = model, create_model(recipe.preset, **recipe.model)
+        model.load_state_dict(trained.state_dict())
+        model.eval()
     return model, spec, result
 
 
@@ -109,31 +122,94 @@ def threshold_sweep(recordings, probs) -> dict:
     return out
 
 
-def run_fold(recipe: Recipe, paths: list[str], subject: str, out_dir: str) -> dict:
+def saved_fold_model(recipe: Recipe, path: Path):
+    """A fold's saved weights (model-<subject>.pt) in the recipe's model, e.g. to predict with another fi_blend."""
+    import torch
+
+    from models import create_model
+    model = create_model(recipe.preset, **recipe.model)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval(), spec_of(recipe)
+
+
+def run_fold(recipe: Recipe, paths: list[str], subject: str, out_dir: str, reuse: bool = False) -> dict:
     import torch
     torch.set_num_threads(1)
     recordings = read_recordings(paths)
     test = [r for r in recordings if r.meta["subject"] == subject]
     train = [r for r in recordings if r.meta["subject"] != subject]
     started = time.perf_counter()
-    model, spec, result = train_model(recipe, train)
+    weights = Path(out_dir) / f"model-{subject}.pt"
+    if reuse:
+        (model, spec), result = saved_fold_model(recipe, weights), None
+    else:
+        model, spec, result = train_model(recipe, train)
     probs = predict(model, spec, test)
-    torch.save(model.state_dict(), Path(out_dir) / f"model-{subject}.pt")   # to re-predict on other grids
+    torch.save(model.state_dict(), weights)   # to re-predict on other grids or with another fi_blend (--reuse)
     np.savez_compressed(Path(out_dir) / f"probs-{subject}.npz",
                         **{r.meta["id"]: p.astype(np.float32) for r, p in zip(test, probs)})
     fi = [freeze_index_probability(r) for r in test]
     return {"subject": subject, "recordings": [r.meta["id"] for r in test],
             "train_subjects": sorted({r.meta["subject"] for r in train}),
-            "seconds": round(time.perf_counter() - started, 1), "train_loss_last": result.history[-1]["train_loss"],
+            "seconds": round(time.perf_counter() - started, 1), "reused_weights": reuse,
+            "train_loss_last": result and result.history[-1]["train_loss"],
             "model": threshold_sweep(test, probs), "freeze_index": score(test, fi, DEFAULT_SETTINGS, "freeze index")}
 
 
-def study(recipe: Recipe, paths: list[str], out_dir: str, jobs: int = 1) -> dict:
+def freeze_index_only(recipe: Recipe):
+    """(the recipe's fixed freeze-index logit alone, as a model for `predict`; its fi_blend weight)."""
+    import torch
+
+    from models import create_model
+    model = create_model(recipe.preset, **recipe.model)
+    if model.freeze_index is None:
+        raise SystemExit(f"--reblend: recipe {asdict(recipe)} has no freeze-index blend (fi_blend is 0)")
+
+    class FreezeIndexOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fi = model.freeze_index
+
+        def forward(self, x):
+            return self.fi(x).expand(-1, -1, 3)
+    return FreezeIndexOnly().eval(), model.fi_blend
+
+
+def reblend(recipe: Recipe, paths: list[str], probs_dir: str) -> dict:
+    """LOSO figures of the recipe's preset (with its fixed freeze-index logit) from another run's saved fold
+    probabilities of the same weights without it (probs-<subject>.npz of recipe "plain"): per class,
+    sigmoid(logit(p) + fi_blend * FI logit), the FI logit predicted on the same grid, so no fold is trained again.
+    The any-FOG max commutes with it (the same term is added to every class)."""
+    recordings = read_recordings(paths)
+    fi_model, blend = freeze_index_only(recipe)
+    spec, folds = spec_of(recipe), []
+    for subject in sorted({r.meta["subject"] for r in recordings}):
+        test = [r for r in recordings if r.meta["subject"] == subject]
+        saved = np.load(Path(probs_dir) / f"probs-{subject}.npz")
+        fi = [f[:, :1] for f in predict(fi_model, spec, test)]
+        probs = []
+        for r, f in zip(test, fi):
+            p = np.clip(saved[r.meta["id"]].astype(np.float64), 1e-7, 1 - 1e-7)
+            g = np.clip(f.astype(np.float64), 1e-7, 1 - 1e-7)
+            probs.append(1 / (1 + np.exp(-(np.log(p / (1 - p)) + blend * np.log(g / (1 - g))))))
+        fi_prob = [freeze_index_probability(r) for r in test]
+        folds.append({"subject": subject, "recordings": [r.meta["id"] for r in test], "reblended_from": probs_dir,
+                      "fi_blend": blend, "model": threshold_sweep(test, probs),
+                      "freeze_index": score(test, fi_prob, DEFAULT_SETTINGS, "freeze index")})
+    return {"recipe": asdict(recipe), "folds": folds}
+
+
+def study(recipe: Recipe, paths: list[str], out_dir: str, jobs: int = 1, only=None, reuse: bool = False) -> dict:
     subjects = sorted({r.meta["subject"] for r in read_recordings(paths)})
+    if only:
+        unknown = sorted(set(only) - set(subjects))
+        if unknown:
+            raise SystemExit(f"--folds names {unknown}, not subjects of these recordings ({', '.join(subjects)})")
+        subjects = [s for s in subjects if s in only]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         folds = list(pool.map(run_fold, [recipe] * len(subjects), [paths] * len(subjects), subjects,
-                              [out_dir] * len(subjects)))
+                              [out_dir] * len(subjects), [reuse] * len(subjects)))
     return {"recipe": asdict(recipe), "folds": folds}
 
 
@@ -185,11 +261,16 @@ def train_final(recipe: Recipe, paths: list[str], out_dir: str) -> Path:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration.loso", description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="+", help="real recordings with subject ids (e.g. ../shared/data/daphnet)")
-    p.add_argument("--recipe", default="gravity-floor", choices=sorted(RECIPES))
+    p.add_argument("--recipe", default="blend", choices=sorted(RECIPES))
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override a recipe field, e.g. --set epochs=30 --set 'preprocess={\"min_std\": 0.1}'")
     p.add_argument("--out", required=True)
     p.add_argument("--jobs", type=int, default=1, help="folds in parallel (one torch thread each)")
+    p.add_argument("--folds", help="comma-separated held-out subjects to run (default: every subject)")
+    p.add_argument("--reuse", action="store_true", help="no training: predict with the folds' saved weights "
+                   "(OUT/model-<subject>.pt) in the recipe's model (e.g. another fi_blend); writes OUT/loso.json")
+    p.add_argument("--reblend", metavar="DIR", help="no training: the recipe's preset freeze-index blend applied "
+                   "to DIR's saved fold probabilities (a plain run of the same weights); writes OUT/loso.json")
     p.add_argument("--final", action="store_true", help="no folds: train on every subject, write OUT/model.pt")
     p.add_argument("--table", metavar="ON", help="print the per-fold markdown table of OUT/loso.json at this "
                    "on-threshold and stop")
@@ -204,7 +285,11 @@ def main(argv=None) -> int:
     if args.final:
         print(f"trained: {train_final(recipe, args.data, args.out)}", file=sys.stderr)
         return 0
-    result = study(recipe, args.data, args.out, args.jobs)
+    if args.reblend:
+        result = reblend(recipe, args.data, args.reblend)
+    else:
+        result = study(recipe, args.data, args.out, args.jobs, args.folds and args.folds.split(","), args.reuse)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "loso.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
     for subject, m, fi in summary_rows(result):
         a, f = m.get("any_fog") or m.get("unlabelled") or {}, fi.get("any_fog") or {}

@@ -82,10 +82,12 @@ register(Preset(
     name="fog-small",
     factory=TransformerLSTMPlus,
     kwargs=dict(c_in=24, c_out=3, seq_len=128, d=128, d_model=64, nhead=4, num_encoder_layers=2,
-                dim_feedforward=128, num_rnn_layers=1, bidirectional=True, dropout=0.1),
+                dim_feedforward=128, num_rnn_layers=1, bidirectional=True, dropout=0.1,
+                fi_blend=0.25, fi_kwargs={"rate_hz": 64.0}),
     preprocess=_fog_preprocess(rate_hz=64, units="g", patch=8, n_patches=128, normalization="window", scale=1.0),
     description="bundled default, fast on CPU: 16 s window at 64 Hz in 125 ms patches; 2 encoder layers "
-                "(64 wide, 4 heads) + 1 BiLSTM, per-patch logits"))
+                "(64 wide, 4 heads) + 1 BiLSTM, per-patch logits, plus 0.25 x a fixed freeze-index logit "
+                "(models.spectral; no parameters)"))
 
 register(Preset(
     name="fog-1st-place",

@@ -17,6 +17,7 @@ from torch import nn
 
 from ._keywords import check_keywords, keywords_of, strict_keywords
 from .heads import LinNdHead
+from .spectral import FreezeIndexLogit, SpectralBands
 
 
 @strict_keywords
@@ -28,7 +29,7 @@ class TransformerRNNEncoder(nn.Module):
     def __init__(self, cell: type[nn.RNNBase], c_in: int, seq_len: int, d_model: int, nhead: int,
                  proj_dropout: float = 0.1, num_encoder_layers: int = 1, dim_feedforward: int = 2048,
                  dropout: float = 0.1, num_rnn_layers: int = 1, bidirectional: bool = True,
-                 tsai_compat: bool = False):
+                 tsai_compat: bool = False, spectral: dict | None = None):
         super().__init__()
         if d_model % nhead:
             raise ValueError(f"d_model ({d_model}) must be divisible by nhead ({nhead})")
@@ -36,6 +37,9 @@ class TransformerRNNEncoder(nn.Module):
         self.seq_len = seq_len
         self.num_encoder_layers, self.num_rnn_layers = num_encoder_layers, num_rnn_layers
         self.proj_linear = nn.Linear(c_in, d_model)
+        # optional fixed band powers per patch (models.spectral), added to the patch embedding by a learnt Linear
+        self.spectral = None if not spectral else SpectralBands(patch=c_in // 3, **spectral)
+        self.spec_linear = None if not spectral else nn.Linear(self.spectral.n_features, d_model)
         self.proj_dropout = nn.Dropout(proj_dropout)
         self.enc_layers = nn.ModuleList(
             nn.TransformerEncoderLayer(d_model=d_model, nhead=nhead, dim_feedforward=dim_feedforward or d_model,
@@ -52,7 +56,10 @@ class TransformerRNNEncoder(nn.Module):
         self.out_channels = d_model * widen ** num_rnn_layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bands = None if self.spectral is None else self.spec_linear(self.spectral(x))
         x = self.proj_linear(x.transpose(1, 2)) + self.pos_encoding     # (bs, seq_len, d_model)
+        if bands is not None:
+            x = x + bands
         x = self.proj_dropout(x)
         for layer in self.enc_layers:
             if self.tsai_compat:        # attention across the batch axis, as tsai 1.0.1 computes it
@@ -70,7 +77,8 @@ class _TransformerRNNPlus(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, seq_len: int, d=None, d_model: int = 128, nhead: int = 16,
                  proj_dropout: float = 0.1, num_encoder_layers: int = 1, dim_feedforward: int = 2048,
                  dropout: float = 0.1, num_rnn_layers: int = 1, bidirectional: bool = True, custom_head=None,
-                 tsai_compat: bool = False, **kwargs):
+                 tsai_compat: bool = False, spectral: dict | None = None, fi_blend: float = 0.0,
+                 fi_kwargs: dict | None = None, **kwargs):
         # As in tsai, **kwargs go to a custom_head factory; without one they can only be misspellings (tsai ignores
         # them: num_rnn_layer=5 would build one RNN layer), so they are refused here.
         if kwargs and (custom_head is None or isinstance(custom_head, nn.Module)):
@@ -79,7 +87,7 @@ class _TransformerRNNPlus(nn.Sequential):
                                          proj_dropout=proj_dropout, num_encoder_layers=num_encoder_layers,
                                          dim_feedforward=dim_feedforward, dropout=dropout,
                                          num_rnn_layers=num_rnn_layers, bidirectional=bidirectional,
-                                         tsai_compat=tsai_compat)
+                                         tsai_compat=tsai_compat, spectral=spectral)
         head_nf = backbone.out_channels
         if isinstance(custom_head, nn.Module):
             head = custom_head
@@ -90,6 +98,17 @@ class _TransformerRNNPlus(nn.Sequential):
         super().__init__(OrderedDict([("backbone", backbone), ("head", head)]))
         self.head_nf = head_nf
         self.tsai_compat = bool(tsai_compat)
+        # optional fixed freeze-index logit (models.spectral) added, times fi_blend, to every class logit: a
+        # combination of the learnt model with the freeze index inside the graph (no parameters)
+        self.fi_blend = float(fi_blend)
+        self.freeze_index = FreezeIndexLogit(patch=c_in // 3, **(fi_kwargs or {"rate_hz": 64.0})) if fi_blend \
+            else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.head(self.backbone(x))
+        if self.freeze_index is not None:
+            logits = logits + self.fi_blend * self.freeze_index(x)
+        return logits
 
 
 class TransformerRNNPlus(_TransformerRNNPlus):

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DATA=${DATA:-../shared/data/daphnet}
-RECIPE=${RECIPE:-plain}
+RECIPE=${RECIPE:-blend}
 RUN=${RUN:-runs/default-fog-small}
 if [ ! -d "$DATA" ]; then
   echo "train_default: $DATA is missing: the default is trained on the real Daphnet recordings (see ../shared)" >&2

@@ -16,3 +16,16 @@ def test_a_fold_never_trains_on_its_test_subject(daphnet_dir, tmp_path):
     free = fold["model"]["0.5"]["any_fog"]             # S06 did not freeze here: episodes 0, false alarms counted
     assert free["episodes_true"] == 0 and free["hours"] == pytest.approx(5.2 / 60, abs=0.005)
     assert (tmp_path / "probs-S06.npz").exists() and (tmp_path / "model-S06.pt").exists()
+
+
+def test_a_fold_predicts_again_from_its_saved_weights_with_another_freeze_index_blend(daphnet_dir, tmp_path):
+    import numpy as np
+    tiny = Recipe(epochs=1, steps=2, batch_size=4, synthetic_subjects=1, synthetic_minutes=1.0, warmup=1,
+                  train_only={"fi_blend": 0.0})
+    run_fold(tiny, [str(daphnet_dir)], "S06", str(tmp_path))
+    trained = np.load(tmp_path / "probs-S06.npz")["S06R02"]
+    again = run_fold(tiny, [str(daphnet_dir)], "S06", str(tmp_path), reuse=True)
+    assert again["reused_weights"] and again["train_loss_last"] is None
+    np.testing.assert_allclose(np.load(tmp_path / "probs-S06.npz")["S06R02"], trained, atol=1e-6)
+    run_fold(Recipe(model={"fi_blend": 0.0}), [str(daphnet_dir)], "S06", str(tmp_path), reuse=True)
+    assert np.abs(np.load(tmp_path / "probs-S06.npz")["S06R02"] - trained).max() > 1e-3   # the blend is in

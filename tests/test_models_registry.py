@@ -21,7 +21,8 @@ def test_required_presets_and_their_shape():
     small = get_preset("fog-small")
     assert small.factory is TransformerLSTMPlus
     assert small.kwargs == dict(c_in=24, c_out=3, seq_len=128, d=128, d_model=64, nhead=4, num_encoder_layers=2,
-                                dim_feedforward=128, num_rnn_layers=1, bidirectional=True, dropout=0.1)
+                                dim_feedforward=128, num_rnn_layers=1, bidirectional=True, dropout=0.1,
+                                fi_blend=0.25, fi_kwargs={"rate_hz": 64.0})
     assert small.preprocess == {"rate_hz": 64, "units": "g", "patch": 8, "n_patches": 128,
                                 "normalization": "window", "scale": 1.0, "layout": "BCT"}
     first = get_preset("fog-1st-place")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass, field
@@ -144,15 +145,42 @@ def from_checkpoint(path, *, n_patches=None) -> ModelSource:
                        weights_path=str(path))
 
 
+def import_user_module(module_name: str, folder=None):
+    """The user's module for `module:factory`, without shadowing the toolkit's own top-level packages.
+
+    A module (or package) found in `folder` (default: the working folder) is loaded from its file under a private
+    name (`_fog_user_<sha>.<name>`), so a `models.py` next to the user never replaces the toolkit's `models` package
+    in `sys.modules`. The folder is appended to `sys.path` (never put first), so the user's module can still import
+    its sibling files. Anything else is imported as usual (an installed package, or one on PYTHONPATH)."""
+    folder = Path(folder or Path.cwd()).resolve()
+    top, _, rest = module_name.partition(".")
+    package, single = folder / top / "__init__.py", folder / f"{top}.py"
+    if not package.is_file() and not (single.is_file() and not rest):
+        return importlib.import_module(module_name)
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    private = f"_fog_user_{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}_{top}"
+    if private not in sys.modules:
+        location = package if package.is_file() else single
+        spec = importlib.util.spec_from_file_location(
+            private, location, submodule_search_locations=[str(location.parent)] if location == package else None)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[private] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[private]
+            raise
+    return importlib.import_module(private + (f".{rest}" if rest else ""))
+
+
 def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, classes=None,
                  activation="sigmoid", factory_kwargs: dict | None = None) -> ModelSource:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ModelSourceError(f"{spec!r}: a user model is given as package.module:factory")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # a user's module next to where they run the command
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        factory = getattr(import_user_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ModelSourceError(f"cannot import {spec!r} ({exc}); run from the folder that holds the module or "
                                "add it to PYTHONPATH") from None

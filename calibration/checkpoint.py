@@ -37,7 +37,7 @@ def checkpoint_info(path) -> dict:
 def read_weights(path) -> tuple[dict, dict]:
     """(state_dict, what the file says about itself) from any weights file of the project, with one set of rules:
     `{"state_dict": ...}` (a project checkpoint, which also names its preset, preprocess and classes), `{"model":
-    ...}` (a training run's last.pt), else the file is the state_dict itself (plain, or saved by tsai)."""
+    ...}` (a training run's last.pt, or a fastai/tsai `learn.save()` file: its `opt` entry is ignored), else the file is the state_dict itself (plain, or saved by tsai)."""
     path = Path(path)
     if not path.is_file():
         raise FogError(f"{path}: weights file not found (train one with `toolkit train`, or check the path)")

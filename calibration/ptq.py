@@ -129,6 +129,15 @@ def apply_cache(qat_model, cache: CalibrationCache, check_model: bool = True) ->
         q.load_calibration(torch.as_tensor(cache.amax[name], dtype=torch.float32))
 
 
+def learnt_ranges(qat_model, initial: CalibrationCache, fine_tuned_on: dict) -> CalibrationCache:
+    """The ranges a QAT fine-tuning ends with, as a cache: tied (`model_hash`) to the fine-tuned float weights, saying
+    how the initial ranges were calibrated (`initial`) and what the fine-tuning trained on (`fine_tuned_on`)."""
+    amax = {name: _to_json(q.amax) for name, q in quantizers(qat_model).items()}
+    return CalibrationCache(amax=amax, calibrator=initial.calibrator,
+                            data={**initial.data, "fine_tuned_on": fine_tuned_on}, model_hash=model_hash(qat_model),
+                            preset=initial.preset, unused=list(initial.unused))
+
+
 def _to_json(amax: torch.Tensor):
     values = amax.detach().cpu().float()
     return float(values) if values.dim() == 0 else [float(v) for v in values]

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 
+from calibration.calibrators import DEFAULT_METHOD
 from calibration.data import WindowReader
 from deploy.recording import read_recordings
 from deploy.wearer import STREAM_NORMALIZATIONS
 from toolkit.cli import UserError
 from toolkit.commands._events import add_event_arguments, event_overrides
 from toolkit.export import ExportOptions, export_bundle, summary_table
+from toolkit.export.ranges import given_ranges
 from toolkit.export.source import resolve
 from toolkit.export.targets import get_target
 
@@ -60,8 +62,13 @@ def add_arguments(p) -> None:
     tgt.add_argument("--no-engine", action="store_true", help="write the build kit only, even if TensorRT is here")
     tgt.add_argument("--force", action="store_true", help="replace an existing --out folder")
     cal = p.add_argument_group("calibration and verification")
-    cal.add_argument("--calib-method", default="percentile", choices=("max", "percentile", "entropy", "mse"),
-                     help="activation range calibrator (default percentile)")
+    cal.add_argument("--calibration", metavar="CAL_JSON",
+                     help="ship the ranges of this calibration cache (`toolkit calibrate --out`) instead of "
+                          "calibrating; refused unless made for these weights. A QAT result (`toolkit train --qat`) "
+                          "ships its own learnt ranges without this flag")
+    cal.add_argument("--calib-method", default=DEFAULT_METHOD, choices=("max", "percentile", "entropy", "mse"),
+                     help=f"activation range calibrator (default {DEFAULT_METHOD}, chosen by measurement: "
+                          "docs/calibration.md)")
     cal.add_argument("--calib-windows", type=int, default=64)
     cal.add_argument("--calib-data", nargs="+", help="recordings to calibrate on (default synthetic windows)")
     cal.add_argument("--verify-windows", type=int, default=16)
@@ -94,6 +101,10 @@ def run(args) -> int:
                      preprocess=_user_preprocess(args),
                      classes=args.classes.split(",") if args.classes else None, activation=args.activation,
                      factory_kwargs=factory_kwargs, background=args.background_class, any_fog=args.any_fog)
+    given = given_ranges(source, args.calibration)
+    if given and args.calib_data:
+        raise UserError(f"--calib-data calibrates at export, but the {given.source} ranges of {given.path} are shipped "
+                        "as they are: drop --calib-data (or --calibration)")
     reader = None
     if args.calib_data:
         reader = WindowReader(read_recordings(args.calib_data), source.preprocess, limit=args.calib_windows,
@@ -101,6 +112,7 @@ def run(args) -> int:
     events = event_overrides(args)
     options = ExportOptions(batch=args.batch, precision=args.precision, opset=args.opset,
                             calib_windows=args.calib_windows, calib_method=args.calib_method, calib_reader=reader,
+                            ranges=given,
                             verify_windows=args.verify_windows, events=events, dla_core=args.dla_core,
                             build_engine="never" if args.no_engine else "auto", force=args.force, quiet=args.quiet,
                             stream_normalization=args.stream_normalization, fidelity=not args.no_fidelity,

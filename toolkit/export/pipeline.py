@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from calibration.calibrators import DEFAULT_METHOD
 from calibration.data import BatchReader, synthetic_windows
 from deploy.contract import CPU_FP32_REASON, EVENT_KEYS, FP32_FILE, INT8_FILE, with_defaults
 from deploy.lazy import lazy_import
-from toolkit.export import buildkit, trt_build, verify
+from toolkit.export import buildkit, ranges, trt_build, verify
 from toolkit.export.checks import assert_checks, run_checks
 from toolkit.export.manifest import build_manifest
 from toolkit.export.onnx import ExportError, export_float, export_graph, with_activation
@@ -68,8 +69,9 @@ class ExportOptions:
     precision: str | None = None     # None: the target's default
     opset: int | None = None         # None: the target's export opset
     calib_windows: int = 64
-    calib_method: str = "percentile"  # measured on the trained fog-small: best mean |INT8 - float| (docs/export.md)
+    calib_method: str = DEFAULT_METHOD  # chosen by measurement (docs/calibration.md)
     calib_reader: object = None      # a calibration.data CalibrationDataReader over real recordings, else synthetic
+    ranges: object = None            # toolkit.export.ranges.GivenRanges (a QAT checkpoint's or a cache's): no calibration
     verify_windows: int = 16
     events: dict = field(default_factory=dict)
     dla_core: int | None = None
@@ -86,8 +88,7 @@ def calibrate_int8(qat, reader, method: str) -> dict:
     lists the quantizers no window reached (`unused`, inert at this shape; placeholder range, see calibration.ptq)."""
     cache = ptq.calibrate(qat, reader, method=method, progress=False)
     qat_convert.set_quantization(qat, True)
-    return {"method": method, "windows": cache.data.get("windows"), "data": cache.data, "unused": cache.unused,
-            **({"unused_amax": ptq.UNUSED_AMAX} if cache.unused else {})}
+    return ranges.describe("export-calibrated", cache.calibrator, cache.data, cache.unused)
 
 
 def assert_inert(qat, shape, unused) -> None:
@@ -154,6 +155,9 @@ class ExportPipeline:
         self.cal_batches = self.ver_batches = self.fp32 = self.float_graph = None
         self.cpu_choice = self.kit = self.engine_file = self.engine_note = self.streaming = None
         self.event_settings = event_settings(opt.events)
+        if opt.ranges and not self.want_int8:
+            source.notes.append(f"the {opt.ranges.source} ranges ({opt.ranges.path}) are not shipped: the bundle has no "
+                                f"INT8 graph at precision {precision} (pass --precision int8 to ship them)")
 
     def run(self) -> dict:
         self.export_float()
@@ -191,14 +195,19 @@ class ExportPipeline:
 
     def export_int8(self) -> None:
         opt, source = self.opt, self.source
-        self.progress.start(f"INT8: QAT variant, {opt.calib_method} calibration, Q/DQ ONNX")
+        given = opt.ranges
+        how = f"{given.source} ranges from {given.path}" if given else f"{opt.calib_method} calibration"
+        self.progress.start(f"INT8: QAT variant, {how}, Q/DQ ONNX")
         self.qat = qat_convert.to_qat(source.module, batch_size=opt.batch, seq_len=self.n_steps).eval()
         # Calibrate (and later verify) a wide-batch twin: the unrolled graph runs step by step in Python, so one
         # window at a time is slow. Windows are independent unless the model mixes the batch axis (tsai_compat).
         self.qat_wide = self.qat if self.wide == opt.batch else \
             qat_convert.to_qat(source.module, batch_size=self.wide, seq_len=self.n_steps).eval()
-        reader = opt.calib_reader or BatchReader(self.cal_batches, SYNTHETIC_CALIBRATION)
-        self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method)
+        if given:
+            self.calibration_info = ranges.apply_given(self.qat_wide, given)
+        else:
+            reader = opt.calib_reader or BatchReader(self.cal_batches, SYNTHETIC_CALIBRATION)
+            self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method)
         if self.qat_wide is not self.qat:
             self.qat.load_state_dict(self.qat_wide.state_dict())  # same names: the ranges do not depend on the batch
             qat_convert.set_quantization(self.qat, True)
@@ -291,6 +300,8 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     out = Path(out)
     precision = choose_precision(target, opt.precision)
     event_settings(opt.events)  # refuse bad flags before minutes of work
+    if opt.ranges:
+        ranges.check_belongs(source.module, opt.ranges)  # and ranges made for other weights
     if out.exists() and any(out.iterdir()) and not opt.force:
         raise ExportError(f"{out} exists and is not empty; choose another --out or pass --force")
     work = out.with_name(out.name + ".partial")

@@ -74,9 +74,12 @@ def bundle(loop):
     return loop / "bundle", printed.getvalue()
 
 
-def test_export_ships_the_qat_ranges(loop, bundle):
+def test_export_ships_the_qat_ranges(loop, bundle, capsys):
     folder, printed = bundle
     assert f"INT8 ranges: QAT checkpoint {loop / 'qat' / 'model.pt'}" in printed
+    capsys.readouterr()
+    assert cli(["inspect", str(folder)]) == 0
+    assert f"int8       INT8 ranges: QAT checkpoint {loop / 'qat' / 'model.pt'}" in capsys.readouterr().out
     manifest = Bundle.load(folder).manifest
     cal = manifest["export"]["calibration"]
     assert cal["source"] == "qat" and cal["path"] == str(loop / "qat" / "model.pt")
@@ -136,3 +139,19 @@ def test_ranges_for_other_weights_are_refused(loop, capsys):
     assert cli(["export", "--model", str(loop / "qat" / "model.pt"), "--calibration", str(cal), "--target", "jetson",
                 "--out", str(loop / "refused")]) == 2
     assert "carries its own learnt ranges" in capsys.readouterr().err
+
+
+def test_a_calibration_cache_ships_as_it_is(loop, capsys):
+    cal = loop / "cal.json"
+    capsys.readouterr()
+    assert cli(["export", "--model", str(loop / "float" / "model.pt"), "--calibration", str(cal), "--target", "jetson",
+                "--no-fidelity", "--verify-windows", "4", "--quiet", "--out", str(loop / "cached")]) == 0
+    assert f"INT8 ranges: calibration cache {cal} (" in capsys.readouterr().out
+    calibration = Bundle.load(loop / "cached").manifest["export"]["calibration"]
+    cache = json.loads(cal.read_text())
+    assert calibration["source"] == "cache" and calibration["model_hash"] == cache["model_hash"]
+    assert calibration["windows"] == 16 and calibration["calibrator"] == cache["calibrator"]
+    cache_scales = [np.ravel(v) / 127 for v in cache["amax"].values()]
+    graph_scales = _qdq_scales(loop / "cached" / INT8_FILE)
+    assert graph_scales and all(any(g.shape == c.shape and np.allclose(g, c, rtol=1e-6, atol=0)
+                                    for c in cache_scales) for g in graph_scales)

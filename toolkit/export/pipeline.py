@@ -3,7 +3,8 @@
 `ExportPipeline` is one export; each step is a method, in the order `run` calls them (each reports progress on
 stderr; any failure stops before a bundle is written):
 1. `export_float`, `check_float`: the float ONNX at the target's opset, checked (toolkit.export.checks);
-2. `export_int8`: where the target has INT8, the calibrated QAT variant as a Q/DQ ONNX, checked;
+2. `export_int8`: where the target has INT8, the QAT variant with its ranges (a QAT checkpoint's or a cache's as
+   they are, else calibrated here: toolkit.export.ranges) as a Q/DQ ONNX, checked;
 3. `verify`: numerical verification on held-out windows (toolkit.export.verify);
 4. `choose_cpu_precision`: for an onnxruntime target, what it runs (measured with --precision fastest);
 5. `engine_or_kit`: a TensorRT engine when TensorRT and a GPU are here, and the on-device build kit;

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from calibration.cache import CalibrationCache, CalibrationCacheError, model_hash
-from calibration.calibrators import make_calibrator
+from calibration.calibrators import DEFAULT_METHOD, make_calibrator
 from deploy.metrics import average_precision
 from models.qat import quantizers, set_calibration
 
@@ -33,7 +33,7 @@ from models.qat import quantizers, set_calibration
 UNUSED_AMAX = 1.0
 
 
-def calibrate(qat_model, reader, method: str = "entropy", *, options: dict | None = None,
+def calibrate(qat_model, reader, method: str = DEFAULT_METHOD, *, options: dict | None = None,
               preset: str | None = None, progress: bool = True) -> CalibrationCache:
     """Calibrate every quantizer of `qat_model` on the batches of `reader`; quantization is left OFF.
     Quantizers no window reached get UNUSED_AMAX and are listed in the cache's `unused`."""

@@ -70,16 +70,24 @@ class CalibrationCache:
             raise CalibrationCacheError(f"{path}: no such calibration cache (run `toolkit calibrate` to make one)")
         except (OSError, json.JSONDecodeError) as exc:
             raise CalibrationCacheError(f"{path}: not a readable calibration cache ({exc}); recalibrate") from None
+        return cls.from_dict(raw, path)
+
+    @classmethod
+    def from_dict(cls, raw, where="calibration cache") -> "CalibrationCache":
+        """A cache from its `to_dict()` form (a JSON file, or the ranges a QAT checkpoint carries)."""
         if not isinstance(raw, dict) or raw.get("schema") != CACHE_SCHEMA or not isinstance(raw.get("amax"), dict):
-            raise CalibrationCacheError(f"{path}: not a calibration cache of schema {CACHE_SCHEMA}; recalibrate")
+            raise CalibrationCacheError(f"{where}: not a calibration cache of schema {CACHE_SCHEMA}; recalibrate")
         return cls(amax=raw["amax"], calibrator=raw.get("calibrator", {}), data=raw.get("data", {}),
                    model_hash=raw.get("model_hash", ""), preset=raw.get("preset"), unused=list(raw.get("unused", [])),
                    created=raw.get("created", ""))
 
-    def check_model(self, model) -> None:
-        """Refuse a model whose float weights differ from the ones this cache was calibrated on."""
+    def check_model(self, model, where: str = "calibration cache",
+                    fix: str = "recalibrate (`toolkit calibrate --checkpoint THE_MODEL --out cal.json`), or export "
+                               "the checkpoint the cache was made with") -> None:
+        """Refuse a model whose float weights differ from the ones these ranges were calibrated on; the message
+        names both hashes (`where` says whose ranges, `fix` what to do)."""
         actual = model_hash(model)
         if actual != self.model_hash:
             raise CalibrationCacheError(
-                f"calibration cache was made for model {self.model_hash[:12]}, this model is {actual[:12]} "
-                "(its weights changed): recalibrate, or pass the checkpoint the cache was made with")
+                f"{where} was made for float weights with hash {self.model_hash[:16]}, but the model being used has "
+                f"hash {actual[:16]} (different weights or a different model): {fix}")

@@ -231,6 +231,10 @@ class MSECalibrator(Calibrator):
         return {**super().describe(), "stride": self.stride}
 
 
+# The one default activation calibrator of `toolkit export`, `calibrate` and `train --qat`, chosen by measurement on the
+# shipped fog-small with real (Daphnet) and synthetic recordings: docs/calibration.md.
+DEFAULT_METHOD = "mse"
+
 CALIBRATORS = {c.method: c for c in (MaxCalibrator, PercentileCalibrator, EntropyCalibrator, MSECalibrator)}
 
 

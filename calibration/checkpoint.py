@@ -6,7 +6,9 @@ with `torch.load(..., weights_only=True)`:
 - plain: a state_dict for `models.create_model(preset)` (the bundled default in `models/weights/`, which the
   registry points at);
 - project: `{"preset", "state_dict", "preprocess", "classes"}` (what `toolkit train` writes as `model.pt`, so
-  `toolkit export --model runs/x/model.pt` knows the preset without the JSON).
+  `toolkit export --model runs/x/model.pt` knows the preset without the JSON); after `toolkit train --qat` also
+  `"qat"`: the learnt ranges (`CalibrationCache.to_dict()` form, tied to these weights by `model_hash`), which
+  export ships as they are.
 `<name>.json` holds the preset name, the training data description, the seed and figures.
 """
 from __future__ import annotations
@@ -37,7 +39,7 @@ def checkpoint_info(path) -> dict:
 def read_weights(path) -> tuple[dict, dict]:
     """(state_dict, what the file says about itself) from any weights file of the project, with one set of rules:
     `{"state_dict": ...}` (a project checkpoint, which also names its preset, preprocess and classes), `{"model":
-    ...}` (a training run's last.pt), else the file is the state_dict itself (plain, or saved by tsai)."""
+    ...}` (a training run's last.pt, or a fastai/tsai `learn.save()` file: its `opt` entry is ignored), else the file is the state_dict itself (plain, or saved by tsai)."""
     path = Path(path)
     if not path.is_file():
         raise FogError(f"{path}: weights file not found (train one with `toolkit train`, or check the path)")
@@ -48,10 +50,20 @@ def read_weights(path) -> tuple[dict, dict]:
         raise FogError(f"{path}: not a readable weights file ({type(exc).__name__}: {first}); give a state_dict saved "
                        "with torch.save(model.state_dict(), path), or a model.pt from `toolkit train`") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        return state["state_dict"], {k: state[k] for k in ("preset", "preprocess", "classes") if state.get(k)}
+        return state["state_dict"], {k: state[k] for k in ("preset", "preprocess", "classes", "qat") if state.get(k)}
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        return state["model"], {}
-    return state, {}
+        return split_qat_state(state["model"])
+    return split_qat_state(state)
+
+
+def split_qat_state(state) -> tuple[dict, dict]:
+    """A QAT variant's state_dict (float weights plus `*_quantizer.amax` ranges, e.g. `model_qat.pt` of `toolkit
+    train --qat`) -> (the float weights, {"qat": {"amax": ranges}}); any other state is returned as it is."""
+    if not isinstance(state, dict) or not any(str(k).endswith("quantizer.amax") for k in state):
+        return state, {}
+    ranges = {k[:-len(".amax")]: v.tolist() for k, v in state.items() if str(k).endswith("quantizer.amax")}
+    floats = {k: v for k, v in state.items() if not str(k).endswith(("quantizer.amax", "quantizer.calib_amax"))}
+    return floats, {"qat": {"amax": ranges}}
 
 
 def fit_weights(module, state: dict, path, fix: str) -> None:
@@ -84,8 +96,9 @@ def load_model(preset: str | None = None, checkpoint=None, default_weights: bool
     return model, preset, checkpoint
 
 
-def save_checkpoint(model, path, info: dict, plain: bool = False) -> Path:
-    """Write `path` (fp32 weights: project form, or a plain state_dict) and `path.with_suffix('.json')` (info)."""
+def save_checkpoint(model, path, info: dict, plain: bool = False, qat_ranges: dict | None = None) -> Path:
+    """Write `path` (fp32 weights: project form, or a plain state_dict) and `path.with_suffix('.json')` (info).
+    `qat_ranges` (a QAT run's learnt ranges, `CalibrationCache.to_dict()` form) go into the project form as `qat`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
@@ -93,7 +106,7 @@ def save_checkpoint(model, path, info: dict, plain: bool = False) -> Path:
     if not plain:
         preset = models.get_preset(info["preset"])
         state = {"preset": preset.name, "state_dict": state, "preprocess": dict(preset.preprocess),
-                 "classes": list(preset.classes)}
+                 "classes": list(preset.classes), **({"qat": qat_ranges} if qat_ranges else {})}
     torch.save(state, path)
     path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     return path

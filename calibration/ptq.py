@@ -23,7 +23,7 @@ import torch
 
 from calibration import progress as bars
 from calibration.cache import CalibrationCache, CalibrationCacheError, model_hash
-from calibration.calibrators import make_calibrator
+from calibration.calibrators import DEFAULT_METHOD, make_calibrator
 from deploy.metrics import average_precision
 from models.qat import quantizers, set_calibration
 
@@ -47,7 +47,7 @@ def _sample(x):
     return flat.cpu().numpy()
 
 
-def calibrate(qat_model, reader, method: str = "entropy", *, options: dict | None = None,
+def calibrate(qat_model, reader, method: str = DEFAULT_METHOD, *, options: dict | None = None,
               preset: str | None = None, progress: bool = True) -> CalibrationCache:
     """Calibrate every quantizer of `qat_model` on the batches of `reader`; quantization is left OFF.
     Quantizers no window reached get UNUSED_AMAX and are listed in the cache's `unused`."""
@@ -144,6 +144,15 @@ def apply_cache(qat_model, cache: CalibrationCache, check_model: bool = True) ->
             "recalibrate for this model")
     for name, q in named.items():
         q.load_calibration(torch.as_tensor(cache.amax[name], dtype=torch.float32))
+
+
+def learnt_ranges(qat_model, initial: CalibrationCache, fine_tuned_on: dict) -> CalibrationCache:
+    """The ranges a QAT fine-tuning ends with, as a cache: tied (`model_hash`) to the fine-tuned float weights, saying
+    how the initial ranges were calibrated (`initial`) and what the fine-tuning trained on (`fine_tuned_on`)."""
+    amax = {name: _to_json(q.amax) for name, q in quantizers(qat_model).items()}
+    return CalibrationCache(amax=amax, calibrator=initial.calibrator,
+                            data={**initial.data, "fine_tuned_on": fine_tuned_on}, model_hash=model_hash(qat_model),
+                            preset=initial.preset, unused=list(initial.unused))
 
 
 def _to_json(amax: torch.Tensor):

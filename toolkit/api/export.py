@@ -8,6 +8,8 @@ from calibration.data import WindowReader
 from deploy.recording import read_recordings
 from toolkit.api.model import as_source
 from toolkit.export import ExportOptions, export_bundle, summary_table
+from toolkit.export.onnx import ExportError
+from toolkit.export.ranges import given_ranges
 from toolkit.export.targets import get_target
 
 
@@ -36,7 +38,7 @@ class ExportResult:
 def export(model, target: str = "jetson", out=None, *, weights=None, preprocess: dict | None = None, classes=None,
            activation: str | None = None, n_patches: int | None = None, tsai: bool = False,
            factory_kwargs: dict | None = None, background=None, any_fog: str | None = None,
-           calib_data=None, calib_layout: str | None = None, calib_mapping: str | None = None,
+           calibration=None, calib_data=None, calib_layout: str | None = None, calib_mapping: str | None = None,
            fidelity_data=None, fidelity_layout: str | None = None, fidelity_mapping: str | None = None,
            events: dict | None = None, quiet: bool = True, **options) -> ExportResult:
     """Export `model` for `target` into the bundle folder `out`.
@@ -44,14 +46,16 @@ def export(model, target: str = "jetson", out=None, *, weights=None, preprocess:
     `model`: a preset name, a checkpoint of this project, 'package.module:factory', or a torch.nn.Module (with
     `preprocess`: rate_hz, units, patch, n_patches, normalization, layout; what is missing comes from the module or
     the defaults, see toolkit.api.model). `calib_data` / `fidelity_data`: recordings (paths or Recording objects) to
-    calibrate INT8 / measure streaming fidelity on (default synthetic). `events`: manifest event keys
+    calibrate INT8 / measure streaming fidelity on (default synthetic). `calibration`: a calibration cache
+    (`toolkit calibrate --out`) whose ranges ship as they are; a QAT result (`toolkit train --qat`) ships its own. `events`: manifest event keys
     (deploy.contract.EVENT_KEYS). Other keywords are `toolkit.export.ExportOptions` fields (batch, precision, opset,
     calib_method, calib_windows, verify_windows, dla_core, build_engine, force, stream_normalization, fidelity,
     recurrence, threads).
     """
     if out is None:
         raise TypeError("export() needs out=: the bundle folder to create")
-    known = set(ExportOptions.__dataclass_fields__) - {"calib_reader", "fidelity_recordings", "events", "quiet"}
+    known = set(ExportOptions.__dataclass_fields__) - {"calib_reader", "fidelity_recordings", "events", "quiet",
+                                                       "ranges"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"export() got unknown option(s) {unknown}; known: {sorted(known)}")
@@ -59,7 +63,10 @@ def export(model, target: str = "jetson", out=None, *, weights=None, preprocess:
     source = as_source(model, weights=weights, preprocess=preprocess, classes=classes, activation=activation,
                        n_patches=n_patches, tsai=tsai, factory_kwargs=factory_kwargs, background=background,
                        any_fog=any_fog)
-    opt = ExportOptions(events=dict(events or {}), quiet=quiet, **options)
+    opt = ExportOptions(events=dict(events or {}), quiet=quiet, ranges=given_ranges(source, calibration), **options)
+    if opt.ranges and calib_data:
+        raise ExportError(f"calib_data calibrates at export, but the {opt.ranges.source} ranges of {opt.ranges.path} "
+                          "ship as they are: drop --calib-data (or --calibration)")
     if calib_data:
         opt.calib_reader = WindowReader(_recordings(calib_data, calib_layout, calib_mapping), source.preprocess,
                                         limit=opt.calib_windows or 64, batch_size=16)

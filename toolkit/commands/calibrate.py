@@ -1,6 +1,6 @@
 """Calibrate INT8 ranges for a model's QAT variant (post-training quantization) and report what INT8 costs.
 
-  toolkit calibrate data/ --out cal.json                        # the bundled fog-small weights, mse ranges
+  toolkit calibrate data/ --out cal.json                        # the bundled fog-small weights, default ranges
   toolkit calibrate --synthetic 8 --method percentile --percentile 99.99 --out cal.json --plot plots/
   toolkit calibrate data/ --model runs/small/model.pt --eval held_out/ --report ptq.json --out cal.json
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 
+from calibration.calibrators import DEFAULT_METHOD
 from calibration.checkpoint import load_model
 from calibration.data import WindowReader, prepare_recording, recordings_from_args, sample_windows, synthetic_recordings
 from deploy.contract import CLASSES
@@ -39,8 +40,9 @@ METHODS = ("entropy", "percentile", "mse", "max")
 def add_arguments(p) -> None:
     add_recording_arguments(p, per_subject=1)
     add_model_arguments(p.add_argument_group("model"))
-    p.add_argument("--method", choices=METHODS, default="mse", help="activation range method (default mse; entropy lost 0.07 mAP on one fog-small training run, see "
-                   "models/weights/MODEL_CARD.md)")
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help=f"activation range method (default {DEFAULT_METHOD}, the one default of export, calibrate and "
+                        "train --qat, chosen by measurement: docs/calibration.md)")
     p.add_argument("--percentile", type=float, default=99.99, help="for --method percentile (default 99.99)")
     p.add_argument("--bins", type=int, default=2048, help="histogram bins (default 2048)")
     p.add_argument("--windows", type=int, default=512, help="calibration windows (default 512)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from calibration.calibrators import DEFAULT_METHOD
 from deploy.wearer import STREAM_NORMALIZATIONS
 from toolkit.api import export
 from toolkit.cli import UserError
@@ -70,8 +71,13 @@ def add_arguments(p) -> None:
     tgt.add_argument("--no-engine", action="store_true", help="write the build kit only, even if TensorRT is here")
     tgt.add_argument("--force", action="store_true", help="replace an existing --out folder")
     cal = p.add_argument_group("calibration and verification")
-    cal.add_argument("--calib-method", default="percentile", choices=("max", "percentile", "entropy", "mse"),
-                     help="activation range calibrator (default percentile)")
+    cal.add_argument("--calibration", metavar="CAL_JSON",
+                     help="ship the ranges of this calibration cache (`toolkit calibrate --out`) instead of "
+                          "calibrating; refused unless made for these weights. A QAT result (`toolkit train --qat`) "
+                          "ships its own learnt ranges without this flag")
+    cal.add_argument("--calib-method", default=DEFAULT_METHOD, choices=("max", "percentile", "entropy", "mse"),
+                     help=f"activation range calibrator (default {DEFAULT_METHOD}, chosen by measurement: "
+                          "docs/calibration.md)")
     cal.add_argument("--calib-windows", type=int,
                      help="calibration windows (default: 8,192 patches' worth, 4 to 64: 64 for fog-small, 9 for fog-1st-place)")
     cal.add_argument("--calib-data", nargs="+", help="recordings to calibrate on (default synthetic windows)")
@@ -116,7 +122,8 @@ def run(args) -> int:
     result = export(model, args.target, args.out, weights=weights, n_patches=args.n_patches, tsai=args.tsai,
                     preprocess=_user_preprocess(args), classes=args.classes.split(",") if args.classes else None,
                     activation=args.activation, factory_kwargs=factory_kwargs, background=args.background_class,
-                    any_fog=args.any_fog, calib_data=args.calib_data, calib_layout=args.layout,
+                    any_fog=args.any_fog, calibration=args.calibration, calib_data=args.calib_data,
+                    calib_layout=args.layout,
                     fidelity_data=args.fidelity_data, fidelity_layout=args.layout, fidelity_mapping=args.fidelity_mapping,
                     events=event_overrides(args), quiet=args.quiet, batch=args.batch, precision=args.precision,
                     opset=args.opset, calib_windows=args.calib_windows, calib_method=args.calib_method,

@@ -10,6 +10,7 @@ import json
 
 from deploy.bundle import Bundle, bundle_digest
 from toolkit.commands._options import add_json
+from toolkit.export.ranges import ranges_line
 from toolkit.export.verify import describe
 
 HELP = "print a bundle's manifest for a person (--verify checks every file's sha256)"
@@ -36,6 +37,9 @@ def _describe(manifest: dict) -> str:
         f"target     {t.get('name')}: {t.get('description')}",
         "events     " + ", ".join(f"{k}={v}" for k, v in manifest.get("events", {}).items()),
     ]
+    ranges = ranges_line((manifest.get("export") or {}).get("calibration"))
+    if ranges:
+        lines.append(f"int8       {ranges}")
     checks = manifest.get("checks", [])
     lines.append(f"checks     {sum(c['passed'] for c in checks)}/{len(checks)} passed")
     for c in checks:

@@ -6,7 +6,9 @@ Float training:
 
 QAT fine-tuning (fake INT8 quantization on, starting from float weights and calibrated ranges):
   toolkit train data/ --qat --weights runs/small/model.pt --calibration cal.json --out runs/small-qat
-  (without --calibration the ranges are calibrated first on the training windows, entropy method)
+  (without --calibration the ranges are calibrated first on the training windows, the default calibrator)
+  model.pt then carries the learnt ranges beside the fine-tuned weights: `toolkit export --model OUT/model.pt
+  --target jetson` ships them as they are (the manifest says so).
 
 Validation is on held-out subjects (`meta["subject"]`; Kaggle metadata or the synthetic generator supply it):
 --val-subjects names them, otherwise --val-fraction of the subjects is drawn with --seed. The metric is the
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 from calibration.cache import CalibrationCache
+from calibration.calibrators import DEFAULT_METHOD
 from calibration.checkpoint import load_model, save_checkpoint
 from calibration.data import WindowReader, describe_recordings, recordings_from_args
 from deploy.lazy import lazy_import, require
@@ -78,7 +81,7 @@ def run(args) -> int:
                          warmup_steps=args.warmup, patience=args.patience, seed=args.seed)
     float_model = model
     if args.qat:
-        model = _qat_variant(model, preset, args, train, spec)
+        model, initial_ranges = _qat_variant(model, preset, args, train, spec)
     print(f"train: {preset}, {len(train)} training / {len(val)} validation recordings "
           f"({'QAT fine-tuning' if args.qat else 'float'})", flush=True)
     started = time.perf_counter()
@@ -94,7 +97,8 @@ def run(args) -> int:
         torch.save(model.state_dict(), out / "model_qat.pt")
         float_model.load_state_dict({k: v for k, v in model.state_dict().items() if "quantizer" not in k},
                                     strict=False)
-        save_checkpoint(float_model, out / "model.pt", info)
+        ranges = ptq.learnt_ranges(model, initial_ranges, describe_recordings(train))
+        save_checkpoint(float_model, out / "model.pt", info, qat_ranges=ranges.to_dict())
     else:
         save_checkpoint(model, out / "model.pt", info)
     print(f"train: best validation mAP {result.best_map} at epoch {result.best_epoch}; "
@@ -105,12 +109,14 @@ def run(args) -> int:
 
 
 def _qat_variant(model, preset, args, train, spec):
-    """The calibrated QAT variant with fake quantization on, from --calibration or calibrated here."""
+    """(the calibrated QAT variant with fake quantization on, its initial ranges), from --calibration or calibrated
+    here on the training windows (the user's recordings)."""
     qat = qat_convert.to_qat(model, batch_size=args.batch_size, seq_len=spec["n_patches"])
     if args.calibration:
-        ptq.apply_cache(qat, CalibrationCache.load(args.calibration))
+        cache = CalibrationCache.load(args.calibration)
+        ptq.apply_cache(qat, cache)
     else:
-        ptq.calibrate(qat, WindowReader(train, spec, limit=512, seed=args.seed, batch_size=args.batch_size),
-                  "entropy", preset=preset, progress=not args.quiet)
+        cache = ptq.calibrate(qat, WindowReader(train, spec, limit=512, seed=args.seed, batch_size=args.batch_size),
+                              DEFAULT_METHOD, preset=preset, progress=not args.quiet)
     qat_convert.set_quantization(qat, True)
-    return qat
+    return qat, cache

@@ -12,6 +12,7 @@ from deploy.contract import AXES, FP32_FILE, INPUT_NAME, OUTPUT_NAME, SCHEMA_VER
 from deploy.offline import output_per
 from toolkit import __version__
 from toolkit.export.macs import count_macs
+from toolkit.export.ranges import ranges_line
 from toolkit.export.verify import describe
 
 FP16_NOTE = ("FP16 runs from the fp32 ONNX with the builder's FP16 flag (TensorRT < 11); it is verified on the device "
@@ -108,8 +109,9 @@ def _streaming_lines(streaming: dict | None) -> list[str]:
 
 def summary_table(out, manifest: dict) -> str:
     """The end-of-export summary: files, sizes, checks, verification figures."""
-    lines = [f"bundle {out}  (target {manifest['target']['name']}, precision {manifest['precision']})", "",
-             f"  {'file':<34} {'bytes':>12}  sha256"]
+    ranges = ranges_line(manifest["export"].get("calibration"))
+    lines = [f"bundle {out}  (target {manifest['target']['name']}, precision {manifest['precision']})",
+             *([f"  {ranges}"] if ranges else []), "", f"  {'file':<34} {'bytes':>12}  sha256"]
     for rel, entry in manifest["files"].items():
         lines.append(f"  {rel:<34} {entry['bytes']:>12,}  {entry['sha256'][:16]}")
     passed = sum(c["passed"] for c in manifest["checks"])

@@ -3,7 +3,8 @@
 `ExportPipeline` is one export; each step is a method, in the order `run` calls them (a step bar on stderr when it is
 a terminal, calibration.progress.StepBar; any failure stops before a bundle is written):
 1. `export_float`, `check_float`: the float ONNX at the target's opset, checked (toolkit.export.checks);
-2. `export_int8`: where the target has INT8, the calibrated QAT variant as a Q/DQ ONNX, checked;
+2. `export_int8`: where the target has INT8, the QAT variant with its ranges (a QAT checkpoint's or a cache's as
+   they are, else calibrated here: toolkit.export.ranges) as a Q/DQ ONNX, checked;
 3. `verify`: numerical verification on held-out windows (toolkit.export.verify);
 4. `choose_cpu_precision`: for an onnxruntime target, what it runs (measured with --precision fastest);
 5. `engine_or_kit`: a TensorRT engine when TensorRT and a GPU are here, and the on-device build kit;
@@ -16,12 +17,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from calibration.calibrators import DEFAULT_METHOD
 from calibration.data import BatchReader, synthetic_windows
 from calibration.progress import StepBar
 from deploy.contract import CPU_FP32_REASON, EVENT_KEYS, FP32_FILE, INT8_FILE, with_defaults
 from deploy.lazy import lazy_import
 from deploy.engines.onnxruntime import DISABLED_OPTIMIZERS
-from toolkit.export import buildkit, cpu_plans, plan, trt_build, verify
+from toolkit.export import buildkit, cpu_plans, plan, ranges, trt_build, verify
 from toolkit.export.checks import assert_checks, run_checks
 from toolkit.export.manifest import build_manifest
 from toolkit.export.onnx import ExportError, export_float, export_graph, with_activation
@@ -62,8 +64,9 @@ class ExportOptions:
     precision: str | None = None     # None: the target's default
     opset: int | None = None         # None: the target's export opset
     calib_windows: int | None = None  # None: as many windows as make CALIB_PATCHES patches (4 to 64)
-    calib_method: str = "percentile"  # measured on the trained fog-small: best mean |INT8 - float| (docs/export.md)
+    calib_method: str = DEFAULT_METHOD  # chosen by measurement (docs/calibration.md)
     calib_reader: object = None      # a calibration.data CalibrationDataReader over real recordings, else synthetic
+    ranges: object = None            # toolkit.export.ranges.GivenRanges (a QAT checkpoint's or a cache's): no calibration
     verify_windows: int | None = None  # None: as many windows as make VERIFY_PATCHES patches (4 to 16)
     events: dict = field(default_factory=dict)
     dla_core: int | None = None
@@ -83,8 +86,13 @@ def calibrate_int8(qat, reader, method: str, progress: bool = False) -> dict:
     `progress`: a bar of the windows calibrated (under the export's step bar: minutes for the large preset)."""
     cache = ptq.calibrate(qat, reader, method=method, progress=progress)
     qat_convert.set_quantization(qat, True)
-    return {"method": method, "windows": cache.data.get("windows"), "data": cache.data, "unused": cache.unused,
-            **({"unused_amax": ptq.UNUSED_AMAX} if cache.unused else {})}
+    return ranges.describe("export-calibrated", cache.calibrator, cache.data, cache.unused)
+
+
+def _forward(model, batches) -> None:
+    with torch.no_grad():
+        for batch in batches:
+            model(torch.as_tensor(batch))
 
 
 def assert_inert(qat, shape, unused) -> None:
@@ -141,6 +149,9 @@ class ExportPipeline:
         self.int8_file, self.reference, self.ort_dynamic, self.dynamic_info, self.preoptimized = \
             INT8_FILE, None, None, None, None
         self.event_settings = event_settings(opt.events)
+        if opt.ranges and not self.want_int8:
+            source.notes.append(f"the {opt.ranges.source} ranges ({opt.ranges.path}) are not shipped: the bundle has no "
+                                f"INT8 graph at precision {precision} (pass --precision int8 to ship them)")
 
     def run(self) -> dict:
         try:
@@ -190,17 +201,25 @@ class ExportPipeline:
 
     def export_int8(self) -> None:
         opt, source = self.opt, self.source
+        given = opt.ranges
         recurrence, why = plan.choose_recurrence(source.module, self.n_steps, opt.recurrence)
-        self.progress.start(f"INT8: QAT variant ({recurrence} recurrence), {opt.calib_method} calibration, Q/DQ ONNX")
+        how = f"{given.source} ranges from {given.path}" if given else f"{opt.calib_method} calibration"
+        self.progress.start(f"INT8: QAT variant ({recurrence} recurrence), {how}, Q/DQ ONNX")
         self.qat = qat_convert.to_qat(source.module, batch_size=opt.batch, seq_len=self.n_steps,
                                       recurrence=recurrence).eval()
         # Calibrate (and later verify) a wide-batch twin: the unrolled graph runs step by step in Python, so one
         # window at a time is slow. Windows are independent unless the model mixes the batch axis (tsai_compat).
         self.qat_wide = self.qat if self.wide == opt.batch else \
             qat_convert.to_qat(source.module, batch_size=self.wide, seq_len=self.n_steps, recurrence=recurrence).eval()
-        reader = opt.calib_reader or BatchReader(self.cal_batches, SYNTHETIC_CALIBRATION)
-        with fp16.RecurrentRanges(self.qat_wide) as ranges:  # the fused layers see float values while calibrating
-            self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method, progress=not opt.quiet)
+        with fp16.RecurrentRanges(self.qat_wide) as watch:  # the fused layers' values on calibration data
+            if given:
+                self.calibration_info = ranges.apply_given(self.qat_wide, given)
+                if recurrence == "fused":   # no calibration pass to watch: one pass for the FP16 range check
+                    _forward(self.qat_wide, self.cal_batches)
+            else:
+                reader = opt.calib_reader or BatchReader(self.cal_batches, SYNTHETIC_CALIBRATION)
+                self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method,
+                                                       progress=not opt.quiet)
         if self.qat_wide is not self.qat:
             self.qat.load_state_dict(self.qat_wide.state_dict())  # same names: the ranges do not depend on the batch
             qat_convert.set_quantization(self.qat, True)
@@ -215,7 +234,7 @@ class ExportPipeline:
             onnx.save(int8, str(self.work / INT8_FILE))
         n = self._add_checks(int8, "int8", INT8_FILE, "the INT8 model", int8_graph=True)
         if recurrence == "fused":
-            self._add_range_check(ranges.check())
+            self._add_range_check(watch.check())
         self.timings["export_int8_s"] = self.progress.done(f"{len(int8.graph.node)} nodes, {n} checks passed; "
                                                            f"{plan.describe_plan(self.plan)}")
 
@@ -356,6 +375,8 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     precision = choose_precision(target, opt.precision)
     event_settings(opt.events)  # refuse bad flags before minutes of work
     warn_notes(source)
+    if opt.ranges:
+        ranges.check_belongs(source.module, opt.ranges)  # and ranges made for other weights
     if out.exists() and any(out.iterdir()) and not opt.force:
         raise ExportError(f"{out} exists and is not empty; choose another --out or pass --force")
     work = out.with_name(out.name + ".partial")

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from calibration.cache import CalibrationCache, model_hash
 from calibration.checkpoint import fit_weights, read_weights
 from deploy.bundle import sha256_file
 from deploy.contract import CLASSES
@@ -51,6 +53,7 @@ class ModelSource:
     factory: dict | None = None       # a user model: {"path": "package.module:factory", "kwargs": {...}}
     background: tuple[str, ...] = ()  # classes that are not events (deploy.event_classes)
     any_fog: str = "max"              # how "any FOG" is formed from the event classes: max | sum
+    qat_ranges: CalibrationCache | None = None  # the learnt ranges of a QAT checkpoint (`toolkit train --qat`)
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -72,8 +75,23 @@ _FIT = ("check the model name/factory, its arguments, and --n-patches (a learned
         "window)")
 
 
-def _load_weights(module, path) -> None:
-    fit_weights(module, read_weights(path)[0], path, _FIT)
+def _load_weights(module, path) -> CalibrationCache | None:
+    """Load the weights file into `module`; returns the QAT ranges the file carries, if any."""
+    state, info = read_weights(path)
+    fit_weights(module, state, path, _FIT)
+    return qat_ranges(info, module, path)
+
+
+def qat_ranges(info: dict, module, path) -> CalibrationCache | None:
+    """The ranges a QAT result carries (`qat` in a `toolkit train --qat` model.pt, with the hash of the fine-tuned
+    weights; or the quantizer buffers of a bare QAT state_dict, which come with these very weights)."""
+    raw = info.get("qat")
+    if not raw:
+        return None
+    if "schema" not in raw:   # a bare QAT state_dict: ranges and weights are one file, so they fit by construction
+        raw = {"schema": 1, "amax": raw["amax"], "model_hash": model_hash(module),
+               "calibrator": {"method": "unknown (a bare QAT state_dict)"}, "data": {}}
+    return CalibrationCache.from_dict(raw, f"{path} (its QAT ranges)")
 
 
 def _preset_module(name: str, overrides: dict):
@@ -112,14 +130,13 @@ def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrain
                      f"{preset.preprocess['n_patches']}, this export uses {n_patches}")
         shipped = None
     weights = Path(weights) if weights else shipped
-    if weights is not None:
-        _load_weights(module, weights)
-    elif not notes:
+    ranges = _load_weights(module, weights) if weights is not None else None
+    if weights is None and not notes:
         notes.append("random initial weights: the project ships no trained checkpoint for this preset")
     return ModelSource(module=module.eval(), name=name, kind="tsai" if tsai else "preset", preset=name,
                        preprocess=preprocess, classes=tuple(preset.classes), tsai_compat=bool(tsai),
                        weights_sha256=sha256_file(weights) if weights else None,
-                       weights_path=str(weights) if weights else None, notes=notes)
+                       weights_path=str(weights) if weights else None, notes=notes, qat_ranges=ranges)
 
 
 def from_checkpoint(path, *, n_patches=None) -> ModelSource:
@@ -141,7 +158,36 @@ def from_checkpoint(path, *, n_patches=None) -> ModelSource:
     classes = inside.get("classes") or preset.classes
     return ModelSource(module=module.eval(), name=Path(path).stem, kind="checkpoint", preset=name,
                        preprocess=preprocess, classes=tuple(classes), weights_sha256=sha256_file(path),
-                       weights_path=str(path))
+                       weights_path=str(path), qat_ranges=qat_ranges(inside, module, path))
+
+
+def import_user_module(module_name: str, folder=None):
+    """The user's module for `module:factory`, without shadowing the toolkit's own top-level packages.
+
+    A module (or package) found in `folder` (default: the working folder) is loaded from its file under a private
+    name (`_fog_user_<sha>.<name>`), so a `models.py` next to the user never replaces the toolkit's `models` package
+    in `sys.modules`. The folder is appended to `sys.path` (never put first), so the user's module can still import
+    its sibling files. Anything else is imported as usual (an installed package, or one on PYTHONPATH)."""
+    folder = Path(folder or Path.cwd()).resolve()
+    top, _, rest = module_name.partition(".")
+    package, single = folder / top / "__init__.py", folder / f"{top}.py"
+    if not package.is_file() and not (single.is_file() and not rest):
+        return importlib.import_module(module_name)
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    private = f"_fog_user_{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}_{top}"
+    if private not in sys.modules:
+        location = package if package.is_file() else single
+        spec = importlib.util.spec_from_file_location(
+            private, location, submodule_search_locations=[str(location.parent)] if location == package else None)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[private] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[private]
+            raise
+    return importlib.import_module(private + (f".{rest}" if rest else ""))
 
 
 def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, classes=None,
@@ -149,23 +195,20 @@ def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, cla
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ModelSourceError(f"{spec!r}: a user model is given as package.module:factory")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # a user's module next to where they run the command
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        factory = getattr(import_user_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ModelSourceError(f"cannot import {spec!r} ({exc}); run from the folder that holds the module or "
                                "add it to PYTHONPATH") from None
     module = factory(**(factory_kwargs or {}))
-    if weights:
-        _load_weights(module, weights)
+    ranges = _load_weights(module, weights) if weights else None
     state_sha, note = (None, None) if weights else _factory_weights(factory, factory_kwargs or {}, module)
     spec_dict = {**USER_PREPROCESS, **(preprocess or {})}
     return ModelSource(module=module.eval(), name=attr, kind="user", preset=None, preprocess=spec_dict,
                        classes=tuple(classes or CLASSES), activation=activation,
                        weights_sha256=sha256_file(weights) if weights else state_sha,
                        weights_path=str(weights) if weights else None, notes=[note] if note else [],
-                       factory={"path": spec, "kwargs": dict(factory_kwargs or {})})
+                       factory={"path": spec, "kwargs": dict(factory_kwargs or {})}, qat_ranges=ranges)
 
 
 def state_sha256(module) -> str:

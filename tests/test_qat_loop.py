@@ -106,8 +106,9 @@ def test_export_ships_the_qat_ranges(loop, bundle, capsys):
 def test_evaluate_on_the_bundle_reproduces_the_qat_model(loop, bundle, capsys):
     capsys.readouterr()
     assert cli(["evaluate", *HELD_OUT, "--bundle", str(bundle[0]), "--precision", "int8", "--json"]) == 0
-    bundle_result = json.loads(capsys.readouterr().out)["results"][0]
-    assert "(int8)" in bundle_result["name"]
+    printed = json.loads(capsys.readouterr().out)
+    bundle_result = printed["results"][0]
+    assert printed["precision"] == "int8" and "(int8, onnxruntime)" in bundle_result["name"]
     qat = _qat_model(loop)
     spec = PreprocessSpec.from_dict(Bundle.load(bundle[0]).manifest["input"]["preprocess"])
     settings = with_defaults()

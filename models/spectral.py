@@ -48,10 +48,11 @@ class SpectralBands(nn.Module):
 
     The DFT window is a whole, odd number of patches (about `window_s`), centred on the patch, so the DFT is one
     Conv1d straight over the patch channels (zero padding: the window's mean, after the z-score, past its ends).
-    n_features = n_bands * (n_axes + 1) (each axis and their sum)."""
+    n_features = n_bands * (n_axes + 1) (each axis and their sum); with `only_axis`, n_bands (that axis alone)."""
 
     def __init__(self, patch: int, rate_hz: float, window_s: float = 4.0, n_axes: int = 3,
-                 bands=(LOCO_BAND, FREEZE_BAND), eps: float = 1e-4, shift: float = 3.0, scale: float = 2.0):
+                 bands=(LOCO_BAND, FREEZE_BAND), eps: float = 1e-4, shift: float = 3.0, scale: float = 2.0,
+                 only_axis: int | None = None):
         super().__init__()
         taps = int(round(window_s * rate_hz / patch)) // 2 * 2 + 1          # odd number of patches
         kernels, member = _band_kernels(rate_hz, taps * patch, bands)        # (2K, taps * patch)
@@ -59,11 +60,16 @@ class SpectralBands(nn.Module):
         weight = np.zeros((n_axes, len(kernels), patch, n_axes, taps))       # [axis, k, sample, axis', tap]
         for a in range(n_axes):
             weight[a, :, :, a, :] = per_patch.transpose(0, 2, 1)
-        self.register_buffer("dft", torch.tensor(weight.reshape(n_axes * len(kernels), patch * n_axes, taps),
+        if only_axis is not None:   # one axis's bands only (the freeze index's): a third of the DFT's work
+            weight, n_out = weight[only_axis:only_axis + 1], 1
+        else:
+            n_out = n_axes
+        self.register_buffer("dft", torch.tensor(weight.reshape(n_out * len(kernels), patch * n_axes, taps),
                                                  dtype=torch.float32), persistent=False)
         # band sums per axis, then per band over every axis (cos^2 + sin^2 of every bin inside the band)
-        rows = [np.kron(np.eye(n_axes)[a], m) for m in member for a in range(n_axes)]
-        rows += [np.kron(np.ones(n_axes), m) for m in member]
+        rows = [np.kron(np.eye(n_out)[a], m) for m in member for a in range(n_out)]
+        if only_axis is None:
+            rows += [np.kron(np.ones(n_axes), m) for m in member]
         self.register_buffer("bands", torch.tensor(np.array(rows)[:, :, None], dtype=torch.float32),
                              persistent=False)
         self.pad, self.eps, self.shift, self.scale = taps // 2, eps, shift, scale
@@ -84,8 +90,8 @@ class FreezeIndexLogit(nn.Module):
     def __init__(self, patch: int, rate_hz: float, window_s: float = 4.0, threshold: float = 1.5,
                  slope: float = 4.0, axis: int = 0, n_axes: int = 3):
         super().__init__()
-        self.bands = SpectralBands(patch, rate_hz, window_s, n_axes=n_axes)
-        self.loco, self.freeze = axis, n_axes + axis                   # feature rows: loco per axis, freeze per axis
+        self.bands = SpectralBands(patch, rate_hz, window_s, n_axes=n_axes, only_axis=axis)
+        self.loco, self.freeze = 0, 1                                  # feature rows: that axis's loco, freeze band
         self.offset, self.slope = math.log(threshold), slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

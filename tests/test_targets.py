@@ -32,7 +32,10 @@ def test_issue_targets_with_their_facts():
     thor = get_target("jetson-thor")
     assert (thor.tensorrt, thor.optable, thor.dla) == ("10.13", "10.15", False)
     x86 = get_target("x86-cuda")
-    assert x86.trt_majors == (10, 11) and x86.strongly_typed(11) and not x86.strongly_typed(10)
+    # x86-cuda builds strongly typed on 10.x too (STRONGLY_TYPED creation flag, trtexec --stronglyTyped), so its
+    # graph carries its FP16 casts; the Jetson targets (10.3 and older) keep precision flags
+    assert x86.trt_majors == (10, 11) and x86.strongly_typed(11) and x86.strongly_typed(10)
+    assert x86.graph_strongly_typed and not get_target("jetson").graph_strongly_typed
     assert get_target("cpu").runtime == "onnxruntime"
     for t in list_targets():
         assert t.opset_min <= t.export_opset <= t.opset_max

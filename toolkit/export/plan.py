@@ -99,7 +99,7 @@ def layer_plan(qat, target, strongly_typed: bool = False) -> list[dict]:
             rows.append({"layer": f"{name}.in_proj", "op": "Linear (MatMul)", "shape": f"{m.embed_dim}->{3 * m.embed_dim}",
                          "precision": "int8", "reason": "attention in-projection: symmetric Q/DQ"})
         elif kind.startswith("Unrolled"):
-            rows.append({"layer": name, "op": f"{kind} (unrolled)", "shape": f"{m.input_size}->{m.hidden_size}",
+            rows.append({"layer": name, "op": f"{kind} (unrolled)", "shape": _unrolled_shape(m),
                          "precision": "int8", "reason": "recurrence unrolled over the static window: one INT8 "
                                                         "MatMul per step and direction; gates and cell state float"})
         elif isinstance(m, (nn.LSTM, nn.GRU, nn.RNN)):
@@ -108,6 +108,12 @@ def layer_plan(qat, target, strongly_typed: bool = False) -> list[dict]:
             rows.append({"layer": name, "op": kind, "shape": "", "precision": float_precision,
                          "reason": f"normalization, no Q/DQ; {float_reason}"})
     return rows
+
+
+def _unrolled_shape(m) -> str:
+    """'in->hidden' of an unrolled recurrence; the unrolled SCRN keeps no input size (its cells do), so: 'hidden H'."""
+    size = getattr(m, "input_size", None)
+    return f"{size}->{m.hidden_size}" if size is not None else f"hidden {m.hidden_size}"
 
 
 def describe_plan(plan: dict) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 from deploy.counters import Counters
 from deploy.event_classes import any_fog
-from deploy.offline import predict_recording
+from deploy.offline import batch_infer, predict_recording
 from deploy.scoring import any_fog_events, event_mask
 from deploy.sources import Chunk
 from deploy.stream import Pipeline, StreamSettings
@@ -26,21 +26,6 @@ from deploy.stream import Pipeline, StreamSettings
 LIMIT_PP = 1.0          # export warns when streamed time called FOG differs from offline by more than this
 LIMIT_PROB = 0.05       # ... or when the mean |any-FOG probability| difference exceeds this
 _CHUNK_S = 1.0          # the stream arrives in 1 s chunks
-
-
-def engine_infer(engine):
-    """infer(batch) -> probs for a fixed-batch engine: windows in slices of its batch, the last slice padded."""
-    size = int(engine.input_shape[0])
-
-    def infer(x):
-        rows = []
-        for lo in range(0, len(x), size):
-            part = np.zeros(engine.input_shape, np.float32)
-            n = min(size, len(x) - lo)
-            part[:n] = x[lo:lo + n]
-            rows.append(np.array(engine.infer(part))[:n])
-        return np.concatenate(rows)
-    return infer
 
 
 def stream_recording(recording, spec, engine, classes, settings: StreamSettings):
@@ -98,7 +83,7 @@ class Fidelity:
         self.hop = max(1, int(round(float(events["hop_s"]) * spec.rate_hz)))
         look = events.get("lookahead_s")
         self.look = None if look is None else int(round(float(look) * spec.rate_hz))
-        self.infer = engine_infer(engine)
+        self.infer = batch_infer(engine)
         self._offline = {}
 
     def offline(self, i: int, recording) -> np.ndarray:

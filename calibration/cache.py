@@ -82,7 +82,7 @@ class CalibrationCache:
                    created=raw.get("created", ""))
 
     def check_model(self, model, where: str = "calibration cache",
-                    fix: str = "recalibrate (`toolkit calibrate --checkpoint THE_MODEL --out cal.json`), or export "
+                    fix: str = "recalibrate (`toolkit calibrate --weights THE_MODEL --out cal.json`), or export "
                                "the checkpoint the cache was made with") -> None:
         """Refuse a model whose float weights differ from the ones these ranges were calibrated on; the message
         names both hashes (`where` says whose ranges, `fix` what to do)."""

@@ -50,7 +50,7 @@ def check_belongs(model, given: GivenRanges) -> None:
     else:
         made_with = given.cache.data.get("checkpoint")
         where, fix = (f"calibration cache {given.path}", "recalibrate for the model you export (`toolkit calibrate "
-                      "--checkpoint THAT_CHECKPOINT --out cal.json`), or export the checkpoint the cache was made with"
+                      "--weights THAT_CHECKPOINT --out cal.json`), or export the checkpoint the cache was made with"
                       + (f" ({made_with})" if made_with else ""))
     given.cache.check_model(model, where=where, fix=fix)
 

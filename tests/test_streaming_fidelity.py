@@ -136,7 +136,7 @@ def test_export_records_streaming_fidelity_and_reports_a_mismatched_normalizatio
 
 
 def test_fidelity_step_skips_itself_when_one_inference_puts_it_over_budget():
-    """fog-1st-place's case (issue 17): the estimate (one timed inference x windows x options x 2) decides."""
+    """fog-1st-place's case (issue 17): the estimate (one timed inference x windows x (offline + options)) decides."""
     import time as _time
 
     import numpy as _np
@@ -156,5 +156,6 @@ def test_fidelity_step_skips_itself_when_one_inference_puts_it_over_budget():
 
     recs = [Recording(acc=_np.zeros((60 * 64, 3)), rate_hz=64.0, units="g")]          # 60 s: 120 windows at a 0.5 s hop
     assert _over_budget(SlowEngine(0.0), recs, ["declared"], 0.5, 120.0) is None
-    why = _over_budget(SlowEngine(0.05), recs, ["a", "b", "c"], 0.5, 10.0)  # 720 x 0.05 s = 36 s > 10 s
-    assert why.startswith("not measured") and "720 inferences" in why and "10 s budget" in why
+    why = _over_budget(SlowEngine(0.05), recs, ["a", "b", "c"], 0.5, 10.0)  # 480 x 0.05 s = 24 s > 10 s
+    assert why.startswith("not measured") and "480 inferences" in why and "10 s budget" in why
+    assert "--fidelity-budget-s" in why

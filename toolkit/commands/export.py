@@ -19,6 +19,7 @@ from toolkit.api import export
 from toolkit.cli import UserError
 from toolkit.commands._events import add_event_arguments, event_overrides
 from toolkit.commands._options import add_file_layout, add_model_arguments, add_quiet, model_and_weights, named_preset
+from toolkit.export.streaming import BUDGET_S
 
 HELP = "export a model to a checked, verified deployment bundle (ONNX, INT8, engine or build kit)"
 TENSOR_LAYOUTS = ("BCT", "BTC")
@@ -91,6 +92,9 @@ def add_arguments(p) -> None:
     st.add_argument("--fidelity-data", nargs="+", help="recordings to measure on (default synthetic)")
     st.add_argument("--fidelity-mapping", help="column mapping for --fidelity-data (e.g. mobgap)")
     st.add_argument("--no-fidelity", action="store_true", help="skip the streaming-fidelity step")
+    st.add_argument("--fidelity-budget-s", type=float, default=BUDGET_S,
+                    help="skip the step (and say so) when one timed inference puts it over this many seconds "
+                         f"(default {BUDGET_S:g})")
     add_event_arguments(p.add_argument_group("event defaults written into the manifest"))
     p.add_argument("--threads", type=int, default=1,
                    help="torch/onnxruntime threads of the export's own work (default 1: a shared machine)")
@@ -130,6 +134,7 @@ def run(args) -> int:
                     verify_windows=args.verify_windows, dla_core=args.dla_core,
                     build_engine="never" if args.no_engine else "auto", force=args.force,
                     stream_normalization=args.stream_normalization, fidelity=not args.no_fidelity,
+                    fidelity_budget_s=args.fidelity_budget_s,
                     recurrence=args.recurrence, threads=args.threads)
     print(result.summary())
     print(f"bundle digest {result.digest}  (pin it on the device: bundle_digest in the daemon's config)")

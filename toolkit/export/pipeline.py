@@ -27,7 +27,7 @@ from toolkit.export import buildkit, cpu_plans, plan, ranges, trt_build, verify
 from toolkit.export.checks import assert_checks, run_checks
 from toolkit.export.manifest import build_manifest
 from toolkit.export.onnx import ExportError, export_float, export_graph, with_activation
-from toolkit.export.streaming import measure_streaming
+from toolkit.export.streaming import BUDGET_S, measure_streaming
 from toolkit.export.targets import Target
 from toolkit.timing import onnx_head_to_head
 
@@ -76,6 +76,7 @@ class ExportOptions:
     stream_normalization: str = "auto"  # deploy.wearer.STREAM_NORMALIZATIONS, or auto: chosen by measurement
     fidelity_recordings: object = None  # recordings for the streaming-fidelity step (default synthetic)
     fidelity: bool = True               # measure streaming fidelity (toolkit.export.streaming)
+    fidelity_budget_s: float = BUDGET_S  # ... unless one timed inference says it would cost more (then skipped)
     recurrence: str = "auto"            # toolkit.export.plan.RECURRENCE_CHOICES: auto | fused | unrolled
     threads: int = 1                    # torch and onnxruntime threads of the export's own work (see export_bundle)
 

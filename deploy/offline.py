@@ -91,8 +91,8 @@ def batch_infer(engine):
 def as_infer(infer):
     """A callable taking any number of windows: an engine (or an engine's bound `infer`) with a static batch is
     wrapped by `batch_infer`; any other callable is used as it is."""
-    engine = infer if hasattr(infer, "infer") and hasattr(infer, "input_shape") else getattr(infer, "__self__", None)
-    if engine is not None and getattr(engine, "input_shape", None) is not None and hasattr(engine, "infer"):
+    engine = getattr(infer, "__self__", infer)   # an engine's bound `infer` -> the engine
+    if hasattr(engine, "infer") and getattr(engine, "input_shape", None) is not None:
         return batch_infer(engine)
     return infer
 

@@ -149,3 +149,13 @@ def test_first_place_fused_plan_passes_every_int8_tensorrt_target(tmp_path):
         checks = run_checks(model, target, "int8", int8_graph=True, recurrence="fused",
                             strongly_typed=target.graph_strongly_typed)
         assert all(c.passed for c in checks), (name, [c for c in checks if not c.passed])
+
+
+def test_given_ranges_get_one_watched_pass_for_the_fp16_check():
+    """Ranges shipped as given (QAT, cache) run no calibration pass: `observe` runs the batches for the check."""
+    lstm = torch.nn.LSTM(3, 4, batch_first=True)
+    with fp16.RecurrentRanges(lstm) as watch:
+        watch.observe(lstm, [np.ones((2, 5, 3), np.float32)])
+    check = watch.check()
+    assert watch.calls == 1 and check["passed"]
+    assert check["figures"]["activations"]["values"] == 2 * 5 * 3 + 2 * 5 * 4 + 2 * (1 * 2 * 4)   # x, y, (h, c)

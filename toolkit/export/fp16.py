@@ -102,6 +102,12 @@ class RecurrentRanges:
             h.remove()
         self._hooks = []
 
+    def observe(self, module, batches) -> None:
+        """Run `batches` through `module` (the watched one) when no calibration pass does: given ranges."""
+        with torch.no_grad():
+            for batch in batches:
+                module(torch.as_tensor(batch))
+
     def _observe(self, _module, inputs, output) -> None:
         self.calls += 1
         for t in _tensors((inputs, output)):

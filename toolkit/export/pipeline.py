@@ -90,12 +90,6 @@ def calibrate_int8(qat, reader, method: str, progress: bool = False) -> dict:
     return ranges.describe("export-calibrated", cache.calibrator, cache.data, cache.unused)
 
 
-def _forward(model, batches) -> None:
-    with torch.no_grad():
-        for batch in batches:
-            model(torch.as_tensor(batch))
-
-
 def assert_inert(qat, shape, unused) -> None:
     """Refuse an INT8 graph in which a quantizer that calibration never reached would quantize with its placeholder."""
     live = sorted(set(unused) & ptq.active_quantizers(qat, shape)) if unused else []
@@ -216,7 +210,7 @@ class ExportPipeline:
             if given:
                 self.calibration_info = ranges.apply_given(self.qat_wide, given)
                 if recurrence == "fused":   # no calibration pass to watch: one pass for the FP16 range check
-                    _forward(self.qat_wide, self.cal_batches)
+                    watch.observe(self.qat_wide, self.cal_batches)
             else:
                 reader = opt.calib_reader or BatchReader(self.cal_batches, SYNTHETIC_CALIBRATION)
                 self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method,

@@ -2,7 +2,7 @@
 
 Against `benchmarks/baselines/<machine class>.json`: graph structure (nodes, Q/DQ nodes, MACs, parameters, ONNX
 bytes) must match exactly; the normalized latency (model / reference workload, same run, interleaved) may exceed
-the baseline by at most the file's tolerance. A deliberately slowed model (one extra encoder layer) must fail both.
+the baseline by at most the file's tolerance. One extra encoder layer must fail on structure; the encoder tripled must fail on timing too.
 Re-record on purpose with `toolkit bench MODEL --update-baseline` (see docs/bench.md). A machine class without a
 baseline file (or with no entries yet, e.g. a Jetson before its first recording) skips, saying how to record one.
 
@@ -94,9 +94,19 @@ def test_model_matches_its_baseline(model, baseline):
         "\nIf the change is deliberate, re-record: toolkit bench MODEL --update-baseline"
 
 
-def test_extra_encoder_layer_fails_on_structure_and_timing(baseline):
+def test_extra_encoder_layer_fails_on_structure(baseline):
     slowed = _measure(DEFAULT, {"num_encoder_layers": 3}, backends=("pytorch-eager", "onnxruntime-fp32"))
     for verdict in _verdicts(slowed, baseline):
         assert not verdict.structure_ok, f"{verdict.key}: an extra layer left the structure unchanged"
-        assert verdict.timing_ok is False, (f"{verdict.key}: an extra layer was not caught by timing "
+
+
+def test_tripled_encoder_fails_on_timing(baseline):
+    # Timing catches slowdowns beyond the tolerance, not every change. Against the baseline, one extra layer (+23 %
+    # MACs since the freeze-index blend) measured +1..21 % normalized in eager (CI once saw +5.5 %) and +16..24 % in
+    # onnxruntime FP32: eager is inside its own noise. The encoder tripled (2 -> 6 layers) measured +52..68 % in
+    # eager and +82..101 % in onnxruntime, far beyond the 13 % tolerance (docs/bench.md).
+    slowed = _measure(DEFAULT, {"num_encoder_layers": 6}, backends=("pytorch-eager", "onnxruntime-fp32"))
+    for verdict in _verdicts(slowed, baseline):
+        assert not verdict.structure_ok, f"{verdict.key}: a tripled encoder left the structure unchanged"
+        assert verdict.timing_ok is False, (f"{verdict.key}: a tripled encoder was not caught by timing "
                                             f"({verdict.normalized:.3f} <= limit {verdict.allowed:.3f})")

@@ -26,7 +26,7 @@ from deploy.events import DEFAULT_SETTINGS
 from deploy.recording import read_recordings
 from deploy.scoring import at_recording_rate, freeze_index_probability, json_safe, score
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
 HYSTERESIS = 0.15       # off = on - HYSTERESIS
 
 
@@ -104,9 +104,13 @@ def train_model(recipe: Recipe, real_train, log=None):
 def predict(model, spec, recordings, settings=DEFAULT_SETTINGS):
     """Per-recording class probabilities at each recording's rate, on the bundle's hop and look-ahead grid."""
     from calibration.train import make_infer
+    return predict_with(make_infer(model), spec, recordings, settings)
+
+
+def predict_with(infer, spec, recordings, settings=DEFAULT_SETTINGS):
+    """`predict` with any `infer(batch) -> probabilities`, called batch after batch in a fixed order."""
     from deploy.offline import predict_recording
 
-    infer = make_infer(model)
     hop = max(1, int(round(settings["hop_s"] * spec.rate_hz)))
     look = settings.get("lookahead_s")
     look = None if look is None else int(round(look * spec.rate_hz))
@@ -156,45 +160,23 @@ def run_fold(recipe: Recipe, paths: list[str], subject: str, out_dir: str, reuse
             "model": threshold_sweep(test, probs), "freeze_index": score(test, fi, DEFAULT_SETTINGS, "freeze index")}
 
 
-def freeze_index_only(recipe: Recipe):
-    """(the recipe's fixed freeze-index logit alone, as a model for `predict`; its fi_blend weight)."""
-    import torch
-
-    from models import create_model
-    model = create_model(recipe.preset, **recipe.model)
-    if model.freeze_index is None:
-        raise SystemExit(f"--reblend: recipe {asdict(recipe)} has no freeze-index blend (fi_blend is 0)")
-
-    class FreezeIndexOnly(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fi = model.freeze_index
-
-        def forward(self, x):
-            return self.fi(x).expand(-1, -1, 3)
-    return FreezeIndexOnly().eval(), model.fi_blend
-
-
-def reblend(recipe: Recipe, paths: list[str], probs_dir: str) -> dict:
-    """LOSO figures of the recipe's preset (with its fixed freeze-index logit) from another run's saved fold
-    probabilities of the same weights without it (probs-<subject>.npz of recipe "plain"): per class,
-    sigmoid(logit(p) + fi_blend * FI logit), the FI logit predicted on the same grid, so no fold is trained again.
-    The any-FOG max commutes with it (the same term is added to every class)."""
+def reblend(recipe: Recipe, paths: list[str], plain_dir: str) -> dict:
+    """LOSO figures of the recipe's model (e.g. the preset with its fixed freeze-index blend) from another run's
+    saved fold weights (DIR/model-<subject>.pt of recipe "plain": the same learnt network), predicted again on
+    the same grid, so no fold is trained again. Exact: the blend happens inside each window's logits, before the
+    windows' probabilities are averaged, as on the device."""
     recordings = read_recordings(paths)
-    fi_model, blend = freeze_index_only(recipe)
-    spec, folds = spec_of(recipe), []
+    folds = []
     for subject in sorted({r.meta["subject"] for r in recordings}):
         test = [r for r in recordings if r.meta["subject"] == subject]
-        saved = np.load(Path(probs_dir) / f"probs-{subject}.npz")
-        fi = [f[:, :1] for f in predict(fi_model, spec, test)]
-        probs = []
-        for r, f in zip(test, fi):
-            p = np.clip(saved[r.meta["id"]].astype(np.float64), 1e-7, 1 - 1e-7)
-            g = np.clip(f.astype(np.float64), 1e-7, 1 - 1e-7)
-            probs.append(1 / (1 + np.exp(-(np.log(p / (1 - p)) + blend * np.log(g / (1 - g))))))
+        weights = Path(plain_dir) / f"model-{subject}.pt"
+        if not weights.is_file():
+            raise SystemExit(f"--reblend: {weights} is missing; run `python -m calibration.loso ... --recipe plain "
+                             f"--out {plain_dir}` first (it saves each fold's weights)")
+        model, spec = saved_fold_model(recipe, weights)
         fi_prob = [freeze_index_probability(r) for r in test]
-        folds.append({"subject": subject, "recordings": [r.meta["id"] for r in test], "reblended_from": probs_dir,
-                      "fi_blend": blend, "model": threshold_sweep(test, probs),
+        folds.append({"subject": subject, "recordings": [r.meta["id"] for r in test], "reblended_from": plain_dir,
+                      "model": threshold_sweep(test, predict(model, spec, test)),
                       "freeze_index": score(test, fi_prob, DEFAULT_SETTINGS, "freeze index")})
     return {"recipe": asdict(recipe), "folds": folds}
 
@@ -269,8 +251,8 @@ def main(argv=None) -> int:
     p.add_argument("--folds", help="comma-separated held-out subjects to run (default: every subject)")
     p.add_argument("--reuse", action="store_true", help="no training: predict with the folds' saved weights "
                    "(OUT/model-<subject>.pt) in the recipe's model (e.g. another fi_blend); writes OUT/loso.json")
-    p.add_argument("--reblend", metavar="DIR", help="no training: the recipe's preset freeze-index blend applied "
-                   "to DIR's saved fold probabilities (a plain run of the same weights); writes OUT/loso.json")
+    p.add_argument("--reblend", metavar="DIR", help="no training: the recipe's model (e.g. the preset's freeze-index "
+                   "blend) with DIR's saved fold weights (a plain run: the same learnt network); writes OUT/loso.json")
     p.add_argument("--final", action="store_true", help="no folds: train on every subject, write OUT/model.pt")
     p.add_argument("--table", metavar="ON", help="print the per-fold markdown table of OUT/loso.json at this "
                    "on-threshold and stop")

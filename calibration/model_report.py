@@ -29,7 +29,7 @@ import numpy as np
 from calibration.loso import predict
 from deploy.events import DEFAULT_SETTINGS
 from deploy.recording import read_recordings
-from deploy.scoring import freeze_index_probability, score
+from deploy.scoring import freeze_index_probability, freeze_index_settings, score
 
 def _clean(value):
     """JSON-safe: nan -> None, numpy -> python, rounded."""
@@ -64,8 +64,8 @@ def scored(model, recordings, spec, settings, name) -> dict:
     """deploy.scoring figures of the model and the freeze index on `recordings`, the model predicted on the
     bundle's grid (hop, look-ahead) and scored at each recording's rate."""
     return {"model": score(recordings, predict(model, spec, recordings, settings), settings, name),
-            "freeze_index": score(recordings, [freeze_index_probability(r) for r in recordings], settings,
-                                  "freeze index")}
+            "freeze_index": score(recordings, [freeze_index_probability(r) for r in recordings],
+                                  freeze_index_settings(settings), "freeze index")}
 
 
 def mobgap_recordings(shared=None):
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     figures = {"held_out": {"subjects": args.test_subjects, "seed": args.test_seed, "minutes_each": args.minutes,
                             "hop_samples": hop}}
-    settings = dict(DEFAULT_SETTINGS)
+    settings = {**DEFAULT_SETTINGS, **get_preset(preset).events}   # what the preset's bundle carries
     figures["model"] = synthetic_map(test_prepared, model_probs(model, test_prepared, spec, hop))
     figures["freeze_index_map"] = synthetic_map(test_prepared, [np.repeat(
         freeze_index_probability(r)[np.minimum(np.round(np.arange(p.n_samples) * r.rate_hz / spec.rate_hz)
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     train_prepared = [prepare_recording(r, spec) for r in train]
     figures["int8"] = int8_figures(model, preset, spec, train_prepared, test_prepared, hop,
                                    args.methods.split(","), args.qat_epochs, log=log)
-    figures["event_settings"] = {**settings, "source": "deploy.events.DEFAULT_SETTINGS"}
+    figures["event_settings"] = {**settings, "source": f"deploy.events.DEFAULT_SETTINGS + preset {preset} events"}
     figures["report_seconds"] = round(time.perf_counter() - started, 1)
     info = checkpoint_info(checkpoint)
     info["figures"] = _clean(figures)

@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from deploy.contract import EVENT_DEFAULTS
 from deploy.event_classes import any_fog
 from deploy.events import detect_events, detector_settings
 from deploy.freeze_index import THRESHOLD as FI_THRESHOLD
@@ -37,6 +38,13 @@ def freeze_index_probability(recording, window_s: float = FI_WINDOW_S, threshold
     """(n,) probability-like FI score at the recording's rate: 0.5 exactly where FI equals `threshold`."""
     ln_fi = freeze_index_scores(recording, window_s=window_s)
     return 1.0 / (1.0 + np.exp(-(ln_fi - math.log(threshold)) * FI_SLOPE))
+
+
+def freeze_index_settings(settings: dict) -> dict:
+    """Event settings for the freeze index beside a model: the model's timings (hop, smoothing, durations), but the
+    index's own threshold (probability 0.5 = FI at its threshold) and the default hysteresis, whatever on/off the
+    model's bundle uses (fog-small's 0.7 would otherwise ask the index for FI > 1.85, not Bachlin's 1.5)."""
+    return {**settings, "on": EVENT_DEFAULTS["on"], "off": EVENT_DEFAULTS["off"]}
 
 
 def at_recording_rate(probs: np.ndarray, model_rate_hz: float, recording) -> np.ndarray:

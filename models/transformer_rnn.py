@@ -17,7 +17,7 @@ from torch import nn
 
 from ._keywords import check_keywords, keywords_of, strict_keywords
 from .heads import LinNdHead
-from .spectral import FreezeIndexLogit, SpectralBands
+from .spectral import FreezeIndexLogit, SpectralBands, WindowZScore
 
 
 @strict_keywords
@@ -78,7 +78,7 @@ class _TransformerRNNPlus(nn.Sequential):
                  proj_dropout: float = 0.1, num_encoder_layers: int = 1, dim_feedforward: int = 2048,
                  dropout: float = 0.1, num_rnn_layers: int = 1, bidirectional: bool = True, custom_head=None,
                  tsai_compat: bool = False, spectral: dict | None = None, fi_blend: float = 0.0,
-                 fi_kwargs: dict | None = None, **kwargs):
+                 fi_kwargs: dict | None = None, input_zscore: bool = False, **kwargs):
         # As in tsai, **kwargs go to a custom_head factory; without one they can only be misspellings (tsai ignores
         # them: num_rnn_layer=5 would build one RNN layer), so they are refused here.
         if kwargs and (custom_head is None or isinstance(custom_head, nn.Module)):
@@ -103,9 +103,12 @@ class _TransformerRNNPlus(nn.Sequential):
         self.fi_blend = float(fi_blend)
         self.freeze_index = FreezeIndexLogit(patch=c_in // 3, **(fi_kwargs or {"rate_hz": 64.0})) if fi_blend \
             else None
+        # optional z-score of each window inside the graph, for the learnt part only: with it the spec may keep
+        # the amplitude (min_std) that the freeze-index logit's power term needs
+        self.input_zscore = WindowZScore() if input_zscore else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.head(self.backbone(x))
+        logits = self.head(self.backbone(x if self.input_zscore is None else self.input_zscore(x)))
         if self.freeze_index is not None:
             logits = logits + self.fi_blend * self.freeze_index(x)
         return logits

@@ -38,7 +38,8 @@ def test_torch_model_through_the_registry(monkeypatch, capsys):
             return self.lin(x.transpose(1, 2))
 
     preset = types.SimpleNamespace(preprocess={"rate_hz": 64, "units": "g", "patch": 8, "n_patches": 16,
-                                               "normalization": "window", "scale": 1.0, "layout": "BCT"})
+                                               "normalization": "window", "scale": 1.0, "layout": "BCT"},
+                                   events={})
     fake = types.SimpleNamespace(list_presets=lambda: ["tiny"], create_model=lambda name, pretrained=False: PerPatch(),
                                  get_preset=lambda name: preset, pretrained_path=lambda name: None)
     monkeypatch.setitem(sys.modules, "models", fake)
@@ -63,6 +64,16 @@ def test_a_preset_is_scored_with_its_shipped_weights_and_the_bundle_event_settin
     strict = json.loads(capsys.readouterr().out)["results"][0]
     assert strict["any_fog"]["episodes_detected"] <= model["any_fog"]["episodes_detected"]
     assert strict["ap"] == model["ap"]                    # thresholds never change the per-sample scores
+
+
+def test_the_freeze_index_keeps_its_own_threshold_whatever_the_models_event_thresholds(capsys):
+    """fog-small's bundle calls FOG at 0.7; the baseline beside it stays Bachlin's FI > 1.5 (probability 0.5)."""
+    runs = []
+    for flags in ([], ["--on", "0.9", "--off", "0.8"]):
+        assert main(["evaluate", "--synthetic", "1", "--minutes", "2", "--json", *flags]) == 0
+        out = json.loads(capsys.readouterr().out)
+        runs.append(out["results"][-1]["any_fog"])
+    assert runs[0]["episodes_true"] > 0 and runs[0] == runs[1]
 
 
 def test_bad_inputs_are_clear(tmp_path, capsys):

@@ -5,6 +5,8 @@ import pytest
 
 pytest.importorskip("torch")
 
+from dataclasses import replace  # noqa: E402
+
 from calibration.loso import THRESHOLDS, Recipe, run_fold  # noqa: E402
 
 
@@ -29,3 +31,21 @@ def test_a_fold_predicts_again_from_its_saved_weights_with_another_freeze_index_
     np.testing.assert_allclose(np.load(tmp_path / "probs-S06.npz")["S06R02"], trained, atol=1e-6)
     run_fold(Recipe(model={"fi_blend": 0.0}), [str(daphnet_dir)], "S06", str(tmp_path), reuse=True)
     assert np.abs(np.load(tmp_path / "probs-S06.npz")["S06R02"] - trained).max() > 1e-3   # the blend is in
+
+
+def test_reblend_equals_predicting_with_the_blended_model(daphnet_dir, tmp_path):
+    """--reblend predicts with a plain run's fold weights inside the recipe's (blended) model: the full model's."""
+    from calibration.loso import reblend
+    tiny = Recipe(epochs=1, steps=2, batch_size=4, synthetic_subjects=1, synthetic_minutes=1.0, warmup=1,
+                  train_only={"fi_blend": 0.0})
+    for folder in ("plain", "full"):
+        (tmp_path / folder).mkdir()
+    run_fold(replace(tiny, model={"fi_blend": 0.0}), [str(daphnet_dir)], "S03", str(tmp_path / "plain"))
+    (tmp_path / "full" / "model-S03.pt").write_bytes((tmp_path / "plain" / "model-S03.pt").read_bytes())
+    full = run_fold(tiny, [str(daphnet_dir)], "S03", str(tmp_path / "full"), reuse=True)   # the preset's blend
+    s03 = [str(p) for p in sorted(daphnet_dir.glob("S03*.txt"))]
+    (fold,) = reblend(tiny, s03, str(tmp_path / "plain"))["folds"]
+    for on, figures in full["model"].items():
+        got, want = fold["model"][on]["any_fog"], figures["any_fog"]
+        assert got["ap"] == pytest.approx(want["ap"], abs=1e-9), on
+        assert (got["episodes_detected"], got["false_alarms"]) == (want["episodes_detected"], want["false_alarms"])

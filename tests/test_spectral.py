@@ -8,7 +8,8 @@ from deploy.preprocess import PreprocessSpec, patchify
 from models import create_model, get_preset
 from models.spectral import FreezeIndexLogit, SpectralBands
 
-SPEC = PreprocessSpec.from_dict(get_preset("fog-small").preprocess)
+SPEC = PreprocessSpec.from_dict(get_preset("fog-small").preprocess)            # keeps the amplitude (min_std 1 g)
+ZSPEC = PreprocessSpec.from_dict({**get_preset("fog-small").preprocess, "min_std": 0.0})   # z-scores each window
 
 
 def _walk_then_tremble(rng):
@@ -22,7 +23,7 @@ def _walk_then_tremble(rng):
 def test_band_ratio_is_the_freeze_index_at_every_patch_centre():
     rng = np.random.default_rng(0)
     window = _walk_then_tremble(rng)
-    features = SpectralBands(SPEC.patch, SPEC.rate_hz)(torch.from_numpy(patchify(window, SPEC)))[0].numpy()
+    features = SpectralBands(SPEC.patch, SPEC.rate_hz)(torch.from_numpy(patchify(window, ZSPEC)))[0].numpy()
     ln_ratio = (features[:, 3] - features[:, 0]) * 2.0            # (ln freeze - ln loco) of AccV, unscaled
     taps = 33 * SPEC.patch                                          # the module's DFT length: 33 whole patches
     centres = np.arange(SPEC.n_patches) * SPEC.patch + SPEC.patch // 2
@@ -38,7 +39,7 @@ def test_band_ratio_is_the_freeze_index_at_every_patch_centre():
 def test_features_do_not_depend_on_the_signal_scale_after_the_window_z_score():
     window = _walk_then_tremble(np.random.default_rng(1))
     bands = SpectralBands(SPEC.patch, SPEC.rate_hz)
-    a, b = (bands(torch.from_numpy(patchify(w, SPEC))) for w in (window, window * 3.0))
+    a, b = (bands(torch.from_numpy(patchify(w, ZSPEC))) for w in (window, window * 3.0))
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
@@ -72,14 +73,49 @@ def test_freeze_index_logit_is_zero_at_bachlins_threshold_and_follows_the_band_r
     assert logit[100] > 0 > logit[40]                               # trembling is called, stepping is not
 
 
-def test_default_preset_adds_a_quarter_of_the_freeze_index_logit_and_has_no_extra_weights():
+def test_default_preset_adds_half_the_freeze_index_and_power_logit_and_has_no_extra_weights():
     torch.manual_seed(0)
     blended = create_model("fog-small").eval()
-    assert blended.fi_blend == 0.25
+    assert blended.fi_blend == 0.5 and blended.freeze_index.power_weight == 0.5
     plain = create_model("fog-small", fi_blend=0.0).eval()
     plain.load_state_dict(blended.state_dict())                     # strict: the same keys, no new weights
     x = torch.from_numpy(patchify(_walk_then_tremble(np.random.default_rng(3)), SPEC))
     with torch.no_grad():
         difference = blended(x) - plain(x)
-        expected = 0.25 * FreezeIndexLogit(SPEC.patch, SPEC.rate_hz)(x)
+        expected = 0.5 * FreezeIndexLogit(SPEC.patch, SPEC.rate_hz, power_weight=0.5, eps=1e-6)(x)
     torch.testing.assert_close(difference, expected.expand_as(difference), atol=1e-4, rtol=1e-4)
+
+
+def test_the_default_spec_keeps_the_amplitude_and_the_graph_z_scores_the_learnt_part():
+    """min_std 1 g leaves a walking window centred, in g; WindowZScore then gives the learnt part exactly what
+    the "window" z-score gave it, so the shipped weights see what they were trained on."""
+    from models.spectral import WindowZScore
+    window = _walk_then_tremble(np.random.default_rng(4))
+    kept = patchify(window, SPEC)
+    np.testing.assert_allclose(kept.reshape(SPEC.patch, 3, SPEC.n_patches).mean(axis=(0, 2)), 0, atol=1e-6)
+    assert 0.1 < kept.std() < 0.5                                   # the signal's own amplitude, in g
+    np.testing.assert_allclose(WindowZScore()(torch.from_numpy(kept)).numpy(), patchify(window, ZSPEC), atol=1e-5)
+    torch.manual_seed(1)
+    new = create_model("fog-small", fi_blend=0.0).eval()
+    old = create_model("fog-small", fi_blend=0.0, input_zscore=False).eval()
+    old.load_state_dict(new.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(new(torch.from_numpy(kept)), old(torch.from_numpy(patchify(window, ZSPEC))),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_power_term_is_the_band_power_of_every_axis_in_g2():
+    window = _walk_then_tremble(np.random.default_rng(5))
+    x = torch.from_numpy(patchify(window, SPEC))
+    plain = FreezeIndexLogit(SPEC.patch, SPEC.rate_hz, eps=1e-6)(x)[0, :, 0].numpy()
+    gated = FreezeIndexLogit(SPEC.patch, SPEC.rate_hz, power_weight=0.5, eps=1e-6)(x)[0, :, 0].numpy()
+    ln_power = (gated - plain) / (4.0 * 0.5) + np.log(0.02)         # the term, back to ln P (power_ref 0.02 g^2)
+    taps = 33 * SPEC.patch
+    centres = np.arange(SPEC.n_patches) * SPEC.patch + SPEC.patch // 2
+    total = sum(freeze_index(window[:, a], SPEC.rate_hz, window_s=taps / SPEC.rate_hz, step_s=1 / SPEC.rate_hz,
+                             return_power=True)[1] for a in range(3))
+    inside = slice(17, -17)
+    np.testing.assert_allclose(ln_power[inside], np.log(total[centres])[inside], atol=0.1)
+    louder = [FreezeIndexLogit(SPEC.patch, SPEC.rate_hz, power_weight=w, eps=1e-6)(2 * x)[0, :, 0].numpy()
+              for w in (0.0, 0.5)]
+    np.testing.assert_allclose((louder[1] - louder[0]) - (gated - plain), 4.0 * 0.5 * np.log(4.0), atol=1e-3)

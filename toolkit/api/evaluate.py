@@ -22,7 +22,8 @@ from deploy.lazy import lazy_import
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
 from deploy.recording import Recording, read_recordings
-from deploy.scoring import FI_THRESHOLD, FI_WINDOW_S, at_recording_rate, freeze_index_probability, json_safe, score
+from deploy.scoring import (FI_THRESHOLD, FI_WINDOW_S, at_recording_rate, freeze_index_probability,
+                            freeze_index_settings, json_safe, score)
 from deploy.validate import nearest
 from toolkit.api.model import _is_module, from_module
 
@@ -37,7 +38,7 @@ class Scorer:
     infer: object          # batch -> probabilities
     precision: str         # the graph scored: fp32 | fp16 | int8 (a PyTorch model: fp32)
     runtime: str           # pytorch | onnxruntime | tensorrt
-    events: dict = field(default_factory=dict)     # a bundle's event settings
+    events: dict = field(default_factory=dict)     # a bundle's (or a preset's) event settings
     columns: object = field(default_factory=lambda: slice(None))  # event columns (a bundle's background classes left out)
     any_fog: str = "max"
 
@@ -97,17 +98,18 @@ def bundle_scorer(bundle, precision=None, backend: str = "auto") -> Scorer:
 def torch_scorer(model, weights=None, preprocess=None, activation: str = "sigmoid") -> Scorer:
     if _is_module(model):
         source = from_module(model, preprocess=preprocess, activation=activation)
-        module, spec, name = source.module, source.spec, source.name
+        module, spec, name, events = source.module, source.spec, source.name, {}
     else:
         module, preset, checkpoint = load_model(model, weights)  # the project's one weights loader
         spec = PreprocessSpec.from_dict(models.get_preset(preset).preprocess)
+        events = dict(models.get_preset(preset).events)  # what its bundle would carry
         name = preset + (f" ({weights})" if weights else " (shipped weights)" if checkpoint else " (untrained)")
     act = {"sigmoid": torch.sigmoid, "softmax": lambda y: torch.softmax(y, dim=-1), "none": lambda y: y}[activation]
 
     def infer(x):
         with torch.no_grad():
             return act(module(torch.from_numpy(np.ascontiguousarray(x)))).numpy()
-    return Scorer(name, spec, infer, "fp32", "pytorch")
+    return Scorer(name, spec, infer, "fp32", "pytorch", events)
 
 
 def _is_bundle(model) -> bool:
@@ -145,7 +147,7 @@ def evaluate(model=None, recordings=(), *, weights=None, preprocess: dict | None
         probs["model"] = [p[:, scorer.columns] for p in model_probabilities(scorer, recs, settings, progress)]
         results.append(score(recs, probs["model"], settings, scorer.name, any_fog_rule=scorer.any_fog))
     probs["freeze index"] = [freeze_index_probability(r, fi_window_s, fi_threshold) for r in recs]
-    results.append(score(recs, probs["freeze index"], settings,
+    results.append(score(recs, probs["freeze index"], freeze_index_settings(settings),
                          f"freeze index ({fi_window_s:g} s, threshold {fi_threshold:g})"))
     return EvaluationResult(results=results, settings=settings, recordings=len(recs),
                             hours=sum(r.duration_s for r in recs) / 3600,

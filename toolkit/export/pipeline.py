@@ -143,7 +143,7 @@ class ExportPipeline:
         self.cpu_choice = self.kit = self.engine_file = self.engine_note = self.streaming = self.plan = None
         self.int8_file, self.reference, self.ort_dynamic, self.dynamic_info, self.preoptimized = \
             INT8_FILE, None, None, None, None
-        self.event_settings = event_settings(opt.events)
+        self.event_settings = event_settings({**source.events, **opt.events})
         if opt.ranges and not self.want_int8:
             source.notes.append(f"the {opt.ranges.source} ranges ({opt.ranges.path}) are not shipped: the bundle has no "
                                 f"INT8 graph at precision {precision} (pass --precision int8 to ship them)")

@@ -54,6 +54,7 @@ class ModelSource:
     background: tuple[str, ...] = ()  # classes that are not events (deploy.event_classes)
     any_fog: str = "max"              # how "any FOG" is formed from the event classes: max | sum
     qat_ranges: CalibrationCache | None = None  # the learnt ranges of a QAT checkpoint (`toolkit train --qat`)
+    events: dict = field(default_factory=dict)  # the preset's event settings (flags override them, then defaults)
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -135,7 +136,7 @@ def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrain
         notes.append("random initial weights: the project ships no trained checkpoint for this preset")
     return ModelSource(module=module.eval(), name=name, kind="tsai" if tsai else "preset", preset=name,
                        preprocess=preprocess, classes=tuple(preset.classes), tsai_compat=bool(tsai),
-                       weights_sha256=sha256_file(weights) if weights else None,
+                       events=dict(preset.events), weights_sha256=sha256_file(weights) if weights else None,
                        weights_path=str(weights) if weights else None, notes=notes, qat_ranges=ranges)
 
 
@@ -158,6 +159,7 @@ def from_checkpoint(path, *, n_patches=None) -> ModelSource:
     classes = inside.get("classes") or preset.classes
     return ModelSource(module=module.eval(), name=Path(path).stem, kind="checkpoint", preset=name,
                        preprocess=preprocess, classes=tuple(classes), weights_sha256=sha256_file(path),
+                       events=dict(inside.get("events") or preset.events),
                        weights_path=str(path), qat_ranges=qat_ranges(inside, module, path))
 
 

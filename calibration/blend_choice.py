@@ -11,6 +11,8 @@ the grid, so these three numbers are chosen in-sample on the three subjects; see
 1. every held-out subject who froze keeps episode sensitivity >= SENS_FLOOR (the acceptance floor of issue 12);
 2. among those, the fewest false alarms per hour pooled over every held-out subject (alarms / hours);
 3. ties: the higher mean any-FOG AP over the subjects who froze.
+Given several plain runs (seeds), every figure is pooled over them (episodes found / episodes, alarms / hours,
+mean AP): one network's luck on 30 episodes moves the choice as much as the candidates differ.
 No candidate is judged on one subject alone, and the subjects in ../shared never choose anything for themselves
 only: the choice is one setting for all folds, and the model is judged later on people who are not in ../shared.
 """
@@ -64,21 +66,57 @@ def replay(calls, blend: float, power: float):
     return infer
 
 
-def rows_of(blend: float, power: float, result: dict) -> list[dict]:
-    """One row per on-threshold: worst froze-subject episode sensitivity, pooled FA/h, mean AP."""
-    folds = result["folds"]
-    froze = [f for f in folds if f["freeze_index"]["any_fog"]["episodes_true"]]
+def rows_of(blend: float, power: float, results: list[dict]) -> list[dict]:
+    """One row per on-threshold, pooled over the runs (seeds) given: per subject who froze, episodes found / episodes
+    (worst subject kept); false alarms / hours over every held-out subject; mean AP over runs and subjects."""
+    froze = [f["subject"] for f in results[0]["folds"] if f["freeze_index"]["any_fog"]["episodes_true"]]
     out = []
-    for on in folds[0]["model"]:
-        figs = {f["subject"]: f["model"][on]["any_fog"] for f in folds}
-        hours = sum(fig["hours"] for fig in figs.values())
-        out.append({"fi_blend": blend, "power_weight": power, "on": float(on),
-                    "min_episode_sensitivity": min(figs[f["subject"]]["sensitivity"] for f in froze),
-                    "false_alarms_per_hour": sum(fig["false_alarms"] for fig in figs.values()) / hours,
-                    "mean_ap": sum(figs[f["subject"]]["ap"] for f in froze) / len(froze),
-                    "per_subject": {s: {k: fig[k] for k in ("ap", "sensitivity", "false_alarms_per_hour")}
-                                    for s, fig in figs.items()}})
+    for on in results[0]["folds"][0]["model"]:
+        figs = [(f["subject"], f["model"][on]["any_fog"]) for r in results for f in r["folds"]]
+        per_subject = {}
+        for subject, fig in figs:
+            acc = per_subject.setdefault(subject, {"found": 0.0, "episodes": 0, "alarms": 0, "hours": 0.0, "ap": [],
+                                                   "time_sens": [], "time_spec": []})
+            acc["found"] += (fig["sensitivity"] * fig["episodes_true"]) if fig["episodes_true"] else 0.0
+            acc["episodes"] += fig["episodes_true"]
+            acc["alarms"] += fig["false_alarms"]
+            acc["hours"] += fig["hours"]
+            acc["ap"].append(fig["ap"])
+            acc["time_sens"].append(fig.get("sensitivity_time"))
+            acc["time_spec"].append(fig.get("specificity_time"))
+        summary = {s: {"ap": sum(a["ap"]) / len(a["ap"]) if s in froze else None,
+                       "sensitivity": a["found"] / a["episodes"] if a["episodes"] else None,
+                       "false_alarms_per_hour": a["alarms"] / a["hours"], "ap_runs": a["ap"],
+                       "sensitivity_time": _mean(a["time_sens"]), "specificity_time": _mean(a["time_spec"])}
+                   for s, a in per_subject.items()}
+        out.append({"fi_blend": blend, "power_weight": power, "on": float(on), "runs": len(results),
+                    "min_episode_sensitivity": min(summary[s]["sensitivity"] for s in froze),
+                    "false_alarms_per_hour": sum(a["alarms"] for a in per_subject.values())
+                    / sum(a["hours"] for a in per_subject.values()),
+                    "mean_ap": sum(summary[s]["ap"] for s in froze) / len(froze), "per_subject": summary})
     return out
+
+
+def _mean(values):
+    values = [v for v in values if v is not None and v == v]
+    return sum(values) / len(values) if values else None
+
+
+def card_table(best: dict, freeze_index: dict) -> str:
+    """The model card's per-fold table: the chosen setting (pooled over the runs) beside the freeze index."""
+    def cell(value, fmt):
+        return "-" if value is None or value != value else format(value, fmt)
+    rows = ["| held-out subject | AP model (per run) / FI | episode sens. model / FI | false alarms/h model / FI "
+            "| time sens. model / FI | time spec. model / FI |", "| --- | --- | --- | --- | --- | --- |"]
+    for subject, m in best["per_subject"].items():
+        fi = freeze_index[subject]
+        runs = "" if m["ap"] is None else " (" + ", ".join(format(a, ".3f") for a in m["ap_runs"]) + ")"
+        rows.append(f"| {subject} | {cell(m['ap'], '.3f')}{runs} / {cell(fi.get('ap'), '.3f')} | "
+                    f"{cell(m['sensitivity'], '.2f')} / {cell(fi.get('sensitivity'), '.2f')} | "
+                    f"{cell(m['false_alarms_per_hour'], '.1f')} / {cell(fi.get('false_alarms_per_hour'), '.1f')} | "
+                    f"{cell(m['sensitivity_time'], '.2f')} / {cell(fi.get('sensitivity_time'), '.2f')} | "
+                    f"{cell(m['specificity_time'], '.2f')} / {cell(fi.get('specificity_time'), '.2f')} |")
+    return "\n".join(rows)
 
 
 def choose(rows: list[dict]) -> dict:
@@ -91,7 +129,8 @@ def choose(rows: list[dict]) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration.blend_choice", description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="+", help="the real recordings of the LOSO run (e.g. ../shared/data/daphnet)")
-    p.add_argument("--plain", required=True, help="a plain LOSO run's folder (model-<subject>.pt)")
+    p.add_argument("--plain", required=True, nargs="+", help="plain LOSO runs' folders (model-<subject>.pt), e.g. "
+                   "one per seed: the figures are pooled over them")
     p.add_argument("--recipe", default="blend", choices=sorted(RECIPES))
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -102,23 +141,29 @@ def main(argv=None) -> int:
     recordings = read_recordings(args.data)
     subjects = sorted({r.meta["subject"] for r in recordings})
     folds = {}
-    for n, subject in enumerate(subjects, 1):
-        print(f"[{n}/{len(subjects)}] held-out {subject}: network and freeze-index terms", file=sys.stderr, flush=True)
-        test = [r for r in recordings if r.meta["subject"] == subject]
-        calls, spec = window_terms(recipe, Path(args.plain) / f"model-{subject}.pt", test, fi_kwargs)
-        fi = score(test, [freeze_index_probability(r) for r in test], DEFAULT_SETTINGS, "freeze index")
-        folds[subject] = (test, calls, spec, fi)
+    for run in args.plain:
+        for n, subject in enumerate(subjects, 1):
+            print(f"{run} [{n}/{len(subjects)}] held-out {subject}: network and freeze-index terms", file=sys.stderr,
+                  flush=True)
+            test = [r for r in recordings if r.meta["subject"] == subject]
+            calls, spec = window_terms(recipe, Path(run) / f"model-{subject}.pt", test, fi_kwargs)
+            fi = score(test, [freeze_index_probability(r) for r in test], DEFAULT_SETTINGS, "freeze index")
+            folds[run, subject] = (test, calls, spec, fi)
     rows = []
     for blend in FI_BLENDS:
         for power in POWER_WEIGHTS:
-            result = {"folds": [{"subject": s, "freeze_index": fi, "model": threshold_sweep(
+            results = [{"folds": [{"subject": s, "freeze_index": fi, "model": threshold_sweep(
                 test, predict_with(replay(calls, blend, power), spec, test))}
-                for s, (test, calls, spec, fi) in folds.items()]}
-            rows += rows_of(blend, power, result)
+                for (r, s), (test, calls, spec, fi) in folds.items() if r == run]} for run in args.plain]
+            rows += rows_of(blend, power, results)
     best = choose(rows)
+    freeze_index = {s: fi["any_fog"] for (r, s), (_, _, _, fi) in folds.items() if r == args.plain[0]}
+    table = card_table(best, freeze_index)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    Path(args.out, "choice.json").write_text(json.dumps(json_safe({"rule": __doc__.split("\n\n")[2],
-                                                                   "chosen": best, "rows": rows}), indent=1) + "\n")
+    Path(args.out, "choice.json").write_text(json.dumps(json_safe({
+        "rule": __doc__.split("\n\n")[2], "runs": args.plain, "chosen": best, "freeze_index": freeze_index,
+        "table": table, "rows": rows}), indent=1) + "\n")
+    print(table)
     print(f"chosen: fi_blend {best['fi_blend']} power_weight {best['power_weight']} on {best['on']:g} "
           f"(off {best['on'] - HYSTERESIS:.2f}): worst episode sensitivity {best['min_episode_sensitivity']:.2f}, "
           f"pooled false alarms/h {best['false_alarms_per_hour']:.1f}, mean AP {best['mean_ap']:.3f}")

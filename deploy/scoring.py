@@ -43,7 +43,7 @@ def freeze_index_probability(recording, window_s: float = FI_WINDOW_S, threshold
 def freeze_index_settings(settings: dict) -> dict:
     """Event settings for the freeze index beside a model: the model's timings (hop, smoothing, durations), but the
     index's own threshold (probability 0.5 = FI at its threshold) and the default hysteresis, whatever on/off the
-    model's bundle uses (fog-small's 0.7 would otherwise ask the index for FI > 1.85, not Bachlin's 1.5)."""
+    model's bundle uses (an on-threshold of 0.7 would otherwise ask the index for FI > 1.85, not Bachlin's 1.5)."""
     return {**settings, "on": EVENT_DEFAULTS["on"], "off": EVENT_DEFAULTS["off"]}
 
 

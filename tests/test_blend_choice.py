@@ -2,23 +2,32 @@
 import numpy as np
 import pytest
 
-from calibration.blend_choice import SENS_FLOOR, choose, replay, rows_of, window_terms
+from calibration.blend_choice import SENS_FLOOR, card_table, choose, replay, rows_of, window_terms
 
 
 def _fold(subject, episodes, per_on):
     """A loso fold as calibration.loso writes it: per on-threshold any-FOG figures, and the freeze index's."""
     model = {on: {"any_fog": {"ap": ap, "sensitivity": sens, "false_alarms": fa, "hours": 0.5,
-                              "false_alarms_per_hour": fa / 0.5}}
+                              "false_alarms_per_hour": fa / 0.5, "episodes_true": episodes}}
              for on, (ap, sens, fa) in per_on.items()}
     return {"subject": subject, "model": model, "freeze_index": {"any_fog": {"episodes_true": episodes}}}
 
 
-def test_rows_pool_false_alarms_over_every_subject_and_judge_sensitivity_on_those_who_froze():
-    result = {"folds": [_fold("A", 10, {"0.5": (0.8, 0.9, 2), "0.7": (0.8, 0.6, 0)}),
-                        _fold("B", 0, {"0.5": (float("nan"), float("nan"), 4), "0.7": (float("nan"), float("nan"), 1)})]}
-    rows = {r["on"]: r for r in rows_of(0.5, 0.25, result)}
+def test_rows_pool_over_subjects_and_seeds_and_judge_sensitivity_on_those_who_froze():
+    nan = float("nan")
+    seed0 = {"folds": [_fold("A", 10, {"0.5": (0.8, 0.9, 2), "0.7": (0.8, 0.6, 0)}),
+                       _fold("B", 0, {"0.5": (nan, nan, 4), "0.7": (nan, nan, 1)})]}
+    rows = {r["on"]: r for r in rows_of(0.5, 0.25, [seed0])}
     assert rows[0.5]["false_alarms_per_hour"] == 6 / 1.0 and rows[0.7]["false_alarms_per_hour"] == 1.0
     assert rows[0.5]["min_episode_sensitivity"] == 0.9 and rows[0.5]["mean_ap"] == 0.8   # B never froze
+    seed1 = {"folds": [_fold("A", 10, {"0.5": (0.6, 0.5, 0), "0.7": (0.6, 0.5, 0)}),
+                       _fold("B", 0, {"0.5": (nan, nan, 0), "0.7": (nan, nan, 3)})]}
+    pooled = {r["on"]: r for r in rows_of(0.5, 0.25, [seed0, seed1])}
+    assert pooled[0.5]["min_episode_sensitivity"] == pytest.approx(14 / 20)             # 9 + 5 of 10 + 10 found
+    assert pooled[0.5]["false_alarms_per_hour"] == 6 / 2.0 and pooled[0.5]["mean_ap"] == pytest.approx(0.7)
+    table = card_table(pooled[0.5], {"A": {"ap": 0.5, "sensitivity": 1.0, "false_alarms_per_hour": 9.0}, "B": {}})
+    assert "| A | 0.700 (0.800, 0.600) / 0.500 | 0.70 / 1.00 | 2.0 / 9.0 |" in table
+    assert "| B | - / - | - / - | 4.0 / - |" in table
 
 
 def test_choice_keeps_the_sensitivity_floor_then_the_fewest_false_alarms_then_the_best_ap():

@@ -94,7 +94,7 @@ def test_trained_default_bundle_streams_the_offline_event_figures(default_bundle
     manifest = json.loads((default_bundle / "manifest.json").read_text())
     assert manifest["model"]["preset"] == "fog-small" and manifest["precision"] == "fp32"
     # the preset's event thresholds (chosen on the LOSO folds, calibration.blend_choice) travel to the device
-    assert set(manifest["events"]["on"].values()) == {0.7} and set(manifest["events"]["off"].values()) == {0.55}
+    assert set(manifest["events"]["on"].values()) == {0.5} and set(manifest["events"]["off"].values()) == {0.35}
     recordings = synthetic_recordings(2, seed=HELDOUT_SEED, minutes=3.0)
     figures = _stream_and_compare(default_bundle, recordings, tmp_path)
     assert figures["sensitivity"] > 0 and figures["episodes_detected"] > 0  # the trained model does detect FOG

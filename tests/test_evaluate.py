@@ -67,7 +67,7 @@ def test_a_preset_is_scored_with_its_shipped_weights_and_the_bundle_event_settin
 
 
 def test_the_freeze_index_keeps_its_own_threshold_whatever_the_models_event_thresholds(capsys):
-    """fog-small's bundle calls FOG at 0.7; the baseline beside it stays Bachlin's FI > 1.5 (probability 0.5)."""
+    """A bundle may call FOG at 0.9; the baseline beside it stays Bachlin's FI > 1.5 (probability 0.5)."""
     runs = []
     for flags in ([], ["--on", "0.9", "--off", "0.8"]):
         assert main(["evaluate", "--synthetic", "1", "--minutes", "2", "--json", *flags]) == 0

@@ -166,10 +166,14 @@ def test_bundle_with_a_staged_plan_opens_it_and_matches_its_whole_int8_graph(tmp
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert all(s["file"] in manifest["files"] for step in plan["steps"] for s in step)  # sha256 covers the stages
     assert plan["preoptimized"] and plan["split_lstms"] == 2
+    assert plan["session_config"] == cpu_plans.STAGED_SESSION_CONFIG == {"session.intra_op.allow_spinning": "0"}
     bundle = Bundle.load(tmp_path / "b")
     engine = open_engine(bundle, backend="onnxruntime", threads=2)
     assert isinstance(engine, StagedEngine) and engine.precision == "int8"
     assert engine.input_shape == SHAPE and engine.output_shape == (1, SHAPE[2], 3)
+    for step in engine.steps:  # the manifest's session settings reach every stage's session
+        for session, _ in step:
+            assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     whole = OnnxRuntimeEngine(tmp_path / "b" / cpu_plans.DYNAMIC_FILE, threads=1)
     x = _x(2)
     np.testing.assert_allclose(engine.infer(x), whole.infer(x), rtol=0, atol=1e-6)

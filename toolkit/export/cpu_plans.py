@@ -38,6 +38,8 @@ STAGE_PREFIX = "model_int8_stage"
 # and by how much they must win to be kept.
 STAGED_THREADS = 2
 STAGED_MIN_SPEEDUP = 1.05
+# onnxruntime session settings every stage runs with (deploy.engines.staged says why).
+STAGED_SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
 # Operators the dynamic plan quantizes: the GEMMs and the fused recurrence (GRU has no dynamic int8 kernel in
 # onnxruntime: it stays FP32, as do attention's activation-by-activation MatMuls, which have no weight).
 DYNAMIC_OPS = ("MatMul", "Gemm", "LSTM")
@@ -194,6 +196,6 @@ def staged_dynamic(fp32_path, out_dir, prefix: str = "int8_stage", preoptimize: 
                                        per_channel=True, op_types_to_quantize=list(DYNAMIC_OPS))
             if preoptimize:
                 save_optimized(path, path, disabled_optimizers)
-    return {**plan, "split_lstms": split, "preoptimized": preoptimize,
+    return {**plan, "split_lstms": split, "preoptimized": preoptimize, "session_config": STAGED_SESSION_CONFIG,
             "why": "bidirectional LSTMs split per direction; the device runs both directions concurrently when "
                    "it has two threads (onnxruntime runs a CPU graph's nodes one at a time)"}

@@ -4,9 +4,9 @@
   MatMul/Gemm (MatMulInteger, fused by onnxruntime into DynamicQuantizeMatMul) and for the fused LSTM
   (DynamicQuantizeLSTM: int8 input and recurrent weights, activations quantized per call); everything else FP32.
   At batch 1 the recurrence is a matrix-vector product per step over the recurrent weights, bound by memory
-  bandwidth: int8 weights are a quarter of the bytes. Each bidirectional LSTM is first split into a forward and a
-  reverse node (toolkit.export.lstm_split, exact), and the plan may also be kept as *stages* cut around them
-  (toolkit.export.cpu_stages), which the device runs with both directions side by side (deploy.engines.staged):
+  bandwidth: int8 weights are a quarter of the bytes. The plan may also be kept as *stages*: each bidirectional
+  LSTM split into a forward and a reverse node (toolkit.export.lstm_split, exact), the graph cut around them
+  (toolkit.export.cpu_stages), and the device runs both directions side by side (deploy.engines.staged):
   onnxruntime runs a CPU graph's nodes one at a time, so one BiLSTM node leaves a second core idle. `dynamic_plan`
   keeps the stages only when they measure faster than the whole graph at STAGED_THREADS threads.
 - `qdq`: the precision plan's static Q/DQ graph (toolkit.export.plan), run on onnxruntime's integer kernels.
@@ -46,26 +46,20 @@ DYNAMIC_OPS = ("MatMul", "Gemm", "LSTM")
 
 
 def quantize_dynamic_int8(fp32_path, out_path) -> dict:
-    """The dynamic plan of `fp32_path` into `out_path` (bidirectional LSTMs split per direction first, as the
-    staged plan runs them: toolkit.export.lstm_split); returns what it holds (op counts) for the manifest."""
+    """The dynamic plan of `fp32_path` into `out_path`, as one graph (its bidirectional LSTMs whole: split, the
+    same weights give the same outputs, and run in one session no faster); returns what it holds (op counts)."""
     start = time.perf_counter()
-    split_path = Path(out_path).with_suffix(".split.onnx")
-    split = lstm_split.split_file(fp32_path, split_path)
-    try:
-        ort_quant.quantize_dynamic(str(split_path), str(out_path), weight_type=ort_quant.QuantType.QInt8,
-                                   per_channel=True, op_types_to_quantize=list(DYNAMIC_OPS))
-    finally:
-        split_path.unlink()
+    ort_quant.quantize_dynamic(str(fp32_path), str(out_path), weight_type=ort_quant.QuantType.QInt8,
+                               per_channel=True, op_types_to_quantize=list(DYNAMIC_OPS))
     ops: dict[str, int] = {}
     for node in onnx.load(str(out_path), load_external_data=False).graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     return {"plan": "dynamic", "file": Path(out_path).name, "seconds": time.perf_counter() - start,
-            "split_lstms": split,
             "int8_ops": {k: v for k, v in ops.items() if k in ("MatMulInteger", "DynamicQuantizeLSTM",
                                                                "DynamicQuantizeLinear", "DynamicQuantizeMatMul")},
             "float_ops_left": {k: v for k, v in ops.items() if k in ("MatMul", "Gemm", "LSTM", "GRU", "RNN")},
             "how": "onnxruntime.quantization.quantize_dynamic: int8 weights per channel (MatMul/Gemm/LSTM), "
-                   "activations quantized per call, FP32 elsewhere; bidirectional LSTMs split per direction"}
+                   "activations quantized per call, FP32 elsewhere"}
 
 
 def dynamic_plan(fp32_path, folder, example, disabled_optimizers=()) -> dict:

@@ -9,6 +9,9 @@ SkipLayerNormFusion turns each residual Add + LayerNormalization into its contri
 kernel is 2.5x slower than the pair it replaces at these shapes (72 vs 29 us at (128, 1, 64), onnxruntime 1.31);
 disabling that one fusion makes the whole model 12-16 % faster. The model file is untouched (TensorRT gets the same
 graph); an onnxruntime that does not know the name ignores it.
+
+A bundle whose manifest names a staged plan for the model (`onnxruntime.staged`, the cpu target's dynamic plan) runs
+as stages instead, the two directions of each LSTM side by side (deploy.engines.staged).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import os
 import numpy as np
 
 from deploy.engines.precision import onnx_for
+from deploy.engines.staged import StagedEngine, check_plan
 from deploy.errors import BundleError
 from deploy.lazy import lazy_import, require
 
@@ -78,10 +82,18 @@ class OnnxRuntimeEngine:
         self._binding.bind_ortvalue_output(self.output_name, ort.OrtValue.ortvalue_from_numpy(self.output_buffer))
 
     @classmethod
-    def from_bundle(cls, bundle, precision: str, threads: int | None = None, **_ignored) -> "OnnxRuntimeEngine":
+    def from_bundle(cls, bundle, precision: str, threads: int | None = None, **_ignored):
+        """The engine for the bundle's `precision` model: its stages (deploy.engines.staged) when the manifest's
+        `onnxruntime.staged` names that role, else one session on its file."""
         used, path = onnx_for(bundle, precision, cpu=True)
-        preoptimized = used in (bundle.manifest.get("onnxruntime") or {}).get("preoptimized", [])
-        engine = cls(path, threads=threads, precision=used, preoptimized=preoptimized)
+        settings = bundle.manifest.get("onnxruntime") or {}
+        staged = (settings.get("staged") or {}).get(used)
+        if staged:
+            check_plan(bundle.folder, staged)
+            engine = StagedEngine(bundle.folder, staged, threads=threads, precision=used,
+                                  preoptimized=bool(staged.get("preoptimized")), disabled_optimizers=DISABLED_OPTIMIZERS)
+        else:
+            engine = cls(path, threads=threads, precision=used, preoptimized=used in settings.get("preoptimized", []))
         expected = bundle.manifest.get("input", {}).get("name")
         if expected and expected != engine.input_name:
             raise BundleError(f"{path}: input is named {engine.input_name!r}, manifest says {expected!r}; "

@@ -19,12 +19,14 @@ from typing import Callable
 import numpy as np
 
 from deploy.engines import open_engine
+from deploy.engines.onnxruntime import DISABLED_OPTIMIZERS
+from deploy.engines.staged import StagedEngine
 from deploy.engines.tensorrt import TensorRTEngine, build_serialized, import_tensorrt
 from deploy.errors import FogError
 from deploy.lazy import available, lazy_import
 from toolkit.bench import reference as ref
 from toolkit.bench.int8 import export_int8, export_naive, naive_session
-from toolkit.export.cpu_plans import quantize_dynamic_int8
+from toolkit.export.cpu_plans import quantize_dynamic_int8, staged_dynamic
 from toolkit.export.onnx import export_like_bundle
 from toolkit.timing import onnxruntime_engine
 
@@ -32,10 +34,11 @@ torch = lazy_import("torch", "workstation", "PyTorch eager and re-exporting a pr
 models = lazy_import("models", "workstation", "building a preset")
 
 BACKENDS = ("pytorch-eager", "onnxruntime-naive", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-dynamic",
-            "tensorrt")
+            "onnxruntime-staged", "tensorrt")
 # Which reference workload normalizes which backend: the one that runs on the same runtime.
 REFERENCE_OF = {"pytorch-eager": "torch", "onnxruntime-naive": "onnxruntime", "onnxruntime-fp32": "onnxruntime",
-                "onnxruntime-int8": "onnxruntime-int8", "onnxruntime-dynamic": "onnxruntime", "tensorrt": "tensorrt"}
+                "onnxruntime-int8": "onnxruntime-int8", "onnxruntime-dynamic": "onnxruntime", "onnxruntime-staged": "onnxruntime",
+                "tensorrt": "tensorrt"}
 # What a user gets without the toolkit: a plain torch.onnx.export into a default onnxruntime session.
 NAIVE = "onnxruntime-naive"
 
@@ -82,6 +85,8 @@ class Subject:
     # --- ONNX ------------------------------------------------------------------------------------------------
     def onnx(self, precision: str, batch: int) -> Path:
         """The ONNX file for `precision` at `batch` (the bundle's own file, else exported here and cached)."""
+        if precision == "staged":  # the stages are cut from the dynamic plan's graph: its structure, its profile
+            return self.onnx("dynamic", batch)
         key = (precision, batch)
         if key in self._onnx:
             return self._onnx[key]
@@ -94,6 +99,16 @@ class Subject:
             path = self._export(precision, batch)
         self._onnx[key] = path
         return path
+
+    def staged(self, batch: int) -> tuple[Path, dict]:
+        """The dynamic plan's stages at `batch`, as the cpu target's bundle carries them: (folder, plan)."""
+        key = ("staged", batch)
+        if key not in self._onnx:
+            folder = self.workdir / f"{self.name}.b{batch}.staged"
+            folder.mkdir(exist_ok=True)
+            plan = staged_dynamic(self.onnx("fp32", batch), folder, disabled_optimizers=DISABLED_OPTIMIZERS)
+            self._onnx[key] = (folder, plan)
+        return self._onnx[key]
 
     def _export(self, precision: str, batch: int) -> Path:
         if self.preset is None and self.factory is None:
@@ -133,6 +148,11 @@ def open_runner(subject: Subject, backend: str, batch: int, threads: int) -> Cal
         return run
     if backend == NAIVE:
         return naive_session(subject.onnx("naive", batch), x, threads)
+    if backend == "onnxruntime-staged":  # the dynamic plan in stages, both LSTM directions side by side
+        folder, plan = subject.staged(batch)
+        engine = StagedEngine(folder, plan, threads=threads or None, preoptimized=plan["preoptimized"],
+                              disabled_optimizers=DISABLED_OPTIMIZERS)
+        return lambda: engine.infer(x)
     if backend.startswith("onnxruntime-"):
         engine = onnxruntime_engine(subject.onnx(backend.split("-", 1)[1], batch), threads or None)
         return lambda: engine.infer(x)

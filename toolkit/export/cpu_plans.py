@@ -4,7 +4,11 @@
   MatMul/Gemm (MatMulInteger, fused by onnxruntime into DynamicQuantizeMatMul) and for the fused LSTM
   (DynamicQuantizeLSTM: int8 input and recurrent weights, activations quantized per call); everything else FP32.
   At batch 1 the recurrence is a matrix-vector product per step over the recurrent weights, bound by memory
-  bandwidth: int8 weights are a quarter of the bytes.
+  bandwidth: int8 weights are a quarter of the bytes. The plan may also be kept as *stages*: each bidirectional
+  LSTM split into a forward and a reverse node (toolkit.export.lstm_split, exact), the graph cut around them
+  (toolkit.export.cpu_stages), and the device runs both directions side by side (deploy.engines.staged):
+  onnxruntime runs a CPU graph's nodes one at a time, so one BiLSTM node leaves a second core idle. `dynamic_plan`
+  keeps the stages only when they measure faster than the whole graph at STAGED_THREADS threads.
 - `qdq`: the precision plan's static Q/DQ graph (toolkit.export.plan), run on onnxruntime's integer kernels.
 
 `head_to_head` times the candidates interleaved (toolkit.timing) and `choose` keeps an INT8 plan only when it is at
@@ -13,22 +17,37 @@ device loads it without redoing the work (deploy.engines.onnxruntime reads `preo
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
+import numpy as np
+
+from deploy.engines.onnxruntime import OnnxRuntimeEngine
+from deploy.engines.staged import StagedEngine
 from deploy.lazy import lazy_import
+from toolkit.export import cpu_stages, lstm_split
+from toolkit.timing import BUDGET_S, interleaved
 
 ort_quant = lazy_import("onnxruntime.quantization", "workstation", "onnxruntime's dynamic quantization")
 onnx = lazy_import("onnx", "workstation", "reading ONNX graphs")
 
 DYNAMIC_FILE = "model_int8_dynamic.onnx"
+STAGE_PREFIX = "model_int8_stage"
+# The device threads at which stages are measured against the whole graph (a Jetson CPU / small x86 box has >= 2),
+# and by how much they must win to be kept.
+STAGED_THREADS = 2
+STAGED_MIN_SPEEDUP = 1.05
+# onnxruntime session settings every stage runs with (deploy.engines.staged says why).
+STAGED_SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
 # Operators the dynamic plan quantizes: the GEMMs and the fused recurrence (GRU has no dynamic int8 kernel in
 # onnxruntime: it stays FP32, as do attention's activation-by-activation MatMuls, which have no weight).
 DYNAMIC_OPS = ("MatMul", "Gemm", "LSTM")
 
 
 def quantize_dynamic_int8(fp32_path, out_path) -> dict:
-    """The dynamic plan of `fp32_path` into `out_path`; returns what it holds (op counts) for the manifest."""
+    """The dynamic plan of `fp32_path` into `out_path`, as one graph (its bidirectional LSTMs whole: split, the
+    same weights give the same outputs, and run in one session no faster); returns what it holds (op counts)."""
     start = time.perf_counter()
     ort_quant.quantize_dynamic(str(fp32_path), str(out_path), weight_type=ort_quant.QuantType.QInt8,
                                per_channel=True, op_types_to_quantize=list(DYNAMIC_OPS))
@@ -41,6 +60,70 @@ def quantize_dynamic_int8(fp32_path, out_path) -> dict:
             "float_ops_left": {k: v for k, v in ops.items() if k in ("MatMul", "Gemm", "LSTM", "GRU", "RNN")},
             "how": "onnxruntime.quantization.quantize_dynamic: int8 weights per channel (MatMul/Gemm/LSTM), "
                    "activations quantized per call, FP32 elsewhere"}
+
+
+def dynamic_plan(fp32_path, folder, example, disabled_optimizers=()) -> dict:
+    """The dynamic plan in `folder`: the whole graph (DYNAMIC_FILE, the bundle's int8 model) and, when running it
+    in stages measures faster at STAGED_THREADS threads (interleaved, on `example`), its stages (STAGE_PREFIX_<n>,
+    pre-optimized), which the device then runs. Returns the info; "staged" holds the stage plan or None, and
+    "staging" the figures and the reason."""
+    info = quantize_dynamic_int8(fp32_path, Path(folder) / DYNAMIC_FILE)
+    if (os.cpu_count() or 1) < STAGED_THREADS:
+        return {**info, "staged": None, "staging": {"reason": f"not measured: fewer than {STAGED_THREADS} cores"}}
+    plan = staged_dynamic(fp32_path, folder, STAGE_PREFIX, True, disabled_optimizers)
+    if not cpu_stages.parallel_steps(plan):
+        remove_stages(folder, plan)
+        return {**info, "staged": None, "staging": {"reason": "no bidirectional recurrence to run side by side"}}
+    latency = staged_head_to_head(folder, Path(folder) / DYNAMIC_FILE, plan, example, disabled_optimizers)
+    wins = latency["staged"] * STAGED_MIN_SPEEDUP <= latency["whole"]
+    figures = f"whole graph {latency['whole']:.2f} ms, staged {latency['staged']:.2f} ms at {STAGED_THREADS} threads"
+    if not wins:
+        remove_stages(folder, plan)
+    return {**info, "staged": plan if wins else None,
+            "staging": {"latency_ms": latency, "threads": STAGED_THREADS, "kept": wins,
+                        "reason": f"{'staged' if wins else 'whole graph'}: {figures} (interleaved, this machine; "
+                                  f"stages kept when {STAGED_MIN_SPEEDUP:.2f}x faster)"}}
+
+
+def staged_head_to_head(folder, whole_path, plan: dict, example, disabled_optimizers=()) -> dict[str, float]:
+    """Median wall ms per call of the whole graph and of its stages at STAGED_THREADS threads, interleaved."""
+    whole = OnnxRuntimeEngine(whole_path, threads=STAGED_THREADS)
+    staged = StagedEngine(folder, plan, threads=STAGED_THREADS, preoptimized=plan["preoptimized"],
+                          disabled_optimizers=disabled_optimizers)
+    try:
+        timings = interleaved({"whole": lambda: whole.infer(example), "staged": lambda: staged.infer(example)},
+                              blocks=8, block_s=0.05, budget_s=BUDGET_S)
+    finally:
+        staged.close()
+        whole.close()
+    return {name: 1e3 * t.median for name, t in timings.items()}
+
+
+def remove_stages(folder, plan: dict | None) -> None:
+    for name in stage_files(plan) if plan else []:
+        (Path(folder) / name).unlink(missing_ok=True)
+
+
+def remove_dynamic(folder, info: dict) -> None:
+    """Delete the dynamic plan's files from `folder` (it lost, or failed verification)."""
+    (Path(folder) / DYNAMIC_FILE).unlink(missing_ok=True)
+    remove_stages(folder, info.get("staged"))
+
+
+def stage_files(plan: dict) -> list[str]:
+    return [stage["file"] for step in plan["steps"] for stage in step]
+
+
+def run_dynamic(folder, info: dict, batches, threads: int = STAGED_THREADS) -> np.ndarray:
+    """The dynamic plan's outputs for `batches` (concatenated), on the engine the device opens for it: its stages
+    when `info["staged"]` holds a plan, else the whole graph."""
+    plan = info.get("staged")
+    engine = StagedEngine(folder, plan, threads=threads, preoptimized=plan["preoptimized"]) if plan else \
+        OnnxRuntimeEngine(Path(folder) / info["file"], threads=threads)
+    try:
+        return np.concatenate([engine.infer(b).copy() for b in batches])
+    finally:
+        engine.close()
 
 
 def layer_rows(info: dict) -> list[dict]:
@@ -89,3 +172,24 @@ def save_optimized(path, out_path, disabled_optimizers=()) -> dict:
     start = time.perf_counter()
     ort.InferenceSession(str(out_path), plain, providers=["CPUExecutionProvider"])
     return {"load_with_optimization_s": optimizing, "load_preoptimized_s": time.perf_counter() - start}
+
+
+def staged_dynamic(fp32_path, out_dir, prefix: str = "int8_stage", preoptimize: bool = True,
+                   disabled_optimizers=()) -> dict:
+    """The dynamic plan as stages (toolkit.export.cpu_stages): the float graph's bidirectional LSTMs split per
+    direction, cut around them, each stage dynamically quantized (the same per-channel int8 weights as the whole
+    graph's) and, with `preoptimize`, saved as onnxruntime optimizes it. Returns the plan for the manifest's
+    `onnxruntime.staged` (deploy.engines.staged runs it)."""
+    model = onnx.load(str(fp32_path))
+    split = lstm_split.split_bidirectional_lstms(model)
+    plan = cpu_stages.cut(model, out_dir, prefix)
+    for step in plan["steps"]:
+        for stage in step:
+            path = Path(out_dir) / stage["file"]
+            ort_quant.quantize_dynamic(str(path), str(path), weight_type=ort_quant.QuantType.QInt8,
+                                       per_channel=True, op_types_to_quantize=list(DYNAMIC_OPS))
+            if preoptimize:
+                save_optimized(path, path, disabled_optimizers)
+    return {**plan, "split_lstms": split, "preoptimized": preoptimize, "session_config": STAGED_SESSION_CONFIG,
+            "why": "bidirectional LSTMs split per direction; the device runs both directions concurrently when "
+                   "it has two threads (onnxruntime runs a CPU graph's nodes one at a time)"}

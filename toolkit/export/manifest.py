@@ -81,7 +81,9 @@ def build_manifest(p, events: dict) -> dict:
                    "engine": p.engine_note, "kit": p.kit, "cpu_latency_ms": cpu_choice.get("latency_ms"),
                    "cpu_precision": p.cpu_choice, "fp16_note": FP16_NOTE, "cpu_dynamic_plan": p.dynamic_info},
         # Model roles whose file is the graph onnxruntime optimized at export: the device loads them as they are.
-        "onnxruntime": {"preoptimized": ["int8"] if p.preoptimized else [], "load_s": p.preoptimized},
+        # `staged`: model roles the device runs as stages, two at a time where the plan allows (deploy.engines.staged).
+        "onnxruntime": {"preoptimized": ["int8"] if p.preoptimized else [], "load_s": p.preoptimized,
+                        "staged": {"int8": p.staged} if p.staged and p.precision == "int8" else {}},
         "precision_plan": p.plan,
         "verification": {"pairs": p.pairs, "windows": sum(len(b) for b in p.ver_batches),
                          "data": "deploy.synth recordings, seed 2 (calibration used seed 1)",

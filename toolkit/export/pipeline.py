@@ -141,8 +141,8 @@ class ExportPipeline:
         self.calibration_info = self.qat = self.qat_wide = self.ort_fp32 = self.ort_int8 = None
         self.cal_batches = self.ver_batches = self.fp32 = self.float_graph = None
         self.cpu_choice = self.kit = self.engine_file = self.engine_note = self.streaming = self.plan = None
-        self.int8_file, self.reference, self.ort_dynamic, self.dynamic_info, self.preoptimized = \
-            INT8_FILE, None, None, None, None
+        self.int8_file, self.reference, self.ort_dynamic, self.dynamic_info, self.preoptimized, self.staged = \
+            INT8_FILE, None, None, None, None, None
         self.event_settings = event_settings({**source.events, **opt.events})
         if opt.ranges and not self.want_int8:
             source.notes.append(f"the {opt.ranges.source} ranges ({opt.ranges.path}) are not shipped: the bundle has no "
@@ -289,12 +289,12 @@ class ExportPipeline:
     def _dynamic_plan(self) -> dict | None:
         """onnxruntime's dynamic quantization of the float graph, verified against the float model; None (and
         the figures in the manifest) when it fails verification."""
-        info = cpu_plans.quantize_dynamic_int8(self.work / FP32_FILE, self.work / cpu_plans.DYNAMIC_FILE)
-        self.ort_dynamic = verify.ort_run(self.work / cpu_plans.DYNAMIC_FILE, self.ver_batches)
+        info = cpu_plans.dynamic_plan(self.work / FP32_FILE, self.work, self.ver_batches[0], DISABLED_OPTIMIZERS)
+        self.ort_dynamic = cpu_plans.run_dynamic(self.work, info, self.ver_batches)  # as the device runs it
         pair = verify.compare("torch_vs_ort_int8_dynamic", self.reference, self.ort_dynamic)
-        self.dynamic_info = {**info, "verification": pair}
+        self.dynamic_info = {**{k: v for k, v in info.items() if k != "staged"}, "verification": pair}
         if not pair["passed"]:
-            (self.work / cpu_plans.DYNAMIC_FILE).unlink()
+            cpu_plans.remove_dynamic(self.work, info)
             return None
         self.pairs["torch_vs_ort_int8_dynamic"] = pair
         return info
@@ -307,8 +307,9 @@ class ExportPipeline:
             self.int8_file, self.ort_int8 = cpu_plans.DYNAMIC_FILE, self.ort_dynamic
             self.plan = {"recurrence": "fused", "cpu_int8": "dynamic", "strongly_typed": False,
                          "reason": dynamic["how"], "layers": cpu_plans.layer_rows(dynamic)}
+            self.staged = dynamic["staged"]
         elif dynamic is not None:
-            (self.work / cpu_plans.DYNAMIC_FILE).unlink()
+            cpu_plans.remove_dynamic(self.work, dynamic)
         if self.precision == "int8":
             self.preoptimized = cpu_plans.save_optimized(self.work / self.int8_file, self.work / self.int8_file,
                                                          DISABLED_OPTIMIZERS)

@@ -60,7 +60,7 @@ RECIPES = {
     # fixed band powers (freeze-index ingredients) per patch beside the learnt embedding (models.spectral)
     "spectral": Recipe(model={"spectral": {"rate_hz": 64.0, "window_s": 4.0}, **NO_BLEND}),
     # the shipped recipe: trained as "plain", then predicting with the preset's fixed freeze-index logit added
-    # (fog-small: 0.25 x; see the model card for how it was chosen)
+    # (fog-small: 0.5 x with the power term; calibration.blend_choice chose it, see the model card)
     "blend": Recipe(train_only=NO_BLEND),
 }
 

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -30,6 +27,8 @@ pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from toolkit.bench import baseline as bench_baseline  # noqa: E402
+from toolkit.bench import run as bench  # noqa: E402
+from toolkit.bench.backends import BackendUnavailable, check_available  # noqa: E402
 
 pytestmark = pytest.mark.latency
 
@@ -64,34 +63,18 @@ def _record(entries: dict, label: str) -> None:
                 fh.write(json.dumps({"label": label, "key": key, **entry}) + "\n")
 
 
-_CHILD = """
-import json, sys
-from toolkit.bench import run as bench
-from toolkit.bench.backends import BackendUnavailable, check_available
-spec, name, overrides, backends, timed = json.loads(sys.argv[1])
-subject = bench.load_subject(spec, overrides, name=name)
-usable = []
-for backend in backends:
-    try:
-        check_available(subject, backend)
-        usable.append(backend)
-    except BackendUnavailable:
-        continue  # e.g. tensorrt off the Jetson: not in this machine's baseline either
-print(json.dumps(bench.regression_entries(subject, usable, threads=1, timed=timed)))
-"""
-
-
 def _measure(model: str, overrides=None, backends=None) -> dict:
-    """The entries of `model`, measured in a fresh Python process, as the baselines are recorded: inside the test
-    session, after hundreds of other tests, the dynamic INT8 plan measured 15-19 % slower than in a fresh process
-    (1.97-2.06 vs 1.70-1.79 normalized), with gc.collect() too; the baseline must compare like with like."""
     pinned, timed = CASES[model]
     spec = os.environ.get("FOG_LATENCY_BUNDLE", model) if model == DEFAULT and not overrides else model
-    job = json.dumps([spec, model, overrides, list(backends or pinned), list(timed)])
-    done = subprocess.run([sys.executable, "-c", _CHILD, job], capture_output=True, text=True, timeout=900,
-                          cwd=Path(__file__).resolve().parents[1])
-    assert done.returncode == 0, done.stderr[-3000:]
-    entries = json.loads(done.stdout.strip().splitlines()[-1])
+    subject = bench.load_subject(spec, overrides, name=model)
+    usable = []
+    for backend in backends or pinned:
+        try:
+            check_available(subject, backend)
+            usable.append(backend)
+        except BackendUnavailable:
+            continue  # e.g. tensorrt off the Jetson: not in this machine's baseline either
+    entries = bench.regression_entries(subject, usable, threads=1, timed=timed)
     _record(entries, f"{model}{'+' + json.dumps(overrides) if overrides else ''}")
     return entries
 

@@ -13,8 +13,8 @@ the grid, so these three numbers are chosen in-sample on the three subjects; see
 3. ties: the higher mean any-FOG AP over the subjects who froze.
 Given several plain runs (seeds), every figure is pooled over them (episodes found / episodes, alarms / hours,
 mean AP): one network's luck on 30 episodes moves the choice as much as the candidates differ.
-No candidate is judged on one subject alone, and the subjects in ../shared never choose anything for themselves
-only: the choice is one setting for all folds, and the model is judged later on people who are not in ../shared.
+The choice is one setting for every fold, never one per subject; the model is judged later on people who are not in
+../shared.
 """
 from __future__ import annotations
 

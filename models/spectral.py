@@ -13,8 +13,8 @@ on three real subjects, does not; these features hand it over. For every patch o
   difference of two features, which the next (learnt) Linear computes; it is scale-free, so it survives the
   window z-score.
 
-Exports as Conv/Mul/Conv/Add/Log/Transpose (no MatMul, so the INT8 Q/DQ rules leave it float; the
-learnt Linear after it is quantized as any other). The kernels are buffers that are not saved (persistent=False):
+Exports as Reshape/Transpose (the axes regrouped) and Conv/Mul/Conv/Add/Log (no MatMul, so the INT8 Q/DQ rules
+leave it float; the learnt Linear after it is quantized as any other). The kernels are buffers that are not saved (persistent=False):
 they follow from the constructor's arguments alone, so a state_dict holds only learnt weights.
 """
 from __future__ import annotations

@@ -119,3 +119,21 @@ def test_power_term_is_the_band_power_of_every_axis_in_g2():
     louder = [FreezeIndexLogit(SPEC.patch, SPEC.rate_hz, power_weight=w, eps=1e-6)(2 * x)[0, :, 0].numpy()
               for w in (0.0, 0.5)]
     np.testing.assert_allclose((louder[1] - louder[0]) - (gated - plain), 4.0 * 0.5 * np.log(4.0), atol=1e-3)
+
+
+def test_old_checkpoint_scaling_each_window_gets_the_amplitude_the_power_term_needs(tmp_path, monkeypatch):
+    """A fog-small checkpoint saved with a unit-std preprocess (before the power term) exports with the preset's
+    amplitude floor and says so; a model without the in-graph z-score could not, and is refused by name."""
+    import models
+    from toolkit.export.source import ModelSourceError, from_checkpoint
+    preset = models.get_preset("fog-small")
+    old = {**preset.preprocess, "min_std": 0.0}
+    torch.save({"preset": "fog-small", "state_dict": models.create_model("fog-small").state_dict(),
+                "preprocess": old, "classes": list(preset.classes)}, tmp_path / "old.pt")
+    source = from_checkpoint(tmp_path / "old.pt")
+    assert source.preprocess["min_std"] == preset.preprocess["min_std"] > 0
+    assert any("min_std 0.0 -> 1.0" in note for note in source.notes)
+    real_create = models.create_model
+    monkeypatch.setattr(models, "create_model", lambda name, **kw: real_create(name, **{**kw, "input_zscore": False}))
+    with pytest.raises(ModelSourceError, match="power term needs the amplitude in g"):
+        from_checkpoint(tmp_path / "old.pt")

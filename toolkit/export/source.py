@@ -153,14 +153,35 @@ def from_checkpoint(path, *, n_patches=None) -> ModelSource:
     preset = models.get_preset(name)
     module = models.create_model(name, **_patch_overrides(preset, n_patches))
     fit_weights(module, state, path, _FIT)
-    preprocess = dict(inside.get("preprocess") or preset.preprocess)
+    preprocess, notes = _amplitude_for_power_term(module, dict(inside.get("preprocess") or preset.preprocess),
+                                                  preset, path)
     if n_patches is not None:
         preprocess["n_patches"] = int(n_patches)
     classes = inside.get("classes") or preset.classes
     return ModelSource(module=module.eval(), name=Path(path).stem, kind="checkpoint", preset=name,
                        preprocess=preprocess, classes=tuple(classes), weights_sha256=sha256_file(path),
-                       events=dict(inside.get("events") or preset.events),
+                       events=dict(inside.get("events") or preset.events), notes=notes,
                        weights_path=str(path), qat_ranges=qat_ranges(inside, module, path))
+
+
+def _amplitude_for_power_term(module, preprocess: dict, preset, path) -> tuple[dict, list[str]]:
+    """A checkpoint's preprocess that scales each window to unit std (written before the preset kept the amplitude)
+    would feed the fixed freeze-index logit's power term (models.spectral, in g^2) a meaningless power. Its learnt
+    part z-scores the window inside the graph (input_zscore), which gives a z-scored window back unchanged, so the
+    preset's amplitude floor serves the checkpoint exactly as trained: taken, and said in the notes."""
+    power = getattr(getattr(module, "freeze_index", None), "power_weight", 0.0)
+    wanted = preset.preprocess.get("min_std", 0.0)
+    if not power or preprocess.get("min_std", 0.0) >= wanted:
+        return preprocess, []
+    if getattr(module, "input_zscore", None) is None:
+        raise ModelSourceError(f"{path}: its preprocess scales each window to unit std (min_std "
+                               f"{preprocess.get('min_std', 0.0)}), but the model's freeze-index power term needs "
+                               f"the amplitude in g (min_std {wanted}): re-train it with the {preset.name} preset's "
+                               "preprocess (`toolkit train --model " + preset.name + "`)")
+    return {**preprocess, "min_std": wanted}, [
+        f"preprocess min_std {preprocess.get('min_std', 0.0)} -> {wanted} (the {preset.name} preset's): the "
+        "checkpoint predates the power term's amplitude; its learnt part z-scores in the graph, so it sees the "
+        "same input as in training"]
 
 
 def import_user_module(module_name: str, folder=None):

@@ -62,6 +62,8 @@ RECIPES = {
     # the shipped recipe: trained as "plain", then predicting with the preset's fixed freeze-index logit added
     # (fog-small: 0.5 x with the power term; calibration.blend_choice chose it, see the model card)
     "blend": Recipe(train_only=NO_BLEND),
+    # the preset as registered, fixed term included while training: the network learns corrections to it
+    "residual": Recipe(),
 }
 
 

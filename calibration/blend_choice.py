@@ -66,13 +66,15 @@ def replay(calls, blend: float, power: float):
     return infer
 
 
-def rows_of(blend: float, power: float, results: list[dict]) -> list[dict]:
+def rows_of(blend: float, power: float, results: list[dict], subjects=None) -> list[dict]:
     """One row per on-threshold, pooled over the runs (seeds) given: per subject who froze, episodes found / episodes
-    (worst subject kept); false alarms / hours over every held-out subject; mean AP over runs and subjects."""
-    froze = [f["subject"] for f in results[0]["folds"] if f["freeze_index"]["any_fog"]["episodes_true"]]
+    (worst subject kept); false alarms / hours over every held-out subject; mean AP over runs and subjects.
+    `subjects` limits the figures to those held-out subjects (the nested choice: choose on the others)."""
+    folds = [[f for f in r["folds"] if subjects is None or f["subject"] in subjects] for r in results]
+    froze = [f["subject"] for f in folds[0] if f["freeze_index"]["any_fog"]["episodes_true"]]
     out = []
     for on in results[0]["folds"][0]["model"]:
-        figs = [(f["subject"], f["model"][on]["any_fog"]) for r in results for f in r["folds"]]
+        figs = [(f["subject"], f["model"][on]["any_fog"]) for run in folds for f in run]
         per_subject = {}
         for subject, fig in figs:
             acc = per_subject.setdefault(subject, {"found": 0.0, "episodes": 0, "alarms": 0, "hours": 0.0, "ap": [],
@@ -90,10 +92,10 @@ def rows_of(blend: float, power: float, results: list[dict]) -> list[dict]:
                        "sensitivity_time": _mean(a["time_sens"]), "specificity_time": _mean(a["time_spec"])}
                    for s, a in per_subject.items()}
         out.append({"fi_blend": blend, "power_weight": power, "on": float(on), "runs": len(results),
-                    "min_episode_sensitivity": min(summary[s]["sensitivity"] for s in froze),
+                    "min_episode_sensitivity": min((summary[s]["sensitivity"] for s in froze), default=None),
                     "false_alarms_per_hour": sum(a["alarms"] for a in per_subject.values())
                     / sum(a["hours"] for a in per_subject.values()),
-                    "mean_ap": sum(summary[s]["ap"] for s in froze) / len(froze), "per_subject": summary})
+                    "mean_ap": _mean([summary[s]["ap"] for s in froze]), "per_subject": summary})
     return out
 
 
@@ -104,8 +106,7 @@ def _mean(values):
 
 def card_table(best: dict, freeze_index: dict) -> str:
     """The model card's per-fold table: the chosen setting (pooled over the runs) beside the freeze index."""
-    def cell(value, fmt):
-        return "-" if value is None or value != value else format(value, fmt)
+    cell = _cell
     rows = ["| held-out subject | AP model (per run) / FI | episode sens. model / FI | false alarms/h model / FI "
             "| time sens. model / FI | time spec. model / FI |", "| --- | --- | --- | --- | --- | --- |"]
     for subject, m in best["per_subject"].items():
@@ -119,8 +120,40 @@ def card_table(best: dict, freeze_index: dict) -> str:
     return "\n".join(rows)
 
 
+def nested(candidates: dict, subjects: list[str]) -> dict:
+    """The rule applied once per held-out subject on the OTHER subjects' figures only, and that subject's figures at
+    the setting the others chose: how well choosing this way does on someone the choice never saw. `candidates`:
+    {(blend, power): results}, as for `rows_of`."""
+    out = {}
+    for held in subjects:
+        others = [s for s in subjects if s != held]
+        best = choose([row for (b, p), results in candidates.items() for row in rows_of(b, p, results, others)])
+        at = next(r for r in rows_of(best["fi_blend"], best["power_weight"], candidates[best["fi_blend"],
+                                                                                        best["power_weight"]], [held])
+                  if r["on"] == best["on"])
+        out[held] = {"chosen_on": others, "fi_blend": best["fi_blend"], "power_weight": best["power_weight"],
+                     "on": best["on"], **at["per_subject"][held]}
+    return out
+
+
+def nested_table(chosen: dict, freeze_index: dict) -> str:
+    rows = ["| held-out subject | chosen on the others: blend / power / on | AP model / FI | episode sens. model / FI "
+            "| false alarms/h model / FI |", "| --- | --- | --- | --- | --- |"]
+    for subject, m in chosen.items():
+        fi = freeze_index[subject]
+        rows.append(f"| {subject} | {m['fi_blend']:g} / {m['power_weight']:g} / {m['on']:g} | "
+                    f"{_cell(m['ap'], '.3f')} / {_cell(fi.get('ap'), '.3f')} | "
+                    f"{_cell(m['sensitivity'], '.2f')} / {_cell(fi.get('sensitivity'), '.2f')} | "
+                    f"{_cell(m['false_alarms_per_hour'], '.1f')} / {_cell(fi.get('false_alarms_per_hour'), '.1f')} |")
+    return "\n".join(rows)
+
+
+def _cell(value, fmt):
+    return "-" if value is None or value != value else format(value, fmt)
+
+
 def choose(rows: list[dict]) -> dict:
-    eligible = [r for r in rows if r["min_episode_sensitivity"] >= SENS_FLOOR]
+    eligible = [r for r in rows if r["min_episode_sensitivity"] is None or r["min_episode_sensitivity"] >= SENS_FLOOR]
     if not eligible:
         raise SystemExit(f"no candidate keeps episode sensitivity >= {SENS_FLOOR} on every subject who froze")
     return min(eligible, key=lambda r: (round(r["false_alarms_per_hour"], 6), -r["mean_ap"]))
@@ -149,21 +182,23 @@ def main(argv=None) -> int:
             calls, spec = window_terms(recipe, Path(run) / f"model-{subject}.pt", test, fi_kwargs)
             fi = score(test, [freeze_index_probability(r) for r in test], DEFAULT_SETTINGS, "freeze index")
             folds[run, subject] = (test, calls, spec, fi)
-    rows = []
-    for blend in FI_BLENDS:
-        for power in POWER_WEIGHTS:
-            results = [{"folds": [{"subject": s, "freeze_index": fi, "model": threshold_sweep(
-                test, predict_with(replay(calls, blend, power), spec, test))}
-                for (r, s), (test, calls, spec, fi) in folds.items() if r == run]} for run in args.plain]
-            rows += rows_of(blend, power, results)
+    candidates = {(blend, power): [{"folds": [{"subject": s, "freeze_index": fi, "model": threshold_sweep(
+        test, predict_with(replay(calls, blend, power), spec, test))}
+        for (r, s), (test, calls, spec, fi) in folds.items() if r == run]} for run in args.plain]
+        for blend in FI_BLENDS for power in POWER_WEIGHTS}
+    rows = [row for (blend, power), results in candidates.items() for row in rows_of(blend, power, results)]
     best = choose(rows)
     freeze_index = {s: fi["any_fog"] for (r, s), (_, _, _, fi) in folds.items() if r == args.plain[0]}
     table = card_table(best, freeze_index)
+    held_out = nested(candidates, subjects)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "choice.json").write_text(json.dumps(json_safe({
         "rule": __doc__.split("\n\n")[2], "runs": args.plain, "chosen": best, "freeze_index": freeze_index,
-        "table": table, "rows": rows}), indent=1) + "\n")
+        "table": table, "nested": held_out, "nested_table": nested_table(held_out, freeze_index),
+        "rows": rows}), indent=1) + "\n")
     print(table)
+    print("\nThe same rule, nested: each subject scored at the setting chosen on the other subjects only")
+    print(nested_table(held_out, freeze_index))
     print(f"chosen: fi_blend {best['fi_blend']} power_weight {best['power_weight']} on {best['on']:g} "
           f"(off {best['on'] - HYSTERESIS:.2f}): worst episode sensitivity {best['min_episode_sensitivity']:.2f}, "
           f"pooled false alarms/h {best['false_alarms_per_hour']:.1f}, mean AP {best['mean_ap']:.3f}")

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from calibration.blend_choice import SENS_FLOOR, card_table, choose, replay, rows_of, window_terms
+from calibration.blend_choice import (SENS_FLOOR, card_table, choose, nested, nested_table, replay, rows_of,
+                                      window_terms)
 
 
 def _fold(subject, episodes, per_on):
@@ -57,3 +58,22 @@ def test_replayed_window_terms_equal_predicting_with_the_blended_model(tmp_path)
         want = predict(model, spec, recordings)
         got = predict_with(replay(calls, blend, power), spec, recordings)
         np.testing.assert_allclose(got[0], want[0], atol=2e-6)
+
+
+def test_nested_choice_scores_each_subject_at_the_setting_the_others_chose():
+    """A and B froze: each is judged at the candidate chosen on the other subjects (never on itself)."""
+    nan = float("nan")
+
+    def run(a_sens, b_sens, c_alarms):
+        return {"folds": [_fold("A", 10, {"0.5": (0.8, a_sens, 2)}), _fold("B", 10, {"0.5": (0.6, b_sens, 2)}),
+                          _fold("C", 0, {"0.5": (nan, nan, c_alarms)})]}
+    # x keeps A only, y keeps B only, z keeps both but raises the most alarms on C: on all three z is the choice
+    candidates = {(0.25, 0.0): [run(0.9, 0.5, 3)], (0.5, 0.0): [run(0.5, 0.9, 1)], (1.0, 0.0): [run(0.8, 0.8, 5)]}
+    assert choose([r for (b, p), res in candidates.items() for r in rows_of(b, p, res)])["fi_blend"] == 1.0
+    chosen = nested(candidates, ["A", "B", "C"])
+    assert (chosen["A"]["fi_blend"], chosen["A"]["sensitivity"]) == (0.5, 0.5)    # on B, C: y (fewer alarms than z)
+    assert (chosen["B"]["fi_blend"], chosen["B"]["sensitivity"]) == (0.25, 0.5)   # on A, C: x
+    assert chosen["C"]["fi_blend"] == 1.0 and chosen["C"]["chosen_on"] == ["A", "B"]
+    assert chosen["C"]["false_alarms_per_hour"] == 10.0                           # z: 5 alarms in 0.5 h
+    table = nested_table(chosen, {s: {} for s in "ABC"})
+    assert "| A | 0.5 / 0 / 0.5 | 0.800 / - | 0.50 / - | 4.0 / - |" in table

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.loso import HYSTERESIS, RECIPES, predict_with, saved_fold_model, threshold_sweep
+from calibration.progress import bar
 from deploy.events import DEFAULT_SETTINGS
 from deploy.recording import read_recordings
 from deploy.scoring import freeze_index_probability, json_safe, score
@@ -167,7 +168,10 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", default="blend", choices=sorted(RECIPES))
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    import torch
+
     from models import get_preset
+    torch.set_num_threads(1)   # batch-1-sized work: a second OpenMP thread only waits on a shared machine
     recipe = RECIPES[args.recipe]
     preset = get_preset(recipe.preset)
     fi_kwargs = {k: v for k, v in preset.kwargs.get("fi_kwargs", {}).items() if k != "power_weight"}
@@ -182,10 +186,14 @@ def main(argv=None) -> int:
             calls, spec = window_terms(recipe, Path(run) / f"model-{subject}.pt", test, fi_kwargs)
             fi = score(test, [freeze_index_probability(r) for r in test], DEFAULT_SETTINGS, "freeze index")
             folds[run, subject] = (test, calls, spec, fi)
-    candidates = {(blend, power): [{"folds": [{"subject": s, "freeze_index": fi, "model": threshold_sweep(
-        test, predict_with(replay(calls, blend, power), spec, test))}
-        for (r, s), (test, calls, spec, fi) in folds.items() if r == run]} for run in args.plain]
-        for blend in FI_BLENDS for power in POWER_WEIGHTS}
+    grid = [(blend, power) for blend in FI_BLENDS for power in POWER_WEIGHTS]
+    with bar(len(grid), "blend x power candidates scored", unit="candidate") as progress:
+        candidates = {}
+        for blend, power in grid:
+            candidates[blend, power] = [{"folds": [{"subject": s, "freeze_index": fi, "model": threshold_sweep(
+                test, predict_with(replay(calls, blend, power), spec, test))}
+                for (r, s), (test, calls, spec, fi) in folds.items() if r == run]} for run in args.plain]
+            progress.update()
     rows = [row for (blend, power), results in candidates.items() for row in rows_of(blend, power, results)]
     best = choose(rows)
     freeze_index = {s: fi["any_fog"] for (r, s), (_, _, _, fi) in folds.items() if r == args.plain[0]}

@@ -143,7 +143,9 @@ class ExportPipeline:
         self.cpu_choice = self.kit = self.engine_file = self.engine_note = self.streaming = self.plan = None
         self.int8_file, self.reference, self.ort_dynamic, self.dynamic_info, self.preoptimized, self.staged = \
             INT8_FILE, None, None, None, None, None
-        self.event_settings = event_settings({**source.events, **opt.events})
+        # a flag left unset (None) keeps the source's setting (the preset's events), a set one overrides it
+        flags = {k: v for k, v in opt.events.items() if v is not None}
+        self.event_settings = event_settings({**source.events, **flags})
         if opt.ranges and not self.want_int8:
             source.notes.append(f"the {opt.ranges.source} ranges ({opt.ranges.path}) are not shipped: the bundle has no "
                                 f"INT8 graph at precision {precision} (pass --precision int8 to ship them)")

@@ -51,19 +51,22 @@ def window_terms(recipe, weights: Path, recordings, fi_kwargs: dict) -> tuple[li
         with torch.no_grad():
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
             base = plain_fi(t)
-            calls.append(tuple(v.double().numpy() for v in (net(t), base, powered(t) - base)))
+            calls.append(tuple(v.numpy() for v in (net(t), base, powered(t) - base)))
         return np.zeros(calls[-1][0].shape, np.float32)
     predict_with(record, spec, recordings)
     return calls, spec
 
 
 def replay(calls, blend: float, power: float):
-    """An infer giving the blended model's probabilities from recorded window terms, in the recorded order."""
+    """An infer giving the blended model's probabilities from recorded window terms, in the recorded order. In
+    float32, as the model computes them: its sigmoid saturates at 1.0 for a strong freeze-index logit, and those ties
+    move the AP (by 0.002 on S03 against a float64 replay)."""
     it = iter(calls)
+    blend, power, one = np.float32(blend), np.float32(power), np.float32(1.0)
 
     def infer(x):
         net, fi, pw = next(it)
-        return 1.0 / (1.0 + np.exp(-(net + blend * (fi + power * pw))))
+        return one / (one + np.exp(-(net + blend * (fi + power * pw))))
     return infer
 
 

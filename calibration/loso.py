@@ -60,7 +60,7 @@ RECIPES = {
     # fixed band powers (freeze-index ingredients) per patch beside the learnt embedding (models.spectral)
     "spectral": Recipe(model={"spectral": {"rate_hz": 64.0, "window_s": 4.0}, **NO_BLEND}),
     # the shipped recipe: trained as "plain", then predicting with the preset's fixed freeze-index logit added
-    # (fog-small: 0.5 x with the power term; calibration.blend_choice chose it, see the model card)
+    # (fog-small: 1.0 x with the power term; calibration.blend_choice chose it, see the model card)
     "blend": Recipe(train_only=NO_BLEND),
     # the preset as registered, fixed term included while training: the network learns corrections to it
     "residual": Recipe(),
@@ -167,6 +167,8 @@ def reblend(recipe: Recipe, paths: list[str], plain_dir: str) -> dict:
     saved fold weights (DIR/model-<subject>.pt of recipe "plain": the same learnt network), predicted again on
     the same grid, so no fold is trained again. Exact: the blend happens inside each window's logits, before the
     windows' probabilities are averaged, as on the device."""
+    import torch
+    torch.set_num_threads(1)
     recordings = read_recordings(paths)
     folds = []
     for subject in sorted({r.meta["subject"] for r in recordings}):

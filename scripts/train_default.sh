@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default model (models/weights/fog-small.pt + .json) with one command:
-#   bash scripts/train_default.sh                 # ~1 h on a shared 2-core VM (see models/weights/MODEL_CARD.md)
-#   LOSO=0 bash scripts/train_default.sh          # skip the leave-one-subject-out figures (~25 min less)
+#   bash scripts/train_default.sh                 # ~1.5 h on a shared 2-core VM (see models/weights/MODEL_CARD.md)
+#   LOSO=0 bash scripts/train_default.sh          # skip the leave-one-subject-out figures (~55 min less: five LOSO seeds)
 # Needs the real Daphnet recordings in ../shared/data/daphnet (5 recordings, 3 people with Parkinson's disease).
 # 1. leave-one-subject-out on the real recordings (calibration.loso; synthetic subjects in every training fold, no
 #    early stopping on anything real): the learnt network alone (recipe "plain", the one the shipped recipe trains),
@@ -19,6 +19,7 @@ PY=${PYTHON:-python3}
 DATA=${DATA:-../shared/data/daphnet}
 RECIPE=${RECIPE:-blend}   # its network trains as recipe "plain"; the blend is fixed (no weights)
 RUN=${RUN:-runs/default-fog-small}
+SEEDS=${SEEDS:-0 1 2 3 4}   # the LOSO seeds of the network, pooled by the blend choice
 if [ ! -d "$DATA" ]; then
   echo "train_default: $DATA is missing: the default is trained on the real Daphnet recordings (see ../shared)" >&2
   exit 2
@@ -26,12 +27,13 @@ fi
 mkdir -p "$RUN"
 START=$(date +%s)
 if [ "${LOSO:-1}" = 1 ]; then
-  for SEED in 0 1 2; do   # three draws of the network: one draw's luck on 30 episodes moves every figure
+  for SEED in $SEEDS; do   # several draws of the network: one draw's luck on 30 episodes moves every figure
     "$PY" -m calibration.loso "$DATA" --recipe plain --set seed=$SEED --out "$RUN/loso-plain-s$SEED" --jobs 2
   done
-  "$PY" -m calibration.blend_choice "$DATA" --plain "$RUN"/loso-plain-s0 "$RUN"/loso-plain-s1 "$RUN"/loso-plain-s2 \
-    --out "$RUN/blend-choice"
-  for SEED in 0 1 2; do
+  PLAIN=()
+  for SEED in $SEEDS; do PLAIN+=("$RUN/loso-plain-s$SEED"); done
+  "$PY" -m calibration.blend_choice "$DATA" --plain "${PLAIN[@]}" --out "$RUN/blend-choice"
+  for SEED in $SEEDS; do
     "$PY" -m calibration.loso "$DATA" --recipe "$RECIPE" --reblend "$RUN/loso-plain-s$SEED" --out "$RUN/loso-s$SEED"
   done
 fi

@@ -28,6 +28,7 @@ from deploy.metrics import event_metrics, pool_event_metrics
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
 from deploy.recording import write_recording
+from models import get_preset
 from tests.helpers_bundle import make_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +95,9 @@ def test_trained_default_bundle_streams_the_offline_event_figures(default_bundle
     manifest = json.loads((default_bundle / "manifest.json").read_text())
     assert manifest["model"]["preset"] == "fog-small" and manifest["precision"] == "fp32"
     # the preset's event thresholds (chosen on the LOSO folds, calibration.blend_choice) travel to the device
-    assert set(manifest["events"]["on"].values()) == {0.5} and set(manifest["events"]["off"].values()) == {0.35}
+    preset_events = get_preset("fog-small").events
+    assert set(manifest["events"]["on"].values()) == {preset_events["on"]}
+    assert set(manifest["events"]["off"].values()) == {preset_events["off"]}
     recordings = synthetic_recordings(2, seed=HELDOUT_SEED, minutes=3.0)
     figures = _stream_and_compare(default_bundle, recordings, tmp_path)
     assert figures["sensitivity"] > 0 and figures["episodes_detected"] > 0  # the trained model does detect FOG

@@ -205,3 +205,40 @@ def test_dynamic_plan_keeps_stages_only_when_they_measure_faster(tmp_path, monke
                                rtol=0, atol=1e-6)
     cpu_plans.remove_dynamic(tmp_path, info)
     assert not list(tmp_path.glob("model_int8*"))
+
+
+class LinearFirst(torch.nn.Module):
+    """A Linear input projection before the recurrence, as in the fog hybrids (patch embedding first)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.proj = torch.nn.Linear(6, 12)
+        self.mix = torch.nn.Linear(12, 12)
+        self.rnn = torch.nn.LSTM(12, 8, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.mix(torch.relu(self.proj(x.transpose(1, 2))))
+        return torch.sigmoid(self.head(self.rnn(h)[0]))
+
+
+def test_dynamic_plan_keeps_the_input_projection_fp32_and_says_so(tmp_path):
+    from models.onnx_export import export_onnx
+    export_onnx(LinearFirst().eval(), torch.zeros(SHAPE), tmp_path / "f.onnx", input_names=("x",),
+                output_names=("probs",))
+    fp32 = onnx.load(str(tmp_path / "f.onnx"))
+    first = next(n for n in fp32.graph.node if n.op_type in ("MatMul", "Gemm"))
+    info = cpu_plans.quantize_dynamic_int8(tmp_path / "f.onnx", tmp_path / "q.onnx")
+    nodes = {n.name: n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert info["kept_fp32"]["nodes"] == [first.name] and nodes[first.name] == first.op_type
+    assert info["int8_ops"]["MatMulInteger"] == 2 and info["int8_ops"]["DynamicQuantizeLSTM"] == 1  # mix and head
+    kept_rows = [r for r in cpu_plans.layer_rows(info) if r["layer"] == first.name]
+    assert kept_rows and kept_rows[0]["precision"] == "fp32" and "input projection" in kept_rows[0]["reason"]
+    int8_rows = [r for r in cpu_plans.layer_rows(info) if r["precision"] == "int8"]
+    assert sorted(r["op"] for r in int8_rows) == ["DynamicQuantizeLSTM", "MatMulInteger", "MatMulInteger"]  # a row each
+    plan = cpu_plans.staged_dynamic(tmp_path / "f.onnx", tmp_path, "st", preoptimize=False)
+    staged = [n.name for step in plan["steps"] for s in step for n in onnx.load(str(tmp_path / s["file"])).graph.node
+              if n.op_type in ("MatMul", "Gemm")]
+    assert staged == [first.name]  # the stages keep the same layer FP32: same weights as the whole graph
+    assert cpu_plans.input_projection(onnx.load(str(_export(tmp_path / "conv.onnx")))) == []  # a Conv comes first

@@ -2,7 +2,8 @@
 
 - `dynamic`: onnxruntime's dynamic quantization (`quantize_dynamic`): int8 weights per output channel for every
   MatMul/Gemm (MatMulInteger, fused by onnxruntime into DynamicQuantizeMatMul) and for the fused LSTM
-  (DynamicQuantizeLSTM: int8 input and recurrent weights, activations quantized per call); everything else FP32.
+  (DynamicQuantizeLSTM: int8 input and recurrent weights, activations quantized per call); everything else FP32,
+  and so is the input projection (FP32_INPUT_PROJECTION says why).
   At batch 1 the recurrence is a matrix-vector product per step over the recurrent weights, bound by memory
   bandwidth: int8 weights are a quarter of the bytes. The plan may also be kept as *stages*: each bidirectional
   LSTM split into a forward and a reverse node (toolkit.export.lstm_split, exact), the graph cut around them
@@ -43,23 +44,51 @@ STAGED_SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
 # Operators the dynamic plan quantizes: the GEMMs and the fused recurrence (GRU has no dynamic int8 kernel in
 # onnxruntime: it stays FP32, as do attention's activation-by-activation MatMuls, which have no weight).
 DYNAMIC_OPS = ("MatMul", "Gemm", "LSTM")
+INT8_OPS = ("MatMulInteger", "DynamicQuantizeLSTM", "DynamicQuantizeLinear", "DynamicQuantizeMatMul")
+# The graph's first weighted GEMM, the input projection (fog presets: the patch embedding of the z-scored window), stays
+# FP32: per-channel int8 weights there made nearly all of the plan's error on real windows (fog-small-wide, trained,
+# 96 Daphnet windows: p99 |diff| 0.153 with it quantized, 0.014 with it FP32; the LSTMs alone 0.010). It holds a
+# tiny share of the MACs (24 x 192 per patch there), so it costs no measurable time.
+FP32_INPUT_PROJECTION = "the input projection (the graph's first weighted layer, a MatMul/Gemm): int8 weights there " \
+    "made nearly all of the dynamic plan's error on real windows; a tiny share of the MACs"
 
 
 def quantize_dynamic_int8(fp32_path, out_path) -> dict:
     """The dynamic plan of `fp32_path` into `out_path`, as one graph (its bidirectional LSTMs whole: split, the
     same weights give the same outputs, and run in one session no faster); returns what it holds (op counts)."""
     start = time.perf_counter()
-    ort_quant.quantize_dynamic(str(fp32_path), str(out_path), weight_type=ort_quant.QuantType.QInt8,
-                               per_channel=True, op_types_to_quantize=list(DYNAMIC_OPS))
-    ops: dict[str, int] = {}
+    kept = input_projection(onnx.load(str(fp32_path), load_external_data=False))
+    quantize_stage(fp32_path, out_path, kept)
+    names: dict[str, list[str]] = {}
     for node in onnx.load(str(out_path), load_external_data=False).graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+        if node.name not in kept:   # listed as kept_fp32 below
+            names.setdefault(node.op_type, []).append(node.name)
+    int8 = {k: v for k, v in names.items() if k in INT8_OPS}
+    left = {k: v for k, v in names.items() if k in ("MatMul", "Gemm", "LSTM", "GRU", "RNN")}
     return {"plan": "dynamic", "file": Path(out_path).name, "seconds": time.perf_counter() - start,
-            "int8_ops": {k: v for k, v in ops.items() if k in ("MatMulInteger", "DynamicQuantizeLSTM",
-                                                               "DynamicQuantizeLinear", "DynamicQuantizeMatMul")},
-            "float_ops_left": {k: v for k, v in ops.items() if k in ("MatMul", "Gemm", "LSTM", "GRU", "RNN")},
+            "int8_ops": {k: len(v) for k, v in int8.items()}, "float_ops_left": {k: len(v) for k, v in left.items()},
+            "nodes": {**int8, **left},
+            "kept_fp32": {"nodes": kept, "why": FP32_INPUT_PROJECTION} if kept else None,
             "how": "onnxruntime.quantization.quantize_dynamic: int8 weights per channel (MatMul/Gemm/LSTM), "
-                   "activations quantized per call, FP32 elsewhere"}
+                   "activations quantized per call, FP32 elsewhere (and in the input projection)"}
+
+
+WEIGHTED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "LSTM", "GRU", "RNN")
+
+
+def input_projection(model) -> list[str]:
+    """[name] of the graph's first layer with a constant weight (nodes are in topological order) when it is a
+    MatMul/Gemm, else []: the layer the dynamic plan keeps FP32 (FP32_INPUT_PROJECTION)."""
+    weights = {i.name for i in model.graph.initializer}
+    first = next((n for n in model.graph.node if n.op_type in WEIGHTED_OPS and set(n.input[:3]) & weights), None)
+    return [first.name] if first is not None and first.op_type in ("MatMul", "Gemm") else []
+
+
+def quantize_stage(path, out_path, keep_fp32=()) -> None:
+    """onnxruntime's dynamic quantization of `path` into `out_path`: DYNAMIC_OPS, int8 weights per channel, the
+    nodes named in `keep_fp32` left as they are (names not in this graph are ignored)."""
+    ort_quant.quantize_dynamic(str(path), str(out_path), weight_type=ort_quant.QuantType.QInt8, per_channel=True,
+                               op_types_to_quantize=list(DYNAMIC_OPS), nodes_to_exclude=list(keep_fp32))
 
 
 def dynamic_plan(fp32_path, folder, example, disabled_optimizers=()) -> dict:
@@ -127,13 +156,17 @@ def run_dynamic(folder, info: dict, batches, threads: int = STAGED_THREADS) -> n
 
 
 def layer_rows(info: dict) -> list[dict]:
-    """The dynamic plan as precision-plan rows (per op type: the graph has no module names left)."""
-    rows = [{"layer": f"{n} x {op}", "op": op, "shape": "", "precision": "int8",
+    """The dynamic plan as precision-plan rows, a row per node of the quantized graph (its node names)."""
+    nodes = info.get("nodes") or {}
+    rows = [{"layer": name, "op": op, "shape": "", "precision": "int8",
              "reason": "int8 weights per output channel, activations quantized dynamically per call"}
-            for op, n in info["int8_ops"].items() if op != "DynamicQuantizeLinear"]
-    rows += [{"layer": f"{n} x {op}", "op": op, "shape": "", "precision": "fp32",
+            for op in info["int8_ops"] if op != "DynamicQuantizeLinear" for name in nodes.get(op, [])]
+    kept = (info.get("kept_fp32") or {}).get("nodes") or []
+    rows += [{"layer": name, "op": "MatMul/Gemm", "shape": "", "precision": "fp32", "reason": FP32_INPUT_PROJECTION}
+             for name in kept]
+    rows += [{"layer": name, "op": op, "shape": "", "precision": "fp32",
               "reason": "no weight to quantize (activation x activation) or no int8 kernel in onnxruntime"}
-             for op, n in info["float_ops_left"].items()]
+             for op in info["float_ops_left"] for name in nodes.get(op, [])]
     return rows
 
 
@@ -181,13 +214,13 @@ def staged_dynamic(fp32_path, out_dir, prefix: str = "int8_stage", preoptimize: 
     graph's) and, with `preoptimize`, saved as onnxruntime optimizes it. Returns the plan for the manifest's
     `onnxruntime.staged` (deploy.engines.staged runs it)."""
     model = onnx.load(str(fp32_path))
+    kept = input_projection(model)
     split = lstm_split.split_bidirectional_lstms(model)
     plan = cpu_stages.cut(model, out_dir, prefix)
     for step in plan["steps"]:
         for stage in step:
             path = Path(out_dir) / stage["file"]
-            ort_quant.quantize_dynamic(str(path), str(path), weight_type=ort_quant.QuantType.QInt8,
-                                       per_channel=True, op_types_to_quantize=list(DYNAMIC_OPS))
+            quantize_stage(path, path, kept)
             if preoptimize:
                 save_optimized(path, path, disabled_optimizers)
     return {**plan, "split_lstms": split, "preoptimized": preoptimize, "session_config": STAGED_SESSION_CONFIG,

@@ -242,3 +242,45 @@ def test_dynamic_plan_keeps_the_input_projection_fp32_and_says_so(tmp_path):
               if n.op_type in ("MatMul", "Gemm")]
     assert staged == [first.name]  # the stages keep the same layer FP32: same weights as the whole graph
     assert cpu_plans.input_projection(onnx.load(str(_export(tmp_path / "conv.onnx")))) == []  # a Conv comes first
+
+
+class AttentionThenBiLSTM(torch.nn.Module):
+    """A projection, one attention product pair (two activation x activation MatMuls), a BiLSTM, a head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.proj = torch.nn.Linear(6, 12)
+        self.rnn = torch.nn.LSTM(12, 8, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.proj(x.transpose(1, 2))
+        h = torch.softmax(h @ h.transpose(1, 2) / 4.0, dim=-1) @ h
+        return torch.sigmoid(self.head(self.rnn(h)[0]))
+
+
+@pytest.mark.parametrize("staged_aa,kept", [(5.0, cpu_plans.ACTIVATIONS), (5.9, "staged")])
+def test_stages_quantize_attention_products_only_when_that_measures_faster(tmp_path, monkeypatch, staged_aa, kept):
+    from models.onnx_export import export_onnx
+    monkeypatch.setattr(cpu_plans.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cpu_plans, "staged_head_to_head",
+                        lambda folder, whole, plans, *a, **k: {"whole": 10.0, "staged": 6.0, **(
+                            {cpu_plans.ACTIVATIONS: staged_aa} if cpu_plans.ACTIVATIONS in plans else {})})
+    export_onnx(AttentionThenBiLSTM().eval(), torch.zeros(SHAPE), tmp_path / "model_fp32.onnx", input_names=("x",),
+                output_names=("probs",))
+    assert cpu_plans.activation_matmuls(onnx.load(str(tmp_path / "model_fp32.onnx"))) == 2
+    info = cpu_plans.dynamic_plan(tmp_path / "model_fp32.onnx", tmp_path, _x())
+    assert info["staging"]["activations_int8"] is (kept == cpu_plans.ACTIVATIONS) and kept in info["staging"]["reason"]
+    files = {s["file"] for step in info["staged"]["steps"] for s in step}
+    on_disk = {p.name for p in tmp_path.glob("model_int8_stage*")}
+    assert files == on_disk  # the other stage plan's files are gone
+    stages = [onnx.load(str(tmp_path / f)) for f in files]
+    float_products = sum(1 for m in stages for n in m.graph.node if n.op_type in ("MatMul", "FusedMatMul")
+                         and not set(n.input) & {i.name for i in m.graph.initializer})
+    assert float_products == (2 if kept == "staged" else 0)  # with the products in int8 no float product is left
+    rows = [r for r in cpu_plans.layer_rows(info) if r["op"] == "MatMul"]
+    assert len(rows) == 2 and {r["precision"] for r in rows} == {"int8" if kept != "staged" else "fp32"}
+    x = _x(4)
+    whole = OnnxRuntimeEngine(tmp_path / info["file"], threads=1).infer(x)
+    assert np.abs(cpu_plans.run_dynamic(tmp_path, info, [x]) - whole).max() < 0.05

@@ -275,12 +275,26 @@ def test_stages_quantize_attention_products_only_when_that_measures_faster(tmp_p
     files = {s["file"] for step in info["staged"]["steps"] for s in step}
     on_disk = {p.name for p in tmp_path.glob("model_int8_stage*")}
     assert files == on_disk  # the other stage plan's files are gone
-    stages = [onnx.load(str(tmp_path / f)) for f in files]
-    float_products = sum(1 for m in stages for n in m.graph.node if n.op_type in ("MatMul", "FusedMatMul")
-                         and not set(n.input) & {i.name for i in m.graph.initializer})
-    assert float_products == (2 if kept == "staged" else 0)  # with the products in int8 no float product is left
+    assert _float_products(tmp_path, info["staged"]) == (2 if kept == "staged" else 0)  # none left in int8 products
     rows = [r for r in cpu_plans.layer_rows(info) if r["op"] == "MatMul"]
     assert len(rows) == 2 and {r["precision"] for r in rows} == {"int8" if kept != "staged" else "fp32"}
     x = _x(4)
     whole = OnnxRuntimeEngine(tmp_path / info["file"], threads=1).infer(x)
     assert np.abs(cpu_plans.run_dynamic(tmp_path, info, [x]) - whole).max() < 0.05
+
+
+def test_bench_runs_the_stages_with_int8_attention_products(tmp_path):
+    from toolkit.bench.backends import Subject, open_runner
+    subject = Subject(name="attn", input_shape=SHAPE, factory=AttentionThenBiLSTM, workdir=tmp_path)
+    out = open_runner(subject, "onnxruntime-staged-activations", 1, 2)()
+    assert np.asarray(out).shape == (1, SHAPE[2], 3)
+    folder, plan = subject.staged(1, activations=True)
+    assert plan["activations_int8"] and folder != subject.staged(1)[0]
+    assert _float_products(folder, plan) == 0 and _float_products(*subject.staged(1)) == 2
+
+
+def _float_products(folder, plan) -> int:
+    """Float MatMuls of two activations (attention's products) left in a stage plan's files."""
+    stages = [onnx.load(str(folder / s["file"])) for step in plan["steps"] for s in step]
+    return sum(1 for m in stages for n in m.graph.node if n.op_type in ("MatMul", "FusedMatMul")
+               and not set(n.input) & {i.name for i in m.graph.initializer})

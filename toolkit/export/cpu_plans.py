@@ -42,8 +42,8 @@ STAGED_MIN_SPEEDUP = 1.05
 # The stages may also quantize attention's activation x activation MatMuls (quantize_dynamic's MatMulConstBOnly off:
 # both operands quantized per call). A third candidate in the staged head-to-head, kept when this much faster than the
 # plain stages. Measured at 2 threads, interleaved: fog-1st-place (864 patches) 1.06-1.10x faster than the plain
-# stages in 3 of 4 runs (0.99x in the most loaded one); fog-small (128 patches, whole graph) 0.80-1.00x, 0.91x at
-# 1 thread. On trained fog-small-wide, real windows: p99 |diff| 0.016 (0.014 without), agreement 0.9999.
+# stages in 4 of 5 runs (0.99x in the most loaded one); fog-small (128 patches, whole graph) 0.80-1.00x, 0.91x at
+# 1 thread (docs/bench.md, "Two threads"). On trained fog-small-wide, real windows: p99 |diff| 0.016 (0.014 without), agreement 0.9999.
 ACTIVATIONS = "staged-activations"
 ACTIVATION_PREFIX = "model_int8_stage_aa"
 ACTIVATION_MIN_SPEEDUP = 1.03
@@ -78,7 +78,7 @@ def quantize_dynamic_int8(fp32_path, out_path) -> dict:
             "nodes": {**int8, **left},
             "kept_fp32": {"nodes": kept, "why": FP32_INPUT_PROJECTION} if kept else None,
             "how": "onnxruntime.quantization.quantize_dynamic: int8 weights per channel (MatMul/Gemm/LSTM), "
-                   "activations quantized per call, FP32 elsewhere (and in the input projection)"}
+                   "activations quantized per call, FP32 elsewhere, the input projection included"}
 
 
 WEIGHTED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "LSTM", "GRU", "RNN")

@@ -41,12 +41,12 @@ STAGED_THREADS = 2
 STAGED_MIN_SPEEDUP = 1.05
 # The stages may also quantize attention's activation x activation MatMuls (quantize_dynamic's MatMulConstBOnly off:
 # both operands quantized per call). A third candidate in the staged head-to-head, kept when this much faster than the
-# plain stages. Measured at 2 threads, interleaved: fog-1st-place (864 patches) 1.06-1.10x faster than the plain
-# stages in 4 of 6 runs (0.99x and 1.01x in the others); fog-small (128 patches, whole graph) 0.80-1.00x, 0.91x at
-# 1 thread (docs/bench.md, "Two threads"). On trained fog-small-wide, real windows: p99 |diff| 0.016 (0.014 without), agreement 0.9999.
+# plain stages. Measured at 2 threads, interleaved, fog-1st-place (864 patches): median 1.06x over 9 runs, but
+# 0.84-1.10x (faster by >= 1.05x in 5, slower in 3), so a marginal gain kept only where export measures it clearly;
+# fog-small (128 patches, whole graph) 0.80-1.00x, 0.91x at 1 thread (docs/bench.md, "Two threads"). On trained fog-small-wide, real windows: p99 |diff| 0.016 (0.014 without), agreement 0.9999.
 ACTIVATIONS = "staged-activations"
 ACTIVATION_PREFIX = "model_int8_stage_aa"
-ACTIVATION_MIN_SPEEDUP = 1.03
+ACTIVATION_MIN_SPEEDUP = 1.05
 # onnxruntime session settings every stage runs with (deploy.engines.staged says why).
 STAGED_SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
 # Operators the dynamic plan quantizes: the GEMMs and the fused recurrence (GRU has no dynamic int8 kernel in

@@ -1,66 +1,75 @@
-"""Decision agreement of the cpu target's INT8 plans on TRAINED weights (issue 17).
+"""Decision agreement of a cpu bundle's plans with the float model on REAL windows (issue 17).
 
-Random weights put every probability near 0.5, where agreement measures noise. This trains the default's recipe
-(fog-small: TransformerLSTMPlus, 2 encoder layers, 1 BiLSTM, plain training) at a larger width (d_model 128,
-feed-forward 256: 4x the parameters) briefly on synthetic recordings, then exports it for the cpu target with
-`--precision fastest` through the real pipeline: the manifest's verification pairs (float vs the static Q/DQ plan
-and vs onnxruntime's dynamic plan) are measured on trained weights.
+Export verifies on synthetic windows; this runs the trained checkpoint (float, PyTorch) and every plan the bundle
+ships (fp32, the INT8 graph whole, and its stages when the manifest has them) on windows cut from real recordings,
+half of them centred on labelled freezes, and reports `toolkit.export.verify.compare`'s figures per plan (mean,
+p99, agreement on the elements the float model decides by more than the margin, decisive share).
 
-  PYTHONPATH=$PWD nice -n 10 python benchmarks/trained_wide_cpu.py --out /tmp/wide [--epochs 4 --steps 40]
+  toolkit export --model runs/fog-small-wide/model.pt --target cpu --precision fastest \
+      --calib-data ../shared/data/daphnet --out runs/fog-small-wide/bundle
+  PYTHONPATH=$PWD nice -n 10 python benchmarks/trained_wide_cpu.py --checkpoint runs/fog-small-wide/model.pt \
+      --bundle runs/fog-small-wide/bundle ../shared/data/daphnet [--windows 96]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import time
-from pathlib import Path
 
+import numpy as np
 import torch
 
-from calibration import train as training
-from calibration.data import synthetic_recordings
-from models import create_model, get_preset
-from toolkit.export import ExportOptions, export_bundle
-from toolkit.export.source import ModelSource
-from toolkit.export.targets import get_target
+from calibration.checkpoint import load_model
+from calibration.data import prepare_recording, sample_windows
+from deploy.bundle import Bundle
+from deploy.engines.onnxruntime import OnnxRuntimeEngine
+from deploy.engines.staged import StagedEngine
+from deploy.recording import read_recordings
+from toolkit.export import verify
+from toolkit.export.onnx import with_activation
 
-WIDE = dict(d_model=128, dim_feedforward=256, nhead=4)
+
+def real_windows(paths, spec, count: int, seed: int) -> np.ndarray:
+    prepared = [prepare_recording(r, spec) for r in read_recordings(paths)]
+    return sample_windows(prepared, spec, count, seed=seed, class_share=0.5).x
+
+
+def engines(bundle: Bundle, threads: int) -> dict:
+    """Plan name -> engine, for every graph the bundle ships."""
+    folder, manifest = bundle.folder, bundle.manifest
+    models, settings = manifest["models"], manifest.get("onnxruntime") or {}
+    found = {"fp32": OnnxRuntimeEngine(folder / models["fp32"], threads=threads)}
+    if models.get("int8"):
+        found[f"int8 ({models['int8']}, whole)"] = OnnxRuntimeEngine(
+            folder / models["int8"], threads=threads, preoptimized="int8" in settings.get("preoptimized", []))
+    staged = (settings.get("staged") or {}).get("int8")
+    if staged:
+        found["int8 stages"] = StagedEngine(folder, staged, threads=threads, preoptimized=bool(staged["preoptimized"]))
+    return found
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--subjects", type=int, default=8)
+    p.add_argument("data", nargs="+")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--windows", type=int, default=96)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model = create_model("fog-small", **WIDE)
-    spec = get_preset("fog-small").preprocess
-    recordings = synthetic_recordings(args.subjects, seed=0, minutes=5.0)
-    train, val = training.split_by_subject(recordings, None, 0.25, 0)
-    config = training.TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=32, lr=1e-3,
-                                  warmup_steps=20, patience=8, seed=0)
-    started = time.perf_counter()
-    result = training.fit(model, train, val, spec, config, progress=False)
-    trained_s = time.perf_counter() - started
-    torch.save(model.state_dict(), out / "wide.pt")
-    source = ModelSource(module=model.eval(), name="fog-small-wide", kind="checkpoint", preset="fog-small",
-                         preprocess=dict(spec), classes=tuple(get_preset("fog-small").classes),
-                         weights_path=str(out / "wide.pt"))
-    manifest = export_bundle(source, get_target("cpu"), out / "bundle",
-                             ExportOptions(precision="fastest", force=True, fidelity=False, quiet=True))
-    print(json.dumps({"model": "fog-small recipe at width 128 (d_model 128, ff 256)",
-                      "parameters": sum(p.numel() for p in model.parameters()),
-                      "train": {"epochs": result.epochs_run, "best_val_map": result.best_map, "seconds": trained_s,
-                                "subjects": args.subjects},
-                      "cpu_precision": manifest["export"]["cpu_precision"],
-                      "pairs": manifest["verification"]["pairs"],
-                      "dynamic": (manifest["export"].get("cpu_dynamic_plan") or {}).get("verification")},
-                     indent=1, default=str))
+    model, preset, _ = load_model(checkpoint=args.checkpoint)
+    bundle = Bundle.load(args.bundle)
+    x = real_windows(args.data, bundle.manifest["input"]["preprocess"], args.windows, args.seed)
+    batches = [x[i:i + 1] for i in range(len(x))]
+    reference = verify.torch_run(with_activation(model, "sigmoid"), batches)
+    result = {"preset": preset, "windows": len(x), "elements": int(reference.size)}
+    for name, engine in engines(bundle, args.threads).items():
+        out = np.concatenate([engine.infer(b).copy() for b in batches])
+        engine.close()
+        pair = verify.compare("torch_vs_ort_int8_dynamic", reference, out)
+        result[name] = {k: pair[k] for k in ("mean_abs", "p99_abs", "max_abs", "agreement", "agreement_all",
+                                             "decisive_share", "passed")}
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -106,6 +106,18 @@ register(Preset(
                 "5 encoder layers, 2 BiLSTM layers, feed-forward = width; width 324 instead of 320 because "
                 "6 heads must divide it (tsai-style layers: the 2nd BiLSTM is twice as wide)"))
 
+# fog-small's recipe at three times the width with a second BiLSTM (3.6 M parameters; recurrent weights 0.6 M per
+# direction in the second layer): large enough that the recurrence has real weight matrices, small enough to train
+# on one CPU core in ~20 min, so the CPU plans' agreement with float is measured on trained weights (issue 17).
+register(Preset(
+    name="fog-small-wide",
+    factory=TransformerLSTMPlus,
+    kwargs={**_PRESETS["fog-small"].kwargs, "d_model": 192, "dim_feedforward": 384, "num_rnn_layers": 2},
+    preprocess=dict(_PRESETS["fog-small"].preprocess),
+    events=dict(_PRESETS["fog-small"].events),
+    description="fog-small's recipe at 3x the width (192, 4 heads, feed-forward 384) with 2 BiLSTM layers "
+                "(192 and 384 per direction): 3.6 M parameters, for measuring the CPU plans on trained weights"))
+
 register(Preset(
     name="fog-lstm-attention",
     factory=LSTMAttentionPlus,

@@ -205,3 +205,96 @@ def test_dynamic_plan_keeps_stages_only_when_they_measure_faster(tmp_path, monke
                                rtol=0, atol=1e-6)
     cpu_plans.remove_dynamic(tmp_path, info)
     assert not list(tmp_path.glob("model_int8*"))
+
+
+class LinearFirst(torch.nn.Module):
+    """A Linear input projection before the recurrence, as in the fog hybrids (patch embedding first)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.proj = torch.nn.Linear(6, 12)
+        self.mix = torch.nn.Linear(12, 12)
+        self.rnn = torch.nn.LSTM(12, 8, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.mix(torch.relu(self.proj(x.transpose(1, 2))))
+        return torch.sigmoid(self.head(self.rnn(h)[0]))
+
+
+def test_dynamic_plan_keeps_the_input_projection_fp32_and_says_so(tmp_path):
+    from models.onnx_export import export_onnx
+    export_onnx(LinearFirst().eval(), torch.zeros(SHAPE), tmp_path / "f.onnx", input_names=("x",),
+                output_names=("probs",))
+    fp32 = onnx.load(str(tmp_path / "f.onnx"))
+    first = next(n for n in fp32.graph.node if n.op_type in ("MatMul", "Gemm"))
+    info = cpu_plans.quantize_dynamic_int8(tmp_path / "f.onnx", tmp_path / "q.onnx")
+    nodes = {n.name: n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
+    assert info["kept_fp32"]["nodes"] == [first.name] and nodes[first.name] == first.op_type
+    assert info["int8_ops"]["MatMulInteger"] == 2 and info["int8_ops"]["DynamicQuantizeLSTM"] == 1  # mix and head
+    kept_rows = [r for r in cpu_plans.layer_rows(info) if r["layer"] == first.name]
+    assert kept_rows and kept_rows[0]["precision"] == "fp32" and "input projection" in kept_rows[0]["reason"]
+    int8_rows = [r for r in cpu_plans.layer_rows(info) if r["precision"] == "int8"]
+    assert sorted(r["op"] for r in int8_rows) == ["DynamicQuantizeLSTM", "MatMulInteger", "MatMulInteger"]  # a row each
+    plan = cpu_plans.staged_dynamic(tmp_path / "f.onnx", tmp_path, "st", preoptimize=False)
+    staged = [n.name for step in plan["steps"] for s in step for n in onnx.load(str(tmp_path / s["file"])).graph.node
+              if n.op_type in ("MatMul", "Gemm")]
+    assert staged == [first.name]  # the stages keep the same layer FP32: same weights as the whole graph
+    assert cpu_plans.input_projection(onnx.load(str(_export(tmp_path / "conv.onnx")))) == []  # a Conv comes first
+
+
+class AttentionThenBiLSTM(torch.nn.Module):
+    """A projection, one attention product pair (two activation x activation MatMuls), a BiLSTM, a head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.proj = torch.nn.Linear(6, 12)
+        self.rnn = torch.nn.LSTM(12, 8, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.proj(x.transpose(1, 2))
+        h = torch.softmax(h @ h.transpose(1, 2) / 4.0, dim=-1) @ h
+        return torch.sigmoid(self.head(self.rnn(h)[0]))
+
+
+@pytest.mark.parametrize("staged_aa,kept", [(5.0, cpu_plans.ACTIVATIONS), (5.9, "staged")])
+def test_stages_quantize_attention_products_only_when_that_measures_faster(tmp_path, monkeypatch, staged_aa, kept):
+    from models.onnx_export import export_onnx
+    monkeypatch.setattr(cpu_plans.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cpu_plans, "staged_head_to_head",
+                        lambda folder, whole, plans, *a, **k: {"whole": 10.0, "staged": 6.0, **(
+                            {cpu_plans.ACTIVATIONS: staged_aa} if cpu_plans.ACTIVATIONS in plans else {})})
+    export_onnx(AttentionThenBiLSTM().eval(), torch.zeros(SHAPE), tmp_path / "model_fp32.onnx", input_names=("x",),
+                output_names=("probs",))
+    assert cpu_plans.activation_matmuls(onnx.load(str(tmp_path / "model_fp32.onnx"))) == 2
+    info = cpu_plans.dynamic_plan(tmp_path / "model_fp32.onnx", tmp_path, _x())
+    assert info["staging"]["activations_int8"] is (kept == cpu_plans.ACTIVATIONS) and kept in info["staging"]["reason"]
+    files = {s["file"] for step in info["staged"]["steps"] for s in step}
+    on_disk = {p.name for p in tmp_path.glob("model_int8_stage*")}
+    assert files == on_disk  # the other stage plan's files are gone
+    assert _float_products(tmp_path, info["staged"]) == (2 if kept == "staged" else 0)  # none left in int8 products
+    rows = [r for r in cpu_plans.layer_rows(info) if r["op"] == "MatMul"]
+    assert len(rows) == 2 and {r["precision"] for r in rows} == {"int8" if kept != "staged" else "fp32"}
+    x = _x(4)
+    whole = OnnxRuntimeEngine(tmp_path / info["file"], threads=1).infer(x)
+    assert np.abs(cpu_plans.run_dynamic(tmp_path, info, [x]) - whole).max() < 0.05
+
+
+def test_bench_runs_the_stages_with_int8_attention_products(tmp_path):
+    from toolkit.bench.backends import Subject, open_runner
+    subject = Subject(name="attn", input_shape=SHAPE, factory=AttentionThenBiLSTM, workdir=tmp_path)
+    out = open_runner(subject, "onnxruntime-staged-activations", 1, 2)()
+    assert np.asarray(out).shape == (1, SHAPE[2], 3)
+    folder, plan = subject.staged(1, activations=True)
+    assert plan["activations_int8"] and folder != subject.staged(1)[0]
+    assert _float_products(folder, plan) == 0 and _float_products(*subject.staged(1)) == 2
+
+
+def _float_products(folder, plan) -> int:
+    """Float MatMuls of two activations (attention's products) left in a stage plan's files."""
+    stages = [onnx.load(str(folder / s["file"])) for step in plan["steps"] for s in step]
+    return sum(1 for m in stages for n in m.graph.node if n.op_type in ("MatMul", "FusedMatMul")
+               and not set(n.input) & {i.name for i in m.graph.initializer})

@@ -25,7 +25,8 @@ N_PATCHES = 6
 # INT8 target's window, LayerNorm decomposed as TensorRT 8.5 needs) and checked against every INT8 target; the
 # opset-17 variant (with LayerNormalization) is checked for jetson in the slow test below.
 INT8_OPSET_OF_BIG = {"fog-1st-place": 16}
-PRESETS = models.list_presets()
+# fog-small-wide is fog-small at 3x the width (a measurement preset, issue 17): fog-small stands for it here
+PRESETS = [name for name in models.list_presets() if name != "fog-small-wide"]
 TARGETS = list_targets()
 
 

@@ -34,10 +34,11 @@ torch = lazy_import("torch", "workstation", "PyTorch eager and re-exporting a pr
 models = lazy_import("models", "workstation", "building a preset")
 
 BACKENDS = ("pytorch-eager", "onnxruntime-naive", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-dynamic",
-            "onnxruntime-staged", "tensorrt")
+            "onnxruntime-staged", "onnxruntime-staged-activations", "tensorrt")
 # Which reference workload normalizes which backend: the one that runs on the same runtime.
 REFERENCE_OF = {"pytorch-eager": "torch", "onnxruntime-naive": "onnxruntime", "onnxruntime-fp32": "onnxruntime",
                 "onnxruntime-int8": "onnxruntime-int8", "onnxruntime-dynamic": "onnxruntime", "onnxruntime-staged": "onnxruntime",
+                "onnxruntime-staged-activations": "onnxruntime",
                 "tensorrt": "tensorrt"}
 # What a user gets without the toolkit: a plain torch.onnx.export into a default onnxruntime session.
 NAIVE = "onnxruntime-naive"
@@ -85,7 +86,7 @@ class Subject:
     # --- ONNX ------------------------------------------------------------------------------------------------
     def onnx(self, precision: str, batch: int) -> Path:
         """The ONNX file for `precision` at `batch` (the bundle's own file, else exported here and cached)."""
-        if precision == "staged":  # the stages are cut from the dynamic plan's graph: its structure, its profile
+        if precision.startswith("staged"):  # the stages are cut from the dynamic plan's graph: its structure, profile
             return self.onnx("dynamic", batch)
         key = (precision, batch)
         if key in self._onnx:
@@ -100,13 +101,15 @@ class Subject:
         self._onnx[key] = path
         return path
 
-    def staged(self, batch: int) -> tuple[Path, dict]:
-        """The dynamic plan's stages at `batch`, as the cpu target's bundle carries them: (folder, plan)."""
-        key = ("staged", batch)
+    def staged(self, batch: int, activations: bool = False) -> tuple[Path, dict]:
+        """The dynamic plan's stages at `batch`, as the cpu target's bundle carries them: (folder, plan); with
+        `activations`, attention's activation x activation MatMuls in int8 too (cpu_plans.ACTIVATIONS)."""
+        key = ("staged", batch, activations)
         if key not in self._onnx:
-            folder = self.workdir / f"{self.name}.b{batch}.staged"
+            folder = self.workdir / f"{self.name}.b{batch}.staged{'-activations' if activations else ''}"
             folder.mkdir(exist_ok=True)
-            plan = staged_dynamic(self.onnx("fp32", batch), folder, disabled_optimizers=DISABLED_OPTIMIZERS)
+            plan = staged_dynamic(self.onnx("fp32", batch), folder, disabled_optimizers=DISABLED_OPTIMIZERS,
+                                  activations=activations)
             self._onnx[key] = (folder, plan)
         return self._onnx[key]
 
@@ -148,8 +151,8 @@ def open_runner(subject: Subject, backend: str, batch: int, threads: int) -> Cal
         return run
     if backend == NAIVE:
         return naive_session(subject.onnx("naive", batch), x, threads)
-    if backend == "onnxruntime-staged":  # the dynamic plan in stages, both LSTM directions side by side
-        folder, plan = subject.staged(batch)
+    if backend.startswith("onnxruntime-staged"):  # the dynamic plan in stages, both LSTM directions side by side
+        folder, plan = subject.staged(batch, activations=backend.endswith("-activations"))
         engine = StagedEngine(folder, plan, threads=threads or None, preoptimized=plan["preoptimized"],
                               disabled_optimizers=DISABLED_OPTIMIZERS)
         return lambda: engine.infer(x)

@@ -18,6 +18,7 @@ device loads it without redoing the work (deploy.engines.onnxruntime reads `preo
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -96,9 +97,15 @@ def quantize_stage(path, out_path, keep_fp32=(), activations: bool = False) -> N
     """onnxruntime's dynamic quantization of `path` into `out_path`: DYNAMIC_OPS, int8 weights per channel, the
     nodes named in `keep_fp32` left as they are (names not in this graph are ignored); with `activations`, the
     MatMuls of two activations too (both operands quantized per call)."""
-    ort_quant.quantize_dynamic(str(path), str(out_path), weight_type=ort_quant.QuantType.QInt8, per_channel=True,
-                               op_types_to_quantize=list(DYNAMIC_OPS), nodes_to_exclude=list(keep_fp32),
-                               extra_options={"MatMulConstBOnly": not activations})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)   # its "consider pre-processing" advice is logged once per call: 15 lines a bench
+    try:
+        ort_quant.quantize_dynamic(str(path), str(out_path), weight_type=ort_quant.QuantType.QInt8,
+                                   per_channel=True, op_types_to_quantize=list(DYNAMIC_OPS),
+                                   nodes_to_exclude=list(keep_fp32), extra_options={"MatMulConstBOnly": not activations})
+    finally:
+        root.setLevel(level)
 
 
 def dynamic_plan(fp32_path, folder, example, disabled_optimizers=()) -> dict:

@@ -44,7 +44,8 @@ STAGED_MIN_SPEEDUP = 1.05
 # both operands quantized per call). A third candidate in the staged head-to-head, kept when this much faster than the
 # plain stages. Measured at 2 threads, interleaved, fog-1st-place (864 patches): median 1.06x over 9 runs, but
 # 0.84-1.10x (faster by >= 1.05x in 5, slower in 3), so a marginal gain kept only where export measures it clearly;
-# fog-small (128 patches, whole graph) 0.80-1.00x, 0.91x at 1 thread (docs/bench.md, "Two threads"). On trained fog-small-wide, real windows: p99 |diff| 0.016 (0.014 without), agreement 0.9999.
+# fog-small (128 patches, whole graph) 0.80-1.00x, 0.91x at 1 thread (docs/bench.md, "Two threads"). On trained
+# fog-small-wide, real windows: p99 |diff| 0.016 (0.014 without), agreement 0.9999.
 ACTIVATIONS = "staged-activations"
 ACTIVATION_PREFIX = "model_int8_stage_aa"
 ACTIVATION_MIN_SPEEDUP = 1.05
@@ -103,7 +104,8 @@ def quantize_stage(path, out_path, keep_fp32=(), activations: bool = False) -> N
     try:
         ort_quant.quantize_dynamic(str(path), str(out_path), weight_type=ort_quant.QuantType.QInt8,
                                    per_channel=True, op_types_to_quantize=list(DYNAMIC_OPS),
-                                   nodes_to_exclude=list(keep_fp32), extra_options={"MatMulConstBOnly": not activations})
+                                   nodes_to_exclude=list(keep_fp32),
+                                   extra_options={"MatMulConstBOnly": not activations})
     finally:
         root.setLevel(level)
 

@@ -110,17 +110,16 @@ def _mean(values):
 
 def card_table(best: dict, freeze_index: dict) -> str:
     """The model card's per-fold table: the chosen setting (pooled over the runs) beside the freeze index."""
-    cell = _cell
     rows = ["| held-out subject | AP model (per run) / FI | episode sens. model / FI | false alarms/h model / FI "
             "| time sens. model / FI | time spec. model / FI |", "| --- | --- | --- | --- | --- | --- |"]
     for subject, m in best["per_subject"].items():
         fi = freeze_index[subject]
         runs = "" if m["ap"] is None else " (" + ", ".join(format(a, ".3f") for a in m["ap_runs"]) + ")"
-        rows.append(f"| {subject} | {cell(m['ap'], '.3f')}{runs} / {cell(fi.get('ap'), '.3f')} | "
-                    f"{cell(m['sensitivity'], '.2f')} / {cell(fi.get('sensitivity'), '.2f')} | "
-                    f"{cell(m['false_alarms_per_hour'], '.1f')} / {cell(fi.get('false_alarms_per_hour'), '.1f')} | "
-                    f"{cell(m['sensitivity_time'], '.2f')} / {cell(fi.get('sensitivity_time'), '.2f')} | "
-                    f"{cell(m['specificity_time'], '.2f')} / {cell(fi.get('specificity_time'), '.2f')} |")
+        rows.append(f"| {subject} | {_cell(m['ap'], '.3f')}{runs} / {_cell(fi.get('ap'), '.3f')} | "
+                    f"{_cell(m['sensitivity'], '.2f')} / {_cell(fi.get('sensitivity'), '.2f')} | "
+                    f"{_cell(m['false_alarms_per_hour'], '.1f')} / {_cell(fi.get('false_alarms_per_hour'), '.1f')} | "
+                    f"{_cell(m['sensitivity_time'], '.2f')} / {_cell(fi.get('sensitivity_time'), '.2f')} | "
+                    f"{_cell(m['specificity_time'], '.2f')} / {_cell(fi.get('specificity_time'), '.2f')} |")
     return "\n".join(rows)
 
 

@@ -99,9 +99,10 @@ def assert_inert(qat, shape, unused) -> None:
                           "--n-patches), or with --calib-data recordings long enough to reach them")
 
 
-def event_settings(overrides: dict) -> dict:
-    """The event defaults with the given overrides, refused here when the daemon's event detector would refuse them."""
-    events = with_defaults(overrides)
+def event_settings(*layers: dict) -> dict:
+    """The event defaults with each layer over them (a None value leaves what is below: a flag not given), refused
+    here when the daemon's event detector would refuse them."""
+    events = with_defaults(*layers)
     if not 0 <= events["off"] <= events["on"] <= 1:
         raise ExportError(f"event thresholds need 0 <= off <= on <= 1, got on={events['on']} off={events['off']}")
     if events["hop_s"] <= 0 or any(events[k] < 0 for k in EVENT_KEYS if k not in ("hop_s", "on", "off")):
@@ -143,9 +144,7 @@ class ExportPipeline:
         self.cpu_choice = self.kit = self.engine_file = self.engine_note = self.streaming = self.plan = None
         self.int8_file, self.reference, self.ort_dynamic, self.dynamic_info, self.preoptimized, self.staged = \
             INT8_FILE, None, None, None, None, None
-        # a flag left unset (None) keeps the source's setting (the preset's events), a set one overrides it
-        flags = {k: v for k, v in opt.events.items() if v is not None}
-        self.event_settings = event_settings({**source.events, **flags})
+        self.event_settings = event_settings(source.events, opt.events)   # the model's (a preset's), then flags
         if opt.ranges and not self.want_int8:
             source.notes.append(f"the {opt.ranges.source} ranges ({opt.ranges.path}) are not shipped: the bundle has no "
                                 f"INT8 graph at precision {precision} (pass --precision int8 to ship them)")

@@ -10,6 +10,9 @@
   (toolkit.export.cpu_stages), and the device runs both directions side by side (deploy.engines.staged):
   onnxruntime runs a CPU graph's nodes one at a time, so one BiLSTM node leaves a second core idle. `dynamic_plan`
   keeps the stages only when they measure faster than the whole graph at STAGED_THREADS threads.
+  Both start from the float graph as toolkit.export.cpu_graph rewrites it: torch's self-attention fused into
+  onnxruntime's MultiHeadAttention (exact, checked), 1.24x faster stages on fog-1st-place at 2 threads; with it
+  fused there are no activation x activation MatMuls left, so the ACTIVATIONS candidate is not built.
 - `qdq`: the precision plan's static Q/DQ graph (toolkit.export.plan), run on onnxruntime's integer kernels.
 
 `head_to_head` times the candidates interleaved (toolkit.timing) and `choose` keeps an INT8 plan only when it is at
@@ -21,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +32,7 @@ import numpy as np
 from deploy.engines.onnxruntime import OnnxRuntimeEngine
 from deploy.engines.staged import StagedEngine
 from deploy.lazy import lazy_import
-from toolkit.export import cpu_stages, lstm_split
+from toolkit.export import cpu_graph, cpu_stages, lstm_split
 from toolkit.timing import BUDGET_S, interleaved
 
 ort_quant = lazy_import("onnxruntime.quantization", "workstation", "onnxruntime's dynamic quantization")
@@ -55,6 +59,11 @@ STAGED_SESSION_CONFIG = {"session.intra_op.allow_spinning": "0"}
 # onnxruntime: it stays FP32, as do attention's activation-by-activation MatMuls, unless ACTIVATIONS is kept).
 DYNAMIC_OPS = ("MatMul", "Gemm", "LSTM")
 INT8_OPS = ("MatMulInteger", "DynamicQuantizeLSTM", "DynamicQuantizeLinear", "DynamicQuantizeMatMul")
+# What stays FP32 and is listed in the precision plan: GEMMs left unquantized, recurrences without an int8 kernel,
+# and the fused attention (toolkit.export.cpu_graph), whose products multiply two activations.
+FLOAT_OPS = ("MatMul", "Gemm", "LSTM", "GRU", "RNN", "MultiHeadAttention")
+FUSED_ATTENTION = "torch's self-attention fused into onnxruntime's MultiHeadAttention (toolkit.export.cpu_graph, " \
+    "exact): FP32, its products multiply two activations; the in- and out-projections around it are int8"
 # The graph's first weighted GEMM, the input projection (fog presets: the patch embedding of the z-scored window), stays
 # FP32: per-channel int8 weights there made nearly all of the plan's error on real windows (fog-small-wide, trained,
 # 96 Daphnet windows: p99 |diff| 0.153 with it quantized, 0.014 with it FP32; the LSTMs alone 0.010). It holds a
@@ -63,24 +72,36 @@ FP32_INPUT_PROJECTION = "the input projection (the graph's first weighted layer,
     "made nearly all of the dynamic plan's error on real windows; a tiny share of the MACs"
 
 
-def quantize_dynamic_int8(fp32_path, out_path) -> dict:
+def quantize_dynamic_int8(fp32_path, out_path, rewrite: bool = True) -> dict:
     """The dynamic plan of `fp32_path` into `out_path`, as one graph (its bidirectional LSTMs whole: split, the
-    same weights give the same outputs, and run in one session no faster); returns what it holds (op counts)."""
+    same weights give the same outputs, and run in one session no faster), from the float graph as
+    toolkit.export.cpu_graph rewrites it (fused attention) unless `rewrite` is off (the caller already did);
+    returns what it holds (op counts)."""
     start = time.perf_counter()
-    kept = input_projection(onnx.load(str(fp32_path), load_external_data=False))
-    quantize_stage(fp32_path, out_path, kept)
+    with _source(fp32_path, rewrite) as (source, rewrote):
+        kept = input_projection(onnx.load(str(source), load_external_data=False))
+        quantize_stage(source, out_path, kept)
     names: dict[str, list[str]] = {}
     for node in onnx.load(str(out_path), load_external_data=False).graph.node:
         if node.name not in kept:   # listed as kept_fp32 below
             names.setdefault(node.op_type, []).append(node.name)
     int8 = {k: v for k, v in names.items() if k in INT8_OPS}
-    left = {k: v for k, v in names.items() if k in ("MatMul", "Gemm", "LSTM", "GRU", "RNN")}
+    left = {k: v for k, v in names.items() if k in FLOAT_OPS}
     return {"plan": "dynamic", "file": Path(out_path).name, "seconds": time.perf_counter() - start,
             "int8_ops": {k: len(v) for k, v in int8.items()}, "float_ops_left": {k: len(v) for k, v in left.items()},
-            "nodes": {**int8, **left},
+            "nodes": {**int8, **left}, "rewrite": rewrote,
             "kept_fp32": {"nodes": kept, "why": FP32_INPUT_PROJECTION} if kept else None,
             "how": "onnxruntime.quantization.quantize_dynamic: int8 weights per channel (MatMul/Gemm/LSTM), "
                    "activations quantized per call, FP32 elsewhere, the input projection included"}
+
+
+@contextmanager
+def _source(fp32_path, rewrite: bool):
+    if not rewrite:
+        yield Path(fp32_path), None
+        return
+    with cpu_graph.rewritten(fp32_path) as found:
+        yield found
 
 
 WEIGHTED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "LSTM", "GRU", "RNN")
@@ -105,7 +126,10 @@ def quantize_stage(path, out_path, keep_fp32=(), activations: bool = False) -> N
         ort_quant.quantize_dynamic(str(path), str(out_path), weight_type=ort_quant.QuantType.QInt8,
                                    per_channel=True, op_types_to_quantize=list(DYNAMIC_OPS),
                                    nodes_to_exclude=list(keep_fp32),
-                                   extra_options={"MatMulConstBOnly": not activations})
+                                   extra_options={"MatMulConstBOnly": not activations,
+                                                  # tensors behind a contrib op (fused attention) have no inferred
+                                                  # type; every tensor these plans quantize is float
+                                                  "DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         root.setLevel(level)
 
@@ -114,18 +138,24 @@ def dynamic_plan(fp32_path, folder, example, disabled_optimizers=()) -> dict:
     """The dynamic plan in `folder`: the whole graph (DYNAMIC_FILE, the bundle's int8 model) and, when running it
     in stages measures faster at STAGED_THREADS threads (interleaved, on `example`), its stages (STAGE_PREFIX_<n>,
     pre-optimized; or ACTIVATION_PREFIX_<n>, the stages with attention's products in int8 too, when those measure
-    ACTIVATION_MIN_SPEEDUP faster still), which the device then runs. Returns the info; "staged" holds the stage plan
-    or None, and "staging" the figures and the reason."""
-    info = quantize_dynamic_int8(fp32_path, Path(folder) / DYNAMIC_FILE)
+    ACTIVATION_MIN_SPEEDUP faster still), which the device then runs; all from the float graph as
+    toolkit.export.cpu_graph rewrites it. Returns the info; "staged" holds the stage plan or None, "staging" the
+    figures and the reason, "rewrite" what the rewrite did."""
+    with cpu_graph.rewritten(fp32_path) as (source, rewrote):
+        return {**_dynamic_plan(source, folder, example, disabled_optimizers), "rewrite": rewrote}
+
+
+def _dynamic_plan(fp32_path, folder, example, disabled_optimizers) -> dict:
+    info = quantize_dynamic_int8(fp32_path, Path(folder) / DYNAMIC_FILE, rewrite=False)
     if (os.cpu_count() or 1) < STAGED_THREADS:
         return {**info, "staged": None, "staging": {"reason": f"not measured: fewer than {STAGED_THREADS} cores"}}
-    plans = {"staged": staged_dynamic(fp32_path, folder, STAGE_PREFIX, True, disabled_optimizers)}
+    plans = {"staged": staged_dynamic(fp32_path, folder, STAGE_PREFIX, True, disabled_optimizers, rewrite=False)}
     if not cpu_stages.parallel_steps(plans["staged"]):
         remove_stages(folder, plans["staged"])
         return {**info, "staged": None, "staging": {"reason": "no bidirectional recurrence to run side by side"}}
     if activation_matmuls(onnx.load(str(fp32_path), load_external_data=False)):
         plans[ACTIVATIONS] = staged_dynamic(fp32_path, folder, ACTIVATION_PREFIX, True, disabled_optimizers,
-                                            activations=True)
+                                            activations=True, rewrite=False)
     latency = staged_head_to_head(folder, Path(folder) / DYNAMIC_FILE, plans, example, disabled_optimizers)
     best = ACTIVATIONS if latency.get(ACTIVATIONS, float("inf")) * ACTIVATION_MIN_SPEEDUP <= latency["staged"] \
         else "staged"
@@ -204,7 +234,7 @@ def layer_rows(info: dict) -> list[dict]:
     products = bool((info.get("staged") or {}).get("activations_int8"))  # the kept stages quantize them
     rows += [{"layer": name, "op": op, "shape": "", "precision": "int8" if products and op == "MatMul" else "fp32",
               "reason": "activation x activation: both operands quantized per call in the kept stages (ACTIVATIONS)"
-              if products and op == "MatMul" else
+              if products and op == "MatMul" else FUSED_ATTENTION if op == "MultiHeadAttention" else
               "no weight to quantize (activation x activation) or no int8 kernel in onnxruntime"}
              for op in info["float_ops_left"] for name in nodes.get(op, [])]
     return rows
@@ -248,13 +278,14 @@ def save_optimized(path, out_path, disabled_optimizers=()) -> dict:
 
 
 def staged_dynamic(fp32_path, out_dir, prefix: str = "int8_stage", preoptimize: bool = True,
-                   disabled_optimizers=(), activations: bool = False) -> dict:
-    """The dynamic plan as stages (toolkit.export.cpu_stages): the float graph's bidirectional LSTMs split per
-    direction, cut around them, each stage dynamically quantized (the same per-channel int8 weights as the whole
-    graph's; with `activations`, attention's activation x activation MatMuls in int8 too) and, with `preoptimize`,
-    saved as onnxruntime optimizes it. Returns the plan for the manifest's `onnxruntime.staged`
-    (deploy.engines.staged runs it)."""
-    model = onnx.load(str(fp32_path))
+                   disabled_optimizers=(), activations: bool = False, rewrite: bool = True) -> dict:
+    """The dynamic plan as stages (toolkit.export.cpu_stages): the float graph (rewritten by toolkit.export.cpu_graph
+    unless `rewrite` is off) with its bidirectional LSTMs split per direction, cut around them, each stage
+    dynamically quantized (the same per-channel int8 weights as the whole graph's; with `activations`, attention's
+    activation x activation MatMuls in int8 too) and, with `preoptimize`, saved as onnxruntime optimizes it.
+    Returns the plan for the manifest's `onnxruntime.staged` (deploy.engines.staged runs it)."""
+    with _source(fp32_path, rewrite) as (source, _):
+        model = onnx.load(str(source))
     kept = input_projection(model)
     split = lstm_split.split_bidirectional_lstms(model)
     plan = cpu_stages.cut(model, out_dir, prefix)

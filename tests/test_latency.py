@@ -7,11 +7,28 @@ Re-record on purpose with `toolkit bench MODEL --update-baseline` (see docs/benc
 baseline file (or with no entries yet, e.g. a Jetson before its first recording) skips, saying how to record one.
 
 What CI times, and why (the suite must stay fast): fog-small structure on every backend, timing on PyTorch eager,
-the naive export, onnxruntime FP32, the dynamic INT8 plan and TensorRT (on a Jetson). Its INT8 Q/DQ graph is a TensorRT graph (recurrence unrolled into
-~4300 nodes): on onnxruntime CPU it is dispatch-bound and its normalized latency spreads 12-29 % between runs on
-the shared machine, too wide for a meaningful tolerance, so here its structure is pinned and its speed is measured
-on the device. fog-1st-place: structure on eager, onnxruntime FP32 and the dynamic plan, timing on onnxruntime FP32 (about 0.6 s a
-call, normalized by the large reference block, bench.reference.SIZES); its unrolled INT8 graph takes minutes to export and load, so it is a bench command in docs/bench.md.
+the naive export, onnxruntime FP32, the dynamic INT8 plan, the staged plan and TensorRT (on a Jetson). Its INT8
+Q/DQ graph is a TensorRT graph (recurrence unrolled into ~4300 nodes): on onnxruntime CPU it is dispatch-bound and
+its normalized latency spreads 12-29 % between runs on the shared machine, too wide for a meaningful tolerance, so
+here its structure is pinned and its speed is measured on the device. fog-1st-place: structure on eager, onnxruntime
+FP32, the dynamic plan and both staged plans, timing on onnxruntime FP32 and the dynamic plan (0.3-0.6 s a call,
+normalized by the large reference block, bench.reference.SIZES); its unrolled INT8 graph takes minutes to export and
+load, so it is a bench command in docs/bench.md.
+
+The staged plans (the dynamic plan with each BiLSTM split per direction and cut into stages, deploy.engines.staged)
+are pinned over all their stage files: total nodes, Q/DQ nodes, MACs, ONNX bytes, the nodes of each stage (a list,
+so a node moved across a cut fails), the number of steps and of stages (bench.run.staged_structure). Where timed, it
+is at 1 thread like everything here: the stages then run in turn on the calling thread, read in thread CPU time like
+the whole graph. Not at 2 threads, where the two directions run side by side: on this shared 2-core machine (load
+1.2-3.6) fog-1st-place's staged plan, normalized by the reference at 2 threads in the same run (wall time), gave
+1.58-2.92 in five runs (fog-small's whole dynamic plan 1.62-2.20): spreads of 85 % and 36 % against a 13 %
+tolerance. The second core is measured by `toolkit bench --ratio --threads 2` (docs/bench.md), not here. fog-small
+times the plain staged plan (~3 s), where the stages' own cost shows: 1.92 against the whole plan's 1.73 normalized
+(medians of six runs at 1 thread). The staged plan with int8 attention products is structure only, on both models:
+at 1 thread it differs from the plain stages only in the encoder's attention products, a choice export makes at 2
+threads, and inside the loaded suite its figure spread 2.07-2.64 (28 %). fog-1st-place times the whole dynamic plan,
+not its stages: at 1 thread they run the same kernels in turn (medians 2.58 and 2.55 over five runs), so a staged
+timing would cost ~8 s and repeat the dynamic one.
 
 Set FOG_LATENCY_BUNDLE=bundles/fog-small to time a bundle's own files as the default (how a Jetson runs these
 tests against its TensorRT engine; docs/bench.md). Set FOG_LATENCY_RECORD=path.jsonl to append every measured entry (benchmarks/latency_spread.py uses it).
@@ -38,10 +55,14 @@ CASES = {
     # model: (backends whose structure is pinned, backends also timed); the protocol is `toolkit bench --check`'s.
     # The naive export (a plain torch.onnx.export in a default session) is the baseline the project must beat; the
     # dynamic plan is the cpu target's INT8 plan (issue 17).
+    # The staged plans (structure over all stage files) are timed at 1 thread: stages in turn (module docstring).
     DEFAULT: (("pytorch-eager", "onnxruntime-naive", "onnxruntime-fp32", "onnxruntime-int8", "onnxruntime-dynamic",
-               "tensorrt"),
-              ("pytorch-eager", "onnxruntime-naive", "onnxruntime-fp32", "onnxruntime-dynamic", "tensorrt")),
-    FIRST_PLACE: (("pytorch-eager", "onnxruntime-fp32", "onnxruntime-dynamic"), ("onnxruntime-fp32",)),
+               "onnxruntime-staged", "onnxruntime-staged-activations", "tensorrt"),
+              ("pytorch-eager", "onnxruntime-naive", "onnxruntime-fp32", "onnxruntime-dynamic", "onnxruntime-staged",
+               "tensorrt")),
+    FIRST_PLACE: (("pytorch-eager", "onnxruntime-fp32", "onnxruntime-dynamic", "onnxruntime-staged",
+                   "onnxruntime-staged-activations"),
+                  ("onnxruntime-fp32", "onnxruntime-dynamic")),
 }
 
 
@@ -63,8 +84,9 @@ def _record(entries: dict, label: str) -> None:
                 fh.write(json.dumps({"label": label, "key": key, **entry}) + "\n")
 
 
-def _measure(model: str, overrides=None, backends=None) -> dict:
-    pinned, timed = CASES[model]
+def _measure(model: str, overrides=None, backends=None, timed=None) -> dict:
+    pinned, timed_here = CASES[model]
+    timed = timed_here if timed is None else timed
     spec = os.environ.get("FOG_LATENCY_BUNDLE", model) if model == DEFAULT and not overrides else model
     subject = bench.load_subject(spec, overrides, name=model)
     usable = []
@@ -110,3 +132,29 @@ def test_tripled_encoder_fails_on_timing(baseline):
         assert not verdict.structure_ok, f"{verdict.key}: a tripled encoder left the structure unchanged"
         assert verdict.timing_ok is False, (f"{verdict.key}: a tripled encoder was not caught by timing "
                                             f"({verdict.normalized:.3f} <= limit {verdict.allowed:.3f})")
+
+
+def test_extra_encoder_layer_fails_on_stage_structure(baseline):
+    # The staged plan is pinned per stage: one extra encoder layer changes the encoder's stage (the first), and only
+    # it; the LSTM directions and the glue after them keep their node counts. Structure only: cheap (~2 s).
+    key = bench_baseline.entry_key(DEFAULT, "onnxruntime-staged")
+    want = baseline["entries"].get(key, {}).get("structure", {}).get("stage_nodes")
+    assert want, f"{key}: no stage_nodes in the baseline; record it with `toolkit bench {DEFAULT} --update-baseline`"
+    slowed = _measure(DEFAULT, {"num_encoder_layers": 3}, backends=("onnxruntime-staged",), timed=())
+    (verdict,) = _verdicts(slowed, baseline)
+    got = slowed[key]["structure"]["stage_nodes"]
+    assert not verdict.structure_ok and any("stage_nodes" in p for p in verdict.problems), verdict.problems
+    assert got[0] > want[0] and got[1:] == want[1:], f"stage nodes {got}, baseline {want}"
+
+
+def test_a_node_moved_between_stages_fails_on_structure(baseline):
+    # Totals alone would miss a cut that moves a node from one stage to the next: the per-stage list catches it.
+    key = bench_baseline.entry_key(DEFAULT, "onnxruntime-staged")
+    recorded = baseline["entries"].get(key)
+    assert recorded, f"{key}: not in the baseline; record it with `toolkit bench {DEFAULT} --update-baseline`"
+    moved = json.loads(json.dumps(recorded))
+    stage_nodes = moved["structure"]["stage_nodes"]
+    stage_nodes[0], stage_nodes[-1] = stage_nodes[0] - 1, stage_nodes[-1] + 1
+    verdict = bench_baseline.compare(key, moved, recorded, baseline["tolerance"])
+    assert not verdict.structure_ok and verdict.problems == [
+        f"{key}: stage_nodes is {stage_nodes}, baseline {recorded['structure']['stage_nodes']}"]

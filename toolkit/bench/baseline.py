@@ -10,7 +10,9 @@ File `benchmarks/baselines/<machine class>.json`:
      "normalized_latency": 1.23,           # model latency / reference latency, same run, interleaved
      "median_ms": 0.9,                     # informative only: raw ms depend on the machine's load
      "reference": "fog-block-v3/small",    # the reference workload it was normalized by (bench.reference)
-     "tolerance": 0.2}}}                   # optional, per entry: where the measured spread is wider
+     "tolerance": 0.2},                    # optional, per entry: where the measured spread is wider
+   "fog-small/onnxruntime-staged": {        # a staged plan: sums over its stage files, plus per stage
+     "structure": {"nodes": 104, ..., "stage_nodes": [69, 1, 1, 33], "steps": 3, "stages": 4}}}}
 ```
 Keys are sorted and floats rounded so `git diff` of an update shows exactly what changed.
 """
@@ -28,7 +30,8 @@ from pathlib import Path
 from toolkit.bench.reference import REFERENCE_VERSION
 
 BASELINES = Path(__file__).resolve().parents[2] / "benchmarks" / "baselines"
-STRUCTURE_FIELDS = ("nodes", "qdq_nodes", "macs", "parameters", "onnx_bytes")
+STRUCTURE_FIELDS = ("nodes", "qdq_nodes", "macs", "parameters", "onnx_bytes",
+                    "stage_nodes", "steps", "stages")  # the last three: staged plans only (bench.run.staged_structure)
 # Measured on the shared 2-core machine (docs/bench.md): run-to-run spread (max/min - 1) of the normalized latency
 # up to 9 % for PyTorch eager and 1-2 % for onnxruntime FP32. 13 % sits above the spread (baselines are the median
 # of 3 measurements, so a run sits at most about half the spread above them). Since fog-small blends the freeze
@@ -66,7 +69,7 @@ def load(path: Path) -> dict:
 
 
 def _rounded(entry: dict) -> dict:
-    out = {"structure": {k: int(entry["structure"][k]) for k in STRUCTURE_FIELDS if k in entry["structure"]}}
+    out = {"structure": {k: _exact(entry["structure"][k]) for k in STRUCTURE_FIELDS if k in entry["structure"]}}
     if entry.get("normalized_latency") is not None:
         out["normalized_latency"] = round(float(entry["normalized_latency"]), 3)
     if entry.get("median_ms") is not None:
@@ -74,6 +77,11 @@ def _rounded(entry: dict) -> dict:
     if entry.get("reference"):
         out["reference"] = entry["reference"]
     return out
+
+
+def _exact(value):
+    """A structure field as the file stores it: an int, or a list of ints (nodes per stage)."""
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else int(value)
 
 
 def median_entries(runs: list[dict[str, dict]]) -> dict[str, dict]:

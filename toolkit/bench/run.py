@@ -79,19 +79,35 @@ def _window_s(pre: dict) -> float | None:
 
 
 def structure(subject: Subject, backend: str) -> dict:
-    """The exactly-compared facts of one backend's graph: nodes, Q/DQ nodes, MACs, parameters, ONNX bytes."""
+    """The exactly-compared facts of one backend's graph: nodes, Q/DQ nodes, MACs, parameters, ONNX bytes (a staged
+    plan: over all its stage files, with the nodes per stage and the steps, staged_structure)."""
     check_available(subject, backend)
     fp32 = graph_stats(subject.onnx("fp32", subject.input_shape[0]))
     if subject.parameters is None and (subject.preset is not None or subject.factory is not None):
         subject.torch_model()  # fills subject.parameters
     if backend == "pytorch-eager":
         return {"macs": fp32.macs, "parameters": subject.parameters}
+    if backend.startswith("onnxruntime-staged"):
+        return {**staged_structure(subject, backend), "parameters": subject.parameters}
     precision = backend.split("-", 1)[1] if backend.startswith("onnxruntime-") else "fp32"
     if backend == "tensorrt" and subject.bundle is not None:  # the engine is built from the bundle's precision
         precision = subject.bundle.manifest.get("precision", "fp32")
         precision = precision if subject.bundle.path(precision) else "fp32"
     stats = fp32 if precision == "fp32" else graph_stats(subject.onnx(precision, subject.input_shape[0]))
     return {**stats.structure(), "parameters": subject.parameters}  # MACs of this graph (unrolled: per step)
+
+
+def staged_structure(subject: Subject, backend: str) -> dict:
+    """A staged plan's exactly-compared facts, over all its stage files: the sums (nodes, Q/DQ nodes, MACs, ONNX
+    bytes), the nodes of every stage in plan order (`stage_nodes`, so a node moved between stages shows), and the
+    number of steps and stages. MACs are what toolkit.export.macs resolves in the pre-optimized stages: onnxruntime's
+    fused kernels there (DynamicQuantizeMatMul, FusedMatMul, DynamicQuantizeLSTM) count zero, as the fused LSTM does in
+    the whole dynamic plan's entry, so the figure pins the graph, it is not the model's compute."""
+    folder, plan = subject.staged(subject.input_shape[0], activations=backend.endswith("-activations"))
+    stages = [graph_stats(folder / stage["file"]) for step in plan["steps"] for stage in step]
+    return {"nodes": sum(s.nodes for s in stages), "qdq_nodes": sum(s.qdq_nodes for s in stages),
+            "macs": sum(s.macs for s in stages), "onnx_bytes": sum(s.onnx_bytes for s in stages),
+            "stage_nodes": [s.nodes for s in stages], "steps": len(plan["steps"]), "stages": len(stages)}
 
 
 # --- measuring ----------------------------------------------------------------------------------------------

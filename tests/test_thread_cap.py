@@ -81,13 +81,30 @@ def test_export_records_the_cap_of_the_engine_the_device_opens(tmp_path):
                      preprocess={"patch": 4, "layout": "BCT", "rate_hz": 64.0}, n_patches=8)
     manifest = export_bundle(source, get_target("cpu"), tmp_path / "c",
                              ExportOptions(calib_windows=4, verify_windows=4, quiet=True, fidelity=False))
-    cap = manifest["onnxruntime"]["thread_cap"]["fp32"]   # the role the bundle runs (cpu default: fp32)
+    assert set(manifest["onnxruntime"]["thread_cap"]) == {"fp32"}   # the cpu default runs fp32, no int8 model
+    cap = manifest["onnxruntime"]["thread_cap"]["fp32"]
     assert set(cap["latency_ms"]) == {str(k) for k in threads.thread_counts()}
     assert all(ms > 0 for ms in cap["latency_ms"].values())
     assert cap == {**threads.choose_threads(cap["latency_ms"], cap["margin"]), "measured_on": cap["measured_on"]}
     assert "export machine" in cap["measured_on"]
     engine = open_engine(Bundle.load(tmp_path / "c"), backend="onnxruntime", threads=threads.MAX_THREADS)
     assert engine.threads == cap["threads"] == engine.thread_cap
+
+
+def test_a_fastest_export_caps_the_model_the_device_opens_and_the_fp32_one(tmp_path):
+    from toolkit.export import ExportOptions, export_bundle
+    from toolkit.export.source import resolve
+    from toolkit.export.targets import get_target
+    source = resolve("tests.fixtures.user_models:tiny_convnet",
+                     preprocess={"patch": 4, "layout": "BCT", "rate_hz": 64.0}, n_patches=8)
+    manifest = export_bundle(source, get_target("cpu"), tmp_path / "f", ExportOptions(
+        calib_windows=4, verify_windows=4, quiet=True, fidelity=False, precision="fastest"))
+    caps = manifest["onnxruntime"]["thread_cap"]
+    assert set(caps) == {manifest["precision"], "fp32"}
+    bundle = Bundle.load(tmp_path / "f")
+    for role, cap in caps.items():
+        engine = open_engine(bundle, backend="onnxruntime", precision=role, threads=threads.MAX_THREADS)
+        assert engine.threads == cap["threads"] and engine.precision == role
 
 
 def _bundle(tmp_path, cap=None, name="b"):

@@ -321,7 +321,7 @@ class ExportPipeline:
         if self.target.runtime != "tensorrt":  # the engine the device opens, timed at 1..N threads: its cap
             self.thread_cap = threads.bundle_thread_cap(self)
             self.engine_note = "target runs ONNX Runtime"
-            self.progress.done(f"{self.engine_note}; thread cap {next(iter(self.thread_cap.values()))['reason']}")
+            self.progress.done(f"{self.engine_note}; {threads.describe(self.thread_cap)}")
             return
         run_file = INT8_FILE if self.precision == "int8" else FP32_FILE
         outputs = self.ort_int8 if self.precision == "int8" else self.ort_fp32

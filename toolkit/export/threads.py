@@ -60,12 +60,21 @@ def measure_threads(open_at: Callable[[int], object], example, budget: int | Non
 
 
 def bundle_thread_cap(p) -> dict:
-    """{role: cap} for the model the export `p` (an ExportPipeline past its cpu plan) ships for the device: its
-    engine opened as the bundle will open it, timed here; the manifest's `onnxruntime.thread_cap`."""
-    role = p.precision if p.precision in ("fp32", "int8") else "fp32"
-    path = p.work / (p.int8_file if role == "int8" else FP32_FILE)
+    """{role: cap} for the models the export `p` (an ExportPipeline past its cpu plan) ships for onnxruntime: the
+    one the device opens by default (the bundle's precision) and the fp32 model, each engine opened as the bundle
+    will open it and timed here; the manifest's `onnxruntime.thread_cap`."""
+    default = p.precision if p.precision in ("fp32", "int8") else "fp32"
     settings = onnxruntime_section(p)
-    cap = measure_threads(lambda k: open_role(p.work, settings, role, path, k), p.ver_batches[0])
     where = f"{platform.machine()}, {os.cpu_count()} cores"
-    return {role: {**cap, "measured_on": f"the export machine ({where}); re-export on the device's class of CPU "
-                                         "for its own figures"}}
+    caps = {}
+    for role in dict.fromkeys((default, "fp32")):
+        path = p.work / (p.int8_file if role == "int8" else FP32_FILE)
+        cap = measure_threads(lambda k: open_role(p.work, settings, role, path, k), p.ver_batches[0])
+        caps[role] = {**cap, "measured_on": f"the export machine ({where}); re-export on the device's class of CPU "
+                                            "for its own figures"}
+    return caps
+
+
+def describe(caps: dict) -> str:
+    """"thread cap: int8 1 thread, fp32 2 threads" for the export's step line."""
+    return "thread cap: " + ", ".join(f"{role} {cap['reason'].split(':')[0]}" for role, cap in caps.items())

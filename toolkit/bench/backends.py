@@ -259,7 +259,7 @@ def check_available(subject: Subject, backend: str, batch: int | None = None) ->
 def _tensorrt_runner(subject: Subject, batch: int, x: np.ndarray):
     check_available(subject, "tensorrt", batch)
     engine = open_engine(subject.bundle, backend="tensorrt")
-    return lambda: engine.infer(x)
+    return _says(lambda: engine.infer(x), None)   # a GPU engine: no CPU threads to say
 
 
 def open_reference(kind: str, threads: int, workdir: Path, size: str = "small") -> Callable[[], object]:

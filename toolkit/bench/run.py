@@ -262,7 +262,7 @@ def head_to_head(subject: Subject, backends, threads: int, blocks: int = 12,
             runners[backend] = open_runner(subject, backend, subject.input_shape[0], threads)
         except (BackendUnavailable, MissingDependency, ImportError):
             continue
-        if used is not None:
+        if used is not None and backend != "tensorrt":   # a GPU engine: no CPU threads to say
             used[backend] = runners[backend].threads
     if not runners:
         return {}

@@ -52,6 +52,27 @@ def test_choose_takes_the_fewest_threads_within_the_margin_of_the_fastest():
         threads.choose_threads({})
 
 
+def test_on_a_busy_machine_no_cap_is_set_and_the_reason_says_why():
+    quiet = threads.choose_threads({"1": 600.0, "2": 622.0}, others_cores=0.1)
+    assert quiet["threads"] == 1 and quiet["others_cores"] == 0.1
+    busy = threads.choose_threads({"1": 600.0, "2": 622.0}, others_cores=1.2)   # fog-1st-place's stages at load 3-5
+    assert busy["threads"] == 2 and "not capped" in busy["reason"] and "1.20 cores" in busy["reason"]
+    assert threads.choose_threads({"1": 1.0, "2": 2.0})["others_cores"] is None   # the OS did not say: trusted
+
+
+def test_other_processes_are_the_machine_s_cpu_less_this_process_s(monkeypatch):
+    readings = iter([(100.0, 10.0), (103.0, 11.0)])  # machine-wide and own CPU seconds, at entry and exit
+    clock = iter([50.0, 52.0])                        # two seconds of wall time
+    monkeypatch.setattr(threads, "_cpu_seconds", lambda: next(readings))
+    with threads.OtherProcesses(clock=lambda: next(clock)) as others:
+        pass
+    assert others.cores == pytest.approx((3.0 - 1.0) / 2.0)
+    monkeypatch.setattr(threads, "_cpu_seconds", lambda: None)   # no /proc/stat: unknown, not zero
+    with threads.OtherProcesses() as others:
+        pass
+    assert others.cores is None
+
+
 def test_thread_counts_stop_at_the_cores_the_maximum_and_the_budget(monkeypatch):
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 16)
     assert threads.thread_counts() == list(range(1, threads.MAX_THREADS + 1))
@@ -64,6 +85,7 @@ def test_thread_counts_stop_at_the_cores_the_maximum_and_the_budget(monkeypatch)
 def test_measure_times_each_thread_count_interleaved_and_closes_the_engines(monkeypatch, ms_at, expected):
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(threads, "BLOCKS", 5)
+    monkeypatch.setattr(threads, "_cpu_seconds", lambda: None)   # the machine is shared: judge the figures alone
     opened: list = []
     cap = threads.measure_threads(lambda k: _FakeEngine(k, ms_at, opened), None)
     assert cap["threads"] == expected and [e.threads for e in opened] == [1, 2] and all(e.closed for e in opened)
@@ -85,7 +107,8 @@ def test_export_records_the_cap_of_the_engine_the_device_opens(tmp_path):
     cap = manifest["onnxruntime"]["thread_cap"]["fp32"]
     assert set(cap["latency_ms"]) == {str(k) for k in threads.thread_counts()}
     assert all(ms > 0 for ms in cap["latency_ms"].values())
-    assert cap == {**threads.choose_threads(cap["latency_ms"], cap["margin"]), "measured_on": cap["measured_on"]}
+    assert cap == {**threads.choose_threads(cap["latency_ms"], cap["margin"], cap["others_cores"]),
+                   "measured_on": cap["measured_on"]}
     assert "export machine" in cap["measured_on"]
     engine = open_engine(Bundle.load(tmp_path / "c"), backend="onnxruntime", threads=threads.MAX_THREADS)
     assert engine.threads == cap["threads"] == engine.thread_cap

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from calibration import progress as bars
 from deploy.engines import open_engine
 from deploy.engines.onnxruntime import DISABLED_OPTIMIZERS
 from deploy.engines.staged import StagedEngine
@@ -228,6 +229,8 @@ def capped_threads(subject: Subject, backend: str, batch: int, threads: int, ope
     key = (backend, batch, threads)
     if key not in subject.thread_caps:
         subject.thread_caps[key] = measure_threads(open_at, x, threads or None)
+        bars.write(f"[bench] {backend} batch {batch}, threads within {threads or 'all cores'}: "
+                   f"{subject.thread_caps[key]['reason']}")
     return subject.thread_caps[key]["threads"]
 
 

@@ -18,10 +18,15 @@ def format_ratios(result: dict[str, dict[str, dict]]) -> str:
         h2h, used = row["ms"], row.get("threads") or {}
         eager, naive = h2h.get("pytorch-eager"), h2h.get("onnxruntime-naive")
         lines.append(f"  {setting}:")
-        lines += [f"    {name:<20}{ms:>9.3f} ms  {threads_label(used[name]) if name in used else '':>9}"
+        lines += [f"    {name:<20}{ms:>9.3f} ms  {threads_cell(used, name):>9}"
                   + (f"   {eager / ms:5.2f}x PyTorch eager" if eager else "")
                   + (f"   {naive / ms:5.2f}x naive export" if naive else "") for name, ms in h2h.items()]
     return "\n".join(lines)
+
+
+def threads_cell(used: dict, name: str) -> str:
+    """The threads `name` ran at, as the tables print them; blank when the report does not say (older reports)."""
+    return threads_label(used[name]) if name in used else ""
 
 
 def threads_label(threads) -> str:
@@ -53,7 +58,7 @@ def format_table(report: dict) -> str:
         slowest = h2h.get("pytorch-eager") or max(h2h.values())
         lines += ["", "all backends interleaved at batch 1 (one run; the fair ratio):"]
         used = report.get("head_to_head_threads") or {}
-        lines += [f"  {name:<18}{ms:>9.3f} ms  {threads_label(used[name]) if name in used else '':>9}   {slowest / ms:5.2f}x "
+        lines += [f"  {name:<18}{ms:>9.3f} ms  {threads_cell(used, name):>9}   {slowest / ms:5.2f}x "
                   f"{'PyTorch eager' if 'pytorch-eager' in h2h else ''}" for name, ms in h2h.items()]
     batches = sorted({row["batch"] for r in report["backends"].values() for row in r.get("sweep", [])})
     if batches:

@@ -23,7 +23,8 @@ DEFAULTS = {
     "device_id": None,       # names this device in MQTT topics and the client id (default: the host name)   # pin: the daemon runs only the bundle with this digest (`toolkit inspect` prints it)
     "backend": "auto",
     "precision": None,
-    "threads": None,
+    "threads": None,         # onnxruntime intra-op threads: a budget (default all cores)
+    "thread_cap": True,      # use no more threads than the export measured useful (manifest onnxruntime.thread_cap)
     "source": {"kind": "stdin", "units": "g", "rate_hz": None},
     "stream": {"hop_s": None, "lookahead_s": None, "max_gap_s": 0.5, "max_behind_s": 1.0, "silence_s": 2.0,
                "queue_chunks": 1024, "state_file": None, "wearer_state": None},

@@ -124,6 +124,15 @@ def sink_options(sink: dict, config: dict) -> dict:
     return dict(sink, device_id=config.get("device_id")) if sink["kind"] == "mqtt" else dict(sink)
 
 
+def _threads_note(engine) -> str:
+    """", 1 thread (the bundle's cap: 1)" for the ready line: the intra-op threads an onnxruntime engine uses."""
+    threads = getattr(engine, "threads", None)
+    if threads is None:
+        return ""
+    cap = getattr(engine, "thread_cap", None)
+    return f", {threads} thread{'s' if threads > 1 else ''}" + (f" (the bundle's cap: {cap})" if cap else "")
+
+
 def wire(config: dict) -> Wiring:
     """Open the bundle (verified, and pinned when the config says so), its engine, the source and the sinks, and
     the pipeline between them; every setting is checked here, before READY."""
@@ -134,7 +143,7 @@ def wire(config: dict) -> Wiring:
     source = open_source_from(config, spec.rate_hz)
     preflight(spec, bundle.classes, settings["events"], source.rate_hz or spec.rate_hz, source.units)
     engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],
-                         threads=config["threads"])
+                         threads=config["threads"], thread_cap=config["thread_cap"])
     sinks = [open_sink(**sink_options(s, config)) for s in config["sinks"]]
     counters = Counters()
     st = config["stream"]
@@ -246,8 +255,9 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
     port = int(config["log"]["metrics_port"] or 0)
     metrics = serve_metrics(w.counters, port) if port else None
     reopen_sinks.append(lambda: _reopen(w))
-    log.info("fog-daemon ready: bundle %s, engine %s (%s), source %s, hop %d samples, look-ahead %s, sinks %s",
-             w.bundle.folder, w.engine.backend, getattr(w.engine, "precision", "?"), w.source.describe(),
+    log.info("fog-daemon ready: bundle %s, engine %s (%s%s), source %s, hop %d samples, look-ahead %s, sinks %s",
+             w.bundle.folder, w.engine.backend, getattr(w.engine, "precision", "?"), _threads_note(w.engine),
+             w.source.describe(),
              w.pipeline.hop, "full" if w.lookahead_samples is None else f"{w.pipeline.keep} samples",
              ", ".join(sink.label for sink in w.sinks))
     for note in w.bundle.manifest.get("model", {}).get("notes") or []:

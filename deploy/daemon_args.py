@@ -38,7 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pipeline")
     g.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"))
     g.add_argument("--precision", choices=("fp32", "fp16", "int8"))
-    g.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+    g.add_argument("--threads", type=int, help="onnxruntime intra-op threads: a budget; the engine uses no more than "
+                   "the bundle's measured thread cap (default: all cores)")
+    g.add_argument("--no-thread-cap", dest="thread_cap", action="store_false", default=None,
+                   help="use all --threads even where the export measured fewer to be as fast")
     g.add_argument("--hop-s", type=float, help=event_help("hop_s"))
     g.add_argument("--lookahead-s", help=event_help("lookahead_s"))
     g = p.add_argument_group("output and operations")
@@ -90,7 +93,7 @@ def overrides_from_args(args) -> list[dict]:
     o: dict = {"source": {}, "stream": {}, "log": {}}
     if args.bundle:
         o["bundle"] = args.bundle
-    for key in ("backend", "precision", "threads", "device_id"):
+    for key in ("backend", "precision", "threads", "thread_cap", "device_id"):
         if getattr(args, key) is not None:
             o[key] = getattr(args, key)
     src = o["source"]

@@ -118,7 +118,7 @@ PORT = number(0, 65535, integer=True)
 TOP = {"bundle": text(), "bundle_digest": digest, "backend": choice("auto", "onnxruntime", "tensorrt"),
        "precision": choice("fp32", "fp16", "int8", optional=True), "threads": number(1, 256, integer=True,
                                                                                      optional=True),
-       "device_id": topic_level}
+       "thread_cap": flag, "device_id": topic_level}
 SOURCE_COMMON = {"kind": choice("replay", "stdin", "udp", "serial", "lsl"), "units": choice(*UNITS),
                  "rate_hz": number(0, 100_000, above=True, optional=True), "live": flag,
                  "on_end": choice("exit", "reconnect"), "reconnect_max_s": number(0.1, 3600),

@@ -12,6 +12,13 @@ graph); an onnxruntime that does not know the name ignores it.
 
 A bundle whose manifest names a staged plan for the model (`onnxruntime.staged`, the cpu target's dynamic plan) runs
 as stages instead, the two directions of each LSTM side by side (deploy.engines.staged).
+
+Threads: `threads` given to `from_bundle` (and so to `open_engine` and the daemon) is a *budget*. A bundle whose
+manifest carries a thread cap for the model's role (`onnxruntime.thread_cap.<role>`, measured by `toolkit export` on
+the export machine: the fewest intra-op threads within a small margin of the fastest) runs at min(budget, cap):
+on tiny ops a second thread costs more than it brings (fog-small's dynamic plan: 1.13 ms at 1 thread, ~1.48 ms at 2).
+`thread_cap=False` ignores the cap; a bundle without one runs at the budget, as before. `engine.threads` is the
+count the engine actually uses.
 """
 from __future__ import annotations
 
@@ -42,8 +49,54 @@ def _static_shape(arg, path) -> tuple[int, ...]:
     return shape
 
 
+THREAD_CAP_FIX = ("re-export the bundle with `toolkit export`, or ignore the cap (open_engine(..., thread_cap=False); "
+                  "daemon: thread_cap = false or --no-thread-cap)")
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def measured_thread_cap(manifest: dict, role: str, where="the bundle") -> int | None:
+    """The intra-op threads the export measured fastest for the model `role` (manifest `onnxruntime.thread_cap`),
+    None when the manifest has none (bundles made before the cap). A malformed cap raises BundleError naming the fix."""
+    caps = (manifest.get("onnxruntime") or {}).get("thread_cap") or {}
+    entry = caps.get(role) if isinstance(caps, dict) else caps
+    if entry is None:
+        return None
+    threads = entry.get("threads") if isinstance(entry, dict) else entry
+    measured = entry.get("latency_ms") if isinstance(entry, dict) else None
+    if not _whole(threads) or not isinstance(measured, dict):
+        raise BundleError(f"{where}: manifest onnxruntime.thread_cap.{role} = {entry!r} is not a measured thread cap "
+                          "({'threads': whole number >= 1, 'latency_ms': {threads: ms}}); " + THREAD_CAP_FIX)
+    if str(threads) not in {str(k) for k in measured}:
+        raise BundleError(f"{where}: manifest onnxruntime.thread_cap.{role} chose {threads} threads but measured only "
+                          f"{sorted(measured)}; a cap is never more than was measured; " + THREAD_CAP_FIX)
+    return threads
+
+
+def threads_within(budget: int | None, cap: int | None) -> int:
+    """The intra-op threads an engine uses: the budget (all cores when None), no more than the cap when there is one."""
+    budget = int(budget or os.cpu_count() or 1)
+    return min(budget, cap) if cap else budget
+
+
+def open_role(folder, settings: dict, role: str, path, threads: int | None):
+    """The engine the device runs for the model `role` of the bundle in `folder` whose manifest's `onnxruntime`
+    section is `settings`: its stages when `settings["staged"]` names the role, else one session on `path`.
+    `toolkit export` times this very engine to measure the thread cap."""
+    staged = (settings.get("staged") or {}).get(role)
+    if staged:
+        check_plan(folder, staged)
+        return StagedEngine(folder, staged, threads=threads, precision=role,
+                            preoptimized=bool(staged.get("preoptimized")), disabled_optimizers=DISABLED_OPTIMIZERS)
+    return OnnxRuntimeEngine(path, threads=threads, precision=role,
+                             preoptimized=role in settings.get("preoptimized", []))
+
+
 class OnnxRuntimeEngine:
     backend = "onnxruntime"
+    thread_cap = None   # the manifest's cap this engine honours (from_bundle), else None
 
     def __init__(self, model_path, *, threads: int | None = None, precision: str = "fp32",
                  optimized_model_path=None, preoptimized: bool = False):
@@ -52,7 +105,8 @@ class OnnxRuntimeEngine:
         `onnxruntime.preoptimized`): load it as it is, without redoing the optimizations."""
         ort = require(onnxruntime)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+        self.threads = int(threads or os.cpu_count() or 1)
+        opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if preoptimized
@@ -82,18 +136,17 @@ class OnnxRuntimeEngine:
         self._binding.bind_ortvalue_output(self.output_name, ort.OrtValue.ortvalue_from_numpy(self.output_buffer))
 
     @classmethod
-    def from_bundle(cls, bundle, precision: str, threads: int | None = None, **_ignored):
-        """The engine for the bundle's `precision` model: its stages (deploy.engines.staged) when the manifest's
-        `onnxruntime.staged` names that role, else one session on its file."""
+    def from_bundle(cls, bundle, precision: str, threads: int | None = None, thread_cap: bool = True, **_ignored):
+        """The engine for the bundle's `precision` model (open_role) at `threads` (a budget: all cores when None),
+        no more than the manifest's measured thread cap for that model unless `thread_cap` is False."""
         used, path = onnx_for(bundle, precision, cpu=True)
-        settings = bundle.manifest.get("onnxruntime") or {}
-        staged = (settings.get("staged") or {}).get(used)
-        if staged:
-            check_plan(bundle.folder, staged)
-            engine = StagedEngine(bundle.folder, staged, threads=threads, precision=used,
-                                  preoptimized=bool(staged.get("preoptimized")), disabled_optimizers=DISABLED_OPTIMIZERS)
-        else:
-            engine = cls(path, threads=threads, precision=used, preoptimized=used in settings.get("preoptimized", []))
+        cap = measured_thread_cap(bundle.manifest, used, bundle.folder)   # validated even when ignored
+        engine = open_role(bundle.folder, bundle.manifest.get("onnxruntime") or {}, used, path,
+                           threads_within(threads, cap if thread_cap else None))
+        engine.thread_cap = cap if thread_cap else None
+        if engine.thread_cap and engine.threads < threads_within(threads, None):
+            log.info("%s: %d intra-op thread(s) of a budget of %d: the cap the export measured (thread_cap=False "
+                     "ignores it)", used, engine.threads, threads_within(threads, None))
         expected = bundle.manifest.get("input", {}).get("name")
         if expected and expected != engine.input_name:
             raise BundleError(f"{path}: input is named {engine.input_name!r}, manifest says {expected!r}; "

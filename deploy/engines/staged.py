@@ -65,6 +65,7 @@ def check_plan(folder, plan) -> None:
 
 class StagedEngine:
     backend = "onnxruntime"
+    thread_cap = None   # the manifest's cap this engine honours (deploy.engines.onnxruntime.from_bundle), else None
 
     def __init__(self, folder, plan: dict, *, threads: int | None = None, precision: str = "int8",
                  preoptimized: bool = False, disabled_optimizers=()):

@@ -7,6 +7,12 @@ matching reference workload (see bench.reference) to normalize by. onnxruntime a
 Static shapes everywhere (bundles carry them): a batch sweep needs one ONNX per batch size. A preset is exported on
 the fly at each batch; a bundle runs its own files at its own batch, and other batches are re-exported from its
 preset when the manifest names one (the float graph's speed does not depend on the trained weights).
+
+Threads: `threads` is a budget for the project's onnxruntime engines, as on the device. A bundle's own model opens
+through deploy.engines.open_engine, so the bundle's measured thread cap applies (manifest onnxruntime.thread_cap);
+a model re-exported here gets its cap from the same measurement the export makes (toolkit.export.threads), within
+the budget. The naive export and PyTorch eager run at the threads given (what a user gets). Every runner says the
+threads it uses (`run.threads`; None: the runtime's default).
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from calibration import progress as bars
 from deploy.engines import open_engine
 from deploy.engines.onnxruntime import DISABLED_OPTIMIZERS
 from deploy.engines.staged import StagedEngine
@@ -28,6 +35,7 @@ from toolkit.bench import reference as ref
 from toolkit.bench.int8 import export_int8, export_naive, naive_session
 from toolkit.export.cpu_plans import quantize_dynamic_int8, staged_dynamic
 from toolkit.export.onnx import export_like_bundle
+from toolkit.export.threads import measure_threads, thread_counts
 from toolkit.timing import onnxruntime_engine
 
 torch = lazy_import("torch", "workstation", "PyTorch eager and re-exporting a preset")
@@ -64,6 +72,7 @@ class Subject:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fog-bench-")))
     _torch_model: object = None
     _onnx: dict = field(default_factory=dict)
+    thread_caps: dict = field(default_factory=dict)  # (backend, batch, budget) -> toolkit.export.threads' measurement
 
     # --- torch -----------------------------------------------------------------------------------------------
     def torch_model(self):
@@ -96,10 +105,22 @@ class Subject:
             path = self.bundle.path(precision)
             if path is None and precision != "fp32":
                 raise BackendUnavailable(f"{self.name}: the bundle carries no {precision} model")
+        elif self.bundle_role(precision, batch):   # the bundle's int8 model is the dynamic plan
+            path = self.bundle.path("int8")
         if path is None:
             path = self._export(precision, batch)
         self._onnx[key] = path
         return path
+
+    def bundle_role(self, precision: str, batch: int) -> str | None:
+        """The bundle's own model role a backend of `precision` runs at `batch` (its fp32 or int8 model; `dynamic`
+        when the bundle's int8 model is the cpu target's dynamic plan), else None: re-exported here."""
+        if self.bundle is None or batch != self.input_shape[0]:
+            return None
+        if precision == "dynamic":
+            plan = self.bundle.manifest.get("precision_plan") or {}
+            return "int8" if plan.get("cpu_int8") == "dynamic" and self.bundle.path("int8") else None
+        return precision if precision in ("fp32", "int8") and self.bundle.path(precision) else None
 
     def staged(self, batch: int, activations: bool = False) -> tuple[Path, dict]:
         """The dynamic plan's stages at `batch`, as the cpu target's bundle carries them: (folder, plan); with
@@ -148,20 +169,69 @@ def open_runner(subject: Subject, backend: str, batch: int, threads: int) -> Cal
         def run():
             with torch.inference_mode():
                 return model(xt)
-        return run
+        return _says(run, torch.get_num_threads())
     if backend == NAIVE:
-        return naive_session(subject.onnx("naive", batch), x, threads)
-    if backend.startswith("onnxruntime-staged"):  # the dynamic plan in stages, both LSTM directions side by side
-        folder, plan = subject.staged(batch, activations=backend.endswith("-activations"))
-        engine = StagedEngine(folder, plan, threads=threads or None, preoptimized=plan["preoptimized"],
-                              disabled_optimizers=DISABLED_OPTIMIZERS)
-        return lambda: engine.infer(x)
+        return _says(naive_session(subject.onnx("naive", batch), x, threads), threads or None)
     if backend.startswith("onnxruntime-"):
-        engine = onnxruntime_engine(subject.onnx(backend.split("-", 1)[1], batch), threads or None)
-        return lambda: engine.infer(x)
+        engine = _onnxruntime(subject, backend, batch, threads, x)
+        return _says(lambda: engine.infer(x), engine.threads)
     if backend == "tensorrt":
         return _tensorrt_runner(subject, batch, x)
     raise FogError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+
+
+def _says(run, threads: int | None):
+    """`run`, saying the threads it uses (None: the runtime's default)."""
+    run.threads = threads
+    return run
+
+
+def _onnxruntime(subject: Subject, backend: str, batch: int, threads: int, x):
+    """The project's onnxruntime engine for `backend`: the bundle's own (open_engine: its stages, pre-optimized
+    graph and thread cap) when the bundle carries this model at `batch`, else the model exported here, at the
+    threads toolkit.export.threads measures best within the budget `threads` (0: all cores)."""
+    role = _bundle_role(subject, backend, batch)
+    if role:
+        return open_engine(subject.bundle, backend="onnxruntime", precision=role, threads=threads or None)
+    open_at = _opener(subject, backend, batch)
+    return open_at(capped_threads(subject, backend, batch, threads, open_at, x))
+
+
+def prepare(subject: Subject, backend: str, batch: int, threads: int) -> None:
+    """Export what `backend` runs at `batch` and measure its thread cap now (outside a timed or memory window)."""
+    if backend.startswith("onnxruntime-") and backend != NAIVE and not _bundle_role(subject, backend, batch):
+        capped_threads(subject, backend, batch, threads, _opener(subject, backend, batch), subject.example(batch))
+
+
+def _bundle_role(subject: Subject, backend: str, batch: int) -> str | None:
+    precision = backend.split("-", 1)[1]
+    return None if precision.startswith("staged") else subject.bundle_role(precision, batch)
+
+
+def _opener(subject: Subject, backend: str, batch: int):
+    """open_at(threads) -> the engine of a backend exported here (exported now if need be)."""
+    precision = backend.split("-", 1)[1]
+    if precision.startswith("staged"):  # the dynamic plan in stages, both LSTM directions side by side
+        folder, plan = subject.staged(batch, activations=backend.endswith("-activations"))
+        return lambda k: StagedEngine(folder, plan, threads=k, preoptimized=plan["preoptimized"],
+                                      disabled_optimizers=DISABLED_OPTIMIZERS)
+    path = subject.onnx(precision, batch)
+    return lambda k: onnxruntime_engine(path, k)
+
+
+def capped_threads(subject: Subject, backend: str, batch: int, threads: int, open_at, x) -> int:
+    """The threads a re-exported engine runs at: one when the budget is one, else the fewest within the margin of
+    the fastest over 1..budget (toolkit.export.threads.measure_threads, as the export measures a bundle's cap),
+    measured once per backend, batch and budget."""
+    counts = thread_counts(threads or None)
+    if len(counts) == 1:
+        return counts[0]
+    key = (backend, batch, threads)
+    if key not in subject.thread_caps:
+        subject.thread_caps[key] = measure_threads(open_at, x, threads or None)
+        bars.write(f"[bench] {backend} batch {batch}, threads within {threads or 'all cores'}: "
+                   f"{subject.thread_caps[key]['reason']}")
+    return subject.thread_caps[key]["threads"]
 
 
 _TORCH_THREADS: list[int] = []
@@ -192,7 +262,7 @@ def check_available(subject: Subject, backend: str, batch: int | None = None) ->
 def _tensorrt_runner(subject: Subject, batch: int, x: np.ndarray):
     check_available(subject, "tensorrt", batch)
     engine = open_engine(subject.bundle, backend="tensorrt")
-    return lambda: engine.infer(x)
+    return _says(lambda: engine.infer(x), None)   # a GPU engine: no CPU threads to say
 
 
 def open_reference(kind: str, threads: int, workdir: Path, size: str = "small") -> Callable[[], object]:

@@ -9,16 +9,31 @@ matplotlib = lazy_import("matplotlib", "plot", "the batch-sweep plot")
 plt = lazy_import("matplotlib.pyplot", "plot", "the batch-sweep plot")
 
 
-def format_ratios(result: dict[str, dict[str, float]]) -> str:
-    """Per setting, every backend's ms per call and its speed-up over PyTorch eager and over the naive export
-    (a plain torch.onnx.export in a default onnxruntime session: what a user gets without the toolkit)."""
-    lines = ["batch 1, all backends interleaved in one run (the fair ratio):"]
-    for setting, h2h in result.items():
+def format_ratios(result: dict[str, dict[str, dict]]) -> str:
+    """Per setting, every backend's ms per call, the threads it ran at, and its speed-up over PyTorch eager and over
+    the naive export (a plain torch.onnx.export in a default onnxruntime session: what a user gets without the
+    toolkit). The project's engines take the setting's threads as a budget and may use fewer (a measured cap)."""
+    lines = ["batch 1, all backends interleaved in one run (the fair ratio; threads = what each backend ran at):"]
+    for setting, row in result.items():
+        h2h, used = row["ms"], row.get("threads") or {}
         eager, naive = h2h.get("pytorch-eager"), h2h.get("onnxruntime-naive")
         lines.append(f"  {setting}:")
-        lines += [f"    {name:<20}{ms:>9.3f} ms" + (f"   {eager / ms:5.2f}x PyTorch eager" if eager else "")
+        lines += [f"    {name:<20}{ms:>9.3f} ms  {threads_cell(used, name):>9}"
+                  + (f"   {eager / ms:5.2f}x PyTorch eager" if eager else "")
                   + (f"   {naive / ms:5.2f}x naive export" if naive else "") for name, ms in h2h.items()]
     return "\n".join(lines)
+
+
+def threads_cell(used: dict, name: str) -> str:
+    """The threads `name` ran at, as the tables print them; blank when the report does not say (older reports)."""
+    return threads_label(used[name]) if name in used else ""
+
+
+def threads_label(threads) -> str:
+    """"2 threads", "1 thread", or "default" (None: the runtime's own default)."""
+    if threads is None:
+        return "default"
+    return f"{threads} thread{'s' if threads > 1 else ''}"
 
 
 def format_table(report: dict) -> str:
@@ -42,8 +57,9 @@ def format_table(report: dict) -> str:
     if h2h:
         slowest = h2h.get("pytorch-eager") or max(h2h.values())
         lines += ["", "all backends interleaved at batch 1 (one run; the fair ratio):"]
-        lines += [f"  {name:<18}{ms:>9.3f} ms   {slowest / ms:5.2f}x {'PyTorch eager' if 'pytorch-eager' in h2h else ''}"
-                  for name, ms in h2h.items()]
+        used = report.get("head_to_head_threads") or {}
+        lines += [f"  {name:<18}{ms:>9.3f} ms  {threads_cell(used, name):>9}   {slowest / ms:5.2f}x "
+                  f"{'PyTorch eager' if 'pytorch-eager' in h2h else ''}" for name, ms in h2h.items()]
     batches = sorted({row["batch"] for r in report["backends"].values() for row in r.get("sweep", [])})
     if batches:
         lines += ["", "batch sweep (ms per call / windows per s; thread CPU time when single-threaded):",

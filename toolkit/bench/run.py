@@ -18,7 +18,7 @@ from deploy.errors import FogError, MissingDependency
 from deploy.lazy import lazy_import
 from deploy.preprocess import PreprocessSpec
 from toolkit.bench.backends import (BACKENDS, REFERENCE_OF, BackendUnavailable, Subject, check_available,
-                                    open_reference, open_runner)
+                                    open_reference, open_runner, prepare)
 from toolkit.bench import split
 from toolkit.bench.baseline import entry_key, machine_class, measured_on
 from toolkit.bench.reference import REFERENCE_VERSION, matmul_macs_per_s, reference_size
@@ -137,8 +137,7 @@ def measure_batch1(subject: Subject, backend: str, threads: int, refs: _Referenc
                    blocks: int = REGRESSION_BLOCKS, block_s: float = REGRESSION_BLOCK_S) -> dict:
     """Batch-1 latency interleaved with the backend's reference workload; peak memory of load + run."""
     batch = subject.input_shape[0]
-    if backend.startswith("onnxruntime"):
-        subject.onnx(backend.split("-", 1)[1], batch)  # export outside the memory window
+    prepare(subject, backend, batch, threads)  # export and measure the thread cap outside the memory window
     size, ref_name = reference_name(subject, backend)
     reference = refs.get(REFERENCE_OF[backend], size)
     with PeakMemory() as mem:  # load and the first (allocating) call; `interleaved` warms up further
@@ -151,7 +150,7 @@ def measure_batch1(subject: Subject, backend: str, threads: int, refs: _Referenc
     cpu_clock = backend != "tensorrt" and threads == 1
     out = {"batch": batch, **model.summary_ms(), "reference": ref_name, "reference_median_ms": 1e3 * ref.median,
            "normalized_latency": normalized(model, ref, cpu=cpu_clock), "clock": "thread-cpu" if cpu_clock else "wall",
-           "peak_mib": mem.peak_mib, "peak_exact": mem.exact}
+           "peak_mib": mem.peak_mib, "peak_exact": mem.exact, "threads": run.threads}
     if backend == "pytorch-eager":  # the module was built before the window: count its weights
         model_bytes = sum(t.numel() * t.element_size() for t in subject.torch_model().state_dict().values())
         out["peak_mib"] += model_bytes / 2 ** 20
@@ -240,7 +239,9 @@ def _run_bench(subject, backends, batches, threads, blocks, sweep_block_s, tick)
         report["backends"][backend] = result
     if len(report["backends"]) > 1:
         tick("all backends interleaved at batch 1, for the ratios")
-        report["head_to_head_ms"] = head_to_head(subject, list(report["backends"]), threads)
+        report["head_to_head_threads"] = {}
+        report["head_to_head_ms"] = head_to_head(subject, list(report["backends"]), threads,
+                                                 used=report["head_to_head_threads"])
     report["subject"]["parameters"] = subject.parameters
     return report
 
@@ -263,18 +264,22 @@ def where_time_goes(subject: Subject, backend: str, threads: int, machine: dict)
             "recurrence_fraction_of_memory_bound": fraction}
 
 
-def head_to_head(subject: Subject, backends, threads: int, blocks: int = 12) -> dict[str, float]:
+def head_to_head(subject: Subject, backends, threads: int, blocks: int = 12,
+                 used: dict | None = None) -> dict[str, float]:
     """Batch-1 time per call of every backend, all interleaved in one run: the fair way to say "A is k times
     faster than B" on a machine whose speed drifts (separate runs would compare different moments).
 
     `threads=0`: every backend at its own default (onnxruntime engine: all cores; eager: torch.get_num_threads()),
-    read in wall time, which is what a caller waits."""
+    read in wall time, which is what a caller waits. The project's onnxruntime engines take `threads` as a budget
+    (toolkit.bench.backends): `used`, when given, receives the threads each backend actually ran at."""
     runners = {}
     for backend in backends:
         try:
             runners[backend] = open_runner(subject, backend, subject.input_shape[0], threads)
         except (BackendUnavailable, MissingDependency, ImportError):
             continue
+        if used is not None and backend != "tensorrt":   # a GPU engine: no CPU threads to say
+            used[backend] = runners[backend].threads
     if not runners:
         return {}
     timings = interleaved(runners, blocks=blocks, block_s=0.05, budget_s=REGRESSION_BUDGET_S * len(runners))
@@ -282,11 +287,15 @@ def head_to_head(subject: Subject, backends, threads: int, blocks: int = 12) -> 
     return {b: 1e3 * (t.cpu_median if cpu_clock else t.median) for b, t in timings.items()}
 
 
-def ratios(subject: Subject, backends, threads: int, blocks: int = 12) -> dict[str, dict[str, float]]:
-    """The head-to-head twice: every backend at its own default threads, then all at `threads` (equal).
-    Defaults first: torch's default thread count is read before anything here changes it."""
-    return {"defaults": head_to_head(subject, backends, 0, blocks),
-            f"{threads} thread{'s' if threads > 1 else ''} each": head_to_head(subject, backends, threads, blocks)}
+def ratios(subject: Subject, backends, threads: int, blocks: int = 12) -> dict[str, dict[str, dict]]:
+    """The head-to-head twice: every backend at its own default threads, then all at `threads` (equal budgets:
+    the project's engines use fewer where measured as fast). {setting: {"ms": {backend: ms}, "threads": {backend:
+    threads used}}}. Defaults first: torch's default thread count is read before anything here changes it."""
+    out = {}
+    for setting, n in (("defaults", 0), (f"{threads} thread{'s' if threads > 1 else ''} each", threads)):
+        used: dict = {}
+        out[setting] = {"ms": head_to_head(subject, backends, n, blocks, used=used), "threads": used}
+    return out
 
 
 # --- regression ------------------------------------------------------------------------------------------------

@@ -57,6 +57,15 @@ def _event_classes(source) -> dict:
     return {"background": list(source.background), "any_fog": source.any_fog}
 
 
+def onnxruntime_section(p) -> dict:
+    """The manifest's `onnxruntime` settings the engine opens with (deploy.engines.onnxruntime.open_role), before
+    the thread cap (toolkit.export.threads measures it on the engine these settings open). `preoptimized`: model
+    roles whose file is the graph onnxruntime optimized at export (the device loads them as they are); `staged`:
+    model roles the device runs as stages, two at a time where the plan allows (deploy.engines.staged)."""
+    return {"preoptimized": ["int8"] if p.preoptimized else [], "load_s": p.preoptimized,
+            "staged": {"int8": p.staged} if p.staged and p.precision == "int8" else {}}
+
+
 def build_manifest(p, events: dict) -> dict:
     """Write manifest.json for the export `p` (a toolkit.export.pipeline.ExportPipeline that has run its steps)
     into its folder, with `events` (complete settings) written per class; returns the manifest."""
@@ -80,10 +89,7 @@ def build_manifest(p, events: dict) -> dict:
         "export": {"opset": p.opset, "batch": p.opt.batch, "calibration": p.calibration_info, "timings": p.timings,
                    "engine": p.engine_note, "kit": p.kit, "cpu_latency_ms": cpu_choice.get("latency_ms"),
                    "cpu_precision": p.cpu_choice, "fp16_note": FP16_NOTE, "cpu_dynamic_plan": p.dynamic_info},
-        # Model roles whose file is the graph onnxruntime optimized at export: the device loads them as they are.
-        # `staged`: model roles the device runs as stages, two at a time where the plan allows (deploy.engines.staged).
-        "onnxruntime": {"preoptimized": ["int8"] if p.preoptimized else [], "load_s": p.preoptimized,
-                        "staged": {"int8": p.staged} if p.staged and p.precision == "int8" else {}},
+        "onnxruntime": {**onnxruntime_section(p), "thread_cap": p.thread_cap or {}},
         "precision_plan": p.plan,
         "verification": {"pairs": p.pairs, "windows": sum(len(b) for b in p.ver_batches),
                          "data": "deploy.synth recordings, seed 2 (calibration used seed 1)",
@@ -141,6 +147,8 @@ def summary_table(out, manifest: dict) -> str:
     if manifest["export"].get("cpu_precision"):
         lines.append(f"  cpu precision: {manifest['export']['cpu_precision']['reason']}")
     lines.append(f"  engine: {manifest['export']['engine']}")
+    for role, cap in ((manifest.get("onnxruntime") or {}).get("thread_cap") or {}).items():
+        lines.append(f"  thread cap ({role}, measured on {cap['measured_on'].split(' (')[0]}): {cap['reason']}")
     lines += _streaming_lines(manifest.get("streaming"))
     for note in manifest["model"].get("notes", []):
         lines.append(f"  note: {note}")

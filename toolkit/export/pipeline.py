@@ -7,7 +7,7 @@ a terminal, calibration.progress.StepBar; any failure stops before a bundle is w
    they are, else calibrated here: toolkit.export.ranges) as a Q/DQ ONNX, checked;
 3. `verify`: numerical verification on held-out windows (toolkit.export.verify);
 4. `choose_cpu_precision`: for an onnxruntime target, what it runs (measured with --precision fastest);
-5. `engine_or_kit`: a TensorRT engine when TensorRT and a GPU are here, and the on-device build kit;
+5. `engine_or_kit`: a TensorRT engine where possible and the on-device build kit; ONNX Runtime: the thread cap;
 6. `write_manifest`: manifest.json (toolkit.export.manifest) listing every file with its sha256.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from calibration.progress import StepBar
 from deploy.contract import CPU_FP32_REASON, EVENT_KEYS, FP32_FILE, INT8_FILE, with_defaults
 from deploy.lazy import lazy_import
 from deploy.engines.onnxruntime import DISABLED_OPTIMIZERS
-from toolkit.export import buildkit, cpu_plans, plan, ranges, trt_build, verify
+from toolkit.export import buildkit, cpu_plans, plan, ranges, threads, trt_build, verify
 from toolkit.export.checks import assert_checks, run_checks
 from toolkit.export.manifest import build_manifest
 from toolkit.export.onnx import ExportError, export_float, export_graph, with_activation
@@ -142,6 +142,7 @@ class ExportPipeline:
         self.calibration_info = self.qat = self.qat_wide = self.ort_fp32 = self.ort_int8 = None
         self.cal_batches = self.ver_batches = self.fp32 = self.float_graph = None
         self.cpu_choice = self.kit = self.engine_file = self.engine_note = self.streaming = self.plan = None
+        self.thread_cap = None  # {role: the measured cap} (toolkit.export.threads), for onnxruntime targets
         self.int8_file, self.reference, self.ort_dynamic, self.dynamic_info, self.preoptimized, self.staged = \
             INT8_FILE, None, None, None, None, None
         self.event_settings = event_settings(source.events, opt.events)   # the model's (a preset's), then flags
@@ -317,9 +318,10 @@ class ExportPipeline:
 
     def engine_or_kit(self) -> None:
         self.progress.start("engine or on-device build kit")
-        if self.target.runtime != "tensorrt":
+        if self.target.runtime != "tensorrt":  # the engine the device opens, timed at 1..N threads: its cap
+            self.thread_cap = threads.bundle_thread_cap(self)
             self.engine_note = "target runs ONNX Runtime"
-            self.progress.done(self.engine_note)
+            self.progress.done(f"{self.engine_note}; {threads.describe(self.thread_cap)}")
             return
         run_file = INT8_FILE if self.precision == "int8" else FP32_FILE
         outputs = self.ort_int8 if self.precision == "int8" else self.ort_fp32

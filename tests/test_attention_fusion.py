@@ -11,6 +11,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from toolkit.export import attention_fusion, cpu_graph, cpu_plans  # noqa: E402
+from toolkit.export.macs import graph_stats  # noqa: E402
 from toolkit.export.onnx import export_like_bundle  # noqa: E402
 
 LENGTH, WIDTH, HEADS = 24, 16, 4
@@ -52,6 +53,7 @@ def test_attention_is_fused_and_exact(tmp_path):
     ops = _ops(tmp_path / "fused.onnx")
     assert ops["MultiHeadAttention"] == 1 and ops["Softmax"] == 0 and ops["Transpose"] == 0, ops  # batch 1
     assert sum(_ops(path).values()) > sum(ops.values())       # the layout nodes are gone
+    assert graph_stats(tmp_path / "fused.onnx").macs == graph_stats(path).macs > 0   # products counted inside
     x = np.random.default_rng(1).standard_normal((1, LENGTH, WIDTH)).astype(np.float32)
     np.testing.assert_allclose(_run(tmp_path / "fused.onnx", x), _run(path, x), atol=1e-5)
 

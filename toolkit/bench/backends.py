@@ -131,6 +131,9 @@ class Subject:
             folder.mkdir(exist_ok=True)
             plan = staged_dynamic(self.onnx("fp32", batch), folder, disabled_optimizers=DISABLED_OPTIMIZERS,
                                   activations=activations)
+            if activations and not plan["activation_matmuls"]:
+                raise BackendUnavailable(f"{self.name}: no activation x activation MatMul to quantize (attention is "
+                                         "fused by toolkit.export.cpu_graph): the same plan as onnxruntime-staged")
             self._onnx[key] = (folder, plan)
         return self._onnx[key]
 

@@ -5,7 +5,8 @@ the packed in-projection is reshaped, transposed and gathered into q, k and v, e
 heads, k transposed again, q and k scaled, and the heads transposed back. onnxruntime's CPU runs every one of
 those transposes and its products one by one; its contrib `com.microsoft.MultiHeadAttention` takes q, k and v as
 (batch, length, width) and does the head layout, the products and the softmax in one kernel, parallel over heads.
-Measured on fog-1st-place's block (864 patches, width 324, 6 heads): 1.08x at 1 thread, 1.55x at 2 (docs/bench.md).
+Measured on fog-1st-place's block alone (864 patches, width 324, 6 heads, default session): 1.08x at 1 thread,
+1.55x at 2; inside the dynamic plan's stages (intra-op spinning off) about even at 2 threads (docs/bench.md).
 
 The rewrite keeps the packed in-projection (so the dynamic plan still quantizes it) and replaces everything from its
 output to the out-projection's input by Transpose, Split, MultiHeadAttention, Transpose. It is pattern-exact: it

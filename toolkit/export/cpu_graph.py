@@ -6,7 +6,8 @@
   transposes (fog-1st-place's encoder: 22 of them, 5.8 of 88 ms in its profile at 2 threads).
 
 Measured on fog-1st-place's dynamic plan, quiet machine, pairs interleaved (docs/bench.md, "Fused attention"):
-the fusion 1.02-1.12x at 2 threads, ~1.04x at 1; the reshapes 1.03-1.05x more at 1 and 2 threads.
+the fusion 1.02-1.12x for the whole graph at 2 threads, 1.01-1.03x for its stages, ~1.04x at 1 thread (under
+load); the reshapes 1.03-1.05x more at 1 and 2 threads. fog-small at 1 thread: both 1.04-1.09x over the plain plan.
 
 `rewrite_file` applies both, then runs the original and the rewritten graph in onnxruntime on one random input and
 keeps the rewrite only when the outputs match (max |diff| <= TOLERANCE). TensorRT's graphs never get it.

@@ -11,8 +11,9 @@
   onnxruntime runs a CPU graph's nodes one at a time, so one BiLSTM node leaves a second core idle. `dynamic_plan`
   keeps the stages only when they measure faster than the whole graph at STAGED_THREADS threads.
   Both start from the float graph as toolkit.export.cpu_graph rewrites it: torch's self-attention fused into
-  onnxruntime's MultiHeadAttention (exact, checked), 1.24x faster stages on fog-1st-place at 2 threads; with it
-  fused there are no activation x activation MatMuls left, so the ACTIVATIONS candidate is not built.
+  onnxruntime's MultiHeadAttention and batch 1's unit-dimension transposes as reshapes (exact, checked; on
+  fog-1st-place, quiet machine: 1.04-1.1x at 1 thread, 1.05-1.1x for the stages at 2); with attention fused there
+  are no activation x activation MatMuls left, so the ACTIVATIONS candidate is not built.
 - `qdq`: the precision plan's static Q/DQ graph (toolkit.export.plan), run on onnxruntime's integer kernels.
 
 `head_to_head` times the candidates interleaved (toolkit.timing) and `choose` keeps an INT8 plan only when it is at
@@ -286,7 +287,7 @@ def staged_dynamic(fp32_path, out_dir, prefix: str = "int8_stage", preoptimize: 
     Returns the plan for the manifest's `onnxruntime.staged` (deploy.engines.staged runs it)."""
     with _source(fp32_path, rewrite) as (source, _):
         model = onnx.load(str(source))
-    kept = input_projection(model)
+    kept, products = input_projection(model), activation_matmuls(model)
     split = lstm_split.split_bidirectional_lstms(model)
     plan = cpu_stages.cut(model, out_dir, prefix)
     for step in plan["steps"]:
@@ -296,6 +297,6 @@ def staged_dynamic(fp32_path, out_dir, prefix: str = "int8_stage", preoptimize: 
             if preoptimize:
                 save_optimized(path, path, disabled_optimizers)
     return {**plan, "split_lstms": split, "preoptimized": preoptimize, "session_config": STAGED_SESSION_CONFIG,
-            "activations_int8": activations,
+            "activations_int8": activations, "activation_matmuls": products,
             "why": "bidirectional LSTMs split per direction; the device runs both directions concurrently when "
                    "it has two threads (onnxruntime runs a CPU graph's nodes one at a time)"}

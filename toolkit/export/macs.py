@@ -2,8 +2,9 @@
 
 One counter for every backend: the ONNX graph, after shape inference, is what every engine runs, so PyTorch
 eager, onnxruntime and TensorRT are all read against the same MAC figure (the fp32 graph's; an INT8 graph of the
-same model has the same MatMuls plus Q/DQ). Counted: MatMul / MatMulInteger / Gemm (M*N*K per matrix product),
-Conv (output elements * C_in/group * kernel size), LSTM / GRU / RNN (steps * batch * directions * gates * H * (I+H)).
+same model has the same MatMuls plus Q/DQ). Counted: MatMul / MatMulInteger / DynamicQuantizeMatMul /
+Gemm (M*N*K per matrix product), Conv (output elements * C_in/group * kernel size), LSTM / GRU / RNN (steps * batch *
+directions * gates * H * (I+H)), onnxruntime's MultiHeadAttention (its two products: 2 * batch * L_q * L_kv * width).
 Elementwise ops, softmax and normalization are not counted: they are memory-bound and small beside the products.
 A node whose shapes inference cannot resolve counts as 0 and is named in `unresolved`.
 """
@@ -56,7 +57,7 @@ def _known(shape) -> bool:
 def _node_macs(node, shapes) -> int | None:
     op = node.op_type
     get = shapes.get
-    if op in ("MatMul", "MatMulInteger"):
+    if op in ("MatMul", "MatMulInteger", "DynamicQuantizeMatMul"):
         a, y = get(node.input[0]), get(node.output[0])
         if not (_known(a) and _known(y)):
             return None
@@ -72,6 +73,11 @@ def _node_macs(node, shapes) -> int | None:
         if not (_known(w) and _known(y)):
             return None
         return prod(y) * prod(w[1:])  # w: (C_out, C_in/group, *kernel)
+    if op == "MultiHeadAttention":  # q (B, L_q, E), k (B, L_kv, E), v (B, L_kv, E_v): Q K^T and softmax(.) V
+        q, k, v = (get(name) for name in (list(node.input[:3]) + ["", "", ""])[:3])  # packed q/k/v: unresolved
+        if not (_known(q) and _known(k) and _known(v)):
+            return None
+        return q[0] * q[1] * k[1] * (q[2] + v[2])
     if op in GATES:
         x, w = get(node.input[0]), get(node.input[1])  # x: (T, B, I) (layout 0); w: (dirs, gates*H, I)
         if not (_known(x) and _known(w)):

@@ -11,6 +11,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from toolkit.export import attention_fusion, cpu_graph, cpu_plans  # noqa: E402
+from toolkit.export.checks import static_shapes  # noqa: E402
 from toolkit.export.macs import graph_stats  # noqa: E402
 from toolkit.export.onnx import export_like_bundle  # noqa: E402
 
@@ -99,7 +100,7 @@ def test_only_transposes_of_unit_dimensions_become_reshapes(tmp_path):
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3, 1, 5])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, str(tmp_path / "t.onnx"))
-    assert cpu_graph.unit_transposes_to_reshapes(model, cpu_graph.shapes_of(model)) == 1
+    assert cpu_graph.unit_transposes_to_reshapes(model, static_shapes(model)) == 1
     assert [n.op_type for n in model.graph.node] == ["Reshape", "Transpose"]
     info = cpu_graph.rewrite_file(tmp_path / "t.onnx", tmp_path / "r.onnx")
     assert info["transposes_as_reshapes"] == 1 and info["max_abs_diff"] == 0.0

@@ -221,7 +221,7 @@ def fold_constants(model) -> int:
     """Replace foldable nodes by initializers (what the exporter's folding leaves behind, e.g. a Split of a bias
     into gates). Evaluated with ONNX's reference implementation, one node at a time; returns how many were folded."""
     numpy_helper, ReferenceEvaluator = onnx.numpy_helper, onnx_reference.ReferenceEvaluator  # noqa: N806
-    shapes = _static_shapes(model)
+    shapes = static_shapes(model)
     folded_shapes = 0
     for node in list(model.graph.node):  # with static shapes a Shape node is a constant: fold it first
         if node.op_type == "Shape" and node.input[0] in shapes:
@@ -251,7 +251,8 @@ def fold_constants(model) -> int:
     return folded_shapes + len(nodes)
 
 
-def _static_shapes(model) -> dict[str, list[int]]:
+def static_shapes(model) -> dict[str, list[int]]:
+    """{tensor: dims} of every tensor ONNX shape inference resolves (dims as ints; {} when inference fails)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # no shapes, no Shape folding; the checks report why

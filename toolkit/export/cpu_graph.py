@@ -14,6 +14,7 @@ keeps the rewrite only when the outputs match (max |diff| <= TOLERANCE). TensorR
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,20 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from deploy.lazy import lazy_import
-from toolkit.export import attention_fusion
+from toolkit.export import attention_fusion, verify
+from toolkit.export.checks import static_shapes
 
 onnx = lazy_import("onnx", "workstation", "rewriting ONNX graphs")
-ort = lazy_import("onnxruntime", "device", "checking the rewritten graph")
 
 # The rewritten graph's outputs may differ from the original's by this much (float32 summation order).
 TOLERANCE = 1e-4
-
-
-def shapes_of(model) -> dict[str, list[int]]:
-    """{tensor: dims} from ONNX shape inference (0 where a dim is unknown)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    return {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
-            for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
 
 
 def unit_transposes_to_reshapes(model, shapes: dict[str, list[int]]) -> int:
@@ -63,8 +57,8 @@ def rewrite_file(path, out_path) -> dict:
     """`path` rewritten into `out_path` when a rewrite applies and the outputs match; returns {"file": out_path or
     None (use `path` as it is), "attention_fused", "transposes_as_reshapes", "max_abs_diff", "why"}."""
     model = onnx.load(str(path))
-    fused = attention_fusion.fuse(model, shapes_of(model))
-    reshaped = unit_transposes_to_reshapes(model, shapes_of(model))
+    fused = attention_fusion.fuse(model, static_shapes(model))
+    reshaped = unit_transposes_to_reshapes(model, static_shapes(model))
     counts = {"attention_fused": fused, "transposes_as_reshapes": reshaped}
     if not fused and not reshaped:
         return {"file": None, **counts, "why": "nothing to rewrite"}
@@ -81,15 +75,11 @@ def rewrite_file(path, out_path) -> dict:
 
 
 def _max_diff(original, rewritten) -> float:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    outputs = []
-    for path in (original, rewritten):
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        arg = session.get_inputs()[0]
-        x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in arg.shape])
-        outputs.append(session.run(None, {arg.name: x.astype(np.float32)})[0])
-    return float(np.abs(outputs[0] - outputs[1]).max())
+    """Max |diff| of the two graphs' outputs in onnxruntime on one random input."""
+    session = verify.ort_session(original)
+    dims = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
+    batch = [np.random.default_rng(0).standard_normal(dims).astype(np.float32)]
+    return float(np.abs(verify.ort_run(session, batch) - verify.ort_run(rewritten, batch)).max())
 
 
 @contextmanager
@@ -100,3 +90,12 @@ def rewritten(path):
         info = rewrite_file(path, Path(folder) / Path(path).name)
         yield Path(info["file"] or path), {"applied": info["file"] is not None,
                                            **{k: v for k, v in info.items() if k != "file"}}
+
+
+def rewrite_in_place(path) -> dict:
+    """Rewrite the float graph at `path` in place when rewrite_file keeps the rewrite; returns its info (as
+    `rewritten` gives it). The cpu target's fp32 model, so that fp32 and the int8 plans race on the same graph."""
+    with rewritten(path) as (source, info):
+        if info["applied"]:
+            shutil.copyfile(source, path)
+    return info

@@ -135,14 +135,14 @@ def quantize_stage(path, out_path, keep_fp32=(), activations: bool = False) -> N
         root.setLevel(level)
 
 
-def dynamic_plan(fp32_path, folder, example, disabled_optimizers=()) -> dict:
+def dynamic_plan(fp32_path, folder, example, disabled_optimizers=(), rewrite: bool = True) -> dict:
     """The dynamic plan in `folder`: the whole graph (DYNAMIC_FILE, the bundle's int8 model) and, when running it
     in stages measures faster at STAGED_THREADS threads (interleaved, on `example`), its stages (STAGE_PREFIX_<n>,
     pre-optimized; or ACTIVATION_PREFIX_<n>, the stages with attention's products in int8 too, when those measure
     ACTIVATION_MIN_SPEEDUP faster still), which the device then runs; all from the float graph as
     toolkit.export.cpu_graph rewrites it. Returns the info; "staged" holds the stage plan or None, "staging" the
-    figures and the reason, "rewrite" what the rewrite did."""
-    with cpu_graph.rewritten(fp32_path) as (source, rewrote):
+    figures and the reason, "rewrite" what the rewrite did (None with `rewrite` off: the caller did it)."""
+    with _source(fp32_path, rewrite) as (source, rewrote):
         return {**_dynamic_plan(source, folder, example, disabled_optimizers), "rewrite": rewrote}
 
 

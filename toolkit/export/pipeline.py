@@ -23,7 +23,7 @@ from calibration.progress import StepBar
 from deploy.contract import CPU_FP32_REASON, EVENT_KEYS, FP32_FILE, INT8_FILE, with_defaults
 from deploy.lazy import lazy_import
 from deploy.engines.onnxruntime import DISABLED_OPTIMIZERS
-from toolkit.export import buildkit, cpu_plans, plan, ranges, threads, trt_build, verify
+from toolkit.export import buildkit, cpu_graph, cpu_plans, plan, ranges, threads, trt_build, verify
 from toolkit.export.checks import assert_checks, run_checks
 from toolkit.export.manifest import build_manifest
 from toolkit.export.onnx import ExportError, export_float, export_graph, with_activation
@@ -262,8 +262,8 @@ class ExportPipeline:
         self.timings["verify_s"] = self.progress.done(", ".join(f"{k} max {v['max_abs']:.2g}"
                                                                 for k, v in self.pairs.items()))
 
-    def choose_cpu_precision(self) -> None:
-        asked, latency = self.precision, None
+    def choose_cpu_precision(self) -> None:  # fp32 and the int8 plans from one float graph, rewritten for the CPU
+        asked, latency, rewrite = self.precision, None, cpu_graph.rewrite_in_place(self.work / FP32_FILE)
         if self.want_int8:
             self.progress.start("cpu INT8 plans (static Q/DQ, onnxruntime dynamic) against fp32, interleaved")
             files = {"fp32": self.work / FP32_FILE, "int8-qdq": self.work / INT8_FILE}
@@ -284,14 +284,15 @@ class ExportPipeline:
         else:
             reason = f"fp32, the cpu target's default: {CPU_FP32_REASON}"
         self.cpu_choice = {"asked": asked, "precision": self.precision, "reason": reason, "latency_ms": latency,
-                           "plan": self.int8_file if self.precision == "int8" else None,
+                           "plan": self.int8_file if self.precision == "int8" else None, "float_rewrite": rewrite,
                            "method": "toolkit.timing.onnx_head_to_head: interleaved blocks, thread CPU time, 1 thread"
                            if latency else None}
 
     def _dynamic_plan(self) -> dict | None:
         """onnxruntime's dynamic quantization of the float graph, verified against the float model; None (and
         the figures in the manifest) when it fails verification."""
-        info = cpu_plans.dynamic_plan(self.work / FP32_FILE, self.work, self.ver_batches[0], DISABLED_OPTIMIZERS)
+        info = cpu_plans.dynamic_plan(self.work / FP32_FILE, self.work, self.ver_batches[0], DISABLED_OPTIMIZERS,
+                                      rewrite=False)   # FP32_FILE is rewritten already (choose_cpu_precision)
         self.ort_dynamic = cpu_plans.run_dynamic(self.work, info, self.ver_batches)  # as the device runs it
         pair = verify.compare("torch_vs_ort_int8_dynamic", self.reference, self.ort_dynamic)
         self.dynamic_info = {**{k: v for k, v in info.items() if k != "staged"}, "verification": pair}

@@ -24,7 +24,7 @@ from deploy.bundle import Bundle  # noqa: E402
 from deploy.recording import write_recording  # noqa: E402
 from deploy.synth import synth_recording  # noqa: E402
 from toolkit.cli import main as cli  # noqa: E402
-from toolkit.export.qdq import _Graph, check_qdq  # noqa: E402
+from toolkit.export.qdq import GraphIndex, check_qdq  # noqa: E402
 
 N_PATCHES = 6
 COMMON = ["--n-patches", str(N_PATCHES), "--target", "jetson", "--calib-windows", "16", "--verify-windows", "8",
@@ -46,7 +46,7 @@ def _export(out, *args) -> dict:
 
 def _q_scales(path) -> set[float]:
     """Every scale of the graph's QuantizeLinear nodes."""
-    graph = _Graph(onnx.load(str(path)))
+    graph = GraphIndex(onnx.load(str(path)))
     return {round(float(v), 9) for n in graph.nodes if n.op_type == "QuantizeLinear"
             for v in np.ravel(graph.array(n.input[1]))}
 

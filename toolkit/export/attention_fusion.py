@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from deploy.lazy import lazy_import
+from toolkit.export.qdq import GraphIndex
 
 onnx = lazy_import("onnx", "workstation", "rewriting ONNX graphs")
 
@@ -27,26 +28,18 @@ LAYOUT_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather")
 CONTRIB = "com.microsoft"
 
 
-def _constants(model) -> dict:
-    values = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
-    return values
-
-
 def _attribute(node, name, default=None):
     found = next((a for a in node.attribute if a.name == name), None)
     return default if found is None else onnx.helper.get_attribute_value(found)
 
 
-class _Graph:
+class _Graph(GraphIndex):
+    """qdq's index (producers, constants) plus each tensor's consumers."""
+
     def __init__(self, model):
-        self.model = model
-        self.values = _constants(model)
-        self.producer = {out: n for n in model.graph.node for out in n.output}
+        super().__init__(model)
         self.consumers: dict[str, list] = {}
-        for node in model.graph.node:
+        for node in self.nodes:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
 
@@ -64,7 +57,7 @@ class _Graph:
         if mul is None:
             return None
         for this, other in ((0, 1), (1, 0)):
-            value = self.values.get(mul.input[other])
+            value = self.array(mul.input[other])
             if value is not None and value.size == 1:
                 return mul.input[this], float(value.reshape(()))
         return None
@@ -74,7 +67,7 @@ class _Graph:
         index = None
         while (node := self.producer.get(tensor)) is not None and node.op_type in LAYOUT_OPS:
             if node.op_type == "Gather":
-                picked = self.values.get(node.input[1])
+                picked = self.array(node.input[1])
                 if picked is None or picked.size != 1 or index is not None:
                     return None
                 index = int(picked.reshape(()))

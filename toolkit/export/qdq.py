@@ -40,7 +40,7 @@ class Problem:
         return f"{self.node} ({self.op_type}): {self.message}"
 
 
-class _Graph:
+class GraphIndex:
     """Producers, constants and value shapes of one ONNX graph, indexed once."""
 
     def __init__(self, model):
@@ -140,7 +140,7 @@ def _check_shapes(model, problems: list[Problem]) -> None:
                                     "symbolic (dynamic) dimension after shape inference; use static shapes"))
 
 
-def _check_qdq_node(g: _Graph, node, problems: list[Problem]) -> None:
+def _check_qdq_node(g: GraphIndex, node, problems: list[Problem]) -> None:
     name, op = node.name or node.output[0], node.op_type
     if len(node.input) < 3 or not node.input[2]:
         problems.append(Problem(name, op, "no zero-point input (TensorRT 8.5/8.6 require the 3rd input)"))
@@ -174,7 +174,7 @@ def _check_qdq_node(g: _Graph, node, problems: list[Problem]) -> None:
         problems.append(Problem(name, op, f"{scale.size} scales for {weight.shape[0]} output channels"))
 
 
-def _gemm_input_problem(g: _Graph, tensor: str) -> str | None:
+def _gemm_input_problem(g: GraphIndex, tensor: str) -> str | None:
     """Why this GEMM input is not quantized, or None when it comes through Q/DQ."""
     seen = 0
     while True:
@@ -193,7 +193,7 @@ def _gemm_input_problem(g: _Graph, tensor: str) -> str | None:
         tensor, seen = node.input[0], seen + 1
 
 
-def _quantized_neighbour(g: _Graph, node, consumers: dict) -> str | None:
+def _quantized_neighbour(g: GraphIndex, node, consumers: dict) -> str | None:
     """Why a fused recurrent node has Q/DQ around it, or None when it has none."""
     for index, tensor in enumerate(node.input):
         seen = 0
@@ -219,7 +219,7 @@ def check_qdq(model_or_path, recurrence: str = "unrolled") -> list[Problem]:
     if recurrence not in RECURRENCE_PLANS:
         raise FogError(f"recurrence {recurrence!r}: the Q/DQ checker knows {RECURRENCE_PLANS}")
     model = _load(model_or_path)
-    g = _Graph(model)
+    g = GraphIndex(model)
     consumers: dict[str, list] = {}
     for node in g.nodes:
         for name in node.input:

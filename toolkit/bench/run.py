@@ -100,9 +100,8 @@ def structure(subject: Subject, backend: str) -> dict:
 def staged_structure(subject: Subject, backend: str) -> dict:
     """A staged plan's exactly-compared facts, over all its stage files: the sums (nodes, Q/DQ nodes, MACs, ONNX
     bytes), the nodes of every stage in plan order (`stage_nodes`, so a node moved between stages shows), and the
-    number of steps and stages. MACs are what toolkit.export.macs resolves in the pre-optimized stages: its fused
-    LSTM (DynamicQuantizeLSTM) counts zero, as in the whole dynamic plan's entry, so the figure pins the graph, it is
-    not the model's compute."""
+    number of steps and stages. MACs are what toolkit.export.macs counts in the pre-optimized stages: the model's
+    compute, equal to its float graph's (tests/test_cpu_plans_staged.py)."""
     folder, plan = subject.staged(subject.input_shape[0], activations=backend.endswith("-activations"))
     stages = [graph_stats(folder / stage["file"]) for step in plan["steps"] for stage in step]
     return {"nodes": sum(s.nodes for s in stages), "qdq_nodes": sum(s.qdq_nodes for s in stages),

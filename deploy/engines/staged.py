@@ -95,18 +95,23 @@ class StagedEngine:
     def _run(session, stage, tensors: dict) -> list:
         return session.run(stage["outputs"], {name: tensors[name] for name in stage["inputs"]})
 
+    def run_step(self, index: int, tensors: dict) -> dict:
+        """{name: array} of step `index`'s outputs, its stages concurrent when the engine has the threads."""
+        step = self.steps[index]
+        if self._pool is not None and len(step) > 1:
+            others = [self._pool.submit(self._run, s, stage, tensors) for s, stage in step[1:]]
+            results = [self._run(*step[0], tensors)] + [f.result() for f in others]
+        else:
+            results = [self._run(s, stage, tensors) for s, stage in step]
+        return {name: value for (_, stage), values in zip(step, results)
+                for name, value in zip(stage["outputs"], values)}
+
     def infer(self, x: np.ndarray) -> np.ndarray:
         if x is not self.input_buffer:
             np.copyto(self.input_buffer, x, casting="same_kind")
         tensors = {self.input_name: self.input_buffer}
-        for step in self.steps:
-            if self._pool is not None and len(step) > 1:
-                others = [self._pool.submit(self._run, s, stage, tensors) for s, stage in step[1:]]
-                results = [self._run(*step[0], tensors)] + [f.result() for f in others]
-            else:
-                results = [self._run(s, stage, tensors) for s, stage in step]
-            for (_, stage), values in zip(step, results):
-                tensors.update(zip(stage["outputs"], values))
+        for index in range(len(self.steps)):
+            tensors.update(self.run_step(index, tensors))
         np.copyto(self.output_buffer, tensors[self.output_name])
         return self.output_buffer
 

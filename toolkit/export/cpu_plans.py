@@ -279,11 +279,13 @@ def save_optimized(path, out_path, disabled_optimizers=()) -> dict:
 
 
 def staged_dynamic(fp32_path, out_dir, prefix: str = "int8_stage", preoptimize: bool = True,
-                   disabled_optimizers=(), activations: bool = False, rewrite: bool = True) -> dict:
+                   disabled_optimizers=(), activations: bool = False, rewrite: bool = True,
+                   quantize: bool = True) -> dict:
     """The dynamic plan as stages (toolkit.export.cpu_stages): the float graph (rewritten by toolkit.export.cpu_graph
     unless `rewrite` is off) with its bidirectional LSTMs split per direction, cut around them, each stage
     dynamically quantized (the same per-channel int8 weights as the whole graph's; with `activations`, attention's
-    activation x activation MatMuls in int8 too) and, with `preoptimize`, saved as onnxruntime optimizes it.
+    activation x activation MatMuls in int8 too; FP32 stages without `quantize`, for comparisons) and, with
+    `preoptimize`, saved as onnxruntime optimizes it.
     Returns the plan for the manifest's `onnxruntime.staged` (deploy.engines.staged runs it)."""
     with _source(fp32_path, rewrite) as (source, _):
         model = onnx.load(str(source))
@@ -293,7 +295,8 @@ def staged_dynamic(fp32_path, out_dir, prefix: str = "int8_stage", preoptimize: 
     for step in plan["steps"]:
         for stage in step:
             path = Path(out_dir) / stage["file"]
-            quantize_stage(path, path, kept, activations)
+            if quantize:
+                quantize_stage(path, path, kept, activations)
             if preoptimize:
                 save_optimized(path, path, disabled_optimizers)
     return {**plan, "split_lstms": split, "preoptimized": preoptimize, "session_config": STAGED_SESSION_CONFIG,

@@ -254,3 +254,39 @@ def test_onnx_head_to_head_times_each_file_on_the_device_engine(tmp_path):
              "heavy": export_onnx(heavy, x, tmp_path / "heavy.onnx")}  # ~9 MMAC vs ~20 kMAC: 400x the work
     ms = onnx_head_to_head(paths, x.numpy(), blocks=3)
     assert set(ms) == {"small", "heavy"} and 0 < ms["small"] < ms["heavy"]
+
+
+def _timed_entry(norm, nodes=10, reference="fog-block-v3/small"):
+    return {"structure": {"nodes": nodes}, "normalized_latency": norm, "reference": reference}
+
+
+@pytest.mark.parametrize("first,second,ok,remeasured", [
+    (1.20, 1.05, True, True),     # a busy minute: the second figure is within the limit, the check passes
+    (1.20, 1.19, False, True),    # a slowdown repeats: it fails, and says both figures
+    (1.05, None, True, False),    # within the limit: timed once
+])
+def test_a_timing_over_the_limit_is_measured_once_more_before_it_fails(monkeypatch, first, second, ok, remeasured):
+    from types import SimpleNamespace
+    from toolkit.bench import run
+    calls = []
+
+    def again(subject, backends, threads=1, timed=None):
+        calls.append(backends)
+        return {f"m/{backends[0]}": _timed_entry(second)}
+    monkeypatch.setattr(run, "regression_entries", again)
+    baseline = {"tolerance": 0.13, "entries": {"m/onnxruntime-fp32": _timed_entry(1.0)}}
+    (verdict,) = run.checked_verdicts(SimpleNamespace(name="m"), {"m/onnxruntime-fp32": _timed_entry(first)}, baseline)
+    assert verdict.ok is ok and (calls == [["onnxruntime-fp32"]]) is remeasured
+    assert verdict.first == (first if remeasured else None)
+    if not ok:
+        assert "first measurement 1.200, confirmed" in verdict.problems[0]
+
+
+@pytest.mark.parametrize("measured", [_timed_entry(1.5, nodes=11), _timed_entry(1.5, reference="fog-block-v2/small")])
+def test_a_changed_structure_or_reference_fails_at_once(monkeypatch, measured):
+    from types import SimpleNamespace
+    from toolkit.bench import run
+    monkeypatch.setattr(run, "regression_entries", lambda *a, **k: pytest.fail("re-measured"))
+    baseline = {"tolerance": 0.13, "entries": {"m/onnxruntime-fp32": _timed_entry(1.0)}}
+    (verdict,) = run.checked_verdicts(SimpleNamespace(name="m"), {"m/onnxruntime-fp32": measured}, baseline)
+    assert not verdict.ok and verdict.first is None

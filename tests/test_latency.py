@@ -83,7 +83,7 @@ def _record(entries: dict, label: str) -> None:
                 fh.write(json.dumps({"label": label, "key": key, **entry}) + "\n")
 
 
-def _measure(model: str, overrides=None, backends=None, timed=None) -> dict:
+def _measure(model: str, overrides=None, backends=None, timed=None, subject_too: bool = False):
     pinned, timed_here = CASES[model]
     timed = timed_here if timed is None else timed
     spec = os.environ.get("FOG_LATENCY_BUNDLE", model) if model == DEFAULT and not overrides else model
@@ -97,7 +97,7 @@ def _measure(model: str, overrides=None, backends=None, timed=None) -> dict:
             continue  # e.g. tensorrt off the Jetson: not in this machine's baseline either
     entries = bench.regression_entries(subject, usable, threads=1, timed=timed)
     _record(entries, f"{model}{'+' + json.dumps(overrides) if overrides else ''}")
-    return entries
+    return (subject, entries) if subject_too else entries
 
 
 def _verdicts(entries: dict, baseline: dict):
@@ -108,7 +108,10 @@ def _verdicts(entries: dict, baseline: dict):
 
 @pytest.mark.parametrize("model", [DEFAULT, FIRST_PLACE])
 def test_model_matches_its_baseline(model, baseline):
-    verdicts = _verdicts(_measure(model), baseline)
+    # a timing over the limit is measured once more before it fails (bench.checked_verdicts): CI once saw
+    # fog-small's eager at +13.3 % in the whole suite while four fresh processes the same hour measured -2..+4 %
+    subject, entries = _measure(model, subject_too=True)
+    verdicts = bench.checked_verdicts(subject, entries, baseline)
     assert verdicts, f"no backend of {model} could run here"
     problems = [p for v in verdicts for p in v.problems]
     assert not problems, "latency regression:\n" + "\n".join(problems) + \

@@ -158,6 +158,7 @@ class Verdict:
     timing_ok: bool | None      # None: not timed (structure-only entry)
     normalized: float | None
     allowed: float | None
+    first: float | None = None  # the first measurement's normalized latency, when the entry was timed twice
 
     @property
     def ok(self) -> bool:

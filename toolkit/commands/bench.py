@@ -145,11 +145,12 @@ def _regression(args, subject, backends) -> int:
         return 0
     if not baseline:
         raise UserError(f"no baseline at {path}; record one with `toolkit bench {args.model} --update-baseline`")
-    tolerance = baseline.get("tolerance", bench_baseline.DEFAULT_TOLERANCE)
     failed = 0
-    for key, measured in entries.items():
-        verdict = bench_baseline.compare(key, measured, baseline["entries"].get(key, {}), tolerance)
+    for verdict in bench.checked_verdicts(subject, entries, baseline):
+        key = verdict.key
         timing = "-" if verdict.timing_ok is None else f"{verdict.normalized:.3f} (limit {verdict.allowed:.3f})"
+        if verdict.first is not None:
+            timing += f", timed twice: first {verdict.first:.3f}"
         print(f"{'ok  ' if verdict.ok else 'FAIL'} {key}: structure {'ok' if verdict.structure_ok else 'changed'}, "
               f"normalized latency {timing}")
         for problem in verdict.problems:

@@ -37,19 +37,21 @@ from toolkit.timing import interleaved
 BUDGET_S = 30.0   # seconds per interleaved measurement: a slow step still gets the harness's minimum of blocks
 
 
+_TWINS: dict[Path, dict] = {}   # the FP32 twin's plan per subject folder, cut once per process
+
+
 def engines(subject, threads: int):
     """{"int8": engine, "fp32": engine}: the dynamic plan's stages and their FP32 twin at `threads`."""
     folder, plan = subject.staged(1)
     twin = subject.workdir / "fp32-stages"
-    if not twin.is_dir():
-        twin.mkdir()
-        subject.fp32_plan = staged_dynamic(subject.onnx("fp32", 1), twin, "fp32_stage",
-                                           disabled_optimizers=DISABLED_OPTIMIZERS, quantize=False)
-    shape = [len(step) for step in plan["steps"]]
-    if [len(step) for step in subject.fp32_plan["steps"]] != shape:
+    if twin not in _TWINS:
+        twin.mkdir(exist_ok=True)
+        _TWINS[twin] = staged_dynamic(subject.onnx("fp32", 1), twin, "fp32_stage",
+                                      disabled_optimizers=DISABLED_OPTIMIZERS, quantize=False)
+    if [len(step) for step in _TWINS[twin]["steps"]] != [len(step) for step in plan["steps"]]:
         raise SystemExit("the FP32 twin was cut differently from the int8 stages; nothing to compare step by step")
     return {name: StagedEngine(where, p, threads=threads, preoptimized=True, disabled_optimizers=DISABLED_OPTIMIZERS)
-            for name, where, p in (("int8", folder, plan), ("fp32", twin, subject.fp32_plan))}
+            for name, where, p in (("int8", folder, plan), ("fp32", twin, _TWINS[twin]))}
 
 
 def step_inputs(engine, x) -> dict:

@@ -244,7 +244,6 @@ def test_dynamic_plan_keeps_the_input_projection_fp32_and_says_so(tmp_path):
     assert cpu_plans.input_projection(onnx.load(str(_export(tmp_path / "conv.onnx")))) == []  # a Conv comes first
 
 
-
 def test_the_dynamic_plan_and_its_stages_count_the_float_graph_s_macs(tmp_path):
     # onnxruntime's int8 LSTM keeps its weights transposed, and graphs saved by its optimizer lose the shapes of
     # contrib ops' outputs: the counter must still find the float model's compute in both
@@ -257,6 +256,7 @@ def test_the_dynamic_plan_and_its_stages_count_the_float_graph_s_macs(tmp_path):
     lstm = 24 * 2 * 4 * 8 * (12 + 8) + 24 * 2 * 4 * 10 * (16 + 10)   # steps * dirs * gates * H * (I + H), both
     assert float_macs > lstm and graph_stats(tmp_path / "q.onnx").macs == float_macs
     assert sum(s.macs for s in stages) == float_macs and not any(s.unresolved for s in stages)
+
 
 class AttentionThenBiLSTM(torch.nn.Module):
     """A projection, one attention product pair (two activation x activation MatMuls), a BiLSTM, a head."""

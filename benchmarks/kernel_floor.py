@@ -31,6 +31,7 @@ from deploy.engines.staged import StagedEngine
 from toolkit.bench.backends import DISABLED_OPTIMIZERS
 from toolkit.bench.int8 import naive_session
 from toolkit.bench.run import load_subject
+from toolkit.bench.split import kernel_ms_by_op
 from toolkit.export.cpu_plans import staged_dynamic
 from toolkit.timing import interleaved
 
@@ -92,11 +93,9 @@ def kernel_ms(engine, folder: Path, plan: dict, x, calls: int = 3) -> list[dict[
             for _ in range(calls + 1):
                 profiled.run(stage["outputs"], feed)
             trace = Path(profiled.end_profiling())
-            events = json.loads(trace.read_text())
+            for op, ms in kernel_ms_by_op(json.loads(trace.read_text()), calls + 1).items():
+                ops[op] += ms
             trace.unlink()
-            for e in events:
-                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-                    ops[e["args"]["op_name"]] += e["dur"] / 1e3 / (calls + 1)
         per_step.append(dict(ops))
     return per_step
 

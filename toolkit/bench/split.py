@@ -80,12 +80,19 @@ def onnxruntime_split(path, x: np.ndarray, threads: int, calls: int = 3, workdir
     session.run(None, {name: x})
     for _ in range(calls):
         session.run(None, {name: x})
-    events = json.loads(Path(session.end_profiling()).read_text())
-    nodes = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
-    runs = calls + 1
-    recurrent = sum(e["dur"] for e in nodes if e.get("args", {}).get("op_name") in RECURRENT_OPS)
-    total = sum(e["dur"] for e in nodes)
-    return _split(recurrent / runs / 1e3, (total - recurrent) / runs / 1e3)
+    ops = kernel_ms_by_op(json.loads(Path(session.end_profiling()).read_text()), calls + 1)
+    recurrent = sum(ms for op, ms in ops.items() if op in RECURRENT_OPS)
+    return _split(recurrent, sum(ops.values()) - recurrent)
+
+
+def kernel_ms_by_op(events: list, runs: int) -> dict[str, float]:
+    """{op type: kernel ms per call} from the events of an onnxruntime profile covering `runs` calls."""
+    ops: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name")
+            ops[op] = ops.get(op, 0.0) + e["dur"] / 1e3 / runs
+    return ops
 
 
 def eager_split(model, x: np.ndarray, calls: int = 2) -> dict:

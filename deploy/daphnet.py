@@ -94,6 +94,6 @@ def read_daphnet(path, text: str, position: str = "trunk", rate_hz: float | None
     acc = np.stack([-vertical, lateral, forward], axis=1)
     freeze = (annotation == 2).astype(np.float64)
     meta = {"source": str(path), "layout": "daphnet", "id": Path(path).stem, "subject": subject_of(path),
-            "position": position, "time_unit": "ms", "label_kind": "any"}
+            "position": position, "time_unit": "ms", "label_kind": "any", "lab": "daphnet"}
     return {"acc": acc, "rate_hz": rate_hz or RATE_HZ, "units": "g", "time": time,
             "labels": np.repeat(freeze[:, None], 3, axis=1), "mask": annotation != 0, "meta": meta}

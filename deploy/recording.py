@@ -2,7 +2,8 @@
 
 Readers and writers for the Kaggle FOG CSV layouts (`tdcsfog`, `defog`, `test`), a compact `npz` form, any
 other CSV through a column/axis mapping (`deploy.layouts`, e.g. `mobgap`), and the Daphnet text files with real
-freezes (`deploy.daphnet`; layouts `daphnet`, `daphnet-ankle`, `daphnet-thigh`). Bad files raise `DataError` naming the
+freezes (`deploy.daphnet`; layouts `daphnet`, `daphnet-ankle`, `daphnet-thigh`) and the Stanford IMU FOG study's
+64 Hz trial archives (`deploy.stanford`). Bad files raise `DataError` naming the
 file, the row (the line number in the file; the header is line 1), the column, and what to do.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy import daphnet
+from deploy import daphnet, stanford
 from deploy.cells import locate_bad_cell
 from deploy.errors import DataError
 from deploy.layouts import AXES, BINARY_LAYOUTS, CLASSES, LAYOUTS, MAPPINGS, UNITS, ColumnMapping, detect_layout
@@ -138,7 +139,7 @@ def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float
     path = Path(path)
     if not path.is_file():
         _fail("no such file", path, fix="check the path")
-    if layout == "npz" or (layout is None and mapping is None and path.suffix == ".npz"):
+    if layout in ("npz", "stanford") or (layout is None and mapping is None and path.suffix == ".npz"):
         return _read_npz(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not part of a name
@@ -291,6 +292,8 @@ def _npz_numeric(data: dict, key: str, path, ndim: int | None = None) -> np.ndar
 
 def _read_npz(path) -> Recording:
     data = _npz_arrays(path)
+    if stanford.is_trial(data):
+        return Recording(**stanford.read_trial(path, data))
     for key in ("acc", "rate_hz", "units"):
         if key not in data:
             _fail(f"npz recording lacks the array {key!r}", path, fix="write it with write_recording(..., 'npz')")

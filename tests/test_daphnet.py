@@ -11,7 +11,13 @@ from deploy.recording import read_recording, read_recordings
 
 README_FACTS = {  # file: (subject, minutes with annotation != 0, freeze rows, freeze episodes), from its README
     "S02R01": ("S02", 6.7, 3537, 9), "S02R02": ("S02", 16.9, 8072, 15), "S03R02": ("S03", 4.3, 2306, 6),
-    "S03R03": ("S03", 5.5, 0, 0), "S06R02": ("S06", 5.2, 0, 0)}
+    "S03R03": ("S03", 5.5, 0, 0), "S06R02": ("S06", 5.2, 0, 0),
+    # experiment segments of five more recordings (annotation 1 or 2 only)
+    "S03R01E0": ("S03", 14.3, 8153, 20), "S03R01E1": ("S03", 9.3, 7881, 23), "S04R01E1": ("S04", 8.5, 0, 0),
+    "S06R01E0": ("S06", 13.3, 8052, 7), "S06R01E1": ("S06", 8.0, 272, 2), "S06R01E2": ("S06", 6.7, 89, 1),
+    "S08R01E0": ("S08", 3.8, 2208, 2), "S08R01E1": ("S08", 2.7, 4571, 4), "S08R01E2": ("S08", 3.5, 1059, 3),
+    "S08R01E3": ("S08", 2.8, 5021, 5), "S09R01E0": ("S09", 2.5, 323, 4), "S09R01E1": ("S09", 2.8, 4617, 6),
+    "S09R01E2": ("S09", 9.2, 7283, 5), "S09R01E3": ("S09", 12.0, 4796, 11), "S09R01E4": ("S09", 2.5, 268, 1)}
 
 
 def _line(t, trunk=(0, 1000, 0), ann=1):

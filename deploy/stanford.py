@@ -1,0 +1,74 @@
+"""The Stanford IMU FOG study's trials (O'Day et al. 2022, J NeuroEngineering Rehabil 19, 20): real freezes, lab two.
+
+Two forms are read here:
+- the 64 Hz trial archives (`pt1_visit_24_tbc_walklr_0_trial_2.npz`): `acc` (n, 3) m/s^2 with axis 0 vertical
+  (about -9.8 at rest, Kaggle's AccV sign), `gyro` (n, 3) rad/s, `fog` (n,) 1 = freezing, `rate_hz`;
+- (the study's original 128 Hz workbooks are read by `deploy.stanford_xlsx`, on the workstation).
+
+Mapped into the project's convention: AccV = axis 0, AccML = axis 1, AccAP = axis 2 (which horizontal axis is AP is
+not documented: a model must not depend on it), m/s^2 kept as the unit. The label is untyped "freeze": written into
+all three class columns with `meta["label_kind"] = "any"`, as Daphnet. The subject comes from the file name
+(`pt6_visit_19_...` -> `pt6`); the gyroscope is kept in `meta["gyro"]` for a model that wants it.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from deploy.errors import DataError
+
+TRIAL_KEYS = ("acc", "fog", "rate_hz")      # what marks an npz as a Stanford trial (the project's npz has `units`)
+_NAME = re.compile(r"^(pt\d+)_visit_", re.IGNORECASE)
+
+
+def subject_of(path) -> str:
+    """pt6_visit_19_tbc_walklr_0_trial_2.npz -> pt6 (the file's stem when the name does not follow the study's)."""
+    match = _NAME.match(Path(path).stem)
+    return match.group(1).lower() if match else Path(path).stem
+
+
+def is_trial(arrays: dict) -> bool:
+    """True for a Stanford 64 Hz trial archive (acc, fog, rate_hz and no `units`)."""
+    return all(k in arrays for k in TRIAL_KEYS) and "units" not in arrays
+
+
+def _fail(problem, path, column=None, row=None, fix=None):
+    raise DataError(problem, file=str(path), row=row, column=column, fix=fix)
+
+
+def _array(arrays: dict, key: str, path, shape_tail: tuple) -> np.ndarray:
+    value = arrays[key]
+    if value.dtype.kind not in "fiu" or value.shape[1:] != shape_tail:
+        _fail(f"array {key!r} is {value.dtype} with shape {value.shape}, expected numbers of shape (n, "
+              f"{', '.join(map(str, shape_tail))})" if shape_tail else f"array {key!r} has shape {value.shape}",
+              path, column=key, fix="pass the study's trial archives unchanged")
+    bad = ~np.isfinite(value.astype(np.float64))
+    if bad.any():
+        where = np.argwhere(bad)[0]
+        _fail(f"value {value[tuple(where)]} of {key!r} is not a finite number", path, column=key, row=int(where[0]),
+              fix="remove or interpolate missing samples before reading")
+    return value
+
+
+def read_trial(path, arrays: dict) -> dict:
+    """The fields of a `deploy.recording.Recording` from a 64 Hz trial archive's arrays."""
+    acc = _array(arrays, "acc", path, (3,)).astype(np.float64)
+    fog = _array(arrays, "fog", path, ()).astype(np.float64)
+    if fog.ndim != 1 or len(fog) != len(acc):
+        _fail(f"`fog` has shape {fog.shape} but `acc` has {len(acc)} rows", path, column="fog",
+              fix="one label per sample")
+    unknown = ~np.isin(fog, (0, 1))
+    if unknown.any():
+        r = int(np.flatnonzero(unknown)[0])
+        _fail(f"label {fog[r]:g} is not 0 or 1", path, column="fog", row=r, fix="1 = freezing, 0 = not")
+    rate = arrays["rate_hz"]
+    if rate.ndim != 0 or rate.dtype.kind not in "fiu" or not np.isfinite(rate) or float(rate) <= 0:
+        _fail(f"rate_hz {rate!r} is not a positive number", path, column="rate_hz", fix="store the rate in Hz")
+    meta = {"source": str(path), "layout": "stanford", "id": Path(path).stem, "subject": subject_of(path),
+            "position": "lumbar", "label_kind": "any", "lab": "stanford"}
+    if "gyro" in arrays:
+        meta["gyro"] = _array(arrays, "gyro", path, (3,)).astype(np.float64)
+    return {"acc": acc, "rate_hz": float(rate), "units": "m/s^2", "time": None,
+            "labels": np.repeat(fog[:, None], 3, axis=1), "mask": None, "meta": meta}

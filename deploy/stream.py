@@ -25,7 +25,7 @@ from deploy.errors import FogError
 from deploy.events import EventDetector, detector_settings
 from deploy.intake import RESET, Intake
 from deploy.offline import contribution, output_per
-from deploy.preprocess import PreprocessSpec, StreamingPreparer, gravity_rotation, patchify, unpatchify, zscore_
+from deploy.preprocess import PreprocessSpec, StreamingPreparer, patchify, unpatchify, window_frame, zscore_
 
 log = logging.getLogger("deploy.stream")
 
@@ -45,7 +45,8 @@ class WindowEncoder:
     def __init__(self, spec: PreprocessSpec, input_buffer: np.ndarray):
         self.spec = spec
         # patchify with these settings only reorders
-        layout_only = replace(spec, normalization="running", scale=1.0, gravity_align=False, min_std=0.0)
+        layout_only = replace(spec, normalization="running", scale=1.0, gravity_align=False, horizontal="sensor",
+                              min_std=0.0)
         order = patchify(np.arange(spec.window * 3, dtype=np.float64).reshape(1, spec.window, 3), layout_only)
         if order.size != input_buffer.size:
             raise FogError(f"the model input has shape {input_buffer.shape}, the bundle's preprocess spec makes "
@@ -64,8 +65,8 @@ class WindowEncoder:
         """`window`: (W, 3) prepared samples (any float dtype, e.g. a view into the ring buffer)."""
         s = self.scratch
         np.copyto(s, window.T)
-        if self.rotated is not None:   # as patchify: rotate the window's mean onto -AccV, before the z-score
-            np.matmul(gravity_rotation(s.mean(axis=1), self.spec.units), s, out=self.rotated)
+        if self.rotated is not None:   # as patchify: the window's own frame (gravity on -AccV ...), before the z-score
+            np.matmul(window_frame(s, self.spec), s, out=self.rotated)
             np.copyto(s, self.rotated)
         if self.spec.normalization == "window":
             zscore_(s, 1, self.mean, self.inv_std, self.spec.min_std)

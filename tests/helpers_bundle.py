@@ -91,9 +91,9 @@ def make_bundle(folder, *, preprocess: dict | None = None, hidden: int = 16, see
 
 def reference_infer(folder):
     """A plain onnxruntime session (no I/O binding) to compare engines against: infer(batch) -> probs."""
-    import onnxruntime as ort
+    from deploy.engines.session import open_session
 
-    session = ort.InferenceSession(str(Path(folder) / "model_fp32.onnx"), providers=["CPUExecutionProvider"])
+    session = open_session(Path(folder) / "model_fp32.onnx")
 
     def infer(batch: np.ndarray) -> np.ndarray:
         return np.concatenate([session.run(None, {"x": b[None].astype(np.float32)})[0] for b in batch])

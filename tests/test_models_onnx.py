@@ -8,7 +8,9 @@ import torch
 import models
 from models.onnx_export import export_onnx
 
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
+
+from deploy.engines.session import open_session  # noqa: E402
 TOLERANCE = 1e-4
 
 
@@ -22,7 +24,7 @@ def assert_onnx_matches(model: torch.nn.Module, x: torch.Tensor, path, n_outputs
     model.eval()
     names = ("logits",) if n_outputs == 1 else tuple(f"out{i}" for i in range(n_outputs))
     export_onnx(model, x, path, opset=17, output_names=names)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = open_session(str(path))
     got = session.run(None, {"x": x.numpy()})
     with torch.no_grad():
         expected = _flat(model(x))

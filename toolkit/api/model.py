@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
+from calibration.cache import model_hash
 from deploy.contract import CLASSES
 from deploy.errors import FogError
 from deploy.lazy import lazy_import
 from deploy.preprocess import PreprocessSpec
-from toolkit.export.source import USER_PREPROCESS, ModelSource, mark_background, resolve, state_sha256
+from toolkit.export.source import USER_PREPROCESS, ModelSource, mark_background, resolve
 
 torch = lazy_import("torch", "workstation", "exporting a PyTorch module")
 
@@ -90,7 +91,7 @@ def from_module(module, *, preprocess: dict | None = None, classes=None, activat
         spec["layout"] = detect_layout(module, spec)
     source = ModelSource(module=module, name=name or type(module).__name__, kind="user", preset=None,
                          preprocess=spec, classes=tuple(classes or CLASSES), activation=activation,
-                         weights_sha256=state_sha256(module))  # its weights as they are: fingerprinted
+                         weights_sha256=model_hash(module))  # its weights as they are: fingerprinted
     mark_background(source, background, any_fog)
     return source
 

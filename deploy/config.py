@@ -10,7 +10,8 @@ from pathlib import Path
 
 from deploy.contract import DETECTOR_KEYS, EVENT_DEFAULTS
 from deploy.mqtt_options import parse_mqtt_url, redact
-from deploy.validate import ConfigError, check_config, nearest, nearest_anywhere
+from deploy.errors import did_you_mean
+from deploy.validate import ConfigError, check_config, nearest_anywhere
 
 try:
     import tomllib
@@ -77,7 +78,7 @@ def parse_set(item: str) -> dict:
     if len(parts) == 2 and parts[0] in SECTIONS:
         return {parts[0]: {parts[1]: value}}
     raise ConfigError(f"--set {item!r}: key must be a top-level key or one of {SECTIONS} followed by .key"
-                      + (f" ({nearest(parts[0], SECTIONS)})" if len(parts) == 2 else ""))
+                      + (f" ({did_you_mean(parts[0], SECTIONS)})" if len(parts) == 2 else ""))
 
 
 def parse_sink(text: str) -> dict:

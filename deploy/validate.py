@@ -8,11 +8,10 @@ cannot be resampled or an unknown event class stops the start with a clear error
 """
 from __future__ import annotations
 
-import difflib
 import math
 import re
 
-from deploy.errors import FogError
+from deploy.errors import FogError, closest, did_you_mean
 from deploy.events import EventDetector, detector_settings
 from deploy.preprocess import StreamingPreparer
 from deploy.stream import streaming_spec
@@ -24,12 +23,6 @@ NOT_IN_TOPIC = re.compile(r"[/+#\s\x00]")
 
 class ConfigError(FogError):
     """A setting of the daemon that is wrong: names the key, the value and what would be right."""
-
-
-def nearest(key: str, known) -> str:
-    """' (did you mean 'hop_s'?)' for a typo, else the list of known keys."""
-    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
 
 
 # ------------------------------------------------------------------ value checkers: (value, name) -> value
@@ -160,7 +153,7 @@ def check_table(table, schema: dict, where: str, everything=None) -> None:
         raise ConfigError(f"{where} must be a table")
     for key in list(table):
         if key not in schema:
-            raise ConfigError(f"{where}: unknown key {key!r} ({nearest(key, everything or schema)})")
+            raise ConfigError(f"{where}: unknown key {key!r} ({did_you_mean(key, everything or schema)})")
         table[key] = schema[key](table[key], f"{where}.{key}")
 
 
@@ -170,8 +163,8 @@ def nearest_anywhere(key: str, top) -> str:
     for section, schema in (("source", {**SOURCE_COMMON, **dict.fromkeys(ALL_SOURCE)}), ("stream", STREAM),
                             ("events", {**EVENTS, "on": 0, "off": 0}), ("log", LOG)):
         names.update({k: f"{k!r} under [{section}]" for k in schema if k not in names})
-    close = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.6)
-    return f"did you mean {names[close[0]]}?" if close else f"known: {', '.join(sorted(top))}"
+    close = closest(key, names)
+    return f"did you mean {names[close]}?" if close else f"known: {', '.join(sorted(top))}"
 
 
 def check_config(config: dict) -> dict:
@@ -201,7 +194,7 @@ def thresholds(value, name, classes):
     if isinstance(value, dict):
         for cls, p in value.items():
             if classes is not None and cls not in classes:
-                raise ConfigError(f"{name}: unknown event class {cls!r} ({nearest(cls, classes)})")
+                raise ConfigError(f"{name}: unknown event class {cls!r} ({did_you_mean(cls, classes)})")
             number(0, 1)(p, f"{name}.{cls}")
         if classes is not None and set(value) != set(classes):
             raise ConfigError(f"{name} lacks thresholds for {sorted(set(classes) - set(value))}; give every class "
@@ -220,7 +213,8 @@ def check_events(events: dict, classes, where: str, schema: dict = EVENTS) -> di
         elif key in schema:
             schema[key](value, f"{where}.{key}")
         else:
-            hint = " (it belongs under [stream])" if key in STREAM else f" ({nearest(key, [*schema, 'on', 'off'])})"
+            hint = " (it belongs under [stream])" if key in STREAM \
+                else f" ({did_you_mean(key, [*schema, 'on', 'off'])})"
             raise ConfigError(f"{where}: unknown key {key!r}{hint}")
     return events
 

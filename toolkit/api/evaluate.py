@@ -16,7 +16,7 @@ from calibration.checkpoint import load_model
 from deploy.bundle import Bundle
 from deploy.contract import EVENT_KEYS, with_defaults
 from deploy.engines import open_engine
-from deploy.errors import FogError
+from deploy.errors import FogError, did_you_mean
 from deploy.event_classes import from_manifest
 from deploy.lazy import lazy_import
 from deploy.offline import predict_recording
@@ -24,7 +24,6 @@ from deploy.preprocess import PreprocessSpec
 from deploy.recording import Recording, read_recordings
 from deploy.scoring import (FI_THRESHOLD, FI_WINDOW_S, at_recording_rate, freeze_index_probability,
                             freeze_index_settings, json_safe, score)
-from deploy.validate import nearest
 from toolkit.api.model import _is_module, from_module
 
 torch = lazy_import("torch", "workstation", "evaluating a PyTorch model")
@@ -71,7 +70,7 @@ class EvaluationResult:
 def _check_events(events: dict) -> dict:
     unknown = [k for k in events if k not in EVENT_KEYS]
     if unknown:
-        raise FogError(f"unknown event setting {unknown[0]!r} ({nearest(unknown[0], EVENT_KEYS)})")
+        raise FogError(f"unknown event setting {unknown[0]!r} ({did_you_mean(unknown[0], EVENT_KEYS)})")
     return events
 
 

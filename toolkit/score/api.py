@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.bundle import sha256_file
 from deploy.errors import FogError
 from toolkit.score.worn import WornSettings
 from toolkit.score.work import Settings, bundle_signature
@@ -106,7 +107,7 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
     hashes, todo = {}, []
     for i, src in enumerate(sources):
         if parts is not None:
-            hashes[str(src.path)] = digest = src.content_hash()
+            hashes[str(src.path)] = digest = sha256_file(src.path)
             cached = parts / f"{digest}-{signature}.json"
             if resume and cached.is_file():
                 stored = json.loads(cached.read_text())

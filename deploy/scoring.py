@@ -4,7 +4,8 @@ Everything `toolkit evaluate`, `calibration.model_report` and the LOSO study rep
 means the same wherever it is printed:
 - per class: the competition metric (AP per class over pooled samples) over recordings labelled with Kaggle's
   three types; recordings labelled "freeze" only (Daphnet, `meta["label_kind"] == "any"`) are left out of it;
-- any FOG: AP of max-over-classes against "any class labelled", time-based sensitivity and specificity (a
+- any FOG: AP and AUROC (the labs' own papers report AUROC) of max-over-classes against "any class labelled",
+  per recording and pooled over them, time-based sensitivity and specificity (a
   sample counts as called FOG when it lies inside a detected event; comparable with Bachlin 2010's per-sample
   figures), episode sensitivity, false alarms per hour and onset latency (deploy.metrics.event_metrics);
 - recordings without labels (declared FOG-free, e.g. real walking): time called FOG and false alarms per hour
@@ -29,7 +30,7 @@ from deploy.events import detect_events, detector_settings
 from deploy.freeze_index import THRESHOLD as FI_THRESHOLD
 from deploy.freeze_index import WINDOW_S as FI_WINDOW_S
 from deploy.freeze_index import freeze_index_scores
-from deploy.metrics import average_precision, competition_map, event_metrics, pool_event_metrics
+from deploy.metrics import average_precision, competition_map, event_metrics, pool_event_metrics, roc_auc
 
 FI_SLOPE = 4.0           # steepness of the FI -> probability map (ranking, hence AP, does not depend on it)
 
@@ -103,6 +104,7 @@ def score_recording(recording, any_prob: np.ndarray, settings: dict) -> dict:
     out["event_metrics"] = event_metrics(labels, events, rate, valid)
     t = truth[valid]
     out["any_fog_ap"] = average_precision(t, np.asarray(any_prob)[valid])
+    out["any_fog_auroc"] = roc_auc(t, np.asarray(any_prob)[valid])
     out["sensitivity_time"] = float(called[t].mean()) if t.any() else float("nan")
     out["specificity_time"] = float((~called[~t]).mean()) if (~t).any() else float("nan")
     out["n_fog"], out["n_not_fog"] = int(t.sum()), int((~t).sum())
@@ -151,7 +153,8 @@ def _pool_labelled(items) -> dict:
     sens = sum(s["sensitivity_time"] * s["n_fog"] for _, _, s in items if s["n_fog"])
     spec = sum(s["specificity_time"] * s["n_not_fog"] for _, _, s in items if s["n_not_fog"])
     hours = sum(s["hours"] for _, _, s in items)
-    return {"ap": average_precision(truth, scores), "sensitivity_time": sens / n_fog if n_fog else float("nan"),
+    return {"ap": average_precision(truth, scores), "auroc": roc_auc(truth, scores),
+            "sensitivity_time": sens / n_fog if n_fog else float("nan"),
             "specificity_time": spec / n_not if n_not else float("nan"),
             "percent_time_called_fog": sum(s["percent_time_called_fog"] * s["hours"] for _, _, s in items) / hours
             if hours else float("nan"), **pooled}

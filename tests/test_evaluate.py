@@ -23,7 +23,7 @@ def test_files_and_folders_table(tmp_path, capsys):
     synth_dataset(tmp_path, subjects=2, minutes=1, seed=3, layout="defog")
     assert main(["evaluate", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "2 recordings" in out and "freeze index" in out and "mAP" in out
+    assert "2 recordings" in out and "freeze index" in out and "mAP" in out and "AUROC" in out
 
 
 def test_torch_model_through_the_registry(monkeypatch, capsys):

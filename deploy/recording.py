@@ -345,6 +345,10 @@ def _read_npz(path, layout: str | None = None) -> Recording:
         _fail("meta is not a JSON object", path, column="meta", fix="store meta as json.dumps(dict)")
     for key in [k for k in data if k.startswith("meta_")]:
         meta[key[5:]] = data[key]
+    # `source` is the file read, as every reader says; where the stored recording came from stays as `origin`
+    if meta.get("source") not in (None, str(path)):
+        meta.setdefault("origin", meta["source"])
+    meta["source"] = str(path)
     return Recording(acc, float(rate), str(data["units"]), time=_npz_numeric(data, "time", path, ndim=1),
                      labels=_npz_numeric(data, "labels", path), mask=_npz_numeric(data, "mask", path, ndim=1),
                      meta=meta)

@@ -86,8 +86,10 @@ def _valid(recording) -> np.ndarray:
     return np.ones(recording.n_samples, bool) if recording.mask is None else np.asarray(recording.mask, bool)
 
 
-def score_recording(recording, any_prob: np.ndarray, settings: dict) -> dict:
-    """Any-FOG figures of one recording (labelled or not); `any_prob` is (n,) at the recording's rate."""
+def event_figures(recording, any_prob: np.ndarray, settings: dict) -> tuple[dict, np.ndarray]:
+    """The part of a recording's figures that moves with the event settings: (figures, called), `called` (n_valid,)
+    True inside a counted event. Events whose onset lies in an invalid stretch are not counted. Both
+    `score_recording` and the threshold sweep (deploy.operating_points) score events through here, once."""
     rate, valid = recording.rate_hz, _valid(recording)
     events = [e for e in any_fog_events(any_prob, rate, settings)
               if valid[min(recording.n_samples - 1, int(round(e.onset_s * rate)))]]
@@ -98,11 +100,19 @@ def score_recording(recording, any_prob: np.ndarray, settings: dict) -> dict:
     if recording.labels is None:
         out["false_alarms"] = len(events)
         out["false_alarms_per_hour"] = len(events) / out["hours"] if out["hours"] else float("nan")
+    else:
+        labels = np.where(valid[:, None], recording.labels, 0.0)   # episodes only where samples count
+        out["event_metrics"] = event_metrics(labels, events, rate, valid)
+    return out, called
+
+
+def score_recording(recording, any_prob: np.ndarray, settings: dict) -> dict:
+    """Any-FOG figures of one recording (labelled or not); `any_prob` is (n,) at the recording's rate."""
+    out, called = event_figures(recording, any_prob, settings)
+    if recording.labels is None:
         return out
-    truth = recording.labels.max(axis=1) > 0.5
-    labels = np.where(valid[:, None], recording.labels, 0.0)   # episodes only where samples count
-    out["event_metrics"] = event_metrics(labels, events, rate, valid)
-    t = truth[valid]
+    valid = _valid(recording)
+    t = (recording.labels.max(axis=1) > 0.5)[valid]
     out["any_fog_ap"] = average_precision(t, np.asarray(any_prob)[valid])
     out["any_fog_auroc"] = roc_auc(t, np.asarray(any_prob)[valid])
     out["sensitivity_time"] = float(called[t].mean()) if t.any() else float("nan")

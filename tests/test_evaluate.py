@@ -111,10 +111,12 @@ def test_plots_are_written_and_open(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from PIL import Image
     assert main(["evaluate", "--synthetic", "1", "--minutes", "1", "--plot", str(tmp_path)]) == 0
-    (png,) = sorted(tmp_path.glob("*.png"))
-    with Image.open(png) as image:
-        width, height = image.size
-    assert width > 600 and height > 300
+    png, chart = sorted(tmp_path.glob("*.png"))              # the recording, and the operating points
+    assert chart.name == "operating-points.png"
+    for path in (png, chart):
+        with Image.open(path) as image:
+            width, height = image.size
+        assert width > 600 and height > 300
 
 
 def test_plot_draws_the_scorers_any_fog_rule(tmp_path, monkeypatch):

@@ -162,18 +162,10 @@ def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float
 
 def _read_stanford(path, layout, mapping, suffix) -> Recording:
     """A Stanford workbook (.xlsx) or 64 Hz trial archive (.npz); `layout` names the IMU."""
-    if str(layout).startswith(stanford.LAYOUT):
-        stanford.imu_of(layout, path)              # an unknown stanford-<imu> is named, with the nearest
-    if layout not in (None, *stanford.LAYOUT_IMUS) or mapping is not None:
-        _fail(f"a Stanford IMU FOG workbook or trial is read with layout {stanford.LAYOUT!r} or "
-              f"{stanford.LAYOUT}-<imu>, not with {'a mapping' if mapping is not None else f'layout {layout!r}'}",
-              path, fix="drop --layout/--mapping, or pass --layout stanford-<imu>; other spreadsheets: save as CSV")
+    stanford.check_layout(path, layout, mapping)
     if suffix == ".xlsx":
         return Recording(**stanford_xlsx.read_workbook(path, layout))
-    if suffix == ".npz":
-        return _read_npz(path, layout)
-    _fail(f"layout {layout!r} reads the Stanford study's workbooks (.xlsx) and 64 Hz trial archives (.npz), not "
-          f"{suffix or 'a file without an extension'}", path, fix="drop --layout for other files")
+    return _read_npz(path, layout)
 
 
 def read_csv_text(path, text: str, layout: str | None = None, mapping=None, rate_hz: float | None = None,

@@ -51,6 +51,20 @@ def imu_of(layout: str | None, path=None) -> str:
     return LAYOUT_IMUS[layout]
 
 
+def check_layout(path, layout: str | None, mapping=None) -> None:
+    """A Stanford file (.xlsx or .npz) asked for with a Stanford layout or none, and no mapping; else a clear error."""
+    if str(layout).startswith(LAYOUT):
+        imu_of(layout, path)                   # an unknown stanford-<imu> is named, with the nearest
+    if layout not in (None, *LAYOUT_IMUS) or mapping is not None:
+        _fail(f"a Stanford IMU FOG workbook or trial is read with layout {LAYOUT!r} or {LAYOUT}-<imu>, not with "
+              f"{'a mapping' if mapping is not None else f'layout {layout!r}'}", path,
+              fix="drop --layout/--mapping, or pass --layout stanford-<imu>; other spreadsheets: save as CSV")
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".xlsx", ".npz"):
+        _fail(f"layout {layout!r} reads the Stanford study's workbooks (.xlsx) and 64 Hz trial archives (.npz), not "
+              f"{suffix or 'a file without an extension'}", path, fix="drop --layout for other files")
+
+
 def is_trial(arrays: dict) -> bool:
     """True for a Stanford 64 Hz trial archive (acc, fog, rate_hz and no `units`)."""
     return all(k in arrays for k in TRIAL_KEYS) and "units" not in arrays

@@ -150,6 +150,13 @@ def test_a_wrong_layout_for_a_workbook_is_named(tmp_path, layout, words):
         read_recording(path, layout=layout)
 
 
+def test_a_stanford_layout_on_a_csv_is_named(tmp_path):
+    csv = tmp_path / "walk.csv"
+    csv.write_text("Time,AccV,AccML,AccAP\n0,-1,0,0\n")
+    with pytest.raises(DataError, match=r"reads the Stanford study's workbooks \(.xlsx\) and 64 Hz trial archives"):
+        read_recording(csv, layout="stanford")
+
+
 def test_files_that_are_not_study_workbooks_are_refused(tmp_path):
     junk = tmp_path / "pt1_visit_1_tbc_walklr_0_trial_1.xlsx"
     junk.write_bytes(b"not a zip at all")

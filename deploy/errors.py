@@ -35,5 +35,10 @@ class MissingDependency(FogError):
         self.package, self.extra = package, extra
 
 
+class ConfigError(FogError):
+    """A setting that is wrong (the daemon's, an event setting from a flag, a file or a manifest): names the key, the
+    value and what would be right."""
+
+
 class SpecError(FogError):
     """A preprocessing spec (or resampling ratio) that cannot be used as given."""

@@ -21,12 +21,14 @@ and the same settings apply to it and to the model.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from deploy.contract import EVENT_DEFAULTS
+from deploy.contract.events import EventSettings
 from deploy.event_classes import any_fog
-from deploy.events import detect_events, detector_settings
+from deploy.events import detect_events
 from deploy.freeze_index import THRESHOLD as FI_THRESHOLD
 from deploy.freeze_index import WINDOW_S as FI_WINDOW_S
 from deploy.freeze_index import freeze_index_scores
@@ -41,11 +43,11 @@ def freeze_index_probability(recording, window_s: float = FI_WINDOW_S, threshold
     return 1.0 / (1.0 + np.exp(-(ln_fi - math.log(threshold)) * FI_SLOPE))
 
 
-def freeze_index_settings(settings: dict) -> dict:
+def freeze_index_settings(settings) -> EventSettings:
     """Event settings for the freeze index beside a model: the model's timings (hop, smoothing, durations), but the
     index's own threshold (probability 0.5 = FI at its threshold) and the default hysteresis, whatever on/off the
     model's bundle uses (an on-threshold of 0.7 would otherwise ask the index for FI > 1.85, not Bachlin's 1.5)."""
-    return {**settings, "on": EVENT_DEFAULTS["on"], "off": EVENT_DEFAULTS["off"]}
+    return replace(EventSettings.resolve(settings), on=EVENT_DEFAULTS["on"], off=EVENT_DEFAULTS["off"])
 
 
 def at_recording_rate(probs: np.ndarray, model_rate_hz: float, recording) -> np.ndarray:
@@ -55,14 +57,15 @@ def at_recording_rate(probs: np.ndarray, model_rate_hz: float, recording) -> np.
     return np.asarray(probs)[idx]
 
 
-def any_fog_settings(settings: dict) -> dict:
-    """Detector settings for one "FOG" class: the least strict per-class threshold of `settings`."""
-    knobs = detector_settings(settings)
+def any_fog_settings(settings) -> dict:
+    """Detector settings for one "FOG" class: the least strict per-class threshold of `settings` (event settings:
+    an EventSettings, or a partial dict of its keys)."""
+    knobs = EventSettings.resolve(settings).detector_kwargs()
     on, off = (min(v.values()) if isinstance(v, dict) else v for v in (knobs["on"], knobs["off"]))
     return {**knobs, "on": on, "off": min(off, on)}
 
 
-def any_fog_events(any_prob: np.ndarray, rate_hz: float, settings: dict):
+def any_fog_events(any_prob: np.ndarray, rate_hz: float, settings):
     return detect_events(np.asarray(any_prob, dtype=np.float64)[:, None], rate_hz, classes=("FOG",),
                          **any_fog_settings(settings))
 
@@ -86,7 +89,7 @@ def _valid(recording) -> np.ndarray:
     return np.ones(recording.n_samples, bool) if recording.mask is None else np.asarray(recording.mask, bool)
 
 
-def event_figures(recording, any_prob: np.ndarray, settings: dict) -> tuple[dict, np.ndarray]:
+def event_figures(recording, any_prob: np.ndarray, settings) -> tuple[dict, np.ndarray]:
     """The part of a recording's figures that moves with the event settings: (figures, called), `called` (n_valid,)
     True inside a counted event. Events whose onset lies in an invalid stretch are not counted. Both
     `score_recording` and the threshold sweep (deploy.operating_points) score events through here, once."""
@@ -106,7 +109,7 @@ def event_figures(recording, any_prob: np.ndarray, settings: dict) -> tuple[dict
     return out, called
 
 
-def score_recording(recording, any_prob: np.ndarray, settings: dict) -> dict:
+def score_recording(recording, any_prob: np.ndarray, settings) -> dict:
     """Any-FOG figures of one recording (labelled or not); `any_prob` is (n,) at the recording's rate."""
     out, called = event_figures(recording, any_prob, settings)
     if recording.labels is None:
@@ -121,7 +124,7 @@ def score_recording(recording, any_prob: np.ndarray, settings: dict) -> dict:
     return out
 
 
-def score(recordings, probs, settings: dict, name: str = "model", event_columns=None,
+def score(recordings, probs, settings, name: str = "model", event_columns=None,
           any_fog_rule: str = "max") -> dict:
     """Figures for per-recording probabilities: `probs[i]` is (n_i, C) class probabilities or (n_i,) any-FOG
     scores (class-agnostic, the same for every class) at recording i's rate. Pooled over recordings; per recording under "per_recording".

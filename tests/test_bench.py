@@ -187,7 +187,7 @@ def _mixed_bundle(tmp_path, **manifest):
     write_manifest(folder, {
         "model": {"name": "mixed", "preset": None, "parameters": 123},
         "input": {"name": "x", "shape": [1, 6, 20], "preprocess": {"rate_hz": 10.0, "patch": 2, "n_patches": 20}},
-        "output": {"name": "logits", "shape": [1, 20, 3]}, "precision": "fp32",
+        "output": {"name": "logits", "shape": [1, 20, 3], "classes": ["A", "B", "C"]}, "precision": "fp32",
         "models": {"fp32": "model_fp32.onnx"}, **manifest})
     return folder
 

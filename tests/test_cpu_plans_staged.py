@@ -152,7 +152,8 @@ def _staged_bundle(folder):
     plan = cpu_plans.staged_dynamic(folder / "model_fp32.onnx", folder, cpu_plans.STAGE_PREFIX)
     manifest = {
         "schema_version": 1, "model": {"name": "two-bilstms"}, "precision": "int8",
-        "input": {"name": "x", "shape": list(SHAPE)}, "output": {"name": "probs", "shape": [1, SHAPE[2], 3]},
+        "input": {"name": "x", "shape": list(SHAPE), "preprocess": {"rate_hz": 64, "patch": 2, "n_patches": SHAPE[2]}},
+        "output": {"name": "probs", "shape": [1, SHAPE[2], 3], "classes": ["StartHesitation", "Turn", "Walking"]},
         "models": {"fp32": "model_fp32.onnx", "fp16": None, "int8": info["file"], "engine": None},
         "target": {"name": "cpu", "runtime": "onnxruntime"},
         "onnxruntime": {"preoptimized": [], "staged": {"int8": plan}},

@@ -19,17 +19,16 @@ from calibration import progress as bars
 from calibration.checkpoint import load_model
 from deploy import operating_points
 from deploy.bundle import Bundle, sha256_file
-from deploy.contract import EVENT_KEYS, with_defaults
+from deploy.contract.events import EventSettings
 from deploy.engines import open_engine
 from deploy.errors import FogError
-from deploy.event_classes import any_fog, from_manifest
+from deploy.event_classes import any_fog
 from deploy.lazy import lazy_import
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
 from deploy.recording import Recording, read_recordings
 from deploy.scoring import (FI_THRESHOLD, FI_WINDOW_S, at_recording_rate, freeze_index_probability,
                             freeze_index_settings, json_safe, score)
-from deploy.validate import nearest
 from toolkit.api.model import _is_module, from_module
 
 torch = lazy_import("torch", "workstation", "evaluating a PyTorch model")
@@ -43,7 +42,7 @@ class Scorer:
     infer: object          # batch -> probabilities
     precision: str         # the graph scored: fp32 | fp16 | int8 (a PyTorch model: fp32)
     runtime: str           # pytorch | onnxruntime | tensorrt
-    events: dict = field(default_factory=dict)     # a bundle's (or a preset's) event settings
+    events: EventSettings | dict = field(default_factory=dict)   # a bundle's (or a preset's) event settings
     columns: object = field(default_factory=lambda: slice(None))  # event columns (a bundle's background classes left out)
     any_fog: str = "max"
 
@@ -51,7 +50,7 @@ class Scorer:
 @dataclass
 class EvaluationResult:
     results: list[dict]           # deploy.scoring.score per scorer: the model's first (if any), the freeze index last
-    settings: dict                # event settings used
+    settings: EventSettings       # event settings used
     recordings: int
     hours: float
     precision: str | None = None  # the graph the model was scored with (None: baseline only)
@@ -72,7 +71,7 @@ class EvaluationResult:
 
     def to_json(self) -> dict:
         """What `toolkit evaluate --json` prints (strict JSON)."""
-        return json_safe({"recordings": self.recordings, "hours": self.hours, "events": self.settings,
+        return json_safe({"recordings": self.recordings, "hours": self.hours, "events": self.settings.to_dict(),
                           "precision": self.precision, "runtime": self.runtime, "results": self.results,
                           "operating_points": self.operating_points, "at_fa_per_hour": self.at_fa_per_hour,
                           "recordings_used": self.recordings_used})
@@ -93,13 +92,6 @@ def recording_identity(rec) -> dict:
     return out
 
 
-def _check_events(events: dict) -> dict:
-    unknown = [k for k in events if k not in EVENT_KEYS]
-    if unknown:
-        raise FogError(f"unknown event setting {unknown[0]!r} ({nearest(unknown[0], EVENT_KEYS)})")
-    return events
-
-
 def _as_recordings(recordings, layout=None, mapping=None) -> list:
     items = [recordings] if isinstance(recordings, (str, Path, Recording)) else list(recordings)
     out = []
@@ -113,11 +105,9 @@ def _as_recordings(recordings, layout=None, mapping=None) -> list:
 def bundle_scorer(bundle, precision=None, backend: str = "auto") -> Scorer:
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     engine = open_engine(bundle, backend=backend, precision=precision)
-    used = getattr(engine, "precision", None) or precision or bundle.manifest.get("precision")
-    columns, rule = from_manifest(bundle.manifest)
-    return Scorer(f"bundle {Path(bundle.folder).name} ({used}, {engine.backend})",
-                  PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"]), engine, used, engine.backend,
-                  bundle.manifest.get("events") or {}, columns, rule)
+    used = getattr(engine, "precision", None) or precision or bundle.precision
+    return Scorer(f"bundle {Path(bundle.folder).name} ({used}, {engine.backend})", bundle.input.spec, engine, used,
+                  engine.backend, bundle.events, bundle.output.event_columns, bundle.output.any_fog)
 
 
 def torch_scorer(model, weights=None, preprocess=None, activation: str = "sigmoid") -> Scorer:
@@ -172,7 +162,7 @@ def evaluate(model=None, recordings=(), *, weights=None, preprocess: dict | None
                        "to choose from")
     recs = _as_recordings(recordings, layout, mapping)
     scorer = make_scorer(model, weights=weights, preprocess=preprocess, precision=precision, backend=backend)
-    settings = with_defaults(scorer.events if scorer else None, _check_events(dict(events or {})))
+    settings = EventSettings.resolve(scorer.events if scorer else None, events)
     results, probs, scored = [], {}, []
     if scorer:
         probs["model"] = [p[:, scorer.columns] for p in model_probabilities(scorer, recs, settings, progress)]
@@ -207,15 +197,14 @@ def _sweep(result: EvaluationResult, recs, scored, thresholds, fi_threshold: flo
             for name, swept in result.operating_points.items()}}
 
 
-def model_probabilities(scorer: Scorer, recs, settings: dict, progress: bool = False) -> list[np.ndarray]:
+def model_probabilities(scorer: Scorer, recs, settings: EventSettings, progress: bool = False) -> list[np.ndarray]:
     """Each recording through the scorer on the daemon's hop grid, back at the recording's rate."""
     spec = scorer.spec
-    hop = max(1, int(round(settings["hop_s"] * spec.rate_hz)))
-    look = settings["lookahead_s"]
+    hop, look = settings.hop_samples(spec.rate_hz), settings.lookahead_samples(spec.rate_hz)
     out = []
     with bars.bar(len(recs), "evaluate", unit="recording", enabled=progress) as bar:
         for rec in recs:
-            p = predict_recording(rec, spec, scorer.infer, hop, None if look is None else int(round(look * spec.rate_hz)))
+            p = predict_recording(rec, spec, scorer.infer, hop, look)
             out.append(at_recording_rate(p, spec.rate_hz, rec))
             bar.update(1)
     return out

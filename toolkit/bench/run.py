@@ -13,7 +13,7 @@ from pathlib import Path
 
 from calibration import progress as bars
 from deploy.bundle import Bundle
-from deploy.contract import EVENT_DEFAULTS
+from deploy.contract.events import EventSettings
 from deploy.errors import FogError, MissingDependency
 from deploy.lazy import lazy_import
 from deploy.preprocess import PreprocessSpec
@@ -47,15 +47,13 @@ def load_subject(spec: str, overrides: dict | None = None, name: str | None = No
     path = Path(spec)
     if (path / "manifest.json").is_file():
         bundle = Bundle.load(path)
-        m = bundle.manifest
-        pre = m["input"].get("preprocess", {})
-        model = m.get("model", {})
+        model = bundle.model
         extra = dict(overrides or {})
-        if model.get("tsai_compat"):
+        if model.tsai_compat:
             extra.setdefault("tsai_compat", True)
-        return Subject(name=name or model.get("name") or path.name, input_shape=tuple(m["input"]["shape"]),
-                       window_s=_window_s(pre), hop_s=(m.get("events") or {}).get("hop_s"),
-                       parameters=model.get("parameters"), preset=model.get("preset"), overrides=extra, bundle=bundle)
+        return Subject(name=name or model.name or path.name, input_shape=tuple(bundle.input.shape),
+                       window_s=bundle.spec.window_s, hop_s=bundle.events.hop_s,
+                       parameters=model.parameters, preset=model.preset, overrides=extra, bundle=bundle)
     if path.exists():
         raise FogError(f"{spec}: a folder without manifest.json; pass a bundle made by `toolkit export` or a preset")
     try:
@@ -64,18 +62,11 @@ def load_subject(spec: str, overrides: dict | None = None, name: str | None = No
         raise FogError(f"{spec}: benching a preset needs torch (pip install 'fog-edge-toolkit[workstation]')") from None
     except Exception as exc:  # the registry's own unknown-name error, whatever its type
         raise FogError(f"{spec}: neither a bundle folder nor a known preset ({exc}); see `toolkit models`") from None
-    pre = dict(preset.preprocess)
-    shape = PreprocessSpec.from_dict(pre).input_shape
-    # hop: what a bundle of this preset would get from `toolkit export` (the event defaults)
-    return Subject(name=name or spec, input_shape=shape, window_s=_window_s(pre), hop_s=float(EVENT_DEFAULTS["hop_s"]),
-                   preset=spec, overrides=dict(overrides or {}))
-
-
-def _window_s(pre: dict) -> float | None:
-    try:
-        return pre["patch"] * pre["n_patches"] / float(pre["rate_hz"])
-    except (KeyError, TypeError, ZeroDivisionError):
-        return None
+    pre = PreprocessSpec.from_dict(preset.preprocess)
+    # hop: what a bundle of this preset would get from `toolkit export` (its events over the defaults)
+    return Subject(name=name or spec, input_shape=pre.input_shape, window_s=pre.window_s,
+                   hop_s=float(EventSettings.resolve(preset.events).hop_s), preset=spec,
+                   overrides=dict(overrides or {}))
 
 
 def structure(subject: Subject, backend: str) -> dict:
@@ -91,7 +82,7 @@ def structure(subject: Subject, backend: str) -> dict:
         return {**staged_structure(subject, backend), "parameters": subject.parameters}
     precision = backend.split("-", 1)[1] if backend.startswith("onnxruntime-") else "fp32"
     if backend == "tensorrt" and subject.bundle is not None:  # the engine is built from the bundle's precision
-        precision = subject.bundle.manifest.get("precision", "fp32")
+        precision = subject.bundle.precision
         precision = precision if subject.bundle.path(precision) else "fp32"
     stats = fp32 if precision == "fp32" else graph_stats(subject.onnx(precision, subject.input_shape[0]))
     return {**stats.structure(), "parameters": subject.parameters}  # MACs of this graph (unrolled: per step)

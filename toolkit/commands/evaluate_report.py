@@ -20,8 +20,8 @@ def _labelled_row(name, a):
 def print_table(recs, results, settings, per_recording: bool = False) -> None:
     labelled = [r for r in recs if r.labels is not None]
     hours = sum(r.duration_s for r in recs) / 3600
-    print(f"{len(recs)} recordings, {hours * 60:.1f} min ({len(labelled)} labelled); events: on {settings['on']}, "
-          f"off {settings['off']}, hop {settings['hop_s']} s, look-ahead {settings['lookahead_s']} s")
+    print(f"{len(recs)} recordings, {hours * 60:.1f} min ({len(labelled)} labelled); events: on {settings.on}, "
+          f"off {settings.off}, hop {settings.hop_s} s, look-ahead {settings.lookahead_s} s")
     if any("ap" in r for r in results):
         print(f"\nper class (recordings labelled with the three types)\n{'scorer':44s} {'mAP':>6s} {'SH':>6s} "
               f"{'Turn':>6s} {'Walk':>6s}")

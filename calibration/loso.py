@@ -7,7 +7,7 @@ Each fold holds out one real subject (`--hold-out subject`, the default) or one 
 `meta["lab"]`, e.g. train on Daphnet and score Stanford); the model trains on the other recordings plus seeded
 synthetic subjects (`deploy.synth`) for a fixed schedule (no early stopping on anything real: the test subject must
 never steer training, and there is no subject to spare for validation). The held-out recordings are then predicted on
-the bundle's grid (hop and look-ahead of `deploy.events.DEFAULT_SETTINGS`) and scored by `deploy.scoring` next to the
+the bundle's grid (hop and look-ahead of the default EventSettings) and scored by `deploy.scoring` next to the
 freeze index, at every on-threshold of `THRESHOLDS`, so a threshold can be chosen on the folds and never on one
 subject. Probabilities are saved per fold (`probs-<fold>.npz`), the fold's weights (`model-<fold>.pt`) and the
 figures in `loso.json`: per fold, and pooled per lab over the lab's held-out recordings (`pooled`), each lab's
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.contract.events import EventSettings
 from deploy.events import DEFAULT_SETTINGS
 from deploy.recording import read_recordings
 from deploy.scoring import at_recording_rate, freeze_index_probability, json_safe, score
@@ -141,7 +142,8 @@ def train_model(recipe: Recipe, real_train, log=None):
 
 
 def predict(model, spec, recordings, settings=DEFAULT_SETTINGS):
-    """Per-recording class probabilities at each recording's rate, on the bundle's hop and look-ahead grid."""
+    """Per-recording class probabilities at each recording's rate, on the bundle's hop and look-ahead grid
+    (`settings`: event settings, an EventSettings or a partial dict of its keys)."""
     from calibration.train import make_infer
     return predict_with(make_infer(model), spec, recordings, settings)
 
@@ -150,9 +152,8 @@ def predict_with(infer, spec, recordings, settings=DEFAULT_SETTINGS):
     """`predict` with any `infer(batch) -> probabilities`, called batch after batch in a fixed order."""
     from deploy.offline import predict_recording
 
-    hop = max(1, int(round(settings["hop_s"] * spec.rate_hz)))
-    look = settings.get("lookahead_s")
-    look = None if look is None else int(round(look * spec.rate_hz))
+    events = EventSettings.resolve(settings)
+    hop, look = events.hop_samples(spec.rate_hz), events.lookahead_samples(spec.rate_hz)
     return [at_recording_rate(predict_recording(r, spec, infer, hop, look), spec.rate_hz, r) for r in recordings]
 
 
@@ -167,11 +168,10 @@ def threshold_sweep(recordings, probs) -> dict:
 
 def saved_fold_model(recipe: Recipe, path: Path):
     """A fold's saved weights (model-<subject>.pt) in the recipe's model, e.g. to predict with another fi_blend."""
-    import torch
-
+    from calibration.checkpoint import fit_weights, read_weights
     from models import create_model
     model = create_model(recipe.preset, **recipe.model)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    fit_weights(model, read_weights(path)[0], path, "the fold was trained with another recipe")
     return model.eval(), spec_of(recipe)
 
 

@@ -22,21 +22,19 @@ import time
 from dataclasses import dataclass, replace
 
 from deploy.bundle import Bundle
-from deploy.config import build_config, stream_settings
+from deploy.config import build_config, event_settings
 from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_args
 from deploy.counters import Counters
 from deploy.engines import open_engine
-from deploy.event_classes import from_manifest
 from deploy.errors import FogError
 from deploy.feed import END, Feed
 from deploy.intake import RateMismatch, RateWatch
 from deploy.onsets import OpenOnsets
-from deploy.preprocess import PreprocessSpec
 from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_interval_s
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources import open_source
 from deploy.stream import Pipeline, StreamSettings
-from deploy.validate import MANIFEST_EVENTS, ConfigError, check_events, preflight
+from deploy.validate import preflight
 from deploy.wearer import stream_setup
 
 log = logging.getLogger("deploy.daemon")
@@ -105,16 +103,11 @@ def _close_leftover_onsets(onsets: OpenOnsets | None, deliver, counters) -> None
         deliver(message)
 
 
-def stream_options(manifest: dict) -> dict:
-    """The bundle's event classes (background classes raise no event)."""
-    return {"event_columns": tuple(from_manifest(manifest)[0])}
-
-
-def wearer_setup(spec, manifest: dict, state_path, stream: StreamSettings):
-    """The stream normalization export chose (manifest `streaming`), with the wearer's state file if any."""
-    streaming = manifest.get("streaming") or {}
+def wearer_setup(spec, streaming, state_path, stream: StreamSettings):
+    """The stream normalization export chose (the bundle's `streaming` section), with the wearer's state file if
+    any."""
     stream_spec, normalizer = stream_setup(spec, streaming, state_path)
-    log.info("stream normalization %s (declared %s)%s", streaming.get("normalization") or "declared",
+    log.info("stream normalization %s (declared %s)%s", streaming.normalization if streaming else "declared",
              spec.normalization, f", wearer state {state_path}" if state_path else "")
     return stream_spec, replace(stream, normalizer=normalizer)
 
@@ -137,11 +130,10 @@ def wire(config: dict) -> Wiring:
     """Open the bundle (verified, and pinned when the config says so), its engine, the source and the sinks, and
     the pipeline between them; every setting is checked here, before READY."""
     bundle = Bundle.load(config["bundle"], verify=True, expected_digest=config.get("bundle_digest"))
-    spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
-    check_events(dict(bundle.manifest.get("events") or {}), bundle.classes, "manifest events", MANIFEST_EVENTS)
-    settings = stream_settings(config, bundle.manifest, spec.rate_hz)
+    spec = bundle.input.spec
+    events = event_settings(config, bundle)   # the bundle's, under the config's; checked
     source = open_source_from(config, spec.rate_hz)
-    preflight(spec, bundle.classes, settings["events"], source.rate_hz or spec.rate_hz, source.units)
+    preflight(spec, bundle.classes, events, source.rate_hz or spec.rate_hz, source.units)
     engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],
                          threads=config["threads"], thread_cap=config["thread_cap"])
     sinks = [open_sink(**sink_options(s, config)) for s in config["sinks"]]
@@ -151,16 +143,17 @@ def wire(config: dict) -> Wiring:
     deliver, on_event, on_probs = _sink_callbacks(sinks, bundle.classes, counters, onsets)
     _close_leftover_onsets(onsets, deliver, counters)
     stream = StreamSettings(source_units=source.units, source_rate_hz=source.rate_hz,
-                            hop_samples=settings["hop_samples"], lookahead_samples=settings["lookahead_samples"],
-                            events=settings["events"], live=source.live, max_gap_s=st["max_gap_s"],
-                            max_behind_s=st["max_behind_s"], **stream_options(bundle.manifest))
-    spec, stream = wearer_setup(spec, bundle.manifest, st.get("wearer_state"), stream)
+                            hop_samples=events.hop_samples(spec.rate_hz),
+                            lookahead_samples=events.lookahead_samples(spec.rate_hz), events=events,
+                            live=source.live, max_gap_s=st["max_gap_s"], max_behind_s=st["max_behind_s"],
+                            event_columns=tuple(bundle.output.event_columns))
+    spec, stream = wearer_setup(spec, bundle.streaming, st.get("wearer_state"), stream)
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
     watch = None if source.name == "replay" else RateWatch(
         source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),
         given=config["source"].get("rate_hz") is not None or source.name == "lsl")
     return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
-                  settings["lookahead_samples"], watch)
+                  stream.lookahead_samples, watch)
 
 
 def start_source(w: Wiring, config: dict, stop: threading.Event) -> Feed:
@@ -260,7 +253,7 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
              w.source.describe(),
              w.pipeline.hop, "full" if w.lookahead_samples is None else f"{w.pipeline.keep} samples",
              ", ".join(sink.label for sink in w.sinks))
-    for note in w.bundle.manifest.get("model", {}).get("notes") or []:
+    for note in w.bundle.model.notes:
         log.warning("bundle note: %s", note)  # e.g. random initial weights: its events mean nothing
     sd_notify("READY=1")
     feed = start_source(w, config, stop)

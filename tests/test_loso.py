@@ -14,8 +14,9 @@ TINY = Recipe(epochs=1, steps=2, batch_size=4, synthetic_subjects=1, synthetic_m
 
 
 def test_a_fold_never_trains_on_its_test_subject(daphnet_dir, tmp_path):
-    fold = run_fold(TINY, [str(daphnet_dir)], "S04", str(tmp_path))
-    assert fold["recordings"] == ["S04R01E1"] and fold["train_subjects"] == ["S02", "S03", "S06", "S08", "S09"]
+    paths = [str(daphnet_dir / f"{name}.txt") for name in ("S02R01", "S03R02", "S04R01E1", "S08R01E0")]
+    fold = run_fold(TINY, paths, "S04", str(tmp_path))
+    assert fold["recordings"] == ["S04R01E1"] and fold["train_subjects"] == ["S02", "S03", "S08"]
     assert sorted(fold["model"]) == sorted(f"{t:g}" for t in THRESHOLDS)
     free = fold["model"]["0.5"]["any_fog"]             # S04 never froze: episodes 0, false alarms counted
     assert free["episodes_true"] == 0 and free["hours"] == pytest.approx(8.5 / 60, abs=0.005)

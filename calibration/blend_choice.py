@@ -109,7 +109,9 @@ def summarize(recordings, probs, thresholds=THRESHOLDS) -> Summary:
     ons = [None] if thresholds is None else thresholds
     for s in subjects:
         pick = [i for i, r in enumerate(recordings) if fold_of(r) == s]
-        recs, ps = [recordings[i] for i in pick], [probs[i] for i in pick]
+        recs = [recordings[i] for i in pick]
+        # any-FOG scores once (the largest class): the scorer then skips the per-class work at every threshold
+        ps = [np.ascontiguousarray(probs[i].max(1) if probs[i].ndim == 2 else probs[i]) for i in pick]
         counts[s] = {}
         for on in ons:
             settings = DEFAULT_SETTINGS if on is None else {**DEFAULT_SETTINGS, "on": on,
@@ -121,7 +123,7 @@ def summarize(recordings, probs, thresholds=THRESHOLDS) -> Summary:
                                                             "ap": fig["ap"]}
         valid = [np.ones(r.n_samples, bool) if r.mask is None else np.asarray(r.mask, bool) for r in recs]
         samples[s] = (np.concatenate([r.labels.max(1)[v] > 0.5 for r, v in zip(recs, valid)]),
-                      np.concatenate([(p if p.ndim == 1 else p.max(1))[v] for p, v in zip(ps, valid)]))
+                      np.concatenate([p[v] for p, v in zip(ps, valid)]))
     lab_ap = {}
     for name in sorted(set(lab.values())):
         members = [s for s in subjects if lab[s] == name]

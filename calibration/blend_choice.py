@@ -106,7 +106,7 @@ def summarize(recordings, probs, thresholds=THRESHOLDS) -> Summary:
     subjects = sorted({fold_of(r) for r in recordings})
     lab = {fold_of(r): lab_of(r) for r in recordings}
     counts, samples = {}, {}
-    ons = [None] if thresholds is None else thresholds
+    ons = [None] if thresholds is None else list(thresholds)
     for s in subjects:
         pick = [i for i, r in enumerate(recordings) if fold_of(r) == s]
         recs = [recordings[i] for i in pick]
@@ -159,7 +159,7 @@ def choose(candidates: dict, fi: Summary, subjects) -> dict:
     def margins(key):
         labs = lab_figures(candidates[key], fi, f"{THRESHOLDS[0]:g}", subjects)
         values = [f["ap"] - f["fi_ap"] for f in labs.values()]
-        return min(values), float(np.mean(values))
+        return min(values), float(np.mean(values)), {lab: f["ap"] for lab, f in labs.items()}
     ranked = {key: margins(key) for key in candidates}
     best = max(ranked, key=lambda k: (round(ranked[k][0] / TIE), ranked[k][1]))
     rows = []
@@ -177,7 +177,7 @@ def choose(candidates: dict, fi: Summary, subjects) -> dict:
     return {"network": network, "fi_blend": blend, "power_weight": power, "on": pick["on"],
             "off": round(pick["on"] - HYSTERESIS, 3), "worst_lab_margin": ranked[best][0],
             "mean_lab_margin": ranked[best][1], "keeps_floor": bool(eligible), "labs": pick["labs"],
-            "ranking": sorted(([*k, *v] for k, v in ranked.items()), key=lambda r: -r[3])[:10]}
+            "ranking": sorted(([*k, *v] for k, v in ranked.items()), key=lambda r: (-r[3], -r[4]))}
 
 
 def subject_figures(summaries: list[Summary], fi: Summary, subject: str, on: str) -> dict:
@@ -261,6 +261,30 @@ def subject_table(rows: dict, setting_column: bool = False) -> str:
     return "\n".join(lines)
 
 
+def screen(candidates: dict, fi: Summary, out) -> int:
+    """Step 1 of the rule: per candidate, each lab's pooled AP (mean over its runs), the margins over the freeze
+    index, the worst-lab margin; each network's best candidate first."""
+    rows = []
+    for (network, blend, power), runs in candidates.items():
+        aps = {lab: float(np.mean([r.lab_ap[lab][""] for r in runs])) for lab in sorted(fi.lab_ap)}
+        margins = [aps[lab] - fi.lab_ap[lab][""] for lab in aps]
+        rows.append({"network": network, "fi_blend": blend, "power_weight": power, "ap": aps,
+                     "worst_lab_margin": min(margins), "mean_lab_margin": float(np.mean(margins))})
+    rows.sort(key=lambda r: (-round(r["worst_lab_margin"] / TIE), -r["mean_lab_margin"]))
+    best = {}
+    for r in rows:
+        best.setdefault(r["network"], r)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, "screen.json").write_text(json.dumps(json_safe({"freeze_index": {lab: fi.lab_ap[lab][""] for lab in
+                                                                               fi.lab_ap}, "best": best,
+                                                              "rows": rows}), indent=1) + "\n")
+    for r in best.values():
+        print(f"{r['network']}: best fi_blend {r['fi_blend']:g} power {r['power_weight']:g}: "
+              + ", ".join(f"{lab} AP {ap:.3f}" for lab, ap in r["ap"].items())
+              + f"; worst-lab margin {r['worst_lab_margin']:+.3f}")
+    return 0
+
+
 def collect(data, runs_by_network: dict, recipe, fi_kwargs: dict):
     """(recordings, {(network, run): [(fold recordings, calls, spec)]}) for every candidate network's runs."""
     recordings = read_recordings(data)
@@ -285,6 +309,8 @@ def main(argv=None) -> int:
                         "repeat --plain for each candidate")
     p.add_argument("--recipe", default="blend", choices=sorted(RECIPES))
     p.add_argument("--out", required=True)
+    p.add_argument("--screen", action="store_true", help="step 1 of the rule only: every candidate's per-lab pooled "
+                   "AP and margins over the freeze index (no thresholds, no nested choice); writes OUT/screen.json")
     args = p.parse_args(argv)
     import torch
 
@@ -306,8 +332,11 @@ def main(argv=None) -> int:
                 for test, calls, spec in folds:
                     recs += test
                     probs += replayed(calls, spec, test, blend, power)
-                candidates.setdefault((network, blend, power), []).append(summarize(recs, probs))
+                candidates.setdefault((network, blend, power), []).append(
+                    summarize(recs, probs, thresholds=() if args.screen else THRESHOLDS))
                 progress.update()
+    if args.screen:
+        return screen(candidates, fi, args.out)
     chosen = choose(candidates, fi, sorted(fi.lab))
     key = (chosen["network"], chosen["fi_blend"], chosen["power_weight"])
     per_subject = {s: subject_figures(candidates[key], fi, s, f"{chosen['on']:g}") for s in sorted(fi.lab)}

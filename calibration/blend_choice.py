@@ -285,18 +285,49 @@ def screen(candidates: dict, fi: Summary, out) -> int:
     return 0
 
 
+def run_recipe(run, default):
+    """The recipe a LOSO run was trained with (its loso.json), so its networks see the input they were trained on;
+    `default` where the run has none."""
+    from calibration.loso import Recipe
+    path = Path(run) / "loso.json"
+    if not path.is_file():
+        return default
+    return Recipe(**json.loads(path.read_text())["recipe"])
+
+
+def cached_terms(recipe, weights: Path, recordings, fi_kwargs: dict):
+    """`window_terms`, kept beside the fold's weights (terms-<subject>.npz) for the next choice over the same run;
+    recomputed when the weights, the input spec or the freeze-index settings differ from the cached ones."""
+    from calibration.loso import spec_of
+    cache = weights.with_name(weights.name.replace("model-", "terms-").replace(".pt", ".npz"))
+    key = json.dumps({"spec": spec_of(recipe).to_dict(), "fi": fi_kwargs, "weights": weights.stat().st_mtime_ns,
+                      "recordings": [r.meta["id"] for r in recordings]}, sort_keys=True)
+    if cache.is_file():
+        saved = np.load(cache)
+        if str(saved["key"]) == key:
+            sizes = np.cumsum(saved["sizes"])[:-1]
+            calls = list(zip(*(np.split(saved[k], sizes) for k in ("net", "fi", "pw"))))
+            return calls, spec_of(recipe)
+    calls, spec = window_terms(recipe, weights, recordings, fi_kwargs)
+    np.savez(cache, key=key, sizes=[len(c[0]) for c in calls],
+             **{k: np.concatenate([c[i] for c in calls]) for i, k in enumerate(("net", "fi", "pw"))})
+    return calls, spec
+
+
 def collect(data, runs_by_network: dict, recipe, fi_kwargs: dict):
-    """(recordings, {(network, run): [(fold recordings, calls, spec)]}) for every candidate network's runs."""
+    """(recordings, {(network, run): [(fold recordings, calls, spec)]}) for every candidate network's runs, each
+    run's networks fed the input of the recipe it was trained with."""
     recordings = read_recordings(data)
     subjects = sorted({fold_of(r) for r in recordings})
     terms = {}
     for network, runs in runs_by_network.items():
         for run in runs:
+            trained = run_recipe(run, recipe)
             for n, subject in enumerate(subjects, 1):
                 print(f"{run} [{n}/{len(subjects)}] held-out {subject}: network and freeze-index terms",
                       file=sys.stderr, flush=True)
                 test = [r for r in recordings if fold_of(r) == subject]
-                calls, spec = window_terms(recipe, Path(run) / f"model-{subject}.pt", test, fi_kwargs)
+                calls, spec = cached_terms(trained, Path(run) / f"model-{subject}.pt", test, fi_kwargs)
                 terms.setdefault((network, run), []).append((test, calls, spec))
     return recordings, terms
 

@@ -100,3 +100,31 @@ def test_replayed_window_terms_equal_predicting_with_the_blended_model(tmp_path)
             got = predict_with(replay(calls, blend, power), spec, recordings)
             np.testing.assert_allclose(got[0], want[0], atol=2e-6)
             np.testing.assert_allclose(replayed(calls, spec, recordings, blend, power)[0], want[0], atol=2e-6)
+
+
+def test_each_run_is_replayed_with_the_input_it_was_trained_on_and_its_terms_are_cached(tmp_path):
+    """A run trained on the invariant input is scored on that input (its loso.json's recipe), not the preset's;
+    the recorded window terms are kept beside the fold's weights and read back unchanged."""
+    import json
+    from dataclasses import asdict
+    torch = pytest.importorskip("torch")
+    from calibration.blend_choice import collect
+    from calibration.data import synthetic_recordings
+    from calibration.loso import INVARIANT, RECIPES, Recipe
+    from models import create_model
+
+    run = tmp_path / "loso-x-s0"
+    run.mkdir()
+    torch.manual_seed(0)
+    torch.save(create_model("fog-small", fi_blend=0.0).state_dict(), run / "model-syn3-s00.pt")
+    (run / "loso.json").write_text(json.dumps({"recipe": asdict(Recipe(preprocess=INVARIANT))}))
+    from deploy.recording import write_recording
+    data = write_recording(synthetic_recordings(1, seed=3, minutes=0.5)[0], tmp_path / "syn3-s00.npz", "npz")
+    fi_kwargs = {"rate_hz": 64.0, "eps": 1e-6}
+    _, first = collect([str(data)], {"x": [str(run)]}, RECIPES["blend"], fi_kwargs)
+    (_, calls, spec), = first["x", str(run)]
+    assert spec.horizontal == "principal" and (run / "terms-syn3-s00.npz").is_file()
+    _, again = collect([str(data)], {"x": [str(run)]}, RECIPES["blend"], fi_kwargs)
+    for a, b in zip(calls, again["x", str(run)][0][1]):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)

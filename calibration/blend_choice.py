@@ -34,7 +34,7 @@ import numpy as np
 from calibration.loso import HYSTERESIS, RECIPES, THRESHOLDS, fold_of, lab_of, predict_with, saved_fold_model
 from calibration.progress import bar
 from deploy.events import DEFAULT_SETTINGS
-from deploy.metrics import average_precision
+from deploy.metrics import average_precision, roc_auc
 from deploy.preprocess import prepare
 from deploy.recording import read_recordings
 from deploy.scoring import at_recording_rate, freeze_index_probability, json_safe, score
@@ -98,6 +98,7 @@ class Summary:
     lab: dict          # subject -> lab
     counts: dict       # subject -> on (str) -> {"episodes", "found", "alarms", "hours", "ap"}
     lab_ap: dict       # lab -> left-out subject (or "") -> pooled AP
+    auroc: dict = None  # subject or lab -> AUROC (the lab's over its pooled samples)
 
 
 def summarize(recordings, probs, thresholds=THRESHOLDS) -> Summary:
@@ -130,7 +131,10 @@ def summarize(recordings, probs, thresholds=THRESHOLDS) -> Summary:
         lab_ap[name] = {left: average_precision(*(np.concatenate([samples[s][k] for s in members if s != left])
                                                   for k in (0, 1))) if len(members) > 1 or not left else None
                         for left in [""] + members}
-    return Summary(lab, counts, lab_ap)
+    auroc = {s: roc_auc(*samples[s]) for s in subjects}
+    auroc.update({name: roc_auc(*(np.concatenate([samples[s][k] for s in subjects if lab[s] == name]) for k in (0, 1)))
+                  for name in lab_ap})
+    return Summary(lab, counts, lab_ap, auroc)
 
 
 def lab_figures(summaries: list[Summary], fi: Summary, on: str, subjects) -> dict:
@@ -146,7 +150,9 @@ def lab_figures(summaries: list[Summary], fi: Summary, on: str, subjects) -> dic
         pooled = {k: sum(run.counts[s][on][k] for run in summaries for s in members)
                   for k in ("episodes", "found", "alarms", "hours")}
         fi_pooled = {k: sum(fi.counts[s]["fi"][k] for s in members) for k in ("alarms", "hours")}
+        auroc = [(s.auroc or {}).get(name) for s in summaries] if not left else [None]
         out[name] = {"ap": float(np.mean(ap)), "ap_runs": ap, "fi_ap": fi.lab_ap[name][left],
+                     "auroc": _mean(auroc), "fi_auroc": None if left else (fi.auroc or {}).get(name),
                      "sensitivity": pooled["found"] / pooled["episodes"] if pooled["episodes"] else None,
                      "false_alarms_per_hour": pooled["alarms"] / pooled["hours"],
                      "fi_false_alarms_per_hour": fi_pooled["alarms"] / fi_pooled["hours"]}
@@ -188,7 +194,8 @@ def subject_figures(summaries: list[Summary], fi: Summary, subject: str, on: str
     hours = sum(r["hours"] for r in runs)
     aps = [r["ap"] for r in runs if r["ap"] is not None and r["ap"] == r["ap"]]
     return {"lab": fi.lab[subject], "episodes": f["episodes"], "ap": float(np.mean(aps)) if aps else None,
-            "ap_runs": [r["ap"] for r in runs], "fi_ap": f["ap"],
+            "ap_runs": [r["ap"] for r in runs], "fi_ap": f["ap"], "auroc": _mean([(s.auroc or {}).get(subject) for s in summaries]),
+            "fi_auroc": (fi.auroc or {}).get(subject),
             "sensitivity": sum(r["found"] for r in runs) / episodes if episodes else None,
             "fi_sensitivity": f["found"] / f["episodes"] if f["episodes"] else None,
             "false_alarms_per_hour": sum(r["alarms"] for r in runs) / hours,
@@ -225,16 +232,19 @@ def nested_pooled(held_out: dict, terms: dict, fi_probs: dict) -> dict:
             ons += [m["on"]] * len(test)
     out = {}
     for lab in sorted({lab_of(r) for recs, _, _ in per_run.values() for r in recs}):
-        aps, figures = [], []
+        aps, aurocs, figures = [], [], []
         for recs, ps, ons in per_run.values():
             pick = [i for i, r in enumerate(recs) if lab_of(r) == lab]
-            aps.append(score([recs[i] for i in pick], [ps[i] for i in pick], DEFAULT_SETTINGS)["any_fog"]["ap"])
+            pooled = score([recs[i] for i in pick], [ps[i] for i in pick], DEFAULT_SETTINGS)["any_fog"]
+            aps.append(pooled["ap"])
+            aurocs.append(pooled.get("auroc"))
             figures += [score([recs[i]], [ps[i]], {**DEFAULT_SETTINGS, "on": ons[i],
                                                    "off": round(ons[i] - HYSTERESIS, 3)})["any_fog"] for i in pick]
         recs = [r for r in per_run[0][0] if lab_of(r) == lab]
         fi = score(recs, [fi_probs[r.meta["id"]] for r in recs], DEFAULT_SETTINGS)["any_fog"]
         episodes = sum(f["episodes_true"] for f in figures)
-        out[lab] = {"ap": float(np.mean(aps)), "ap_runs": aps, "fi_ap": fi["ap"],
+        out[lab] = {"ap": float(np.mean(aps)), "ap_runs": aps, "fi_ap": fi["ap"], "auroc": _mean(aurocs),
+                    "fi_auroc": fi.get("auroc"),
                     "sensitivity": sum(round(f["sensitivity"] * f["episodes_true"]) for f in figures
                                        if f["episodes_true"]) / episodes if episodes else None,
                     "fi_sensitivity": fi["sensitivity"],
@@ -243,19 +253,25 @@ def nested_pooled(held_out: dict, terms: dict, fi_probs: dict) -> dict:
     return out
 
 
+def _mean(values):
+    values = [v for v in values if v is not None and v == v]
+    return float(np.mean(values)) if values else None
+
+
 def _cell(value, fmt):
     return "-" if value is None or value != value else format(value, fmt)
 
 
 def subject_table(rows: dict, setting_column: bool = False) -> str:
     head = "| held out | lab | episodes | " + ("network / blend / power / on | " if setting_column else "") + \
-        "AP model / FI | episode sens. model / FI | false alarms/h model / FI |"
+        "AP model / FI | AUROC model / FI | episode sens. model / FI | false alarms/h model / FI |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for s, m in rows.items():
         setting = f"{m['network']} / {m['fi_blend']:g} / {m['power_weight']:g} / {m['on']:g} | " if setting_column \
             else ""
         lines.append(f"| {s} | {m['lab']} | {m['episodes']} | {setting}{_cell(m['ap'], '.3f')} / "
-                     f"{_cell(m['fi_ap'], '.3f')} | {_cell(m['sensitivity'], '.2f')} / "
+                     f"{_cell(m['fi_ap'], '.3f')} | {_cell(m.get('auroc'), '.3f')} / {_cell(m.get('fi_auroc'), '.3f')} | "
+                     f"{_cell(m['sensitivity'], '.2f')} / "
                      f"{_cell(m['fi_sensitivity'], '.2f')} | {_cell(m['false_alarms_per_hour'], '.1f')} / "
                      f"{_cell(m['fi_false_alarms_per_hour'], '.1f')} |")
     return "\n".join(lines)
@@ -269,6 +285,7 @@ def screen(candidates: dict, fi: Summary, out) -> int:
         aps = {lab: float(np.mean([r.lab_ap[lab][""] for r in runs])) for lab in sorted(fi.lab_ap)}
         margins = [aps[lab] - fi.lab_ap[lab][""] for lab in aps]
         rows.append({"network": network, "fi_blend": blend, "power_weight": power, "ap": aps,
+                     "auroc": {lab: _mean([(r.auroc or {}).get(lab) for r in runs]) for lab in aps},
                      "worst_lab_margin": min(margins), "mean_lab_margin": float(np.mean(margins))})
     rows.sort(key=lambda r: (-round(r["worst_lab_margin"] / TIE), -r["mean_lab_margin"]))
     best = {}
@@ -381,12 +398,14 @@ def main(argv=None) -> int:
         indent=1) + "\n")
     print(subject_table(per_subject))
     for name, f in chosen["labs"].items():
-        print(f"{name} pooled: AP {f['ap']:.3f} (FI {f['fi_ap']:.3f}), episode sensitivity {_cell(f['sensitivity'], '.2f')}, "
+        print(f"{name} pooled: AP {f['ap']:.3f} (FI {f['fi_ap']:.3f}), AUROC {_cell(f['auroc'], '.3f')} (FI "
+              f"{_cell(f['fi_auroc'], '.3f')}), episode sensitivity {_cell(f['sensitivity'], '.2f')}, "
               f"false alarms/h {f['false_alarms_per_hour']:.1f} (FI {f['fi_false_alarms_per_hour']:.1f})")
     print("\nThe same rule, nested: each subject scored at the setting chosen on the other subjects only")
     print(subject_table(held_out, setting_column=True))
     for name, f in held_out_labs.items():
-        print(f"{name} pooled, nested: AP {f['ap']:.3f} (FI {f['fi_ap']:.3f}), episode sensitivity "
+        print(f"{name} pooled, nested: AP {f['ap']:.3f} (FI {f['fi_ap']:.3f}), AUROC {_cell(f['auroc'], '.3f')} (FI "
+              f"{_cell(f['fi_auroc'], '.3f')}), episode sensitivity "
               f"{_cell(f['sensitivity'], '.2f')} (FI {_cell(f['fi_sensitivity'], '.2f')}), false alarms/h "
               f"{f['false_alarms_per_hour']:.1f} (FI {f['fi_false_alarms_per_hour']:.1f})")
     print(f"chosen: network {chosen['network']}, fi_blend {chosen['fi_blend']}, power_weight {chosen['power_weight']},"

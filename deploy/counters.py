@@ -17,8 +17,11 @@ LATENCY_WINDOW = 4096  # most recent hops kept for percentiles: bounded memory, 
 
 
 class Counters:
-    def __init__(self):
+    def __init__(self, latency_window: int = LATENCY_WINDOW, parent: "Counters | None" = None):
+        """`latency_window`: hops kept for percentiles (a gateway keeps fewer per wearer); `parent`: counters that
+        also record every hop's latency (the gateway's total, whose percentiles span every wearer)."""
         self._lock = threading.Lock()
+        self.parent = parent
         self.started = time.monotonic()
         self.received = 0
         self.accepted = 0
@@ -40,8 +43,8 @@ class Counters:
         self.events = 0
         self.silences = 0
         self.engine_seconds = 0.0
-        self._latency = np.zeros(LATENCY_WINDOW)
-        self._engine = np.zeros(LATENCY_WINDOW)
+        self._latency = np.zeros(latency_window)
+        self._engine = np.zeros(latency_window)
         self._n_latency = 0
 
     def receive(self, n: int, rejected: dict[str, int] | None = None) -> None:
@@ -61,7 +64,9 @@ class Counters:
             self.dropped[reason] += n
 
     def hop(self, latency_s: float, engine_s: float) -> None:
-        i = self._n_latency % LATENCY_WINDOW
+        if self.parent is not None:
+            self.parent.hop(latency_s, engine_s)
+        i = self._n_latency % len(self._latency)
         self._latency[i] = latency_s
         self._engine[i] = engine_s
         self._n_latency += 1
@@ -69,7 +74,7 @@ class Counters:
         self.engine_seconds += engine_s
 
     def percentiles(self, which: str = "latency", qs=(50, 90, 99)) -> dict[str, float]:
-        n = min(self._n_latency, LATENCY_WINDOW)
+        n = min(self._n_latency, len(self._latency))
         if n == 0:
             return {f"p{q}": float("nan") for q in qs}
         data = (self._latency if which == "latency" else self._engine)[:n]

@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from deploy.bundle import Bundle
 from deploy.config import build_config, event_settings
@@ -28,7 +28,7 @@ from deploy.counters import Counters
 from deploy.engines import open_engine
 from deploy.errors import FogError
 from deploy.feed import END, Feed
-from deploy.intake import RateMismatch, RateWatch
+from deploy.intake import RateWatch
 from deploy.onsets import OpenOnsets
 from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_interval_s
 from deploy.sinks import event_message, open_sink, probs_message
@@ -36,6 +36,7 @@ from deploy.sources import open_source
 from deploy.stream import Pipeline, StreamSettings
 from deploy.validate import preflight
 from deploy.wearer import stream_setup
+from deploy.wearers import WearerStream
 
 log = logging.getLogger("deploy.daemon")
 
@@ -70,6 +71,11 @@ class Wiring:
     lookahead_samples: int | None
     rate_watch: RateWatch | None = None      # live sources: the rate their timestamps say
     failure: str | None = None               # why the run failed (exit 1), None while all is well
+
+    stream: WearerStream = field(init=False)   # what each chunk goes through: the gateway's per-wearer code
+
+    def __post_init__(self):
+        self.stream = WearerStream(self.pipeline, self.counters, self.rate_watch)
 
 
 def _sink_callbacks(sinks, classes, counters, onsets: OpenOnsets | None):
@@ -276,26 +282,14 @@ def _reopen(w: Wiring) -> None:
 
 
 def _process(chunk, w: Wiring, stop: threading.Event) -> None:
-    counters, pipeline = w.counters, w.pipeline
-    counters.receive(chunk.received, chunk.rejected)
-    settled = counters.settled()
-    try:
-        if w.rate_watch is not None:
-            w.rate_watch.check(chunk.t)
-        pipeline.push(chunk)
-    except RateMismatch as exc:  # refused: nothing of it enters the pipeline, every sample is counted
-        counters.drop("rate_mismatch", len(chunk.t))
+    """One chunk through the wearer's stream (deploy.wearers: the code the gateway runs per wearer); a stream
+    refused for its rate stops the daemon (exit 1), every sample counted."""
+    refused = w.stream.process(chunk)
+    if refused is not None:
         if w.failure is None:
-            w.failure = str(exc)
-            log.error("stopping: %s", exc)
+            w.failure = refused
+            log.error("stopping: %s", refused)
         stop.set()
-    except Exception as exc:  # never stops the patient's detector; what the chunk lost is counted
-        if isinstance(exc, FogError):
-            log.error("chunk rejected: %s", exc)
-        else:  # a bug: logged with its traceback
-            log.exception("pipeline error; the window restarts")
-            pipeline.end_segment()
-        counters.drop("pipeline_error", max(0, settled + len(chunk.t) - counters.settled()))
 
 
 def main(argv=None, prog: str = "fog-daemon") -> int:

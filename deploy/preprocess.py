@@ -111,7 +111,7 @@ def zscore_(x: np.ndarray, axis: int, mean: np.ndarray | None = None, scale: np.
             min_std: float = 0.0) -> np.ndarray:
     """In place: x <- (x - mean) / max(std, min_std) along `axis` (population std); a constant axis gives 0 (as
     the Kaggle 1st place; "constant" up to rounding: std <= 1e-12 max(1, |mean|)). The one z-score of the project: `normalize`,
-    `prepare`, `patchify` and the streaming encoder (`deploy.stream.WindowEncoder`) all call it. `x` is a float64
+    `prepare`, `patchify` and the streaming encoder (`deploy.batching.WindowEncoder`) all call it. `x` is a float64
     array; `mean` and `scale` are optional scratch shaped like x reduced over `axis` with keepdims (the daemon
     passes them, so a hop allocates nothing here)."""
     axis = axis % x.ndim

@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from deploy.contract import MANIFEST, SCHEMA_VERSION
+from deploy.contract.batching import BatchingSection
 from deploy.contract.events import EventSettings
 from deploy.contract.manifest import parse_section
 from deploy.contract.model import InputSection, ModelFiles, ModelSection, OutputSection
@@ -216,6 +217,16 @@ class Bundle:
     @cached_property
     def streaming(self) -> StreamingSection | None:
         return self._section("streaming")
+
+    @cached_property
+    def batching(self) -> BatchingSection:
+        """The batch sizes the bundle's graphs come in (batch 1 only for a bundle without the section)."""
+        return self._section("batching") or BatchingSection(sizes=(int(self.input.shape[0]),))
+
+    def path_at(self, role: str, size: int) -> Path | None:
+        """File of model `role` at batch `size` (the bundle's own file for the first size); never outside it."""
+        rel = self.batching.file(role, size)
+        return self.path(role) if rel is None else inside(self.folder, rel)
 
     @property
     def spec(self):

@@ -33,8 +33,12 @@ DEFAULTS = {
     "events": {},
     "sinks": [{"kind": "jsonl", "path": "-", "probs": False}],
     "log": {"level": "info", "format": "json", "status_interval_s": 30.0, "metrics_port": 0},
+    # one process, many wearers (deploy.gateway); docs/daemon.md "The gateway"
+    "gateway": {"enabled": False, "max_wearers": 1000, "wearer_timeout_s": 30.0, "batch_sizes": None,
+                "metrics_wearers": 50, "queue_s": 10.0, "burst_s": 5.0, "flood_tolerance": 0.25,
+                "wearer_state_dir": None},
 }
-SECTIONS = ("source", "stream", "events", "log")
+SECTIONS = ("source", "stream", "events", "log", "gateway")
 
 
 def _merge(base: dict, extra: dict, where: str) -> dict:

@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
+from deploy import gateway
 from deploy.bundle import Bundle
 from deploy.config import build_config, event_settings
 from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_args
@@ -308,7 +309,10 @@ def run_args(args, prog: str = "fog-daemon") -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         signal.signal(signal.SIGHUP, lambda *_: [f() for f in reopen_sinks])
-        final = run(config, max_seconds=args.max_seconds, stop=stop)
+        if config["gateway"]["enabled"]:   # many wearers, one process (deploy.gateway)
+            final = gateway.run(config, max_seconds=args.max_seconds, stop=stop, reopen=reopen_sinks)
+        else:
+            final = run(config, max_seconds=args.max_seconds, stop=stop)
     except FogError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

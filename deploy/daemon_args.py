@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from deploy.config import parse_set, parse_sink
+from deploy.mqtt_options import parse_mqtt_url
 from deploy.contract import event_help
 from deploy.layouts import FILE_LAYOUT_HELP
 from deploy.validate import ConfigError
@@ -30,11 +31,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stdin", action="store_true", help="read 't,AccV,AccML,AccAP' lines from stdin")
     g.add_argument("--udp-port", type=int, help="listen for datagrams of such lines on this port")
     g.add_argument("--udp-host", help="address to listen on (default 127.0.0.1)")
-    g.add_argument("--serial", metavar="DEVICE", help="read lines from a serial device")
+    g.add_argument("--serial", metavar="DEVICE", action="append",
+                   help="read lines from a serial device (gateway: repeat, DEVICE=WEARER names each port's wearer)")
+    g.add_argument("--mqtt-in", metavar="URL",
+                   help="gateway: read samples from MQTT topics PREFIX/<wearer>/acc (mqtt[s]://[USER:PASS@]HOST[:PORT]"
+                        "[/PREFIX])")
     g.add_argument("--baud", type=int, help="serial baud rate")
     g.add_argument("--lsl", metavar="NAME", help="read a Lab Streaming Layer stream by name")
     g.add_argument("--units", choices=("g", "m/s^2"), help="units of a live source")
     g.add_argument("--rate-hz", type=float, help="nominal rate of a live source (default: the model rate)")
+    g = p.add_argument_group("gateway (many wearers in one process; docs/daemon.md)")
+    g.add_argument("--gateway", action="store_true", default=None,
+                   help="serve every wearer the source names (udp: device,t,AccV,AccML,AccAP lines or binary "
+                        "frames; --mqtt-in; --serial DEV=WEARER ...; --replay FOLDER, one recording per wearer)")
+    g.add_argument("--max-wearers", type=int, help="most wearers served at once (default 1000)")
+    g.add_argument("--wearer-timeout", type=float, help="seconds of silence after which a wearer leaves (default 30)")
     g = p.add_argument_group("pipeline")
     g.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"))
     g.add_argument("--precision", choices=("fp32", "fp16", "int8"))
@@ -60,7 +71,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 SOURCE_FLAGS = (("replay", "--replay"), ("stdin", "--stdin"), ("udp_port", "--udp-port"), ("serial", "--serial"),
-                ("lsl", "--lsl"))
+                ("lsl", "--lsl"), ("mqtt_in", "--mqtt-in"))
+
+
+def _serial_source(devices: list[str], gateway: bool) -> dict:
+    """--serial DEV (the daemon: one) or, for the gateway, --serial DEV=WEARER ... (WEARER: the device's name)."""
+    if not gateway:
+        if len(devices) > 1 or "=" in devices[0]:
+            raise ConfigError("--serial: the daemon reads one serial device; several (DEV=WEARER) need --gateway")
+        return {"kind": "serial", "device": devices[0]}
+    ports = {}
+    for item in devices:
+        path, _, wearer = item.partition("=")
+        ports[path] = wearer or path.rstrip("/").rsplit("/", 1)[-1]
+    return {"kind": "serial", "ports": ports}
+
+
+def _mqtt_input(url: str) -> dict:
+    """--mqtt-in URL -> the gateway's MQTT source (the URL rules of the MQTT sink)."""
+    table = parse_mqtt_url(url)
+    table.pop("probs", None)
+    return {**table, "kind": "mqtt"}
 
 
 def _lookahead_flag(text: str):
@@ -90,7 +121,11 @@ def overrides_from_args(args) -> list[dict]:
     given = [name for attr, name in SOURCE_FLAGS if getattr(args, attr) not in (None, False)]
     if len(given) > 1:
         raise ConfigError(f"{' and '.join(given)}: the daemon reads one source; give only one of them")
-    o: dict = {"source": {}, "stream": {}, "log": {}}
+    o: dict = {"source": {}, "stream": {}, "log": {}, "gateway": {}}
+    for flag_name, key in (("gateway", "enabled"), ("max_wearers", "max_wearers"),
+                           ("wearer_timeout", "wearer_timeout_s")):
+        if getattr(args, flag_name) is not None:
+            o["gateway"][key] = getattr(args, flag_name)
     if args.bundle:
         o["bundle"] = args.bundle
     for key in ("backend", "precision", "threads", "thread_cap", "device_id"):
@@ -104,7 +139,9 @@ def overrides_from_args(args) -> list[dict]:
     if args.udp_port is not None:
         src.update(kind="udp", port=args.udp_port)
     if args.serial:
-        src.update(kind="serial", device=args.serial)
+        src.update(_serial_source(args.serial, bool(args.gateway)))
+    if args.mqtt_in:
+        src.update(_mqtt_input(args.mqtt_in))
     if args.lsl:
         src.update(kind="lsl", stream_name=args.lsl)
     for flag, key in (("layout", "layout"), ("speed", "speed"), ("udp_host", "host"), ("baud", "baud"),

@@ -63,13 +63,21 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
 
 
-def serve_metrics(counters, port: int):
-    """Prometheus text on http://127.0.0.1:PORT/metrics (loopback only), in a daemon thread."""
+def serve_metrics(counters, port: int, health=None):
+    """Prometheus text on http://127.0.0.1:PORT/metrics (loopback only), in a daemon thread; with `health` (an
+    object with `health()` and `readiness()`, each -> (status code, JSON text)) also /health and /ready."""
+    routes = {"/metrics": lambda: (200, counters.prometheus(), "text/plain; version=0.0.4")}
+    if health is not None:
+        routes["/health"] = lambda: (*health.health(), "application/json")
+        routes["/ready"] = lambda: (*health.readiness(), "application/json")
+
     class Handler(http_server.BaseHTTPRequestHandler):
         def do_GET(self):
-            body = counters.prometheus().encode() if self.path.startswith("/metrics") else b"see /metrics\n"
-            self.send_response(200 if self.path.startswith("/metrics") else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            route = routes.get(self.path.split("?")[0])
+            status, text, kind = route() if route else (404, f"see {', '.join(routes)}\n", "text/plain")
+            body = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -42,6 +42,7 @@ class Chunk:
     arrival: float = 0.0          # time.monotonic() when it arrived
     rejected: dict = field(default_factory=dict)  # reason -> samples that could not be parsed
     lost_datagrams: int = 0       # UDP: datagrams the kernel dropped (receive buffer full) before this one
+    device: str | None = None     # the wearer it belongs to (the gateway's sources, deploy.sources_multi)
 
     @property
     def received(self) -> int:

@@ -82,6 +82,9 @@ class Pipeline:
         self._apply(settings or StreamSettings(**settings_fields))
         self.intake = Intake(self.source_rate, counters, max_gap_s=self.settings.max_gap_s)
         self.windows = windows or WindowBatcher(engine, self.spec, immediate=True)
+        if self.windows.encoder.spec != self.spec:
+            raise FogError("the shared batcher encodes windows for another preprocessing spec than this stream's "
+                           "(a bug: build it from the same streaming spec)")
         self.per = output_per(self.windows.output_shape, self.spec)
         self.tail_rows = self._tail_rows()
         self._allocate(n_classes=self.windows.output_shape[-1])

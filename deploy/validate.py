@@ -60,6 +60,26 @@ def topic_level(value, name):
     return value
 
 
+def serial_ports(value, name):
+    """The gateway's serial ports: a table {device path: wearer name}."""
+    if not isinstance(value, dict) or not value or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                           for k, v in value.items()):
+        raise ConfigError(f"{name} = {value!r}: expected a table of device path = wearer name, e.g. "
+                          "{{ \"/dev/ttyUSB0\" = \"bed1\", \"/dev/ttyUSB1\" = \"bed2\" }}")
+    for wearer in value.values():
+        topic_level(wearer, f"{name} wearer name")
+    return value
+
+
+def batch_sizes(value, name):
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value or \
+            not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 1024 for b in value):
+        raise ConfigError(f"{name} = {value!r}: expected batch sizes, e.g. [1, 8, 32]")
+    return sorted(set(value))
+
+
 def flag(value, name):
     if not isinstance(value, bool):
         raise ConfigError(f"{name} = {value!r}: expected true or false")
@@ -84,7 +104,7 @@ TOP = {"bundle": text(), "bundle_digest": digest, "backend": choice("auto", "onn
        "precision": choice("fp32", "fp16", "int8", optional=True), "threads": number(1, 256, integer=True,
                                                                                      optional=True),
        "thread_cap": flag, "device_id": topic_level}
-SOURCE_COMMON = {"kind": choice("replay", "stdin", "udp", "serial", "lsl"), "units": choice(*UNITS),
+SOURCE_COMMON = {"kind": choice("replay", "stdin", "udp", "serial", "lsl", "mqtt"), "units": choice(*UNITS),
                  "rate_hz": number(0, 100_000, above=True, optional=True), "live": flag,
                  "on_end": choice("exit", "reconnect"), "reconnect_max_s": number(0.1, 3600),
                  "rate_check": choice("refuse", "warn", "off")}
@@ -93,10 +113,16 @@ SOURCE = {
                "chunk_s": number(0.001, 60, optional=True), "start_s": number()},
     "stdin": {},
     "udp": {"host": text(), "port": PORT, "rcvbuf": number(4096, 1 << 28, integer=True)},
-    "serial": {"device": text(), "baud": number(50, 10_000_000, integer=True)},
+    "serial": {"device": text(), "baud": number(50, 10_000_000, integer=True), "ports": serial_ports},
     "lsl": {"stream_name": text(optional=True), "stream_type": text(), "channels": channels,
             "resolve_s": number(0, 3600, above=True)},
+    # the gateway's MQTT input: {topic}/<device>/acc (deploy.sources_multi)
+    "mqtt": {"host": text(), "port": PORT, "topic": text(), "username": text(optional=True), "password": secret,
+             "password_file": text(optional=True), "tls": flag, "ca_file": text(optional=True),
+             "cert_file": text(optional=True), "key_file": text(optional=True), "client_id": text(optional=True),
+             "keepalive": number(1, 3600, integer=True), "qos": number(0, 1, integer=True)},
 }
+GATEWAY_SOURCES = ("udp", "mqtt", "serial", "replay")   # the sources whose chunks carry a wearer
 ALL_SOURCE = sorted({key for keys in SOURCE.values() for key in keys})
 def _given(check):
     """`check` for a value that may be None (not given: the manifest's, else the default)."""
@@ -119,6 +145,10 @@ SINK = {"jsonl": {"path": text()},
 SINK_COMMON = {"kind": choice(*SINK), "probs": flag}
 LOG = {"level": choice("debug", "info", "warning", "error"), "format": choice("json", "text"),
        "status_interval_s": number(0, 86400), "metrics_port": PORT}
+GATEWAY = {"enabled": flag, "max_wearers": number(1, 100_000, integer=True),
+           "wearer_timeout_s": number(0, 86400, above=True), "batch_sizes": batch_sizes,
+           "metrics_wearers": number(0, 10_000, integer=True), "queue_s": number(0.1, 3600),
+           "burst_s": number(0, 3600), "flood_tolerance": number(0, 100), "wearer_state_dir": text(optional=True)}
 
 
 def check_table(table, schema: dict, where: str, everything=None) -> None:
@@ -136,7 +166,7 @@ def nearest_anywhere(key: str, top) -> str:
     """For an unknown top-level key: the nearest top-level key or key of a section, named with its section."""
     names = {k: repr(k) for k in top}
     for section, schema in (("source", {**SOURCE_COMMON, **dict.fromkeys(ALL_SOURCE)}), ("stream", STREAM),
-                            ("events", dict.fromkeys(DETECTOR_KEYS)), ("log", LOG)):
+                            ("events", dict.fromkeys(DETECTOR_KEYS)), ("log", LOG), ("gateway", GATEWAY)):
         names.update({k: f"{k!r} under [{section}]" for k in schema if k not in names})
     close = closest(key, names)
     return f"did you mean {names[close]}?" if close else f"known: {', '.join(sorted(top))}"
@@ -145,23 +175,40 @@ def nearest_anywhere(key: str, top) -> str:
 def check_config(config: dict) -> dict:
     """Check the merged configuration (keys and values); returns it. Raises ConfigError naming key and fix."""
     check_table({k: config[k] for k in TOP}, TOP, "config")
-    for section in ("source", "stream", "events", "log"):
+    for section in ("source", "stream", "events", "log", "gateway"):
         if not isinstance(config[section], dict):
             raise ConfigError(f"[{section}] must be a table")
     source = config["source"]
     kind = choice(*SOURCE)(source.get("kind"), "source.kind")
     for key in source:
-        owners = [k for k, keys in SOURCE.items() if key in keys and k != kind]
+        owners = [k for k, keys in SOURCE.items() if key in keys and k != kind
+                  and (k != "mqtt" or config.get("gateway", {}).get("enabled"))]   # mqtt: the gateway's only
         if key not in SOURCE_COMMON and key not in SOURCE[kind] and owners:
             raise ConfigError(f"source.{key}: only a {' or '.join(owners)} source takes it, this one is {kind}")
     check_table(source, {**SOURCE_COMMON, **SOURCE[kind]}, "source", everything=[*SOURCE_COMMON, *ALL_SOURCE])
     check_table(config["stream"], STREAM, "stream")
     check_event_table(config["events"])
     check_table(config["log"], LOG, "log")
+    check_table(config["gateway"], GATEWAY, "gateway")
+    check_gateway_source(config)
     for i, sink in enumerate(config["sinks"]):
         sink_kind = choice(*SINK)(sink.get("kind"), f"sinks[{i}].kind")
         check_table(sink, {**SINK_COMMON, **SINK[sink_kind]}, f"sinks[{i}] ({sink_kind})")
     return config
+
+
+def check_gateway_source(config: dict) -> None:
+    """The gateway reads sources whose samples name their wearer; the single-wearer daemon the others."""
+    kind, source, gateway = config["source"]["kind"], config["source"], config["gateway"]["enabled"]
+    if gateway and kind not in GATEWAY_SOURCES:
+        raise ConfigError(f"source {kind}: the gateway reads {', '.join(GATEWAY_SOURCES)} (their samples name the "
+                          "wearer); use one of those, or run without --gateway")
+    if not gateway and (kind == "mqtt" or "ports" in source):
+        raise ConfigError(f"source {'mqtt' if kind == 'mqtt' else 'serial ports'}: only the gateway reads it "
+                          "(--gateway, or [gateway] enabled = true)")
+    if gateway and kind == "serial" and "ports" not in source:
+        raise ConfigError("source serial for the gateway: name each port's wearer, source.ports = "
+                          "{ \"/dev/ttyUSB0\" = \"bed1\" } (or --serial /dev/ttyUSB0=bed1)")
 
 
 def check_event_table(events) -> dict:

@@ -87,6 +87,7 @@ class WearerTable:
         self.labels: dict[str, str] = {}        # device -> its metrics label, for the life of the process
         self.departed: dict[str, dict] = {}     # label -> the summed counts of wearers that left (kept in totals)
         self.refused_samples: Counter[str] = Counter()   # device -> samples refused because the table was full
+        self.left_counts: dict[str, dict] = {}  # device -> its counters when it last left (the latest max_wearers)
         self.joined = self.left = 0
 
     def label_of(self, device: str) -> str:
@@ -121,7 +122,12 @@ class WearerTable:
         """Close a wearer: its open hop run, its episodes closed; its counters stay in the totals."""
         wearer.stream.pipeline.end_segment()
         del self.active[wearer.device]
-        fold(self.departed.setdefault(wearer.label, {}), wearer.counters.snapshot())
+        snapshot = wearer.counters.snapshot()
+        fold(self.departed.setdefault(wearer.label, {}), snapshot)
+        self.left_counts.pop(wearer.device, None)
+        self.left_counts[wearer.device] = snapshot
+        while len(self.left_counts) > self.max_wearers:
+            self.left_counts.pop(next(iter(self.left_counts)))
         self.left += 1
         log.info("wearer %s left (%s): %s", wearer.device, why, wearer.counters.status_line())
         if self.on_leave is not None:

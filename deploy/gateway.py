@@ -61,8 +61,11 @@ def open_engines(bundle, config: dict) -> EngineSet:
         raise FogError("this bundle's batched graphs do not compute each row on its own (batching.row_exact is "
                        "false, e.g. onnxruntime's dynamic INT8 plan scales over the whole batch): a wearer's output "
                        f"would depend on the others; run batch {available[0]} only (leave gateway.batch_sizes out)")
-    engines = {size: open_engine(bundle, backend=config["backend"], precision=config["precision"],
-                                 threads=config["threads"], thread_cap=config["thread_cap"], batch=size)
+    # One intra-op thread: the batch is the parallel work, and only at one thread is every row of a batch the same
+    # window at batch 1, bit for bit (at two, fog-small's batch-1 output differs in the last bits from its own
+    # one-thread output while its batch-8 and -32 rows do not: a wearer's output would depend on the batch it fell in)
+    engines = {size: open_engine(bundle, backend=config["backend"], precision=config["precision"], threads=1,
+                                 thread_cap=config["thread_cap"], batch=size)
                for size in sorted(set(asked))}
     engine_set = EngineSet(engines)
     engine_set.measure()

@@ -44,6 +44,7 @@ MAX_FRAME_SAMPLES = 3270          # a frame fits one UDP datagram (65,507 bytes)
 SAMPLE = np.dtype([("t", "<f8"), ("acc", "<f4", (3,))])    # 20 bytes, packed
 DEVICE_RE = re.compile(r"[^\s,/+#\x00-\x1f\x7f]{1,64}")
 UNATTRIBUTED = ""                 # the key under which what names no wearer is counted
+_FIRST = re.compile(r"([^,\s]*)[,\s]*")
 
 
 def valid_device(name: str) -> bool:
@@ -63,7 +64,8 @@ def parse_tagged_lines(lines, arrival: float | None = None) -> dict[str, Chunk]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.replace(",", " ").split()
+        head = _FIRST.match(line)        # the device is the text before the first comma or blank (maybe empty)
+        parts = [head.group(1)] + line[head.end():].replace(",", " ").split()
         device = parts[0] if valid_device(parts[0]) else UNATTRIBUTED
         if device == UNATTRIBUTED or len(parts) != 5:
             reason = "device" if device == UNATTRIBUTED else "columns"

@@ -53,6 +53,17 @@ def _json_object(text) -> dict:
     return value
 
 
+def _batch_sizes(text):
+    """'1,8,32' -> (1, 8, 32); '8' or 8 -> 8 (a whole number >= 1 each: checked by ExportOptions)."""
+    if isinstance(text, str):
+        try:
+            sizes = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise FogError(f"--batch {text!r}: give batch sizes as whole numbers, e.g. 1 or 1,8,32") from None
+        return sizes[0] if len(sizes) == 1 else tuple(sizes)
+    return text
+
+
 def _names(text):
     return text.split(",") if isinstance(text, str) else text
 
@@ -83,7 +94,9 @@ class ExportOptions:
     preprocess: dict = option({}, "the model's input (user models; a preset brings its own): rate_hz, units, patch, "
                               "layout, normalization (and, from Python, any PreprocessSpec key)", SPEC,
                               parts=SPEC_PARTS)
-    batch: int = option(1, "static batch size (default 1)", SHAPE, type=int)
+    batch: int | tuple = option(1, "static batch size, or several, comma separated (1,8,32): graphs at each size, "
+                                "each verified, for a gateway that runs many wearers' windows together (the first "
+                                "is the bundle's own; default 1)", SHAPE, parse=_batch_sizes)
     n_patches: int | None = option(None, "patches per window (default: the preset's)", SHAPE, type=int)
     precision: str | None = option(None, "default: the target's; fastest (cpu target only): time fp32 and int8 on "
                                    "onnxruntime and keep int8 only when >= 1.10x faster", TARGET,
@@ -129,10 +142,24 @@ class ExportOptions:
                          action="store_true")
 
     def __post_init__(self):
-        for name in ("batch", "threads") + (("n_patches",) if self.n_patches is not None else ()):
+        for name in ("threads",) + (("n_patches",) if self.n_patches is not None else ()):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise FogError(f"{_dashed(name)} must be a whole number >= 1, got {getattr(self, name)!r}")
+        sizes = list(self.batch) if isinstance(self.batch, (list, tuple)) else [self.batch]
+        if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 1024 for s in sizes):
+            raise FogError(f"--batch must be a whole number >= 1 (or several, e.g. 1,8,32; at most 1024), got "
+                           f"{self.batch!r}")
         check_layer(self.events, "events")   # a bad flag is refused before any work
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Every batch size asked for, ascending (`--batch 1,8,32`)."""
+        return tuple(sorted(set(self.batch))) if isinstance(self.batch, (list, tuple)) else (self.batch,)
+
+    @property
+    def own_batch(self) -> int:
+        """The bundle's own graphs' batch size: the smallest asked for."""
+        return self.batch_sizes[0]
 
     @classmethod
     def build(cls, options: "ExportOptions | None" = None, **given) -> "ExportOptions":

@@ -26,6 +26,7 @@ from deploy.contract.runtime import PrecisionPlan
 from deploy.lazy import lazy_import
 from deploy.recording import read_recordings
 from toolkit.export import buildkit, plan, ranges, threads, trt_build, verify
+from toolkit.export.batches import BatchExport, Batches
 from toolkit.export.checks import assert_checks, run_checks
 from toolkit.export.cpu_choice import INT8_MIN_SPEEDUP, choose_cpu_precision
 from toolkit.export.manifest import (FP16_NOTE, build_manifest, input_section, model_section, onnxruntime_section,
@@ -104,9 +105,10 @@ class ExportPipeline:
         self.opset = opt.opset or target.export_opset
         self.want_int8 = target.int8 and precision in ("int8", "fastest")
         self.onnxruntime = target.runtime == "onnxruntime"
-        self.shape = source.input_shape(opt.batch)
+        self.shape = source.input_shape(opt.own_batch)
         self.n_steps = int(source.preprocess["n_patches"])
-        self.steps = Steps(total=5 + self.want_int8 + self.onnxruntime + opt.fidelity, quiet=opt.quiet)
+        self.steps = Steps(total=5 + self.want_int8 + self.onnxruntime + opt.fidelity + (len(opt.batch_sizes) > 1),
+                           quiet=opt.quiet)
 
     def run(self) -> dict:
         try:
@@ -122,24 +124,25 @@ class ExportPipeline:
         verification = self.verify(windows, int8)
         cpu = self.cpu_precision(windows, verification) if self.onnxruntime else None
         precision = cpu.precision if cpu else self.precision
-        engine = self.engine_or_kit(windows, verification, precision, cpu)
+        batches = self.batches(int8, cpu, precision)
+        engine = self.engine_or_kit(windows, verification, precision, cpu, batches.section)
         streaming = self.streaming() if self.opt.fidelity else None
         with self.steps.step("manifest", "manifest") as step:
-            manifest = build_manifest(self.sections(fp32, checks, windows, int8, verification, cpu, precision,
-                                                    engine, streaming))
+            manifest = build_manifest(self.sections(fp32, checks + batches.checks, windows, int8, verification, cpu,
+                                                    precision, engine, streaming, batches))
             written = write_manifest(self.work, manifest)
             step.detail = f"{len(written['files'])} files"
         return written
 
-    def sections(self, fp32, checks, windows, int8, verification, cpu, precision, engine, streaming) -> dict:
+    def sections(self, fp32, checks, windows, int8, verification, cpu, precision, engine, streaming, batches) -> dict:
         """The manifest's sections from what the steps returned."""
         plan_ = (cpu.plan if cpu and cpu.plan else None) or (int8.plan if int8 else None)
         int8_file = (cpu.int8_file if cpu and cpu.int8_file else INT8_FILE) if self.want_int8 else None
-        export = {"opset": self.opset, "batch": self.opt.batch, "calibration": int8.calibration if int8 else None,
+        export = {"opset": self.opset, "batch": self.opt.own_batch, "calibration": int8.calibration if int8 else None,
                   "timings": dict(self.steps.timings), "engine": engine.note, "kit": engine.kit,
                   "cpu_latency_ms": cpu.record.get("latency_ms") if cpu else None,
                   "cpu_precision": cpu.record if cpu else None, "fp16_note": FP16_NOTE,
-                  "cpu_dynamic_plan": cpu.dynamic if cpu else None}
+                  "cpu_dynamic_plan": cpu.dynamic if cpu else None, "batch_notes": batches.notes}
         return {"model": fp32.model, "input": fp32.input, "output": fp32.output,
                 "events": self.events.per_class(self.source.classes), "precision": precision,
                 "models": {"fp32": FP32_FILE, "fp16": None, "int8": int8_file, "engine": engine.engine_file},
@@ -147,7 +150,7 @@ class ExportPipeline:
                 "onnxruntime": onnxruntime_section(cpu, engine.thread_cap), "precision_plan": plan_,
                 "verification": verification_section({**verification.pairs, **(cpu.pairs if cpu else {})},
                                                      windows.count, self.source),
-                "checks": checks + (int8.checks if int8 else []), "streaming": streaming}
+                "checks": checks + (int8.checks if int8 else []), "streaming": streaming, "batching": batches.section}
 
     def _checks(self, model, precision: str, file: str, label: str, int8_graph: bool = False,
                 recurrence: str = "unrolled") -> list[dict]:
@@ -158,7 +161,7 @@ class ExportPipeline:
 
     def float_graph(self) -> FloatGraph:
         with self.steps.step("export_fp32", f"float ONNX, opset {self.opset}, input {self.shape}") as step:
-            how = export_float(self.source, self.shape, self.work / FP32_FILE, self.opset, self.opt.batch,
+            how = export_float(self.source, self.shape, self.work / FP32_FILE, self.opset, self.opt.own_batch,
                                self.target)
             fp32 = onnx.load(str(self.work / FP32_FILE))
             step.detail = f"{len(fp32.graph.node)} nodes"
@@ -176,10 +179,10 @@ class ExportPipeline:
     def windows(self) -> Windows:
         calib = windows_for(self.opt.calib_windows, self.n_steps, CALIB_PATCHES, 4, 64)
         # a twin no wider than the calibration set (it pads nothing then); tsai_compat mixes the batch axis: none
-        wide = self.opt.batch if self.source.tsai_compat else min(_WIDE, calib)
+        wide = self.opt.own_batch if self.source.tsai_compat else min(_WIDE, calib)
         checked = windows_for(self.opt.verify_windows, self.n_steps, VERIFY_PATCHES, 4, 16)
         return Windows(calibration=synthetic_windows(self.source.preprocess, calib, wide, seed=1),
-                       verification=synthetic_windows(self.source.preprocess, checked, self.opt.batch, seed=2),
+                       verification=synthetic_windows(self.source.preprocess, checked, self.opt.own_batch, seed=2),
                        wide=wide)
 
     def int8_graph(self, windows: Windows) -> Int8Graph:
@@ -207,11 +210,11 @@ class ExportPipeline:
     def _calibrated_qat(self, recurrence: str, windows: Windows):
         """(the QAT variant, its wide twin, the manifest's export.calibration, the fused layers' range watch)."""
         opt, source, given = self.opt, self.source, self.given
-        qat = qat_convert.to_qat(source.module, batch_size=opt.batch, seq_len=self.n_steps,
+        qat = qat_convert.to_qat(source.module, batch_size=opt.own_batch, seq_len=self.n_steps,
                                  recurrence=recurrence).eval()
         # Calibrate (and later verify) a wide-batch twin: the unrolled graph runs step by step in Python, so one
         # window at a time is slow. Windows are independent unless the model mixes the batch axis (tsai_compat).
-        wide = qat if windows.wide == opt.batch else \
+        wide = qat if windows.wide == opt.own_batch else \
             qat_convert.to_qat(source.module, batch_size=windows.wide, seq_len=self.n_steps,
                                recurrence=recurrence).eval()
         with fp16.RecurrentRanges(wide) as watch:  # the fused layers' values on calibration data
@@ -265,7 +268,16 @@ class ExportPipeline:
             step.detail = ", ".join(f"{k} {v:.2f} ms" for k, v in latency.items()) + f": {cpu.precision}"
             return cpu
 
-    def engine_or_kit(self, windows: Windows, verification: Verification, precision: str, cpu) -> EngineOrKit:
+    def batches(self, int8, cpu, precision: str) -> Batches:
+        if len(self.opt.batch_sizes) == 1:
+            return BatchExport(self, int8, cpu, precision).run()   # the section, nothing to export
+        with self.steps.step("batches", f"graphs at batch {', '.join(map(str, self.opt.batch_sizes[1:]))}") as step:
+            found = BatchExport(self, int8, cpu, precision).run()
+            step.detail = f"rows exact: {found.section.row_exact}, {len(found.checks)} checks passed"
+            return found
+
+    def engine_or_kit(self, windows: Windows, verification: Verification, precision: str, cpu,
+                      batching=None) -> EngineOrKit:
         with self.steps.step("engine", "engine or on-device build kit") as step:
             if self.onnxruntime:   # the engine the device opens, timed at 1..N threads: its cap
                 int8_file = cpu.int8_file if cpu and cpu.int8_file else INT8_FILE

@@ -163,6 +163,7 @@ class WindowBatcher:
         self.staging = self.engines[self.capacity].input_buffer
         self.owners: list = [None] * self.capacity
         self.count = 0
+        self.first_staged = 0.0     # when the oldest staged window was submitted (monotonic)
         self.calls = {size: 0 for size in self.engines.sizes}   # engine calls per batch size
         self.windows_run = 0
         self.padded_rows = 0
@@ -174,6 +175,8 @@ class WindowBatcher:
     def submit(self, owner, window: np.ndarray) -> None:
         if self.count == self.capacity:
             self.run()
+        if self.count == 0:
+            self.first_staged = time.monotonic()
         self.encoder.encode(window, self.staging[self.count])
         self.owners[self.count] = owner
         self.count += 1

@@ -36,7 +36,7 @@ DEFAULTS = {
     # one process, many wearers (deploy.gateway); docs/daemon.md "The gateway"
     "gateway": {"enabled": False, "max_wearers": 1000, "wearer_timeout_s": 30.0, "batch_sizes": None,
                 "metrics_wearers": 50, "queue_s": 10.0, "burst_s": 5.0, "flood_tolerance": 0.25,
-                "wearer_state_dir": None},
+                "wearer_state_dir": None, "batch_wait_s": 0.02, "tick_s": 0.01},
 }
 SECTIONS = ("source", "stream", "events", "log", "gateway")
 

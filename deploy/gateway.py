@@ -33,6 +33,7 @@ from deploy.feed import END, Feed
 from deploy.gateway_metrics import GatewayMetrics
 from deploy.inbox import WearerInbox
 from deploy.intake import RateWatch
+from deploy.onsets import OpenOnsets
 from deploy.service import sd_notify, serve_metrics, watchdog_interval_s
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources_multi import open_wearer_source
@@ -45,7 +46,8 @@ from deploy.wearers import Wearer, WearerStream, WearerTable
 log = logging.getLogger("deploy.gateway")
 
 SOURCE_KEYS_NOT_THE_SOURCES = ("on_end", "reconnect_max_s", "rate_check", "kind")
-PER_WEARER_LATENCIES = 512   # hops each wearer keeps for its own percentiles (the gateway's total keeps 4096)
+PER_WEARER_LATENCIES = 512      # hops each wearer keeps for its own percentiles
+TOTAL_LATENCIES = 1 << 16       # and the gateway's, over every wearer: ~2.7 min of 200 wearers (1 MB)
 
 
 def open_engines(bundle, config: dict) -> EngineSet:
@@ -86,6 +88,7 @@ class Gateway:
     table: WearerTable = field(init=False)
     failure: str | None = None
     last_turn: float = field(default_factory=time.monotonic)   # when the loop last took in (for /health)
+    onsets: OpenOnsets | None = None        # stream.state_file: open onsets per wearer, closed after a SIGKILL
 
     def __post_init__(self):
         g = self.config["gateway"]
@@ -125,7 +128,10 @@ class Gateway:
 
         def on_event(kind, event, decided_s):
             log.info("wearer %s: %s %s onset %.2f s peak %.2f", device, kind, event.cls, event.onset_s, event.peak)
-            self.deliver(dict(event_message(kind, event, decided_s), device=device))
+            message = dict(event_message(kind, event, decided_s), device=device)
+            if self.onsets is not None:
+                self.onsets.update(kind, message)
+            self.deliver(message)
 
         def on_probs(t0, probs, rate):
             self.deliver(dict(probs_message(t0, probs, rate, classes), device=device))
@@ -201,7 +207,15 @@ def wire(config: dict) -> Gateway:
     g = config["gateway"]
     inbox = WearerInbox(source.rate_hz or spec.rate_hz, queue_s=g["queue_s"], burst_s=g["burst_s"],
                         tolerance=g["flood_tolerance"], max_devices=g["max_wearers"] + 1)
-    return Gateway(config, bundle, engines, batcher, source, sinks, inbox, Counters())
+    state_file = config["stream"].get("state_file")
+    gw = Gateway(config, bundle, engines, batcher, source, sinks, inbox, Counters(latency_window=TOTAL_LATENCIES),
+                 onsets=OpenOnsets(state_file) if state_file else None)
+    for message in gw.onsets.leftover() if gw.onsets is not None else []:   # a killed run's, closed first
+        log.warning("closing an onset the previous run never ended: wearer %s, %s at %.2f s",
+                    message.get("device"), message["class"], message["onset_s"])
+        gw.counters.aborted_onsets += 1
+        gw.deliver(message)
+    return gw
 
 
 class _Ticks:
@@ -229,20 +243,39 @@ class _Ticks:
 
 
 def loop(gw: Gateway, stop, max_seconds: float | None = None) -> None:
-    """Take in what every source queued, run the due windows together, until the sources end, `stop` is set or
-    max_seconds pass."""
+    """Turn by turn until the sources end, `stop` is set or max_seconds pass: take in what every source queued (the
+    wearers' due windows are staged), and run the staged windows together once the oldest has waited
+    `gateway.batch_wait_s` (or the batch is full). A turn takes at least `gateway.tick_s`, so datagrams gather
+    between turns instead of waking the loop one by one."""
     ticks = _Ticks(gw)
+    wait_s, tick_s = float(gw.config["gateway"]["batch_wait_s"]), float(gw.config["gateway"]["tick_s"])
     ended = False
     while not stop.is_set() and not ended:
-        taken, markers = gw.inbox.take(timeout=0.2)
+        started = time.monotonic()
+        staged = gw.batcher.count
+        timeout = 0.2 if not staged else max(0.0, gw.batcher.first_staged + wait_s - started)
+        ended = take_turn(gw, timeout)
         now = gw.last_turn = time.monotonic()
-        for device, (chunks, dropped) in taken.items():
-            gw.take_in(device, chunks, dropped, now)
-        gw.batcher.run()
-        ended = END in markers
+        if gw.batcher.count and (ended or now - gw.batcher.first_staged >= wait_s):
+            gw.batcher.run()
         ticks.tick(now)
         if max_seconds is not None and now - ticks.started >= max_seconds:
             break
+        rest = tick_s - (time.monotonic() - started)
+        if rest > 0 and not ended:
+            stop.wait(rest)
+
+
+def take_turn(gw: Gateway, timeout: float) -> bool:
+    """Take in everything queued (waiting up to `timeout` for anything); True when the sources ended."""
+    taken, markers = gw.inbox.take(timeout=timeout)
+    now = time.monotonic()
+    for device, (chunks, dropped) in taken.items():
+        gw.take_in(device, chunks, dropped, now)
+    for device, samples in gw.inbox.over_limit_taken().items():   # beyond the inbox's wearers: counted
+        gw.table.refuse(device, samples)
+        gw.counters.drop("wearer_limit", samples, received=True)
+    return END in markers
 
 
 def drain(gw: Gateway, stop) -> dict:
@@ -250,10 +283,7 @@ def drain(gw: Gateway, stop) -> dict:
     the engines; returns the final counters: the totals and each wearer's."""
     sd_notify("STOPPING=1")
     stop.set()
-    taken, _ = gw.inbox.take(timeout=0)
-    now = time.monotonic()
-    for device, (chunks, dropped) in taken.items():
-        gw.take_in(device, chunks, dropped, now)
+    take_turn(gw, 0.0)
     gw.batcher.run()
     gw.table.close()
     for sink in gw.sinks:

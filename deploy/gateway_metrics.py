@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import time
 
+from deploy.wearers import SUMMED
+
 HEALTHY_WITHIN_S = 5.0
 
 
@@ -32,6 +34,7 @@ class GatewayMetrics:
     def totals(self) -> dict:
         """Every wearer's counts summed, plus the gateway's own (samples naming no wearer, or beyond the cap)."""
         total, _ = self.gw.table.totals()
+        total = {**{key: {} if key == "dropped" else 0 for key in SUMMED}, **total}   # zeros before any wearer
         own = self.gw.counters.snapshot()
         for key in ("received", "accepted"):
             total[key] = total.get(key, 0) + own[key]
@@ -86,7 +89,7 @@ class GatewayMetrics:
         lines: list[str] = []
 
         def metric(name, kind, help_text, samples):
-            lines += [f"# HELP fog_{name} {help_text}", f"# TYPE fog_{name} {kind}"]
+            lines.extend([f"# HELP fog_{name} {help_text}", f"# TYPE fog_{name} {kind}"])
             lines.extend(f"fog_{name}{labels} {value}" for labels, value in samples)
 
         def per_wearer(key):

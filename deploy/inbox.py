@@ -43,6 +43,7 @@ class WearerInbox:
         self.queues: dict[str, _Queue] = {}
         self.over_limit: Counter = Counter()      # samples of wearers beyond max_devices, by device
         self.specials: list = []                  # END and other markers, in order
+        self.dirty: dict = {}                     # wearers with something queued or dropped, in order of arrival
         self._ready = threading.Condition()
 
     def _queue(self, device: str, now: float) -> _Queue | None:
@@ -75,6 +76,7 @@ class WearerInbox:
             else:
                 q.chunks.append(chunk)
                 q.samples += len(chunk.t)
+            self.dirty[chunk.device or ""] = True
             self._ready.notify()
 
     def put(self, item, timeout: float | None = None) -> None:
@@ -96,13 +98,14 @@ class WearerInbox:
         """({device: (chunks, dropped Counter)} of every wearer with something queued or dropped, [markers]);
         waits up to `timeout` for anything."""
         with self._ready:
-            if not self.specials and not any(q.chunks or q.dropped for q in self.queues.values()):
+            if not self.specials and not self.dirty and timeout > 0:
                 self._ready.wait(timeout)
             taken = {}
-            for device, q in self.queues.items():
-                if q.chunks or q.dropped:
-                    taken[device] = (q.chunks, q.dropped)
-                    q.chunks, q.samples, q.dropped = [], 0, Counter()
+            for device in self.dirty:
+                q = self.queues[device]
+                taken[device] = (q.chunks, q.dropped)
+                q.chunks, q.samples, q.dropped = [], 0, Counter()
+            self.dirty = {}
             specials, self.specials = self.specials, []
             self._ready.notify_all()                 # a replay waiting for room
         return taken, specials
@@ -110,8 +113,7 @@ class WearerInbox:
     def forget(self, device: str) -> None:
         """A wearer left: its queue goes (a new one starts with a full burst if it comes back)."""
         with self._ready:
-            q = self.queues.get(device)
-            if q is not None and not q.chunks and not q.dropped:
+            if device in self.queues and device not in self.dirty:
                 del self.queues[device]
 
     def over_limit_taken(self) -> Counter:

@@ -46,10 +46,13 @@ class OpenOnsets:
                 for onset in listed.values() if isinstance(onset, dict)]
 
     def update(self, kind: str, message: dict) -> None:
-        """Call with every onset and event message, before it is sent."""
+        """Call with every onset and event message, before it is sent (a gateway's carry their wearer, `device`:
+        the open onsets are then kept per wearer and class)."""
+        key = f"{message['device']}/{message['class']}" if "device" in message else message["class"]
         if kind == "onset":
-            self.open[message["class"]] = {k: message[k] for k in ("class", "onset_s", "detect_s", "decided_s")}
-        elif kind == "event" and self.open.pop(message["class"], None) is None:
+            self.open[key] = {k: message[k] for k in ("device", "class", "onset_s", "detect_s", "decided_s")
+                              if k in message}
+        elif kind == "event" and self.open.pop(key, None) is None:
             return
         self._write()
 

@@ -74,7 +74,11 @@ def serve_metrics(counters, port: int, health=None):
     class Handler(http_server.BaseHTTPRequestHandler):
         def do_GET(self):
             route = routes.get(self.path.split("?")[0])
-            status, text, kind = route() if route else (404, f"see {', '.join(routes)}\n", "text/plain")
+            try:
+                status, text, kind = route() if route else (404, f"see {', '.join(routes)}\n", "text/plain")
+            except Exception:   # a bug in a page never takes the daemon down; it is logged and answered
+                log.exception("metrics endpoint %s failed", self.path)
+                status, text, kind = 500, "internal error (see the daemon's log)\n", "text/plain"
             body = text.encode()
             self.send_response(status)
             self.send_header("Content-Type", kind)

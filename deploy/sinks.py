@@ -141,9 +141,13 @@ class UdpSink(Sink):
 class MqttSink(Sink):
     """Publish to `{topic}/{device_id}/events` (QoS 1) and `.../probs` (QoS 0) on an MQTT broker (paho-mqtt >= 2),
     with a retained availability topic `.../status` (deploy.mqtt_options: URL, credentials, TLS, last will).
+    A message that names a wearer (the gateway's: `device`) goes to that wearer's topics instead,
+    `{topic}/<device>/events` and `.../probs`; a `wearer` message (one joined or left) sets `{topic}/<device>/status`
+    ("online"/"offline", retained).
 
     paho's outgoing queue is capped (`max_queued`), so a broker that goes away cannot make memory grow."""
     name = "mqtt"
+    MAX_TOPIC_SETS = 100_000   # wearers' topics kept (the gateway's max_wearers is far below)
 
     def __init__(self, host="127.0.0.1", port=None, topic="fog", probs=False, device_id=None, client_id=None,
                  username=None, password=None, password_file=None, tls=False, ca_file=None, cert_file=None,
@@ -154,6 +158,7 @@ class MqttSink(Sink):
         mqtt_options.check_tls_files(tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         self.device_id = mqtt_options.device_id(device_id)
         self.topics = mqtt_options.topics(topic, self.device_id)
+        self.prefix, self._wearer_topics, self._current, self._state = topic, {}, self.topics, None
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=client_id or mqtt_options.client_id(self.device_id))
         mqtt_options.configure_client(self.client, status_topic=self.topics["status"], username=username,
@@ -187,9 +192,25 @@ class MqttSink(Sink):
         else:   # refused (bad credentials, not authorised): said, and paho keeps retrying
             log.error("MQTT broker %s refused the connection: %s", self.where, reason_code)
 
+    def send(self, message: dict) -> None:
+        device = message.get("device")
+        self._current = self.topics if not device else self._wearer_topics.get(device) or self._remember(device)
+        if message["type"] == "wearer":   # who is connected: the wearer's retained availability
+            self._state = mqtt_options.ONLINE if message["state"] == "online" else mqtt_options.OFFLINE
+        super().send(message)
+
+    def _remember(self, device: str) -> dict:
+        if len(self._wearer_topics) >= self.MAX_TOPIC_SETS:
+            self._wearer_topics.clear()
+        topics = self._wearer_topics[device] = mqtt_options.topics(self.prefix, device)
+        return topics
+
     def _send(self, text, kind):
+        if kind == "wearer":
+            self.client.publish(self._current["status"], self._state, qos=1, retain=True)
+            return
         sub, qos = ("probs", 0) if kind == "probs" else ("events", 1)
-        info = self.client.publish(self.topics[sub], text, qos=qos)
+        info = self.client.publish(self._current[sub], text, qos=qos)
         if qos == 1 and info.rc in (0, mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN):
             self.unacked.add(info.mid)
         if info.rc == 0 or (qos == 1 and info.rc == mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN):

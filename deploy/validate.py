@@ -148,7 +148,8 @@ LOG = {"level": choice("debug", "info", "warning", "error"), "format": choice("j
 GATEWAY = {"enabled": flag, "max_wearers": number(1, 100_000, integer=True),
            "wearer_timeout_s": number(0, 86400, above=True), "batch_sizes": batch_sizes,
            "metrics_wearers": number(0, 10_000, integer=True), "queue_s": number(0.1, 3600),
-           "burst_s": number(0, 3600), "flood_tolerance": number(0, 100), "wearer_state_dir": text(optional=True)}
+           "burst_s": number(0, 3600), "flood_tolerance": number(0, 100), "wearer_state_dir": text(optional=True),
+           "batch_wait_s": number(0, 1), "tick_s": number(0, 1)}
 
 
 def check_table(table, schema: dict, where: str, everything=None) -> None:

@@ -150,3 +150,39 @@ def test_the_batching_section_is_checked():
     with pytest.raises(BundleError, match="no graphs at batch 4"):
         section.file("fp32", 4)
     assert BatchingSection.from_dict(section.to_dict()) == section
+
+
+def test_a_tensorrt_export_gets_static_int8_graphs_per_size_and_a_profiled_float_graph(tmp_path):
+    pytest.importorskip("torch")
+    from toolkit.cli import main as cli
+    out = tmp_path / "jetson"
+    assert cli(["export", "--model", "tests.fixtures.user_models:tiny_convnet", "--rate-hz", "64", "--patch", "4",
+                "--input-layout", "BCT", "--n-patches", "32", "--target", "jetson", "--calib-windows", "4",
+                "--verify-windows", "4", "--batch", "1,4", "--no-fidelity", "--out", str(out), "--quiet"]) == 0
+    section = Bundle.load(out).batching
+    assert section.sizes == (1, 4) and section.files == {"fp32": {"4": "model_fp32_b4.onnx"},
+                                                          "int8": {"4": "model_int8_qdq_b4.onnx"}}
+    assert section.verification["4"]["int8"]["torch_vs_ort"]["passed"]
+    assert section.tensorrt == {"file": "model_fp32_dynamic.onnx", "input": "x", "min": [1, 12, 32],
+                                "opt": [4, 12, 32], "max": [4, 12, 32]}
+    import onnx
+    dims = onnx.load(str(out / "model_fp32_dynamic.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [12, 32]
+    script = (out / "kit" / "build_engine.sh").read_text()
+    assert 'BATCHES' in script and "--onnx=model_int8_qdq_b4.onnx" in script   # int8 runs its static graphs
+    checked = {c["model"] for c in json.loads((out / "manifest.json").read_text())["checks"]}
+    assert {"model_int8_qdq_b4.onnx", "model_fp32_dynamic.onnx (at batch 4)"} <= checked
+
+
+def test_the_kit_times_a_dynamic_batch_engine_with_its_profile(tmp_path):
+    from toolkit.export.buildkit import write_kit
+    from toolkit.export.targets import get_target
+    batching = {"sizes": [1, 8, 32], "files": {"fp32": {"8": "model_fp32_b8.onnx", "32": "model_fp32_b32.onnx"}},
+                "tensorrt": {"file": "model_fp32_dynamic.onnx", "input": "x", "min": [1, 24, 128],
+                             "opt": [32, 24, 128], "max": [32, 24, 128]}}
+    kit = write_kit(tmp_path, get_target("jetson"), model_file="model_fp32.onnx", precision="fp16",
+                    inputs=np.zeros((1, 24, 128)), outputs=np.zeros((1, 128, 3)), batching=batching)
+    script = (tmp_path / "kit" / "build_engine.sh").read_text()
+    assert ("--onnx=model_fp32_dynamic.onnx --saveEngine=cache/model_dynamic.engine --minShapes=x:1x24x128 "
+            "--optShapes=x:32x24x128 --maxShapes=x:32x24x128") in script
+    assert all("Shapes" not in command for command in kit["trtexec"])    # the bundle's own engine stays static

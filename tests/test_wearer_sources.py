@@ -87,3 +87,13 @@ def test_metrics_labels_are_bounded_and_never_shrink():
     table = WearerTable(lambda device, counters: None, lambda: None, label_cap=2)
     assert [table.label_of(d) for d in ("a", "b", "c", "a", "d")] == ["a", "b", OTHER, "a", OTHER]
     assert len(set(table.labels.values())) == 3      # cap + "other", however many wearers come
+
+
+def test_open_onsets_are_kept_per_wearer(tmp_path):
+    from deploy.onsets import OpenOnsets
+    onsets = OpenOnsets(tmp_path / "open.json")
+    for device in ("bed1", "bed2"):
+        onsets.update("onset", {"device": device, "class": "Turn", "onset_s": 1.0, "detect_s": 1.5, "decided_s": 2.0})
+    onsets.update("event", {"device": "bed1", "class": "Turn", "onset_s": 1.0, "detect_s": 1.5, "decided_s": 2.0})
+    left = OpenOnsets(tmp_path / "open.json").leftover()       # the next start, after a SIGKILL
+    assert [(m["device"], m["class"], m["type"]) for m in left] == [("bed2", "Turn", "aborted")]

@@ -18,13 +18,16 @@ from deploy.contract import FP32_FILE, INPUT_NAME, OUTPUT_NAME
 # (always strongly typed; --stronglyTyped is a deprecated no-op from 11.1). Only options used by the kit are listed.
 TRTEXEC_OPTIONS = {
     "8.2": {"--onnx", "--saveEngine", "--workspace", "--fp16", "--int8", "--timingCacheFile", "--useDLACore",
-            "--allowGPUFallback", "--exportLayerInfo", "--profilingVerbosity", "--explicitBatch", "--iterations"},
+            "--allowGPUFallback", "--exportLayerInfo", "--profilingVerbosity", "--explicitBatch", "--iterations",
+            "--minShapes", "--optShapes", "--maxShapes"},
     "8.5": {"--onnx", "--saveEngine", "--memPoolSize", "--workspace", "--fp16", "--int8", "--timingCacheFile",
-            "--useDLACore", "--allowGPUFallback", "--exportLayerInfo", "--profilingVerbosity", "--iterations"},
+            "--useDLACore", "--allowGPUFallback", "--exportLayerInfo", "--profilingVerbosity", "--iterations",
+            "--minShapes", "--optShapes", "--maxShapes"},
     "10": {"--onnx", "--saveEngine", "--memPoolSize", "--fp16", "--int8", "--timingCacheFile", "--useDLACore",
-           "--allowGPUFallback", "--exportLayerInfo", "--profilingVerbosity", "--iterations", "--stronglyTyped"},
+           "--allowGPUFallback", "--exportLayerInfo", "--profilingVerbosity", "--iterations", "--stronglyTyped",
+           "--minShapes", "--optShapes", "--maxShapes"},
     "11": {"--onnx", "--saveEngine", "--memPoolSize", "--timingCacheFile", "--useDLACore", "--allowGPUFallback",
-           "--exportLayerInfo", "--profilingVerbosity", "--iterations"},
+           "--exportLayerInfo", "--profilingVerbosity", "--iterations", "--minShapes", "--optShapes", "--maxShapes"},
 }
 # Engine vs ONNX Runtime reference tolerance on probabilities, by the precision the engine runs.
 ENGINE_ATOL = {"fp32": 1e-3, "fp16": 0.02, "int8": 0.05}
@@ -41,10 +44,14 @@ def generation(tensorrt_version: str) -> str:
 
 
 def trtexec_args(gen: str, *, model: str, engine: str, precision: str, dla: bool = False,
-                 strongly_typed: bool = False) -> list[str]:
+                 strongly_typed: bool = False, profile: dict | None = None) -> list[str]:
     """One trtexec command line (without the binary) for TensorRT generation `gen`; `strongly_typed` on 10.x
-    passes --stronglyTyped instead of precision flags (11.x is strongly typed anyway)."""
+    passes --stronglyTyped instead of precision flags (11.x is strongly typed anyway); `profile`: the optimization
+    profile of a dynamic-batch graph (the manifest's batching.tensorrt)."""
     args = [f"--onnx={model}", f"--saveEngine={engine}"]
+    if profile is not None:
+        args += [f"--{which}Shapes={profile['input']}:{'x'.join(map(str, profile[which]))}"
+                 for which in ("min", "opt", "max")]
     args.append(f"--workspace={WORKSPACE_MIB}" if gen == "8.2" else f"--memPoolSize=workspace:{WORKSPACE_MIB}")
     if strongly_typed and gen == "10":
         args.append("--stronglyTyped")
@@ -144,12 +151,32 @@ def _check_and_record(atol: float) -> list[str]:
     ]
 
 
-def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: str) -> str:
+def _batches(gens: list[str], precision: str, batching: dict | None) -> list[str]:
+    """With BATCHES=1: the engines of the gateway's batch sizes, to time them with trtexec (the gateway builds and
+    caches its own on first start): the dynamic-batch graph with its optimization profile, or (INT8, static) one
+    engine per size."""
+    if not batching or len(batching.get("sizes", [])) < 2:
+        return []
+    profile = batching.get("tensorrt") if precision != "int8" else None
+    jobs = [(profile["file"], "cache/model_dynamic.engine", profile)] if profile else \
+        [(f, f"cache/model_b{size}.engine", None) for size, f in (batching.get("files", {}).get(precision) or
+                                                                  batching.get("files", {}).get("fp32", {})).items()]
+    lines = ["# The gateway's batch sizes (it builds and caches these itself on first start): BATCHES=1 to time them",
+             'if [ -n "${BATCHES:-}" ]; then']
+    for gen in gens:
+        lines.append(f'  if [ "$TRT_MAJOR" = "{gen.split(".")[0]}" ]; then')
+        lines += [f'    "$TRTEXEC" {" ".join(trtexec_args(gen, model=model, engine=engine, precision=precision, profile=p))}'
+                  for model, engine, p in jobs]
+        lines.append("  fi")
+    return lines + ["fi"]
+
+
+def _script(target, model_file: str, precision: str, dla_ok: bool, fp32_file: str, batching=None) -> str:
     gens = _generations(target)
     lines = (_preamble(target, gens, dla_ok) + _build(gens, model_file, precision, dla_ok, fp32_file,
                                                             frozenset(g for g in gens if g[0].isdigit() and
                                                                       target.strongly_typed(int(g.split(".")[0]))))
-             + _check_and_record(ENGINE_ATOL[precision]))
+             + _check_and_record(ENGINE_ATOL[precision]) + _batches(gens, precision, batching))
     return "\n".join(lines) + "\n"
 
 
@@ -174,19 +201,19 @@ print("wrote", out / "inputs.json", "and", out / "reference_outputs.json")
 
 
 def write_kit(bundle_dir, target, *, model_file: str, precision: str, inputs: np.ndarray, outputs: np.ndarray,
-              dla_core=None, fp32_file: str = FP32_FILE) -> dict:
+              dla_core=None, fp32_file: str = FP32_FILE, batching: dict | None = None) -> dict:
     """Write `kit/` into the bundle folder; returns what it holds for the manifest. The script builds for DLA when
     run with DLA_CORE set (where the target has DLA); `dla_core` (from --dla-core) is recorded as the suggestion."""
     kit = Path(bundle_dir) / "kit"
     kit.mkdir(parents=True, exist_ok=True)
     dla_ok = bool(target.dla)
     script = kit / "build_engine.sh"
-    script.write_text(_script(target, model_file, precision, dla_ok, fp32_file))
+    script.write_text(_script(target, model_file, precision, dla_ok, fp32_file, batching))
     script.chmod(0o755)
     np.savez(kit / "reference.npz", **{INPUT_NAME: inputs.astype(np.float32), OUTPUT_NAME: outputs.astype(np.float32)})
     (kit / "npz_to_polygraphy.py").write_text(Template(_NPZ_TO_POLYGRAPHY).substitute(x=INPUT_NAME, probs=OUTPUT_NAME))
     commands = [line.strip().replace('"$TRTEXEC"', "trtexec") for line in script.read_text().splitlines()
-                if line.strip().startswith('"$TRTEXEC" --onnx')]
+                if line.strip().startswith('"$TRTEXEC" --onnx') and "Shapes=" not in line and "_b" not in line]
     return {"script": "kit/build_engine.sh", "reference": "kit/reference.npz", "generations": _generations(target),
             "trtexec": commands, "atol": ENGINE_ATOL[precision], "dla": dla_ok,
             "dla_core": dla_core if dla_ok else None}

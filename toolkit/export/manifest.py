@@ -134,6 +134,12 @@ def summary_table(out, manifest: dict) -> str:
     if manifest["export"].get("cpu_precision"):
         lines.append(f"  cpu precision: {manifest['export']['cpu_precision']['reason']}")
     lines.append(f"  engine: {manifest['export']['engine']}")
+    batching = manifest.get("batching") or {}
+    if len(batching.get("sizes", [])) > 1:
+        lines.append(f"  batch sizes: {', '.join(map(str, batching['sizes']))}: each row equals the window alone "
+                     f"{'bit for bit' if batching['row_exact'] else 'NOT bit for bit: a gateway runs the first only'}"
+                     + ("; TensorRT: one dynamic-batch graph and its profile" if batching.get("tensorrt") else ""))
+    lines += [f"  note: {note}" for note in (manifest["export"].get("batch_notes") or [])]
     for role, cap in ((manifest.get("onnxruntime") or {}).get("thread_cap") or {}).items():
         lines.append(f"  thread cap ({role}, measured on {cap['measured_on'].split(' (')[0]}): {cap['reason']}")
     lines += _streaming_lines(manifest.get("streaming"))

@@ -286,16 +286,18 @@ class ExportPipeline:
                 result = EngineOrKit(note="target runs ONNX Runtime", thread_cap=caps)
                 step.detail = f"{result.note}; {threads.describe(caps)}"
                 return result
-            result = self._kit_and_engine(windows, verification, precision)
+            result = self._kit_and_engine(windows, verification, precision, batching)
             step.detail = result.note
             return result
 
-    def _kit_and_engine(self, windows: Windows, verification: Verification, precision: str) -> EngineOrKit:
+    def _kit_and_engine(self, windows: Windows, verification: Verification, precision: str,
+                        batching=None) -> EngineOrKit:
         run_file = INT8_FILE if precision == "int8" else FP32_FILE
         outputs = verification.int8 if precision == "int8" else verification.fp32
         inputs = windows.verification[0]
         kit = buildkit.write_kit(self.work, self.target, model_file=run_file, precision=precision, inputs=inputs,
-                                 outputs=outputs[:len(inputs)], dla_core=self.opt.dla_core)
+                                 outputs=outputs[:len(inputs)], dla_core=self.opt.dla_core,
+                                 batching=batching.to_dict() if batching else None)
         can, why = trt_build.can_build_here(self.target) if self.opt.build_engine == "auto" \
             else (False, "--no-engine")
         if not can:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.contract.manifest import Manifest
 from toolkit.api.model import as_source
 from toolkit.export import ExportOptions, export_bundle, summary_table
 from toolkit.export.targets import get_target
@@ -23,8 +24,13 @@ class ExportResult:
         return self.manifest["precision"]
 
     @property
+    def sections(self) -> Manifest:
+        """The manifest as typed sections (deploy.contract.manifest.Manifest)."""
+        return Manifest.from_dict(self.manifest)
+
+    @property
     def notes(self) -> list[str]:
-        return list(self.manifest["model"].get("notes") or [])
+        return list(self.sections.model.notes)
 
     def summary(self) -> str:
         """The table `toolkit export` prints."""

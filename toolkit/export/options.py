@@ -66,9 +66,9 @@ SPEC_PARTS = {"rate_hz": {"type": float}, "units": {"choices": ("g", "m/s^2")},
               "normalization": {"choices": ("recording", "window", "running")}}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportOptions:
-    """The options of one export (see the module docstring)."""
+    """The options of one export (see the module docstring); fixed once made."""
     tsai: bool = option(False, "the weights come from tsai: build with tsai_compat=True", MODEL, action="store_true")
     factory_kwargs: dict = option({}, "JSON keyword arguments for module:factory", MODEL, parse=_json_object)
     activation: str | None = option(None, "output activation (default sigmoid)", MODEL,
@@ -129,6 +129,9 @@ class ExportOptions:
                          action="store_true")
 
     def __post_init__(self):
+        for name in ("factory_kwargs", "preprocess", "events"):   # None from Python: not given
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, {})
         for name in ("batch", "threads") + (("n_patches",) if self.n_patches is not None else ()):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise FogError(f"{_dashed(name)} must be a whole number >= 1, got {getattr(self, name)!r}")

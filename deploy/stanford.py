@@ -112,3 +112,18 @@ def read_trial(path, arrays: dict, layout: str | None = None) -> dict:
         meta["gyro"] = _array(arrays, "gyro", path, (3,)).astype(np.float64)
     return {"acc": acc, "rate_hz": float(rate), "units": "m/s^2", "time": None,
             "labels": np.repeat(fog[:, None], 3, axis=1), "mask": None, "meta": meta}
+
+
+def check_each_trial_once(recordings) -> None:
+    """Refuse recordings that hold one trial twice (its workbook and its 64 Hz archive: the same freezes, counted
+    twice in training and scoring)."""
+    sources: dict[str, list[str]] = {}
+    for rec in recordings:
+        if rec.meta.get("lab") == "stanford":
+            sources.setdefault(str(rec.meta.get("id")), []).append(str(rec.meta.get("source")))
+    twice = {trial: files for trial, files in sources.items() if len(files) > 1}
+    if twice:
+        trial, files = next(iter(twice.items()))
+        raise DataError(f"{len(twice)} Stanford trial(s) are given twice, e.g. {trial} as {' and '.join(files)}: "
+                        "the workbooks are the same trials as the 64 Hz archives", file=files[0],
+                        fix="pass one form of each trial (one of the two folders)")

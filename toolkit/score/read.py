@@ -12,7 +12,6 @@ recording began (`Beginning of recording [00:00-23:59]`), which places each samp
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,13 +61,6 @@ class Source:
     @property
     def is_parquet(self) -> bool:
         return self.path.suffix.lower() == PARQUET
-
-    def content_hash(self, block: int = 1 << 22) -> str:
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as fh:
-            while data := fh.read(block):
-                digest.update(data)
-        return digest.hexdigest()
 
     def estimate_s(self) -> float:
         """Length in seconds of signal (exact for Parquet and npz, estimated from the file size otherwise)."""

@@ -14,13 +14,12 @@ all three class columns with `meta["label_kind"] = "any"`, as Daphnet. The subje
 """
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 
 import numpy as np
 
-from deploy.errors import DataError
+from deploy.errors import DataError, closest
 
 TRIAL_KEYS = ("acc", "fog", "rate_hz")      # what marks an npz as a Stanford trial (the project's npz has `units`)
 _NAME = re.compile(r"^(pt\d+)_visit_", re.IGNORECASE)
@@ -45,8 +44,8 @@ def imu_of(layout: str | None, path=None) -> str:
     if layout is None:
         return DEFAULT_IMU
     if layout not in LAYOUT_IMUS:
-        close = difflib.get_close_matches(str(layout), sorted(LAYOUT_IMUS), n=1, cutoff=0.6)
-        _fail(f"unknown Stanford layout {layout!r}" + (f" (did you mean {close[0]!r}?)" if close else ""), path,
+        close = closest(layout, LAYOUT_IMUS)
+        _fail(f"unknown Stanford layout {layout!r}" + (f" (did you mean {close!r}?)" if close else ""), path,
               fix=f"use {LAYOUT!r} (the lumbar IMU) or {LAYOUT}-<imu> with <imu> one of {', '.join(IMUS)}")
     return LAYOUT_IMUS[layout]
 

@@ -131,11 +131,10 @@ def threshold_sweep(recordings, probs) -> dict:
 
 def saved_fold_model(recipe: Recipe, path: Path):
     """A fold's saved weights (model-<subject>.pt) in the recipe's model, e.g. to predict with another fi_blend."""
-    import torch
-
+    from calibration.checkpoint import fit_weights, read_weights
     from models import create_model
     model = create_model(recipe.preset, **recipe.model)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    fit_weights(model, read_weights(path)[0], path, "the fold was trained with another recipe")
     return model.eval(), spec_of(recipe)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from deploy.contract.checks import nearest
 from deploy.contract.events import EventSettings
+from deploy.errors import did_you_mean
 from deploy.mqtt_options import parse_mqtt_url, redact
 from deploy.validate import ConfigError, check_config, nearest_anywhere
 
@@ -79,7 +79,7 @@ def parse_set(item: str) -> dict:
     if len(parts) == 2 and parts[0] in SECTIONS:
         return {parts[0]: {parts[1]: value}}
     raise ConfigError(f"--set {item!r}: key must be a top-level key or one of {SECTIONS} followed by .key"
-                      + (f" ({nearest(parts[0], SECTIONS)})" if len(parts) == 2 else ""))
+                      + (f" ({did_you_mean(parts[0], SECTIONS)})" if len(parts) == 2 else ""))
 
 
 def parse_sink(text: str) -> dict:

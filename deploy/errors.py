@@ -1,6 +1,8 @@
 """User-facing errors. Each message says what is wrong and what to do; the CLIs print it without a traceback."""
 from __future__ import annotations
 
+import difflib
+
 
 class FogError(Exception):
     """Base of every error that is the user's to fix (bad file, bad flag, tampered bundle...)."""
@@ -42,3 +44,16 @@ class ConfigError(FogError):
 
 class SpecError(FogError):
     """A preprocessing spec (or resampling ratio) that cannot be used as given."""
+
+
+def closest(name, known, cutoff: float = 0.6) -> str | None:
+    """The name in `known` a typo of `name` most likely meant, None when none is close (the one nearest-name rule of
+    the project; models/_keywords keeps a copy of this one line because models/ imports torch only)."""
+    match = difflib.get_close_matches(str(name), sorted(map(str, known)), n=1, cutoff=cutoff)
+    return match[0] if match else None
+
+
+def did_you_mean(name, known) -> str:
+    """"did you mean 'hop_s'?" for a typo, else the list of known names."""
+    match = closest(name, known)
+    return f"did you mean {match!r}?" if match else f"known: {', '.join(sorted(map(str, known)))}"

@@ -9,12 +9,11 @@ cannot be resampled or an unknown event class stops the start with a clear error
 """
 from __future__ import annotations
 
-import difflib
 import re
 
-from deploy.contract.checks import nearest, number
+from deploy.contract.checks import number
 from deploy.contract.events import DETECTOR_KEYS, TIMINGS, check_layer
-from deploy.errors import ConfigError, FogError
+from deploy.errors import ConfigError, FogError, closest, did_you_mean
 from deploy.events import EventDetector
 from deploy.preprocess import StreamingPreparer
 from deploy.stream import streaming_spec
@@ -129,7 +128,7 @@ def check_table(table, schema: dict, where: str, everything=None) -> None:
         raise ConfigError(f"{where} must be a table")
     for key in list(table):
         if key not in schema:
-            raise ConfigError(f"{where}: unknown key {key!r} ({nearest(key, everything or schema)})")
+            raise ConfigError(f"{where}: unknown key {key!r} ({did_you_mean(key, everything or schema)})")
         table[key] = schema[key](table[key], f"{where}.{key}")
 
 
@@ -139,8 +138,8 @@ def nearest_anywhere(key: str, top) -> str:
     for section, schema in (("source", {**SOURCE_COMMON, **dict.fromkeys(ALL_SOURCE)}), ("stream", STREAM),
                             ("events", dict.fromkeys(DETECTOR_KEYS)), ("log", LOG)):
         names.update({k: f"{k!r} under [{section}]" for k in schema if k not in names})
-    close = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.6)
-    return f"did you mean {names[close[0]]}?" if close else f"known: {', '.join(sorted(top))}"
+    close = closest(key, names)
+    return f"did you mean {names[close]}?" if close else f"known: {', '.join(sorted(top))}"
 
 
 def check_config(config: dict) -> dict:

@@ -122,7 +122,10 @@ def test_export_records_streaming_fidelity_and_reports_a_mismatched_normalizatio
     assert f["passed"] and f["mean_abs_prob_diff"] < 1e-5 and f["decision_agreement"] == 1.0
     assert f["difference_pp"] == 0.0 and f["background_events"] == 0
     assert "factory provides its own weights" in matched["model"]["notes"][0]   # tiny_bigru seeds itself
-    assert len(matched["model"]["weights_sha256"]) == 64
+    from calibration.cache import model_hash
+    from tests.fixtures.user_models import tiny_bigru
+    # the one weights fingerprint: what calibration caches and QAT checkpoints are tied to
+    assert matched["model"]["weights_sha256"] == model_hash(tiny_bigru())
     capsys.readouterr()
     # evaluate reads the background class from the bundle: the three event classes are scored, summed
     assert cli(["evaluate", "--synthetic", "1", "--synthetic-minutes", "1", "--bundle", str(tmp_path / "matched"),

@@ -3,16 +3,9 @@ and what would be right (deploy.errors.ConfigError), so a wrong hop reads the sa
 bundle's manifest."""
 from __future__ import annotations
 
-import difflib
 import math
 
-from deploy.errors import ConfigError
-
-
-def nearest(key: str, known) -> str:
-    """'did you mean 'hop_s'?' for a typo, else the list of known keys."""
-    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+from deploy.errors import ConfigError, did_you_mean
 
 
 def number(lo: float | None = None, hi: float | None = None, *, integer: bool = False, optional: bool = False,
@@ -42,5 +35,5 @@ def known_keys(table, known, where: str) -> dict:
         raise ConfigError(f"{where} must be a table")
     for key in table:
         if key not in known:
-            raise ConfigError(f"{where}: unknown key {key!r} ({nearest(key, known)})")
+            raise ConfigError(f"{where}: unknown key {key!r} ({did_you_mean(key, known)})")
     return table

@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from deploy.contract import EVENT_DEFAULTS, EVENT_HELP, EVENT_KEYS
-from deploy.contract.checks import known_keys, nearest, number
+from deploy.contract.checks import known_keys, number
 from deploy.contract.section import Section, key
-from deploy.errors import ConfigError
+from deploy.errors import ConfigError, did_you_mean
 
 FULL = "full"   # look-ahead of whole windows (every window that covers a sample contributes to it)
 THRESHOLDS = ("on", "off")
@@ -55,7 +55,7 @@ def check_thresholds(value, name, classes=None, exact: bool = True):
         return number(0, 1)(value, name)
     for cls, p in value.items():
         if exact and classes is not None and cls not in classes:
-            raise ConfigError(f"{name}: unknown event class {cls!r} ({nearest(cls, classes)})")
+            raise ConfigError(f"{name}: unknown event class {cls!r} ({did_you_mean(cls, classes)})")
         number(0, 1)(p, f"{name}.{cls}")
     if classes is not None and not set(classes) <= set(value):
         raise ConfigError(f"{name} lacks thresholds for {sorted(set(classes) - set(value))}; give every class "
@@ -68,7 +68,7 @@ def check_value(key_name: str, value, name: str, classes=None):
     if key_name in THRESHOLDS:
         return check_thresholds(value, name, classes)
     if key_name not in TIMINGS:
-        raise ConfigError(f"{name}: unknown event setting {key_name!r} ({nearest(key_name, EVENT_KEYS)})")
+        raise ConfigError(f"{name}: unknown event setting {key_name!r} ({did_you_mean(key_name, EVENT_KEYS)})")
     return TIMINGS[key_name](value, name)
 
 

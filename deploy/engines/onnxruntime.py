@@ -1,14 +1,9 @@
 """ONNX Runtime on CPU, tuned for one small static-shape model called many times a second.
 
-Tuning: a fixed thread count (intra-op = cores unless told), all graph optimizations but one (below), sequential
-execution, and I/O binding to pre-allocated buffers so each `infer` allocates nothing: the input OrtValue wraps
-`input_buffer` and ONNX Runtime writes the result straight into `output_buffer`.
-
-Measured on the bundled default (fog-small, docs/bench.md "Where onnxruntime spends its time"): ONNX Runtime's
-SkipLayerNormFusion turns each residual Add + LayerNormalization into its contrib SkipLayerNormalization, whose CPU
-kernel is 2.5x slower than the pair it replaces at these shapes (72 vs 29 us at (128, 1, 64), onnxruntime 1.31);
-disabling that one fusion makes the whole model 12-16 % faster. The model file is untouched (TensorRT gets the same
-graph); an onnxruntime that does not know the name ignores it.
+Tuning: a fixed thread count (intra-op = cores unless told), all graph optimizations but the ones measured slower
+here (deploy.engines.session.device_settings), sequential execution, and I/O binding to pre-allocated buffers so
+each `infer` allocates nothing: the input OrtValue wraps `input_buffer` and ONNX Runtime writes the result straight
+into `output_buffer`.
 
 A bundle whose manifest names a staged plan for the model (`onnxruntime.staged`, the cpu target's dynamic plan) runs
 as stages instead, the two directions of each LSTM side by side (deploy.engines.staged).
@@ -28,14 +23,15 @@ import os
 import numpy as np
 
 from deploy.engines.precision import onnx_for
+from deploy.engines.session import DEVICE_OPTIMIZERS_OFF, device_settings, open_session
 from deploy.engines.staged import StagedEngine, check_plan
 from deploy.errors import BundleError
 from deploy.lazy import lazy_import, require
 
 log = logging.getLogger("deploy.engines.onnxruntime")
 
-# Graph fusions that make this CPU path slower (measured; see the module docstring).
-DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+# Graph fusions that make this CPU path slower (measured: deploy.engines.session).
+DISABLED_OPTIMIZERS = DEVICE_OPTIMIZERS_OFF
 
 
 onnxruntime = lazy_import("onnxruntime", "device", "the onnxruntime engine")
@@ -78,22 +74,11 @@ class OnnxRuntimeEngine:
         `preoptimized`: the file is a graph ONNX Runtime already optimized at export (the manifest's
         `onnxruntime.preoptimized`): load it as it is, without redoing the optimizations."""
         ort = require(onnxruntime)
-        opts = ort.SessionOptions()
         self.threads = int(threads or os.cpu_count() or 1)
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if preoptimized
-                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-        opts.log_severity_level = 3
+        settings = device_settings(self.threads, preoptimized)
         if optimized_model_path is not None:
-            opts.optimized_model_filepath = str(optimized_model_path)
-        try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"],
-                                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise BundleError(f"{model_path}: onnxruntime cannot load this model ({exc}); "
-                              "re-export the bundle") from None
+            settings = settings.but(save_optimized_to=str(optimized_model_path))
+        self.session = open_session(model_path, settings)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise BundleError(f"{model_path}: expected one input and one output, found "

@@ -20,7 +20,8 @@ from deploy.preprocess import PreprocessSpec
 from toolkit.bench.backends import (BACKENDS, REFERENCE_OF, BackendUnavailable, Subject, check_available,
                                     open_reference, open_runner, prepare)
 from toolkit.bench import split
-from toolkit.bench.baseline import DEFAULT_TOLERANCE, Verdict, compare, entry_key, machine_class, measured_on
+from toolkit.bench.baseline import (DEFAULT_TOLERANCE, Verdict, compare, entry_key, entry_of, machine_class,
+                                    measured_on, toolchain)
 from toolkit.bench.reference import REFERENCE_VERSION, matmul_macs_per_s, reference_size
 from toolkit.export.macs import graph_stats
 from toolkit.timing import BUDGET_S as REGRESSION_BUDGET_S  # timed s per backend: slow models get fewer blocks
@@ -299,7 +300,7 @@ def checked_verdicts(subject: Subject, entries: dict[str, dict], baseline: dict,
     backend_of = {entry_key(subject.name, b): b for b in BACKENDS}
     verdicts = []
     for key, measured in entries.items():
-        want = baseline.get("entries", {}).get(key, {})
+        want = entry_of(baseline, key)
         verdict = compare(key, measured, want, tolerance)
         if verdict.structure_ok and verdict.timing_ok is False and key in backend_of \
                 and measured.get("reference") == want.get("reference"):
@@ -319,7 +320,7 @@ def regression_entries(subject: Subject, backends, threads: int = 1, timed=None,
     refs = _References(threads, subject.workdir)
     entries = {}
     for backend in backends:
-        entry = {"structure": structure(subject, backend)}
+        entry = {"structure": structure(subject, backend), "toolchain": toolchain()}
         if timed is None or backend in timed:
             b1 = measure_batch1(subject, backend, threads, refs, blocks=blocks)
             entry.update(normalized_latency=b1["normalized_latency"], median_ms=b1["median_ms"],

@@ -120,8 +120,13 @@ def summary_table(out, manifest: dict) -> str:
     """The end-of-export summary: files, sizes, checks, verification figures."""
     m = Manifest.from_dict(manifest)
     ranges = ranges_line(m.export.get("calibration"))
+    chosen = m.export.get("events_chosen")
+    chose = (f"  events: on {chosen['point']['on']:g}, off {chosen['point']['off']:g}: chosen for at most "
+             f"{chosen['fa_per_hour_asked']:g} false alarms/h on {len(chosen['recordings'])} recording(s) "
+             f"({chosen['from']})") if chosen else None
     lines = [f"bundle {out}  (target {m.target['name']}, precision {m.precision})",
-             *([f"  {ranges}"] if ranges else []), "", f"  {'file':<34} {'bytes':>12}  sha256"]
+             *([f"  {ranges}"] if ranges else []), *([chose] if chose else []), "",
+             f"  {'file':<34} {'bytes':>12}  sha256"]
     for rel, entry in m.files.items():
         lines.append(f"  {rel:<34} {entry['bytes']:>12,}  {entry['sha256'][:16]}")
     lines += ["", f"  checks: {sum(c['passed'] for c in m.checks)}/{len(m.checks)} passed"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 
 from calibration.calibrators import CALIBRATORS, DEFAULT_METHOD
 from deploy.contract import EVENT_FLAG_ALIASES, EVENT_KEYS, STREAM_NORMALIZATIONS, event_help
-from deploy.contract.checks import nearest
+from deploy.errors import did_you_mean
 from deploy.contract.events import check_layer
 from deploy.errors import FogError
 from deploy.layouts import FILE_LAYOUT_HELP
@@ -123,6 +123,11 @@ class ExportOptions:
                                       f"this many seconds (default {BUDGET_S:g})", STREAMING, type=float)
     events: dict = option({}, "manifest event keys over the model's and the defaults (deploy.contract.EVENT_KEYS)",
                           EVENTS, parts=EVENT_PARTS)
+    on_threshold_from: str | None = option(None, "write the operating point `toolkit evaluate --at-fa-per-hour RATE "
+                                           "--json-out EVAL_JSON` chose for this model (its on/off and the event "
+                                           "settings it was scored with); the manifest records the choice and the "
+                                           "recordings that made it (export.events_chosen)", EVENTS,
+                                           metavar="EVAL_JSON")
     threads: int = option(1, "torch/onnxruntime threads of the export's own work (default 1: a shared machine)",
                           type=int)
     quiet: bool = option(False, "no progress bars (they are also off when stderr is not a terminal)",
@@ -143,7 +148,7 @@ class ExportOptions:
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(given) - set(known))
         if unknown:
-            raise TypeError(f"export() got unknown option(s) {unknown} ({nearest(unknown[0], known)})")
+            raise TypeError(f"export() got unknown option(s) {unknown} ({did_you_mean(unknown[0], known)})")
         return dataclasses.replace(options or cls(), **given)
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from deploy.engines.session import SessionSettings, open_session
 from deploy.errors import FogError
 from deploy.lazy import lazy_import
 
-ort = lazy_import("onnxruntime", "device", "running the exported graphs in verification")
 torch = lazy_import("torch", "workstation", "running the PyTorch model in verification")
 
 # Pair name -> limits over every output element of every verification window. Every figure is measured and stored;
@@ -47,12 +47,8 @@ def ort_session(path, as_written: bool = False, threads: int = 1):
     QAT model on fog-rnn-attention, against 2e-8 as written), so comparing the export with its QAT model would
     test those kernels, not the export. `threads`: intra-op threads (the export's --threads; one by default: on a
     shared machine a second thread that has to wait for a busy core spins instead of working)."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    if as_written:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    settings = SessionSettings(threads=threads, optimization="basic" if as_written else "all")
+    return open_session(path, settings, fix="the export wrote a graph onnxruntime cannot load: please report it")
 
 
 def ort_run(path_or_session, batches: list[np.ndarray], threads: int = 1) -> np.ndarray:

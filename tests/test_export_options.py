@@ -34,9 +34,9 @@ def test_every_flag_of_export_is_an_option_and_every_option_a_flag():
     made = export_options.flags()
     assert set(actions) - NOT_OPTIONS == set(made)
     named = set(made.values())
-    assert named == {f.name for f in fields(ExportOptions) if not f.metadata["api_only"]}
+    assert named == {f.name for f in fields(ExportOptions)}
     for f in fields(ExportOptions):   # a simple field's flag carries the field's own help
-        if not f.metadata["parts"] and not f.metadata["api_only"]:
+        if not f.metadata["parts"]:
             assert actions[export_options._flag(f)].help == f.metadata["help"], f.name
 
 

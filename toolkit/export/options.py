@@ -30,12 +30,11 @@ TENSOR_LAYOUTS = ("BCT", "BTC")
 
 
 def option(default, help: str, group: str | None = None, *, flag: str | None = None, parse=None, parts=None,
-           api_only: bool = False, **argparse_kw):
+           **argparse_kw):
     """A field of ExportOptions: its default, what it means (`help`, also the flag's), its flag (default
     --field-name) and argparse keywords; `parse(text value) -> value`; `parts`: a dict field made of one flag per
-    key ({key: argparse keywords}); `api_only`: no flag (Python objects the command line cannot give)."""
-    meta = {"help": help, "group": group, "flag": flag, "parse": parse, "parts": parts, "api_only": api_only,
-            "argparse": argparse_kw}
+    key ({key: argparse keywords, and optionally its own flag, dest and hidden aliases})."""
+    meta = {"help": help, "group": group, "flag": flag, "parse": parse, "parts": parts, "argparse": argparse_kw}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -178,10 +177,9 @@ def add_arguments(parser, cls=ExportOptions, groups: dict | None = None) -> None
     groups = dict(groups or {})
     for f in fields(cls):
         meta = f.metadata
-        if meta["api_only"]:
-            continue
-        where = parser if meta["group"] is None else groups.setdefault(
-            meta["group"], parser.add_argument_group(meta["group"]))
+        if meta["group"] is not None and meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(meta["group"])
+        where = parser if meta["group"] is None else groups[meta["group"]]
         for key, kw in (meta["parts"] or {}).items():
             kw = dict(kw)
             flag, aliases, dest = kw.pop("flag", None) or _dashed(key), kw.pop("aliases", []), _dest(key, kw)
@@ -201,8 +199,6 @@ def from_args(args, cls=ExportOptions) -> ExportOptions:
     values = {}
     for f in fields(cls):
         meta = f.metadata
-        if meta["api_only"]:
-            continue
         if meta["parts"]:
             given = {key: getattr(args, _dest(key, kw)) for key, kw in meta["parts"].items()}
             values[f.name] = {key: value for key, value in given.items() if value is not None}
@@ -216,8 +212,6 @@ def flags(cls=ExportOptions) -> dict[str, str]:
     """{flag: the field it sets} of every option (parts and hidden aliases included)."""
     out = {}
     for f in fields(cls):
-        if f.metadata["api_only"]:
-            continue
         for key, kw in (f.metadata["parts"] or {}).items():
             for flag in [kw.get("flag") or _dashed(key), *kw.get("aliases", [])]:
                 out[flag] = f.name

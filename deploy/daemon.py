@@ -27,14 +27,14 @@ from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_
 from deploy.counters import Counters
 from deploy.engines import open_engine
 from deploy.event_classes import from_manifest
-from deploy.errors import FogError
-from deploy.feed import END, Feed
+from deploy.errors import FogError, printable
+from deploy.feed import END, ENDS_NORMALLY, Feed
 from deploy.intake import RateMismatch, RateWatch
 from deploy.onsets import OpenOnsets
 from deploy.preprocess import PreprocessSpec
 from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_interval_s
 from deploy.sinks import event_message, open_sink, probs_message
-from deploy.sources import open_source
+from deploy.sources import REJECT_FIX, open_source
 from deploy.stream import Pipeline, StreamSettings
 from deploy.validate import MANIFEST_EVENTS, ConfigError, check_events, preflight
 from deploy.wearer import stream_setup
@@ -72,6 +72,7 @@ class Wiring:
     lookahead_samples: int | None
     rate_watch: RateWatch | None = None      # live sources: the rate their timestamps say
     failure: str | None = None               # why the run failed (exit 1), None while all is well
+    rejecting: int = 0                       # chunks that held lines the source could not parse
 
 
 def _sink_callbacks(sinks, classes, counters, onsets: OpenOnsets | None):
@@ -189,7 +190,10 @@ class _Heartbeat:
         if not self.silent and now - self.last_data > self.silence_s:
             self.silent = True
             self.counters.silences += 1
-            log.warning("sensor silent for %.1f s", now - self.last_data)
+            c = self.counters
+            rejected = "" if c.accepted or not c.received else \
+                f"; none of the {c.received} samples received so far was accepted (dropped: {dict(c.dropped)})"
+            log.warning("sensor silent for %.1f s%s", now - self.last_data, rejected)
 
     def tick(self, now: float) -> None:
         if self.watchdog_s and now - self.last_wd >= self.watchdog_s:
@@ -201,9 +205,11 @@ class _Heartbeat:
             self.last_status = now
 
 
-def loop(w: Wiring, config: dict, stop: threading.Event, max_seconds: float | None = None) -> None:
-    """Take chunks from the queue into the pipeline until the source ends, `stop` is set or max_seconds pass."""
-    beat = _Heartbeat(config, w.counters)
+def loop(w: Wiring, config: dict, stop: threading.Event, max_seconds: float | None = None,
+         beat: _Heartbeat | None = None) -> str:
+    """Take chunks from the queue into the pipeline until the source ends, `stop` is set or max_seconds pass;
+    returns why it stopped (an episode still going then is cut, and its event says so)."""
+    beat = beat or _Heartbeat(config, w.counters)
     ended = False
     while not stop.is_set() and not ended:
         try:
@@ -222,12 +228,15 @@ def loop(w: Wiring, config: dict, stop: threading.Event, max_seconds: float | No
             beat.idle(now)
         beat.tick(now)
         if max_seconds is not None and now - beat.started >= max_seconds:
-            break
+            return f"the daemon stopped after --max-seconds {max_seconds:g}"
+    if ended:
+        return "the input ended" if w.source.name in ENDS_NORMALLY else f"the source {w.source.name} ended"
+    return w.failure or getattr(stop, "reason", None) or "the daemon was stopped"
 
 
-def drain(w: Wiring, stop: threading.Event) -> dict:
-    """Process what is already queued (bounded by the queue size), close pending hops and episodes, close the
-    sinks and the engine; returns the final counters."""
+def drain(w: Wiring, stop: threading.Event, reason: str = "the daemon was stopped") -> dict:
+    """Process what is already queued (bounded by the queue size), close pending hops and episodes (one still
+    going is cut, with `reason`), close the sinks and the engine; returns the final counters."""
     sd_notify("STOPPING=1")
     stop.set()
     while True:
@@ -237,7 +246,7 @@ def drain(w: Wiring, stop: threading.Event) -> dict:
             break
         if item is not END:
             _process(item, w, stop)
-    w.pipeline.end_segment()
+    w.pipeline.end_segment(reason)
     for sink in w.sinks:
         sink.close()
         if sink.failures:   # also what a sink found undelivered as it closed
@@ -252,6 +261,7 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
     """Run the daemon until the source ends, `stop` is set or max_seconds pass; returns the final counters."""
     stop = stop or threading.Event()
     w = wire(config)
+    beat = _Heartbeat(config, w.counters)   # reads systemd's watchdog setting: a bad one stops the start here
     port = int(config["log"]["metrics_port"] or 0)
     metrics = serve_metrics(w.counters, port) if port else None
     reopen_sinks.append(lambda: _reopen(w))
@@ -264,8 +274,7 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
         log.warning("bundle note: %s", note)  # e.g. random initial weights: its events mean nothing
     sd_notify("READY=1")
     feed = start_source(w, config, stop)
-    loop(w, config, stop, max_seconds)
-    final = drain(w, stop)
+    final = drain(w, stop, loop(w, config, stop, max_seconds, beat))
     w.failure = w.failure or feed.failure
     final["failure"] = w.failure
     if metrics:
@@ -282,9 +291,23 @@ def _reopen(w: Wiring) -> None:
         sink.reopen()
 
 
+def _note_rejected(chunk, w: Wiring) -> None:
+    """Lines the source could not parse are counted (dropped by reason); the 1st, 10th, 100th and every 1000th
+    chunk with such lines is logged with the line and the fix, so a sender with the wrong format hears why."""
+    w.rejecting += 1
+    if w.rejecting in (1, 10, 100) or w.rejecting % 1000 == 0:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(chunk.rejected.items()))
+        fixes = "; ".join(REJECT_FIX.get(reason, reason) for reason in sorted(chunk.rejected))
+        log.warning("lines rejected (%s; %d of %d received so far), e.g. %r: %s", reasons,
+                    sum(w.counters.dropped[r] for r in REJECT_FIX), w.counters.received,
+                    printable(chunk.example or ""), fixes)
+
+
 def _process(chunk, w: Wiring, stop: threading.Event) -> None:
     counters, pipeline = w.counters, w.pipeline
     counters.receive(chunk.received, chunk.rejected)
+    if chunk.rejected:
+        _note_rejected(chunk, w)
     settled = counters.settled()
     try:
         if w.rate_watch is not None:
@@ -305,6 +328,11 @@ def _process(chunk, w: Wiring, stop: threading.Event) -> None:
         counters.drop("pipeline_error", max(0, settled + len(chunk.t) - counters.settled()))
 
 
+def _stop_by_signal(stop: threading.Event, signum: int) -> None:
+    stop.reason = f"the daemon was stopped ({signal.Signals(signum).name})"   # said in the events it cuts short
+    stop.set()
+
+
 def main(argv=None, prog: str = "fog-daemon") -> int:
     argv = sys.argv[1:] if argv is None else argv
     return run_args(build_parser(prog).parse_args(attach_sink_values(argv)), prog)
@@ -319,7 +347,7 @@ def run_args(args, prog: str = "fog-daemon") -> int:
             config["sinks"] = [dict(sink, probs=True) for sink in config["sinks"]]
         setup_logging(config["log"]["level"], config["log"]["format"])
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda signum, _: _stop_by_signal(stop, signum))
         signal.signal(signal.SIGHUP, lambda *_: [f() for f in reopen_sinks])
         final = run(config, max_seconds=args.max_seconds, stop=stop)
     except FogError as exc:

@@ -9,6 +9,7 @@ import socket
 import sys
 import threading
 
+from deploy.errors import FogError
 from deploy.lazy import lazy_import
 
 # The standard library's HTTP server costs ~2.5 MB of resident memory: loaded only when metrics are asked for.
@@ -37,11 +38,20 @@ def sd_notify(message: str) -> bool:
 
 
 def watchdog_interval_s() -> float | None:
+    """Seconds between watchdog pings (half of systemd's WatchdogSec=), None without a watchdog; read before READY,
+    so a malformed value stops the start (FogError) instead of the running daemon."""
     usec = os.environ.get("WATCHDOG_USEC")
     pid = os.environ.get("WATCHDOG_PID")
     if not usec or (pid and pid != str(os.getpid())):
         return None
-    return int(usec) / 1e6 / 2  # ping twice per period, as systemd recommends
+    try:
+        value = int(usec)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise FogError(f"WATCHDOG_USEC={usec!r} is not a positive number of microseconds; systemd sets it from "
+                       "WatchdogSec= in the unit file: fix that line (e.g. WatchdogSec=10), or unset WATCHDOG_USEC")
+    return value / 1e6 / 2  # ping twice per period, as systemd recommends
 
 
 # ------------------------------------------------------------------ logs and metrics
@@ -77,7 +87,12 @@ def serve_metrics(counters, port: int):
         def log_message(self, *args):
             pass
 
-    server = http_server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    try:
+        server = http_server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except OSError as exc:
+        raise FogError(f"log.metrics_port = {port}: cannot serve metrics on 127.0.0.1:{port} ({exc.strerror}); "
+                       "another program (or another fog-daemon) listens there: choose a free port with "
+                       "--metrics-port, or 0 to turn metrics off") from None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     log.info("metrics on http://127.0.0.1:%d/metrics", server.server_address[1])
     return server

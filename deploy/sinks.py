@@ -3,7 +3,8 @@
 Messages:
   {"type": "onset", "class": "Turn", "onset_s": 12.3, "offset_s": null, "detect_s": 12.9, "decided_s": 13.4,
    "peak": 0.91, "wall_time": 1767225600.1}          a confirmed freeze, still going (cue now)
-  {"type": "event", ... "offset_s": 15.0 ...}          the finished episode
+  {"type": "event", ... "offset_s": 15.0 ...}          the finished episode (+ "reason" when it was cut short by a
+                                                       stop or a gap: offset_s is then where the data stopped)
   {"type": "probs", "t0_s": 12.0, "rate_hz": 64, "classes": [...], "p": [[...], ...]}   decided samples of a hop
 Times are the sensor's clock (seconds). `detect_s` is the sample at which the detector confirmed the episode
 (as offline); `decided_s` the newest sample the daemon had when it said so (includes the look-ahead wait).
@@ -32,10 +33,15 @@ log = logging.getLogger("deploy.sinks")
 
 
 def event_message(kind: str, event, decided_s: float) -> dict:
-    return {"type": kind, "class": event.cls, "onset_s": round(event.onset_s, 4),
-            "offset_s": None if event.offset_s is None else round(event.offset_s, 4),
-            "detect_s": round(event.detect_s, 4), "decided_s": round(decided_s, 4),
-            "peak": round(float(event.peak), 4), "wall_time": round(time.time(), 3)}
+    """An onset or event message; an episode cut short by the end of the data (a stop, a gap) says why (`reason`):
+    its `offset_s` is where the data stopped, not where the freeze ended."""
+    message = {"type": kind, "class": event.cls, "onset_s": round(event.onset_s, 4),
+               "offset_s": None if event.offset_s is None else round(event.offset_s, 4),
+               "detect_s": round(event.detect_s, 4), "decided_s": round(decided_s, 4),
+               "peak": round(float(event.peak), 4), "wall_time": round(time.time(), 3)}
+    if getattr(event, "cut", None):
+        message["reason"] = event.cut
+    return message
 
 
 def probs_message(t0_s: float, probs, rate_hz: float, classes) -> dict:

@@ -42,29 +42,41 @@ class Chunk:
     arrival: float = 0.0          # time.monotonic() when it arrived
     rejected: dict = field(default_factory=dict)  # reason -> samples that could not be parsed
     lost_datagrams: int = 0       # UDP: datagrams the kernel dropped (receive buffer full) before this one
+    example: str | None = None    # the first rejected line, as received (for the warning that names the fix)
 
     @property
     def received(self) -> int:
         return len(self.t) + sum(self.rejected.values())
 
 
+# What each rejected line's reason means, and the fix (logged with the first such line, deploy.daemon)
+REJECT_FIX = {
+    "columns": "a line holds 4 fields, t,AccV,AccML,AccAP (seconds, then the three axes; comma or whitespace "
+               "separated): send exactly those",
+    "parse": "every field must be a number (seconds, then the three axes in the source's units)",
+    "encoding": "lines must be UTF-8 text",
+}
+
+
 def parse_lines(lines) -> Chunk:
-    """Parse text lines into a chunk; bad lines are counted, never raised."""
-    rows, rejected = [], {}
+    """Parse text lines into a chunk; bad lines are counted, never raised (the first is kept as `example`)."""
+    rows, rejected, example = [], {}, None
     for raw in lines:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.replace(",", " ").split()
-        if len(parts) != 4:
-            rejected["columns"] = rejected.get("columns", 0) + 1
-            continue
-        try:
-            rows.append([float(p) for p in parts])
-        except ValueError:
-            rejected["parse"] = rejected.get("parse", 0) + 1
+        reason = "columns" if len(parts) != 4 else None
+        if reason is None:
+            try:
+                rows.append([float(p) for p in parts])
+            except ValueError:
+                reason = "parse"
+        if reason is not None:
+            rejected[reason] = rejected.get(reason, 0) + 1
+            example = example or line[:120]
     data = np.array(rows, dtype=np.float64).reshape(-1, 4)
-    return Chunk(data[:, 0].copy(), data[:, 1:].copy(), time.monotonic(), rejected)
+    return Chunk(data[:, 0].copy(), data[:, 1:].copy(), time.monotonic(), rejected, example=example)
 
 
 def parse_bytes(data: bytes, split: bool = True) -> Chunk:

@@ -30,6 +30,9 @@ from deploy.preprocess import PreprocessSpec, StreamingPreparer, gravity_rotatio
 log = logging.getLogger("deploy.stream")
 
 
+GAP_REASON = "a gap in the sensor's data longer than stream.max_gap_s ended the segment"
+
+
 def streaming_spec(spec: PreprocessSpec) -> PreprocessSpec:
     """'recording' normalization needs the whole recording: substitute 'running' (with a warning)."""
     if spec.normalization == "recording":
@@ -182,15 +185,16 @@ class Pipeline:
         """One chunk from a source (already counted as received by whoever queued it)."""
         for piece in self.intake.push(chunk.t, chunk.acc):
             if piece is RESET:
-                self.end_segment()
+                self.end_segment(GAP_REASON)
                 continue
             t_first, acc = piece
             if not self._segment_open:
                 self._start_segment(t_first)
             self._feed(self.preparer.process(acc), chunk.arrival)
 
-    def end_segment(self) -> None:
-        """End of stream or a long gap: the last partial hop is run and every pending sample decided."""
+    def end_segment(self, reason: str = "the stream ended") -> None:
+        """End of stream or a long gap: the last partial hop is run and every pending sample decided; an episode
+        still going is cut there (its event says `reason`)."""
         if not self._segment_open:
             return
         self._feed(self.preparer.flush(), time.monotonic())
@@ -198,7 +202,7 @@ class Pipeline:
             if self.e_next - self.hop < self.n:      # a partial hop is pending
                 self._run_window(self.e_next, time.monotonic(), final=True)
             self._decide(self.n)
-        for event in self.detector.flush():
+        for event in self.detector.flush(reason):
             self._emit_event("event", event)
         self._segment_open = False
 

@@ -16,8 +16,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.contract import MANIFEST, SCHEMA_VERSION
+from deploy.contract import MANIFEST, SCHEMA_VERSION, SIGNATURE_FILE
 from deploy.errors import BundleError
+from deploy.manifest_checks import manifest_problems
 
 REQUIRED_KEYS = ("schema_version", "model", "input", "output", "precision", "models", "files")
 DIGEST_KEY = "digest"
@@ -34,7 +35,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _bundle_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST)
+    """Every file the manifest lists: all but the manifest itself and the signature of its digest."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.relative_to(folder).as_posix() not in (MANIFEST, SIGNATURE_FILE))
 
 
 def bundle_digest(manifest: dict) -> str:
@@ -151,6 +154,10 @@ class Bundle:
         if manifest["schema_version"] != SCHEMA_VERSION:
             raise BundleError(f"{path}: schema_version {manifest['schema_version']}, this toolkit reads "
                               f"{SCHEMA_VERSION}; re-export the bundle or use a matching toolkit")
+        problems = manifest_problems(manifest)   # values typed and in range before anything uses them
+        if problems:
+            raise BundleError(f"{path}: values out of type or range, refusing the bundle:\n  - "
+                              + "\n  - ".join(problems) + "\nRe-export it with this toolkit")
         if verify:
             problems = verify_files(folder, manifest)
             if problems:

@@ -19,8 +19,10 @@ except ModuleNotFoundError:  # Python 3.10
 
 DEFAULTS = {
     "bundle": None,
-    "bundle_digest": None,
-    "device_id": None,       # names this device in MQTT topics and the client id (default: the host name)   # pin: the daemon runs only the bundle with this digest (`toolkit inspect` prints it)
+    "bundle_digest": None,   # pin: the daemon runs only the bundle with this digest (`toolkit inspect` prints it)
+    "trusted_keys": [],      # Ed25519 public keys (PEM/base64 files or inline base64) whose bundle signatures count
+    "require_signature": None,   # None: required when trusted_keys are set; false: unsigned runs, loudly warned
+    "device_id": None,       # names this device in MQTT topics and the client id (default: the host name)
     "backend": "auto",
     "precision": None,
     "threads": None,         # onnxruntime intra-op threads: a budget (default all cores)

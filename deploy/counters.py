@@ -39,6 +39,7 @@ class Counters:
         self.hops_skipped_behind = 0
         self.events = 0
         self.silences = 0
+        self.bundle_anchor = None    # what vouches for the bundle: "signature", "pin" or "none" (deploy.signing)
         self.engine_seconds = 0.0
         self._latency = np.zeros(LATENCY_WINDOW)
         self._engine = np.zeros(LATENCY_WINDOW)
@@ -114,13 +115,16 @@ class Counters:
                 "sink_dropped": dict(self.sink_dropped), "unscored": self.unscored, "hops_run": self.hops_run,
                 "hops_skipped_behind": self.hops_skipped_behind, "events": self.events, "silences": self.silences,
                 "engine_s": round(self.engine_seconds, 4), "hop_latency_ms": latency, "engine_ms": engine,
-                "rss_mb": round(self.rss_mb()[0], 1), "peak_rss_mb": round(self.rss_mb()[1], 1)}
+                "rss_mb": round(self.rss_mb()[0], 1), "peak_rss_mb": round(self.rss_mb()[1], 1),
+                "bundle_anchor": self.bundle_anchor}
 
     def status_line(self) -> str:
         s = self.snapshot()
         return (f"received {s['received']} accepted {s['accepted']} dropped {s['dropped_total']} "
                 f"hops {s['hops_run']} skipped {s['hops_skipped_behind']} events {s['events']} "
-                f"latency p50 {s['hop_latency_ms']['p50']} ms p99 {s['hop_latency_ms']['p99']} ms")
+                f"latency p50 {s['hop_latency_ms']['p50']} ms p99 {s['hop_latency_ms']['p99']} ms"
+                + (" BUNDLE NOT ANCHORED (no trusted signature, no pinned digest)" if s["bundle_anchor"] == "none"
+                   else ""))
 
     def prometheus(self) -> str:
         s = self.snapshot()
@@ -144,6 +148,8 @@ class Counters:
                [("", s["rate_mismatches"])])
         metric("sink_failures_total", "counter", "Messages a sink could not deliver, by sink.",
                [(f'{{sink="{k}"}}', n) for k, n in sorted(s["sink_failures"].items())] or [('{sink="none"}', 0)])
+        metric("bundle_anchored", "gauge", "1 when a trusted signature or a pinned digest vouches for the bundle.",
+               [(f'{{by="{s["bundle_anchor"]}"}}', int(s["bundle_anchor"] in ("signature", "pin")))])
         metric("hops_total", "counter", "Model runs.", [("", s["hops_run"])])
         metric("hops_skipped_behind_total", "counter", "Hops skipped because behind real time.",
                [("", s["hops_skipped_behind"])])

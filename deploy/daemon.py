@@ -33,6 +33,7 @@ from deploy.intake import RateMismatch, RateWatch
 from deploy.onsets import OpenOnsets
 from deploy.preprocess import PreprocessSpec
 from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_interval_s
+from deploy.signing import Trust, bundle_trust
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources import REJECT_FIX, open_source
 from deploy.stream import Pipeline, StreamSettings
@@ -73,6 +74,7 @@ class Wiring:
     rate_watch: RateWatch | None = None      # live sources: the rate their timestamps say
     failure: str | None = None               # why the run failed (exit 1), None while all is well
     rejecting: int = 0                       # chunks that held lines the source could not parse
+    trust: Trust | None = None               # what vouches for the bundle (deploy.signing)
 
 
 def _sink_callbacks(sinks, classes, counters, onsets: OpenOnsets | None):
@@ -138,6 +140,7 @@ def wire(config: dict) -> Wiring:
     """Open the bundle (verified, and pinned when the config says so), its engine, the source and the sinks, and
     the pipeline between them; every setting is checked here, before READY."""
     bundle = Bundle.load(config["bundle"], verify=True, expected_digest=config.get("bundle_digest"))
+    trust = bundle_trust(bundle.folder, bundle.digest, config)   # a signature required and missing: refused here
     spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
     check_events(dict(bundle.manifest.get("events") or {}), bundle.classes, "manifest events", MANIFEST_EVENTS)
     settings = stream_settings(config, bundle.manifest, spec.rate_hz)
@@ -147,6 +150,7 @@ def wire(config: dict) -> Wiring:
                          threads=config["threads"], thread_cap=config["thread_cap"])
     sinks = [open_sink(**sink_options(s, config)) for s in config["sinks"]]
     counters = Counters()
+    counters.bundle_anchor = trust.anchor
     st = config["stream"]
     onsets = OpenOnsets(st["state_file"]) if st.get("state_file") else None
     deliver, on_event, on_probs = _sink_callbacks(sinks, bundle.classes, counters, onsets)
@@ -161,7 +165,7 @@ def wire(config: dict) -> Wiring:
         source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),
         given=config["source"].get("rate_hz") is not None or source.name == "lsl")
     return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
-                  settings["lookahead_samples"], watch)
+                  settings["lookahead_samples"], watch, trust=trust)
 
 
 def start_source(w: Wiring, config: dict, stop: threading.Event) -> Feed:
@@ -271,7 +275,8 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
              w.pipeline.hop, "full" if w.lookahead_samples is None else f"{w.pipeline.keep} samples",
              ", ".join(sink.label for sink in w.sinks))
     for note in w.bundle.manifest.get("model", {}).get("notes") or []:
-        log.warning("bundle note: %s", note)  # e.g. random initial weights: its events mean nothing
+        log.warning("bundle note: %s", printable(note))  # e.g. random initial weights: its events mean nothing
+    _say_trust(w)
     sd_notify("READY=1")
     feed = start_source(w, config, stop)
     final = drain(w, stop, loop(w, config, stop, max_seconds, beat))
@@ -280,6 +285,13 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
     if metrics:
         metrics.shutdown()
     return final
+
+
+def _say_trust(w: Wiring) -> None:
+    """What vouches for the bundle, at every start; loudly when nothing does (also in every status line)."""
+    log.info("bundle %s: %s", w.bundle.digest, w.trust.describe())
+    for warning in w.trust.warnings:
+        log.warning("%s: %s", "BUNDLE NOT ANCHORED" if w.trust.anchor == "none" else "bundle trust", warning)
 
 
 reopen_sinks: list = []   # what SIGHUP does once the daemon runs (set by `run`)

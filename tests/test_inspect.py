@@ -9,11 +9,20 @@ from deploy.bundle import write_manifest
 from toolkit.cli import main as cli
 
 
+def _sigmoid_onnx() -> bytes:
+    """A real graph (inspect --verify loads every graph): x (1, 8, 3) -> probs = sigmoid(x)."""
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["probs"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 3])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 8, 3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
 @pytest.fixture
 def bundle(tmp_path):
     folder = tmp_path / "b"
     folder.mkdir()
-    (folder / "model_fp32.onnx").write_bytes(b"not really onnx, but hashed like one")
+    (folder / "model_fp32.onnx").write_bytes(_sigmoid_onnx())
     write_manifest(folder, {
         "schema_version": 1, "toolkit_version": "0.1.0", "created": "2026-01-01T00:00:00+00:00",
         "model": {"name": "m", "preset": None, "source": "user", "tsai_compat": False, "weights_sha256": None,
@@ -46,10 +55,11 @@ def test_inspect_prints_what_a_person_needs(bundle, capsys):
 def test_inspect_verify_refuses_a_changed_byte_and_an_extra_file(bundle, capsys):
     assert cli(["inspect", str(bundle), "--verify"]) == 0
     assert "verified: all 1 files" in capsys.readouterr().out
-    (bundle / "model_fp32.onnx").write_bytes(b"not really onnx, but hashed like onE")
+    good = (bundle / "model_fp32.onnx").read_bytes()
+    (bundle / "model_fp32.onnx").write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     assert cli(["inspect", str(bundle), "--verify"]) == 2
     assert "model_fp32.onnx: sha256 differs" in capsys.readouterr().err
-    (bundle / "model_fp32.onnx").write_bytes(b"not really onnx, but hashed like one")
+    (bundle / "model_fp32.onnx").write_bytes(good)
     (bundle / "extra.onnx").write_bytes(b"x")
     assert cli(["inspect", str(bundle), "--verify"]) == 2
     assert "extra.onnx: present but not listed" in capsys.readouterr().err

@@ -18,7 +18,9 @@ from deploy.wearer import STREAM_NORMALIZATIONS
 from toolkit.api import export
 from toolkit.cli import UserError
 from toolkit.commands._events import add_event_arguments, event_overrides
-from toolkit.commands._options import add_file_layout, add_model_arguments, add_quiet, model_and_weights, named_preset
+from toolkit.commands._options import (add_file_layout, add_model_arguments, add_quiet, add_signing_arguments,
+                                       model_and_weights, named_preset)
+from toolkit.export.signer import load_private_key, passphrase_from, sign_bundle
 from toolkit.export.streaming import BUDGET_S
 
 HELP = "export a model to a checked, verified deployment bundle (ONNX, INT8, engine or build kit)"
@@ -96,6 +98,8 @@ def add_arguments(p) -> None:
                     help="skip the step (and say so) when one timed inference puts it over this many seconds "
                          f"(default {BUDGET_S:g})")
     add_event_arguments(p.add_argument_group("event defaults written into the manifest"))
+    add_signing_arguments(p.add_argument_group("signing (toolkit keygen makes a key; docs/daemon.md: threat model)"),
+                          flag="--sign-key")
     p.add_argument("--threads", type=int, default=1,
                    help="torch/onnxruntime threads of the export's own work (default 1: a shared machine)")
     add_quiet(p)
@@ -123,6 +127,8 @@ def run(args) -> int:
     except json.JSONDecodeError as exc:
         raise UserError(f"--factory-kwargs is not JSON ({exc}); e.g. '{{\"hidden\": 64}}'") from None
     model, weights = _model(args)
+    # the key is read before the long work: a wrong passphrase is said now, not after minutes of export
+    key = load_private_key(args.sign_key, passphrase_from(args.passphrase_env)) if args.sign_key else None
     result = export(model, args.target, args.out, weights=weights, n_patches=args.n_patches, tsai=args.tsai,
                     preprocess=_user_preprocess(args), classes=args.classes.split(",") if args.classes else None,
                     activation=args.activation, factory_kwargs=factory_kwargs, background=args.background_class,
@@ -138,4 +144,8 @@ def run(args) -> int:
                     recurrence=args.recurrence, threads=args.threads)
     print(result.summary())
     print(f"bundle digest {result.digest}  (pin it on the device: bundle_digest in the daemon's config)")
+    if key is not None:
+        entry = sign_bundle(args.out, key, signer=args.signer)
+        print(f"signed with key {entry['key_id']} ({args.out}/signature.json): a device that lists this key in "
+              "trusted_keys runs it")
     return 0

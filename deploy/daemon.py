@@ -21,7 +21,10 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from deploy.bundle import Bundle
+from deploy.clock import TIME_UNITS, RateMismatch, RateWatch
 from deploy.config import build_config, stream_settings
 from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_args
 from deploy.counters import Counters
@@ -29,10 +32,9 @@ from deploy.engines import open_engine
 from deploy.event_classes import from_manifest
 from deploy.errors import FogError, printable
 from deploy.feed import END, ENDS_NORMALLY, Feed
-from deploy.intake import RateMismatch, RateWatch
 from deploy.onsets import OpenOnsets
 from deploy.preprocess import PreprocessSpec
-from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_interval_s
+from deploy.service import Heartbeat, sd_notify, serve_metrics, setup_logging
 from deploy.signing import Trust, bundle_trust
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources import REJECT_FIX, open_source
@@ -48,7 +50,7 @@ log = logging.getLogger("deploy.daemon")
 def open_source_from(config: dict, model_rate: float):
     options = dict(config["source"])
     kind = options.pop("kind")
-    for key in ("on_end", "reconnect_max_s", "rate_check"):  # the daemon's, not the source's
+    for key in ("on_end", "reconnect_max_s", "rate_check", "time_unit"):  # the daemon's, not the source's
         options.pop(key, None)
     if kind == "replay":
         for key in ("units", "rate_hz"):  # a recording carries its own
@@ -75,6 +77,7 @@ class Wiring:
     failure: str | None = None               # why the run failed (exit 1), None while all is well
     rejecting: int = 0                       # chunks that held lines the source could not parse
     trust: Trust | None = None               # what vouches for the bundle (deploy.signing)
+    time_scale: float = 1.0                  # seconds per unit of the source's timestamps (source.time_unit)
 
 
 def _sink_callbacks(sinks, classes, counters, onsets: OpenOnsets | None):
@@ -165,7 +168,8 @@ def wire(config: dict) -> Wiring:
         source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),
         given=config["source"].get("rate_hz") is not None or source.name == "lsl")
     return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
-                  settings["lookahead_samples"], watch, trust=trust)
+                  settings["lookahead_samples"], watch, trust=trust,
+                  time_scale=TIME_UNITS[config["source"].get("time_unit", "s")])
 
 
 def start_source(w: Wiring, config: dict, stop: threading.Event) -> Feed:
@@ -177,43 +181,11 @@ def start_source(w: Wiring, config: dict, stop: threading.Event) -> Feed:
     return feed
 
 
-class _Heartbeat:
-    """What the loop reports while it runs: systemd's watchdog, a status line, a warning when the sensor is silent."""
-
-    def __init__(self, config: dict, counters: Counters):
-        self.counters, self.watchdog_s = counters, watchdog_interval_s()
-        self.status_every = float(config["log"]["status_interval_s"] or 0)
-        self.silence_s = float(config["stream"]["silence_s"])
-        self.started = self.last_data = self.last_status = self.last_wd = time.monotonic()
-        self.silent = False
-
-    def data(self, now: float) -> None:
-        self.last_data, self.silent = now, False
-
-    def idle(self, now: float) -> None:
-        if not self.silent and now - self.last_data > self.silence_s:
-            self.silent = True
-            self.counters.silences += 1
-            c = self.counters
-            rejected = "" if c.accepted or not c.received else \
-                f"; none of the {c.received} samples received so far was accepted (dropped: {dict(c.dropped)})"
-            log.warning("sensor silent for %.1f s%s", now - self.last_data, rejected)
-
-    def tick(self, now: float) -> None:
-        if self.watchdog_s and now - self.last_wd >= self.watchdog_s:
-            sd_notify("WATCHDOG=1")
-            self.last_wd = now
-        if self.status_every and now - self.last_status >= self.status_every:
-            log.info("status: %s", self.counters.status_line())
-            sd_notify("STATUS=" + self.counters.status_line())
-            self.last_status = now
-
-
 def loop(w: Wiring, config: dict, stop: threading.Event, max_seconds: float | None = None,
-         beat: _Heartbeat | None = None) -> str:
+         beat: Heartbeat | None = None) -> str:
     """Take chunks from the queue into the pipeline until the source ends, `stop` is set or max_seconds pass;
     returns why it stopped (an episode still going then is cut, and its event says so)."""
-    beat = beat or _Heartbeat(config, w.counters)
+    beat = beat or Heartbeat(config, w.counters)
     ended = False
     while not stop.is_set() and not ended:
         try:
@@ -265,7 +237,7 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
     """Run the daemon until the source ends, `stop` is set or max_seconds pass; returns the final counters."""
     stop = stop or threading.Event()
     w = wire(config)
-    beat = _Heartbeat(config, w.counters)   # reads systemd's watchdog setting: a bad one stops the start here
+    beat = Heartbeat(config, w.counters)   # reads systemd's watchdog setting: a bad one stops the start here
     port = int(config["log"]["metrics_port"] or 0)
     metrics = serve_metrics(w.counters, port) if port else None
     reopen_sinks.append(lambda: _reopen(w))
@@ -320,6 +292,8 @@ def _process(chunk, w: Wiring, stop: threading.Event) -> None:
     counters.receive(chunk.received, chunk.rejected)
     if chunk.rejected:
         _note_rejected(chunk, w)
+    if w.time_scale != 1.0:   # source.time_unit: timestamps in ms or us, to seconds
+        np.multiply(chunk.t, w.time_scale, out=chunk.t)
     settled = counters.settled()
     try:
         if w.rate_watch is not None:

@@ -1,5 +1,5 @@
-"""What the daemon needs to run as a service: systemd's notify protocol and watchdog, JSON log lines, and
-Prometheus metrics on loopback. Standard library only."""
+"""What the daemon needs to run as a service: systemd's notify protocol and watchdog (the `Heartbeat` its loop beats:
+watchdog, status lines, silence), JSON log lines, and Prometheus metrics on loopback. Standard library only."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 from deploy.errors import FogError
 from deploy.lazy import lazy_import
@@ -52,6 +53,38 @@ def watchdog_interval_s() -> float | None:
         raise FogError(f"WATCHDOG_USEC={usec!r} is not a positive number of microseconds; systemd sets it from "
                        "WatchdogSec= in the unit file: fix that line (e.g. WatchdogSec=10), or unset WATCHDOG_USEC")
     return value / 1e6 / 2  # ping twice per period, as systemd recommends
+
+
+class Heartbeat:
+    """What the loop reports while it runs: systemd's watchdog, a status line, a warning when the sensor is silent."""
+
+    def __init__(self, config: dict, counters):
+        self.counters, self.watchdog_s = counters, watchdog_interval_s()
+        self.status_every = float(config["log"]["status_interval_s"] or 0)
+        self.silence_s = float(config["stream"]["silence_s"])
+        self.started = self.last_data = self.last_status = self.last_wd = time.monotonic()
+        self.silent = False
+
+    def data(self, now: float) -> None:
+        self.last_data, self.silent = now, False
+
+    def idle(self, now: float) -> None:
+        if not self.silent and now - self.last_data > self.silence_s:
+            self.silent = True
+            self.counters.silences += 1
+            c = self.counters
+            rejected = "" if c.accepted or not c.received else \
+                f"; none of the {c.received} samples received so far was accepted (dropped: {dict(c.dropped)})"
+            log.warning("sensor silent for %.1f s%s", now - self.last_data, rejected)
+
+    def tick(self, now: float) -> None:
+        if self.watchdog_s and now - self.last_wd >= self.watchdog_s:
+            sd_notify("WATCHDOG=1")
+            self.last_wd = now
+        if self.status_every and now - self.last_status >= self.status_every:
+            log.info("status: %s", self.counters.status_line())
+            sd_notify("STATUS=" + self.counters.status_line())
+            self.last_status = now
 
 
 # ------------------------------------------------------------------ logs and metrics

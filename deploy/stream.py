@@ -23,9 +23,10 @@ import numpy as np
 
 from deploy.errors import FogError
 from deploy.events import EventDetector, detector_settings
-from deploy.intake import RESET, Intake
+from deploy.intake import MAX_G, RESET, Intake
 from deploy.offline import contribution, output_per
-from deploy.preprocess import PreprocessSpec, StreamingPreparer, gravity_rotation, patchify, unpatchify, zscore_
+from deploy.preprocess import (STANDARD_GRAVITY, PreprocessSpec, StreamingPreparer, gravity_rotation, patchify,
+                               unpatchify, zscore_)
 
 log = logging.getLogger("deploy.stream")
 
@@ -119,7 +120,8 @@ class Pipeline:
         self.engine, self.classes, self.counters = engine, list(classes), counters
         self.on_probs, self.on_event = on_probs, on_event
         self._apply(settings or StreamSettings(**settings_fields))
-        self.intake = Intake(self.source_rate, counters, max_gap_s=self.settings.max_gap_s)
+        self.intake = Intake(self.source_rate, counters, max_gap_s=self.settings.max_gap_s,
+                             max_abs=MAX_G * (STANDARD_GRAVITY if self.source_units == "m/s^2" else 1.0))
         self.encoder = WindowEncoder(self.spec, engine.input_buffer)
         self.per = output_per(engine.output_shape, self.spec)
         self.tail_rows = self._tail_rows()

@@ -123,6 +123,7 @@ def key_list(value, name):
 
 
 PORT = number(0, 65535, integer=True)
+TIME_UNIT = choice("s", "ms", "us")   # of the line sources' timestamps (deploy.clock.TIME_UNITS)
 TOP = {"bundle": text(), "bundle_digest": digest, "backend": choice("auto", "onnxruntime", "tensorrt"),
        "precision": choice("fp32", "fp16", "int8", optional=True), "threads": number(1, 256, integer=True,
                                                                                      optional=True),
@@ -135,9 +136,9 @@ SOURCE_COMMON = {"kind": choice("replay", "stdin", "udp", "serial", "lsl"), "uni
 SOURCE = {
     "replay": {"path": text(), "layout": text(optional=True), "realtime": flag, "speed": number(0, 1000, above=True),
                "chunk_s": number(0.001, 60, optional=True), "start_s": number()},
-    "stdin": {},
-    "udp": {"host": text(), "port": PORT, "rcvbuf": number(4096, 1 << 28, integer=True)},
-    "serial": {"device": text(), "baud": number(50, 10_000_000, integer=True)},
+    "stdin": {"time_unit": TIME_UNIT},
+    "udp": {"host": text(), "port": PORT, "rcvbuf": number(4096, 1 << 28, integer=True), "time_unit": TIME_UNIT},
+    "serial": {"device": text(), "baud": number(50, 10_000_000, integer=True), "time_unit": TIME_UNIT},
     "lsl": {"stream_name": text(optional=True), "stream_type": text(), "channels": channels,
             "resolve_s": number(0, 3600, above=True)},
 }

@@ -38,6 +38,7 @@ TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 class RateMismatch(FogError):
     """The sensor's timestamps disagree with the rate the source is set to, and the policy is to refuse."""
+    drop_reason = "rate_mismatch"
 
 
 def estimate_period(steps: np.ndarray) -> float | None:
@@ -103,7 +104,7 @@ class RateWatch:
         steps = np.diff(np.concatenate(self.pending))
         unit = unit_mistake(steps, self.nominal)
         if unit:
-            self.counters.rate_mismatches += 1
+            self.counters.implausible["timestamp_unit"] += 1
             self._refuse(f"the sensor's timestamps step by {float(np.median(steps)):g} per sample at a nominal "
                          f"{self.nominal:g} Hz: they are in {unit}, not seconds (each step would be a gap and nothing "
                          f"would be scored); send seconds, or set source.time_unit = \"{unit}\"")

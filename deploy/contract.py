@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from deploy.layouts import AXES, CLASSES  # the columns of every recording layout: the bundle speaks the same words
 
-__all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "SIGNATURE_FILE", "FP32_FILE", "INT8_FILE",
-           "EVENT_DEFAULTS", "EVENT_KEYS", "DETECTOR_KEYS", "EVENT_HELP", "event_help", "with_defaults", "CPU_FP32_REASON"]
+__all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "SIGNATURE_FILE", "FP32_FILE",
+           "INT8_FILE", "EVENT_DEFAULTS", "EVENT_KEYS", "DETECTOR_KEYS", "EVENT_HELP", "event_help", "with_defaults", "CPU_FP32_REASON"]
 
 INPUT_NAME, OUTPUT_NAME = "x", "probs"   # the bundled graph's one input and one output (probabilities)
 

@@ -40,6 +40,7 @@ class Counters:
         self.events = 0
         self.silences = 0
         self.bundle_anchor = None    # what vouches for the bundle: "signature", "pin" or "none" (deploy.signing)
+        self.implausible: Counter[str] = Counter()     # blocks a plausibility check flagged, by check
         self.engine_seconds = 0.0
         self._latency = np.zeros(LATENCY_WINDOW)
         self._engine = np.zeros(LATENCY_WINDOW)
@@ -116,7 +117,7 @@ class Counters:
                 "hops_skipped_behind": self.hops_skipped_behind, "events": self.events, "silences": self.silences,
                 "engine_s": round(self.engine_seconds, 4), "hop_latency_ms": latency, "engine_ms": engine,
                 "rss_mb": round(self.rss_mb()[0], 1), "peak_rss_mb": round(self.rss_mb()[1], 1),
-                "bundle_anchor": self.bundle_anchor}
+                "bundle_anchor": self.bundle_anchor, "implausible": dict(self.implausible)}
 
     def status_line(self) -> str:
         s = self.snapshot()
@@ -150,6 +151,8 @@ class Counters:
                [(f'{{sink="{k}"}}', n) for k, n in sorted(s["sink_failures"].items())] or [('{sink="none"}', 0)])
         metric("bundle_anchored", "gauge", "1 when a trusted signature or a pinned digest vouches for the bundle.",
                [(f'{{by="{s["bundle_anchor"]}"}}', int(s["bundle_anchor"] in ("signature", "pin")))])
+        metric("signal_implausible_blocks_total", "counter", "Blocks of signal a plausibility check flagged, by check.",
+               [(f'{{check="{k}"}}', n) for k, n in sorted(s["implausible"].items())] or [('{check="none"}', 0)])
         metric("hops_total", "counter", "Model runs.", [("", s["hops_run"])])
         metric("hops_skipped_behind_total", "counter", "Hops skipped because behind real time.",
                [("", s["hops_skipped_behind"])])

@@ -33,6 +33,8 @@ from deploy.event_classes import from_manifest
 from deploy.errors import FogError, printable
 from deploy.feed import END, ENDS_NORMALLY, Feed
 from deploy.onsets import OpenOnsets
+from deploy.plausibility import ImplausibleSignal, SignalWatch
+from deploy.plausibility import preflight as preflight_signal
 from deploy.preprocess import PreprocessSpec
 from deploy.service import Heartbeat, sd_notify, serve_metrics, setup_logging
 from deploy.signing import Trust, bundle_trust
@@ -50,7 +52,8 @@ log = logging.getLogger("deploy.daemon")
 def open_source_from(config: dict, model_rate: float):
     options = dict(config["source"])
     kind = options.pop("kind")
-    for key in ("on_end", "reconnect_max_s", "rate_check", "time_unit"):  # the daemon's, not the source's
+    # the daemon's settings, not the source's
+    for key in ("on_end", "reconnect_max_s", "rate_check", "signal_check", "time_unit"):
         options.pop(key, None)
     if kind == "replay":
         for key in ("units", "rate_hz"):  # a recording carries its own
@@ -78,6 +81,7 @@ class Wiring:
     rejecting: int = 0                       # chunks that held lines the source could not parse
     trust: Trust | None = None               # what vouches for the bundle (deploy.signing)
     time_scale: float = 1.0                  # seconds per unit of the source's timestamps (source.time_unit)
+    signal_watch: SignalWatch | None = None  # what gravity and the channels say (deploy.plausibility)
 
 
 def _sink_callbacks(sinks, classes, counters, onsets: OpenOnsets | None):
@@ -164,11 +168,15 @@ def wire(config: dict) -> Wiring:
                             max_behind_s=st["max_behind_s"], **stream_options(bundle.manifest))
     spec, stream = wearer_setup(spec, bundle.manifest, st.get("wearer_state"), stream)
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
+    signal_watch = SignalWatch(source.units, source.rate_hz or spec.rate_hz, counters,
+                               policy=config["source"].get("signal_check", "refuse"), orientation=not spec.gravity_align)
+    if source.name == "replay":   # a recording's units mistake stops the start, before READY
+        preflight_signal(signal_watch, source.recording.acc, f"recording {source.path}")
     watch = None if source.name == "replay" else RateWatch(
         source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),
         given=config["source"].get("rate_hz") is not None or source.name == "lsl")
     return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
-                  settings["lookahead_samples"], watch, trust=trust,
+                  settings["lookahead_samples"], watch, trust=trust, signal_watch=signal_watch,
                   time_scale=TIME_UNITS[config["source"].get("time_unit", "s")])
 
 
@@ -298,9 +306,11 @@ def _process(chunk, w: Wiring, stop: threading.Event) -> None:
     try:
         if w.rate_watch is not None:
             w.rate_watch.check(chunk.t)
+        if w.signal_watch is not None:
+            w.signal_watch.check(chunk.acc)
         pipeline.push(chunk)
-    except RateMismatch as exc:  # refused: nothing of it enters the pipeline, every sample is counted
-        counters.drop("rate_mismatch", len(chunk.t))
+    except (RateMismatch, ImplausibleSignal) as exc:  # refused: nothing of it enters the pipeline, all counted
+        counters.drop(exc.drop_reason, len(chunk.t))
         if w.failure is None:
             w.failure = str(exc)
             log.error("stopping: %s", exc)

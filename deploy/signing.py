@@ -36,7 +36,7 @@ nacl_exceptions = lazy_import("nacl.exceptions", "device", "checking a bundle's 
 
 FORMAT = "fog-bundle-signature/1"
 CONTEXT = b"fog-edge-toolkit bundle signature v1\n"   # a signature over a digest for this purpose and no other
-ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")   # DER of an Ed25519 SubjectPublicKeyInfo, then 32 bytes
+ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")   # DER of an Ed25519 public key, before its 32 bytes
 PEM_RE = re.compile(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.S)
 KEY_BYTES, SIGNATURE_BYTES = 32, 64
 MAX_SIGNATURE_FILE = 256 * 1024   # a few signatures are a few hundred bytes each
@@ -78,7 +78,7 @@ def parse_public_key(text: str, where: str) -> bytes:
 
 
 def load_trusted_keys(values) -> dict[str, bytes]:
-    """key id -> raw public key, from the `trusted_keys` setting: each a file (PEM or base64) or an inline base64 key."""
+    """key id -> raw public key, from the `trusted_keys` setting: each a file (PEM or base64) or a base64 key."""
     keys = {}
     for i, value in enumerate(values or []):
         where = f"trusted_keys[{i}]"
@@ -155,7 +155,8 @@ def _signed_by_trusted(entries, digest, trusted) -> tuple[str | None, list[str]]
     problems = []
     for entry in entries:
         kid = str(entry.get("key_id", "?"))
-        matching = [k for k, raw in trusted.items() if entry.get("public_key") in (None, base64.b64encode(raw).decode())]
+        named = entry.get("public_key")   # a hint: the trusted key's own bytes verify
+        matching = [k for k, raw in trusted.items() if named in (None, base64.b64encode(raw).decode())]
         if not matching:
             problems.append(f"signed by key {printable(kid)}, which is not among trusted_keys")
             continue

@@ -132,7 +132,7 @@ TOP = {"bundle": text(), "bundle_digest": digest, "backend": choice("auto", "onn
 SOURCE_COMMON = {"kind": choice("replay", "stdin", "udp", "serial", "lsl"), "units": choice(*UNITS),
                  "rate_hz": number(0, 100_000, above=True, optional=True), "live": flag,
                  "on_end": choice("exit", "reconnect"), "reconnect_max_s": number(0.1, 3600),
-                 "rate_check": choice("refuse", "warn", "off")}
+                 "rate_check": choice("refuse", "warn", "off"), "signal_check": choice("refuse", "warn", "off")}
 SOURCE = {
     "replay": {"path": text(), "layout": text(optional=True), "realtime": flag, "speed": number(0, 1000, above=True),
                "chunk_s": number(0.001, 60, optional=True), "start_s": number()},

@@ -237,7 +237,8 @@ def test_manifest_values_are_range_checked_before_use(made, tmp_path, capsys):
     for change, needle in ((lambda m: m["input"]["preprocess"].update(n_patches=1e8), "n_patches = 100000000.0"),
                            (lambda m: m["input"]["preprocess"].update(n_patches=10 ** 8), "<= 1,048,576"),
                            (lambda m: m["input"]["preprocess"].update(n_patches=200_000), "1,600,000 samples is over"),
-                           (lambda m: m["input"]["preprocess"].update(rate_hz="64"), "rate_hz = '64': expected a number"),
+                           (lambda m: m["input"]["preprocess"].update(rate_hz="64"),
+                            "rate_hz = '64': expected a number"),
                            (lambda m: m["output"].update(classes=[]), "output.classes")):
         bundle = shutil.copytree(made[2], tmp_path / f"r{len(list(tmp_path.iterdir()))}")
         (bundle / "signature.json").unlink()

@@ -102,14 +102,17 @@ class Counters:
         return current, peak
 
     def snapshot(self) -> dict:
+        """Every counter at one moment, consistent: `accepted` is read before `received` and `dropped` (a sample is
+        received before it is accepted or dropped), so accepted + dropped never exceeds received in a snapshot."""
+        accepted, interpolated = self.accepted, self.interpolated
         with self._lock:
             dropped = dict(self.dropped)
             received = self.received
         latency = {k: round(v * 1e3, 3) for k, v in self.percentiles("latency").items()}
         engine = {k: round(v * 1e3, 3) for k, v in self.percentiles("engine").items()}
         return {"uptime_s": round(time.monotonic() - self.started, 3), "received": received,
-                "accepted": self.accepted, "dropped": dropped, "dropped_total": sum(dropped.values()),
-                "interpolated": self.interpolated, "gaps_filled": self.gaps_filled, "resets": self.resets,
+                "accepted": accepted, "dropped": dropped, "dropped_total": sum(dropped.values()),
+                "interpolated": interpolated, "gaps_filled": self.gaps_filled, "resets": self.resets,
                 "clock_resets": self.clock_resets, "aborted_onsets": self.aborted_onsets,
                 "kernel_dropped_datagrams": self.kernel_dropped_datagrams, "source_restarts": self.source_restarts, "rate_mismatches": self.rate_mismatches,
                 "rate_estimate_hz": self.rate_estimate_hz, "sink_failures": dict(self.sink_failures),
@@ -147,6 +150,8 @@ class Counters:
         metric("clock_resets_total", "counter", "Sensor clock resets (new segment).", [("", s["clock_resets"])])
         metric("rate_mismatches_total", "counter", "Rate estimates disagreeing with the nominal rate.",
                [("", s["rate_mismatches"])])
+        metric("udp_kernel_dropped_datagrams_total", "counter", "UDP datagrams the kernel dropped (receive buffer full).",
+               [("", s["kernel_dropped_datagrams"])])
         metric("sink_failures_total", "counter", "Messages a sink could not deliver, by sink.",
                [(f'{{sink="{k}"}}', n) for k, n in sorted(s["sink_failures"].items())] or [('{sink="none"}', 0)])
         metric("bundle_anchored", "gauge", "1 when a trusted signature or a pinned digest vouches for the bundle.",

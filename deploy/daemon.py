@@ -218,11 +218,13 @@ def loop(w: Wiring, config: dict, stop: threading.Event, max_seconds: float | No
     return w.failure or getattr(stop, "reason", None) or "the daemon was stopped"
 
 
-def drain(w: Wiring, stop: threading.Event, reason: str = "the daemon was stopped") -> dict:
+def drain(w: Wiring, stop: threading.Event, reason: str = "the daemon was stopped", feed: Feed | None = None) -> dict:
     """Process what is already queued (bounded by the queue size), close pending hops and episodes (one still
     going is cut, with `reason`), close the sinks and the engine; returns the final counters."""
     sd_notify("STOPPING=1")
     stop.set()
+    if feed is not None:
+        feed.finish()
     while True:
         try:
             item = w.inbox.get_nowait()
@@ -259,7 +261,7 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
     _say_trust(w)
     sd_notify("READY=1")
     feed = start_source(w, config, stop)
-    final = drain(w, stop, loop(w, config, stop, max_seconds, beat))
+    final = drain(w, stop, loop(w, config, stop, max_seconds, beat), feed)
     w.failure = w.failure or feed.failure
     final["failure"] = w.failure
     if metrics:

@@ -17,6 +17,7 @@ A UDP sink's host must resolve at start.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
@@ -66,9 +67,13 @@ class Sink:
         try:
             self._send(json.dumps(message, separators=(",", ":")), message["type"])
         except Exception as exc:  # a sink must never take the daemon down
-            self.failures += 1
-            if self.failures in (1, 10, 100) or self.failures % 1000 == 0:
-                log.warning("sink %s failed %d time(s): %s", self.name, self.failures, exc)
+            self._failed(exc)
+
+    def _failed(self, exc) -> None:
+        """One message not delivered: counted, and logged the 1st, 10th, 100th and every 1000th time."""
+        self.failures += 1
+        if self.failures in (1, 10, 100) or self.failures % 1000 == 0:
+            log.warning("sink %s failed %d time(s): %s", self.label, self.failures, exc)
 
     def _send(self, text: str, kind: str) -> None:
         raise NotImplementedError
@@ -120,7 +125,10 @@ class JsonLinesSink(Sink):
 
 
 class UdpSink(Sink):
-    """One JSON message per datagram to host:port."""
+    """One JSON message per datagram to host:port, on a connected socket: the peer's "port unreachable" (ICMP) comes
+    back as ECONNREFUSED on the next send (or at close), and each is counted as the message it refused; that message's
+    successor is then sent again. A peer that drops datagrams silently (a firewall, a host that is down) cannot be
+    seen over UDP: use MQTT (QoS 1) when delivery must be known."""
     name = "udp"
 
     def __init__(self, host="127.0.0.1", port=5006, probs=False):
@@ -132,15 +140,29 @@ class UdpSink(Sink):
                            "HOST:PORT") from None
         self.addr = info[0][4]
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.connect(self.addr)   # no packet is sent: the kernel only fixes the peer and its route
+        except OSError as exc:
+            raise FogError(f"UDP sink udp://{host}:{port}: no route to it ({exc.strerror}); give a reachable "
+                           "HOST:PORT") from None
 
     @property
     def label(self) -> str:
         return f"udp:{self.addr[0]}:{self.addr[1]}"
 
     def _send(self, text, kind):
-        self.sock.sendto(text.encode(), self.addr)
+        data = text.encode()
+        try:
+            self.sock.send(data)
+        except ConnectionRefusedError as exc:   # the previous datagram was refused; this one was not sent yet
+            self._failed(exc)
+            self.sock.send(data)
 
-    def close(self):
+    def close(self, wait_s: float = 0.05):
+        """The last datagram's refusal, if any, arrives after it: wait a moment for it, then close."""
+        time.sleep(wait_s)
+        if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED:
+            self._failed("the last message was refused (port unreachable)")
         self.sock.close()
 
 

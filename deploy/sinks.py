@@ -193,6 +193,7 @@ class MqttSink(Sink):
         self.unacked: set[int] = set()   # QoS 1 events the broker has not acknowledged yet
         self.client.on_publish = lambda client, userdata, mid, *rest: self.unacked.discard(mid)
         self.client.on_connect = self._announce_online
+        self.tls = dict(tls=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         self._connect(host, port, keepalive, connect_timeout_s, max_queued)
 
     def _connect(self, host, port, keepalive, timeout_s, max_queued):
@@ -203,7 +204,9 @@ class MqttSink(Sink):
         while not self.client.is_connected() and time.monotonic() < deadline:
             time.sleep(0.02)
         if not self.client.is_connected():
-            log.warning("MQTT broker %s not connected yet; messages are queued (up to %d)", self.where, max_queued)
+            problem = mqtt_options.connection_problem(host, port, timeout_s=max(1.0, timeout_s), **self.tls)
+            log.warning("MQTT broker %s not connected yet%s; messages are queued (up to %d) while it retries",
+                        self.where, f": {problem}" if problem else "", max_queued)
 
     @property
     def label(self) -> str:

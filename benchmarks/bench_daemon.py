@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -106,18 +107,17 @@ def lookahead_tradeoff(bundle_dir: Path, recs, threads: int) -> list[dict]:
     from deploy.engines import open_engine
     from deploy.events import detect_events
     from deploy.offline import contribution, predict_recording
-    from deploy.preprocess import PreprocessSpec
     bundle = Bundle.load(bundle_dir)
-    spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
-    knobs = {k: v for k, v in bundle.manifest["events"].items() if k not in ("hop_s", "lookahead_s")}
+    spec, events = bundle.input.spec, bundle.events
+    knobs = events.detector_kwargs()
     engine = open_engine(bundle, backend="onnxruntime", threads=threads)
     infer = lambda b: np.concatenate([engine.infer(x[None]).copy() for x in b])  # noqa: E731
-    rate, hop = spec.rate_hz, int(round(bundle.manifest["events"].get("hop_s", 0.5) * spec.rate_hz))
+    rate, hop = spec.rate_hz, events.hop_samples(spec.rate_hz)
     labels = [model_rate_labels(r, spec) for r in recs]
     full = [predict_recording(r, spec, infer, hop, None) for r in recs]
     rows = []
     for look_s in LOOKAHEADS_S:
-        look = None if look_s is None else int(round(look_s * rate))
+        look = replace(events, lookahead_s="full" if look_s is None else look_s).lookahead_samples(rate)
         keep = contribution(spec.window, hop, look)
         got = full if look is None else [predict_recording(r, spec, infer, hop, look) for r in recs]
         diff = np.concatenate([np.abs(g - f).ravel() for g, f in zip(got, full)])
@@ -135,15 +135,14 @@ def acceptance(bundle_dir: Path, recs, tmp: Path, threads: int) -> dict:
     """The same recordings through the daemon (deploy.daemon.run, replay as fast as possible) and offline, at the
     bundle's hop, look-ahead and event settings."""
     from deploy.bundle import Bundle
-    from deploy.config import build_config, stream_settings
+    from deploy.config import build_config, event_settings
     from deploy.daemon import run
     from deploy.engines import open_engine
     from deploy.events import Event, detect_events
     from deploy.offline import contribution, predict_recording
-    from deploy.preprocess import PreprocessSpec
     from deploy.recording import write_recording
     bundle = Bundle.load(bundle_dir)
-    spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
+    spec = bundle.input.spec
     engine = open_engine(bundle, backend="onnxruntime", threads=threads)
     infer = lambda b: np.concatenate([engine.infer(x[None]).copy() for x in b])  # noqa: E731
     rate = spec.rate_hz
@@ -155,8 +154,8 @@ def acceptance(bundle_dir: Path, recs, tmp: Path, threads: int) -> dict:
                                       "source": {"kind": "replay", "path": str(path)},
                                       "sinks": [{"kind": "jsonl", "path": str(out)}],
                                       "log": {"status_interval_s": 0}}])
-        settings = stream_settings(config, bundle.manifest, rate)
-        hop, look = settings["hop_samples"], settings["lookahead_samples"]
+        settings = event_settings(config, bundle)
+        hop, look = settings.hop_samples(rate), settings.lookahead_samples(rate)
         keep = contribution(spec.window, hop, look)
         run(config)
         messages = [json.loads(line) for line in out.read_text().splitlines()]
@@ -164,7 +163,7 @@ def acceptance(bundle_dir: Path, recs, tmp: Path, threads: int) -> dict:
                   for m in messages if m["type"] == "event"]
         timeline = predict_recording(rec, spec, infer, hop, look)
         labels = model_rate_labels(rec, spec)
-        off_events = detect_events(timeline, rate, classes=bundle.classes, **settings["events"])
+        off_events = detect_events(timeline, rate, classes=bundle.classes, **settings.detector_kwargs())
         offline.append(event_figures(labels, off_events, rate, hop, keep, len(timeline)))
         streamed.append(event_figures(labels, events, rate, hop, keep, len(timeline)))
         # the cue time computed from the grid must be the daemon's own decided_s of each onset message

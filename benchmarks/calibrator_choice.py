@@ -24,6 +24,7 @@ from calibration import ptq
 from calibration.checkpoint import load_model
 from calibration.data import BatchReader, WindowReader, synthetic_recordings, synthetic_windows
 from deploy.contract import EVENT_DEFAULTS
+from deploy.contract.events import EventSettings
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
 from deploy.recording import read_recordings
@@ -52,8 +53,8 @@ def fixed_batch(run):
 
 
 def predict(recordings, spec, infer):
-    hop = int(round(EVENT_DEFAULTS["hop_s"] * spec.rate_hz))
-    look = int(round(EVENT_DEFAULTS["lookahead_s"] * spec.rate_hz))
+    events = EventSettings()   # what a bundle carries by default
+    hop, look = events.hop_samples(spec.rate_hz), events.lookahead_samples(spec.rate_hz)
     return [at_recording_rate(predict_recording(r, spec, infer, hop, look), spec.rate_hz, r) for r in recordings]
 
 

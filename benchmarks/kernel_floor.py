@@ -24,9 +24,9 @@ import json
 import os
 from pathlib import Path
 
-import onnxruntime as ort
 import torch
 
+from deploy.engines.session import device_settings, open_session
 from deploy.engines.staged import StagedEngine
 from toolkit.bench.backends import DISABLED_OPTIMIZERS
 from toolkit.bench.int8 import naive_session
@@ -80,15 +80,9 @@ def kernel_ms(engine, folder: Path, plan: dict, x, calls: int = 3) -> list[dict[
     for step_sessions, step in zip(engine.steps, plan["steps"]):
         ops: dict[str, float] = collections.defaultdict(float)
         for (session, _), stage in zip(step_sessions, step):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = session.get_session_options().intra_op_num_threads
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # saved optimized
-            options.enable_profiling, options.log_severity_level = True, 3
-            options.profile_file_prefix = str(folder / "profile")
-            for key, value in plan["session_config"].items():
-                options.add_session_config_entry(key, value)
-            profiled = ort.InferenceSession(str(folder / stage["file"]), options, providers=["CPUExecutionProvider"],
-                                            disabled_optimizers=list(DISABLED_OPTIMIZERS))
+            threads = session.get_session_options().intra_op_num_threads
+            settings = device_settings(threads, preoptimized=True, config=plan["session_config"])  # as the engine
+            profiled = open_session(folder / stage["file"], settings.but(profile_prefix=str(folder / "profile")))
             feed = {name: tensors[name] for name in stage["inputs"]}
             for _ in range(calls + 1):
                 profiled.run(stage["outputs"], feed)

@@ -43,10 +43,10 @@ def main(argv=None) -> int:
 
     import numpy as np
     import onnx
-    import onnxruntime as ort
     import torch
 
     import models
+    from deploy.engines.session import SessionSettings, open_session
     from models.onnx_export import export_onnx
     from models.qat import calibrate_max, to_qat
     from toolkit.export.qdq import check_qdq
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         check_s = time.perf_counter() - start
         _log("loading in onnxruntime (CPU)")
         start = time.perf_counter()
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = open_session(path, SessionSettings(log_severity=2))   # onnxruntime's defaults
         load_s = time.perf_counter() - start
         feed = {session.get_inputs()[0].name: x.numpy()}
         int8_out = session.run(None, feed)[0]

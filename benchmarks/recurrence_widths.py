@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from deploy.engines.session import SessionSettings, open_session
 
 
 def lstm_file(path: Path, steps: int, inputs: int, hidden: int) -> Path:
@@ -42,9 +43,7 @@ def lstm_file(path: Path, steps: int, inputs: int, hidden: int) -> Path:
 
 
 def median_ms(path: Path, x: np.ndarray, threads: int, calls: int) -> float:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.log_severity_level = threads, 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = open_session(path, SessionSettings(threads=threads))
     for _ in range(3):
         session.run(None, {"x": x})
     times = []

@@ -9,15 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 from calibration.data import recordings_from_args
 from deploy.bundle import Bundle
-from deploy.contract import with_defaults
+from deploy.contract import STREAM_NORMALIZATIONS
+from deploy.contract.events import EventSettings
+from deploy.contract.runtime import StreamingSection
 from deploy.engines import open_engine
-from deploy.event_classes import from_manifest
 from deploy.fidelity import Fidelity
-from deploy.preprocess import PreprocessSpec
-from deploy.wearer import STREAM_NORMALIZATIONS
 from toolkit.commands._recordings import add_recording_arguments
 from toolkit.export.streaming import fidelity_recordings, fixed_statistics, measure_options
 
@@ -32,17 +32,16 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
     bundle = Bundle.load(args.bundle)
-    m = bundle.manifest
-    spec = PreprocessSpec.from_dict(m["input"]["preprocess"])
-    events = with_defaults(m["events"], {"lookahead_s": args.lookahead_s})
-    columns, rule = from_manifest(m)
+    spec = bundle.input.spec
+    events = EventSettings.resolve(bundle.events, {"lookahead_s": args.lookahead_s}, classes=bundle.classes)
+    columns, rule = bundle.output.event_columns, bundle.output.any_fog
     engine = open_engine(bundle, backend="onnxruntime", threads=1)
     fid = Fidelity(spec, engine, bundle.classes, events, columns, rule)
-    section = dict(m.get("streaming") or {"tau_s": spec.running_tau_s})
-    section.setdefault("fixed", fixed_statistics(spec, *fidelity_recordings()))
+    section = bundle.streaming or StreamingSection(declared=spec.normalization, tau_s=spec.running_tau_s)
+    section = replace(section, fixed=section.fixed or fixed_statistics(spec, *fidelity_recordings()))
     recs = recordings_from_args(args)
     print(f"{len(recs)} recordings, {sum(r.duration_s for r in recs) / 60:.1f} min; declared "
-          f"{spec.normalization}; hop {events['hop_s']} s, look-ahead {events['lookahead_s']} s; any-FOG {rule}")
+          f"{spec.normalization}; hop {events.hop_s} s, look-ahead {events.lookahead_s} s; any-FOG {rule}")
     figures = {}
     for mode in args.modes.split(","):
         t0 = time.perf_counter()
@@ -54,7 +53,7 @@ def main(argv=None) -> int:
               f"(background {f['background_events']})  {time.perf_counter() - t0:.0f} s", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"events": events, "figures": figures}, fh, indent=1)
+            json.dump({"events": events.to_dict(), "figures": figures}, fh, indent=1)
     return 0
 
 

@@ -5,7 +5,7 @@
 Each fold holds out one real subject; the model trains on the other real subjects plus seeded synthetic
 subjects (`deploy.synth`) for a fixed schedule (no early stopping on anything real: with three subjects there is
 no validation subject to spare, and the test subject must never steer training). The held-out subject is then
-predicted on the bundle's grid (hop and look-ahead of `deploy.events.DEFAULT_SETTINGS`) and scored by
+predicted on the bundle's grid (hop and look-ahead of the default EventSettings) and scored by
 `deploy.scoring` next to the freeze index, at every on-threshold of `THRESHOLDS`, so a threshold can be chosen
 on the folds (pooled) and never on one subject. Probabilities are saved per fold (`probs-<subject>.npz`) and the
 figures in `loso.json`.
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.contract.events import EventSettings
 from deploy.events import DEFAULT_SETTINGS
 from deploy.recording import read_recordings
 from deploy.scoring import at_recording_rate, freeze_index_probability, json_safe, score
@@ -104,7 +105,8 @@ def train_model(recipe: Recipe, real_train, log=None):
 
 
 def predict(model, spec, recordings, settings=DEFAULT_SETTINGS):
-    """Per-recording class probabilities at each recording's rate, on the bundle's hop and look-ahead grid."""
+    """Per-recording class probabilities at each recording's rate, on the bundle's hop and look-ahead grid
+    (`settings`: event settings, an EventSettings or a partial dict of its keys)."""
     from calibration.train import make_infer
     return predict_with(make_infer(model), spec, recordings, settings)
 
@@ -113,9 +115,8 @@ def predict_with(infer, spec, recordings, settings=DEFAULT_SETTINGS):
     """`predict` with any `infer(batch) -> probabilities`, called batch after batch in a fixed order."""
     from deploy.offline import predict_recording
 
-    hop = max(1, int(round(settings["hop_s"] * spec.rate_hz)))
-    look = settings.get("lookahead_s")
-    look = None if look is None else int(round(look * spec.rate_hz))
+    events = EventSettings.resolve(settings)
+    hop, look = events.hop_samples(spec.rate_hz), events.lookahead_samples(spec.rate_hz)
     return [at_recording_rate(predict_recording(r, spec, infer, hop, look), spec.rate_hz, r) for r in recordings]
 
 
@@ -130,11 +131,10 @@ def threshold_sweep(recordings, probs) -> dict:
 
 def saved_fold_model(recipe: Recipe, path: Path):
     """A fold's saved weights (model-<subject>.pt) in the recipe's model, e.g. to predict with another fi_blend."""
-    import torch
-
+    from calibration.checkpoint import fit_weights, read_weights
     from models import create_model
     model = create_model(recipe.preset, **recipe.model)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    fit_weights(model, read_weights(path)[0], path, "the fold was trained with another recipe")
     return model.eval(), spec_of(recipe)
 
 

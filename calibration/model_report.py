@@ -8,7 +8,7 @@ subjects come from `--train-seed`). Everything is scored per sample at the model
   class): competition mAP and AP per class (model on a hop of half a window, as validation), and the any-FOG
   figures of `deploy.scoring` (the project's one scorer, the same as `toolkit evaluate`) exactly as an exported
   bundle runs by default: the model predicted on the bundle's hop and look-ahead, events by the daemon's detector
-  with `deploy.events.DEFAULT_SETTINGS`, the freeze index (Bachlin: 4 s, 1.5) through the same detector;
+  with the preset's event settings over the defaults (EventSettings), the freeze index (Bachlin: 4 s, 1.5) through the same detector;
 - INT8: the QAT variant calibrated on training windows (each calibrator), fake-quantized, scored the same way,
   plus float vs INT8 probability error; and QAT fine-tuning from the worst PTQ calibration;
 - false alarms per hour on the real (FOG-free) mobgap lower-back walking in ../shared, when present.
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.loso import predict
-from deploy.events import DEFAULT_SETTINGS
+from deploy.contract.events import EventSettings
 from deploy.recording import read_recordings
 from deploy.scoring import freeze_index_probability, freeze_index_settings, score
 
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     figures = {"held_out": {"subjects": args.test_subjects, "seed": args.test_seed, "minutes_each": args.minutes,
                             "hop_samples": hop}}
-    settings = {**DEFAULT_SETTINGS, **get_preset(preset).events}   # what the preset's bundle carries
+    settings = EventSettings.resolve(get_preset(preset).events)   # what the preset's bundle carries
     figures["model"] = synthetic_map(test_prepared, model_probs(model, test_prepared, spec, hop))
     figures["freeze_index_map"] = synthetic_map(test_prepared, [np.repeat(
         freeze_index_probability(r)[np.minimum(np.round(np.arange(p.n_samples) * r.rate_hz / spec.rate_hz)
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     train_prepared = [prepare_recording(r, spec) for r in train]
     figures["int8"] = int8_figures(model, preset, spec, train_prepared, test_prepared, hop,
                                    args.methods.split(","), args.qat_epochs, log=log)
-    figures["event_settings"] = {**settings, "source": f"deploy.events.DEFAULT_SETTINGS + preset {preset} events"}
+    figures["event_settings"] = {**settings.to_dict(), "source": f"EventSettings defaults + preset {preset} events"}
     figures["report_seconds"] = round(time.perf_counter() - started, 1)
     info = checkpoint_info(checkpoint)
     info["figures"] = _clean(figures)

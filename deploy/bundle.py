@@ -14,10 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from deploy.contract import MANIFEST, SCHEMA_VERSION, SIGNATURE_FILE
-from deploy.errors import BundleError
+from deploy.contract.events import EventSettings
+from deploy.contract.manifest import parse_section
+from deploy.contract.model import InputSection, ModelFiles, ModelSection, OutputSection
+from deploy.contract.runtime import OnnxRuntimeSection, PrecisionPlan, StreamingSection
+from deploy.errors import BundleError, FogError
 from deploy.manifest_checks import manifest_problems
 
 REQUIRED_KEYS = ("schema_version", "model", "input", "output", "precision", "models", "files")
@@ -173,12 +178,67 @@ class Bundle:
     def digest(self) -> str:
         return bundle_digest(self.manifest)
 
+    # ------------------------------------------------------------------ the manifest's typed sections
+    # Each is read (and checked) when first asked for, so a reader that needs one section is not refused for another.
+
+    def _section(self, name: str, classes=None):
+        try:
+            return parse_section(name, self.manifest.get(name), classes)
+        except BundleError as exc:
+            raise BundleError(f"{self.folder}: {exc}") from None
+        except (FogError, TypeError, ValueError) as exc:
+            raise BundleError(f"{self.folder}: manifest {name}: {exc}; re-export the bundle") from None
+
+    @cached_property
+    def model(self) -> ModelSection:
+        return self._section("model")
+
+    @cached_property
+    def input(self) -> InputSection:
+        return self._section("input")
+
+    @cached_property
+    def output(self) -> OutputSection:
+        return self._section("output")
+
+    @cached_property
+    def events(self) -> EventSettings:
+        """The bundle's event settings (defaults where the manifest says nothing), thresholds checked against its
+        classes."""
+        return self._section("events", classes=list(self.output.classes)) or EventSettings()
+
+    @cached_property
+    def models(self) -> ModelFiles:
+        return self._section("models")
+
+    @cached_property
+    def onnxruntime(self) -> OnnxRuntimeSection:
+        """onnxruntime's settings and measured thread caps (empty for a bundle made before them)."""
+        return self._section("onnxruntime") or OnnxRuntimeSection()
+
+    @cached_property
+    def precision_plan(self) -> PrecisionPlan | None:
+        return self._section("precision_plan")
+
+    @cached_property
+    def streaming(self) -> StreamingSection | None:
+        return self._section("streaming")
+
+    @property
+    def spec(self):
+        """The input's deploy.preprocess.PreprocessSpec."""
+        return self.input.preprocess
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.get("precision") or "fp32"
+
     def path(self, role: str) -> Path | None:
         """File of a model role ('fp32', 'fp16', 'int8', 'engine'), or None when the bundle has none; never a path
         outside the bundle."""
-        rel = self.manifest["models"].get(role)
+        rel = self.models.of(role)
         return inside(self.folder, rel) if rel else None
 
     @property
     def classes(self) -> list[str]:
-        return list(self.manifest["output"]["classes"])
+        return list(self.output.classes)

@@ -1,6 +1,7 @@
 """Daemon configuration: a TOML file (see deploy/daemon.example.toml), then command-line overrides.
 
-Precedence: built-in defaults < the bundle's manifest (hop, look-ahead, event thresholds) < TOML < CLI flags.
+Precedence: built-in defaults < the bundle's manifest (hop, look-ahead, event thresholds) < TOML < CLI flags (the
+event settings layered by deploy.contract.events.EventSettings.resolve, `event_settings`).
 `--set section.key=value` overrides any key (value parsed as TOML, else taken as a string).
 """
 from __future__ import annotations
@@ -8,9 +9,10 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from deploy.contract import DETECTOR_KEYS, EVENT_DEFAULTS
+from deploy.contract.events import EventSettings
+from deploy.errors import did_you_mean
 from deploy.mqtt_options import parse_mqtt_url, redact
-from deploy.validate import ConfigError, check_config, nearest, nearest_anywhere
+from deploy.validate import ConfigError, check_config, nearest_anywhere
 
 try:
     import tomllib
@@ -106,7 +108,7 @@ def parse_set(item: str) -> dict:
     if len(parts) == 2 and parts[0] in SECTIONS:
         return {parts[0]: {parts[1]: value}}
     raise ConfigError(f"--set {item!r}: key must be a top-level key or one of {SECTIONS} followed by .key"
-                      + (f" ({nearest(parts[0], SECTIONS)})" if len(parts) == 2 else ""))
+                      + (f" ({did_you_mean(parts[0], SECTIONS)})" if len(parts) == 2 else ""))
 
 
 def parse_sink(text: str) -> dict:
@@ -140,17 +142,9 @@ def build_config(toml_path=None, overrides: list[dict] = ()) -> dict:
     return check_config(config)
 
 
-def stream_settings(config: dict, manifest: dict, rate_hz: float) -> dict:
-    """Hop, look-ahead (samples) and event knobs: config first, then the manifest, then defaults."""
-    ev_manifest = manifest.get("events", {}) or {}
+def event_settings(config: dict, bundle) -> EventSettings:
+    """The event settings the daemon runs: the defaults < the bundle's manifest < the config ([stream] hop_s and
+    lookahead_s, the [events] table; TOML, then flags), checked against the bundle's classes."""
     stream = config["stream"]
-    hop_s = stream["hop_s"] if stream["hop_s"] is not None else ev_manifest.get("hop_s", EVENT_DEFAULTS["hop_s"])
-    look = stream["lookahead_s"] if stream["lookahead_s"] is not None \
-        else ev_manifest.get("lookahead_s", EVENT_DEFAULTS["lookahead_s"])
-    if not isinstance(hop_s, (int, float)) or isinstance(hop_s, bool) or not 0 < hop_s < float("inf"):
-        raise ConfigError(f"stream.hop_s must be a positive number of seconds, got {hop_s!r}")
-    hop = max(1, int(round(float(hop_s) * rate_hz)))
-    lookahead = None if look in ("full", None) else max(0, int(round(float(look) * rate_hz)))
-    knobs = {k: ev_manifest[k] for k in DETECTOR_KEYS if k in ev_manifest}
-    knobs.update(config["events"])
-    return {"hop_samples": hop, "lookahead_samples": lookahead, "events": knobs}
+    layer = {"hop_s": stream["hop_s"], "lookahead_s": stream["lookahead_s"], **config["events"]}
+    return EventSettings.resolve(bundle.events, layer, classes=bundle.classes, where="events (manifest + config)")

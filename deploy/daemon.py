@@ -25,23 +25,21 @@ import numpy as np
 
 from deploy.bundle import Bundle
 from deploy.clock import TIME_UNITS, RateMismatch, RateWatch
-from deploy.config import build_config, stream_settings
+from deploy.config import build_config, event_settings
 from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_args
 from deploy.counters import Counters
 from deploy.engines import open_engine
-from deploy.event_classes import from_manifest
 from deploy.errors import FogError, printable
 from deploy.feed import END, ENDS_NORMALLY, Feed
 from deploy.onsets import OpenOnsets
 from deploy.plausibility import ImplausibleSignal, SignalWatch
 from deploy.plausibility import preflight as preflight_signal
-from deploy.preprocess import PreprocessSpec
 from deploy.service import Heartbeat, sd_notify, serve_metrics, setup_logging
 from deploy.signing import Trust, bundle_trust
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources import REJECT_FIX, open_source
 from deploy.stream import Pipeline, StreamSettings
-from deploy.validate import MANIFEST_EVENTS, ConfigError, check_events, preflight
+from deploy.validate import preflight
 from deploy.wearer import stream_setup
 
 log = logging.getLogger("deploy.daemon")
@@ -115,16 +113,11 @@ def _close_leftover_onsets(onsets: OpenOnsets | None, deliver, counters) -> None
         deliver(message)
 
 
-def stream_options(manifest: dict) -> dict:
-    """The bundle's event classes (background classes raise no event)."""
-    return {"event_columns": tuple(from_manifest(manifest)[0])}
-
-
-def wearer_setup(spec, manifest: dict, state_path, stream: StreamSettings):
-    """The stream normalization export chose (manifest `streaming`), with the wearer's state file if any."""
-    streaming = manifest.get("streaming") or {}
+def wearer_setup(spec, streaming, state_path, stream: StreamSettings):
+    """The stream normalization export chose (the bundle's `streaming` section), with the wearer's state file if
+    any."""
     stream_spec, normalizer = stream_setup(spec, streaming, state_path)
-    log.info("stream normalization %s (declared %s)%s", streaming.get("normalization") or "declared",
+    log.info("stream normalization %s (declared %s)%s", streaming.normalization if streaming else "declared",
              spec.normalization, f", wearer state {state_path}" if state_path else "")
     return stream_spec, replace(stream, normalizer=normalizer)
 
@@ -148,11 +141,10 @@ def wire(config: dict) -> Wiring:
     the pipeline between them; every setting is checked here, before READY."""
     bundle = Bundle.load(config["bundle"], verify=True, expected_digest=config.get("bundle_digest"))
     trust = bundle_trust(bundle.folder, bundle.digest, config)   # a signature required and missing: refused here
-    spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
-    check_events(dict(bundle.manifest.get("events") or {}), bundle.classes, "manifest events", MANIFEST_EVENTS)
-    settings = stream_settings(config, bundle.manifest, spec.rate_hz)
+    spec = bundle.input.spec
+    events = event_settings(config, bundle)   # the bundle's, under the config's; checked
     source = open_source_from(config, spec.rate_hz)
-    preflight(spec, bundle.classes, settings["events"], source.rate_hz or spec.rate_hz, source.units)
+    preflight(spec, bundle.classes, events, source.rate_hz or spec.rate_hz, source.units)
     engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],
                          threads=config["threads"], thread_cap=config["thread_cap"])
     sinks = [open_sink(**sink_options(s, config)) for s in config["sinks"]]
@@ -163,20 +155,22 @@ def wire(config: dict) -> Wiring:
     deliver, on_event, on_probs = _sink_callbacks(sinks, bundle.classes, counters, onsets)
     _close_leftover_onsets(onsets, deliver, counters)
     stream = StreamSettings(source_units=source.units, source_rate_hz=source.rate_hz,
-                            hop_samples=settings["hop_samples"], lookahead_samples=settings["lookahead_samples"],
-                            events=settings["events"], live=source.live, max_gap_s=st["max_gap_s"],
-                            max_behind_s=st["max_behind_s"], **stream_options(bundle.manifest))
-    spec, stream = wearer_setup(spec, bundle.manifest, st.get("wearer_state"), stream)
+                            hop_samples=events.hop_samples(spec.rate_hz),
+                            lookahead_samples=events.lookahead_samples(spec.rate_hz), events=events,
+                            live=source.live, max_gap_s=st["max_gap_s"], max_behind_s=st["max_behind_s"],
+                            event_columns=tuple(bundle.output.event_columns))
+    spec, stream = wearer_setup(spec, bundle.streaming, st.get("wearer_state"), stream)
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
-    signal_watch = SignalWatch(source.units, source.rate_hz or spec.rate_hz, counters,
-                               policy=config["source"].get("signal_check", "refuse"), orientation=not spec.gravity_align)
+    signal_watch = SignalWatch(source.units, source.rate_hz or spec.rate_hz, counters,   # the model's declared input:
+                               policy=config["source"].get("signal_check", "refuse"),   # orientation-invariant or not
+                               orientation=not bundle.input.spec.gravity_align)
     if source.name == "replay":   # a recording's units mistake stops the start, before READY
         preflight_signal(signal_watch, source.recording.acc, f"recording {source.path}")
     watch = None if source.name == "replay" else RateWatch(
         source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),
         given=config["source"].get("rate_hz") is not None or source.name == "lsl")
     return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
-                  settings["lookahead_samples"], watch, trust=trust, signal_watch=signal_watch,
+                  stream.lookahead_samples, watch, trust=trust, signal_watch=signal_watch,
                   time_scale=TIME_UNITS[config["source"].get("time_unit", "s")])
 
 
@@ -213,9 +207,11 @@ def loop(w: Wiring, config: dict, stop: threading.Event, max_seconds: float | No
         beat.tick(now)
         if max_seconds is not None and now - beat.started >= max_seconds:
             return f"the daemon stopped after --max-seconds {max_seconds:g}"
+    if getattr(stop, "reason", None) or w.failure:   # a signal (or a refusal) first: the input may end meanwhile
+        return getattr(stop, "reason", None) or w.failure
     if ended:
         return "the input ended" if w.source.name in ENDS_NORMALLY else f"the source {w.source.name} ended"
-    return w.failure or getattr(stop, "reason", None) or "the daemon was stopped"
+    return "the daemon was stopped"
 
 
 def drain(w: Wiring, stop: threading.Event, reason: str = "the daemon was stopped", feed: Feed | None = None) -> dict:
@@ -256,7 +252,7 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
              w.source.describe(),
              w.pipeline.hop, "full" if w.lookahead_samples is None else f"{w.pipeline.keep} samples",
              ", ".join(sink.label for sink in w.sinks))
-    for note in w.bundle.manifest.get("model", {}).get("notes") or []:
+    for note in w.bundle.model.notes:
         log.warning("bundle note: %s", printable(note))  # e.g. random initial weights: its events mean nothing
     _say_trust(w)
     sd_notify("READY=1")

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", nargs="?", help="bundle folder (made by `toolkit export`)")
     p.add_argument("--config", help="TOML config file (see deploy/daemon.example.toml)")
     g = p.add_argument_group("source (one)")
-    g.add_argument("--replay", metavar="FILE", help="replay a recording (CSV or npz)")
+    g.add_argument("--replay", metavar="FILE", help="replay a recording (CSV, npz, Daphnet .txt, Stanford .xlsx)")
     g.add_argument("--layout", help=FILE_LAYOUT_HELP)
     g.add_argument("--realtime", action="store_true", help="replay at real time (default: as fast as possible)")
     g.add_argument("--speed", type=float, help="replay speed factor with --realtime")

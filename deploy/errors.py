@@ -5,6 +5,7 @@ control and format characters escaped, so an escape sequence in a bundle cannot 
 """
 from __future__ import annotations
 
+import difflib
 import unicodedata
 
 # control (Cc), format (Cf: bidi overrides, zero-width), line and paragraph separators, surrogates, unassigned
@@ -53,5 +54,23 @@ class MissingDependency(FogError):
         self.package, self.extra = package, extra
 
 
+class ConfigError(FogError):
+    """A setting that is wrong (the daemon's, an event setting from a flag, a file or a manifest): names the key, the
+    value and what would be right."""
+
+
 class SpecError(FogError):
     """A preprocessing spec (or resampling ratio) that cannot be used as given."""
+
+
+def closest(name, known, cutoff: float = 0.6) -> str | None:
+    """The name in `known` a typo of `name` most likely meant, None when none is close (the one nearest-name rule of
+    the project; models/_keywords keeps a copy of this one line because models/ imports torch only)."""
+    match = difflib.get_close_matches(str(name), sorted(map(str, known)), n=1, cutoff=cutoff)
+    return match[0] if match else None
+
+
+def did_you_mean(name, known) -> str:
+    """"did you mean 'hop_s'?" for a typo, else the list of known names."""
+    match = closest(name, known)
+    return f"did you mean {match!r}?" if match else f"known: {', '.join(sorted(map(str, known)))}"

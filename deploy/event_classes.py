@@ -1,7 +1,7 @@
 """Which of a model's classes are events, and how "any FOG" is formed from them.
 
 A user's model may have classes that are not freezing events: the 4th-place Kaggle model's 4th softmax output is
-"no event". The manifest's `output` section says so:
+"no event". The manifest's `output` section says so (deploy.contract.model.OutputSection reads it):
 - `background`: the classes that never raise an event (the detector, evaluate and the sinks' events skip them;
   probability messages still carry every class);
 - `any_fog`: how the one "any FOG" probability is formed from the event classes: "sum" (a softmax model: the
@@ -39,15 +39,6 @@ def event_columns(classes, background) -> list[int]:
     """Indexes of the event classes (every class that is not background), in order."""
     skip = set(background or ())
     return [i for i, c in enumerate(classes) if c not in skip]
-
-
-def from_manifest(manifest: dict) -> tuple[list[int], str]:
-    """(event columns, any-FOG rule) of a bundle; old manifests: every class, "max"."""
-    out = manifest.get("output", {})
-    rule = out.get("any_fog") or "max"
-    if rule not in ANY_FOG_RULES:
-        raise FogError(f"manifest output.any_fog is {rule!r}, not one of {ANY_FOG_RULES}; re-export the bundle")
-    return event_columns(out.get("classes", []), out.get("background")), rule
 
 
 def any_fog(probs: np.ndarray, columns=None, rule: str = "max") -> np.ndarray:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deploy.contract import CLASSES, DETECTOR_KEYS, EVENT_DEFAULTS, with_defaults
+from deploy.contract import CLASSES, EVENT_DEFAULTS
+from deploy.contract.events import thresholds_per_class
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,6 @@ class Event:
 DEFAULT_SETTINGS = EVENT_DEFAULTS  # defined in deploy.contract (the bundle's vocabulary); this name stays importable
 
 
-def detector_settings(settings: dict | None = None) -> dict:
-    """EventDetector keyword arguments from (partial) settings such as a manifest's `events`; defaults fill gaps."""
-    merged = with_defaults(settings)
-    return {k: merged[k] for k in DETECTOR_KEYS}
-
-
 def _first(mask: np.ndarray) -> int | None:
     """Index of the first True, or None."""
     k = int(mask.argmax()) if len(mask) else 0
@@ -59,16 +54,6 @@ def _raise_peak(st, values: np.ndarray, at_least: float | None = None) -> None:
         top = np.fmax.reduce(values)
         if top > st.peak:
             st.peak = float(top)
-
-
-def _per_class(value, classes, name) -> np.ndarray:
-    if isinstance(value, dict):
-        missing = [c for c in classes if c not in value]
-        if missing:
-            raise ValueError(f"{name} lacks thresholds for {missing}")
-        return np.array([float(value[c]) for c in classes])
-    arr = np.broadcast_to(np.asarray(value, dtype=float), (len(classes),))
-    return arr.copy()
 
 
 class _ClassState:
@@ -88,9 +73,8 @@ class EventDetector:
                  refractory_s: float = DEFAULT_SETTINGS["refractory_s"], t0_s: float = 0.0):
         self.classes = tuple(classes)
         self.rate_hz = float(rate_hz)
-        self.on, self.off = _per_class(on, self.classes, "on"), _per_class(off, self.classes, "off")
-        if np.any(self.off > self.on):
-            raise ValueError(f"each off threshold must be <= its on threshold (on={self.on}, off={self.off})")
+        on, off = thresholds_per_class(on, off, self.classes, exact=False)   # the contract's one threshold check
+        self.on, self.off = np.array(on), np.array(off)
         self.taps = max(1, int(round(smoothing_s * rate_hz)))
         self.min_len = max(1, int(round(min_duration_s * rate_hz)))
         self.refractory = int(round(refractory_s * rate_hz))

@@ -76,8 +76,8 @@ class Feed:
     def _reconnect(self, why: str, backoff: float):
         """Reopen after `backoff` seconds, again with doubled waits until it opens or the daemon stops."""
         while not self.stop.is_set():
+            self.counters.source_restarts += 1   # counted before it is said: a reader of the log finds it counted
             log.warning("%s; reconnecting in %.0f s", why, backoff)
-            self.counters.source_restarts += 1
             if self.stop.wait(backoff):
                 return None
             try:

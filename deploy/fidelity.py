@@ -48,7 +48,7 @@ def _overlaps(a, b) -> int:
                for x in a)
 
 
-def compare(offline: np.ndarray, streamed: np.ndarray, rate_hz: float, events: dict, columns, rule: str) -> dict:
+def compare(offline: np.ndarray, streamed: np.ndarray, rate_hz: float, events, columns, rule: str) -> dict:
     """Figures of one recording: offline vs streamed (n, C) probabilities on the same grid."""
     n = min(len(offline), len(streamed))
     a, b = any_fog(offline[:n], columns, rule), any_fog(streamed[:n], columns, rule)
@@ -77,12 +77,11 @@ def pool(items: list[dict], background_events: int, daemon_events: int) -> dict:
 class Fidelity:
     """One bundle's engine and settings; `offline` once per recording, `stream` per normalization option."""
 
-    def __init__(self, spec, engine, classes, events: dict, columns, rule: str):
+    def __init__(self, spec, engine, classes, events, columns, rule: str):
+        """`events`: the bundle's deploy.contract.events.EventSettings (its hop and look-ahead make the grid)."""
         self.spec, self.engine, self.classes = spec, engine, list(classes)
-        self.events, self.columns, self.rule = dict(events), list(columns), rule
-        self.hop = max(1, int(round(float(events["hop_s"]) * spec.rate_hz)))
-        look = events.get("lookahead_s")
-        self.look = None if look is None else int(round(float(look) * spec.rate_hz))
+        self.events, self.columns, self.rule = events, list(columns), rule
+        self.hop, self.look = events.hop_samples(spec.rate_hz), events.lookahead_samples(spec.rate_hz)
         self.infer = batch_infer(engine)
         self._offline = {}
 

@@ -21,8 +21,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from deploy.contract.events import EventSettings
 from deploy.errors import FogError
-from deploy.events import EventDetector, detector_settings
+from deploy.events import EventDetector
 from deploy.intake import MAX_G, RESET, Intake
 from deploy.offline import contribution, output_per
 from deploy.preprocess import (STANDARD_GRAVITY, PreprocessSpec, StreamingPreparer, gravity_rotation, patchify,
@@ -96,9 +97,9 @@ class StreamSettings:
     """How a stream is read, cut and judged; the daemon fills it from the manifest, its config and the source."""
     source_units: str                      # units of the incoming samples ("g" | "m/s^2")
     source_rate_hz: float | None = None    # their nominal rate (None: the model rate)
-    hop_samples: int | None = None         # model-rate samples between windows (None: 0.5 s)
+    hop_samples: int | None = None         # model-rate samples between windows (None: the events' hop_s)
     lookahead_samples: int | None = None   # right context a sample waits for (None: whole windows)
-    events: dict | None = None             # event detector knobs; deploy.events.detector_settings fills the rest
+    events: EventSettings | dict | None = None   # event settings (a partial dict: EventSettings.resolve completes it)
     live: bool = False                     # a live source: windows are skipped while behind real time
     max_gap_s: float = 0.5                 # gaps up to this are interpolated, longer ones end the segment
     max_behind_s: float = 1.0              # how far behind real time a live window may still run
@@ -135,12 +136,12 @@ class Pipeline:
         self.source_units = settings.source_units
         self.source_rate = float(settings.source_rate_hz or self.rate)
         self.W = self.spec.window
-        self.hop = int(settings.hop_samples or max(1, min(self.W, int(0.5 * self.rate))))
+        self.event_settings = EventSettings.resolve(settings.events)
+        self.hop = int(settings.hop_samples or min(self.W, self.event_settings.hop_samples(self.rate)))
         if not 1 <= self.hop <= self.W:
             raise FogError(f"hop of {self.hop} samples must be between 1 and the window ({self.W})")
         self.keep = contribution(self.W, self.hop, settings.lookahead_samples)
         self.lookahead_samples = settings.lookahead_samples
-        self.events_cfg = dict(settings.events or {})
         self.live, self.max_behind_s = settings.live, float(settings.max_behind_s)
         self.event_columns = list(range(len(self.classes))) if settings.event_columns is None \
             else list(settings.event_columns)
@@ -178,9 +179,8 @@ class Pipeline:
         self.preparer = StreamingPreparer(self.spec, self.source_rate, self.source_units)
         if self.settings.normalizer is not None:
             self.preparer.normalizer = self.settings.normalizer()
-        ev = self.events_cfg
         self.detector = EventDetector([self.classes[i] for i in self.event_columns], self.rate,
-                                      **detector_settings(ev), t0_s=t_first)
+                                      **self.event_settings.detector_kwargs(), t0_s=t_first)
         self._segment_open = True
 
     def push(self, chunk) -> None:

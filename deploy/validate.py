@@ -1,19 +1,20 @@
 """Every daemon setting checked for type and range at start, before READY: nothing wrong at start is found per chunk.
 
 `check_config(config)` checks the merged configuration (TOML, flags, `--set`): unknown keys are refused with the
-nearest valid name, numbers must be finite and in range, choices must be known. `check_events(events, classes,
-where)` checks event settings (the manifest's and the config's). `preflight(...)` builds, once, what the pipeline
+nearest valid name, numbers must be finite and in range, choices must be known; event settings are checked by the
+one rule of deploy.contract.events (the manifest's when the bundle is read, the merged ones by
+deploy.config.event_settings). `preflight(...)` builds, once, what the pipeline
 builds per segment (the units converter and resampler for the source's rate, the event detector) so a rate that
 cannot be resampled or an unknown event class stops the start with a clear error instead of rejecting every chunk.
 """
 from __future__ import annotations
 
-import difflib
-import math
 import re
 
-from deploy.errors import FogError
-from deploy.events import EventDetector, detector_settings
+from deploy.contract.checks import number
+from deploy.contract.events import DETECTOR_KEYS, TIMINGS, check_layer
+from deploy.errors import ConfigError, FogError, closest, did_you_mean
+from deploy.events import EventDetector
 from deploy.preprocess import StreamingPreparer
 from deploy.stream import streaming_spec
 
@@ -22,37 +23,7 @@ DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 NOT_IN_TOPIC = re.compile(r"[/+#\s\x00]")
 
 
-class ConfigError(FogError):
-    """A setting of the daemon that is wrong: names the key, the value and what would be right."""
-
-
-def nearest(key: str, known) -> str:
-    """' (did you mean 'hop_s'?)' for a typo, else the list of known keys."""
-    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
-
-
 # ------------------------------------------------------------------ value checkers: (value, name) -> value
-
-def number(lo: float | None = None, hi: float | None = None, *, integer: bool = False, optional: bool = False,
-           above: bool = False):
-    """A finite int/float in [lo, hi] (lo exclusive when `above`); None allowed when `optional`."""
-    def check(value, name):
-        if value is None and optional:
-            return None
-        kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise ConfigError(f"{name} = {value!r}: expected {'an integer' if integer else 'a number'}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{name} = {value!r}: must be a finite number")
-        low_ok = lo is None or (value > lo if above else value >= lo)
-        if not low_ok or (hi is not None and value > hi):
-            low = "" if lo is None else f"{'>' if above else '>='} {lo:g}"
-            high = "" if hi is None else f"<= {hi:g}"
-            raise ConfigError(f"{name} = {value!r}: must be {' and '.join(p for p in (low, high) if p)}")
-        return value
-    return check
-
 
 def choice(*options, optional: bool = False):
     def check(value, name):
@@ -101,12 +72,6 @@ def digest(value, name):
     return value
 
 
-def lookahead(value, name):
-    if value in (None, "full"):
-        return value
-    return number(0, 600)(value, name)
-
-
 def channels(value, name):
     if not isinstance(value, (list, tuple)) or len(value) != 3 or \
             not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 1024 for c in value):
@@ -143,12 +108,15 @@ SOURCE = {
             "resolve_s": number(0, 3600, above=True)},
 }
 ALL_SOURCE = sorted({key for keys in SOURCE.values() for key in keys})
-STREAM = {"hop_s": number(0, 60, above=True, optional=True), "lookahead_s": lookahead,
+def _given(check):
+    """`check` for a value that may be None (not given: the manifest's, else the default)."""
+    return lambda value, name: None if value is None else check(value, name)
+
+
+STREAM = {"hop_s": _given(TIMINGS["hop_s"]), "lookahead_s": _given(TIMINGS["lookahead_s"]),
           "max_gap_s": number(0, 3600, above=True), "max_behind_s": number(0, 3600, above=True),
           "silence_s": number(0, 86400, above=True), "queue_chunks": number(1, 1_000_000, integer=True),
           "state_file": text(optional=True), "wearer_state": text(optional=True)}
-EVENTS = {"smoothing_s": number(0, 60), "min_duration_s": number(0, 3600), "refractory_s": number(0, 3600)}
-MANIFEST_EVENTS = {**EVENTS, "hop_s": number(0, 60, above=True), "lookahead_s": lookahead}
 SINK = {"jsonl": {"path": text()},
         "udp": {"host": text(), "port": number(1, 65535, integer=True)},
         "mqtt": {"host": text(), "port": number(1, 65535, integer=True), "topic": text(),
@@ -170,7 +138,7 @@ def check_table(table, schema: dict, where: str, everything=None) -> None:
         raise ConfigError(f"{where} must be a table")
     for key in list(table):
         if key not in schema:
-            raise ConfigError(f"{where}: unknown key {key!r} ({nearest(key, everything or schema)})")
+            raise ConfigError(f"{where}: unknown key {key!r} ({did_you_mean(key, everything or schema)})")
         table[key] = schema[key](table[key], f"{where}.{key}")
 
 
@@ -178,10 +146,10 @@ def nearest_anywhere(key: str, top) -> str:
     """For an unknown top-level key: the nearest top-level key or key of a section, named with its section."""
     names = {k: repr(k) for k in top}
     for section, schema in (("source", {**SOURCE_COMMON, **dict.fromkeys(ALL_SOURCE)}), ("stream", STREAM),
-                            ("events", {**EVENTS, "on": 0, "off": 0}), ("log", LOG)):
+                            ("events", dict.fromkeys(DETECTOR_KEYS)), ("log", LOG)):
         names.update({k: f"{k!r} under [{section}]" for k in schema if k not in names})
-    close = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.6)
-    return f"did you mean {names[close[0]]}?" if close else f"known: {', '.join(sorted(top))}"
+    close = closest(key, names)
+    return f"did you mean {names[close]}?" if close else f"known: {', '.join(sorted(top))}"
 
 
 def check_config(config: dict) -> dict:
@@ -201,7 +169,7 @@ def check_config(config: dict) -> dict:
             raise ConfigError(f"source.{key}: only a {' or '.join(owners)} source takes it, this one is {kind}")
     check_table(source, {**SOURCE_COMMON, **SOURCE[kind]}, "source", everything=[*SOURCE_COMMON, *ALL_SOURCE])
     check_table(config["stream"], STREAM, "stream")
-    check_events(config["events"], None, "events")
+    check_event_table(config["events"])
     check_table(config["log"], LOG, "log")
     for i, sink in enumerate(config["sinks"]):
         sink_kind = choice(*SINK)(sink.get("kind"), f"sinks[{i}].kind")
@@ -209,39 +177,18 @@ def check_config(config: dict) -> dict:
     return config
 
 
-def thresholds(value, name, classes):
-    """A probability, or a table class -> probability naming only the bundle's classes."""
-    if isinstance(value, dict):
-        for cls, p in value.items():
-            if classes is not None and cls not in classes:
-                raise ConfigError(f"{name}: unknown event class {cls!r} ({nearest(cls, classes)})")
-            number(0, 1)(p, f"{name}.{cls}")
-        if classes is not None and set(value) != set(classes):
-            raise ConfigError(f"{name} lacks thresholds for {sorted(set(classes) - set(value))}; give every class "
-                              f"of the bundle ({', '.join(classes)}) or one number for all")
-        return value
-    return number(0, 1)(value, name)
+def check_event_table(events) -> dict:
+    """The config's [events] table: the detector's settings (hop and look-ahead belong under [stream])."""
+    for key in events if isinstance(events, dict) else ():
+        if key in STREAM:
+            raise ConfigError(f"events: unknown key {key!r} (it belongs under [stream])")
+    return check_layer(events, "events", keys=DETECTOR_KEYS)
 
 
-def check_events(events: dict, classes, where: str, schema: dict = EVENTS) -> dict:
-    """Event settings: known keys, numbers in range, thresholds naming only `classes` (None: not known yet)."""
-    if not isinstance(events, dict):
-        raise ConfigError(f"{where} must be a table")
-    for key, value in events.items():
-        if key in ("on", "off"):
-            thresholds(value, f"{where}.{key}", classes)
-        elif key in schema:
-            schema[key](value, f"{where}.{key}")
-        else:
-            hint = " (it belongs under [stream])" if key in STREAM else f" ({nearest(key, [*schema, 'on', 'off'])})"
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
-    return events
-
-
-def preflight(spec, classes, events: dict, source_rate_hz: float, source_units: str) -> None:
-    """Build once what every segment builds (units, resampler, event detector): a setting they would reject stops
-    the start here, with the reason, instead of failing on every chunk after READY."""
-    check_events(events, classes, "events (manifest + config)")
+def preflight(spec, classes, events, source_rate_hz: float, source_units: str) -> None:
+    """Build once what every segment builds (units, resampler, event detector; `events` an EventSettings checked
+    by deploy.config.event_settings): a setting they would reject stops the start here, with the reason, instead of
+    failing on every chunk after READY."""
     if source_units not in UNITS:
         raise ConfigError(f"source units {source_units!r}: choose one of {', '.join(UNITS)}")
     try:
@@ -249,7 +196,4 @@ def preflight(spec, classes, events: dict, source_rate_hz: float, source_units: 
     except FogError as exc:
         raise ConfigError(f"source rate {source_rate_hz:g} Hz, units {source_units}: {exc}; set the source's "
                           f"rate_hz to the sensor's true rate (the model runs at {spec.rate_hz:g} Hz)") from None
-    try:
-        EventDetector(list(classes), float(spec.rate_hz), **detector_settings(events))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"event settings: {exc}; fix them in [events] or re-export the bundle") from None
+    EventDetector(list(classes), float(spec.rate_hz), **events.detector_kwargs())

@@ -29,7 +29,6 @@ from deploy.errors import FogError
 
 log = logging.getLogger("deploy.wearer")
 
-STREAM_NORMALIZATIONS = ("declared", "window", "running", "running-warm", "wearer", "fixed")
 CAPTURE_S = 120.0   # the wearer's first two minutes
 _TINY = 1e-9
 
@@ -138,29 +137,26 @@ def recording_statistics(prepared) -> dict:
     return {"mean": x.mean(axis=0).tolist(), "std": x.std(axis=0).tolist(), "samples": int(len(x))}
 
 
-def stream_setup(spec, streaming: dict | None, state_path=None):
-    """(spec for the stream, normalizer factory or None) for the manifest's `streaming` section; the factory is
-    called per stream segment ("wearer" returns one shared normalizer, so its statistics survive gaps)."""
-    streaming = streaming or {}
-    mode = streaming.get("normalization") or "declared"
-    if mode not in STREAM_NORMALIZATIONS:
-        raise FogError(f"manifest streaming.normalization is {mode!r}, not one of {STREAM_NORMALIZATIONS}; "
-                       "re-export the bundle")
+def stream_setup(spec, streaming=None, state_path=None):
+    """(spec for the stream, normalizer factory or None) for the manifest's `streaming` section (a
+    deploy.contract.runtime.StreamingSection, None: the declared normalization); the factory is called per stream
+    segment ("wearer" returns one shared normalizer, so its statistics survive gaps)."""
+    mode = streaming.normalization if streaming is not None else "declared"
     if mode == "declared":
         return spec, None
     if mode == "window":
         return replace(spec, normalization="window"), None
     running = replace(spec, normalization="running", gravity_align=False, min_std=0.0)
-    tau = float(streaming.get("tau_s") or spec.running_tau_s)
+    tau = float(streaming.tau_s or spec.running_tau_s)
     if mode == "running":
         return replace(running, running_tau_s=tau), None
     if mode == "running-warm":
         return running, lambda: BlockNormalizer(spec.rate_hz, tau)
     if mode == "fixed":
-        stats = streaming.get("fixed") or {}
+        stats = streaming.fixed or {}
         if "mean" not in stats or "std" not in stats:
             raise FogError("manifest streaming.normalization is 'fixed' but streaming.fixed has no mean/std; "
                            "re-export the bundle")
         return running, lambda: FixedNormalizer(stats["mean"], stats["std"])
-    shared = BlockNormalizer(spec.rate_hz, None, float(streaming.get("capture_s") or CAPTURE_S), state_path)
+    shared = BlockNormalizer(spec.rate_hz, None, float(streaming.capture_s or CAPTURE_S), state_path)
     return running, lambda: shared

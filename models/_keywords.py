@@ -20,6 +20,7 @@ def keywords_of(func, skip=("self",)) -> set[str]:
 
 def unknown_keyword(owner: str, name: str, valid) -> TypeError:
     valid = sorted(set(valid))
+    # deploy.errors.closest's rule, repeated here because models/ imports torch only (docs/design.md)
     nearest = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     if nearest:
         hint = f"did you mean {nearest[0]!r}?"

@@ -192,23 +192,19 @@ def pretrained_path(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def create_model(name: str, pretrained: bool = False, **overrides) -> nn.Module:
-    """Build preset `name` with keyword overrides (e.g. tsai_compat=True, dropout=0.0).
+def create_model(name: str, **overrides) -> nn.Module:
+    """Build preset `name` with keyword overrides (e.g. tsai_compat=True, dropout=0.0), with fresh weights.
 
     A per-patch preset stays per-patch when only seq_len is overridden: d follows seq_len.
-    `pretrained=True` loads the shipped weights (see `pretrained_path`); they fit the preset's own shapes only.
+    Weights are loaded by the project's one weights loader, `calibration.checkpoint.load_model(name)` (the shipped
+    ones, see `pretrained_path`, or any checkpoint): this package knows where they are, not how files are read.
     """
+    if "pretrained" in overrides:
+        raise TypeError("create_model() builds fresh weights; load the shipped or any other weights with "
+                        f"calibration.checkpoint.load_model({name!r}[, checkpoint])")
     preset = get_preset(name)
     kwargs = {**preset.kwargs, **overrides}
     per_patch = preset.kwargs.get("d") == preset.kwargs.get("seq_len")
     if per_patch and "seq_len" in overrides and "d" not in overrides:
         kwargs["d"] = kwargs["seq_len"]
-    model = preset.factory(**kwargs)
-    if pretrained:
-        path = pretrained_path(name)
-        if path is None:
-            raise FileNotFoundError(f"preset {name!r} has no shipped weights in {WEIGHTS_DIR}; train one with "
-                                    "`toolkit train` or build it with pretrained=False")
-        import torch
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model
+    return preset.factory(**kwargs)

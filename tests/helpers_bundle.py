@@ -1,11 +1,15 @@
 """Make a small, real deployment bundle for tests and benchmarks (torch is used here, never in deploy/).
 
 The model is a tiny per-patch detector: per-patch standard deviation of each axis (so it reacts to the trembling of
-a freeze), a convolution across patches for context, and a sigmoid appended in the graph, exported with
-`models.onnx_export.export_onnx` (input "x", output "probs"), manifest written by `deploy.bundle.write_manifest`.
+a freeze), a convolution across patches for context, logits out, exported with its sigmoid by the real exporter
+(`toolkit.api.export`, target cpu), so every fixture's manifest is the one users get.
 """
 from __future__ import annotations
 
+import atexit
+import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,56 +48,63 @@ def _model(patch: int, n_patches: int, hidden: int, seed: int, gru: int = 0):
             h = torch.relu(self.mix(torch.cat([mean, spread], dim=1)))
             if self.gru is not None:
                 h = self.gru(h.transpose(1, 2))[0].transpose(1, 2)
-            return torch.sigmoid(self.head(h)).transpose(1, 2)  # (B, n_patches, classes)
+            return self.head(h).transpose(1, 2)  # logits (B, n_patches, classes): the export appends the sigmoid
 
     torch.manual_seed(seed)
     return TinyPatchDetector().eval()
 
 
-def make_bundle(folder, *, preprocess: dict | None = None, hidden: int = 16, seed: int = 0,
-                events: dict | None = None, precision: str = "fp32", gru: int = 0) -> Path:
-    """Write a verified bundle into `folder` and return it."""
-    import torch
+# The events the stand-in ships unless a test asks for others (quick to fire on its untrained probabilities).
+TEST_EVENTS = {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.25, "on": 0.6, "off": 0.4, "min_duration_s": 0.5,
+               "refractory_s": 0.5}
+_BUILT: dict[str, Path] = {}     # one real export per distinct stand-in and process, copied out to each caller
 
-    from deploy.bundle import write_manifest
-    from models.onnx_export import export_onnx
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def _scalar_thresholds(events: dict) -> dict:
+    """The export takes one on/off threshold for every class (the manifest writes them per class)."""
+    out = dict(events)
+    for key in ("on", "off"):
+        if isinstance(out.get(key), dict):
+            values = set(out[key].values())
+            if len(values) != 1:
+                raise ValueError(f"the stand-in bundle takes one {key} threshold for every class, not {out[key]}")
+            out[key] = values.pop()
+    return out
+
+
+def build_bundle(folder, *, preprocess: dict | None = None, hidden: int = 16, seed: int = 0,
+                 events: dict | None = None, precision: str = "fp32", gru: int = 0) -> Path:
+    """Export the stand-in detector into `folder` the way users get bundles: `toolkit.api.export` for the cpu target
+    (the real manifest writer, every section; no streaming-fidelity step, which the stand-in does not need)."""
+    from toolkit import api
+
     spec = preprocess or small_preprocess()
-    patch, n_patches = spec["patch"], spec["n_patches"]
-    model = _model(patch, n_patches, hidden, seed, gru)
-    example = torch.zeros(1, patch * 3, n_patches)
-    export_onnx(model, example, folder / "model_fp32.onnx", input_names=("x",), output_names=("probs",))
-    n_params = sum(p.numel() for p in model.parameters())
-    manifest = {
-        "schema_version": 1,
-        "toolkit_version": "test",
-        "created": "2026-01-01T00:00:00Z",
-        "model": {"name": "tiny-patch-detector", "preset": None, "source": "user", "tsai_compat": False,
-                  "weights_sha256": None, "parameters": int(n_params), "macs": None},
-        "input": {"name": "x", "shape": [1, patch * 3, n_patches], "dtype": "float32", "preprocess": spec,
-                  "axes": AXES},
-        "output": {"name": "probs", "shape": [1, n_patches, len(CLASSES)], "classes": CLASSES, "per": "patch",
-                   "activation": "sigmoid"},
-        "events": events or {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.25,
-                             "on": {c: 0.6 for c in CLASSES}, "off": {c: 0.4 for c in CLASSES},
-                             "min_duration_s": 0.5, "refractory_s": 0.5},
-        "precision": precision,
-        "models": {"fp32": "model_fp32.onnx", "fp16": None, "int8": None, "engine": None},
-        "target": {"name": "cpu-onnxruntime"},
-        "verification": {"pairs": {}, "windows": 0},
-        "checks": [],
-    }
-    write_manifest(folder, manifest)
+    model = _model(spec["patch"], spec["n_patches"], hidden, seed, gru)
+    api.export(model, target="cpu", out=folder, precision=precision, preprocess=spec,
+               events=_scalar_thresholds(events or TEST_EVENTS), fidelity=False, force=True, quiet=True)
+    return Path(folder)
+
+
+def make_bundle(folder, **options) -> Path:
+    """A verified bundle of the stand-in detector in `folder` (build_bundle's options): exported once per process for
+    each distinct set of options, copied for every caller (a test may change its copy)."""
+    key = json.dumps(options, sort_keys=True)
+    if key not in _BUILT:
+        root = Path(tempfile.mkdtemp(prefix="fog-test-bundles-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _BUILT[key] = build_bundle(root / "bundle", **options)
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} is not empty")
+    shutil.copytree(_BUILT[key], folder, dirs_exist_ok=True)
     return folder
 
 
 def reference_infer(folder):
     """A plain onnxruntime session (no I/O binding) to compare engines against: infer(batch) -> probs."""
-    import onnxruntime as ort
+    from deploy.engines.session import open_session
 
-    session = ort.InferenceSession(str(Path(folder) / "model_fp32.onnx"), providers=["CPUExecutionProvider"])
+    session = open_session(Path(folder) / "model_fp32.onnx")
 
     def infer(batch: np.ndarray) -> np.ndarray:
         return np.concatenate([session.run(None, {"x": b[None].astype(np.float32)})[0] for b in batch])

@@ -8,7 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
+
+from deploy.engines.session import open_session  # noqa: E402
 
 from toolkit.export import attention_fusion, cpu_graph, cpu_plans  # noqa: E402
 from toolkit.export.checks import static_shapes  # noqa: E402
@@ -43,7 +45,7 @@ def _ops(path):
 
 
 def _run(path, x):
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = open_session(str(path))
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 

@@ -14,7 +14,8 @@ from deploy.counters import Counters
 from deploy.intake import Intake
 from deploy.recording import read_recording
 from tests.conftest import shared_path
-from tests.test_daemon import daemon, final_counters
+from tests.daemon_harness import final_counters
+from tests.daemon_harness import run_daemon as daemon
 from tests.test_faults_stream import bundle, clean, env  # noqa: F401 (fixtures)
 
 

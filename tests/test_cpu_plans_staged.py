@@ -13,7 +13,9 @@ import onnx
 import pytest
 
 torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
+
+from deploy.engines.session import open_session  # noqa: E402
 
 from deploy.bundle import Bundle, write_manifest  # noqa: E402
 from deploy.engines import open_engine  # noqa: E402
@@ -50,7 +52,7 @@ def _export(path):
 
 def _run(path_or_model, x, *names):
     data = path_or_model.SerializeToString() if hasattr(path_or_model, "SerializeToString") else str(path_or_model)
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    session = open_session(data)
     return session.run(list(names) or None, {session.get_inputs()[0].name: x})
 
 
@@ -95,12 +97,12 @@ def _hand_lstm(layout: int):
 
 def test_split_is_exact_for_every_output_and_initial_states():
     model, feeds = _hand_lstm(0)
-    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    before = open_session(model.SerializeToString()).run(None, feeds)
     assert lstm_split.split_bidirectional_lstms(model) == 1
     onnx.checker.check_model(model)
     assert {n.op_type for n in model.graph.node} == {"LSTM", "Split", "Concat"}
     assert not any(i.name in ("W", "R", "B", "P") for i in model.graph.initializer)  # the halves replaced them
-    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    after = open_session(model.SerializeToString()).run(None, feeds)
     for b, a in zip(before, after):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
@@ -152,7 +154,8 @@ def _staged_bundle(folder):
     plan = cpu_plans.staged_dynamic(folder / "model_fp32.onnx", folder, cpu_plans.STAGE_PREFIX)
     manifest = {
         "schema_version": 1, "model": {"name": "two-bilstms"}, "precision": "int8",
-        "input": {"name": "x", "shape": list(SHAPE)}, "output": {"name": "probs", "shape": [1, SHAPE[2], 3]},
+        "input": {"name": "x", "shape": list(SHAPE), "preprocess": {"rate_hz": 64, "patch": 2, "n_patches": SHAPE[2]}},
+        "output": {"name": "probs", "shape": [1, SHAPE[2], 3], "classes": ["StartHesitation", "Turn", "Walking"]},
         "models": {"fp32": "model_fp32.onnx", "fp16": None, "int8": info["file"], "engine": None},
         "target": {"name": "cpu", "runtime": "onnxruntime"},
         "onnxruntime": {"preoptimized": [], "staged": {"int8": plan}},

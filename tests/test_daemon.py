@@ -7,19 +7,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from deploy.config import build_config, parse_set, parse_sink
 from deploy.errors import FogError
 from deploy.recording import write_recording
+from tests.daemon_harness import REPO, Daemon, final_counters, run_daemon
 from tests.helpers_bundle import make_bundle
 from tests.test_stream import walking_recording
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +43,11 @@ def no_torch_env(tmp_path_factory):
     return env
 
 
-def daemon(args, env, **kw):
-    return subprocess.run([sys.executable, "-m", "deploy", *map(str, args)], env=env, capture_output=True,
-                          text=True, timeout=60, cwd=REPO, **kw)
-
-
-def final_counters(stderr: str) -> dict:
-    return json.loads([line for line in stderr.splitlines() if line.startswith('{"counters"')][-1])["counters"]
-
-
 def test_daemon_runs_without_torch(bundle_dir, walk_npz, no_torch_env, tmp_path):
     check = subprocess.run([sys.executable, "-c", "import torch"], env=no_torch_env, capture_output=True, text=True)
     assert check.returncode != 0 and "not available on the device" in check.stderr
     out = tmp_path / "events.jsonl"
-    result = daemon([bundle_dir, "--replay", walk_npz, "--sink", f"file:{out}?probs", "--hop-s", "0.5"],
+    result = run_daemon([bundle_dir, "--replay", walk_npz, "--sink", f"file:{out}?probs", "--hop-s", "0.5"],
                     no_torch_env)
     assert result.returncode == 0, result.stderr
     counters = final_counters(result.stderr)
@@ -78,16 +66,16 @@ def test_tampered_bundle_is_refused(bundle_dir, walk_npz, no_torch_env, tmp_path
     data = bytearray(model.read_bytes())
     data[-10] ^= 0xFF
     model.write_bytes(bytes(data))
-    result = daemon([copy, "--replay", walk_npz], no_torch_env)
+    result = run_daemon([copy, "--replay", walk_npz], no_torch_env)
     assert result.returncode == 2
     assert "error:" in result.stderr and "failed verification" in result.stderr
     assert "sha256 differs" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_missing_bundle_and_bad_sink_are_clear_errors(walk_npz, no_torch_env, tmp_path):
-    result = daemon([tmp_path / "nope", "--replay", walk_npz], no_torch_env)
+    result = run_daemon([tmp_path / "nope", "--replay", walk_npz], no_torch_env)
     assert result.returncode == 2 and "no manifest.json" in result.stderr and "Traceback" not in result.stderr
-    result = daemon([tmp_path, "--sink", "carrier-pigeon"], no_torch_env)
+    result = run_daemon([tmp_path, "--sink", "carrier-pigeon"], no_torch_env)
     assert result.returncode == 2 and "--sink" in result.stderr
 
 
@@ -100,26 +88,20 @@ def test_sigterm_drains_and_exits_zero_with_systemd_notify_and_metrics(bundle_di
         probe.bind(("127.0.0.1", 0))
         metrics_port = probe.getsockname()[1]
     env = dict(no_torch_env, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
-    proc = subprocess.Popen([sys.executable, "-m", "deploy", str(bundle_dir), "--udp-port", "0", "--metrics-port",
-                             str(metrics_port), "--status-interval", "0.3"], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        messages = []
-        deadline = time.monotonic() + 20
-        while not (any(m == "WATCHDOG=1" for m in messages) and any(m.startswith("STATUS=") for m in messages)) \
-                and time.monotonic() < deadline:
-            messages.append(notify.recv(4096).decode())
+    with Daemon([bundle_dir, "--udp-port", "0", "--metrics-port", str(metrics_port), "--status-interval", "0.3"],
+                env=env, stdin=False) as d:
+        try:
+            messages = []   # systemd's protocol: READY=1 first, then the watchdog's heartbeat and status lines
+            while not (any(m == "WATCHDOG=1" for m in messages) and any(m.startswith("STATUS=") for m in messages)):
+                messages.append(notify.recv(4096).decode())
+        finally:
+            notify.close()
         assert messages[0] == "READY=1" and any(m.startswith("STATUS=") for m in messages)
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         assert "fog_samples_received_total 0" in text and "fog_hops_skipped_behind_total" in text
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        notify.close()
-    assert proc.returncode == 0, stderr
-    assert final_counters(stderr)["balanced"]
+        done = d.stop(signal.SIGTERM)
+    assert done.returncode == 0, done.stderr
+    assert done.counters["balanced"]
 
 
 def test_stdin_fault_injection_accounts_for_every_sample(bundle_dir, no_torch_env):
@@ -136,7 +118,7 @@ def test_stdin_fault_injection_accounts_for_every_sample(bundle_dir, no_torch_en
     t_long = t_short + 5.0
     tail = [f"{t_short:.6f},-1,0,0"] + [f"{t_long + i / rate:.6f},-1,0,0" for i in range(64 * 3)]
     text = "\n".join(lines + faults + tail) + "\n"
-    result = daemon([bundle_dir, "--stdin", "--sink", "-", "--log-level", "warning"], no_torch_env, input=text)
+    result = run_daemon([bundle_dir, "--stdin", "--sink", "-", "--log-level", "warning"], no_torch_env, input=text)
     assert result.returncode == 0, result.stderr
     c = final_counters(result.stderr)
     assert c["balanced"]
@@ -173,7 +155,7 @@ def _message_types(text: str) -> set[str]:
                          ids=["separate", "equals", "probs-flag"])
 def test_probabilities_to_stdout_by_sink_query_or_probs_flag(bundle_dir, walk_npz, no_torch_env, sink):
     """Issue 18 item 4: `--sink -?probs` stopped with "expected one argument"; `--probs` was never read."""
-    result = daemon([bundle_dir, "--replay", walk_npz, *sink], no_torch_env)
+    result = run_daemon([bundle_dir, "--replay", walk_npz, *sink], no_torch_env)
     assert result.returncode == 0, result.stderr
     assert "probs" in _message_types(result.stdout)
 
@@ -182,12 +164,12 @@ def test_probs_flag_reaches_a_sink_from_the_config_file(bundle_dir, walk_npz, no
     out = tmp_path / "from-config.jsonl"
     config = tmp_path / "d.toml"
     config.write_text(f'bundle = "{bundle_dir}"\n[[sinks]]\nkind = "jsonl"\npath = "{out}"\n')
-    result = daemon(["--config", config, "--replay", walk_npz, "--probs"], no_torch_env)
+    result = run_daemon(["--config", config, "--replay", walk_npz, "--probs"], no_torch_env)
     assert result.returncode == 0, result.stderr
     assert "probs" in _message_types(out.read_text())
     without = tmp_path / "without.jsonl"
     config.write_text(f'bundle = "{bundle_dir}"\n[[sinks]]\nkind = "jsonl"\npath = "{without}"\n')
-    assert daemon(["--config", config, "--replay", walk_npz], no_torch_env).returncode == 0
+    assert run_daemon(["--config", config, "--replay", walk_npz], no_torch_env).returncode == 0
     assert "probs" not in _message_types(without.read_text())
 
 

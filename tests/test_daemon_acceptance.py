@@ -20,7 +20,7 @@ import pytest
 
 from calibration.data import prepare_recording, synthetic_recordings
 from deploy.bundle import Bundle
-from deploy.config import build_config, stream_settings
+from deploy.config import build_config, event_settings
 from deploy.daemon import run
 from deploy.engines import open_engine
 from deploy.events import Event, detect_events
@@ -54,7 +54,7 @@ def _infer(engine):
 
 def _stream_and_compare(bundle_dir, recordings, tmp_path, events_override=None):
     bundle = Bundle.load(bundle_dir)
-    spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
+    spec = bundle.input.spec
     engine = open_engine(bundle, backend="onnxruntime", threads=1)
     offline, streamed = [], []
     for k, rec in enumerate(recordings):
@@ -65,7 +65,7 @@ def _stream_and_compare(bundle_dir, recordings, tmp_path, events_override=None):
                                       "events": events_override or {},
                                       "sinks": [{"kind": "jsonl", "path": str(out)}],
                                       "log": {"status_interval_s": 0}}])
-        settings = stream_settings(config, bundle.manifest, spec.rate_hz)   # what the daemon runs with
+        settings = event_settings(config, bundle)   # what the daemon runs with
         counters = run(config)
         assert counters["balanced"] and counters["accepted"] == rec.n_samples
         messages = [json.loads(line) for line in out.read_text().splitlines()]
@@ -73,10 +73,10 @@ def _stream_and_compare(bundle_dir, recordings, tmp_path, events_override=None):
                   for m in messages if m["type"] == "event"]
         assert all(m["decided_s"] >= m["detect_s"] for m in messages)  # a decision never precedes its data
 
-        timeline = predict_recording(rec, spec, _infer(engine), settings["hop_samples"],
-                                     settings["lookahead_samples"])
+        timeline = predict_recording(rec, spec, _infer(engine), settings.hop_samples(spec.rate_hz),
+                                     settings.lookahead_samples(spec.rate_hz))
         labels = prepare_recording(rec, spec).labels                    # at the model rate, nearest sample
-        off_events = detect_events(timeline, spec.rate_hz, classes=bundle.classes, **settings["events"])
+        off_events = detect_events(timeline, spec.rate_hz, classes=bundle.classes, **settings.detector_kwargs())
         assert len(events) == len(off_events)
         offline.append(event_metrics(labels, off_events, spec.rate_hz))
         streamed.append(event_metrics(labels, events, spec.rate_hz))
@@ -107,11 +107,10 @@ def test_standin_bundle_streams_the_offline_event_figures(tmp_path):
     """The untrained stand-in (no weights needed): thresholds from its own timeline so that it fires."""
     bundle_dir = make_bundle(tmp_path / "bundle")
     bundle = Bundle.load(bundle_dir)
-    spec = PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"])
+    spec = bundle.input.spec
     engine = open_engine(bundle, backend="onnxruntime", threads=1)
     recordings = synthetic_recordings(2, seed=HELDOUT_SEED, minutes=3.0)
-    hop, look = int(bundle.manifest["events"]["hop_s"] * spec.rate_hz), bundle.manifest["events"]["lookahead_s"]
-    look = None if look in (None, "full") else int(look * spec.rate_hz)
+    hop, look = bundle.events.hop_samples(spec.rate_hz), bundle.events.lookahead_samples(spec.rate_hz)
     pooled = np.concatenate([predict_recording(r, spec, _infer(engine), hop, look) for r in recordings])
     on, off = np.quantile(pooled, 0.9, axis=0), np.quantile(pooled, 0.7, axis=0)
     knobs = {"on": dict(zip(bundle.classes, on.tolist())), "off": dict(zip(bundle.classes, off.tolist())),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from deploy.errors import FogError
 from deploy.events import Event, EventDetector, detect_events
 
 RATE = 64
@@ -66,7 +67,7 @@ def test_per_class_thresholds_and_validation():
     p[RATE:4 * RATE, :] = 0.55
     events = detect_events(p, **{**KW, "on": {"StartHesitation": 0.5, "Turn": 0.6, "Walking": 0.5}})
     assert sorted(e.cls for e in events) == ["StartHesitation", "Walking"]
-    with pytest.raises(ValueError):
+    with pytest.raises(FogError, match="each off threshold must be <= its on threshold"):
         EventDetector(rate_hz=RATE, on=0.3, off=0.5)
 
 

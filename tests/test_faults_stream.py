@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
 from deploy.recording import Recording, write_recording
-from tests.test_daemon import REPO, daemon, final_counters
+from tests.daemon_harness import Daemon, daemon_env, final_counters, run_daemon, wait_until
 from tests.helpers_bundle import make_bundle
 from tests.test_stream import walking_recording
 
@@ -25,9 +22,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def env():
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("NOTIFY_SOCKET", None)
-    return env
+    return daemon_env()
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +48,19 @@ def clean(result, code=0):
 # ------------------------------------------------------------------ time is the sensor's
 
 def test_stdin_at_100hz_without_rate_is_refused_not_time_stretched(bundle, env):
-    result = daemon([bundle, "--stdin", "--log-level", "warning"], env, input=lines(100.0, 20))
+    result = run_daemon([bundle, "--stdin", "--log-level", "warning"], env, input=lines(100.0, 20))
     c = clean(result, 1)
     assert "timestamps say 100.00 Hz" in result.stderr and "--rate-hz" in result.stderr
     assert c["rate_mismatches"] >= 1 and c["dropped"]["rate_mismatch"] > 0 and c["accepted"] <= 256
 
 
 def test_stdin_at_100hz_with_its_rate_runs(bundle, env):
-    c = clean(daemon([bundle, "--stdin", "--rate-hz", "100", "--log-level", "warning"], env, input=lines(100.0, 20)))
+    c = clean(run_daemon([bundle, "--stdin", "--rate-hz", "100", "--log-level", "warning"], env, input=lines(100.0, 20)))
     assert c["accepted"] == 2000 and c["rate_mismatches"] == 0 and c["rate_estimate_hz"] == pytest.approx(100, 0.01)
 
 
 def test_rate_check_warn_counts_and_runs(bundle, env):
-    result = daemon([bundle, "--stdin", "--set", 'source.rate_check="warn"'], env, input=lines(100.0, 10))
+    result = run_daemon([bundle, "--stdin", "--set", 'source.rate_check="warn"'], env, input=lines(100.0, 10))
     c = clean(result)
     # the intake's grid follows the stream's true period within ~30 samples; what comes too early until then is
     # dropped and counted (too_close): 100 Hz declared as 64 Hz is 36 % off
@@ -74,7 +69,7 @@ def test_rate_check_warn_counts_and_runs(bundle, env):
 
 
 def test_clock_reset_starts_a_new_segment(bundle, env):
-    c = clean(daemon([bundle, "--stdin", "--log-level", "warning"], env, input=lines(64.0, 10) + lines(64.0, 10)))
+    c = clean(run_daemon([bundle, "--stdin", "--log-level", "warning"], env, input=lines(64.0, 10) + lines(64.0, 10)))
     # the first sample after the reset is dropped (it could be a stray); the second confirms the reset
     assert c["clock_resets"] == 1 and c["accepted"] == 1279 and c["dropped"] == {"out_of_order": 1}
 
@@ -85,51 +80,29 @@ def test_replay_honours_the_time_column(bundle, env, tmp_path):
     time_col[640:] += 100_000                                  # a jump of 100,000 samples
     path = tmp_path / "gap.npz"
     write_recording(Recording(rec.acc, rec.rate_hz, rec.units, time=time_col), path, "npz")
-    c = clean(daemon([bundle, "--replay", path, "--log-level", "warning"], env))
+    c = clean(run_daemon([bundle, "--replay", path, "--log-level", "warning"], env))
     assert c["resets"] == 1 and c["accepted"] == rec.n_samples
 
 
 # ------------------------------------------------------------------ live sources that end
 
-def _serial_daemon(bundle, env, *extra):
-    master, slave = os.openpty()
-    name = os.ttyname(slave)
-    proc = subprocess.Popen([sys.executable, "-m", "deploy", str(bundle), "--serial", name, *extra,
-                             "--log-level", "info"], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    os.close(slave)
-    return proc, master
-
-
-def _wait_ready(proc, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        seen.append(line)
-        if "fog-daemon ready" in line or not line:
-            return "".join(seen)
-    raise AssertionError("daemon not ready: " + "".join(seen))
-
-
 def _serial_session(bundle, env, unplug, *extra) -> tuple[int, str]:
-    """Start the daemon on a pty, let `unplug(proc, master)` act after READY, wait for the end: (rc, stderr)."""
-    proc, master = _serial_daemon(bundle, env, *extra)
-    try:
-        seen = _wait_ready(proc)
-        unplug(proc, master)
-        _, rest = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc.returncode, seen + rest
+    """Start the daemon on a pty, let `unplug(daemon, master)` act after READY, wait for the end: (rc, stderr)."""
+    master, slave = os.openpty()
+    with Daemon([bundle, "--serial", os.ttyname(slave), *extra, "--log-level", "info"], env=env, stdin=False,
+                stdout="null") as d:
+        os.close(slave)
+        d.wait_ready()
+        unplug(d, master)
+        done = d.finish()
+    return done.returncode, done.stderr
 
 
 def test_serial_disconnect_exits_nonzero(bundle, env):
     pytest.importorskip("serial")
 
-    def unplug(proc, master):
+    def unplug(d, master):
         os.write(master, lines(64.0, 3).encode())
-        time.sleep(0.5)
         os.close(master)                                       # the sensor is unplugged
     rc, stderr = _serial_session(bundle, env, unplug)
     assert rc == 1, stderr[-2000:]
@@ -140,10 +113,10 @@ def test_serial_disconnect_exits_nonzero(bundle, env):
 def test_serial_disconnect_with_reconnect_retries_until_stopped(bundle, env):
     pytest.importorskip("serial")
 
-    def unplug_then_stop(proc, master):
+    def unplug_then_stop(d, master):
         os.close(master)
-        time.sleep(2.5)
-        proc.send_signal(signal.SIGTERM)
+        d.wait_for("reconnecting in")                          # a reconnect attempt, counted before it is logged
+        d.send_signal(signal.SIGTERM)
     rc, stderr = _serial_session(bundle, env, unplug_then_stop, "--set", 'source.on_end="reconnect"',
                                  "--set", "source.reconnect_max_s=0.5")
     assert rc == 0, stderr[-2000:]
@@ -153,28 +126,22 @@ def test_serial_disconnect_with_reconnect_retries_until_stopped(bundle, env):
 # ------------------------------------------------------------------ sinks
 
 def test_udp_sink_that_does_not_resolve_is_refused_at_start(bundle, env, walk):
-    result = daemon([bundle, "--replay", walk, "--sink", "udp://no-such-host.invalid:5006"], env)
+    result = run_daemon([bundle, "--replay", walk, "--sink", "udp://no-such-host.invalid:5006"], env)
     assert result.returncode == 2 and "does not resolve" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_dev_full_sink_counts_its_failures(bundle, env, walk):
-    c = clean(daemon([bundle, "--replay", walk, "--sink", "file:/dev/full?probs", "--log-level", "warning"],
+    c = clean(run_daemon([bundle, "--replay", walk, "--sink", "file:/dev/full?probs", "--log-level", "warning"],
                      env))
     assert c["sink_failures"]["jsonl:/dev/full"] >= c["hops_run"] - 2 > 0  # every probs message counted
 
 
 def test_closed_stdout_counts_its_failures(bundle, env, walk):
-    proc = subprocess.Popen([sys.executable, "-m", "deploy", str(bundle), "--replay", str(walk), "--realtime",
-                             "--speed", "20", "--sink=-?probs", "--log-level", "warning"], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc.stdout.close()                                        # nobody reads the events
-    try:
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-2000:]
-    c = final_counters(stderr)
+    with Daemon([bundle, "--replay", walk, "--realtime", "--speed", "20", "--sink=-?probs", "--log-level", "warning"],
+                env=env, stdin=False, stdout="closed") as d:       # nobody reads the events
+        done = d.finish()
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    c = done.counters
     assert c["balanced"] and c["sink_failures"]["jsonl:-"] >= c["hops_run"] - 10 > 0
 
 
@@ -184,7 +151,7 @@ def test_mqtt_broker_down_at_start_never_stops_the_daemon(bundle, env, walk, tmp
     config.write_text(f'bundle = "{bundle}"\n[source]\nkind = "replay"\npath = "{walk}"\n'
                       '[[sinks]]\nkind = "mqtt"\nhost = "127.0.0.1"\nport = 9\nconnect_timeout_s = 0.2\n'
                       '[[sinks]]\nkind = "jsonl"\npath = "-"\nprobs = true\n')
-    result = daemon(["--config", config, "--log-level", "warning"], env)
+    result = run_daemon(["--config", config, "--log-level", "warning"], env)
     c = clean(result)
     assert "not connected yet" in result.stderr and c["hops_run"] > 0
     assert result.stdout.count('"type":"probs"') > 0               # the other sink still delivers
@@ -192,27 +159,18 @@ def test_mqtt_broker_down_at_start_never_stops_the_daemon(bundle, env, walk, tmp
 
 def test_sighup_reopens_file_sinks_and_keeps_running(bundle, env, tmp_path):
     out = tmp_path / "events.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "deploy", str(bundle), "--stdin", "--sink", f"file:{out}",
-                             "--log-level", "info"], env=env, cwd=REPO, stdin=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        seen = _wait_ready(proc)
-        proc.stdin.write(lines(64.0, 5))
-        proc.stdin.flush()
+    with Daemon([bundle, "--stdin", "--sink", f"file:{out}", "--log-level", "info"], env=env, stdout="null") as d:
+        d.wait_ready()
+        d.send(lines(64.0, 5))
         out.rename(tmp_path / "events.1.jsonl")                 # logrotate moves the file away
-        proc.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
-        assert proc.poll() is None
-        proc.stdin.write(lines(64.0, 5, t0=5.0))
-        proc.stdin.close()
-        proc.wait(timeout=20)
-        rest = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    stderr = seen + rest
-    assert proc.returncode == 0 and "SIGHUP" in stderr and out.exists(), stderr[-2000:]
-    c = final_counters(stderr)
+        d.send_signal(signal.SIGHUP)
+        d.wait_for("reopening file sinks")                     # said once the handler has run
+        assert d.running
+        d.send(lines(64.0, 5, t0=5.0))
+        d.close_stdin()
+        done = d.finish()
+    assert done.returncode == 0 and "SIGHUP" in done.stderr and out.exists(), done.stderr[-2000:]
+    c = done.counters
     assert c["balanced"] and c["accepted"] == 640
 
 
@@ -227,23 +185,14 @@ def test_sigkill_leaves_an_onset_that_the_next_start_closes(env, tmp_path):
         "hop_s": 0.5, "lookahead_s": 0.5, "smoothing_s": 0.25, "on": {c: 0.52 for c in CLASSES},
         "off": {c: 0.45 for c in CLASSES}, "min_duration_s": 0.5, "refractory_s": 0.5})
     state = tmp_path / "state" / "open_onsets.json"
-    argv = [sys.executable, "-m", "deploy", str(bundle), "--stdin", "--set", f'stream.state_file="{state}"',
-            "--log-level", "warning"]
-    proc = subprocess.Popen(argv, env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    try:
-        proc.stdin.write(lines(64.0, 3))
-        proc.stdin.flush()
-        onset = proc.stdout.readline()                 # the pipe stays open: the episode is going on
-        assert '"type":"onset"' in onset
-        proc.kill()
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    argv = [bundle, "--stdin", "--set", f'stream.state_file="{state}"', "--log-level", "warning"]
+    with Daemon(argv, env=env) as d:
+        d.send(lines(64.0, 3))
+        onset = d.wait_for('"type":"onset"', stream="stdout")   # stdin stays open: the episode is going on
+        d.stop(signal.SIGKILL)
     left = json.loads(state.read_text())
     assert json.loads(onset)["class"] in left
-    again = subprocess.run(argv, env=env, cwd=REPO, input="", capture_output=True, text=True, timeout=60)
+    again = run_daemon(argv, env, input="")
     c = clean(again)
     first = json.loads(again.stdout.splitlines()[0])
     assert first["type"] == "aborted" and first["class"] == json.loads(onset)["class"] and first["offset_s"] is None
@@ -267,20 +216,27 @@ def test_udp_datagrams_the_kernel_drops_are_counted():
     counters, inbox, stop = Counters(), queue.Queue(maxsize=100_000), threading.Event()
     feed = Feed(source, inbox, counters, stop)
     thread = feed.start()
-    time.sleep(0.5)
-    # the kernel hands its drop count over with the next datagram it queues: the stream goes on
-    sender.sendto(f"{sent / 64:.6f},-1,0,0".encode(), ("127.0.0.1", source.port))
-    sent += 1
+    received = 0
+
+    def take() -> int:
+        nonlocal received
+        while not inbox.empty():
+            received += getattr(inbox.get(), "received", 0)
+        return received
+
+    def one_more() -> bool:
+        # the kernel hands its drop count over with the next datagram it has room to queue: the stream goes on
+        nonlocal sent
+        sender.sendto(f"{sent / 64:.6f},-1,0,0".encode(), ("127.0.0.1", source.port))
+        sent += 1
+        return counters.kernel_dropped_datagrams > 0
+    wait_until(one_more, what="the kernel's drop count")
     sender.close()
-    time.sleep(0.5)
+    wait_until(lambda: take() + counters.kernel_dropped_datagrams >= sent, what="every datagram accounted for")
     stop.set()
     thread.join(timeout=5)
-    received = 0
-    while not inbox.empty():
-        item = inbox.get()
-        received += getattr(item, "received", 0)
     assert counters.kernel_dropped_datagrams > 0
-    assert received + counters.kernel_dropped_datagrams == sent
+    assert take() + counters.kernel_dropped_datagrams == sent
 
 
 def test_a_chunk_the_pipeline_fails_on_is_counted(bundle):

@@ -13,7 +13,7 @@ import pytest
 
 from deploy.daemon import main as daemon_main
 from tests.helpers_bundle import CLASSES, make_bundle
-from tests.test_daemon import REPO, final_counters
+from tests.daemon_harness import REPO, final_counters
 from tests.test_faults_stream import lines
 
 

@@ -118,19 +118,22 @@ def test_toolkit_models_json_and_one_preset(capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
 
 
-def test_pretrained_weights_come_from_the_registry():
+def test_shipped_weights_load_through_the_one_weights_loader():
+    """The registry says where the shipped weights are; calibration.checkpoint (the one loader) reads them."""
     import torch
 
+    from calibration.checkpoint import load_model
     from models import create_model, pretrained_path
 
     path = pretrained_path("fog-small")
     if path is None:
         pytest.skip("no shipped weights for fog-small in this checkout")
-    trained = create_model("fog-small", pretrained=True)
+    trained, preset, checkpoint = load_model("fog-small")
+    assert (preset, checkpoint) == ("fog-small", path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert all(torch.equal(trained.state_dict()[k], v) for k, v in state.items())
     untrained = create_model("fog-small").state_dict()
     assert any(not torch.equal(untrained[k], v) for k, v in state.items())   # the weights really were loaded
     assert pretrained_path("fog-1st-place") is None
-    with pytest.raises(FileNotFoundError, match="no shipped weights"):
-        create_model("fog-1st-place", pretrained=True)
+    with pytest.raises(TypeError, match=r"calibration.checkpoint.load_model\('fog-small'"):
+        create_model("fog-small", pretrained=True)

@@ -10,7 +10,6 @@ import logging
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -18,9 +17,7 @@ import pytest
 
 from deploy.config import parse_sink
 from deploy.errors import FogError
-from tests.test_daemon import REPO, final_counters
-from tests.test_daemon_e2e import free_port, mosquitto_binary
-from tests.test_faults_mqtt import Broker
+from tests.daemon_harness import Broker, Daemon, final_counters, free_port, mosquitto_binary
 
 mqtt = pytest.importorskip("paho.mqtt.client")
 SECRET = "s3cret-pa55"
@@ -112,12 +109,7 @@ def _broker(tmp_path, extra: str = "", anonymous: bool = True) -> Broker:
     """mosquitto on loopback, logging to tmp_path/broker.log, with `extra` lines for its listener."""
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
-    broker = Broker(free_port(), tmp_path)
-    conf = broker.conf.read_text().replace("persistence true", "persistence false")
-    broker.conf.write_text(conf.replace("allow_anonymous true", f"allow_anonymous {str(anonymous).lower()}")
-                           + f"log_dest file {tmp_path}/broker.log\n" + extra)
-    broker.start()
-    return broker
+    return Broker(tmp_path, anonymous=anonymous, extra=f"log_dest file {tmp_path}/broker.log\n" + extra).start()
 
 
 def _password_broker(tmp_path) -> Broker:
@@ -161,43 +153,34 @@ class Watcher:
         self.client.disconnect()
 
 
-def _start_daemon(tmp_path, args):
+def _start_daemon(tmp_path, args) -> tuple[Daemon, str]:
     from tests.helpers_bundle import make_bundle
     bundle = make_bundle(tmp_path / "bundle")
-    proc = subprocess.Popen([sys.executable, "-m", "deploy", str(bundle), "--stdin", "--log-level", "debug",
-                             "--status-interval", "0", *args], cwd=REPO, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen, deadline = [], time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        seen.append(line)
-        if "fog-daemon ready" in line or not line:
-            break
-    assert any("fog-daemon ready" in line for line in seen), "".join(seen)
-    return proc, "".join(seen)
+    d = Daemon([bundle, "--stdin", "--log-level", "debug", "--status-interval", "0", *args])
+    d.wait_ready()
+    return d, d.text()
 
 
 def test_credentials_from_the_url_online_retained_and_the_last_will_after_sigkill(tmp_path):
     """Password broker; the daemon's URL carries the credentials. Its retained "online" reaches a subscriber that
     comes later; after SIGKILL the broker publishes the "offline" will; the password is in no log line."""
     broker = _password_broker(tmp_path)
-    watcher = proc = None
+    watcher = d = None
     try:
-        proc, ready = _start_daemon(tmp_path, ["--device-id", "bed12", "--sink",
-                                               f"mqtt://fog:{SECRET}@127.0.0.1:{broker.port}/ward3"])
+        d, ready = _start_daemon(tmp_path, ["--device-id", "bed12", "--sink",
+                                            f"mqtt://fog:{SECRET}@127.0.0.1:{broker.port}/ward3"])
         assert f"mqtt:127.0.0.1:{broker.port}/ward3/bed12" in ready and SECRET not in ready
         watcher = Watcher(broker.port, "ward3/bed12/status")
         assert watcher.wait(lambda m: m == ("ward3/bed12/status", "online", True)), watcher.seen
-        proc.kill()
-        proc.wait(timeout=10)
+        killed = d.stop(signal.SIGKILL)
         assert watcher.wait(lambda m: m[1] == "offline"), watcher.seen          # the last will
         late = Watcher(broker.port, "ward3/bed12/status")
         assert late.wait(lambda m: m == ("ward3/bed12/status", "offline", True)), late.seen   # retained
         late.close()
-        assert SECRET not in proc.stderr.read()
+        assert SECRET not in killed.stderr
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        if d is not None:
+            d.__exit__()
         if watcher:
             watcher.close()
         broker.stop(hard=True)
@@ -212,12 +195,12 @@ def test_password_file_clean_stop_says_offline_retained(tmp_path):
                       f'username = "fog"\npassword_file = "{tmp_path / "mqtt.pass"}"\n')
     watcher = Watcher(broker.port, "fog/bed7/#")
     try:
-        proc, _ = _start_daemon(tmp_path, ["--config", str(config)])
-        assert watcher.wait(lambda m: m == ("fog/bed7/status", "online", False))
-        proc.stdin.write("".join(f"{i / 64:.6f},1.0,0.0,0.0\n" for i in range(64 * 3)))
-        proc.stdin.flush()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=20)
+        d, _ = _start_daemon(tmp_path, ["--config", str(config)])
+        with d:
+            assert watcher.wait(lambda m: m == ("fog/bed7/status", "online", False))
+            d.send("".join(f"{i / 64:.6f},1.0,0.0,0.0\n" for i in range(64 * 3)))
+            done = d.stop(signal.SIGTERM)
+        stderr = done.stderr
         assert watcher.wait(lambda m: m == ("fog/bed7/status", "offline", False))
         late = Watcher(broker.port, "fog/bed7/status")
         assert late.wait(lambda m: m == ("fog/bed7/status", "offline", True))
@@ -225,7 +208,7 @@ def test_password_file_clean_stop_says_offline_retained(tmp_path):
     finally:
         watcher.close()
         broker.stop(hard=True)
-    assert proc.returncode == 0 and final_counters(stderr)["sink_failures"] == {}, stderr[-2000:]
+    assert done.returncode == 0 and final_counters(stderr)["sink_failures"] == {}, stderr[-2000:]
     assert SECRET not in stderr
 
 

@@ -18,7 +18,7 @@ from deploy.sources import Chunk
 from deploy.stream import Pipeline
 from tests.conftest import shared_path
 from tests.helpers_bundle import CLASSES
-from tests.test_daemon import daemon
+from tests.daemon_harness import run_daemon as daemon
 from tests.test_faults_stream import bundle, clean, env  # noqa: F401 (fixtures)
 
 

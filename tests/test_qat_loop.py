@@ -16,7 +16,8 @@ import torch
 from calibration.data import synthetic_recordings
 from calibration.ptq import _forward_fixed_batch
 from deploy.bundle import Bundle
-from deploy.contract import INT8_FILE, with_defaults
+from deploy.contract import INT8_FILE
+from deploy.contract.events import EventSettings
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
 from deploy.scoring import at_recording_rate, score
@@ -110,14 +111,14 @@ def test_evaluate_on_the_bundle_reproduces_the_qat_model(loop, bundle, capsys):
     bundle_result = printed["results"][0]
     assert printed["precision"] == "int8" and "(int8, onnxruntime)" in bundle_result["name"]
     qat = _qat_model(loop)
-    spec = PreprocessSpec.from_dict(Bundle.load(bundle[0]).manifest["input"]["preprocess"])
-    settings = with_defaults()
+    spec = Bundle.load(bundle[0]).input.spec
+    settings = EventSettings()
 
     def infer(x):
         with torch.no_grad():
             return torch.sigmoid(_forward_fixed_batch(qat, torch.from_numpy(x))).numpy()
     recs = synthetic_recordings(2, seed=1000, minutes=1.0)
-    hop, look = int(round(settings["hop_s"] * spec.rate_hz)), int(round(settings["lookahead_s"] * spec.rate_hz))
+    hop, look = settings.hop_samples(spec.rate_hz), settings.lookahead_samples(spec.rate_hz)
     probs = [at_recording_rate(predict_recording(r, spec, infer, hop, look), spec.rate_hz, r) for r in recs]
     qat_result = score(recs, probs, settings, "qat")
     assert abs(bundle_result["any_fog"]["ap"] - qat_result["any_fog"]["ap"]) <= 0.005

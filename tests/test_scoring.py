@@ -1,4 +1,5 @@
-"""deploy.scoring, the one scorer: any-FOG AP equals scikit-learn's, masks and unlabelled recordings count right."""
+"""deploy.scoring, the one scorer: any-FOG AP and AUROC equal scikit-learn's, masks and unlabelled recordings count
+right."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,13 @@ def test_any_fog_ap_equals_scikit_learn_on_random_cases(seed):
         probs.append(p)
         truth.append(lab.max(1)[mask] > 0.5)
         scores.append(p.max(1)[mask])
-    got = score(recs, probs, DEFAULT_SETTINGS)["any_fog"]["ap"]
-    assert got == pytest.approx(metrics.average_precision_score(np.concatenate(truth), np.concatenate(scores)))
+    result = score(recs, probs, DEFAULT_SETTINGS)
+    truth_all, scores_all = np.concatenate(truth), np.concatenate(scores)
+    assert result["any_fog"]["ap"] == pytest.approx(metrics.average_precision_score(truth_all, scores_all))
+    # AUROC, pooled and per recording (valid samples only), as scikit-learn computes it
+    assert result["any_fog"]["auroc"] == pytest.approx(metrics.roc_auc_score(truth_all, scores_all), abs=1e-12)
+    for row, t, s in zip(result["per_recording"], truth, scores):
+        assert row["any_fog_auroc"] == pytest.approx(metrics.roc_auc_score(t, s), abs=1e-12)
 
 
 def test_time_based_sensitivity_specificity_and_masked_events():

@@ -23,21 +23,41 @@ def test_parse_lines_counts_every_bad_line():
     assert np.isnan(chunk.acc[2, 0])  # NaN is the intake's to judge, with the stream's history
 
 
-def test_replay_realtime_paces_and_fast_does_not(tmp_path):
+class VirtualClock:
+    """Stands in for the `time` module of deploy.sources: sleeping advances the clock, and nothing else does, so
+    pacing is counted in the seconds the source asked to wait, not measured on a busy machine."""
+
+    def __init__(self):
+        self.now, self.slept = 1000.0, 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+
+
+def test_replay_realtime_paces_and_fast_does_not(tmp_path, monkeypatch):
+    import deploy.sources
+
     path = tmp_path / "r.npz"
     write_recording(walking_recording(2.0), path, "npz")
-    chunks = []
     stop = threading.Event()
-    started = time.monotonic()
+    clock = VirtualClock()
+    monkeypatch.setattr(deploy.sources, "time", clock)
+    chunks = []
     ReplaySource(path, realtime=True, speed=4.0).run(chunks.append, stop)
-    paced = time.monotonic() - started
-    assert 0.35 < paced < 1.5  # 2 s of signal at 4x real time
     assert sum(len(c.t) for c in chunks) == 128 and np.allclose(np.diff(np.concatenate([c.t for c in chunks])),
                                                                 1 / 64)
+    for chunk in chunks:   # each chunk handed over once its last sample is due at 4x real time, not before
+        due = 1000.0 + chunk.t[-1] / 4.0
+        assert due <= chunk.arrival < due + 0.1
+    assert clock.slept == pytest.approx(chunks[-1].t[-1] / 4.0, abs=0.1)   # 2 s of signal: ~0.5 s of waiting
     chunks.clear()
-    started = time.monotonic()
+    clock.slept = 0.0
     ReplaySource(path).run(chunks.append, stop)
-    assert time.monotonic() - started < 0.2 and sum(len(c.t) for c in chunks) == 128
+    assert clock.slept == 0.0 and sum(len(c.t) for c in chunks) == 128   # as fast as possible: never waits
 
 
 def test_udp_source_reads_multi_sample_datagrams():

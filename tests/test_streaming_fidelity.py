@@ -11,7 +11,9 @@ import pytest
 from deploy.bundle import Bundle
 from deploy.counters import Counters
 from deploy.errors import FogError
-from deploy.event_classes import any_fog, check_background, event_columns, from_manifest
+from deploy.contract.model import OutputSection
+from deploy.contract.runtime import StreamingSection
+from deploy.event_classes import any_fog, check_background, event_columns
 from deploy.preprocess import PreprocessSpec
 from deploy.sources import Chunk
 from deploy.stream import Pipeline, StreamSettings
@@ -27,7 +29,8 @@ def test_any_fog_sums_or_maxes_the_event_classes_only():
     assert cols == [0, 1, 2]
     assert np.allclose(any_fog(p, cols, "sum"), [0.6, 0.05])
     assert np.allclose(any_fog(p, cols, "max"), [0.3, 0.05])
-    assert from_manifest({"output": {"classes": CLASSES}}) == ([0, 1, 2, 3], "max")   # an old bundle
+    old = OutputSection.from_dict({"classes": CLASSES})   # an old bundle: no background, "max"
+    assert (old.event_columns, old.any_fog) == ([0, 1, 2, 3], "max")
     with pytest.raises(FogError, match="not one of the model's classes"):
         check_background(CLASSES, ["Nothing"])
     with pytest.raises(FogError, match="leave at least one event class"):
@@ -82,7 +85,7 @@ def test_wearer_statistics_are_captured_once_and_kept_across_restarts(tmp_path):
     assert restarted.frozen
     assert np.allclose(restarted(x[:10]), (x[:10] - x[:200].mean(axis=0)) / x[:200].std(axis=0))
     spec = PreprocessSpec(rate_hz=50, units="g", patch=1, n_patches=100, normalization="recording", layout="BTC")
-    stream_spec, factory = stream_setup(spec, {"normalization": "wearer", "capture_s": 4}, state)
+    stream_spec, factory = stream_setup(spec, StreamingSection(normalization="wearer", capture_s=4), state)
     assert stream_spec.normalization == "running" and factory() is factory()   # one wearer across segments
     state.write_text("{}")
     with pytest.raises(FogError, match="delete it to capture"):
@@ -90,14 +93,14 @@ def test_wearer_statistics_are_captured_once_and_kept_across_restarts(tmp_path):
 
 
 def test_the_daemon_takes_event_classes_and_stream_normalization_from_the_manifest(tmp_path):
-    from deploy.daemon import stream_options, wearer_setup
-    manifest = {"output": {"classes": CLASSES, "background": ["NoEvent"], "any_fog": "sum"},
-                "streaming": {"normalization": "wearer", "capture_s": 60}}
-    assert stream_options(manifest) == {"event_columns": (0, 1, 2)}
+    from deploy.daemon import wearer_setup
+    output = OutputSection.from_dict({"classes": CLASSES, "background": ["NoEvent"], "any_fog": "sum"})
+    assert output.event_columns == [0, 1, 2] and output.event_classes == CLASSES[:3]
+    streaming = StreamingSection.from_dict({"normalization": "wearer", "capture_s": 60})
     spec = PreprocessSpec(rate_hz=50, units="g", patch=1, n_patches=100, normalization="recording", layout="BTC")
-    stream_spec, settings = wearer_setup(spec, manifest, tmp_path / "w.json", StreamSettings(source_units="g"))
+    stream_spec, settings = wearer_setup(spec, streaming, tmp_path / "w.json", StreamSettings(source_units="g"))
     assert stream_spec.normalization == "running" and settings.normalizer().capture_blocks == 60
-    old_spec, old = wearer_setup(spec, {"output": {"classes": CLASSES}}, None, StreamSettings(source_units="g"))
+    old_spec, old = wearer_setup(spec, None, None, StreamSettings(source_units="g"))
     assert old_spec is spec and old.normalizer is None   # an old bundle: as before
 
 
@@ -119,7 +122,10 @@ def test_export_records_streaming_fidelity_and_reports_a_mismatched_normalizatio
     assert f["passed"] and f["mean_abs_prob_diff"] < 1e-5 and f["decision_agreement"] == 1.0
     assert f["difference_pp"] == 0.0 and f["background_events"] == 0
     assert "factory provides its own weights" in matched["model"]["notes"][0]   # tiny_bigru seeds itself
-    assert len(matched["model"]["weights_sha256"]) == 64
+    from calibration.cache import model_hash
+    from tests.fixtures.user_models import tiny_bigru
+    # the one weights fingerprint: what calibration caches and QAT checkpoints are tied to
+    assert matched["model"]["weights_sha256"] == model_hash(tiny_bigru())
     capsys.readouterr()
     # evaluate reads the background class from the bundle: the three event classes are scored, summed
     assert cli(["evaluate", "--synthetic", "1", "--synthetic-minutes", "1", "--bundle", str(tmp_path / "matched"),

@@ -130,13 +130,15 @@ def test_a_fastest_export_caps_the_model_the_device_opens_and_the_fp32_one(tmp_p
         assert engine.threads == cap["threads"] and engine.precision == role
 
 
-def _bundle(tmp_path, cap=None, name="b"):
+def _bundle(tmp_path, cap, name="b"):
+    """The stand-in bundle with the thread cap `cap` in its manifest (None: none, as bundles made before the cap)."""
     from tests.helpers_bundle import make_bundle
     folder = make_bundle(tmp_path / name)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["onnxruntime"].pop("thread_cap")
     if cap is not None:
-        manifest = json.loads((folder / "manifest.json").read_text())
-        manifest.setdefault("onnxruntime", {})["thread_cap"] = cap
-        write_manifest(folder, manifest)
+        manifest["onnxruntime"]["thread_cap"] = cap
+    write_manifest(folder, manifest)
     return Bundle.load(folder)
 
 
@@ -156,7 +158,7 @@ def test_engine_uses_the_smaller_of_its_budget_and_the_cap(tmp_path):
 
 
 def test_a_bundle_without_a_cap_runs_at_its_budget_as_before(tmp_path):
-    bundle = _bundle(tmp_path)
+    bundle = _bundle(tmp_path, None)
     assert "thread_cap" not in (bundle.manifest.get("onnxruntime") or {})
     engine = open_engine(bundle, backend="onnxruntime", threads=2)
     assert engine.threads == 2 == _session_threads(engine) and engine.thread_cap is None

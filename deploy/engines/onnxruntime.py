@@ -1,14 +1,9 @@
 """ONNX Runtime on CPU, tuned for one small static-shape model called many times a second.
 
-Tuning: a fixed thread count (intra-op = cores unless told), all graph optimizations but one (below), sequential
-execution, and I/O binding to pre-allocated buffers so each `infer` allocates nothing: the input OrtValue wraps
-`input_buffer` and ONNX Runtime writes the result straight into `output_buffer`.
-
-Measured on the bundled default (fog-small, docs/bench.md "Where onnxruntime spends its time"): ONNX Runtime's
-SkipLayerNormFusion turns each residual Add + LayerNormalization into its contrib SkipLayerNormalization, whose CPU
-kernel is 2.5x slower than the pair it replaces at these shapes (72 vs 29 us at (128, 1, 64), onnxruntime 1.31);
-disabling that one fusion makes the whole model 12-16 % faster. The model file is untouched (TensorRT gets the same
-graph); an onnxruntime that does not know the name ignores it.
+Tuning: a fixed thread count (intra-op = cores unless told), all graph optimizations but the ones measured slower
+here (deploy.engines.session.device_settings), sequential execution, and I/O binding to pre-allocated buffers so
+each `infer` allocates nothing: the input OrtValue wraps `input_buffer` and ONNX Runtime writes the result straight
+into `output_buffer`.
 
 A bundle whose manifest names a staged plan for the model (`onnxruntime.staged`, the cpu target's dynamic plan) runs
 as stages instead, the two directions of each LSTM side by side (deploy.engines.staged).
@@ -28,14 +23,15 @@ import os
 import numpy as np
 
 from deploy.engines.precision import onnx_for
+from deploy.engines.session import DEVICE_OPTIMIZERS_OFF, device_settings, open_session
 from deploy.engines.staged import StagedEngine, check_plan
 from deploy.errors import BundleError
 from deploy.lazy import lazy_import, require
 
 log = logging.getLogger("deploy.engines.onnxruntime")
 
-# Graph fusions that make this CPU path slower (measured; see the module docstring).
-DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+# Graph fusions that make this CPU path slower (measured: deploy.engines.session).
+DISABLED_OPTIMIZERS = DEVICE_OPTIMIZERS_OFF
 
 
 onnxruntime = lazy_import("onnxruntime", "device", "the onnxruntime engine")
@@ -49,49 +45,23 @@ def _static_shape(arg, path) -> tuple[int, ...]:
     return shape
 
 
-THREAD_CAP_FIX = ("re-export the bundle with `toolkit export`, or ignore the cap (open_engine(..., thread_cap=False); "
-                  "daemon: thread_cap = false or --no-thread-cap)")
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def measured_thread_cap(manifest: dict, role: str, where="the bundle") -> int | None:
-    """The intra-op threads the export measured fastest for the model `role` (manifest `onnxruntime.thread_cap`),
-    None when the manifest has none (bundles made before the cap). A malformed cap raises BundleError naming the fix."""
-    caps = (manifest.get("onnxruntime") or {}).get("thread_cap") or {}
-    entry = caps.get(role) if isinstance(caps, dict) else caps
-    if entry is None:
-        return None
-    threads = entry.get("threads") if isinstance(entry, dict) else entry
-    measured = entry.get("latency_ms") if isinstance(entry, dict) else None
-    if not _whole(threads) or not isinstance(measured, dict):
-        raise BundleError(f"{where}: manifest onnxruntime.thread_cap.{role} = {entry!r} is not a measured thread cap "
-                          "({'threads': whole number >= 1, 'latency_ms': {threads: ms}}); " + THREAD_CAP_FIX)
-    if str(threads) not in {str(k) for k in measured}:
-        raise BundleError(f"{where}: manifest onnxruntime.thread_cap.{role} chose {threads} threads but measured only "
-                          f"{sorted(measured)}; a cap is never more than was measured; " + THREAD_CAP_FIX)
-    return threads
-
-
 def threads_within(budget: int | None, cap: int | None) -> int:
     """The intra-op threads an engine uses: the budget (all cores when None), no more than the cap when there is one."""
     budget = int(budget or os.cpu_count() or 1)
     return min(budget, cap) if cap else budget
 
 
-def open_role(folder, settings: dict, role: str, path, threads: int | None):
+def open_role(folder, settings, role: str, path, threads: int | None):
     """The engine the device runs for the model `role` of the bundle in `folder` whose manifest's `onnxruntime`
-    section is `settings`: its stages when `settings["staged"]` names the role, else one session on `path`.
-    `toolkit export` times this very engine to measure the thread cap."""
-    staged = (settings.get("staged") or {}).get(role)
+    section is `settings` (deploy.contract.runtime.OnnxRuntimeSection): its stages when `settings.staged` names the
+    role, else one session on `path`. `toolkit export` times this very engine to measure the thread cap."""
+    staged = settings.staged_plan(role)
     if staged:
         check_plan(folder, staged)
         return StagedEngine(folder, staged, threads=threads, precision=role,
                             preoptimized=bool(staged.get("preoptimized")), disabled_optimizers=DISABLED_OPTIMIZERS)
     return OnnxRuntimeEngine(path, threads=threads, precision=role,
-                             preoptimized=role in settings.get("preoptimized", []))
+                             preoptimized=role in settings.preoptimized)
 
 
 class OnnxRuntimeEngine:
@@ -104,22 +74,11 @@ class OnnxRuntimeEngine:
         `preoptimized`: the file is a graph ONNX Runtime already optimized at export (the manifest's
         `onnxruntime.preoptimized`): load it as it is, without redoing the optimizations."""
         ort = require(onnxruntime)
-        opts = ort.SessionOptions()
         self.threads = int(threads or os.cpu_count() or 1)
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if preoptimized
-                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-        opts.log_severity_level = 3
+        settings = device_settings(self.threads, preoptimized)
         if optimized_model_path is not None:
-            opts.optimized_model_filepath = str(optimized_model_path)
-        try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"],
-                                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise BundleError(f"{model_path}: onnxruntime cannot load this model ({exc}); "
-                              "re-export the bundle") from None
+            settings = settings.but(save_optimized_to=str(optimized_model_path))
+        self.session = open_session(model_path, settings)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise BundleError(f"{model_path}: expected one input and one output, found "
@@ -140,15 +99,15 @@ class OnnxRuntimeEngine:
         """The engine for the bundle's `precision` model (open_role) at `threads` (a budget: all cores when None),
         no more than the manifest's measured thread cap for that model unless `thread_cap` is False."""
         used, path = onnx_for(bundle, precision, cpu=True)
-        cap = measured_thread_cap(bundle.manifest, used, bundle.folder)   # validated even when ignored
-        engine = open_role(bundle.folder, bundle.manifest.get("onnxruntime") or {}, used, path,
-                           threads_within(threads, cap if thread_cap else None))
+        settings = bundle.onnxruntime   # its thread caps checked as it is read, even when ignored
+        cap = settings.cap(used)
+        engine = open_role(bundle.folder, settings, used, path, threads_within(threads, cap if thread_cap else None))
         engine.thread_cap = cap if thread_cap else None
         if engine.thread_cap and engine.threads < threads_within(threads, None):
             log.info("%s: %d intra-op thread(s) of a budget of %d: the cap the export measured (thread_cap=False "
                      "ignores it)", used, engine.threads, threads_within(threads, None))
-        expected = bundle.manifest.get("input", {}).get("name")
-        if expected and expected != engine.input_name:
+        expected = bundle.input.name
+        if expected != engine.input_name:
             raise BundleError(f"{path}: input is named {engine.input_name!r}, manifest says {expected!r}; "
                               "re-export the bundle")
         return engine

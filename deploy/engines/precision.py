@@ -12,10 +12,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def resolve_precision(bundle, precision: str | None) -> str:
-    precision = precision or bundle.manifest.get("precision") or "fp32"
+    precision = precision or bundle.precision
     if precision not in PRECISIONS:
         raise FogError(f"precision {precision!r} is not one of {PRECISIONS}; pick one the bundle carries "
-                       f"(models: {sorted(k for k, v in bundle.manifest['models'].items() if v)})")
+                       f"(models: {sorted(bundle.models.present)})")
     return precision
 
 

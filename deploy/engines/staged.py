@@ -23,27 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from deploy.bundle import inside
+from deploy.engines.session import device_settings, open_session
 from deploy.errors import BundleError
-from deploy.lazy import lazy_import, require
-
-onnxruntime = lazy_import("onnxruntime", "device", "the onnxruntime engine")
 
 
-def _session(ort, path, threads: int, preoptimized: bool, disabled_optimizers, config: dict):
-    opts = ort.SessionOptions()
-    for key, value in config.items():  # the plan's session settings, e.g. no spinning (see the module docstring)
-        opts.add_session_config_entry(str(key), str(value))
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if preoptimized
-                                     else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"],
-                                    disabled_optimizers=list(disabled_optimizers))
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise BundleError(f"{path}: onnxruntime cannot load this stage ({exc}); re-export the bundle") from None
+def _session(path, threads: int, preoptimized: bool, disabled_optimizers, config: dict):
+    # the plan's session settings, e.g. no spinning (see the module docstring)
+    settings = device_settings(threads, preoptimized, config).but(disabled_optimizers=tuple(disabled_optimizers))
+    return open_session(path, settings, what="stage")
 
 
 def check_plan(folder, plan) -> None:
@@ -69,7 +56,6 @@ class StagedEngine:
 
     def __init__(self, folder, plan: dict, *, threads: int | None = None, precision: str = "int8",
                  preoptimized: bool = False, disabled_optimizers=()):
-        ort = require(onnxruntime)
         self.threads = int(threads or os.cpu_count() or 1)
         self.precision = precision
         self.concurrent = self.threads >= 2
@@ -77,7 +63,7 @@ class StagedEngine:
         self.steps = []
         for step in plan["steps"]:
             per_stage = max(1, self.threads // len(step)) if self.concurrent else self.threads
-            self.steps.append([(_session(ort, Path(folder) / stage["file"], per_stage, preoptimized,
+            self.steps.append([(_session(Path(folder) / stage["file"], per_stage, preoptimized,
                                          disabled_optimizers, self.session_config), stage) for stage in step])
         widest = max(len(step) for step in self.steps)
         self._pool = ThreadPoolExecutor(widest - 1) if self.concurrent and widest > 1 else None

@@ -269,7 +269,7 @@ class TensorRTEngine:
         trt = import_tensorrt()
         cuda = CudaRuntime()
         shipped = bundle.path("engine")
-        if shipped is not None and precision == bundle.manifest.get("precision"):
+        if shipped is not None and precision == bundle.precision:
             try:
                 return cls(shipped.read_bytes(), precision=precision, trt=trt, cuda=cuda)
             except BundleError as exc:

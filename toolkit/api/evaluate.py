@@ -2,10 +2,14 @@
 
 The model is scored on the daemon's hop grid (deploy.offline.predict_recording), beside Moore's freeze-index
 baseline, by the project's one scorer (deploy.scoring). A bundle is scored with the graph of `precision` (default:
-what its target runs here) and the result says which graph that was.
+what its target runs here) and the result says which graph that was. Each scorer's operating points (episode
+sensitivity and false alarms per hour over its on-threshold, deploy.operating_points) come with it, and with
+`at_fa_per_hour` the threshold that keeps to that rate on these recordings, which `toolkit export
+--on-threshold-from` can write into a bundle (the result names the recordings, by file hash, that chose it).
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,18 +17,18 @@ import numpy as np
 
 from calibration import progress as bars
 from calibration.checkpoint import load_model
-from deploy.bundle import Bundle
-from deploy.contract import EVENT_KEYS, with_defaults
+from deploy import operating_points
+from deploy.bundle import Bundle, sha256_file
+from deploy.contract.events import EventSettings
 from deploy.engines import open_engine
 from deploy.errors import FogError
-from deploy.event_classes import from_manifest
+from deploy.event_classes import any_fog
 from deploy.lazy import lazy_import
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
 from deploy.recording import Recording, read_recordings
 from deploy.scoring import (FI_THRESHOLD, FI_WINDOW_S, at_recording_rate, freeze_index_probability,
                             freeze_index_settings, json_safe, score)
-from deploy.validate import nearest
 from toolkit.api.model import _is_module, from_module
 
 torch = lazy_import("torch", "workstation", "evaluating a PyTorch model")
@@ -38,7 +42,7 @@ class Scorer:
     infer: object          # batch -> probabilities
     precision: str         # the graph scored: fp32 | fp16 | int8 (a PyTorch model: fp32)
     runtime: str           # pytorch | onnxruntime | tensorrt
-    events: dict = field(default_factory=dict)     # a bundle's (or a preset's) event settings
+    events: EventSettings | dict = field(default_factory=dict)   # a bundle's (or a preset's) event settings
     columns: object = field(default_factory=lambda: slice(None))  # event columns (a bundle's background classes left out)
     any_fog: str = "max"
 
@@ -46,13 +50,16 @@ class Scorer:
 @dataclass
 class EvaluationResult:
     results: list[dict]           # deploy.scoring.score per scorer: the model's first (if any), the freeze index last
-    settings: dict                # event settings used
+    settings: EventSettings       # event settings used
     recordings: int
     hours: float
     precision: str | None = None  # the graph the model was scored with (None: baseline only)
     runtime: str | None = None
     probs: dict = field(default_factory=dict)   # scorer -> per-recording probabilities at the recording's rate
     rules: dict = field(default_factory=dict)   # scorer -> its any-FOG rule ("max" or "sum"; "max" when absent)
+    operating_points: dict = field(default_factory=dict)  # results[i]["name"] -> deploy.operating_points.sweep
+    at_fa_per_hour: dict | None = None          # {"target", "chosen": {name: point or None}} when asked for
+    recordings_used: list = field(default_factory=list)   # name, file and sha256 of each recording scored
 
     @property
     def model(self) -> dict | None:
@@ -64,15 +71,25 @@ class EvaluationResult:
 
     def to_json(self) -> dict:
         """What `toolkit evaluate --json` prints (strict JSON)."""
-        return json_safe({"recordings": self.recordings, "hours": self.hours, "events": self.settings,
-                          "precision": self.precision, "runtime": self.runtime, "results": self.results})
+        return json_safe({"recordings": self.recordings, "hours": self.hours, "events": self.settings.to_dict(),
+                          "precision": self.precision, "runtime": self.runtime, "results": self.results,
+                          "operating_points": self.operating_points, "at_fa_per_hour": self.at_fa_per_hour,
+                          "recordings_used": self.recordings_used})
 
 
-def _check_events(events: dict) -> dict:
-    unknown = [k for k in events if k not in EVENT_KEYS]
-    if unknown:
-        raise FogError(f"unknown event setting {unknown[0]!r} ({nearest(unknown[0], EVENT_KEYS)})")
-    return events
+def recording_identity(rec) -> dict:
+    """Which recording this was: its name, its file and the file's sha256 (or, read from memory, the sha256 of
+    its samples and labels), so a threshold chosen on it can say on what."""
+    source = rec.meta.get("source")
+    out = {"name": str(rec.meta.get("name") or rec.meta.get("id") or "recording"), "subject": rec.meta.get("subject")}
+    if source and Path(source).is_file():
+        out.update(file=str(source), sha256=sha256_file(source))
+    else:
+        digest = hashlib.sha256(np.ascontiguousarray(rec.acc).tobytes())
+        if rec.labels is not None:
+            digest.update(np.ascontiguousarray(rec.labels).tobytes())
+        out["data_sha256"] = digest.hexdigest()
+    return out
 
 
 def _as_recordings(recordings, layout=None, mapping=None) -> list:
@@ -88,11 +105,9 @@ def _as_recordings(recordings, layout=None, mapping=None) -> list:
 def bundle_scorer(bundle, precision=None, backend: str = "auto") -> Scorer:
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     engine = open_engine(bundle, backend=backend, precision=precision)
-    used = getattr(engine, "precision", None) or precision or bundle.manifest.get("precision")
-    columns, rule = from_manifest(bundle.manifest)
-    return Scorer(f"bundle {Path(bundle.folder).name} ({used}, {engine.backend})",
-                  PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"]), engine, used, engine.backend,
-                  bundle.manifest.get("events") or {}, columns, rule)
+    used = getattr(engine, "precision", None) or precision or bundle.precision
+    return Scorer(f"bundle {Path(bundle.folder).name} ({used}, {engine.backend})", bundle.input.spec, engine, used,
+                  engine.backend, bundle.events, bundle.output.event_columns, bundle.output.any_fog)
 
 
 def torch_scorer(model, weights=None, preprocess=None, activation: str = "sigmoid") -> Scorer:
@@ -133,37 +148,63 @@ def make_scorer(model, *, weights=None, preprocess=None, precision=None, backend
 def evaluate(model=None, recordings=(), *, weights=None, preprocess: dict | None = None, precision: str | None = None,
              backend: str = "auto", events: dict | None = None, fi_window_s: float = FI_WINDOW_S,
              fi_threshold: float = FI_THRESHOLD, layout: str | None = None, mapping: str | None = None,
+             at_fa_per_hour: float | None = None, thresholds=operating_points.GRID,
              progress: bool = False) -> EvaluationResult:
     """Score `model` and the freeze-index baseline on `recordings` (paths, folders or Recording objects).
 
     `model`: a bundle folder (or deploy.bundle.Bundle), a preset name or checkpoint file (+ `weights`), a
     torch.nn.Module (+ `preprocess`), or None for the baseline only. `precision`: which of a bundle's graphs to score
-    (fp32 | fp16 | int8). `events`: manifest event keys overriding the bundle's (else the export defaults)."""
+    (fp32 | fp16 | int8). `events`: manifest event keys overriding the bundle's (else the export defaults).
+    `thresholds`: the on-thresholds of each scorer's operating-point sweep (None: no sweep); `at_fa_per_hour`: also
+    choose, per scorer, the threshold that keeps to this many false alarms per hour on these recordings."""
+    if at_fa_per_hour is not None and (not thresholds or not at_fa_per_hour >= 0):
+        raise FogError(f"at_fa_per_hour={at_fa_per_hour!r}: give a rate >= 0 false alarms per hour, and thresholds "
+                       "to choose from")
     recs = _as_recordings(recordings, layout, mapping)
     scorer = make_scorer(model, weights=weights, preprocess=preprocess, precision=precision, backend=backend)
-    settings = with_defaults(scorer.events if scorer else None, _check_events(dict(events or {})))
-    results, probs = [], {}
+    settings = EventSettings.resolve(scorer.events if scorer else None, events)
+    results, probs, scored = [], {}, []
     if scorer:
         probs["model"] = [p[:, scorer.columns] for p in model_probabilities(scorer, recs, settings, progress)]
         results.append(score(recs, probs["model"], settings, scorer.name, any_fog_rule=scorer.any_fog))
+        scored.append(("model", settings, scorer.any_fog))
     probs["freeze index"] = [freeze_index_probability(r, fi_window_s, fi_threshold) for r in recs]
     results.append(score(recs, probs["freeze index"], freeze_index_settings(settings),
                          f"freeze index ({fi_window_s:g} s, threshold {fi_threshold:g})"))
-    return EvaluationResult(results=results, settings=settings, recordings=len(recs),
-                            hours=sum(r.duration_s for r in recs) / 3600,
-                            precision=scorer.precision if scorer else None, runtime=scorer.runtime if scorer else None,
-                            probs=probs, rules={"model": scorer.any_fog} if scorer else {})
+    scored.append(("freeze index", freeze_index_settings(settings), "max"))
+    result = EvaluationResult(results=results, settings=settings, recordings=len(recs),
+                              hours=sum(r.duration_s for r in recs) / 3600,
+                              precision=scorer.precision if scorer else None,
+                              runtime=scorer.runtime if scorer else None, probs=probs,
+                              rules={"model": scorer.any_fog} if scorer else {},
+                              recordings_used=[recording_identity(r) for r in recs])
+    if thresholds:
+        _sweep(result, recs, scored, thresholds, fi_threshold, at_fa_per_hour)
+    return result
 
 
-def model_probabilities(scorer: Scorer, recs, settings: dict, progress: bool = False) -> list[np.ndarray]:
+def _sweep(result: EvaluationResult, recs, scored, thresholds, fi_threshold: float, at_fa_per_hour) -> None:
+    """Each scorer's operating points (and the chosen one) into `result`, keyed by the scorer's table name."""
+    for (key, knobs, rule), figures in zip(scored, result.results):
+        swept = operating_points.sweep(recs, [any_fog(p, rule=rule) for p in result.probs[key]], knobs, thresholds)
+        if key == "freeze index":     # the index's own units beside each probability threshold
+            for point in swept["points"]:
+                point["freeze_index"] = operating_points.freeze_index_at(point["on"], fi_threshold)
+        result.operating_points[figures["name"]] = swept
+    if at_fa_per_hour is not None:
+        result.at_fa_per_hour = {"target": float(at_fa_per_hour), "chosen": {
+            name: operating_points.choose(swept["points"], at_fa_per_hour)
+            for name, swept in result.operating_points.items()}}
+
+
+def model_probabilities(scorer: Scorer, recs, settings: EventSettings, progress: bool = False) -> list[np.ndarray]:
     """Each recording through the scorer on the daemon's hop grid, back at the recording's rate."""
     spec = scorer.spec
-    hop = max(1, int(round(settings["hop_s"] * spec.rate_hz)))
-    look = settings["lookahead_s"]
+    hop, look = settings.hop_samples(spec.rate_hz), settings.lookahead_samples(spec.rate_hz)
     out = []
     with bars.bar(len(recs), "evaluate", unit="recording", enabled=progress) as bar:
         for rec in recs:
-            p = predict_recording(rec, spec, scorer.infer, hop, None if look is None else int(round(look * spec.rate_hz)))
+            p = predict_recording(rec, spec, scorer.infer, hop, look)
             out.append(at_recording_rate(p, spec.rate_hz, rec))
             bar.update(1)
     return out

@@ -9,13 +9,13 @@ zeros in each layout: exactly one must fit, else the error says what to pass.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 
+from calibration.cache import model_hash
 from deploy.contract import CLASSES
-from deploy.errors import FogError
+from deploy.errors import FogError, did_you_mean
 from deploy.lazy import lazy_import
 from deploy.preprocess import PreprocessSpec
-from toolkit.export.source import USER_PREPROCESS, ModelSource, mark_background, resolve, state_sha256
+from toolkit.export.source import USER_PREPROCESS, ModelSource, mark_background, resolve
 
 torch = lazy_import("torch", "workstation", "exporting a PyTorch module")
 
@@ -35,9 +35,7 @@ def check_preprocess_keys(preprocess: dict) -> None:
     known = [f.name for f in dataclasses.fields(PreprocessSpec)]
     for key in preprocess:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
-            raise ModelArgumentError(f"preprocess key {key!r} is unknown ({hint})")
+            raise ModelArgumentError(f"preprocess key {key!r} is unknown ({did_you_mean(key, known)})")
 
 
 def _from_module_attributes(module) -> dict:
@@ -90,7 +88,7 @@ def from_module(module, *, preprocess: dict | None = None, classes=None, activat
         spec["layout"] = detect_layout(module, spec)
     source = ModelSource(module=module, name=name or type(module).__name__, kind="user", preset=None,
                          preprocess=spec, classes=tuple(classes or CLASSES), activation=activation,
-                         weights_sha256=state_sha256(module))  # its weights as they are: fingerprinted
+                         weights_sha256=model_hash(module))  # its weights as they are: fingerprinted
     mark_background(source, background, any_fog)
     return source
 

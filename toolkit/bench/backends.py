@@ -118,8 +118,8 @@ class Subject:
         if self.bundle is None or batch != self.input_shape[0]:
             return None
         if precision == "dynamic":
-            plan = self.bundle.manifest.get("precision_plan") or {}
-            return "int8" if plan.get("cpu_int8") == "dynamic" and self.bundle.path("int8") else None
+            plan = self.bundle.precision_plan
+            return "int8" if plan is not None and plan.cpu_int8 == "dynamic" and self.bundle.path("int8") else None
         return precision if precision in ("fp32", "int8") and self.bundle.path(precision) else None
 
     def staged(self, batch: int, activations: bool = False) -> tuple[Path, dict]:

@@ -10,11 +10,19 @@ File `benchmarks/baselines/<machine class>.json`:
      "normalized_latency": 1.23,           # model latency / reference latency, same run, interleaved
      "median_ms": 0.9,                     # informative only: raw ms depend on the machine's load
      "reference": "fog-block-v3/small",    # the reference workload it was normalized by (bench.reference)
+     "toolchain": {"torch": "2.13.0+cpu", "onnx": "1.23.2", "onnxruntime": "1.32.0"},   # what made the graph
      "tolerance": 0.2},                    # optional, per entry: where the measured spread is wider
    "fog-small/onnxruntime-staged": {        # a staged plan: sums over its stage files, plus per stage
      "structure": {"nodes": 104, ..., "stage_nodes": [69, 1, 1, 33], "steps": 3, "stages": 4}}}}
 ```
 Keys are sorted and floats rounded so `git diff` of an update shows exactly what changed.
+
+A graph's node counts and bytes are what torch's exporter, onnx and onnxruntime's optimizer make of the model, so they
+are compared only against an entry recorded with the same versions (`toolchain`; an entry without one was recorded
+with the file's `measured_on`). With other versions only the model's own facts (parameters) are compared, and the
+verdict says why in `notices`; timing is compared as always. The alternative, pinning the versions in the test extra,
+would force one onnxruntime on every machine that runs the tests (a Jetson's comes from JetPack), so the baseline
+says what it was recorded with instead.
 """
 from __future__ import annotations
 
@@ -24,7 +32,7 @@ import platform
 import shutil
 import statistics
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.bench.reference import REFERENCE_VERSION
@@ -38,6 +46,38 @@ STRUCTURE_FIELDS = ("nodes", "qdq_nodes", "macs", "parameters", "onnx_bytes",
 # index, one extra encoder layer adds only +1..21 % in eager (+16..24 % onnxruntime): it is caught by structure;
 # timing is proven on the encoder tripled (+52..101 %, tests/test_latency.py).
 DEFAULT_TOLERANCE = 0.13
+# The libraries a graph's structure depends on, and the structure facts that do not depend on them.
+TOOLCHAIN = ("torch", "onnx", "onnxruntime")
+TOOLCHAIN_FREE = ("parameters",)
+
+
+def toolchain() -> dict[str, str]:
+    """{library: version} of TOOLCHAIN as installed here (a missing one is left out)."""
+    found = {}
+    for name in TOOLCHAIN:
+        try:
+            found[name] = __import__(name).__version__
+        except Exception:  # not installed, or broken: nothing to compare against
+            pass
+    return found
+
+
+def toolchain_changes(recorded: dict | None, current: dict | None) -> list[str]:
+    """'onnxruntime 1.31.1 -> 1.32.0' for each library whose version differs (none when either side is unknown)."""
+    if not recorded or not current:
+        return []
+    return [f"{name} {recorded[name]} -> {current.get(name)}" for name in TOOLCHAIN
+            if name in recorded and recorded[name] != current.get(name)]
+
+
+def entry_of(baseline: dict, key: str) -> dict:
+    """The baseline file's entry `key` ({} when absent), with the toolchain it was recorded with (the file's
+    `measured_on` for an entry from before per-entry toolchains)."""
+    entry = dict(baseline.get("entries", {}).get(key, {}))
+    if entry and "toolchain" not in entry:
+        measured_on = baseline.get("measured_on", {})
+        entry["toolchain"] = {name: measured_on[name] for name in TOOLCHAIN if name in measured_on}
+    return entry
 
 
 def machine_class() -> str:
@@ -76,6 +116,8 @@ def _rounded(entry: dict) -> dict:
         out["median_ms"] = round(float(entry["median_ms"]), 3)
     if entry.get("reference"):
         out["reference"] = entry["reference"]
+    if entry.get("toolchain"):
+        out["toolchain"] = dict(entry["toolchain"])
     return out
 
 
@@ -159,6 +201,7 @@ class Verdict:
     normalized: float | None
     allowed: float | None
     first: float | None = None  # the first measurement's normalized latency, when the entry was timed twice
+    notices: list[str] = field(default_factory=list)   # what was not compared, and why (another toolchain)
 
     @property
     def ok(self) -> bool:
@@ -173,8 +216,13 @@ def compare(key: str, measured: dict, baseline: dict, tolerance: float) -> Verdi
                        False, None, measured.get("normalized_latency"), None)
     problems = []
     want, got = baseline.get("structure", {}), measured.get("structure", {})
-    for name in STRUCTURE_FIELDS:
-        if name in want and want[name] != got.get(name):
+    changed = toolchain_changes(baseline.get("toolchain"), measured.get("toolchain"))
+    compared = [n for n in STRUCTURE_FIELDS if n in want and (not changed or n in TOOLCHAIN_FREE)]
+    notices = [f"{key}: graph structure recorded with another toolchain ({', '.join(changed)}): only "
+               f"{', '.join(compared) or 'nothing'} compared; re-record on purpose: toolkit bench MODEL "
+               "--update-baseline"] if changed else []
+    for name in compared:
+        if want[name] != got.get(name):
             problems.append(f"{key}: {name} is {got.get(name)}, baseline {want[name]}")
     structure_ok = not problems
     timing_ok, allowed, norm = None, None, measured.get("normalized_latency")
@@ -184,14 +232,14 @@ def compare(key: str, measured: dict, baseline: dict, tolerance: float) -> Verdi
         # a ratio to a different workload is a different number: comparing it would pass or fail by accident
         problems.append(f"{key}: normalized by reference {measured.get('reference')}, baseline by "
                         f"{baseline.get('reference') or 'an older one'}; re-record: toolkit bench MODEL --update-baseline")
-        return Verdict(key, problems, structure_ok, False, norm, None)
+        return Verdict(key, problems, structure_ok, False, norm, None, notices=notices)
     if baseline.get("normalized_latency") is not None and norm is not None:
         allowed = baseline["normalized_latency"] * (1 + tolerance)
         timing_ok = norm <= allowed
         if not timing_ok:
             problems.append(f"{key}: normalized latency {norm:.3f} exceeds baseline "
                             f"{baseline['normalized_latency']:.3f} by more than {tolerance:.0%} (limit {allowed:.3f})")
-    return Verdict(key, problems, structure_ok, timing_ok, norm, allowed)
+    return Verdict(key, problems, structure_ok, timing_ok, norm, allowed, notices=notices)
 
 
 def diff_lines(old: dict, new: dict) -> list[str]:
@@ -207,6 +255,8 @@ def diff_lines(old: dict, new: dict) -> list[str]:
             a, b = before.get("structure", {}).get(name), after["structure"].get(name)
             if a != b:
                 lines.append(f"~ {key}: {name} {a} -> {b}")
+        for change in toolchain_changes(before.get("toolchain"), after.get("toolchain")):
+            lines.append(f"~ {key}: recorded with {change}")
         if before.get("reference") != after.get("reference"):
             lines.append(f"~ {key}: reference {before.get('reference')} -> {after.get('reference')}")
         a, b = before.get("normalized_latency"), after.get("normalized_latency")

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deploy.engines.session import SessionSettings, open_session
 from deploy.lazy import lazy_import
 from toolkit.export.onnx import export_like_bundle, with_activation
 from toolkit.export.plan import choose_recurrence
 
 torch = lazy_import("torch", "workstation", "an INT8 graph for the bench")
 qat = lazy_import("models.qat", "workstation", "an INT8 graph for the bench")
-ort = lazy_import("onnxruntime", "device", "the naive baseline")
 
 
 def export_int8(model, example, path) -> Path:
@@ -44,9 +44,6 @@ def export_naive(model, example, path) -> Path:
 
 def naive_session(path, x, threads: int | None):
     """A default onnxruntime session on the naive export; a callable running one inference."""
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = open_session(path, SessionSettings(threads=int(threads) if threads else None))
     name = session.get_inputs()[0].name
     return lambda: session.run(None, {name: x})

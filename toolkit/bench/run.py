@@ -13,14 +13,15 @@ from pathlib import Path
 
 from calibration import progress as bars
 from deploy.bundle import Bundle
-from deploy.contract import EVENT_DEFAULTS
+from deploy.contract.events import EventSettings
 from deploy.errors import FogError, MissingDependency
 from deploy.lazy import lazy_import
 from deploy.preprocess import PreprocessSpec
 from toolkit.bench.backends import (BACKENDS, REFERENCE_OF, BackendUnavailable, Subject, check_available,
                                     open_reference, open_runner, prepare)
 from toolkit.bench import split
-from toolkit.bench.baseline import DEFAULT_TOLERANCE, Verdict, compare, entry_key, machine_class, measured_on
+from toolkit.bench.baseline import (DEFAULT_TOLERANCE, Verdict, compare, entry_key, entry_of, machine_class,
+                                    measured_on, toolchain)
 from toolkit.bench.reference import REFERENCE_VERSION, matmul_macs_per_s, reference_size
 from toolkit.export.macs import graph_stats
 from toolkit.timing import BUDGET_S as REGRESSION_BUDGET_S  # timed s per backend: slow models get fewer blocks
@@ -47,15 +48,13 @@ def load_subject(spec: str, overrides: dict | None = None, name: str | None = No
     path = Path(spec)
     if (path / "manifest.json").is_file():
         bundle = Bundle.load(path)
-        m = bundle.manifest
-        pre = m["input"].get("preprocess", {})
-        model = m.get("model", {})
+        model = bundle.model
         extra = dict(overrides or {})
-        if model.get("tsai_compat"):
+        if model.tsai_compat:
             extra.setdefault("tsai_compat", True)
-        return Subject(name=name or model.get("name") or path.name, input_shape=tuple(m["input"]["shape"]),
-                       window_s=_window_s(pre), hop_s=(m.get("events") or {}).get("hop_s"),
-                       parameters=model.get("parameters"), preset=model.get("preset"), overrides=extra, bundle=bundle)
+        return Subject(name=name or model.name or path.name, input_shape=tuple(bundle.input.shape),
+                       window_s=bundle.spec.window_s, hop_s=bundle.events.hop_s,
+                       parameters=model.parameters, preset=model.preset, overrides=extra, bundle=bundle)
     if path.exists():
         raise FogError(f"{spec}: a folder without manifest.json; pass a bundle made by `toolkit export` or a preset")
     try:
@@ -64,18 +63,11 @@ def load_subject(spec: str, overrides: dict | None = None, name: str | None = No
         raise FogError(f"{spec}: benching a preset needs torch (pip install 'fog-edge-toolkit[workstation]')") from None
     except Exception as exc:  # the registry's own unknown-name error, whatever its type
         raise FogError(f"{spec}: neither a bundle folder nor a known preset ({exc}); see `toolkit models`") from None
-    pre = dict(preset.preprocess)
-    shape = PreprocessSpec.from_dict(pre).input_shape
-    # hop: what a bundle of this preset would get from `toolkit export` (the event defaults)
-    return Subject(name=name or spec, input_shape=shape, window_s=_window_s(pre), hop_s=float(EVENT_DEFAULTS["hop_s"]),
-                   preset=spec, overrides=dict(overrides or {}))
-
-
-def _window_s(pre: dict) -> float | None:
-    try:
-        return pre["patch"] * pre["n_patches"] / float(pre["rate_hz"])
-    except (KeyError, TypeError, ZeroDivisionError):
-        return None
+    pre = PreprocessSpec.from_dict(preset.preprocess)
+    # hop: what a bundle of this preset would get from `toolkit export` (its events over the defaults)
+    return Subject(name=name or spec, input_shape=pre.input_shape, window_s=pre.window_s,
+                   hop_s=float(EventSettings.resolve(preset.events).hop_s), preset=spec,
+                   overrides=dict(overrides or {}))
 
 
 def structure(subject: Subject, backend: str) -> dict:
@@ -91,7 +83,7 @@ def structure(subject: Subject, backend: str) -> dict:
         return {**staged_structure(subject, backend), "parameters": subject.parameters}
     precision = backend.split("-", 1)[1] if backend.startswith("onnxruntime-") else "fp32"
     if backend == "tensorrt" and subject.bundle is not None:  # the engine is built from the bundle's precision
-        precision = subject.bundle.manifest.get("precision", "fp32")
+        precision = subject.bundle.precision
         precision = precision if subject.bundle.path(precision) else "fp32"
     stats = fp32 if precision == "fp32" else graph_stats(subject.onnx(precision, subject.input_shape[0]))
     return {**stats.structure(), "parameters": subject.parameters}  # MACs of this graph (unrolled: per step)
@@ -308,7 +300,7 @@ def checked_verdicts(subject: Subject, entries: dict[str, dict], baseline: dict,
     backend_of = {entry_key(subject.name, b): b for b in BACKENDS}
     verdicts = []
     for key, measured in entries.items():
-        want = baseline.get("entries", {}).get(key, {})
+        want = entry_of(baseline, key)
         verdict = compare(key, measured, want, tolerance)
         if verdict.structure_ok and verdict.timing_ok is False and key in backend_of \
                 and measured.get("reference") == want.get("reference"):
@@ -328,7 +320,7 @@ def regression_entries(subject: Subject, backends, threads: int = 1, timed=None,
     refs = _References(threads, subject.workdir)
     entries = {}
     for backend in backends:
-        entry = {"structure": structure(subject, backend)}
+        entry = {"structure": structure(subject, backend), "toolchain": toolchain()}
         if timed is None or backend in timed:
             b1 = measure_batch1(subject, backend, threads, refs, blocks=blocks)
             entry.update(normalized_latency=b1["normalized_latency"], median_ms=b1["median_ms"],

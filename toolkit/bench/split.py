@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.engines.session import SessionSettings, open_session
 from deploy.lazy import lazy_import
 
 onnx = lazy_import("onnx", "workstation", "counting recurrent weights")
-ort = lazy_import("onnxruntime", "device", "profiling onnxruntime")
 torch = lazy_import("torch", "workstation", "profiling PyTorch eager")
 
 RECURRENT_OPS = {"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"}
@@ -69,13 +69,8 @@ def memory_bound_ms(weights: dict, bandwidth: float) -> float | None:
 
 def onnxruntime_split(path, x: np.ndarray, threads: int, calls: int = 3, workdir=None) -> dict:
     """Milliseconds per call in recurrent nodes and in the rest, from onnxruntime's profile (after one warm call)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.enable_profiling = True
-    options.log_severity_level = 3
-    if workdir is not None:
-        options.profile_file_prefix = str(Path(workdir) / "ort-profile")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    prefix = str(Path(workdir) / "ort-profile") if workdir is not None else "onnxruntime_profile_"
+    session = open_session(path, SessionSettings(threads=threads, profile_prefix=prefix))
     name = session.get_inputs()[0].name
     session.run(None, {name: x})
     for _ in range(calls):

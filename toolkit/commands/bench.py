@@ -153,7 +153,7 @@ def _regression(args, subject, backends) -> int:
             timing += f", timed twice: first {verdict.first:.3f}"
         print(f"{'ok  ' if verdict.ok else 'FAIL'} {key}: structure {'ok' if verdict.structure_ok else 'changed'}, "
               f"normalized latency {timing}")
-        for problem in verdict.problems:
-            print(f"     {problem}")
+        for line in verdict.problems + [f"note: {n}" for n in verdict.notices]:
+            print(f"     {line}")
         failed += not verdict.ok
     return 1 if failed else 0

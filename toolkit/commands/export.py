@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 from calibration.calibrators import DEFAULT_METHOD
-from deploy.wearer import STREAM_NORMALIZATIONS
+from deploy.contract import STREAM_NORMALIZATIONS
 from toolkit.api import export
 from toolkit.cli import UserError
 from toolkit.commands._events import add_event_arguments, event_overrides

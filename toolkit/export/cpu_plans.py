@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy.engines.onnxruntime import OnnxRuntimeEngine
+from deploy.engines.session import SessionSettings, open_session
 from deploy.engines.staged import StagedEngine
 from deploy.lazy import lazy_import
 from toolkit.export import cpu_graph, cpu_stages, lstm_split
@@ -260,21 +261,12 @@ def choose(latency_ms: dict[str, float], min_speedup: float) -> tuple[str, str]:
 def save_optimized(path, out_path, disabled_optimizers=()) -> dict:
     """Write the graph onnxruntime runs (extended optimizations: fusions valid on any CPU, no layout changes
     specific to this one) to `out_path`; returns the load times before and after for the manifest."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(out_path)
-    options.log_severity_level = 3
     start = time.perf_counter()
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                         disabled_optimizers=list(disabled_optimizers))
+    open_session(path, SessionSettings(optimization="extended", save_optimized_to=str(out_path),
+                                       disabled_optimizers=tuple(disabled_optimizers)))
     optimizing = time.perf_counter() - start
-    plain = ort.SessionOptions()
-    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    plain.log_severity_level = 3
     start = time.perf_counter()
-    ort.InferenceSession(str(out_path), plain, providers=["CPUExecutionProvider"])
+    open_session(out_path, SessionSettings(optimization="none"))
     return {"load_with_optimization_s": optimizing, "load_preoptimized_s": time.perf_counter() - start}
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from deploy.bundle import write_manifest
 from deploy.contract import AXES, FP32_FILE, INPUT_NAME, OUTPUT_NAME, SCHEMA_VERSION
+from deploy.contract.runtime import OnnxRuntimeSection
 from deploy.offline import output_per
 from toolkit import __version__
 from toolkit.export.macs import count_macs
@@ -25,13 +26,6 @@ def _macs(model) -> int | None:
     except Exception:  # MAC counting is informational; never fail an export on it
         return None
     return int(result if isinstance(result, (int, float)) else getattr(result, "total", 0)) or None
-
-
-def _per_class(events: dict, classes) -> dict:
-    """The manifest's event settings: on/off thresholds per class (the detector takes either form)."""
-    events = dict(events)
-    on, off = events.pop("on"), events.pop("off")
-    return {**events, "on": {c: on for c in classes}, "off": {c: off for c in classes}}
 
 
 def _model_section(source, fp32, float_graph) -> dict:
@@ -57,16 +51,17 @@ def _event_classes(source) -> dict:
     return {"background": list(source.background), "any_fog": source.any_fog}
 
 
-def onnxruntime_section(p) -> dict:
-    """The manifest's `onnxruntime` settings the engine opens with (deploy.engines.onnxruntime.open_role), before
-    the thread cap (toolkit.export.threads measures it on the engine these settings open). `preoptimized`: model
+def onnxruntime_section(p, thread_cap: dict | None = None) -> OnnxRuntimeSection:
+    """The manifest's `onnxruntime` settings the engine opens with (deploy.engines.onnxruntime.open_role), with the
+    thread caps once toolkit.export.threads measured them on the engine these settings open. `preoptimized`: model
     roles whose file is the graph onnxruntime optimized at export (the device loads them as they are); `staged`:
     model roles the device runs as stages, two at a time where the plan allows (deploy.engines.staged)."""
-    return {"preoptimized": ["int8"] if p.preoptimized else [], "load_s": p.preoptimized,
-            "staged": {"int8": p.staged} if p.staged and p.precision == "int8" else {}}
+    return OnnxRuntimeSection.from_dict({
+        "preoptimized": ["int8"] if p.preoptimized else [], "load_s": p.preoptimized,
+        "staged": {"int8": p.staged} if p.staged and p.precision == "int8" else {}, "thread_cap": thread_cap or {}})
 
 
-def build_manifest(p, events: dict) -> dict:
+def build_manifest(p, events) -> dict:
     """Write manifest.json for the export `p` (a toolkit.export.pipeline.ExportPipeline that has run its steps)
     into its folder, with `events` (complete settings) written per class; returns the manifest."""
     source, cpu_choice = p.source, p.cpu_choice or {}
@@ -81,7 +76,7 @@ def build_manifest(p, events: dict) -> dict:
         "output": {"name": OUTPUT_NAME, "shape": out_shape, "classes": list(source.classes),
                    "per": output_per(out_shape, source.spec),
                    "activation": source.activation, **_event_classes(source)},
-        "events": _per_class(events, source.classes),
+        "events": events.per_class(source.classes).to_dict(),
         "precision": p.precision,
         "models": {"fp32": FP32_FILE, "fp16": None, "int8": p.int8_file if p.want_int8 else None,
                    "engine": p.engine_file},
@@ -89,13 +84,13 @@ def build_manifest(p, events: dict) -> dict:
         "export": {"opset": p.opset, "batch": p.opt.batch, "calibration": p.calibration_info, "timings": p.timings,
                    "engine": p.engine_note, "kit": p.kit, "cpu_latency_ms": cpu_choice.get("latency_ms"),
                    "cpu_precision": p.cpu_choice, "fp16_note": FP16_NOTE, "cpu_dynamic_plan": p.dynamic_info},
-        "onnxruntime": {**onnxruntime_section(p), "thread_cap": p.thread_cap or {}},
+        "onnxruntime": onnxruntime_section(p, p.thread_cap).to_dict(),
         "precision_plan": p.plan,
         "verification": {"pairs": p.pairs, "windows": sum(len(b) for b in p.ver_batches),
                          "data": "deploy.synth recordings, seed 2 (calibration used seed 1)",
                          "weights": weights_verified(source)},
         "checks": p.checks,
-        "streaming": p.streaming,
+        "streaming": p.streaming.to_dict() if p.streaming else None,
     }
     return write_manifest(p.work, manifest)
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from calibration.calibrators import DEFAULT_METHOD
 from calibration.data import BatchReader, synthetic_windows
 from calibration.progress import StepBar
-from deploy.contract import CPU_FP32_REASON, EVENT_KEYS, FP32_FILE, INT8_FILE, with_defaults
+from deploy.contract import CPU_FP32_REASON, FP32_FILE, INT8_FILE
+from deploy.contract.events import EventSettings
 from deploy.lazy import lazy_import
 from deploy.engines.onnxruntime import DISABLED_OPTIMIZERS
 from toolkit.export import buildkit, cpu_graph, cpu_plans, plan, ranges, threads, trt_build, verify
@@ -99,17 +100,6 @@ def assert_inert(qat, shape, unused) -> None:
                           "--n-patches), or with --calib-data recordings long enough to reach them")
 
 
-def event_settings(*layers: dict) -> dict:
-    """The event defaults with each layer over them (a None value leaves what is below: a flag not given), refused
-    here when the daemon's event detector would refuse them."""
-    events = with_defaults(*layers)
-    if not 0 <= events["off"] <= events["on"] <= 1:
-        raise ExportError(f"event thresholds need 0 <= off <= on <= 1, got on={events['on']} off={events['off']}")
-    if events["hop_s"] <= 0 or any(events[k] < 0 for k in EVENT_KEYS if k not in ("hop_s", "on", "off")):
-        raise ExportError(f"event timings must be >= 0 and hop_s > 0, got {events}")
-    return events
-
-
 def choose_precision(target: Target, asked: str | None) -> str:
     precision = asked or target.default_precision
     if precision == "fastest" and not (target.runtime == "onnxruntime" and target.int8):
@@ -145,7 +135,7 @@ class ExportPipeline:
         self.thread_cap = None  # {role: the measured cap} (toolkit.export.threads), for onnxruntime targets
         self.int8_file, self.reference, self.ort_dynamic, self.dynamic_info, self.preoptimized, self.staged = \
             INT8_FILE, None, None, None, None, None
-        self.event_settings = event_settings(source.events, opt.events)   # the model's (a preset's), then flags
+        self.event_settings = EventSettings.resolve(source.events, opt.events, classes=source.classes)
         if opt.ranges and not self.want_int8:
             source.notes.append(f"the {opt.ranges.source} ranges ({opt.ranges.path}) are not shipped: the bundle has no "
                                 f"INT8 graph at precision {precision} (pass --precision int8 to ship them)")
@@ -343,12 +333,14 @@ class ExportPipeline:
 
     def streaming_fidelity(self) -> None:
         self.progress.start("streaming fidelity: the daemon's pipeline vs offline under the declared normalization")
-        self.streaming = measure_streaming(self, self.opt.stream_normalization, self.opt.fidelity_recordings)
-        f = self.streaming.get("fidelity")
+        self.streaming = measure_streaming(self.work / FP32_FILE, self.source, self.event_settings,
+                                           self.opt.stream_normalization, self.opt.fidelity_recordings,
+                                           self.opt.fidelity_budget_s)
+        f = self.streaming.fidelity
         if f is None:
-            self.progress.done(self.streaming["skipped"])
+            self.progress.done(self.streaming.skipped)
             return
-        self.progress.done(f"{self.streaming['normalization']}: {f['percent_time_called_fog_streamed']:.2f} % "
+        self.progress.done(f"{self.streaming.normalization}: {f['percent_time_called_fog_streamed']:.2f} % "
                            f"time called FOG streamed vs {f['percent_time_called_fog_offline']:.2f} % offline, "
                            f"agreement {100 * f['decision_agreement']:.1f} %")
 
@@ -373,7 +365,7 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     opt = options or ExportOptions()
     out = Path(out)
     precision = choose_precision(target, opt.precision)
-    event_settings(opt.events)  # refuse bad flags before minutes of work
+    EventSettings.resolve(source.events, opt.events, classes=source.classes)  # bad flags: refused before any work
     warn_notes(source)
     if opt.ranges:
         ranges.check_belongs(source.module, opt.ranges)  # and ranges made for other weights

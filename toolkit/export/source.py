@@ -254,23 +254,13 @@ def build_user_model(spec: str, factory, kwargs: dict):
     return module
 
 
-def state_sha256(module) -> str:
-    """sha256 over a module's state (names, shapes and values in order): the weights' fingerprint without a file."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype};".encode())
-        digest.update(value.numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _factory_weights(factory, kwargs: dict, module) -> tuple[str, str]:
     """(sha256 of the exported state, a note saying whose weights they are): a factory that gives the same state
     when built again under another random seed loads (or seeds) its own weights; else its random initial ones."""
-    sha = state_sha256(module)
+    sha = model_hash(module)
     with torch.random.fork_rng():
         torch.manual_seed(torch.initial_seed() + 12345)
-        again = state_sha256(factory(**kwargs))
+        again = model_hash(factory(**kwargs))
     if again == sha:
         return sha, (f"no --weights: the factory provides its own weights (the same on every build: loaded or "
                      f"seeded by the factory); exported as they are, state sha256 {sha[:16]}")

@@ -16,12 +16,13 @@ from dataclasses import replace
 import numpy as np
 
 from calibration.data import synthetic_recordings
-from deploy.contract import FP32_FILE
+from deploy.contract.runtime import StreamingSection
 from deploy.engines.onnxruntime import OnnxRuntimeEngine
 from deploy.event_classes import event_columns
 from deploy.fidelity import LIMIT_PP, LIMIT_PROB, Fidelity
 from deploy.preprocess import prepare
-from deploy.wearer import CAPTURE_S, STREAM_NORMALIZATIONS, recording_statistics, stream_setup
+from deploy.contract import STREAM_NORMALIZATIONS
+from deploy.wearer import CAPTURE_S, recording_statistics, stream_setup
 
 EXACT = ("window", "running")      # declared normalizations the stream reproduces exactly
 # Seconds of model time the step may cost (estimated from one timed inference); beyond it the step is skipped and
@@ -55,15 +56,15 @@ def options_to_measure(declared: str, asked: str) -> list[str]:
     return [m for m in STREAM_NORMALIZATIONS if m != "declared"]
 
 
-def measure_options(fid: Fidelity, section: dict, modes, recordings) -> dict:
+def measure_options(fid: Fidelity, section: StreamingSection, modes, recordings) -> dict:
     """{mode: pooled fidelity figures} of streaming `recordings` with each stream normalization in `modes`
     (`section`: the manifest's `streaming` numbers). Each recording is a session of its own: "wearer" captures
     afresh in each (no saved state, as a wearer's first session)."""
     figures = {}
     for mode in modes:
-        manifest_section = {**section, "normalization": mode}
-        stream_spec = stream_setup(fid.spec, manifest_section)[0]
-        figures[mode] = fid.stream(recordings, stream_spec, lambda: stream_setup(fid.spec, manifest_section)[1])
+        option = replace(section, normalization=mode)
+        stream_spec = stream_setup(fid.spec, option)[0]
+        figures[mode] = fid.stream(recordings, stream_spec, lambda: stream_setup(fid.spec, option)[1])
     return figures
 
 
@@ -72,41 +73,45 @@ def choose(figures: dict) -> str:
                                        figures[m]["mean_abs_prob_diff"]))
 
 
-def measure_streaming(p, asked: str = "auto", recordings=None) -> dict:
-    """The manifest's `streaming` section for the export `p` (a ToolkitExport pipeline with its fp32 graph)."""
-    source, spec = p.source, p.source.spec
-    hop = int(round(float(p.event_settings["hop_s"]) * spec.rate_hz))
+def skipped(spec, reason: str) -> StreamingSection:
+    """The section of a step that measured nothing, saying why (loudly, too)."""
+    print(f"\n!!! export: WARNING: streaming fidelity {reason}\n", file=sys.stderr, flush=True)
+    return StreamingSection(declared=spec.normalization, normalization="declared", skipped=reason)
+
+
+def measure_streaming(model_file, source, events, asked: str = "auto", recordings=None,
+                      budget_s: float = BUDGET_S) -> StreamingSection:
+    """The manifest's `streaming` section: the float graph `model_file` of `source` (a ModelSource) streamed with
+    the bundle's `events` (deploy.contract.events.EventSettings) through the daemon's pipeline."""
+    spec = source.spec
+    hop = events.hop_samples(spec.rate_hz)
     if hop > spec.window:
-        reason = (f"not measured: the hop ({hop} samples) is longer than the window ({spec.window}), which the "
-                  "daemon refuses; export with a smaller --hop-s or more --n-patches")
-        print(f"\n!!! export: WARNING: streaming fidelity {reason}\n", file=sys.stderr, flush=True)
-        return {"declared": spec.normalization, "normalization": "declared", "skipped": reason}
+        return skipped(spec, f"not measured: the hop ({hop} samples) is longer than the window ({spec.window}), "
+                             "which the daemon refuses; export with a smaller --hop-s or more --n-patches")
     recs, data = fidelity_recordings(recordings)
-    section = {"declared": spec.normalization, "tau_s": spec.running_tau_s, "capture_s": CAPTURE_S,
-               "fixed": fixed_statistics(spec, *fidelity_recordings()), "data": data, "limit_pp": LIMIT_PP,
-               "limit_prob": LIMIT_PROB}
-    engine = OnnxRuntimeEngine(p.work / FP32_FILE, threads=1)
+    section = StreamingSection(declared=spec.normalization, tau_s=spec.running_tau_s, capture_s=CAPTURE_S,
+                               fixed=fixed_statistics(spec, *fidelity_recordings()), data=data, limit_pp=LIMIT_PP,
+                               limit_prob=LIMIT_PROB)
+    engine = OnnxRuntimeEngine(model_file, threads=1)
     modes = options_to_measure(spec.normalization, asked)
-    over = _over_budget(engine, recs, modes, float(p.event_settings["hop_s"]), p.opt.fidelity_budget_s)
+    over = _over_budget(engine, recs, modes, events.hop_s, budget_s)
     if over:
         engine.close()
         if spec.normalization not in EXACT:   # nothing chose how the device normalizes: say what it will do
             over += (f". The declared {spec.normalization!r} normalization cannot stream, so the device falls back "
                      "to 'running', unmeasured for this model")
-        print(f"\n!!! export: WARNING: streaming fidelity {over}\n", file=sys.stderr, flush=True)
-        return {"declared": spec.normalization, "normalization": "declared", "skipped": over}
+        return skipped(spec, over)
     columns = event_columns(source.classes, source.background)
-    fid = Fidelity(spec, engine, source.classes, p.event_settings, columns, source.any_fog)
+    fid = Fidelity(spec, engine, source.classes, events, columns, source.any_fog)
     figures = measure_options(fid, section, modes, recs)
     engine.close()
     chosen = choose(figures)
-    section.update(normalization=chosen, options=figures, fidelity=figures[chosen],
+    if not figures[chosen]["passed"]:
+        warn(chosen, figures[chosen], spec.normalization)
+    return replace(section, normalization=chosen, options=figures, fidelity=figures[chosen],
                    chosen_by="asked (--stream-normalization)" if asked != "auto" else
                    "declared normalization streams exactly" if chosen == "declared" else
                    "measured: closest to offline under the declared normalization")
-    if not figures[chosen]["passed"]:
-        warn(chosen, figures[chosen], spec.normalization)
-    return section
 
 
 def _over_budget(engine, recs, modes, hop_s: float, budget_s: float) -> str | None:

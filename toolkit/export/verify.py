@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from deploy.engines.session import SessionSettings, open_session
 from deploy.errors import FogError
 from deploy.lazy import lazy_import
 
-ort = lazy_import("onnxruntime", "device", "running the exported graphs in verification")
 torch = lazy_import("torch", "workstation", "running the PyTorch model in verification")
 
 # Pair name -> limits over every output element of every verification window. Every figure is measured and stored;
@@ -49,12 +49,8 @@ def ort_session(path, as_written: bool = False):
     Q/DQ pairs into integer kernels that requantize their outputs their own way (a mean |diff| of 0.003 against the
     QAT model on fog-rnn-attention, against 2e-8 as written), so comparing the export with its QAT model would
     test those kernels, not the export."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = THREADS
-    if as_written:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    settings = SessionSettings(threads=THREADS, optimization="basic" if as_written else "all")
+    return open_session(path, settings, fix="the export wrote a graph onnxruntime cannot load: please report it")
 
 
 def ort_run(path_or_session, batches: list[np.ndarray]) -> np.ndarray:

@@ -13,11 +13,12 @@ or setting is scored again). Outputs are the same whichever engine ran, and what
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from calibration import progress
+from deploy.bundle import sha256_file
 from deploy.errors import FogError
 from toolkit.score.worn import WornSettings
 from toolkit.score.work import Settings, bundle_signature
@@ -43,19 +44,13 @@ class ScoreResult:
 
 
 class _Progress:
-    """A tqdm bar in hours of signal, with ETA; a plain line per recording when tqdm is absent."""
+    """The cohort's bar (calibration.progress, like every long job's): hours of signal with ETA, recordings done."""
 
     def __init__(self, total_s: float, count: int, enabled: bool):
-        self.bar, self.enabled, self.count, self.done = None, enabled, count, 0
-        if not enabled:
-            return
-        try:
-            from tqdm import tqdm
-            self.bar = tqdm(total=round(total_s / 3600, 3), unit="h", unit_scale=False, desc="score",
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h of signal "
-                                       "[{elapsed}<{remaining}, {rate_fmt}] {postfix}", file=sys.stderr)
-        except ImportError:
-            pass
+        self.count, self.done = count, 0
+        self.bar = progress.bar(round(total_s / 3600, 3), "score", unit="h",
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h of signal "
+                                           "[{elapsed}<{remaining}, {rate_fmt}] {postfix}") if enabled else None
 
     def signal(self, seconds: float) -> None:
         if self.bar is not None:
@@ -64,9 +59,7 @@ class _Progress:
     def recording(self, name: str) -> None:
         self.done += 1
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{self.done}/{self.count} recordings", refresh=False)
-        elif self.enabled:
-            print(f"score: {self.done}/{self.count} recordings ({name})", file=sys.stderr)
+            self.bar.set_postfix_str(f"{self.done}/{self.count} recordings ({name})", refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -106,7 +99,7 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
     hashes, todo = {}, []
     for i, src in enumerate(sources):
         if parts is not None:
-            hashes[str(src.path)] = digest = src.content_hash()
+            hashes[str(src.path)] = digest = sha256_file(src.path)
             cached = parts / f"{digest}-{signature}.json"
             if resume and cached.is_file():
                 stored = json.loads(cached.read_text())

@@ -58,13 +58,12 @@ class Scorer:
 
     def __init__(self, bundle_dir, settings: Settings, threads: int = 1):
         from deploy.bundle import Bundle
-        from deploy.config import stream_settings
+        from deploy.config import event_settings
         from deploy.engines import batch_infer, open_engine
-        from deploy.preprocess import PreprocessSpec
 
         self.settings = settings
         self.bundle = Bundle.load(bundle_dir, verify=True)
-        self.spec = PreprocessSpec.from_dict(self.bundle.manifest["input"]["preprocess"])
+        self.spec = self.bundle.input.spec
         self.engine = open_engine(self.bundle, backend=settings.backend, precision=settings.precision,
                                   threads=threads)
         self.infer = batch_infer(self.engine)
@@ -72,7 +71,7 @@ class Scorer:
         # hop, look-ahead and event knobs exactly as the daemon resolves them (flags > manifest > defaults)
         config = {"stream": {"hop_s": settings.hop_s, "lookahead_s": settings.lookahead_s},
                   "events": dict(settings.events)}
-        self.stream = stream_settings(config, self.bundle.manifest, self.spec.rate_hz)
+        self.events = event_settings(config, self.bundle)
 
     def close(self) -> None:
         self.engine.close()
@@ -89,7 +88,7 @@ class Scorer:
     def score(self, source, progress=None) -> dict:
         """Score one recording (a toolkit.score.read.Source). `progress(seconds_of_signal)` is called per chunk."""
         from deploy.chunked import predict_chunks, recording_stats
-        from deploy.events import EventDetector, detector_settings
+        from deploy.events import EventDetector
 
         started = time.perf_counter()
         reader = source.open()
@@ -107,8 +106,7 @@ class Scorer:
         if self.spec.normalization == "recording":
             stats = recording_stats(reader.chunks(rows), self.spec, rate, units)
         # pass 2: the model on the daemon's grid, events as the daemon's detector finds them
-        detector = EventDetector(self.classes, self.spec.rate_hz, **detector_settings(self.stream["events"]),
-                                 t0_s=0.0)
+        detector = EventDetector(self.classes, self.spec.rate_hz, **self.events.detector_kwargs(), t0_s=0.0)
         events = []
 
         def chunks():
@@ -118,8 +116,10 @@ class Scorer:
                     progress(len(chunk) / rate)
 
         skip = not_worn.covers if not_worn.intervals else None
-        for first, probs in predict_chunks(chunks(), rate, units, self.spec, self.infer, self.stream["hop_samples"],
-                                           self.stream["lookahead_samples"], self.settings.batch_size,
+        rate_hz = self.spec.rate_hz
+        for first, probs in predict_chunks(chunks(), rate, units, self.spec, self.infer,
+                                           self.events.hop_samples(rate_hz), self.events.lookahead_samples(rate_hz),
+                                           self.settings.batch_size,
                                            recording_stats=stats, skip=skip, n_classes=len(self.classes)):
             if not_worn.intervals:
                 not_worn.clear(first, probs)

@@ -1,15 +1,20 @@
-"""The bundle's vocabulary: the words the exporter writes into a bundle and the device reads back, each defined once.
+"""The bundle's contract: the words the exporter writes into a bundle and the device reads back, each defined once,
+and (in the modules of this package) the manifest's sections as typed objects.
 
-Axes and classes (in order), the model's tensor names, the manifest's schema version and model files, the event
-settings a bundle carries unless export is told otherwise and how partial settings are completed, and why the cpu
-target runs fp32. Numpy-free and torch-free: the device imports it.
+Here, the vocabulary: axes and classes (in order), the model's tensor names, the manifest's schema version and model
+files, the event settings a bundle carries unless export is told otherwise, the stream normalizations, and why the
+cpu target runs fp32. Numpy-free and torch-free. The sections: `deploy.contract.events` (EventSettings: the one
+layering of event settings and the one seconds -> samples rule), `deploy.contract.model` (model, models, input with
+its PreprocessSpec, output), `deploy.contract.runtime` (precision plan, onnxruntime, streaming) and
+`deploy.contract.manifest` (the whole manifest, one schema version), read through `deploy.bundle.Bundle`.
 """
 from __future__ import annotations
 
 from deploy.layouts import AXES, CLASSES  # the columns of every recording layout: the bundle speaks the same words
 
 __all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "SIGNATURE_FILE", "FP32_FILE",
-           "INT8_FILE", "EVENT_DEFAULTS", "EVENT_KEYS", "DETECTOR_KEYS", "EVENT_HELP", "event_help", "with_defaults", "CPU_FP32_REASON"]
+           "INT8_FILE", "EVENT_DEFAULTS", "EVENT_KEYS", "EVENT_HELP", "event_help", "STREAM_NORMALIZATIONS",
+           "CPU_FP32_REASON"]
 
 INPUT_NAME, OUTPUT_NAME = "x", "probs"   # the bundled graph's one input and one output (probabilities)
 
@@ -18,12 +23,12 @@ MANIFEST = "manifest.json"
 SIGNATURE_FILE = "signature.json"        # beside the manifest, outside its file list: signs its digest (deploy.signing)
 FP32_FILE, INT8_FILE = "model_fp32.onnx", "model_int8_qdq.onnx"
 
-# The event settings a bundle carries unless export is told otherwise. The daemon, `toolkit evaluate` and the model
-# report fall back to the same values, so the figures a model card reports are what a device runs.
+# The event settings a bundle carries unless export is told otherwise (deploy.contract.events.EventSettings layers
+# everything over them). The daemon, `toolkit evaluate` and the model report fall back to the same values, so the
+# figures a model card reports are what a device runs.
 EVENT_DEFAULTS = {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.5, "on": 0.5, "off": 0.35,
                   "min_duration_s": 1.0, "refractory_s": 2.0}
 EVENT_KEYS = tuple(EVENT_DEFAULTS)       # the manifest's `events` keys, and the flags that set them (--smoothing-s)
-DETECTOR_KEYS = ("on", "off", "min_duration_s", "smoothing_s", "refractory_s")  # what EventDetector takes
 # What each event key means, as every command line's --hop-s, --smoothing-s ... says it (toolkit and daemon alike).
 EVENT_HELP = {
     "hop_s": "seconds between window decisions",
@@ -41,13 +46,8 @@ def event_help(key: str) -> str:
     return f"{EVENT_HELP[key]} (manifest events.{key}; default: the bundle's, else {EVENT_DEFAULTS[key]:g})"
 
 
-def with_defaults(*layers: dict | None, defaults: dict = EVENT_DEFAULTS) -> dict:
-    """`defaults`, then each layer in turn, a layer's None values leaving what is below them (a flag not given,
-    a manifest without that key). The one way partial event settings are completed."""
-    merged = dict(defaults)
-    for layer in layers:
-        merged.update({k: v for k, v in (layer or {}).items() if v is not None})
-    return merged
+# How the daemon may normalize a stream (deploy.wearer; the manifest's streaming.normalization).
+STREAM_NORMALIZATIONS = ("declared", "window", "running", "running-warm", "wearer", "fixed")
 
 
 # Why a cpu-target bundle runs fp32 (the target's note and the manifest's cpu precision say it with these words).

@@ -103,7 +103,7 @@ def _verify(bundle, settings: dict) -> None:
 def run(args) -> int:
     settings = _trust_settings(args)
     bundle = Bundle.load(args.bundle, verify=args.verify,   # BundleError (exit 2) names every changed file
-                         expected_digest=settings["bundle_digest"] if args.verify else None)
+                         expected_digest=settings["bundle_digest"] if args.verify else None).check()
     if args.json:
         print(json.dumps(bundle.manifest, indent=2))   # JSON escapes control characters itself
     else:

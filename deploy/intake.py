@@ -69,9 +69,13 @@ class Intake:
         """Every value finite and in range, every timestamp increasing and within 3P/4 of its place on the grid;
         then the grid is moved on by the chunk (as the per-sample tracker would, from the chunk's mean residual)."""
         lim = self.max_abs
-        if self.last_t is None or not (-lim <= float(acc.min()) and float(acc.max()) <= lim):
-            return False   # NaN fails both comparisons; a new segment starts in the slow path
+        if self.last_t is None:
+            return False   # a new segment starts in the slow path
         n = len(t)
+        if n == 1:         # a datagram or a line: one sample, in plain floats (numpy's per-call cost dominates)
+            return self._clean_one(float(t[0]), acc[0].tolist())
+        if not (-lim <= float(acc.min()) and float(acc.max()) <= lim):
+            return False   # NaN fails both comparisons
         if n > len(self._k):
             self._k, self._r = np.arange(1.0, 2 * n + 1), np.zeros(2 * n)
         r = np.multiply(self._k[:n], self.grid_p, out=self._r[:n])
@@ -84,6 +88,14 @@ class Intake:
         if n > 1 and not float(np.subtract(t[1:], t[:-1], out=r[:n - 1]).min()) > 0:   # r is scratch from here
             return False
         self._track(n, residual)
+        return True
+
+    def _clean_one(self, ti: float, row: list) -> bool:
+        residual = ti - self.grid_t - self.grid_p
+        lim, bound = self.max_abs, NEXT * self.period
+        if not (-bound < residual < bound and ti > self.last_t and all(-lim <= v <= lim for v in row)):
+            return False   # NaN fails every comparison
+        self._track(1, residual)
         return True
 
     def _track(self, slots: int, residual: float) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from calibration.data import WindowReader
 from deploy.recording import read_recordings
 from toolkit.api.model import as_source
+from toolkit.api.threshold import chosen_events
 from toolkit.export import ExportOptions, export_bundle, summary_table
 from toolkit.export.onnx import ExportError
 from toolkit.export.ranges import given_ranges
@@ -40,7 +41,7 @@ def export(model, target: str = "jetson", out=None, *, weights=None, preprocess:
            factory_kwargs: dict | None = None, background=None, any_fog: str | None = None,
            calibration=None, calib_data=None, calib_layout: str | None = None, calib_mapping: str | None = None,
            fidelity_data=None, fidelity_layout: str | None = None, fidelity_mapping: str | None = None,
-           events: dict | None = None, quiet: bool = True, **options) -> ExportResult:
+           events: dict | None = None, on_threshold_from=None, quiet: bool = True, **options) -> ExportResult:
     """Export `model` for `target` into the bundle folder `out`.
 
     `model`: a preset name, a checkpoint of this project, 'package.module:factory', or a torch.nn.Module (with
@@ -48,14 +49,16 @@ def export(model, target: str = "jetson", out=None, *, weights=None, preprocess:
     the defaults, see toolkit.api.model). `calib_data` / `fidelity_data`: recordings (paths or Recording objects) to
     calibrate INT8 / measure streaming fidelity on (default synthetic). `calibration`: a calibration cache
     (`toolkit calibrate --out`) whose ranges ship as they are; a QAT result (`toolkit train --qat`) ships its own. `events`: manifest event keys
-    (deploy.contract.EVENT_KEYS). Other keywords are `toolkit.export.ExportOptions` fields (batch, precision, opset,
-    calib_method, calib_windows, verify_windows, dla_core, build_engine, force, stream_normalization, fidelity,
-    recurrence, threads).
+    (deploy.contract.EVENT_KEYS). `on_threshold_from`: an evaluate JSON with a chosen operating point
+    (toolkit.api.threshold): its event settings are written, and the manifest records the choice
+    (`export.events_chosen`); refused beside `events` and for other weights than those evaluated. Other keywords
+    are `toolkit.export.ExportOptions` fields (batch, precision, opset, calib_method, calib_windows, verify_windows,
+    dla_core, build_engine, force, stream_normalization, fidelity, recurrence, threads).
     """
     if out is None:
         raise TypeError("export() needs out=: the bundle folder to create")
     known = set(ExportOptions.__dataclass_fields__) - {"calib_reader", "fidelity_recordings", "events", "quiet",
-                                                       "ranges"}
+                                                       "ranges", "events_chosen"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"export() got unknown option(s) {unknown}; known: {sorted(known)}")
@@ -63,7 +66,9 @@ def export(model, target: str = "jetson", out=None, *, weights=None, preprocess:
     source = as_source(model, weights=weights, preprocess=preprocess, classes=classes, activation=activation,
                        n_patches=n_patches, tsai=tsai, factory_kwargs=factory_kwargs, background=background,
                        any_fog=any_fog)
-    opt = ExportOptions(events=dict(events or {}), quiet=quiet, ranges=given_ranges(source, calibration), **options)
+    events, chosen = _chosen_events(on_threshold_from, events, source)
+    opt = ExportOptions(events=dict(events or {}), quiet=quiet, ranges=given_ranges(source, calibration),
+                        events_chosen=chosen, **options)
     if opt.ranges and calib_data:
         raise ExportError(f"calib_data calibrates at export, but the {opt.ranges.source} ranges of {opt.ranges.path} "
                           "ship as they are: drop --calib-data (or --calibration)")
@@ -74,6 +79,24 @@ def export(model, target: str = "jetson", out=None, *, weights=None, preprocess:
         opt.fidelity_recordings = _recordings(fidelity_data, fidelity_layout, fidelity_mapping)
     manifest = export_bundle(source, tgt, out, opt)
     return ExportResult(out=Path(out), manifest=manifest)
+
+
+def _chosen_events(path, events: dict | None, source) -> tuple[dict | None, dict | None]:
+    """(events to write, the record of their choice) for `on_threshold_from`; `events` as given without it."""
+    if path is None:
+        return events, None
+    given = sorted(k for k, v in (events or {}).items() if v is not None)
+    if given:
+        raise ExportError(f"--on-threshold-from {path} brings the event settings its threshold was chosen with; "
+                          f"{', '.join('--' + k.replace('_', '-') for k in given)} would change what it was chosen "
+                          "for: evaluate with those settings and choose again, or drop them")
+    chosen = chosen_events(path)
+    if chosen.weights_sha256 and source.weights_sha256 and chosen.weights_sha256 != source.weights_sha256:
+        raise ExportError(f"{path} chose its threshold for weights sha256 {chosen.weights_sha256[:12]}..., but this "
+                          f"export is of {source.weights_sha256[:12]}...: a threshold belongs to the probabilities of "
+                          "one model; evaluate these weights (their bundle) and choose again")
+    # an untrained or unnamed model has no weights hash on one side: the choice ships, saying it was not checked
+    return chosen.events, {**chosen.record, "weights_checked": bool(chosen.weights_sha256 and source.weights_sha256)}
 
 
 def _recordings(data, layout, mapping) -> list:

@@ -97,7 +97,12 @@ def add_arguments(p) -> None:
     st.add_argument("--fidelity-budget-s", type=float, default=BUDGET_S,
                     help="skip the step (and say so) when one timed inference puts it over this many seconds "
                          f"(default {BUDGET_S:g})")
-    add_event_arguments(p.add_argument_group("event defaults written into the manifest"))
+    ev = p.add_argument_group("event defaults written into the manifest")
+    add_event_arguments(ev)
+    ev.add_argument("--on-threshold-from", metavar="EVAL_JSON",
+                    help="write the operating point `toolkit evaluate --at-fa-per-hour RATE --json-out EVAL_JSON` "
+                         "chose for this model (its on/off and the event settings it was scored with); the manifest "
+                         "records the choice and the recordings that made it (export.events_chosen)")
     add_signing_arguments(p.add_argument_group("signing (toolkit keygen makes a key; docs/daemon.md: threat model)"),
                           flag="--sign-key")
     p.add_argument("--threads", type=int, default=1,
@@ -135,7 +140,8 @@ def run(args) -> int:
                     any_fog=args.any_fog, calibration=args.calibration, calib_data=args.calib_data,
                     calib_layout=args.layout,
                     fidelity_data=args.fidelity_data, fidelity_layout=args.layout, fidelity_mapping=args.fidelity_mapping,
-                    events=event_overrides(args), quiet=args.quiet, batch=args.batch, precision=args.precision,
+                    events=event_overrides(args), on_threshold_from=args.on_threshold_from, quiet=args.quiet,
+                    batch=args.batch, precision=args.precision,
                     opset=args.opset, calib_windows=args.calib_windows, calib_method=args.calib_method,
                     verify_windows=args.verify_windows, dla_core=args.dla_core,
                     build_engine="never" if args.no_engine else "auto", force=args.force,

@@ -83,7 +83,8 @@ def build_manifest(p, events) -> dict:
         "target": p.target.to_dict(),
         "export": {"opset": p.opset, "batch": p.opt.batch, "calibration": p.calibration_info, "timings": p.timings,
                    "engine": p.engine_note, "kit": p.kit, "cpu_latency_ms": cpu_choice.get("latency_ms"),
-                   "cpu_precision": p.cpu_choice, "fp16_note": FP16_NOTE, "cpu_dynamic_plan": p.dynamic_info},
+                   "cpu_precision": p.cpu_choice, "fp16_note": FP16_NOTE, "cpu_dynamic_plan": p.dynamic_info,
+                   "events_chosen": p.opt.events_chosen},
         "onnxruntime": onnxruntime_section(p, p.thread_cap).to_dict(),
         "precision_plan": p.plan,
         "verification": {"pairs": p.pairs, "windows": sum(len(b) for b in p.ver_batches),
@@ -113,8 +114,13 @@ def _streaming_lines(streaming: dict | None) -> list[str]:
 def summary_table(out, manifest: dict) -> str:
     """The end-of-export summary: files, sizes, checks, verification figures."""
     ranges = ranges_line(manifest["export"].get("calibration"))
+    chosen = manifest["export"].get("events_chosen")
+    chose = (f"  events: on {chosen['point']['on']:g}, off {chosen['point']['off']:g}: chosen for at most "
+             f"{chosen['fa_per_hour_asked']:g} false alarms/h on {len(chosen['recordings'])} recording(s) "
+             f"({chosen['from']})") if chosen else None
     lines = [f"bundle {out}  (target {manifest['target']['name']}, precision {manifest['precision']})",
-             *([f"  {ranges}"] if ranges else []), "", f"  {'file':<34} {'bytes':>12}  sha256"]
+             *([f"  {ranges}"] if ranges else []), *([chose] if chose else []), "",
+             f"  {'file':<34} {'bytes':>12}  sha256"]
     for rel, entry in manifest["files"].items():
         lines.append(f"  {rel:<34} {entry['bytes']:>12,}  {entry['sha256'][:16]}")
     passed = sum(c["passed"] for c in manifest["checks"])

@@ -80,6 +80,7 @@ class ExportOptions:
     fidelity_budget_s: float = BUDGET_S  # ... unless one timed inference says it would cost more (then skipped)
     recurrence: str = "auto"            # toolkit.export.plan.RECURRENCE_CHOICES: auto | fused | unrolled
     threads: int = 1                    # torch and onnxruntime threads of the export's own work (see export_bundle)
+    events_chosen: dict | None = None   # where the events' on/off came from (toolkit.api.threshold), for the manifest
 
 
 def calibrate_int8(qat, reader, method: str, progress: bool = False) -> dict:

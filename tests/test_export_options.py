@@ -15,8 +15,9 @@ from toolkit.export import ExportOptions  # noqa: E402
 from toolkit.export import options as export_options  # noqa: E402
 
 # What the command has besides the options: what is exported (--model/--weights and their hidden old spellings),
-# for which target and where.
-NOT_OPTIONS = {"-h", "--help", "--model", "--preset", "--weights", "--checkpoint", "--target", "--out"}
+# for which target and where, and the signing that follows the export (toolkit sign's flags).
+NOT_OPTIONS = {"-h", "--help", "--model", "--preset", "--weights", "--checkpoint", "--target", "--out", "--sign-key",
+               "--passphrase-env", "--signer"}
 
 
 def _export_parser() -> argparse.ArgumentParser:

@@ -60,7 +60,8 @@ class Manifest(Section):
                                           "agreement, threshold, passed}, ...}, windows, data, weights}")
     checks: tuple[dict, ...] = key((), "[{name, passed, detail, model}]: the static checks of every graph")
     streaming: StreamingSection | None = key(None, "StreamingSection | null (--no-fidelity)")
-    files: dict | None = key(None, "{relative path: {sha256, bytes}}: every file but manifest.json and cache/")
+    files: dict | None = key(None, "{relative path: {sha256, bytes}}: every file but manifest.json, signature.json "
+                                   "and cache/ (built on the device)")
     digest: str | None = key(None, "\"sha256:<hex>\" of the canonical manifest (sorted keys, no spaces) without "
                                    "this field: covers every file")
 

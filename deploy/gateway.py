@@ -28,13 +28,16 @@ from deploy.bundle import Bundle
 from deploy.config import event_settings
 from deploy.counters import Counters
 from deploy.engines import open_engine
-from deploy.errors import FogError
-from deploy.feed import END, Feed
+from deploy.errors import FogError, printable
+from deploy.feed import END, ENDS_NORMALLY, Feed
 from deploy.gateway_metrics import GatewayMetrics
 from deploy.inbox import WearerInbox
-from deploy.intake import RateWatch
+from deploy.clock import TIME_UNITS, RateWatch
 from deploy.onsets import OpenOnsets
+from deploy.plausibility import SignalWatch
+from deploy.plausibility import preflight as preflight_signal
 from deploy.service import sd_notify, serve_metrics, watchdog_interval_s
+from deploy.signing import bundle_trust
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources_multi import open_wearer_source
 from deploy.stream import Pipeline, StreamSettings, streaming_spec
@@ -45,7 +48,7 @@ from deploy.wearers import Wearer, WearerStream, WearerTable
 
 log = logging.getLogger("deploy.gateway")
 
-SOURCE_KEYS_NOT_THE_SOURCES = ("on_end", "reconnect_max_s", "rate_check", "kind")
+SOURCE_KEYS_NOT_THE_SOURCES = ("on_end", "reconnect_max_s", "rate_check", "signal_check", "time_unit", "kind")
 PER_WEARER_LATENCIES = 512      # hops each wearer keeps for its own percentiles
 TOTAL_LATENCIES = 1 << 16       # and the gateway's, over every wearer: ~2.7 min of 200 wearers (1 MB)
 
@@ -89,6 +92,7 @@ class Gateway:
     failure: str | None = None
     last_turn: float = field(default_factory=time.monotonic)   # when the loop last took in (for /health)
     onsets: OpenOnsets | None = None        # stream.state_file: open onsets per wearer, closed after a SIGKILL
+    trust: object = None                     # what vouches for the bundle (deploy.signing.Trust)
 
     def __post_init__(self):
         g = self.config["gateway"]
@@ -121,7 +125,14 @@ class Gateway:
         watch = None if self.source.name == "replay" else RateWatch(
             self.source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),
             given=config["source"].get("rate_hz") is not None)
-        return WearerStream(pipeline, counters, watch, name=device)
+        return WearerStream(pipeline, counters, watch, name=device, signal_watch=self.signal_watch(counters),
+                            time_scale=TIME_UNITS[config["source"].get("time_unit", "s")])
+
+    def signal_watch(self, counters) -> SignalWatch:
+        """What a wearer's gravity and channels say (deploy.plausibility), as the daemon checks its one wearer."""
+        return SignalWatch(self.source.units, self.source.rate_hz or self.bundle.input.spec.rate_hz, counters,
+                           policy=self.config["source"].get("signal_check", "refuse"),
+                           orientation=not self.bundle.input.spec.gravity_align)
 
     def _callbacks(self, device: str, counters: Counters):
         classes = self.bundle.classes
@@ -195,6 +206,7 @@ def wire(config: dict) -> Gateway:
     """Open the bundle, its engines at every batch size, the source, the sinks; every setting checked before
     READY (the wearers' pipelines are built as they join, from the same checked settings)."""
     bundle = Bundle.load(config["bundle"], verify=True, expected_digest=config.get("bundle_digest"))
+    trust = bundle_trust(bundle.folder, bundle.digest, config)   # a signature required and missing: refused here
     spec = bundle.input.spec
     events = event_settings(config, bundle)
     source = open_source_from(config, spec.rate_hz)
@@ -209,7 +221,10 @@ def wire(config: dict) -> Gateway:
                         tolerance=g["flood_tolerance"], max_devices=g["max_wearers"] + 1)
     state_file = config["stream"].get("state_file")
     gw = Gateway(config, bundle, engines, batcher, source, sinks, inbox, Counters(latency_window=TOTAL_LATENCIES),
-                 onsets=OpenOnsets(state_file) if state_file else None)
+                 onsets=OpenOnsets(state_file) if state_file else None, trust=trust)
+    gw.counters.bundle_anchor = trust.anchor
+    for name, replay in getattr(source, "replays", {}).items():   # a recording's units mistake stops the start
+        preflight_signal(gw.signal_watch(Counters()), replay.recording.acc, f"recording {replay.path}")
     for message in gw.onsets.leftover() if gw.onsets is not None else []:   # a killed run's, closed first
         log.warning("closing an onset the previous run never ended: wearer %s, %s at %.2f s",
                     message.get("device"), message["class"], message["onset_s"])
@@ -242,11 +257,12 @@ class _Ticks:
             self.last_status = now
 
 
-def loop(gw: Gateway, stop, max_seconds: float | None = None) -> None:
+def loop(gw: Gateway, stop, max_seconds: float | None = None) -> str:
     """Turn by turn until the sources end, `stop` is set or max_seconds pass: take in what every source queued (the
     wearers' due windows are staged), and run the staged windows together once the oldest has waited
     `gateway.batch_wait_s` (or the batch is full). A turn takes at least `gateway.tick_s`, so datagrams gather
-    between turns instead of waking the loop one by one."""
+    between turns instead of waking the loop one by one. Returns why it stopped (an episode still going then is cut,
+    and its event says so)."""
     ticks = _Ticks(gw)
     wait_s, tick_s = float(gw.config["gateway"]["batch_wait_s"]), float(gw.config["gateway"]["tick_s"])
     ended = False
@@ -260,10 +276,13 @@ def loop(gw: Gateway, stop, max_seconds: float | None = None) -> None:
             gw.batcher.run()
         ticks.tick(now)
         if max_seconds is not None and now - ticks.started >= max_seconds:
-            break
+            return f"the daemon stopped after --max-seconds {max_seconds:g}"
         rest = tick_s - (time.monotonic() - started)
         if rest > 0 and not ended:
             stop.wait(rest)
+    if ended:
+        return "the input ended" if gw.source.name in ENDS_NORMALLY else f"the source {gw.source.name} ended"
+    return gw.failure or getattr(stop, "reason", None) or "the daemon was stopped"
 
 
 def take_turn(gw: Gateway, timeout: float) -> bool:
@@ -278,14 +297,16 @@ def take_turn(gw: Gateway, timeout: float) -> bool:
     return END in markers
 
 
-def drain(gw: Gateway, stop) -> dict:
-    """Take in what is queued, run it, close every wearer (its last hop run, its episodes closed), the sinks and
-    the engines; returns the final counters: the totals and each wearer's."""
+def drain(gw: Gateway, stop, reason: str = "the daemon was stopped", feed: Feed | None = None) -> dict:
+    """Take in what is queued, run it, close every wearer (its last hop run, its episodes closed: one still going
+    is cut, with `reason`), the sinks and the engines; returns the final counters: the totals and each wearer's."""
     sd_notify("STOPPING=1")
     stop.set()
+    if feed is not None:
+        feed.finish()     # the source's last counts (UDP: the kernel's drops after the last datagram)
     take_turn(gw, 0.0)
     gw.batcher.run()
-    gw.table.close()
+    gw.table.close(reason)
     for sink in gw.sinks:
         sink.close()
         if sink.failures:
@@ -303,21 +324,24 @@ def run(config: dict, max_seconds: float | None = None, stop=None, reopen: list 
     server = serve_metrics(metrics, port, health=metrics) if port else None
     if reopen is not None:
         reopen.append(lambda: [sink.reopen() for sink in gw.sinks])
+    metrics.ready = True     # before the ready line: whoever reads it finds /ready answering 200
     log.info("fog-daemon ready (gateway): bundle %s, engine %s (%s), source %s, up to %d wearers, sinks %s",
              gw.bundle.folder, gw.engines.backend, gw.engines.describe(), gw.source.describe(),
              config["gateway"]["max_wearers"], ", ".join(sink.label for sink in gw.sinks))
     for note in gw.bundle.model.notes:
-        log.warning("bundle note: %s", note)
-    metrics.ready = True
+        log.warning("bundle note: %s", printable(note))
+    log.info("bundle %s: %s", gw.bundle.digest, gw.trust.describe())
+    for warning in gw.trust.warnings:
+        log.warning("%s: %s", "BUNDLE NOT ANCHORED" if gw.trust.anchor == "none" else "bundle trust", warning)
     sd_notify("READY=1")
     feed = Feed(gw.source, gw.inbox, gw.counters, stop,
                 reopen=lambda: open_source_from(config, gw.bundle.input.spec.rate_hz),
                 on_end=config["source"].get("on_end", "exit"),
                 max_backoff_s=config["source"].get("reconnect_max_s", 30.0))
     feed.start()
-    loop(gw, stop, max_seconds)
+    reason = loop(gw, stop, max_seconds)
     metrics.ready = False
-    final = drain(gw, stop)
+    final = drain(gw, stop, reason, feed)
     gw.failure = gw.failure or feed.failure
     final["failure"] = gw.failure
     if server:

@@ -41,25 +41,17 @@ def _tagged(chunks: dict, emit) -> None:
 
 
 class WearerUdpSource(UdpSource):
-    """One UDP port for every wearer: datagrams of `device,t,AccV,AccML,AccAP` lines or binary frames."""
+    """One UDP port for every wearer: datagrams of `device,t,AccV,AccML,AccAP` lines or binary frames (the kernel's
+    drops are counted as the daemon's UDP source counts them: they belong to no wearer it can name)."""
 
     def describe(self) -> str:
         return f"udp {self.host}:{self.port} (wearer-tagged lines or binary frames)"
 
-    def run(self, emit, stop) -> None:
-        lost = 0
-        try:
-            while not stop.is_set():
-                data, dropped = self._receive()
-                lost += dropped
-                if lost:   # the kernel's drops belong to no wearer it can name: the gateway's
-                    emit(Chunk(t=_EMPTY_T, acc=_EMPTY_ACC, arrival=time.monotonic(), lost_datagrams=lost,
-                               device=UNATTRIBUTED))
-                    lost = 0
-                if data:
-                    _tagged(parse_datagram(data), emit)
-        finally:
-            self.sock.close()
+    def _parse(self, data: bytes) -> list:
+        chunks = parse_datagram(data)
+        for device, chunk in chunks.items():
+            chunk.device = device
+        return list(chunks.values())
 
 
 class WearerMqttSource(Source):

@@ -15,8 +15,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from deploy.errors import FogError
-from deploy.intake import RateMismatch
+import numpy as np
+
+from deploy.clock import RateMismatch
+from deploy.errors import FogError, printable
+from deploy.plausibility import ImplausibleSignal
+from deploy.sources import REJECT_FIX
 
 log = logging.getLogger("deploy.wearers")
 
@@ -24,27 +28,37 @@ OTHER = "other"   # the metrics label of every wearer beyond the label cap
 
 
 class WearerStream:
-    """One wearer's stream: `process(chunk)` counts it, checks its rate, and pushes it through the pipeline."""
+    """One wearer's stream: `process(chunk)` counts it, logs what could not be parsed, brings its timestamps to
+    seconds (`time_scale`), checks its rate and the plausibility of its signal, and pushes it through the pipeline."""
 
-    def __init__(self, pipeline, counters, rate_watch=None, name: str | None = None):
+    def __init__(self, pipeline, counters, rate_watch=None, name: str | None = None, signal_watch=None,
+                 time_scale: float = 1.0):
         self.pipeline, self.counters, self.rate_watch, self.name = pipeline, counters, rate_watch, name
+        self.signal_watch, self.time_scale = signal_watch, float(time_scale)
+        self.rejecting = 0          # chunks that held lines the source could not parse
 
     def _say(self, text: str) -> str:
         return f"wearer {self.name}: {text}" if self.name else text
 
     def process(self, chunk) -> str | None:
-        """Returns why the stream is refused (its timestamps disagree with its rate and the policy is to refuse:
-        the chunk's samples are counted as dropped, as every later chunk's are), else None. A chunk the pipeline
-        fails on is counted as dropped (`pipeline_error`) and never stops the stream."""
+        """Returns why the stream is refused (its timestamps disagree with its rate, or its signal is implausible,
+        and the policy is to refuse: the chunk's samples are counted as dropped, as every later chunk's are), else
+        None. A chunk the pipeline fails on is counted as dropped (`pipeline_error`) and never stops the stream."""
         counters, pipeline = self.counters, self.pipeline
         counters.receive(chunk.received, chunk.rejected)
+        if chunk.rejected:
+            self._note_rejected(chunk)
+        if self.time_scale != 1.0:   # source.time_unit: timestamps in ms or us, to seconds
+            np.multiply(chunk.t, self.time_scale, out=chunk.t)
         settled = counters.settled()
         try:
             if self.rate_watch is not None:
                 self.rate_watch.check(chunk.t)
+            if self.signal_watch is not None:
+                self.signal_watch.check(chunk.acc)
             pipeline.push(chunk)
-        except RateMismatch as exc:  # refused: nothing of it enters the pipeline, every sample is counted
-            counters.drop("rate_mismatch", len(chunk.t))
+        except (RateMismatch, ImplausibleSignal) as exc:  # refused: nothing of it enters the pipeline, all counted
+            counters.drop(exc.drop_reason, len(chunk.t))
             return str(exc)
         except Exception as exc:  # never stops the patient's detector; what the chunk lost is counted
             if isinstance(exc, FogError):
@@ -54,6 +68,17 @@ class WearerStream:
                 pipeline.end_segment()
             counters.drop("pipeline_error", max(0, settled + len(chunk.t) - counters.settled()))
         return None
+
+    def _note_rejected(self, chunk) -> None:
+        """Lines the source could not parse are counted (dropped by reason); the 1st, 10th, 100th and every 1000th
+        chunk with such lines is logged with the line and the fix, so a sender with the wrong format hears why."""
+        self.rejecting += 1
+        if self.rejecting in (1, 10, 100) or self.rejecting % 1000 == 0:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(chunk.rejected.items()))
+            fixes = "; ".join(REJECT_FIX.get(reason, reason) for reason in sorted(chunk.rejected))
+            log.warning("%s", self._say(f"lines rejected ({reasons}; {sum(self.counters.dropped[r] for r in REJECT_FIX)}"
+                                        f" of {self.counters.received} received so far), e.g. "
+                                        f"{printable(getattr(chunk, 'example', None) or '')!r}: {fixes}"))
 
 
 class Wearer:
@@ -119,8 +144,9 @@ class WearerTable:
         self.refused_samples[device] += samples
 
     def leave(self, wearer: Wearer, why: str) -> None:
-        """Close a wearer: its open hop run, its episodes closed; its counters stay in the totals."""
-        wearer.stream.pipeline.end_segment()
+        """Close a wearer: its open hop run, its episodes closed (one still going is cut, its event says `why`);
+        its counters stay in the totals."""
+        wearer.stream.pipeline.end_segment(why)
         del self.active[wearer.device]
         snapshot = wearer.counters.snapshot()
         fold(self.departed.setdefault(wearer.label, {}), snapshot)
@@ -137,10 +163,11 @@ class WearerTable:
         """Wearers silent for longer than the timeout leave; returns them."""
         gone = [w for w in self.active.values() if now - w.last_seen > self.timeout_s]
         for wearer in gone:
-            self.leave(wearer, f"silent for {now - wearer.last_seen:.0f} s")
+            self.leave(wearer, f"the wearer's sensor was silent for more than {self.timeout_s:g} s "
+                               "(gateway.wearer_timeout_s)")
         return gone
 
-    def close(self, why: str = "the gateway stopped") -> None:
+    def close(self, why: str = "the daemon was stopped") -> None:
         for wearer in list(self.active.values()):
             self.leave(wearer, why)
 

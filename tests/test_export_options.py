@@ -15,8 +15,9 @@ from toolkit.export import ExportOptions  # noqa: E402
 from toolkit.export import options as export_options  # noqa: E402
 
 # What the command has besides the options: what is exported (--model/--weights and their hidden old spellings),
-# for which target and where.
-NOT_OPTIONS = {"-h", "--help", "--model", "--preset", "--weights", "--checkpoint", "--target", "--out"}
+# for which target and where, and the signing that follows the export (toolkit sign's flags).
+NOT_OPTIONS = {"-h", "--help", "--model", "--preset", "--weights", "--checkpoint", "--target", "--out", "--sign-key",
+               "--passphrase-env", "--signer"}
 
 
 def _export_parser() -> argparse.ArgumentParser:
@@ -34,9 +35,9 @@ def test_every_flag_of_export_is_an_option_and_every_option_a_flag():
     made = export_options.flags()
     assert set(actions) - NOT_OPTIONS == set(made)
     named = set(made.values())
-    assert named == {f.name for f in fields(ExportOptions) if not f.metadata["api_only"]}
+    assert named == {f.name for f in fields(ExportOptions)}
     for f in fields(ExportOptions):   # a simple field's flag carries the field's own help
-        if not f.metadata["parts"] and not f.metadata["api_only"]:
+        if not f.metadata["parts"]:
             assert actions[export_options._flag(f)].help == f.metadata["help"], f.name
 
 

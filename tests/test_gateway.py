@@ -27,6 +27,7 @@ EVENTS = {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.25, "on": 0.515, "o
           "refractory_s": 0.5}
 RATE = 64.0
 CHUNK = 16     # samples a chunk: a quarter second, as a sensor hub sends them
+SILENT = "the wearer's sensor was silent for more than 2 s (gateway.wearer_timeout_s)"
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +60,14 @@ def messages(path, device=None) -> list[dict]:
     return out
 
 
-def single_daemon(bundle, chunks, out) -> dict:
-    """The single-wearer daemon's own code (deploy.daemon: wire, _process, drain) fed `chunks`."""
+def single_daemon(bundle, chunks, out, reason: str = "the daemon was stopped") -> dict:
+    """The single-wearer daemon's own code (deploy.daemon: wire, _process, drain) fed `chunks`; `reason`: why its
+    stream ended (what an episode still going then says)."""
     w = daemon.wire(config_for(bundle, out))
     stop = threading.Event()
     for chunk in chunks:
         daemon._process(Chunk(chunk.t.copy(), chunk.acc.copy(), time.monotonic(), dict(chunk.rejected)), w, stop)
-    return daemon.drain(w, stop)
+    return daemon.drain(w, stop, reason)
 
 
 def run_gateway(bundle, streams: dict, out, leave_after: dict | None = None, timeout_s: float = 30.0) -> dict:
@@ -108,7 +110,8 @@ def test_a_wearer_s_output_is_its_own_daemon_s_whoever_else_is_connected(bundle,
     assert final["batches"].get(4, 0) + final["batches"].get(8, 0) > 0, final["batches"]   # it did batch
     compared = 0
     for device in ("w0", "w1", "w2", "nan", "restarted", "silent"):
-        alone = single_daemon(bundle, streams[device], tmp_path / f"{device}.jsonl")
+        alone = single_daemon(bundle, streams[device], tmp_path / f"{device}.jsonl",
+                              SILENT if device == "silent" else "the daemon was stopped")
         mine, theirs = messages(tmp_path / "gateway.jsonl", device), messages(tmp_path / f"{device}.jsonl")
         assert mine == theirs, device
         compared += sum(m["type"] in ("onset", "event") for m in theirs)

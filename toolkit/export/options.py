@@ -30,12 +30,11 @@ TENSOR_LAYOUTS = ("BCT", "BTC")
 
 
 def option(default, help: str, group: str | None = None, *, flag: str | None = None, parse=None, parts=None,
-           api_only: bool = False, **argparse_kw):
+           **argparse_kw):
     """A field of ExportOptions: its default, what it means (`help`, also the flag's), its flag (default
     --field-name) and argparse keywords; `parse(text value) -> value`; `parts`: a dict field made of one flag per
-    key ({key: argparse keywords}); `api_only`: no flag (Python objects the command line cannot give)."""
-    meta = {"help": help, "group": group, "flag": flag, "parse": parse, "parts": parts, "api_only": api_only,
-            "argparse": argparse_kw}
+    key ({key: argparse keywords, and optionally its own flag, dest and hidden aliases})."""
+    meta = {"help": help, "group": group, "flag": flag, "parse": parse, "parts": parts, "argparse": argparse_kw}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -77,9 +76,9 @@ SPEC_PARTS = {"rate_hz": {"type": float}, "units": {"choices": ("g", "m/s^2")},
               "normalization": {"choices": ("recording", "window", "running")}}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportOptions:
-    """The options of one export (see the module docstring)."""
+    """The options of one export (see the module docstring); fixed once made."""
     tsai: bool = option(False, "the weights come from tsai: build with tsai_compat=True", MODEL, action="store_true")
     factory_kwargs: dict = option({}, "JSON keyword arguments for module:factory", MODEL, parse=_json_object)
     activation: str | None = option(None, "output activation (default sigmoid)", MODEL,
@@ -136,12 +135,20 @@ class ExportOptions:
                                       f"this many seconds (default {BUDGET_S:g})", STREAMING, type=float)
     events: dict = option({}, "manifest event keys over the model's and the defaults (deploy.contract.EVENT_KEYS)",
                           EVENTS, parts=EVENT_PARTS)
+    on_threshold_from: str | None = option(None, "write the operating point `toolkit evaluate --at-fa-per-hour RATE "
+                                           "--json-out EVAL_JSON` chose for this model (its on/off and the event "
+                                           "settings it was scored with); the manifest records the choice and the "
+                                           "recordings that made it (export.events_chosen)", EVENTS,
+                                           metavar="EVAL_JSON")
     threads: int = option(1, "torch/onnxruntime threads of the export's own work (default 1: a shared machine)",
                           type=int)
     quiet: bool = option(False, "no progress bars (they are also off when stderr is not a terminal)",
                          action="store_true")
 
     def __post_init__(self):
+        for name in ("factory_kwargs", "preprocess", "events"):   # None from Python: not given
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, {})
         for name in ("threads",) + (("n_patches",) if self.n_patches is not None else ()):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise FogError(f"{_dashed(name)} must be a whole number >= 1, got {getattr(self, name)!r}")
@@ -197,10 +204,9 @@ def add_arguments(parser, cls=ExportOptions, groups: dict | None = None) -> None
     groups = dict(groups or {})
     for f in fields(cls):
         meta = f.metadata
-        if meta["api_only"]:
-            continue
-        where = parser if meta["group"] is None else groups.setdefault(
-            meta["group"], parser.add_argument_group(meta["group"]))
+        if meta["group"] is not None and meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(meta["group"])
+        where = parser if meta["group"] is None else groups[meta["group"]]
         for key, kw in (meta["parts"] or {}).items():
             kw = dict(kw)
             flag, aliases, dest = kw.pop("flag", None) or _dashed(key), kw.pop("aliases", []), _dest(key, kw)
@@ -220,8 +226,6 @@ def from_args(args, cls=ExportOptions) -> ExportOptions:
     values = {}
     for f in fields(cls):
         meta = f.metadata
-        if meta["api_only"]:
-            continue
         if meta["parts"]:
             given = {key: getattr(args, _dest(key, kw)) for key, kw in meta["parts"].items()}
             values[f.name] = {key: value for key, value in given.items() if value is not None}
@@ -235,8 +239,6 @@ def flags(cls=ExportOptions) -> dict[str, str]:
     """{flag: the field it sets} of every option (parts and hidden aliases included)."""
     out = {}
     for f in fields(cls):
-        if f.metadata["api_only"]:
-            continue
         for key, kw in (f.metadata["parts"] or {}).items():
             for flag in [kw.get("flag") or _dashed(key), *kw.get("aliases", [])]:
                 out[flag] = f.name

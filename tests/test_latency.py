@@ -84,21 +84,21 @@ def _record(entries: dict, label: str) -> None:
                 fh.write(json.dumps({"label": label, "key": key, **entry}) + "\n")
 
 
-def _measure(model: str, overrides=None, backends=None, timed=None, subject_too: bool = False):
+def _measure(model: str, overrides=None, backends=None, timed=None, benched_too: bool = False):
     pinned, timed_here = CASES[model]
     timed = timed_here if timed is None else timed
     spec = os.environ.get("FOG_LATENCY_BUNDLE", model) if model == DEFAULT and not overrides else model
-    subject = bench.load_subject(spec, overrides, name=model)
+    benched = bench.load_benched(spec, overrides, name=model)
     usable = []
     for backend in backends or pinned:
         try:
-            check_available(subject, backend)
+            check_available(benched, backend)
             usable.append(backend)
         except BackendUnavailable:
             continue  # e.g. tensorrt off the Jetson: not in this machine's baseline either
-    entries = bench.regression_entries(subject, usable, threads=1, timed=timed)
+    entries = bench.regression_entries(benched, usable, threads=1, timed=timed)
     _record(entries, f"{model}{'+' + json.dumps(overrides) if overrides else ''}")
-    return (subject, entries) if subject_too else entries
+    return (benched, entries) if benched_too else entries
 
 
 def _verdicts(entries: dict, baseline: dict):
@@ -120,8 +120,8 @@ def _same_toolchain(baseline: dict, key: str) -> None:
 def test_model_matches_its_baseline(model, baseline):
     # a timing over the limit is measured once more before it fails (bench.checked_verdicts): CI once saw
     # fog-small's eager at +13.3 % in the whole suite while four fresh processes the same hour measured -2..+4 %
-    subject, entries = _measure(model, subject_too=True)
-    verdicts = bench.checked_verdicts(subject, entries, baseline)
+    benched, entries = _measure(model, benched_too=True)
+    verdicts = bench.checked_verdicts(benched, entries, baseline)
     assert verdicts, f"no backend of {model} could run here"
     for notice in (n for v in verdicts for n in v.notices):
         warnings.warn(notice)   # graph counts of another toolchain: not compared, said in the summary

@@ -230,12 +230,12 @@ def test_bench_measures_a_re_exported_engine_within_its_budget(tmp_path, monkeyp
     from toolkit.bench import backends, run
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(threads, "BLOCKS", 5)
-    subject = backends.Subject(name="tiny", input_shape=(1, 24, 32), factory=lambda: _model(8, 32, 16, 0),
+    benched = backends.BenchedModel(name="tiny", input_shape=(1, 24, 32), factory=lambda: _model(8, 32, 16, 0),
                                workdir=tmp_path)
-    one = backends.open_runner(subject, "onnxruntime-fp32", 1, 1)
-    assert one.threads == 1 and subject.thread_caps == {}        # a budget of one: nothing to measure
+    one = backends.open_runner(benched, "onnxruntime-fp32", 1, 1)
+    assert one.threads == 1 and benched.thread_caps == {}        # a budget of one: nothing to measure
     used: dict = {}
-    h2h = run.head_to_head(subject, ["onnxruntime-naive", "onnxruntime-fp32"], 2, blocks=3, used=used)
-    cap = subject.thread_caps[("onnxruntime-fp32", 1, 2)]
+    h2h = run.head_to_head(benched, ["onnxruntime-naive", "onnxruntime-fp32"], 2, blocks=3, used=used)
+    cap = benched.thread_caps[("onnxruntime-fp32", 1, 2)]
     assert set(cap["latency_ms"]) == {"1", "2"} and used["onnxruntime-fp32"] == cap["threads"]
     assert used["onnxruntime-naive"] == 2 and set(h2h) == set(used)   # the naive export: the threads given

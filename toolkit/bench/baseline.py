@@ -98,8 +98,8 @@ def baseline_path(machine: str | None = None) -> Path:
     return BASELINES / f"{machine or machine_class()}.json"
 
 
-def entry_key(subject: str, backend: str) -> str:
-    return f"{subject}/{backend}"
+def entry_key(benched: str, backend: str) -> str:
+    return f"{benched}/{backend}"
 
 
 def load(path: Path) -> dict:

@@ -101,10 +101,10 @@ def run(args) -> int:
         overrides[key.strip()] = _parse_value(value.strip())
 
     if args.check or args.update_baseline:
-        return _regression(args, bench.load_subject(args.model, overrides, name=args.name), backends)
+        return _regression(args, bench.load_benched(args.model, overrides, name=args.name), backends)
     if args.ratio:
-        subject = bench.load_subject(args.model, overrides, name=args.name)
-        print(report.format_ratios(bench.ratios(subject, backends, args.threads)))
+        benched = bench.load_benched(args.model, overrides, name=args.name)
+        print(report.format_ratios(bench.ratios(benched, backends, args.threads)))
         return 0
     result = api_bench(args.model, backends=backends, batches=batches, threads=args.threads, overrides=overrides,
                        name=args.name, progress=not args.quiet)
@@ -119,20 +119,20 @@ def run(args) -> int:
     return 0
 
 
-def _regression(args, subject, backends) -> int:
+def _regression(args, benched, backends) -> int:
     path = Path(args.baseline) if args.baseline else bench_baseline.baseline_path(args.machine_class)
     untimed = {b.strip() for b in args.untimed.split(",") if b.strip()}
     baseline = bench_baseline.load(path)
     if args.check:  # time only what the baseline has a timing for
         entries_on_file = baseline.get("entries", {})
         untimed |= {b for b in backends
-                    if entries_on_file.get(bench_baseline.entry_key(subject.name, b), {}).get("normalized_latency") is None}
+                    if entries_on_file.get(bench_baseline.entry_key(benched.name, b), {}).get("normalized_latency") is None}
     runs = []
     for _ in range(max(1, args.repeat) if args.update_baseline else 1):
         entries = {}
         for backend in backends:
             try:
-                entries.update(bench.regression_entries(subject, [backend], threads=1,
+                entries.update(bench.regression_entries(benched, [backend], threads=1,
                                                         timed=() if backend in untimed else None))
             except (BackendUnavailable, MissingDependency, ImportError) as exc:
                 bench.progress(f"{backend}: skipped ({exc})")
@@ -146,7 +146,7 @@ def _regression(args, subject, backends) -> int:
     if not baseline:
         raise UserError(f"no baseline at {path}; record one with `toolkit bench {args.model} --update-baseline`")
     failed = 0
-    for verdict in bench.checked_verdicts(subject, entries, baseline):
+    for verdict in bench.checked_verdicts(benched, entries, baseline):
         key = verdict.key
         timing = "-" if verdict.timing_ok is None else f"{verdict.normalized:.3f} (limit {verdict.allowed:.3f})"
         if verdict.first is not None:

@@ -1,6 +1,6 @@
 """Issue 17's CPU bars, repeated: the project's best engine against the naive export and PyTorch eager.
 
-`toolkit bench MODEL --ratio` runs the interleaved batch-1 head-to-head once. On a shared machine one run is one
+`toolkit bench --model MODEL --ratio` runs the interleaved batch-1 head-to-head once. On a shared machine one run is one
 draw, so this builds the benched model once (every export is done once) and repeats the head-to-head `--runs` times per
 thread count, alternating the thread counts, then prints each run and the medians of the ratios. The best
 project engine is the fastest of the given project backends in that run (what `--precision fastest` would keep).

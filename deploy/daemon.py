@@ -1,7 +1,7 @@
 """fog-daemon: read a bundle and a sensor stream, emit freezing-of-gait events in real time (no torch needed).
 
-    fog-daemon BUNDLE --udp-port 5005 --sink mqtt://127.0.0.1:1883/fog
-    fog-daemon BUNDLE --replay walk.csv --sink - --probs         # as fast as possible
+    fog-daemon --bundle BUNDLE --udp-port 5005 --sink mqtt://127.0.0.1:1883/fog
+    fog-daemon --bundle BUNDLE --replay walk.csv --sink - --probs         # as fast as possible
     fog-daemon --config /etc/fog/daemon.toml
 
 SIGTERM/SIGINT drain what was received, close open episodes, print the counters and exit 0; SIGHUP logs the

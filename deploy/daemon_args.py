@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from deploy.bundle import BUNDLE_HELP
 from deploy.config import parse_set, parse_sink
 from deploy.contract import event_help
 from deploy.layouts import FILE_LAYOUT_HELP
@@ -20,7 +21,8 @@ def build_parser(prog: str = "fog-daemon") -> argparse.ArgumentParser:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundle", nargs="?", help="bundle folder (made by `toolkit export`)")
+    p.add_argument("--bundle", metavar="DIR", help=BUNDLE_HELP)
+    p.add_argument("bundle_given", nargs="?", metavar="BUNDLE", help=argparse.SUPPRESS)   # the older spelling
     p.add_argument("--config", help="TOML config file (see deploy/daemon.example.toml)")
     g = p.add_argument_group("source (one)")
     g.add_argument("--replay", metavar="FILE", help="replay a recording (CSV or npz)")
@@ -91,8 +93,10 @@ def overrides_from_args(args) -> list[dict]:
     if len(given) > 1:
         raise ConfigError(f"{' and '.join(given)}: the daemon reads one source; give only one of them")
     o: dict = {"source": {}, "stream": {}, "log": {}}
-    if args.bundle:
-        o["bundle"] = args.bundle
+    if args.bundle and args.bundle_given and args.bundle != args.bundle_given:
+        raise ConfigError(f"two bundles given: {args.bundle_given} and --bundle {args.bundle}; give one")
+    if args.bundle or args.bundle_given:
+        o["bundle"] = args.bundle or args.bundle_given
     for key in ("backend", "precision", "threads", "thread_cap", "device_id"):
         if getattr(args, key) is not None:
             o[key] = getattr(args, key)

@@ -119,7 +119,7 @@ def test_graph_counts_of_another_toolchain_are_not_compared_and_say_so():
     verdict = bb.compare("m/b", newer, recorded, 0.13)
     assert verdict.ok and verdict.notices == ["m/b: graph structure recorded with another toolchain (onnxruntime "
                                               "1.31.1 -> 1.32.0): only parameters compared; re-record on purpose: "
-                                              "toolkit bench MODEL --update-baseline"]
+                                              "toolkit bench --model MODEL --update-baseline"]
     grown = dict(newer, structure=dict(newer["structure"], parameters=6))   # the model itself changed
     assert bb.compare("m/b", grown, recorded, 0.13).problems == ["m/b: parameters is 6, baseline 5"]
     same = dict(_entry(nodes=14), toolchain=recorded["toolchain"])

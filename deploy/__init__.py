@@ -11,7 +11,8 @@ both sides use one copy without torch, which the device never imports.
 
 # The daemon (deploy.daemon, python -m deploy) and the engines, and everything they import.
 DEVICE_MODULES = (
-    "deploy", "deploy.__main__", "deploy.daemon", "deploy.daemon_args", "deploy.config", "deploy.validate",
+    "deploy", "deploy.__main__", "deploy.daemon", "deploy.daemon_args", "deploy.config", "deploy.settings",
+    "deploy.validate",
     "deploy.service", "deploy.counters", "deploy.errors", "deploy.lazy",
     # the bundle and its contract
     "deploy.bundle", "deploy.contract", "deploy.contract.checks", "deploy.contract.events",
@@ -36,4 +37,5 @@ WORKSTATION_MODULES = (
     "deploy.scoring",       # the one scorer of evaluate, the model report and the LOSO study
     "deploy.fidelity",      # the daemon's pipeline against offline prediction, measured at export
     "deploy.chunked",       # offline prediction over chunks of a long recording (toolkit score)
+    "deploy.settings_docs",  # the daemon's example TOML and settings table, written from deploy.settings
 )

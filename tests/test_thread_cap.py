@@ -89,8 +89,11 @@ def test_measure_times_each_thread_count_interleaved_and_closes_the_engines(monk
     opened: list = []
     cap = threads.measure_threads(lambda k: _FakeEngine(k, ms_at, opened), None)
     assert cap["threads"] == expected and [e.threads for e in opened] == [1, 2] and all(e.closed for e in opened)
-    for k, ms in ms_at.items():  # the figures are the measured ones (a busy wait of ms_at[k] ms, plus overhead)
-        assert ms <= cap["latency_ms"][str(k)] < ms * 1.5 + 0.5
+    measured = cap["latency_ms"]
+    # the figures are the measured ones: never less than the busy wait, ordered as the busy waits are (compared in
+    # this run; how much longer a wait takes on a shared machine is not this test's business)
+    assert all(ms <= measured[str(k)] for k, ms in ms_at.items())
+    assert (measured["1"] < measured["2"]) == (ms_at[1] < ms_at[2])
 
 
 # --- the manifest, written by the export and read by the engine ------------------------------------------------

@@ -66,6 +66,43 @@ class _Progress:
             self.bar.close()
 
 
+def _resumed(recordings, parts, signature: str, resume: bool) -> tuple[list, dict, list]:
+    """(results so far: those kept in `parts` for the same bytes, bundle and settings; {path: sha256 of its bytes};
+    the indices still to score)."""
+    results: list[dict | None] = [None] * len(recordings)
+    hashes, todo = {}, []
+    for i, recording in enumerate(recordings):
+        if parts is not None:
+            hashes[str(recording.path)] = digest = sha256_file(recording.path)
+            cached = parts / f"{digest}-{signature}.json"
+            if resume and cached.is_file():
+                stored = json.loads(cached.read_text())
+                # the same bytes under another name or owner: keep the scores, take the current identity
+                stored.update(name=recording.name, path=str(recording.path), subject=recording.subject,
+                              visit=recording.visit, start_of_day_s=recording.start_of_day_s)
+                results[i] = stored
+                continue
+        todo.append(i)
+    return results, hashes, todo
+
+
+def _keep(parts: Path, digest: str, signature: str, result: dict) -> None:
+    """One recording's result in `parts`, written whole or not at all (a resumed run never reads half a file)."""
+    parts.mkdir(parents=True, exist_ok=True)
+    tmp = parts / f".{digest}.tmp"
+    tmp.write_text(json.dumps(result))
+    tmp.replace(parts / f"{digest}-{signature}.json")
+
+
+def _run(recordings, bundle_dir, settings: Settings, runner: str, bar: _Progress, options: dict):
+    """(index into `recordings`, result) as `runner` finishes them."""
+    if runner == "local":
+        from toolkit.score.local import run_local
+        return run_local(recordings, bundle_dir, settings, progress=bar.signal, **options)
+    from toolkit.score.ray_runner import run_ray
+    return run_ray(recordings, bundle_dir, settings, progress=bar.signal, **options)
+
+
 def score_cohort(paths, bundle, runner: str = "local", out=None, *, jobs: int | None = None,
                  address: str | None = None, actors: int | None = None, metadata=None, backend: str = "onnxruntime",
                  precision: str | None = None, hop_s: float | None = None, lookahead_s=None,
@@ -95,48 +132,22 @@ def score_cohort(paths, bundle, runner: str = "local", out=None, *, jobs: int | 
 
     out = Path(out) if out is not None else None
     parts = out / "parts" if out is not None else None
-    results: list[dict | None] = [None] * len(recordings)
-    hashes, todo = {}, []
-    for i, recording in enumerate(recordings):
-        if parts is not None:
-            hashes[str(recording.path)] = digest = sha256_file(recording.path)
-            cached = parts / f"{digest}-{signature}.json"
-            if resume and cached.is_file():
-                stored = json.loads(cached.read_text())
-                # the same bytes under another name or owner: keep the scores, take the current identity
-                stored.update(name=recording.name, path=str(recording.path), subject=recording.subject,
-                              visit=recording.visit, start_of_day_s=recording.start_of_day_s)
-                results[i] = stored
-                continue
-        todo.append(i)
-
+    results, hashes, todo = _resumed(recordings, parts, signature, resume)
     bar = _Progress(sum(recordings[i].estimate_s() for i in todo), len(todo), progress and bool(todo))
     started = time.perf_counter()
-    hours = 0.0
-    errors: list[dict] = []
+    hours, errors = 0.0, []
     try:
-        todo_recordings = [recordings[i] for i in todo]
-        if runner == "local":
-            from toolkit.score.local import run_local
-            stream = run_local(todo_recordings, bundle_dir, settings, jobs=jobs, progress=bar.signal)
-        else:
-            from toolkit.score.ray_runner import run_ray
-            stream = run_ray(todo_recordings, bundle_dir, settings, address=address, num_cpus=jobs, actors=actors,
-                             progress=bar.signal)
+        stream = _run([recordings[i] for i in todo], bundle_dir, settings, runner, bar,
+                      dict(jobs=jobs) if runner == "local" else dict(address=address, num_cpus=jobs, actors=actors))
         for k, result in stream:
-            i = todo[k]
+            bar.recording(result["name"])
             if "error" in result:
                 errors.append({key: result[key] for key in ("name", "path", "error")})
-                bar.recording(result["name"])
                 continue
-            results[i] = result
+            results[todo[k]] = result
             hours += result["duration_s"] / 3600
-            bar.recording(result["name"])
             if parts is not None:
-                parts.mkdir(parents=True, exist_ok=True)
-                tmp = parts / f".{hashes[str(recordings[i].path)]}.tmp"
-                tmp.write_text(json.dumps(result))
-                tmp.replace(parts / f"{hashes[str(recordings[i].path)]}-{signature}.json")   # atomic: resume-safe
+                _keep(parts, hashes[str(recordings[todo[k]].path)], signature, result)
     finally:
         bar.close()
     wall = time.perf_counter() - started

@@ -19,7 +19,7 @@ DEVICE_MODULES = (
     "deploy.contract.manifest", "deploy.contract.model", "deploy.contract.runtime", "deploy.contract.section",
     # sources and what they read (replay reads any recording the toolkit reads, Daphnet's and Stanford's included)
     "deploy.sources", "deploy.feed", "deploy.blocks", "deploy.recording", "deploy.layouts", "deploy.cells",
-    "deploy.daphnet", "deploy.stanford",
+    "deploy.daphnet", "deploy.stanford", "deploy.stanford_xlsx",
     # the stream: intake, preprocessing, windows, the wearer's normalization, events, sinks
     "deploy.intake", "deploy.stream", "deploy.preprocess", "deploy.resample", "deploy.offline", "deploy.wearer",
     "deploy.events", "deploy.event_classes", "deploy.onsets", "deploy.sinks", "deploy.mqtt_options",

@@ -3,18 +3,18 @@
 `open_replay(path, layout)` returns the first block (rate, units and layout come from it) and an iterator over every
 block, the first included. CSV files (the Kaggle layouts and mappings) are read `BLOCK_ROWS` rows at a time through
 `deploy.recording.read_csv_text`, the same parser as a whole-file read; a line longer than `MAX_LINE_BYTES` is refused
-when it is met (before it is held in memory whole), with its row. npz archives and Daphnet text files are read whole
-(an npz is refused beforehand when it would unpack to more than `MAX_NPZ_BYTES`). Errors name the file and the row
-in the file, as a whole-file read would.
+when it is met (before it is held in memory whole), with its row. npz archives, Stanford workbooks (.xlsx) and Daphnet
+text files are read whole (an npz is refused beforehand when it would unpack to more than `MAX_NPZ_BYTES`). Errors name
+the file and the row in the file, as a whole-file read would.
 """
 from __future__ import annotations
 
 from itertools import chain
 from pathlib import Path
 
-from deploy import daphnet
+from deploy import daphnet, stanford
 from deploy.errors import DataError
-from deploy.recording import read_csv_text, read_recording
+from deploy.recording import WHOLE_FILE_SUFFIXES, read_csv_text, read_recording
 
 BLOCK_ROWS = 1 << 15
 MAX_LINE_BYTES = 4096     # a recording's row is a few dozen bytes; anything this long is not one
@@ -59,11 +59,12 @@ def _csv_blocks(path: Path, fh, header: bytes, layout, block_rows: int):
 
 
 def open_replay(path, layout: str | None = None, block_rows: int = BLOCK_ROWS):
-    """(first block, iterator over all blocks). Whole-file reads for npz, Daphnet and custom mappings."""
+    """(first block, iterator over all blocks). Whole-file reads for npz, xlsx, Daphnet and custom mappings."""
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file", file=str(path), fix="check the path")
-    if path.suffix == ".npz" or layout == "npz" or layout in daphnet.LAYOUT_POSITIONS:
+    if path.suffix.lower() in WHOLE_FILE_SUFFIXES or layout == "npz" or layout in daphnet.LAYOUT_POSITIONS \
+            or layout in stanford.LAYOUT_IMUS:
         rec = read_recording(path, layout=layout)
         return rec, iter([rec])
     fh = open(path, "rb")

@@ -41,7 +41,10 @@ LAYOUTS = {
 }
 BINARY_LAYOUTS = ("npz",)
 # The help of every command line's --layout: always a file layout (a model's tensor layout is export --input-layout).
-FILE_LAYOUT_HELP = "file layout of the recordings (tdcsfog, defog, test, npz; when reading: detected if not given)"
+FILE_LAYOUT_HELP = ("file layout of the recordings (tdcsfog, defog, test, npz; daphnet, daphnet-ankle, daphnet-thigh; "
+                    "stanford = the lumbar IMU of a Stanford workbook or trial, stanford-<imu> another: chest, "
+                    "ankle_l, ankle_r, foot_l, foot_r, head, thigh_l, thigh_r, wrist_l, wrist_r; a mapping name "
+                    "such as mobgap; when reading: detected if not given)")
 
 
 @dataclass(frozen=True)

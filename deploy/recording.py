@@ -2,9 +2,10 @@
 
 Readers and writers for the Kaggle FOG CSV layouts (`tdcsfog`, `defog`, `test`), a compact `npz` form, any
 other CSV through a column/axis mapping (`deploy.layouts`, e.g. `mobgap`), and the Daphnet text files with real
-freezes (`deploy.daphnet`; layouts `daphnet`, `daphnet-ankle`, `daphnet-thigh`) and the Stanford IMU FOG study's
-64 Hz trial archives (`deploy.stanford`). Bad files raise `DataError` naming the
-file, the row (the line number in the file; the header is line 1), the column, and what to do.
+freezes (`deploy.daphnet`; layouts `daphnet`, `daphnet-ankle`, `daphnet-thigh`), and the Stanford IMU FOG study's
+64 Hz trial archives (`deploy.stanford`, .npz) and original 128 Hz workbooks (`deploy.stanford_xlsx`, .xlsx; layouts
+`stanford` = the lumbar IMU, `stanford-<imu>` another). Bad files raise `DataError` naming the file, the row (the
+line number in the file, or the sheet's row; the header is line 1), the column, and what to do.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy import daphnet, stanford
+from deploy import daphnet, stanford, stanford_xlsx
 from deploy.cells import locate_bad_cell
 from deploy.errors import DataError
 from deploy.layouts import AXES, BINARY_LAYOUTS, CLASSES, LAYOUTS, MAPPINGS, UNITS, ColumnMapping, detect_layout
@@ -133,13 +134,18 @@ def _infer_test_rate_units(acc: np.ndarray) -> tuple[float, str]:
 
 def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float | None = None,
                    units: str | None = None) -> Recording:
-    """Read a recording. `layout`: tdcsfog, defog, test, npz, daphnet (daphnet-ankle, daphnet-thigh), or a mapping
-    name (mobgap); None detects it from the extension, the header or (Daphnet) the first line. `mapping`: a ColumnMapping, its dict form, or a name in deploy.layouts.MAPPINGS.
-    `rate_hz`/`units` override what the layout implies (needed for test files from unknown sources)."""
+    """Read a recording. `layout`: tdcsfog, defog, test, npz, daphnet (daphnet-ankle, daphnet-thigh), stanford
+    (stanford-<imu>: which IMU of a Stanford workbook), or a mapping name (mobgap); None detects it from the
+    extension, the header or (Daphnet) the first line. `mapping`: a ColumnMapping, its dict form, or a name in
+    deploy.layouts.MAPPINGS. `rate_hz`/`units` override what the layout implies (needed for test files from unknown
+    sources)."""
     path = Path(path)
     if not path.is_file():
         _fail("no such file", path, fix="check the path")
-    if layout in ("npz", "stanford") or (layout is None and mapping is None and path.suffix == ".npz"):
+    suffix = path.suffix.lower()
+    if suffix == ".xlsx" or layout in stanford.LAYOUT_IMUS:
+        return _read_stanford(path, layout, mapping, suffix)
+    if layout == "npz" or (layout is None and mapping is None and suffix == ".npz"):
         return _read_npz(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not part of a name
@@ -152,6 +158,14 @@ def read_recording(path, layout: str | None = None, mapping=None, rate_hz: float
                                                and daphnet.looks_like_daphnet(first_line)):
         return Recording(**daphnet.read_daphnet(path, text, daphnet.LAYOUT_POSITIONS.get(layout, "trunk"), rate_hz))
     return read_csv_text(path, text, layout, mapping, rate_hz, units)
+
+
+def _read_stanford(path, layout, mapping, suffix) -> Recording:
+    """A Stanford workbook (.xlsx) or 64 Hz trial archive (.npz); `layout` names the IMU."""
+    stanford.check_layout(path, layout, mapping)
+    if suffix == ".xlsx":
+        return Recording(**stanford_xlsx.read_workbook(path, layout))
+    return _read_npz(path, layout)
 
 
 def read_csv_text(path, text: str, layout: str | None = None, mapping=None, rate_hz: float | None = None,
@@ -173,7 +187,7 @@ def read_csv_text(path, text: str, layout: str | None = None, mapping=None, rate
             return _read_mapped(path, text, header, layout, rate_hz, units)
     if layout not in LAYOUTS:
         _fail(f"unknown layout {layout!r}", path, fix=f"use one of {sorted(LAYOUTS) + list(BINARY_LAYOUTS)}, "
-              f"{sorted(daphnet.LAYOUT_POSITIONS)} or a mapping {sorted(MAPPINGS)}")
+              f"{sorted(daphnet.LAYOUT_POSITIONS)}, {stanford.LAYOUT}[-<imu>] or a mapping {sorted(MAPPINGS)}")
     spec = LAYOUTS[layout]
     for column in spec.columns:
         if column not in header:
@@ -201,29 +215,37 @@ def read_csv_text(path, text: str, layout: str | None = None, mapping=None, rate
 # Files a dataset folder carries beside its recordings (Kaggle's and `toolkit synth --out-dir`'s): never recordings.
 NOT_RECORDINGS = frozenset({"metadata.csv", "tdcsfog_metadata.csv", "defog_metadata.csv", "daily_metadata.csv",
                             "subjects.csv", "events.csv", "tasks.csv", "sample_submission.csv"})
-RECORDING_SUFFIXES = (".csv", ".npz", ".txt")
+RECORDING_SUFFIXES = (".csv", ".npz", ".txt", ".xlsx")
+WHOLE_FILE_SUFFIXES = (".npz", ".xlsx")   # binary: read whole (a CSV can be replayed a block of rows at a time)
+
+
+def is_recording_file(path) -> bool:
+    """A file a folder scan reads: a recording suffix, not a metadata table, not an editor's lock file (~$x.xlsx)."""
+    name = Path(path).name.lower()
+    return Path(path).suffix.lower() in RECORDING_SUFFIXES and name not in NOT_RECORDINGS and not name.startswith("~$")
 
 
 def read_recordings(paths, layout: str | None = None, mapping=None) -> list[Recording]:
-    """Recordings from files and folders (folders: every .csv/.npz/.txt below, sorted, metadata files skipped;
-    .txt files are Daphnet recordings)."""
+    """Recordings from files and folders (folders: every .csv/.npz/.txt/.xlsx below, sorted, metadata files
+    skipped; .txt files are Daphnet recordings, .xlsx files Stanford workbooks)."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in RECORDING_SUFFIXES
-                            and f.name.lower() not in NOT_RECORDINGS)
+            files += sorted(f for f in p.rglob("*") if f.is_file() and is_recording_file(f))
         elif p.exists():
             files.append(p)
         else:
             raise DataError("no such file or folder", file=p,
-                            fix="give recordings (.csv, .npz, Daphnet .txt) or folders of them")
+                            fix="give recordings (.csv, .npz, Daphnet .txt, Stanford .xlsx) or folders of them")
     if not files:
-        raise DataError("no recordings found (.csv, .npz or Daphnet .txt)", file=", ".join(map(str, paths)) or None)
+        raise DataError("no recordings found (.csv, .npz, Daphnet .txt or Stanford .xlsx)",
+                        file=", ".join(map(str, paths)) or None)
     recordings = []
     for f in files:
         rec = read_recording(f, layout=layout, mapping=mapping)
         rec.meta.setdefault("name", f.stem)
         recordings.append(rec)
+    stanford.check_each_trial_once(recordings)
     return recordings
 
 
@@ -290,10 +312,14 @@ def _npz_numeric(data: dict, key: str, path, ndim: int | None = None) -> np.ndar
     return value
 
 
-def _read_npz(path) -> Recording:
+def _read_npz(path, layout: str | None = None) -> Recording:
     data = _npz_arrays(path)
     if stanford.is_trial(data):
-        return Recording(**stanford.read_trial(path, data))
+        return Recording(**stanford.read_trial(path, data, layout))
+    if layout is not None:
+        _fail(f"layout {layout!r}: this archive is not one of the Stanford study's 64 Hz trials (it has "
+              f"{sorted(data)}, a trial has {list(stanford.TRIAL_KEYS)} and no 'units')", path,
+              fix="drop --layout")
     for key in ("acc", "rate_hz", "units"):
         if key not in data:
             _fail(f"npz recording lacks the array {key!r}", path, fix="write it with write_recording(..., 'npz')")
@@ -312,6 +338,10 @@ def _read_npz(path) -> Recording:
         _fail("meta is not a JSON object", path, column="meta", fix="store meta as json.dumps(dict)")
     for key in [k for k in data if k.startswith("meta_")]:
         meta[key[5:]] = data[key]
+    # `source` is the file read, as every reader says; where the stored recording came from stays as `origin`
+    if meta.get("source") not in (None, str(path)):
+        meta.setdefault("origin", meta["source"])
+    meta["source"] = str(path)
     return Recording(acc, float(rate), str(data["units"]), time=_npz_numeric(data, "time", path, ndim=1),
                      labels=_npz_numeric(data, "labels", path), mask=_npz_numeric(data, "mask", path, ndim=1),
                      meta=meta)

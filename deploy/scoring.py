@@ -4,7 +4,8 @@ Everything `toolkit evaluate`, `calibration.model_report` and the LOSO study rep
 means the same wherever it is printed:
 - per class: the competition metric (AP per class over pooled samples) over recordings labelled with Kaggle's
   three types; recordings labelled "freeze" only (Daphnet, `meta["label_kind"] == "any"`) are left out of it;
-- any FOG: AP of max-over-classes against "any class labelled", time-based sensitivity and specificity (a
+- any FOG: AP and AUROC (the labs' own papers report AUROC) of max-over-classes against "any class labelled",
+  per recording and pooled over them, time-based sensitivity and specificity (a
   sample counts as called FOG when it lies inside a detected event; comparable with Bachlin 2010's per-sample
   figures), episode sensitivity, false alarms per hour and onset latency (deploy.metrics.event_metrics);
 - recordings without labels (declared FOG-free, e.g. real walking): time called FOG and false alarms per hour
@@ -31,7 +32,7 @@ from deploy.events import detect_events
 from deploy.freeze_index import THRESHOLD as FI_THRESHOLD
 from deploy.freeze_index import WINDOW_S as FI_WINDOW_S
 from deploy.freeze_index import freeze_index_scores
-from deploy.metrics import average_precision, competition_map, event_metrics, pool_event_metrics
+from deploy.metrics import average_precision, competition_map, event_metrics, pool_event_metrics, roc_auc
 
 FI_SLOPE = 4.0           # steepness of the FI -> probability map (ranking, hence AP, does not depend on it)
 
@@ -88,8 +89,10 @@ def _valid(recording) -> np.ndarray:
     return np.ones(recording.n_samples, bool) if recording.mask is None else np.asarray(recording.mask, bool)
 
 
-def score_recording(recording, any_prob: np.ndarray, settings) -> dict:
-    """Any-FOG figures of one recording (labelled or not); `any_prob` is (n,) at the recording's rate."""
+def event_figures(recording, any_prob: np.ndarray, settings) -> tuple[dict, np.ndarray]:
+    """The part of a recording's figures that moves with the event settings: (figures, called), `called` (n_valid,)
+    True inside a counted event. Events whose onset lies in an invalid stretch are not counted. Both
+    `score_recording` and the threshold sweep (deploy.operating_points) score events through here, once."""
     rate, valid = recording.rate_hz, _valid(recording)
     events = [e for e in any_fog_events(any_prob, rate, settings)
               if valid[min(recording.n_samples - 1, int(round(e.onset_s * rate)))]]
@@ -100,12 +103,21 @@ def score_recording(recording, any_prob: np.ndarray, settings) -> dict:
     if recording.labels is None:
         out["false_alarms"] = len(events)
         out["false_alarms_per_hour"] = len(events) / out["hours"] if out["hours"] else float("nan")
+    else:
+        labels = np.where(valid[:, None], recording.labels, 0.0)   # episodes only where samples count
+        out["event_metrics"] = event_metrics(labels, events, rate, valid)
+    return out, called
+
+
+def score_recording(recording, any_prob: np.ndarray, settings) -> dict:
+    """Any-FOG figures of one recording (labelled or not); `any_prob` is (n,) at the recording's rate."""
+    out, called = event_figures(recording, any_prob, settings)
+    if recording.labels is None:
         return out
-    truth = recording.labels.max(axis=1) > 0.5
-    labels = np.where(valid[:, None], recording.labels, 0.0)   # episodes only where samples count
-    out["event_metrics"] = event_metrics(labels, events, rate, valid)
-    t = truth[valid]
+    valid = _valid(recording)
+    t = (recording.labels.max(axis=1) > 0.5)[valid]
     out["any_fog_ap"] = average_precision(t, np.asarray(any_prob)[valid])
+    out["any_fog_auroc"] = roc_auc(t, np.asarray(any_prob)[valid])
     out["sensitivity_time"] = float(called[t].mean()) if t.any() else float("nan")
     out["specificity_time"] = float((~called[~t]).mean()) if (~t).any() else float("nan")
     out["n_fog"], out["n_not_fog"] = int(t.sum()), int((~t).sum())
@@ -154,7 +166,8 @@ def _pool_labelled(items) -> dict:
     sens = sum(s["sensitivity_time"] * s["n_fog"] for _, _, s in items if s["n_fog"])
     spec = sum(s["specificity_time"] * s["n_not_fog"] for _, _, s in items if s["n_not_fog"])
     hours = sum(s["hours"] for _, _, s in items)
-    return {"ap": average_precision(truth, scores), "sensitivity_time": sens / n_fog if n_fog else float("nan"),
+    return {"ap": average_precision(truth, scores), "auroc": roc_auc(truth, scores),
+            "sensitivity_time": sens / n_fog if n_fog else float("nan"),
             "specificity_time": spec / n_not if n_not else float("nan"),
             "percent_time_called_fog": sum(s["percent_time_called_fog"] * s["hours"] for _, _, s in items) / hours
             if hours else float("nan"), **pooled}

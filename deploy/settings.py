@@ -108,7 +108,7 @@ SETTINGS = (
     S("source", "on_end", choice("exit", "reconnect"), "a live source that fails or ends: exit 1 (systemd "
       "restarts) | reconnect (with backoff)", "exit", example="exit"),
     S("source", "reconnect_max_s", number(0.1, 3600), "longest wait between reconnect attempts, s", 30.0),
-    S("source", "path", text(), "the recording to replay (any layout deploy.recording reads)", NO_DEFAULT,
+    S("source", "path", text(), "the recording to replay (CSV, npz, Daphnet .txt, Stanford .xlsx: what deploy.recording reads)", NO_DEFAULT,
       ("replay",), "--replay", {"metavar": "FILE"}, selects="replay"),
     S("source", "layout", text(optional=True), FILE_LAYOUT_HELP, _arg(SOURCES["replay"], "layout"), ("replay",),
       "--layout"),

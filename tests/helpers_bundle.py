@@ -60,18 +60,6 @@ TEST_EVENTS = {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.25, "on": 0.6,
 _BUILT: dict[str, Path] = {}     # one real export per distinct stand-in and process, copied out to each caller
 
 
-def _scalar_thresholds(events: dict) -> dict:
-    """The export takes one on/off threshold for every class (the manifest writes them per class)."""
-    out = dict(events)
-    for key in ("on", "off"):
-        if isinstance(out.get(key), dict):
-            values = set(out[key].values())
-            if len(values) != 1:
-                raise ValueError(f"the stand-in bundle takes one {key} threshold for every class, not {out[key]}")
-            out[key] = values.pop()
-    return out
-
-
 def build_bundle(folder, *, preprocess: dict | None = None, hidden: int = 16, seed: int = 0,
                  events: dict | None = None, precision: str = "fp32", gru: int = 0) -> Path:
     """Export the stand-in detector into `folder` the way users get bundles: `toolkit.api.export` for the cpu target
@@ -81,7 +69,7 @@ def build_bundle(folder, *, preprocess: dict | None = None, hidden: int = 16, se
     spec = preprocess or small_preprocess()
     model = _model(spec["patch"], spec["n_patches"], hidden, seed, gru)
     api.export(model, target="cpu", out=folder, precision=precision, preprocess=spec,
-               events=_scalar_thresholds(events or TEST_EVENTS), fidelity=False, force=True, quiet=True)
+               events=events or TEST_EVENTS, fidelity=False, force=True, quiet=True)
     return Path(folder)
 
 

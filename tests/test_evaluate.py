@@ -23,7 +23,7 @@ def test_files_and_folders_table(tmp_path, capsys):
     synth_dataset(tmp_path, subjects=2, minutes=1, seed=3, layout="defog")
     assert main(["evaluate", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "2 recordings" in out and "freeze index" in out and "mAP" in out
+    assert "2 recordings" in out and "freeze index" in out and "mAP" in out and "AUROC" in out
 
 
 def test_torch_model_through_the_registry(monkeypatch, capsys):
@@ -111,10 +111,12 @@ def test_plots_are_written_and_open(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from PIL import Image
     assert main(["evaluate", "--synthetic", "1", "--minutes", "1", "--plot", str(tmp_path)]) == 0
-    (png,) = sorted(tmp_path.glob("*.png"))
-    with Image.open(png) as image:
-        width, height = image.size
-    assert width > 600 and height > 300
+    png, chart = sorted(tmp_path.glob("*.png"))              # the recording, and the operating points
+    assert chart.name == "operating-points.png"
+    for path in (png, chart):
+        with Image.open(path) as image:
+            width, height = image.size
+        assert width > 600 and height > 300
 
 
 def test_plot_draws_the_scorers_any_fog_rule(tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from deploy.events import Event
-from deploy.metrics import average_precision, competition_map, episodes, event_metrics, pool_event_metrics
+from deploy.metrics import (average_precision, competition_map, episodes, event_metrics, pool_event_metrics,
+                            roc_auc)
 
 
 def test_ap_hand_computed():
@@ -26,6 +27,25 @@ def test_ap_matches_scikit_learn_on_random_cases():
             y[0] = True
         s = np.round(rng.random(n) + y * rng.uniform(0, 1), int(rng.integers(1, 4)))  # ties included
         assert average_precision(y, s) == pytest.approx(sklearn_metrics.average_precision_score(y, s), abs=1e-12)
+
+
+def test_roc_auc_hand_computed():
+    # pairs (+, -): (.9, .8) right, (.9, .6) right, (.7, .8) wrong, (.7, .6) right -> 3 of 4
+    assert roc_auc([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.6]) == 0.75
+    assert roc_auc([1, 0], [0.5, 0.5]) == 0.5                 # a tie counts one half
+    assert roc_auc([0, 1, 1], [0.2, 0.2, 0.9]) == 0.75        # one pair tied, one right
+    assert np.isnan(roc_auc([0, 0], [0.1, 0.2])) and np.isnan(roc_auc([1, 1], [0.1, 0.2]))
+
+
+def test_roc_auc_matches_scikit_learn_on_random_cases():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(2)
+    for _ in range(40):
+        n = int(rng.integers(2, 5000))
+        y = rng.random(n) < rng.uniform(0.01, 0.6)
+        y[0], y[-1] = True, False
+        s = np.round(rng.random(n) + y * rng.uniform(-0.5, 1), int(rng.integers(0, 4)))  # ties, some all tied
+        assert roc_auc(y, s) == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-12)
 
 
 def test_competition_map_masks_and_pools():

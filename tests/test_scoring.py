@@ -1,9 +1,11 @@
-"""deploy.scoring, the one scorer: any-FOG AP equals scikit-learn's, masks and unlabelled recordings count right."""
+"""deploy.scoring, the one scorer: any-FOG AP and AUROC equal scikit-learn's, masks and unlabelled recordings count
+right."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from deploy.contract.events import EventSettings
 from deploy.events import DEFAULT_SETTINGS
 from deploy.recording import Recording
 from deploy.scoring import FI_THRESHOLD, freeze_index_probability, score
@@ -31,8 +33,13 @@ def test_any_fog_ap_equals_scikit_learn_on_random_cases(seed):
         probs.append(p)
         truth.append(lab.max(1)[mask] > 0.5)
         scores.append(p.max(1)[mask])
-    got = score(recs, probs, DEFAULT_SETTINGS)["any_fog"]["ap"]
-    assert got == pytest.approx(metrics.average_precision_score(np.concatenate(truth), np.concatenate(scores)))
+    result = score(recs, probs, DEFAULT_SETTINGS)
+    truth_all, scores_all = np.concatenate(truth), np.concatenate(scores)
+    assert result["any_fog"]["ap"] == pytest.approx(metrics.average_precision_score(truth_all, scores_all))
+    # AUROC, pooled and per recording (valid samples only), as scikit-learn computes it
+    assert result["any_fog"]["auroc"] == pytest.approx(metrics.roc_auc_score(truth_all, scores_all), abs=1e-12)
+    for row, t, s in zip(result["per_recording"], truth, scores):
+        assert row["any_fog_auroc"] == pytest.approx(metrics.roc_auc_score(t, s), abs=1e-12)
 
 
 def test_time_based_sensitivity_specificity_and_masked_events():
@@ -45,7 +52,7 @@ def test_time_based_sensitivity_specificity_and_masked_events():
     prob[64 * 40:64 * 60] = 0.9                          # called 40-60 s: half the freeze, 10 s too long
     prob[64 * 100:64 * 110] = 0.9                        # an event in the masked stretch: not a false alarm
     rec = _rec(labels, mask, n=n)
-    result = score([rec], [prob], {**DEFAULT_SETTINGS, "smoothing_s": 0.0, "min_duration_s": 0.5})["any_fog"]
+    result = score([rec], [prob], EventSettings.resolve({"smoothing_s": 0.0, "min_duration_s": 0.5}))["any_fog"]
     assert result["episodes_true"] == 1 and result["sensitivity"] == 1.0 and result["false_alarms"] == 0
     assert result["sensitivity_time"] == pytest.approx(0.5, abs=0.02)
     assert result["specificity_time"] == pytest.approx(1 - 10 / 70, abs=0.02)

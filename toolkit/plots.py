@@ -79,6 +79,46 @@ def plot_recordings(out_dir, recs, probs: dict, settings: dict, rules: dict | No
     return written
 
 
+def operating_points_figure(operating_points: dict, at_fa: dict | None = None, labels=(0.5, 0.9, 0.99, 0.999, 0.9999)):
+    """Episode sensitivity against false alarms per hour, one line per scorer (deploy.operating_points sweeps, the
+    thresholds in `labels` written beside their points), the threshold in use ringed, the one chosen for
+    --at-fa-per-hour starred, the requested rate a dashed line. Returns the matplotlib figure."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    chosen = (at_fa or {}).get("chosen", {})
+    for k, (name, sweep) in enumerate(operating_points.items()):
+        points = sorted(sweep["points"], key=lambda p: p["on"])
+        fa = np.array([p["false_alarms_per_hour"] for p in points], dtype=float)
+        sens = np.array([np.nan if p["sensitivity"] is None else p["sensitivity"] for p in points], dtype=float)
+        colour, short = f"C{k}", name.split(" (")[0][:28]
+        ax.plot(fa, sens, marker=".", ms=4, lw=1.2, color=colour, label=name)
+        for p, x, y in zip(points, fa, sens):
+            if p["on"] == sweep["current"]:
+                ax.plot(x, y, "o", ms=11, mfc="none", mec=colour, mew=1.5,
+                        label=f"{short}: in use (on {p['on']:g})")
+            if any(abs(p["on"] - t) < 1e-12 for t in labels):
+                ax.annotate(f"{p['on']:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                            color=colour)
+        if chosen.get(name):
+            c = chosen[name]
+            ax.plot(c["false_alarms_per_hour"], c["sensitivity"], "*", ms=14, color=colour,
+                    label=f"{short}: chosen (on {c['on']:g})")
+    if at_fa:
+        ax.axvline(at_fa["target"], color="0.4", ls="--", lw=0.9, label=f"{at_fa['target']:g} false alarms/h asked")
+    ax.set(xlabel="false alarms per hour", ylabel="episode sensitivity (episodes found / labelled)",
+           title="operating points: the on-threshold moved (numbers: thresholds)", ylim=(-0.02, 1.02))
+    ax.set_xlim(left=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_operating_points(path, operating_points: dict, at_fa: dict | None = None) -> Path:
+    """operating_points_figure as a PNG at `path`."""
+    return save_figure(operating_points_figure(operating_points, at_fa), path)
+
+
 def training_figure(history: list[dict], title: str = "training"):
     """Training curves from a run's history (calibration.train.fit; history.json): train loss and the validation
     metric per epoch, the best epoch marked. Returns the matplotlib figure (two axes)."""

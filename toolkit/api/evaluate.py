@@ -2,10 +2,14 @@
 
 The model is scored on the daemon's hop grid (deploy.offline.predict_recording), beside Moore's freeze-index
 baseline, by the project's one scorer (deploy.scoring). A bundle is scored with the graph of `precision` (default:
-what its target runs here) and the result says which graph that was.
+what its target runs here) and the result says which graph that was. Each scorer's operating points (episode
+sensitivity and false alarms per hour over its on-threshold, deploy.operating_points) come with it, and with
+`at_fa_per_hour` the threshold that keeps to that rate on these recordings, which `toolkit export
+--on-threshold-from` can write into a bundle (the result names the recordings, by file hash, that chose it).
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,10 +17,12 @@ import numpy as np
 
 from calibration import progress as bars
 from calibration.checkpoint import load_model
-from deploy.bundle import Bundle
+from deploy import operating_points
+from deploy.bundle import Bundle, sha256_file
 from deploy.contract.events import EventSettings
 from deploy.engines import open_engine
 from deploy.errors import FogError
+from deploy.event_classes import any_fog
 from deploy.lazy import lazy_import
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
@@ -39,6 +45,7 @@ class Scorer:
     events: EventSettings | dict = field(default_factory=dict)   # a bundle's (or a preset's) event settings
     columns: object = field(default_factory=lambda: slice(None))  # event columns (a bundle's background classes left out)
     any_fog: str = "max"
+    identity: dict = field(default_factory=dict)   # preset, weights_sha256, bundle digest: what a threshold belongs to
 
 
 @dataclass
@@ -51,6 +58,10 @@ class EvaluationResult:
     runtime: str | None = None
     probs: dict = field(default_factory=dict)   # scorer -> per-recording probabilities at the recording's rate
     rules: dict = field(default_factory=dict)   # scorer -> its any-FOG rule ("max" or "sum"; "max" when absent)
+    operating_points: dict = field(default_factory=dict)  # results[i]["name"] -> deploy.operating_points.sweep
+    at_fa_per_hour: dict | None = None          # {"target", "chosen": {name: point or None}} when asked for
+    recordings_used: list = field(default_factory=list)   # name, file and sha256 of each recording scored
+    model_identity: dict | None = None          # the model scored (Scorer.identity), None for the baseline only
 
     @property
     def model(self) -> dict | None:
@@ -63,7 +74,24 @@ class EvaluationResult:
     def to_json(self) -> dict:
         """What `toolkit evaluate --json` prints (strict JSON)."""
         return json_safe({"recordings": self.recordings, "hours": self.hours, "events": self.settings.to_dict(),
-                          "precision": self.precision, "runtime": self.runtime, "results": self.results})
+                          "precision": self.precision, "runtime": self.runtime, "results": self.results,
+                          "operating_points": self.operating_points, "at_fa_per_hour": self.at_fa_per_hour,
+                          "recordings_used": self.recordings_used, "model": self.model_identity})
+
+
+def recording_identity(rec) -> dict:
+    """Which recording this was: its name, its file and the file's sha256 (or, read from memory, the sha256 of
+    its samples and labels), so a threshold chosen on it can say on what."""
+    source = rec.meta.get("source")
+    out = {"name": str(rec.meta.get("name") or rec.meta.get("id") or "recording"), "subject": rec.meta.get("subject")}
+    if source and Path(source).is_file():
+        out.update(file=str(source), sha256=sha256_file(source))
+    else:
+        digest = hashlib.sha256(np.ascontiguousarray(rec.acc).tobytes())
+        if rec.labels is not None:
+            digest.update(np.ascontiguousarray(rec.labels).tobytes())
+        out["data_sha256"] = digest.hexdigest()
+    return out
 
 
 def _as_recordings(recordings, layout=None, mapping=None) -> list:
@@ -80,25 +108,30 @@ def bundle_scorer(bundle, precision=None, backend: str = "auto") -> Scorer:
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     engine = open_engine(bundle, backend=backend, precision=precision)
     used = getattr(engine, "precision", None) or precision or bundle.precision
+    model = bundle.manifest.get("model") or {}
     return Scorer(f"bundle {Path(bundle.folder).name} ({used}, {engine.backend})", bundle.input.spec, engine, used,
-                  engine.backend, bundle.events, bundle.output.event_columns, bundle.output.any_fog)
+                  engine.backend, bundle.events, bundle.output.event_columns, bundle.output.any_fog,
+                  {"preset": model.get("preset"), "weights_sha256": model.get("weights_sha256"),
+                   "bundle": str(bundle.folder), "bundle_digest": bundle.manifest.get("digest")})
 
 
 def torch_scorer(model, weights=None, preprocess=None, activation: str = "sigmoid") -> Scorer:
     if _is_module(model):
         source = from_module(model, preprocess=preprocess, activation=activation)
         module, spec, name, events = source.module, source.spec, source.name, {}
+        identity = {"preset": None, "weights_sha256": source.weights_sha256}
     else:
         module, preset, checkpoint = load_model(model, weights)  # the project's one weights loader
         spec = PreprocessSpec.from_dict(models.get_preset(preset).preprocess)
         events = dict(models.get_preset(preset).events)  # what its bundle would carry
         name = preset + (f" ({weights})" if weights else " (shipped weights)" if checkpoint else " (untrained)")
+        identity = {"preset": preset, "weights_sha256": sha256_file(checkpoint) if checkpoint else None}
     act = {"sigmoid": torch.sigmoid, "softmax": lambda y: torch.softmax(y, dim=-1), "none": lambda y: y}[activation]
 
     def infer(x):
         with torch.no_grad():
             return act(module(torch.from_numpy(np.ascontiguousarray(x)))).numpy()
-    return Scorer(name, spec, infer, "fp32", "pytorch", events)
+    return Scorer(name, spec, infer, "fp32", "pytorch", events, identity=identity)
 
 
 def _is_bundle(model) -> bool:
@@ -122,26 +155,54 @@ def make_scorer(model, *, weights=None, preprocess=None, precision=None, backend
 def evaluate(model=None, recordings=(), *, weights=None, preprocess: dict | None = None, precision: str | None = None,
              backend: str = "auto", events: dict | None = None, fi_window_s: float = FI_WINDOW_S,
              fi_threshold: float = FI_THRESHOLD, layout: str | None = None, mapping: str | None = None,
+             at_fa_per_hour: float | None = None, thresholds=operating_points.GRID,
              progress: bool = False) -> EvaluationResult:
     """Score `model` and the freeze-index baseline on `recordings` (paths, folders or Recording objects).
 
     `model`: a bundle folder (or deploy.bundle.Bundle), a preset name or checkpoint file (+ `weights`), a
     torch.nn.Module (+ `preprocess`), or None for the baseline only. `precision`: which of a bundle's graphs to score
-    (fp32 | fp16 | int8). `events`: manifest event keys overriding the bundle's (else the export defaults)."""
+    (fp32 | fp16 | int8). `events`: manifest event keys overriding the bundle's (else the export defaults).
+    `thresholds`: the on-thresholds of each scorer's operating-point sweep (None: no sweep); `at_fa_per_hour`: also
+    choose, per scorer, the threshold that keeps to this many false alarms per hour on these recordings."""
+    if at_fa_per_hour is not None and (not thresholds or not at_fa_per_hour >= 0):
+        raise FogError(f"at_fa_per_hour={at_fa_per_hour!r}: give a rate >= 0 false alarms per hour, and thresholds "
+                       "to choose from")
     recs = _as_recordings(recordings, layout, mapping)
     scorer = make_scorer(model, weights=weights, preprocess=preprocess, precision=precision, backend=backend)
     settings = EventSettings.resolve(scorer.events if scorer else None, events)
-    results, probs = [], {}
+    results, probs, scored = [], {}, []
     if scorer:
         probs["model"] = [p[:, scorer.columns] for p in model_probabilities(scorer, recs, settings, progress)]
         results.append(score(recs, probs["model"], settings, scorer.name, any_fog_rule=scorer.any_fog))
+        scored.append(("model", settings, scorer.any_fog))
     probs["freeze index"] = [freeze_index_probability(r, fi_window_s, fi_threshold) for r in recs]
     results.append(score(recs, probs["freeze index"], freeze_index_settings(settings),
                          f"freeze index ({fi_window_s:g} s, threshold {fi_threshold:g})"))
-    return EvaluationResult(results=results, settings=settings, recordings=len(recs),
-                            hours=sum(r.duration_s for r in recs) / 3600,
-                            precision=scorer.precision if scorer else None, runtime=scorer.runtime if scorer else None,
-                            probs=probs, rules={"model": scorer.any_fog} if scorer else {})
+    scored.append(("freeze index", freeze_index_settings(settings), "max"))
+    result = EvaluationResult(results=results, settings=settings, recordings=len(recs),
+                              hours=sum(r.duration_s for r in recs) / 3600,
+                              precision=scorer.precision if scorer else None,
+                              runtime=scorer.runtime if scorer else None, probs=probs,
+                              rules={"model": scorer.any_fog} if scorer else {},
+                              recordings_used=[recording_identity(r) for r in recs],
+                              model_identity=scorer.identity if scorer else None)
+    if thresholds:
+        _sweep(result, recs, scored, thresholds, fi_threshold, at_fa_per_hour)
+    return result
+
+
+def _sweep(result: EvaluationResult, recs, scored, thresholds, fi_threshold: float, at_fa_per_hour) -> None:
+    """Each scorer's operating points (and the chosen one) into `result`, keyed by the scorer's table name."""
+    for (key, knobs, rule), figures in zip(scored, result.results):
+        swept = operating_points.sweep(recs, [any_fog(p, rule=rule) for p in result.probs[key]], knobs, thresholds)
+        if key == "freeze index":     # the index's own units beside each probability threshold
+            for point in swept["points"]:
+                point["freeze_index"] = operating_points.freeze_index_at(point["on"], fi_threshold)
+        result.operating_points[figures["name"]] = swept
+    if at_fa_per_hour is not None:
+        result.at_fa_per_hour = {"target": float(at_fa_per_hour), "chosen": {
+            name: operating_points.choose(swept["points"], at_fa_per_hour)
+            for name, swept in result.operating_points.items()}}
 
 
 def model_probabilities(scorer: Scorer, recs, settings: EventSettings, progress: bool = False) -> list[np.ndarray]:

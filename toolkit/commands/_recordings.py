@@ -6,8 +6,8 @@ from toolkit.commands._options import add_file_layout
 
 
 def add_recording_arguments(p, *, per_subject: int = 1) -> None:
-    p.add_argument("data", nargs="*", help="recordings (.csv, .npz) or folders of them (searched recursively; "
-                   "metadata files skipped)")
+    p.add_argument("data", nargs="*", help="recordings (.csv, .npz, Daphnet .txt, Stanford .xlsx) or folders of them "
+                   "(searched recursively; metadata files skipped)")
     p.add_argument("--synthetic", type=int, metavar="N", help="use N seeded synthetic subjects instead of files "
                    "(subject ids carry --seed, so sets drawn with different seeds share no subject)")
     p.add_argument("--synthetic-minutes", "--minutes", dest="synthetic_minutes", type=float, default=5.0,

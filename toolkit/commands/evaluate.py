@@ -6,17 +6,27 @@
   toolkit evaluate --synthetic 4 --bundle bundles/fog-small --json
 
 Predictions follow deploy.offline.predict_recording (the bundle's hop, look-ahead and event settings when a bundle
-is given, else deploy.events.DEFAULT_SETTINGS, what export writes; each flag overrides one value) and are mapped
-back to each recording's rate. Every figure comes from deploy.scoring, the project's one scorer: per-class APs
+is given, else the defaults export writes; each flag overrides one value: deploy.contract.events.EventSettings
+.resolve) and are mapped back to each recording's rate. Every figure comes from deploy.scoring, the project's one scorer: per-class APs
 (the competition metric) on recordings labelled with the three Kaggle types; any-FOG AP, time-based sensitivity
 and specificity, episode sensitivity, false alarms per hour and onset latency on every labelled recording
 (Daphnet's single "freeze" label included); time called FOG and false alarms per hour on recordings without
 labels (declared FOG-free). The freeze index (Bachlin: 4 s, threshold 1.5) is scored the same way.
+
+Operating points: each scorer's episode sensitivity against false alarms per hour as its on-threshold moves
+(deploy.operating_points: the same detector and scorer at each threshold), printed, in --json, and drawn on one
+chart by --plot (operating-points.png). `--at-fa-per-hour 10` says which threshold keeps each scorer to 10 false
+alarms per hour on the recordings given; `toolkit export --on-threshold-from EVAL.json` (EVAL.json from --json-out)
+writes the model's into a bundle, which then records the recordings that chose it:
+
+  toolkit evaluate ../shared/data/daphnet --bundle bundle --at-fa-per-hour 10 --json-out eval.json --plot plots/
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from pathlib import Path
 
 from calibration.data import recordings_from_args
 from deploy.bundle import Bundle
@@ -26,8 +36,8 @@ from toolkit.commands._events import add_event_arguments, event_overrides
 from toolkit.commands._options import (add_bundle, add_json, add_model_arguments, add_plot, add_quiet,
                                        model_and_weights)
 from toolkit.commands._recordings import add_recording_arguments
-from toolkit.commands.evaluate_report import print_table
-from toolkit.plots import plot_recordings
+from toolkit.commands.evaluate_report import print_operating_points, print_table
+from toolkit.plots import plot_operating_points, plot_recordings
 
 HELP = "score a model/checkpoint/bundle and the freeze-index baseline on recordings (table, --json, --plot)"
 
@@ -48,10 +58,28 @@ def add_arguments(p) -> None:
     add_event_arguments(ev)
     p.add_argument("--fi-window", type=float, default=None, help="freeze-index window, s (default 4)")
     p.add_argument("--fi-threshold", type=float, default=None, help="freeze-index threshold (default 1.5)")
-    add_json(p)
+    ops = p.add_argument_group("operating points")
+    ops.add_argument("--at-fa-per-hour", type=float, metavar="RATE",
+                     help="say which on-threshold keeps each scorer to at most RATE false alarms per hour on these "
+                          "recordings (the most episodes found; `toolkit export --on-threshold-from` takes it)")
+    ops.add_argument("--thresholds", type=_thresholds, metavar="T1,T2,...",
+                     help="the on-thresholds to sweep (probabilities in (0, 1); default 36 from 0.001 to 0.99999, "
+                          "dense near 0 and 1); all are printed")
+    add_json(p, out=True)
     p.add_argument("--per-recording", action="store_true", help="also print one row per recording")
     add_plot(p)
     add_quiet(p)
+
+
+def _thresholds(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    bad = [t for t in values if not 0 < t < 1]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"thresholds are probabilities in (0, 1), not {bad or text!r}")
+    return values
 
 
 def _model(args):
@@ -74,16 +102,25 @@ def run(args) -> int:
     if args.precision and not args.bundle:
         raise UserError("--precision chooses one of a bundle's graphs: give --bundle")
     kw = {k: v for k, v in (("fi_window_s", args.fi_window), ("fi_threshold", args.fi_threshold)) if v}
+    if args.thresholds:
+        kw["thresholds"] = args.thresholds
+    if args.at_fa_per_hour is not None and args.at_fa_per_hour < 0:
+        raise UserError("--at-fa-per-hour takes a rate >= 0 (false alarms per hour)")
     result = evaluate(model, recs, weights=weights, precision=args.precision, backend=args.backend,
                       events={k: v for k, v in event_overrides(args).items() if v is not None},
-                      progress=not args.quiet, **kw)
+                      at_fa_per_hour=args.at_fa_per_hour, progress=not args.quiet, **kw)
     if args.plot:
         written = plot_recordings(args.plot, recs, result.probs, result.settings, result.rules)
+        written.append(plot_operating_points(Path(args.plot) / "operating-points.png", result.operating_points,
+                                             result.at_fa_per_hour))
         print(f"evaluate: {len(written)} plots in {args.plot}", file=sys.stderr)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result.to_json(), indent=2) + "\n")
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
     print_table(recs, result.results, result.settings, per_recording=args.per_recording)
+    print_operating_points(result.operating_points, result.at_fa_per_hour, all_rows=bool(args.thresholds))
     if result.precision:
         print(f"model graph scored: {result.precision} on {result.runtime}")
     return 0

@@ -23,20 +23,20 @@ def add_arguments(p) -> None:
     add_json(p)
 
 
-def _describe(manifest: dict) -> str:
-    m, i, o, t = manifest["model"], manifest["input"], manifest["output"], manifest.get("target", {})
-    pre = i["preprocess"]
+def _describe(bundle: Bundle) -> str:
+    manifest, t = bundle.manifest, bundle.manifest.get("target", {})
+    m, i, o, pre = bundle.model, bundle.input, bundle.output, bundle.spec
     lines = [
-        f"model      {m['name']} (source {m['source']}, preset {m.get('preset')}, tsai_compat {m.get('tsai_compat')})",
-        f"           {m.get('parameters', 0):,} parameters, weights sha256 {str(m.get('weights_sha256'))[:16]}",
-        f"input      {i['name']} {i['shape']} {i['dtype']}: {pre.get('rate_hz')} Hz, units {pre.get('units')}, "
-        f"window {int(pre['patch']) * int(pre['n_patches'])} samples = {pre['n_patches']} x patch {pre['patch']}, "
-        f"layout {pre.get('layout', 'BCT')}, normalization {pre.get('normalization')}, axes {', '.join(i['axes'])}",
-        f"output     {o['name']} {o['shape']} per {o['per']}, {o['activation']}: {', '.join(o['classes'])}",
-        f"precision  {manifest['precision']}   models: "
-        + ", ".join(f"{k}={v}" for k, v in manifest["models"].items() if v),
+        f"model      {m.name} (source {m.source}, preset {m.preset}, tsai_compat {m.tsai_compat})",
+        f"           {m.parameters or 0:,} parameters, weights sha256 {str(m.weights_sha256)[:16]}",
+        f"input      {i.name} {list(i.shape)} {i.dtype}: {pre.rate_hz} Hz, units {pre.units}, window {pre.window} "
+        f"samples = {pre.n_patches} x patch {pre.patch}, layout {pre.layout}, normalization {pre.normalization}, "
+        f"axes {', '.join(i.axes)}",
+        f"output     {o.name} {list(o.shape)} per {o.per}, {o.activation}: {', '.join(o.classes)}",
+        f"precision  {bundle.precision}   models: " + ", ".join(f"{k}={v}" for k, v in bundle.models.to_dict().items()
+                                                            if v),
         f"target     {t.get('name')}: {t.get('description')}",
-        "events     " + ", ".join(f"{k}={v}" for k, v in manifest.get("events", {}).items()),
+        "events     " + ", ".join(f"{k}={v}" for k, v in bundle.events.to_dict().items()),
     ]
     ranges = ranges_line((manifest.get("export") or {}).get("calibration"))
     if ranges:
@@ -53,7 +53,7 @@ def _describe(manifest: dict) -> str:
                  f"{manifest.get('created')})")
     for rel, entry in manifest["files"].items():
         lines.append(f"  {rel:<34} {entry['bytes']:>12,}  {entry['sha256'][:16]}")
-    lines += [f"note       {note}" for note in m.get("notes") or []]
+    lines += [f"note       {note}" for note in m.notes]
     return "\n".join(lines)
 
 
@@ -65,7 +65,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(bundle.manifest, indent=2))
     else:
-        print(_describe(bundle.manifest))
+        print(_describe(bundle))
         print(f"digest     {bundle_digest(bundle.manifest)}")
     if args.verify:
         print(f"verified: all {len(bundle.manifest['files'])} files match the manifest's sha256, and the manifest "

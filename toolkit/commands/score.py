@@ -23,7 +23,8 @@ HELP = "score a cohort's recordings with a bundle: events, per-subject-per-day s
 
 
 def add_arguments(p) -> None:
-    p.add_argument("data", nargs="+", help="recordings (.csv, .npz, .parquet, Daphnet .txt) or folders of them")
+    p.add_argument("data", nargs="+", help="recordings (.csv, .npz, .parquet, Daphnet .txt, Stanford .xlsx) or folders "
+                   "of them")
     add_bundle(p, required=True)
     p.add_argument("--out", required=True, help="output folder (created; re-running resumes)")
     p.add_argument("--runner", choices=RUNNERS, default="local",

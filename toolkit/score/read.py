@@ -66,6 +66,8 @@ class RecordingFile:
         """Length in seconds of signal (exact for Parquet and npz, estimated from the file size otherwise)."""
         if self.n_samples and self.rate_hz:
             return self.n_samples / self.rate_hz
+        if self.path.suffix.lower() == ".xlsx":           # a Stanford workbook: ~550 bytes per 128 Hz row, 11 IMUs
+            return self.path.stat().st_size / 550 / 128.0
         return self.path.stat().st_size / 40 / 100.0   # a CSV row is ~40 bytes; Kaggle's rates are 100-128 Hz
 
     def open(self) -> "Reader":

@@ -35,6 +35,7 @@ WORKSTATION_MODULES = (
     "deploy.metrics",       # the competition metric, event metrics
     "deploy.freeze_index",  # Moore's freeze index, the baseline
     "deploy.scoring",       # the one scorer of evaluate, the model report and the LOSO study
+    "deploy.operating_points",  # evaluate's threshold sweep and the operating point it chooses
     "deploy.fidelity",      # the daemon's pipeline against offline prediction, measured at export
     "deploy.chunked",       # offline prediction over chunks of a long recording (toolkit score)
     "deploy.settings_docs",  # the daemon's example TOML and settings table, written from deploy.settings

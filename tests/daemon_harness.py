@@ -33,7 +33,8 @@ READY = "fog-daemon ready"
 def daemon_env(**extra) -> dict:
     """The environment a daemon of this checkout runs in (its code first on the path, no systemd socket)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("NOTIFY_SOCKET", None)
+    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):   # a test's daemon is not systemd's
+        env.pop(key, None)
     env.update(extra)
     return env
 

@@ -53,6 +53,18 @@ def wait_until(condition, timeout: float = 10.0, what: str = "the condition") ->
         time.sleep(0.01)
 
 
+class Taken:
+    """Samples a source's Feed put into `inbox`, counted as they are taken out (`taken()`: the total so far)."""
+
+    def __init__(self, inbox):
+        self.inbox, self.received = inbox, 0
+
+    def __call__(self) -> int:
+        while not self.inbox.empty():
+            self.received += getattr(self.inbox.get(), "received", 0)
+        return self.received
+
+
 def run_daemon(args, env=None, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the daemon to its end (a replay, stdin's end, a refusal at start)."""
     return subprocess.run([sys.executable, "-m", "deploy", *map(str, args)], env=env or daemon_env(),

@@ -11,7 +11,7 @@ from deploy.counters import Counters
 from deploy.feed import Feed
 from deploy.sinks import UdpSink
 from deploy.sources import UdpSource
-from tests.daemon_harness import wait_until
+from tests.daemon_harness import Taken, wait_until
 
 
 def test_udp_drops_after_the_last_datagram_are_counted_without_another_one():
@@ -24,13 +24,7 @@ def test_udp_drops_after_the_last_datagram_are_counted_without_another_one():
     counters, inbox, stop = Counters(), queue.Queue(maxsize=100_000), threading.Event()
     feed = Feed(source, inbox, counters, stop)
     feed.start()
-    received = 0
-
-    def take() -> int:
-        nonlocal received
-        while not inbox.empty():
-            received += getattr(inbox.get(), "received", 0)
-        return received
+    take = Taken(inbox)
     # what was queued is read, then a quiet poll finds the drops: wait for that, not for a guessed time
     wait_until(lambda: counters.kernel_dropped_datagrams > 0 and take() + counters.kernel_dropped_datagrams >= sent,
                what="every datagram received or counted as dropped")

@@ -36,6 +36,7 @@ from deploy.clock import TIME_UNITS, RateWatch
 from deploy.onsets import OpenOnsets
 from deploy.plausibility import SignalWatch
 from deploy.plausibility import preflight as preflight_signal
+from deploy.settings import DAEMON_SOURCE_KEYS
 from deploy.service import sd_notify, serve_metrics, watchdog_interval_s
 from deploy.signing import bundle_trust
 from deploy.sinks import event_message, open_sink, probs_message
@@ -48,7 +49,6 @@ from deploy.wearers import Wearer, WearerStream, WearerTable
 
 log = logging.getLogger("deploy.gateway")
 
-SOURCE_KEYS_NOT_THE_SOURCES = ("on_end", "reconnect_max_s", "rate_check", "signal_check", "time_unit", "kind")
 PER_WEARER_LATENCIES = 512      # hops each wearer keeps for its own percentiles
 TOTAL_LATENCIES = 1 << 16       # and the gateway's, over every wearer: ~2.7 min of 200 wearers (1 MB)
 
@@ -192,7 +192,7 @@ class Gateway:
 
 
 def open_source_from(config: dict, model_rate: float):
-    options = {k: v for k, v in config["source"].items() if k not in SOURCE_KEYS_NOT_THE_SOURCES}
+    options = {k: v for k, v in config["source"].items() if k not in (*DAEMON_SOURCE_KEYS, "kind")}
     kind = config["source"]["kind"]
     if kind == "replay":
         for key in ("units", "rate_hz"):  # recordings carry their own

@@ -21,7 +21,7 @@ import numpy as np
 
 from deploy.errors import FogError
 from deploy.lazy import lazy_import, require
-from deploy.sources import (POLL_S, Chunk, ReplaySource, SerialSource, Source, UdpSource, parse_bytes,
+from deploy.sources import (POLL_S, Chunk, ReplaySource, SerialSource, SensorSource, UdpSource, parse_bytes,
                             pump_bytes)
 from deploy.wearer_formats import UNATTRIBUTED, is_binary, parse_datagram, parse_frames, valid_device
 
@@ -54,12 +54,12 @@ class WearerUdpSource(UdpSource):
         return list(chunks.values())
 
 
-class WearerMqttSource(Source):
+class WearerMqttSource(SensorSource):
     """Subscribes to `{topic}/+/acc`; the topic's middle level names the wearer. Payload: lines of
     `t,AccV,AccML,AccAP` or binary frames of that wearer (a frame naming another wearer is rejected, `device`)."""
     name = "mqtt"
 
-    def __init__(self, host="127.0.0.1", port=1883, topic="fog", username=None, password=None,
+    def __init__(self, host="127.0.0.1", port=None, topic="fog", username=None, password=None,
                  password_file=None, tls=False, ca_file=None, cert_file=None, key_file=None, client_id=None,
                  keepalive=30, qos=0, **kw):
         super().__init__(**kw)
@@ -113,7 +113,7 @@ class WearerMqttSource(Source):
             self.client.loop_stop()
 
 
-class WearerSerialSource(Source):
+class WearerSerialSource(SensorSource):
     """Several serial ports, one wearer each (`ports`: {path: wearer name}); each port on its own thread."""
     name = "serial"
 
@@ -141,7 +141,7 @@ class WearerSerialSource(Source):
         pump_bytes(port.port.readline, tagged, stop, port.port.close, split=False)
 
 
-class ReplayFolderSource(Source):
+class ReplayFolderSource(SensorSource):
     """A folder of recordings, one wearer each (named by the file's stem), replayed side by side."""
     name = "replay"
     live = False
@@ -205,7 +205,7 @@ SOURCES = {"udp": WearerUdpSource, "mqtt": WearerMqttSource, "serial": WearerSer
            "replay": ReplayFolderSource}
 
 
-def open_wearer_source(kind: str, **options) -> Source:
+def open_wearer_source(kind: str, **options) -> SensorSource:
     if kind not in SOURCES:
         raise FogError(f"the gateway reads {', '.join(sorted(SOURCES))}, not {kind!r}")
     return SOURCES[kind](**options)

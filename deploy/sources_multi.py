@@ -135,10 +135,7 @@ class WearerSerialSource(SensorSource):
 
     @staticmethod
     def _pump(name, port, emit, stop) -> None:
-        def tagged(chunk):
-            chunk.device = name
-            emit(chunk)
-        pump_bytes(port.port.readline, tagged, stop, port.port.close, split=False)
+        pump_bytes(port.port.readline, _tagging(name, emit), stop, port.port.close, split=False)
 
 
 class ReplayFolderSource(SensorSource):
@@ -172,10 +169,15 @@ class ReplayFolderSource(SensorSource):
 
     @staticmethod
     def _one(name, replay, emit, stop) -> None:
-        def tagged(chunk):
-            chunk.device = name
-            emit(chunk)
-        replay.run(tagged, stop)
+        replay.run(_tagging(name, emit), stop)
+
+
+def _tagging(name: str, emit):
+    """`emit` for one wearer's source: each chunk is tagged with the wearer's name first."""
+    def tagged(chunk):
+        chunk.device = name
+        emit(chunk)
+    return tagged
 
 
 def _run_all(items, stop, target, emit) -> None:

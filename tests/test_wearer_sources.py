@@ -97,3 +97,27 @@ def test_open_onsets_are_kept_per_wearer(tmp_path):
     onsets.update("event", {"device": "bed1", "class": "Turn", "onset_s": 1.0, "detect_s": 1.5, "decided_s": 2.0})
     left = OpenOnsets(tmp_path / "open.json").leftover()       # the next start, after a SIGKILL
     assert [(m["device"], m["class"], m["type"]) for m in left] == [("bed2", "Turn", "aborted")]
+
+
+def test_several_serial_ports_each_one_wearer():
+    pytest.importorskip("serial")
+    import os
+    import threading
+    from deploy.sources_multi import WearerSerialSource
+    ends = [os.openpty() for _ in range(2)]        # (writer, the port the gateway opens) per wearer
+    source = WearerSerialSource({os.ttyname(port): name for (_, port), name in zip(ends, ("bed1", "bed2"))})
+    got, stop = [], threading.Event()
+    thread = threading.Thread(target=source.run, args=(got.append, stop), daemon=True)
+    thread.start()
+    for (writer, _), name in zip(ends, ("bed1", "bed2")):
+        os.write(writer, b"0.0,1,2,3\n0.015625,1,2,3\nnot a sample\n")
+    deadline = time.monotonic() + 10
+    while sum(c.received for c in got) < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(5)
+    by_wearer = {name: [c for c in got if c.device == name] for name in ("bed1", "bed2")}
+    for chunks in by_wearer.values():
+        assert sum(len(c.t) for c in chunks) == 2 and sum(c.rejected.get("columns", 0) for c in chunks) == 1
+    for writer, port in ends:
+        os.close(writer)

@@ -167,8 +167,12 @@ def wait_ready(procs, timeout=600):
 
 # ------------------------------------------------------------------ one run
 
+STOPPED = "the daemon was stopped (SIGTERM)"   # why the runs end: an episode still going then says so
+
+
 def single_daemon_events(bundle: Path, t, acc, out: Path) -> list[dict]:
-    """The events of the single-wearer daemon's own code fed the wearer's datagrams as chunks."""
+    """The events of the single-wearer daemon's own code fed the wearer's datagrams as chunks, ended as the runs
+    are (SIGTERM)."""
     from deploy import daemon
     from deploy.config import build_config
     from deploy.sources import Chunk
@@ -179,7 +183,7 @@ def single_daemon_events(bundle: Path, t, acc, out: Path) -> list[dict]:
     for i in range(0, len(t), PER_DATAGRAM):
         daemon._process(Chunk(t[i:i + PER_DATAGRAM].copy(), acc[i:i + PER_DATAGRAM].astype(np.float64),
                               time.monotonic()), w, stop)
-    daemon.drain(w, stop)
+    daemon.drain(w, stop, STOPPED)
     return events_in(out)
 
 
@@ -195,12 +199,16 @@ def events_in(path: Path, device: str | None = None) -> list[dict]:
 def check_events(bundle, n, seconds, pool, tmp, got, limit) -> tuple[bool, int]:
     tmp = Path(tempfile.mkdtemp(dir=tmp))   # a file sink appends: every check writes fresh files
     """Do `limit` wearers (spread over 0..n-1) have the events of their own daemon? got(k) -> their events."""
-    checked = sorted({int(round(i * (n - 1) / max(1, limit - 1))) for i in range(min(n, limit))})
-    equal = True
+    limit = min(n, limit)
+    checked = sorted({int(round(i * (n - 1) / max(1, limit - 1))) for i in range(limit)})
+    differ = []
     for k in checked:
         t, acc = wearer_samples(k, seconds, pool)
-        equal &= single_daemon_events(bundle, t, acc, tmp / f"ref-{n}-{k}.jsonl") == got(k)
-    return equal, len(checked)
+        if single_daemon_events(bundle, t, acc, tmp / f"ref-{n}-{k}.jsonl") != got(k):
+            differ.append(k)
+    if differ:
+        print(f"events differ from the single-wearer daemon's for wearers {differ}", file=sys.stderr, flush=True)
+    return not differ, len(checked)
 
 
 def figures(n, seconds, cores, per_wearer: list[dict], skipped, accepted, cpu, rss, equal, checked, load) -> dict:
@@ -258,7 +266,8 @@ def run_separate(args, n: int, pool, tmp: Path) -> dict:
 
 
 def find_max(run, start: int, limit: int) -> tuple[int, list[dict]]:
-    """Double N while held, then bisect between the last held and the first not (to 5 %)."""
+    """Double N while held, then bisect between the last held and the first not (to 5 %); held at `limit`: the
+    search stops there (the report says the maximum is at least that)."""
     trials, best, worst, n = [], 0, None, start
     while worst is None:
         trials.append(run(n))
@@ -282,12 +291,14 @@ def plot(trials: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (lat, cpu) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, runs in trials.items():
+    for (name, runs), color in zip(trials.items(), ("tab:blue", "tab:orange")):
         runs = sorted(runs, key=lambda r: r["wearers"])
         n = [r["wearers"] for r in runs]
-        lat.plot(n, [1e3 * r["p99_decision_latency_s"] for r in runs], "o-", label=f"{name} p99 (worst wearer)")
-        lat.plot(n, [1e3 * r["p50_decision_latency_s"] for r in runs], "o--", label=f"{name} p50")
-        cpu.plot(n, [r["cores_used"] for r in runs], "o-", label=name)
+        lat.plot(n, [1e3 * r["p99_decision_latency_s"] for r in runs], "o-", color=color,
+                 label=f"{name} p99 (worst wearer)")
+        lat.plot(n, [1e3 * r["p50_decision_latency_s"] for r in runs], "o--", color=color, alpha=0.6,
+                 label=f"{name} p50 (median wearer)")
+        cpu.plot(n, [r["cores_used"] for r in runs], "o-", color=color, label=name)
     lat.axhline(1e3 * HOP_S, color="grey", lw=0.8, ls=":", label="hop (real-time bound)")
     lat.set(xlabel="wearers", ylabel="decision latency, ms", yscale="log", title="sample arrival to decision")
     cpu.set(xlabel="wearers", ylabel="cores used (CPU s / s)", title="CPU")
@@ -307,6 +318,8 @@ def main() -> int:
     ap.add_argument("--find-max", action="store_true")
     ap.add_argument("--vs-separate", action="store_true")
     ap.add_argument("--max-wearers", type=int, default=1024, help="--find-max searches no further")
+    ap.add_argument("--max-separate", type=int, default=160,
+                    help="--find-max starts no more single-wearer daemons than this (~70 MB each: a shared machine)")
     ap.add_argument("--check-wearers", type=int, default=50, help="wearers whose events are compared")
     ap.add_argument("--plot", help="latency and CPU against N (PNG)")
     args = ap.parse_args()
@@ -323,15 +336,17 @@ def main() -> int:
                            env=dict(os.environ, PYTHONPATH=str(REPO)))
         pool = signals(args.seconds)
         print(f"{len(pool)} recordings: " + ", ".join(name for name, _ in pool), flush=True)
-        runs = {"gateway": lambda n: run_gateway(args, n, pool, tmp)}
+        runs = {"gateway": (lambda n: run_gateway(args, n, pool, tmp), args.max_wearers)}
         if args.vs_separate:
-            runs["separate daemons"] = lambda n: run_separate(args, n, pool, tmp)
+            runs["separate daemons"] = (lambda n: run_separate(args, n, pool, tmp),
+                                        min(args.max_wearers, args.max_separate))
         report, trials = {}, {}
-        for name, run in runs.items():
+        for name, (run, limit) in runs.items():
             if args.find_max:
-                best, trials[name] = find_max(run, args.wearers, args.max_wearers)
+                best, trials[name] = find_max(run, args.wearers, limit)
                 figures_ = next(r for r in trials[name] if r["wearers"] == args.wearers)
-                figures_ = {**figures_, "max_wearers_real_time": best, "trials": trials[name]}
+                figures_ = {**figures_, "max_wearers_real_time": best, "trials": trials[name],
+                            "max_is_the_search_limit": best == limit}
             else:
                 figures_ = run(args.wearers)
                 trials[name] = [figures_]

@@ -280,9 +280,11 @@ def loop(gw: Gateway, stop, max_seconds: float | None = None) -> str:
         rest = tick_s - (time.monotonic() - started)
         if rest > 0 and not ended:
             stop.wait(rest)
+    if getattr(stop, "reason", None) or gw.failure:   # a signal (or a refusal) first: the input may end meanwhile
+        return getattr(stop, "reason", None) or gw.failure
     if ended:
         return "the input ended" if gw.source.name in ENDS_NORMALLY else f"the source {gw.source.name} ended"
-    return gw.failure or getattr(stop, "reason", None) or "the daemon was stopped"
+    return "the daemon was stopped"
 
 
 def take_turn(gw: Gateway, timeout: float) -> bool:

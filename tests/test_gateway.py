@@ -159,3 +159,23 @@ def test_wearers_beyond_the_limit_are_counted_not_lost(bundle, tmp_path):
         gw.source.sock.close()
     assert set(final["wearers"]) == {"w0", "w1"}
     assert final["unattributed"]["wearer_limit"] == 2 * 2 * 64 and final["balanced"]
+
+
+def test_a_signal_s_reason_wins_over_a_source_that_ends_meanwhile(bundle, tmp_path):
+    """SIGTERM stops the sources too: their END, taken in the same turn, must not make an episode cut by the signal
+    say 'the source ended' (the single-wearer daemon's rule)."""
+    from deploy.feed import END
+    gw = gateway.wire(config_for(bundle, tmp_path / "out.jsonl", wearer_timeout_s=30.0))
+    try:
+        stop = threading.Event()
+
+        def signal_then_end(timeout):       # the signal comes while the loop waits; the source ends with it
+            stop.reason = "the daemon was stopped (SIGTERM)"
+            stop.set()
+            return {}, [END]
+        gw.inbox.take = signal_then_end
+        assert gateway.loop(gw, stop) == "the daemon was stopped (SIGTERM)"
+        gw.inbox.take = lambda timeout: ({}, [END])
+        assert gateway.loop(gw, threading.Event()) == "the source udp ended"
+    finally:
+        gw.source.sock.close()

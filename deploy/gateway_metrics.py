@@ -114,7 +114,8 @@ class GatewayMetrics:
         metric("udp_kernel_dropped_datagrams_total", "counter", "UDP datagrams the kernel dropped.",
                [("", own["kernel_dropped_datagrams"])])
         metric("sink_failures_total", "counter", "Messages a sink could not deliver, by sink.",
-               [(f'{{sink="{_esc(k)}"}}', n) for k, n in sorted(own["sink_failures"].items())] or [('{sink="none"}', 0)])
+               [(f'{{sink="{_esc(k)}"}}', n) for k, n in sorted(own["sink_failures"].items())]
+               or [('{sink="none"}', 0)])
         metric("batches_total", "counter", "Engine calls, by batch size.",
                [(f'{{size="{size}"}}', n) for size, n in sorted(self.gw.batcher.calls.items())])
         metric("hop_latency_seconds", "summary", "Sample arrival to decision, every wearer.",

@@ -1,11 +1,12 @@
 """The gateway's sources: each chunk carries the wearer it belongs to (`Chunk.device`).
 
-| kind | what | the wearer is |
-| --- | --- | --- |
-| `udp` | datagrams of tagged lines or binary frames (deploy.wearer_formats), one port for every wearer | the `device` field |
-| `mqtt` | messages on `{topic}/<device>/acc` (paho-mqtt): lines `t,AccV,AccML,AccAP` or binary frames | the topic level |
-| `serial` | several serial ports (pyserial), lines `t,AccV,AccML,AccAP` | the port's name (`ports`: path -> name) |
-| `replay` | a folder of recordings (any layout deploy.recording reads), one wearer each | the file's stem |
+- `udp`: one port for every wearer, datagrams of tagged lines or binary frames (deploy.wearer_formats); the wearer
+  is the `device` field;
+- `mqtt`: messages on `{topic}/<device>/acc` (paho-mqtt), lines `t,AccV,AccML,AccAP` or binary frames; the wearer is
+  the topic level;
+- `serial`: several serial ports (pyserial), lines `t,AccV,AccML,AccAP`; the wearer is the port's name (`ports`:
+  path -> name);
+- `replay`: a folder of recordings (any layout deploy.recording reads), one wearer each, named by the file's stem.
 
 They run as the daemon's sources do (deploy.feed.Feed: a thread, `run(emit, stop)`, reconnects): `emit(chunk)` puts
 a tagged chunk into the gateway's inbox (deploy.inbox), which keeps a budget per wearer.

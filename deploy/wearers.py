@@ -76,9 +76,10 @@ class WearerStream:
         if self.rejecting in (1, 10, 100) or self.rejecting % 1000 == 0:
             reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(chunk.rejected.items()))
             fixes = "; ".join(REJECT_FIX.get(reason, reason) for reason in sorted(chunk.rejected))
-            log.warning("%s", self._say(f"lines rejected ({reasons}; {sum(self.counters.dropped[r] for r in REJECT_FIX)}"
-                                        f" of {self.counters.received} received so far), e.g. "
-                                        f"{printable(getattr(chunk, 'example', None) or '')!r}: {fixes}"))
+            rejected = sum(self.counters.dropped[r] for r in REJECT_FIX)
+            log.warning("%s", self._say(f"lines rejected ({reasons}; {rejected} of {self.counters.received} received "
+                                        f"so far), e.g. {printable(getattr(chunk, 'example', None) or '')!r}: "
+                                        f"{fixes}"))
 
 
 class Wearer:

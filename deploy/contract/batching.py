@@ -35,8 +35,8 @@ class BatchingSection(Section):
         sizes = list(self.sizes)
         if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= MAX_BATCH for s in sizes) \
                 or sizes != sorted(set(sizes)):
-            raise BundleError(f"manifest batching.sizes = {sizes!r}: ascending distinct whole numbers in 1..{MAX_BATCH}; "
-                              "re-export the bundle (toolkit export --batch 1,8,32)")
+            raise BundleError(f"manifest batching.sizes = {sizes!r}: ascending distinct whole numbers in "
+                              f"1..{MAX_BATCH}; re-export the bundle (toolkit export --batch 1,8,32)")
         for role, per_size in self.files.items():
             if not isinstance(per_size, dict) or {str(s) for s in sizes[1:]} - set(map(str, per_size)):
                 raise BundleError(f"manifest batching.files.{role} = {per_size!r} must name a file for each of "

@@ -158,15 +158,17 @@ def _batches(gens: list[str], precision: str, batching: dict | None) -> list[str
     if not batching or len(batching.get("sizes", [])) < 2:
         return []
     profile = batching.get("tensorrt") if precision != "int8" else None
+    files = batching.get("files", {})
+    per_size = files.get(precision) or files.get("fp32", {})
     jobs = [(profile["file"], "cache/model_dynamic.engine", profile)] if profile else \
-        [(f, f"cache/model_b{size}.engine", None) for size, f in (batching.get("files", {}).get(precision) or
-                                                                  batching.get("files", {}).get("fp32", {})).items()]
+        [(f, f"cache/model_b{size}.engine", None) for size, f in per_size.items()]
     lines = ["# The gateway's batch sizes (it builds and caches these itself on first start): BATCHES=1 to time them",
              'if [ -n "${BATCHES:-}" ]; then']
     for gen in gens:
         lines.append(f'  if [ "$TRT_MAJOR" = "{gen.split(".")[0]}" ]; then')
-        lines += [f'    "$TRTEXEC" {" ".join(trtexec_args(gen, model=model, engine=engine, precision=precision, profile=p))}'
-                  for model, engine, p in jobs]
+        for model, engine, shapes in jobs:
+            args = trtexec_args(gen, model=model, engine=engine, precision=precision, profile=shapes)
+            lines.append(f'    "$TRTEXEC" {" ".join(args)}')
         lines.append("  fi")
     return lines + ["fi"]
 

@@ -277,10 +277,23 @@ def recordings_from_args(args) -> list[Recording]:
     return read_recordings(args.data, layout=getattr(args, "layout", None), mapping=getattr(args, "mapping", None))
 
 
+def label_kind(recording) -> str:
+    """"typed" (Kaggle's three types), "untyped" (one "freeze" label in every class column: Daphnet, Stanford) or
+    "unlabelled", of a Recording or a PreparedRecording."""
+    if recording.labels is None:
+        return "unlabelled"
+    if isinstance(recording, PreparedRecording):
+        return "typed" if recording.typed else "untyped"
+    return "untyped" if (recording.meta or {}).get("label_kind") == "any" else "typed"
+
+
 def describe_recordings(recordings) -> dict:
-    """A short JSON-safe description of a set of recordings (for checkpoints and caches)."""
+    """A short JSON-safe description of a set of recordings (for checkpoints and caches). `label_kinds` counts the
+    recordings by `label_kind`: what the model learnt its classes from (calibration.checkpoint.trained_event_mode)."""
     names, subjects, seconds, sources = [], set(), 0.0, set()
+    kinds = {"typed": 0, "untyped": 0, "unlabelled": 0}
     for r in recordings:
+        kinds[label_kind(r)] += 1
         if isinstance(r, PreparedRecording):
             names.append(r.name)
             subjects.add(r.subject)
@@ -291,4 +304,4 @@ def describe_recordings(recordings) -> dict:
         seconds += r.duration_s
         sources.add(str(meta.get("generator") or meta.get("layout") or "file"))
     return {"recordings": len(names), "subjects": sorted(subjects), "hours": round(seconds / 3600, 3),
-            "sources": sorted(sources), "names": names[:50]}
+            "sources": sorted(sources), "names": names[:50], "label_kinds": kinds}

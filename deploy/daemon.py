@@ -146,7 +146,7 @@ def wire(config: dict) -> Wiring:
                             hop_samples=events.hop_samples(spec.rate_hz),
                             lookahead_samples=events.lookahead_samples(spec.rate_hz), events=events,
                             live=source.live, max_gap_s=st["max_gap_s"], max_behind_s=st["max_behind_s"],
-                            event_columns=tuple(bundle.output.event_columns))
+                            event_columns=tuple(bundle.output.event_columns), any_fog=bundle.output.any_fog)
     spec, stream = wearer_setup(spec, bundle.streaming, st.get("wearer_state"), stream)
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
     watch = None if source.name == "replay" else RateWatch(

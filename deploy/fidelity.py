@@ -4,10 +4,10 @@
 engine) and predicts them offline with `deploy.offline.predict_recording` under the spec as declared ("recording"
 normalization included), on the same hop and look-ahead grid, so the only difference left is how the stream is
 normalized. It reports, pooled over recordings:
-- time called FOG (a sample inside an any-FOG event, deploy.scoring's detector) offline and streamed, and the
-  difference in percentage points;
+- time called FOG (a sample inside an event, found as the daemon finds them: deploy.events.Detection) offline and
+  streamed, and the difference in percentage points;
 - decision agreement: the share of samples whose called/not-called status is the same;
-- events: any-FOG events offline and streamed, and those of one without an overlapping event in the other;
+- events offline and streamed, and those of one without an overlapping event in the other;
 - the daemon's own per-class events, and how many fell on a background class (must be 0).
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 from deploy.counters import Counters
 from deploy.event_classes import any_fog
 from deploy.offline import batch_infer, predict_recording
-from deploy.scoring import any_fog_events, event_mask
+from deploy.events import Detection
+from deploy.scoring import event_mask
 from deploy.sources import Chunk
 from deploy.stream import Pipeline, StreamSettings
 
@@ -48,11 +49,13 @@ def _overlaps(a, b) -> int:
                for x in a)
 
 
-def compare(offline: np.ndarray, streamed: np.ndarray, rate_hz: float, events, columns, rule: str) -> dict:
-    """Figures of one recording: offline vs streamed (n, C) probabilities on the same grid."""
+def compare(offline: np.ndarray, streamed: np.ndarray, rate_hz: float, detection: Detection) -> dict:
+    """Figures of one recording: offline vs streamed (n, C) probabilities on the same grid, events as `detection`
+    (the bundle's: event classes, any-FOG rule, mode) finds them."""
     n = min(len(offline), len(streamed))
+    columns, rule = detection.columns, detection.rule
     a, b = any_fog(offline[:n], columns, rule), any_fog(streamed[:n], columns, rule)
-    ev_a, ev_b = any_fog_events(a, rate_hz, events), any_fog_events(b, rate_hz, events)
+    ev_a, ev_b = detection.events(offline[:n], rate_hz), detection.events(streamed[:n], rate_hz)
     called_a, called_b = event_mask(ev_a, n, rate_hz), event_mask(ev_b, n, rate_hz)
     return {"samples": n, "called_offline": int(called_a.sum()), "called_streamed": int(called_b.sum()),
             "agree": int((called_a == called_b).sum()), "abs_prob_diff": float(np.abs(a - b).sum()),
@@ -81,6 +84,7 @@ class Fidelity:
         """`events`: the bundle's deploy.contract.events.EventSettings (its hop and look-ahead make the grid)."""
         self.spec, self.engine, self.classes = spec, engine, list(classes)
         self.events, self.columns, self.rule = events, list(columns), rule
+        self.detection = Detection.of(events, self.classes, self.columns, rule)
         self.hop, self.look = events.hop_samples(spec.rate_hz), events.lookahead_samples(spec.rate_hz)
         self.infer = batch_infer(engine)
         self._offline = {}
@@ -95,15 +99,14 @@ class Fidelity:
         recording (each is a session of its own), gives the normalizer factory of deploy.wearer.stream_setup."""
         settings = StreamSettings(source_units=recordings[0].units, hop_samples=self.hop,
                                   lookahead_samples=self.look, events=self.events,
-                                  event_columns=tuple(self.columns))
+                                  event_columns=tuple(self.columns), any_fog=self.rule)
         items, background, daemon = [], 0, 0
         event_classes = {self.classes[c] for c in self.columns}
         for i, rec in enumerate(recordings):
             settings = replace(settings, source_units=rec.units, source_rate_hz=rec.rate_hz,
                                normalizer=session() if session else None)
             streamed, events = stream_recording(rec, spec, self.engine, self.classes, settings)
-            items.append(compare(self.offline(i, rec), streamed, self.spec.rate_hz, self.events, self.columns,
-                                 self.rule))
+            items.append(compare(self.offline(i, rec), streamed, self.spec.rate_hz, self.detection))
             daemon += len(events)
             background += sum(ev.cls not in event_classes for ev in events)
         return pool(items, background, daemon)

@@ -23,7 +23,7 @@ from deploy.bundle import Bundle
 from deploy.config import build_config, event_settings
 from deploy.daemon import run
 from deploy.engines import open_engine
-from deploy.events import Event, detect_events
+from deploy.events import Detection, Event
 from deploy.metrics import event_metrics, pool_event_metrics
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
@@ -76,7 +76,7 @@ def _stream_and_compare(bundle_dir, recordings, tmp_path, events_override=None):
         timeline = predict_recording(rec, spec, _infer(engine), settings.hop_samples(spec.rate_hz),
                                      settings.lookahead_samples(spec.rate_hz))
         labels = prepare_recording(rec, spec).labels                    # at the model rate, nearest sample
-        off_events = detect_events(timeline, spec.rate_hz, classes=bundle.classes, **settings.detector_kwargs())
+        off_events = Detection.of_bundle(bundle, settings).events(timeline, spec.rate_hz)   # as the bundle says
         assert len(events) == len(off_events)
         offline.append(event_metrics(labels, off_events, spec.rate_hz))
         streamed.append(event_metrics(labels, events, spec.rate_hz))

@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from calibration import progress as bars
-from calibration.checkpoint import load_model
+from calibration.checkpoint import checkpoint_info, load_model, trained_event_mode
 from deploy import operating_points
 from deploy.bundle import Bundle, sha256_file
 from deploy.contract.events import EventSettings
 from deploy.engines import open_engine
 from deploy.errors import FogError
-from deploy.event_classes import any_fog
 from deploy.lazy import lazy_import
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
@@ -45,6 +44,7 @@ class Scorer:
     events: EventSettings | dict = field(default_factory=dict)   # a bundle's (or a preset's) event settings
     columns: object = field(default_factory=lambda: slice(None))  # event columns (a bundle's background classes left out)
     any_fog: str = "max"
+    classes: tuple | None = None   # the names of the event columns (None: deploy.scoring.column_names)
 
 
 @dataclass
@@ -107,24 +107,29 @@ def bundle_scorer(bundle, precision=None, backend: str = "auto") -> Scorer:
     engine = open_engine(bundle, backend=backend, precision=precision)
     used = getattr(engine, "precision", None) or precision or bundle.precision
     return Scorer(f"bundle {Path(bundle.folder).name} ({used}, {engine.backend})", bundle.input.spec, engine, used,
-                  engine.backend, bundle.events, bundle.output.event_columns, bundle.output.any_fog)
+                  engine.backend, bundle.events, bundle.output.event_columns, bundle.output.any_fog,
+                  tuple(bundle.output.event_classes))
 
 
 def torch_scorer(model, weights=None, preprocess=None, activation: str = "sigmoid") -> Scorer:
     if _is_module(model):
         source = from_module(model, preprocess=preprocess, activation=activation)
-        module, spec, name, events = source.module, source.spec, source.name, {}
+        module, spec, name, events, classes = source.module, source.spec, source.name, {}, source.classes
     else:
         module, preset, checkpoint = load_model(model, weights)  # the project's one weights loader
         spec = PreprocessSpec.from_dict(models.get_preset(preset).preprocess)
-        events = dict(models.get_preset(preset).events)  # what its bundle would carry
+        classes = models.get_preset(preset).classes
+        events = dict(models.get_preset(preset).events)  # what its bundle would carry, the event mode included
+        trained = trained_event_mode(checkpoint_info(checkpoint))[0] if checkpoint else None
+        if trained:
+            events["mode"] = trained
         name = preset + (f" ({weights})" if weights else " (shipped weights)" if checkpoint else " (untrained)")
     act = {"sigmoid": torch.sigmoid, "softmax": lambda y: torch.softmax(y, dim=-1), "none": lambda y: y}[activation]
 
     def infer(x):
         with torch.no_grad():
             return act(module(torch.from_numpy(np.ascontiguousarray(x)))).numpy()
-    return Scorer(name, spec, infer, "fp32", "pytorch", events)
+    return Scorer(name, spec, infer, "fp32", "pytorch", events, classes=tuple(classes))
 
 
 def _is_bundle(model) -> bool:
@@ -166,12 +171,13 @@ def evaluate(model=None, recordings=(), *, weights=None, preprocess: dict | None
     results, probs, scored = [], {}, []
     if scorer:
         probs["model"] = [p[:, scorer.columns] for p in model_probabilities(scorer, recs, settings, progress)]
-        results.append(score(recs, probs["model"], settings, scorer.name, any_fog_rule=scorer.any_fog))
-        scored.append(("model", settings, scorer.any_fog))
+        results.append(score(recs, probs["model"], settings, scorer.name, any_fog_rule=scorer.any_fog,
+                             classes=scorer.classes))
+        scored.append(("model", settings, scorer.any_fog, scorer.classes))
     probs["freeze index"] = [freeze_index_probability(r, fi_window_s, fi_threshold) for r in recs]
     results.append(score(recs, probs["freeze index"], freeze_index_settings(settings),
                          f"freeze index ({fi_window_s:g} s, threshold {fi_threshold:g})"))
-    scored.append(("freeze index", freeze_index_settings(settings), "max"))
+    scored.append(("freeze index", freeze_index_settings(settings), "max", None))
     result = EvaluationResult(results=results, settings=settings, recordings=len(recs),
                               hours=sum(r.duration_s for r in recs) / 3600,
                               precision=scorer.precision if scorer else None,
@@ -185,8 +191,8 @@ def evaluate(model=None, recordings=(), *, weights=None, preprocess: dict | None
 
 def _sweep(result: EvaluationResult, recs, scored, thresholds, fi_threshold: float, at_fa_per_hour) -> None:
     """Each scorer's operating points (and the chosen one) into `result`, keyed by the scorer's table name."""
-    for (key, knobs, rule), figures in zip(scored, result.results):
-        swept = operating_points.sweep(recs, [any_fog(p, rule=rule) for p in result.probs[key]], knobs, thresholds)
+    for (key, knobs, rule, classes), figures in zip(scored, result.results):
+        swept = operating_points.sweep(recs, result.probs[key], knobs, thresholds, classes, rule)
         if key == "freeze index":     # the index's own units beside each probability threshold
             for point in swept["points"]:
                 point["freeze_index"] = operating_points.freeze_index_at(point["on"], fi_threshold)

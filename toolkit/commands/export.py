@@ -95,7 +95,10 @@ def add_arguments(p) -> None:
     st.add_argument("--fidelity-budget-s", type=float, default=BUDGET_S,
                     help="skip the step (and say so) when one timed inference puts it over this many seconds "
                          f"(default {BUDGET_S:g})")
-    add_event_arguments(p.add_argument_group("event defaults written into the manifest"))
+    add_event_arguments(p.add_argument_group("event defaults written into the manifest"), mode_help=(
+        "'any': one any-FOG event per freeze; 'per_class': one event stream per event class (default: from what the "
+        "checkpoint was trained on: any when it learnt from untyped freezes such as Daphnet's, per_class when all "
+        "its freezes were typed or it does not say; manifest events.mode)"))
     p.add_argument("--threads", type=int, default=1,
                    help="torch/onnxruntime threads of the export's own work (default 1: a shared machine)")
     add_quiet(p)

@@ -83,7 +83,8 @@ def build_manifest(p, events) -> dict:
         "target": p.target.to_dict(),
         "export": {"opset": p.opset, "batch": p.opt.batch, "calibration": p.calibration_info, "timings": p.timings,
                    "engine": p.engine_note, "kit": p.kit, "cpu_latency_ms": cpu_choice.get("latency_ms"),
-                   "cpu_precision": p.cpu_choice, "fp16_note": FP16_NOTE, "cpu_dynamic_plan": p.dynamic_info},
+                   "cpu_precision": p.cpu_choice, "fp16_note": FP16_NOTE, "cpu_dynamic_plan": p.dynamic_info,
+                   "event_mode": p.event_mode},
         "onnxruntime": onnxruntime_section(p, p.thread_cap).to_dict(),
         "precision_plan": p.plan,
         "verification": {"pairs": p.pairs, "windows": sum(len(b) for b in p.ver_batches),
@@ -142,6 +143,9 @@ def summary_table(out, manifest: dict) -> str:
     if manifest["export"].get("cpu_precision"):
         lines.append(f"  cpu precision: {manifest['export']['cpu_precision']['reason']}")
     lines.append(f"  engine: {manifest['export']['engine']}")
+    mode = manifest["export"].get("event_mode")
+    if mode:
+        lines.append(f"  events: mode {mode['mode']} ({mode['chosen_by']})")
     for role, cap in ((manifest.get("onnxruntime") or {}).get("thread_cap") or {}).items():
         lines.append(f"  thread cap ({role}, measured on {cap['measured_on'].split(' (')[0]}): {cap['reason']}")
     lines += _streaming_lines(manifest.get("streaming"))

@@ -21,11 +21,11 @@ from calibration.calibrators import DEFAULT_METHOD
 from calibration.data import BatchReader, synthetic_windows
 from calibration.progress import StepBar
 from deploy.contract import CPU_FP32_REASON, FP32_FILE, INT8_FILE
-from deploy.contract.events import EventSettings
 from deploy.lazy import lazy_import
 from deploy.engines.onnxruntime import DISABLED_OPTIMIZERS
 from toolkit.export import buildkit, cpu_graph, cpu_plans, plan, ranges, threads, trt_build, verify
 from toolkit.export.checks import assert_checks, run_checks
+from toolkit.export.detector import bundle_events
 from toolkit.export.manifest import build_manifest
 from toolkit.export.onnx import ExportError, export_float, export_graph, with_activation
 from toolkit.export.streaming import BUDGET_S, measure_streaming
@@ -135,7 +135,7 @@ class ExportPipeline:
         self.thread_cap = None  # {role: the measured cap} (toolkit.export.threads), for onnxruntime targets
         self.int8_file, self.reference, self.ort_dynamic, self.dynamic_info, self.preoptimized, self.staged = \
             INT8_FILE, None, None, None, None, None
-        self.event_settings = EventSettings.resolve(source.events, opt.events, classes=source.classes)
+        self.event_settings, self.event_mode = bundle_events(source, opt.events)
         if opt.ranges and not self.want_int8:
             source.notes.append(f"the {opt.ranges.source} ranges ({opt.ranges.path}) are not shipped: the bundle has no "
                                 f"INT8 graph at precision {precision} (pass --precision int8 to ship them)")
@@ -365,7 +365,7 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     opt = options or ExportOptions()
     out = Path(out)
     precision = choose_precision(target, opt.precision)
-    EventSettings.resolve(source.events, opt.events, classes=source.classes)  # bad flags: refused before any work
+    bundle_events(source, opt.events)  # bad flags: refused before any work
     warn_notes(source)
     if opt.ranges:
         ranges.check_belongs(source.module, opt.ranges)  # and ranges made for other weights

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from calibration.cache import CalibrationCache, model_hash
-from calibration.checkpoint import fit_weights, read_weights
+from calibration.checkpoint import checkpoint_info, fit_weights, read_weights
 from deploy.bundle import sha256_file
 from deploy.contract import CLASSES
 from deploy.errors import FogError
@@ -55,6 +55,7 @@ class ModelSource:
     any_fog: str = "max"              # how "any FOG" is formed from the event classes: max | sum
     qat_ranges: CalibrationCache | None = None  # the learnt ranges of a QAT checkpoint (`toolkit train --qat`)
     events: dict = field(default_factory=dict)  # the preset's event settings (flags override them, then defaults)
+    info: dict = field(default_factory=dict)    # the checkpoint's JSON (what it was trained on), {} when none
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -137,7 +138,8 @@ def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrain
     return ModelSource(module=module.eval(), name=name, kind="tsai" if tsai else "preset", preset=name,
                        preprocess=preprocess, classes=tuple(preset.classes), tsai_compat=bool(tsai),
                        events=dict(preset.events), weights_sha256=sha256_file(weights) if weights else None,
-                       weights_path=str(weights) if weights else None, notes=notes, qat_ranges=ranges)
+                       weights_path=str(weights) if weights else None, notes=notes, qat_ranges=ranges,
+                       info=checkpoint_info(weights) if weights else {})
 
 
 def from_checkpoint(path, *, n_patches=None) -> ModelSource:
@@ -161,7 +163,7 @@ def from_checkpoint(path, *, n_patches=None) -> ModelSource:
     return ModelSource(module=module.eval(), name=Path(path).stem, kind="checkpoint", preset=name,
                        preprocess=preprocess, classes=tuple(classes), weights_sha256=sha256_file(path),
                        events=dict(inside.get("events") or preset.events), notes=notes,
-                       weights_path=str(path), qat_ranges=qat_ranges(inside, module, path))
+                       weights_path=str(path), qat_ranges=qat_ranges(inside, module, path), info=side_info)
 
 
 def _amplitude_for_power_term(module, preprocess: dict, preset, path) -> tuple[dict, list[str]]:

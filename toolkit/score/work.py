@@ -16,7 +16,7 @@ import numpy as np
 from toolkit.score.worn import BlockStats, NotWorn, WornSettings
 
 # Raised whenever the per-recording result could change for the same file, bundle and settings.
-WORK_VERSION = 1
+WORK_VERSION = 2   # 2: events as the bundle says (events.mode, background classes left out)
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Scorer:
     def score(self, source, progress=None) -> dict:
         """Score one recording (a toolkit.score.read.Source). `progress(seconds_of_signal)` is called per chunk."""
         from deploy.chunked import predict_chunks, recording_stats
-        from deploy.events import EventDetector
+        from deploy.events import Detection
 
         started = time.perf_counter()
         reader = source.open()
@@ -105,8 +105,9 @@ class Scorer:
             not_worn = NotWorn(blocks.intervals(), self.spec.rate_hz)
         if self.spec.normalization == "recording":
             stats = recording_stats(reader.chunks(rows), self.spec, rate, units)
-        # pass 2: the model on the daemon's grid, events as the daemon's detector finds them
-        detector = EventDetector(self.classes, self.spec.rate_hz, **self.events.detector_kwargs(), t0_s=0.0)
+        # pass 2: the model on the daemon's grid, events as the daemon's detector finds them (event classes, mode)
+        detection = Detection.of_bundle(self.bundle, self.events)
+        detector = detection.detector(self.spec.rate_hz)
         events = []
 
         def chunks():
@@ -123,7 +124,7 @@ class Scorer:
                                            recording_stats=stats, skip=skip, n_classes=len(self.classes)):
             if not_worn.intervals:
                 not_worn.clear(first, probs)
-            events += detector.update(probs)
+            events += detector.update(detection.rows(probs))
         events += detector.flush()
         events.sort(key=lambda e: (e.onset_s, e.cls))
         return {

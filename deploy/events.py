@@ -286,12 +286,16 @@ class Detection:
     @property
     def detector_classes(self) -> tuple:
         """What the detector's events name: ANY_FOG_CLASS, or each event class."""
-        if self.settings.any_event:
-            return (ANY_FOG_CLASS,)
-        return tuple(self.classes[i] for i in self.event_columns)
+        return (ANY_FOG_CLASS,) if self.settings.any_event else self.event_classes
 
     def detector_kwargs(self) -> dict:
-        return (self.settings.any_fog() if self.settings.any_event else self.settings).detector_kwargs()
+        if self.settings.any_event:
+            return self.settings.any_fog(self.event_classes).detector_kwargs()
+        return self.settings.detector_kwargs()
+
+    @property
+    def event_classes(self) -> tuple:
+        return tuple(self.classes[i] for i in self.event_columns)
 
     def rows(self, probs: np.ndarray) -> np.ndarray:
         """The detector's input from (n, C) probabilities (or an (n,) any-FOG score, which is one stream whatever
@@ -310,5 +314,5 @@ class Detection:
         """Offline: the events of a whole timeline, in onset order (an (n,) score gives one stream)."""
         probs = np.asarray(probs)
         det = self.detector(rate_hz) if probs.ndim == 2 else \
-            EventDetector((ANY_FOG_CLASS,), rate_hz, **self.settings.any_fog().detector_kwargs())
+            EventDetector((ANY_FOG_CLASS,), rate_hz, **self.settings.any_fog(self.event_classes).detector_kwargs())
         return sorted(det.update(self.rows(probs)) + det.flush(), key=lambda e: (e.onset_s, e.cls))

@@ -50,7 +50,7 @@ def settings_at(settings, on: float) -> EventSettings:
 
 def operating_point(recordings, probs, detect) -> dict:
     """Pooled event figures of probabilities (one (n,) any-FOG or (n, K) event-class array per recording) with
-    `detect` (a deploy.events.Detection, or event settings)."""
+    `detect` (a deploy.events.Detection)."""
     labelled, free_alarms, free_hours, called, hours = [], 0, 0.0, 0.0, 0.0
     for rec, prob in zip(recordings, probs):
         fig, _ = event_figures(rec, prob, detect)
@@ -64,7 +64,8 @@ def operating_point(recordings, probs, detect) -> dict:
             free_hours += fig["hours"]
     pooled = pool_event_metrics(labelled) if labelled else {}
     alarms = pooled.get("false_alarms", 0) + free_alarms
-    knobs = any_fog_settings(detect.settings if hasattr(detect, "settings") else detect)
+    knobs = detect.detector_kwargs() if detect.settings.any_event else \
+        any_fog_settings(detect.settings, detect.event_classes)
     return {"on": knobs["on"], "off": knobs["off"], "episodes_true": pooled.get("episodes_true", 0),
             "episodes_found": round(pooled["sensitivity"] * pooled["episodes_true"]) if pooled.get("episodes_true")
             else 0, "sensitivity": pooled.get("sensitivity", float("nan")), "false_alarms": alarms,
@@ -78,9 +79,9 @@ def sweep(recordings, probs, settings, grid=GRID, classes=None, rule: str = "max
     """{"current": the settings' on (the least strict class), "points": one operating_point per threshold
     (ascending)}. `probs`: per recording, (n,) any-FOG or (n, K) event-class probabilities named `classes`
     (default deploy.scoring.column_names), their any-FOG rule `rule`."""
-    current = any_fog_settings(settings)["on"]
     probs = [np.asarray(p, dtype=np.float64) for p in probs]
     names = column_names(probs[0], classes) if probs else ()
+    current = any_fog_settings(settings, names)["on"]
     return {"current": current,
             "points": [operating_point(recordings, probs, detection(settings_at(settings, t), names, rule))
                        for t in thresholds(current, grid)]}

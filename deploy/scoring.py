@@ -60,10 +60,10 @@ def at_recording_rate(probs: np.ndarray, model_rate_hz: float, recording) -> np.
     return np.asarray(probs)[idx]
 
 
-def any_fog_settings(settings) -> dict:
+def any_fog_settings(settings, classes=None) -> dict:
     """Detector settings for one "FOG" class: the least strict per-class threshold of `settings` (event settings:
-    an EventSettings, or a partial dict of its keys; EventSettings.any_fog)."""
-    return EventSettings.resolve(settings).any_fog().detector_kwargs()
+    an EventSettings, or a partial dict of its keys) over the event `classes` (default all; EventSettings.any_fog)."""
+    return EventSettings.resolve(settings).any_fog(classes).detector_kwargs()
 
 
 def any_fog_events(any_prob: np.ndarray, rate_hz: float, settings):
@@ -80,10 +80,13 @@ def detection(settings, classes, rule: str = "max") -> Detection:
 
 
 def column_names(probs, classes=None) -> tuple:
-    """The names of the columns of (n, C) probabilities: `classes`, else the three FOG classes, else class0..."""
+    """The names of the columns of (n, C) probabilities: `classes`, else the three FOG classes, else class0...;
+    an (n,) any-FOG score names none."""
+    if np.ndim(probs) == 1:
+        return ()
     if classes is not None:
         return tuple(classes)
-    width = 1 if np.ndim(probs) == 1 else np.shape(probs)[1]
+    width = np.shape(probs)[1]
     return CLASSES if width == len(CLASSES) else tuple(f"class{i}" for i in range(width))
 
 

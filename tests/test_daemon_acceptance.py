@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,23 +26,9 @@ from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
 from deploy.recording import write_recording
 from models import get_preset
+from tests.conftest import DEFAULT_WEIGHTS as WEIGHTS
 from tests.helpers_bundle import make_bundle
-
-REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = REPO / "models" / "weights" / "fog-small.pt"
 HELDOUT_SEED = 3000  # training drew its subjects with seed 0 (models/weights/fog-small.json), the model report 1000
-
-
-@pytest.fixture(scope="session")
-def default_bundle(tmp_path_factory):
-    """The trained default as a bundle (`toolkit export`, cpu target, fp32: ~25 s), or None without weights."""
-    if not WEIGHTS.is_file():
-        return None
-    out = tmp_path_factory.mktemp("default") / "bundle"
-    result = subprocess.run([sys.executable, "-m", "toolkit.cli", "export", "--target", "cpu", "--precision", "fp32",
-                             "--out", str(out), "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out
 
 
 def _infer(engine):

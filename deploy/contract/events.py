@@ -179,11 +179,14 @@ class EventSettings(Section):
     def any_event(self) -> bool:
         return self.mode == "any"
 
-    def any_fog(self) -> "EventSettings":
+    def any_fog(self, classes=None) -> "EventSettings":
         """The settings of the one any-FOG detector: each threshold the least strict of its per-class values (the
-        any-FOG probability is at least every event class's under "max"), off never above on."""
+        any-FOG probability is at least every event class's), of the event `classes` when some are given (a
+        background class's threshold is no event's), off never above on."""
         def least(value) -> float:
-            return min(value.values()) if isinstance(value, dict) else min(value) if _sequence(value) else value
+            if isinstance(value, dict):
+                return min(v for c, v in value.items() if not classes or c in classes)
+            return min(value) if _sequence(value) else value
         on = least(self.on)
         return replace(self, on=on, off=min(least(self.off), on))
 

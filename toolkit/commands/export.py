@@ -71,6 +71,10 @@ def add_arguments(p) -> None:
     tgt.add_argument("--dla-core", type=int, help="build for this DLA core with GPU fallback (targets with DLA)")
     tgt.add_argument("--no-engine", action="store_true", help="write the build kit only, even if TensorRT is here")
     tgt.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    tgt.add_argument("--allow-degenerate", action="store_true",
+                     help="export a detector the checks call degenerate (a class named like 'no event' counted as "
+                          "FOG, FOG called on most FOG-free time) with a warning in the manifest's checks instead "
+                          "of a refusal")
     cal = p.add_argument_group("calibration and verification")
     cal.add_argument("--calibration", metavar="CAL_JSON",
                      help="ship the ranges of this calibration cache (`toolkit calibrate --out`) instead of "
@@ -138,7 +142,7 @@ def run(args) -> int:
                     build_engine="never" if args.no_engine else "auto", force=args.force,
                     stream_normalization=args.stream_normalization, fidelity=not args.no_fidelity,
                     fidelity_budget_s=args.fidelity_budget_s,
-                    recurrence=args.recurrence, threads=args.threads)
+                    recurrence=args.recurrence, threads=args.threads, allow_degenerate=args.allow_degenerate)
     print(result.summary())
     print(f"bundle digest {result.digest}  (pin it on the device: bundle_digest in the daemon's config)")
     return 0

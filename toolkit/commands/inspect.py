@@ -43,7 +43,8 @@ def _describe(manifest: dict) -> str:
     checks = manifest.get("checks", [])
     lines.append(f"checks     {sum(c['passed'] for c in checks)}/{len(checks)} passed")
     for c in checks:
-        lines.append(f"  [{'ok' if c['passed'] else 'FAIL'}] {c.get('model', '')}: {c['name']}: {c['detail'][:100]}")
+        verdict = "ok" if c["passed"] else "WARN" if c.get("warning") else "FAIL"
+        lines.append(f"  [{verdict}] {c.get('model', '')}: {c['name']}: {c['detail'][:100]}")
     ver = manifest.get("verification", {})
     lines.append(f"verified   on {ver.get('windows')} windows")
     for name, v in ver.get("pairs", {}).items():

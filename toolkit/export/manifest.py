@@ -12,6 +12,7 @@ from deploy.contract import AXES, FP32_FILE, INPUT_NAME, OUTPUT_NAME, SCHEMA_VER
 from deploy.contract.runtime import OnnxRuntimeSection
 from deploy.offline import output_per
 from toolkit import __version__
+from toolkit.export.lookahead import lines as lookahead_lines
 from toolkit.export.macs import count_macs
 from toolkit.export.ranges import ranges_line
 from toolkit.export.verify import describe
@@ -108,6 +109,8 @@ def _streaming_lines(streaming: dict | None) -> list[str]:
                      f"{f['percent_time_called_fog_offline']:6.2f} % offline ({f['difference_pp']:+.2f} pp), "
                      f"agreement {100 * f['decision_agreement']:.1f} %, events {f['events_streamed']} vs "
                      f"{f['events_offline']}, {'ok' if f['passed'] else 'BEYOND LIMITS'}")
+    if streaming.get("lookahead"):
+        lines += lookahead_lines(streaming["lookahead"])
     return lines
 
 
@@ -119,9 +122,11 @@ def summary_table(out, manifest: dict) -> str:
     for rel, entry in manifest["files"].items():
         lines.append(f"  {rel:<34} {entry['bytes']:>12,}  {entry['sha256'][:16]}")
     passed = sum(c["passed"] for c in manifest["checks"])
-    lines += ["", f"  checks: {passed}/{len(manifest['checks'])} passed"]
+    warned = sum(bool(c.get("warning")) for c in manifest["checks"])
+    lines += ["", f"  checks: {passed}/{len(manifest['checks'])} passed" + (f", {warned} WARNING(S)" if warned else "")]
     for c in manifest["checks"]:
-        lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['model']}: {c['name']}: {c['detail'][:90]}")
+        verdict = "ok" if c["passed"] else "WARN" if c.get("warning") else "FAIL"
+        lines.append(f"    [{verdict}] {c['model']}: {c['name']}: {c['detail'][:90]}")
     unused = (manifest["export"].get("calibration") or {}).get("unused")
     if unused:
         lines.append(f"  calibration: {len(unused)} quantizer(s) inert at this shape (no window reached them, no Q/DQ "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from calibration.calibrators import DEFAULT_METHOD
@@ -25,10 +25,11 @@ from deploy.lazy import lazy_import
 from deploy.engines.onnxruntime import DISABLED_OPTIMIZERS
 from toolkit.export import buildkit, cpu_graph, cpu_plans, plan, ranges, threads, trt_build, verify
 from toolkit.export.checks import assert_checks, run_checks
-from toolkit.export.detector import bundle_events
+from toolkit.export.detector import bundle_events, check_class_names, check_fires, check_fog_free, settle
+from toolkit.export.lookahead import as_setting as lookahead_setting
 from toolkit.export.manifest import build_manifest
 from toolkit.export.onnx import ExportError, export_float, export_graph, with_activation
-from toolkit.export.streaming import BUDGET_S, measure_streaming
+from toolkit.export.streaming import BUDGET_S, describe_streaming, lookahead_set, measure_streaming
 from toolkit.export.targets import Target
 from toolkit.timing import onnx_head_to_head
 
@@ -80,6 +81,7 @@ class ExportOptions:
     fidelity_budget_s: float = BUDGET_S  # ... unless one timed inference says it would cost more (then skipped)
     recurrence: str = "auto"            # toolkit.export.plan.RECURRENCE_CHOICES: auto | fused | unrolled
     threads: int = 1                    # torch and onnxruntime threads of the export's own work (see export_bundle)
+    allow_degenerate: bool = False      # export a detector the checks call degenerate (toolkit.export.detector)
 
 
 def calibrate_int8(qat, reader, method: str, progress: bool = False) -> dict:
@@ -249,6 +251,8 @@ class ExportPipeline:
             self.pairs["torch_qat_vs_ort_int8"] = verify.compare("torch_qat_vs_ort_int8", qat_ref, as_written)
             self.pairs["torch_vs_ort_int8"] = verify.compare("torch_vs_ort_int8", reference, self.ort_int8)
         verify.assert_verified(self.pairs)
+        self.checks.append(settle(check_fires(reference, self.source, self.event_settings), self.source,
+                                  self.opt.allow_degenerate))
         self.timings["verify_s"] = self.progress.done(", ".join(f"{k} max {v['max_abs']:.2g}"
                                                                 for k, v in self.pairs.items()))
 
@@ -315,10 +319,10 @@ class ExportPipeline:
             self.progress.done(f"{self.engine_note}; {threads.describe(self.thread_cap)}")
             return
         run_file = INT8_FILE if self.precision == "int8" else FP32_FILE
-        outputs = self.ort_int8 if self.precision == "int8" else self.ort_fp32
-        inputs = self.ver_batches[0]
+        ref = buildkit.export_reference(self.work / run_file, self.precision, self.opt.batch, self.opt.calib_reader,
+                                        self.cal_batches + self.ver_batches, self.source)
         self.kit = buildkit.write_kit(self.work, self.target, model_file=run_file, precision=self.precision,
-                                      inputs=inputs, outputs=outputs[:len(inputs)], dla_core=self.opt.dla_core)
+                                      ref=ref, dla_core=self.opt.dla_core)
         can, why = trt_build.can_build_here(self.target) if self.opt.build_engine == "auto" \
             else (False, "--no-engine")
         if can:
@@ -335,14 +339,13 @@ class ExportPipeline:
         self.progress.start("streaming fidelity: the daemon's pipeline vs offline under the declared normalization")
         self.streaming = measure_streaming(self.work / FP32_FILE, self.source, self.event_settings,
                                            self.opt.stream_normalization, self.opt.fidelity_recordings,
-                                           self.opt.fidelity_budget_s)
-        f = self.streaming.fidelity
-        if f is None:
-            self.progress.done(self.streaming.skipped)
-            return
-        self.progress.done(f"{self.streaming.normalization}: {f['percent_time_called_fog_streamed']:.2f} % "
-                           f"time called FOG streamed vs {f['percent_time_called_fog_offline']:.2f} % offline, "
-                           f"agreement {100 * f['decision_agreement']:.1f} %")
+                                           self.opt.fidelity_budget_s, lookahead_set(self.source, self.opt.events))
+        self.checks.append(settle(check_fog_free(self.streaming, self.source), self.source,
+                                  self.opt.allow_degenerate))
+        if self.streaming.fidelity is not None:     # the look-ahead the sweep chose (or the one the user set)
+            self.event_settings = replace(self.event_settings,
+                                          lookahead_s=lookahead_setting(self.streaming.lookahead["chosen"]))
+        self.progress.done(describe_streaming(self.streaming))
 
     def write_manifest(self) -> dict:
         self.progress.start("manifest")
@@ -367,6 +370,7 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     precision = choose_precision(target, opt.precision)
     bundle_events(source, opt.events)  # bad flags: refused before any work
     warn_notes(source)
+    names = settle(check_class_names(source), source, opt.allow_degenerate)   # a 'no event' class counted as FOG
     if opt.ranges:
         ranges.check_belongs(source.module, opt.ranges)  # and ranges made for other weights
     if out.exists() and any(out.iterdir()) and not opt.force:
@@ -380,7 +384,9 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     torch.set_num_threads(max(1, opt.threads))
     verify.THREADS = max(1, opt.threads)
     try:
-        manifest = ExportPipeline(source, target, work, opt, precision).run()
+        pipeline = ExportPipeline(source, target, work, opt, precision)
+        pipeline.checks.append(names)
+        manifest = pipeline.run()
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)

@@ -132,6 +132,9 @@ def wire(config: dict) -> Wiring:
     bundle = Bundle.load(config["bundle"], verify=True, expected_digest=config.get("bundle_digest"))
     spec = bundle.input.spec
     events = event_settings(config, bundle)   # the bundle's, under the config's; checked
+    log.info("events: %s, look-ahead %s s (%s)", "one any-FOG event per freeze" if events.any_event else
+             "one stream per event class", events.lookahead_s, "the bundle's" if config["stream"]["lookahead_s"] is None
+             else f"the config's, over the bundle's {bundle.events.lookahead_s}")
     source = open_source_from(config, spec.rate_hz)
     preflight(spec, bundle.classes, events, source.rate_hz or spec.rate_hz, source.units)
     engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],

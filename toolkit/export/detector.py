@@ -5,7 +5,8 @@ Degenerate detectors (the manifest's `checks`, "detector: ..."): export refuses,
 "no event" that is not marked background (`check_class_names`, before any work) and a detector that calls FOG on
 more than MOSTLY_FOG % of the FOG-free time of the fidelity data (`check_fog_free`: labelled not-FOG samples, and
 every sample of recordings without labels, declared FOG-free); `--allow-degenerate` turns either into a warning.
-A warning only: probabilities that never reach the on-threshold on the verification windows (`check_fires`). Random
+A warning only: a detector that never fires (`check_fires`: probabilities below the on-threshold on the verification
+windows and no event on the fidelity data). Random
 initial weights (said loudly in the notes already) are not judged: their detector means nothing.
 
 Event mode (`bundle_events`): `--event-mode` when given; else the checkpoint's training description
@@ -87,21 +88,24 @@ def untrained(source) -> bool:
 NOT_JUDGED = "not judged: random initial weights (model.notes), whose detector means nothing"
 
 
-def check_fires(reference: np.ndarray, source, settings: EventSettings) -> dict:
-    """Whether the any-FOG probability of the verification windows ever reaches the on-threshold (a warning: the
-    verification windows may hold no freeze the model knows)."""
+def check_fires(reference: np.ndarray, source, settings: EventSettings, streaming=None) -> dict:
+    """Whether the detector ever fires: the any-FOG probability of the verification windows reaching the
+    on-threshold, or an event on the fidelity data (`streaming`, when measured). A warning: the data may hold no
+    freeze the model knows."""
     if untrained(source):
-        return _check("reaches the on-threshold", True, NOT_JUDGED, False)
+        return _check("fires", True, NOT_JUDGED, False)
     probs = np.asarray(reference, np.float64).reshape(-1, np.shape(reference)[-1])
     columns = event_columns(source.classes, source.background)
     top = float(any_fog(probs, columns, source.any_fog).max()) if probs.size else float("nan")
     on = settings.any_fog([source.classes[i] for i in columns]).on
-    detail = f"highest any-FOG probability on the verification windows {top:.3g}, on-threshold {on:g}"
-    if top >= on:
-        return _check("reaches the on-threshold", True, detail, False)
-    return _check("reaches the on-threshold", False, detail + ": the detector never fires on them; check the "
-                  "activation (--activation), the thresholds (--on/--off), and the input spec (--rate-hz, --units)",
-                  False)
+    f = (streaming.fidelity if streaming is not None else None) or {}
+    events = max(f.get("events_streamed", 0), f.get("events_offline", 0))
+    detail = (f"highest any-FOG probability on the verification windows {top:.3g} (on-threshold {on:g})"
+              + (f"; {events} event(s) on the fidelity data" if f else "; fidelity not measured"))
+    if top >= on or events:
+        return _check("fires", True, detail, False)
+    return _check("fires", False, detail + ": the detector never fires on them; check the activation "
+                  "(--activation), the thresholds (--on/--off), and the input spec (--rate-hz, --units)", False)
 
 
 def check_fog_free(streaming, source) -> dict:

@@ -165,6 +165,8 @@ class ExportPipeline:
         self.engine_or_kit()
         if self.opt.fidelity:
             self.streaming_fidelity()
+        self.checks.append(settle(check_fires(self.reference, self.source, self.event_settings, self.streaming),
+                                  self.source, self.opt.allow_degenerate))
         return self.write_manifest()
 
     def _add_checks(self, model, precision: str, file: str, label: str, int8_graph: bool = False) -> int:
@@ -251,8 +253,6 @@ class ExportPipeline:
             self.pairs["torch_qat_vs_ort_int8"] = verify.compare("torch_qat_vs_ort_int8", qat_ref, as_written)
             self.pairs["torch_vs_ort_int8"] = verify.compare("torch_vs_ort_int8", reference, self.ort_int8)
         verify.assert_verified(self.pairs)
-        self.checks.append(settle(check_fires(reference, self.source, self.event_settings), self.source,
-                                  self.opt.allow_degenerate))
         self.timings["verify_s"] = self.progress.done(", ".join(f"{k} max {v['max_abs']:.2g}"
                                                                 for k, v in self.pairs.items()))
 

@@ -10,6 +10,7 @@ import json
 
 from deploy.bundle import Bundle, bundle_digest
 from toolkit.commands._options import add_json
+from toolkit.export.lookahead import lines as lookahead_lines
 from toolkit.export.ranges import ranges_line
 from toolkit.export.verify import describe
 
@@ -45,6 +46,9 @@ def _describe(manifest: dict) -> str:
     for c in checks:
         verdict = "ok" if c["passed"] else "WARN" if c.get("warning") else "FAIL"
         lines.append(f"  [{verdict}] {c.get('model', '')}: {c['name']}: {c['detail'][:100]}")
+    look = (manifest.get("streaming") or {}).get("lookahead")
+    if look:   # what each look-ahead did at export, and the one the bundle runs
+        lines += lookahead_lines(look)
     ver = manifest.get("verification", {})
     lines.append(f"verified   on {ver.get('windows')} windows")
     for name, v in ver.get("pairs", {}).items():

@@ -111,7 +111,7 @@ def lines(lookahead: dict) -> list[str]:
         free = f.get("percent_fog_free_called_streamed")
         mark = " <- recommended" if key == lookahead["recommended"] else ""
         mark += " (used)" if key == lookahead["chosen"] else ""
-        out.append(f"    {key:>5} s  time called FOG {f['percent_time_called_fog_streamed']:6.2f} % streamed vs "
+        out.append(f"    {key:>5}{' s' if key != FULL else '  '}  time called FOG {f['percent_time_called_fog_streamed']:6.2f} % streamed vs "
                    f"{f['percent_time_called_fog_offline']:6.2f} % offline, agreement "
                    f"{100 * f['decision_agreement']:5.1f} %, overlap with whole windows "
                    f"{100 * f['overlap_with_whole_window']:5.1f} %"

@@ -55,8 +55,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--metrics-port", type=int, help="serve Prometheus text on 127.0.0.1:PORT/metrics")
     g.add_argument("--status-interval", type=float, help="seconds between status log lines (0 = off)")
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    g.add_argument("--max-seconds", type=float, help="stop after this many seconds (tests, benchmarks)")
+    g.add_argument("--max-seconds", type=_positive_seconds, help="stop after this many seconds (tests, benchmarks)")
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any key")
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type of --max-seconds: a finite number of seconds above 0 (argparse says the error, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0 (e.g. 60), or leave it out to "
+                                         "run until the source ends or a signal stops the daemon")
+    return value
 
 
 SOURCE_FLAGS = (("replay", "--replay"), ("stdin", "--stdin"), ("udp_port", "--udp-port"), ("serial", "--serial"),

@@ -245,6 +245,7 @@ def read_recordings(paths, layout: str | None = None, mapping=None) -> list[Reco
         rec = read_recording(f, layout=layout, mapping=mapping)
         rec.meta.setdefault("name", f.stem)
         recordings.append(rec)
+    stanford.check_each_trial_once(recordings)
     return recordings
 
 

@@ -79,21 +79,31 @@ def channels(value, name):
     return list(value)
 
 
+def key_list(value, name):
+    """trusted_keys: a list of public keys, each a file path or an inline base64 key (deploy.signing reads them)."""
+    if not isinstance(value, list) or not all(isinstance(k, str) and k.strip() for k in value):
+        raise ConfigError(f"{name}: expected a list of public keys, e.g. [\"/etc/fog/keys/lab.pub\"] or the base64 "
+                          "key `toolkit keygen` printed")
+    return value
+
+
 PORT = number(0, 65535, integer=True)
+TIME_UNIT = choice("s", "ms", "us")   # of the line sources' timestamps (deploy.clock.TIME_UNITS)
 TOP = {"bundle": text(), "bundle_digest": digest, "backend": choice("auto", "onnxruntime", "tensorrt"),
        "precision": choice("fp32", "fp16", "int8", optional=True), "threads": number(1, 256, integer=True,
                                                                                      optional=True),
-       "thread_cap": flag, "device_id": topic_level}
+       "thread_cap": flag, "device_id": topic_level, "trusted_keys": key_list,
+       "require_signature": lambda v, name: None if v is None else flag(v, name)}
 SOURCE_COMMON = {"kind": choice("replay", "stdin", "udp", "serial", "lsl"), "units": choice(*UNITS),
                  "rate_hz": number(0, 100_000, above=True, optional=True), "live": flag,
                  "on_end": choice("exit", "reconnect"), "reconnect_max_s": number(0.1, 3600),
-                 "rate_check": choice("refuse", "warn", "off")}
+                 "rate_check": choice("refuse", "warn", "off"), "signal_check": choice("refuse", "warn", "off")}
 SOURCE = {
     "replay": {"path": text(), "layout": text(optional=True), "realtime": flag, "speed": number(0, 1000, above=True),
                "chunk_s": number(0.001, 60, optional=True), "start_s": number()},
-    "stdin": {},
-    "udp": {"host": text(), "port": PORT, "rcvbuf": number(4096, 1 << 28, integer=True)},
-    "serial": {"device": text(), "baud": number(50, 10_000_000, integer=True)},
+    "stdin": {"time_unit": TIME_UNIT},
+    "udp": {"host": text(), "port": PORT, "rcvbuf": number(4096, 1 << 28, integer=True), "time_unit": TIME_UNIT},
+    "serial": {"device": text(), "baud": number(50, 10_000_000, integer=True), "time_unit": TIME_UNIT},
     "lsl": {"stream_name": text(optional=True), "stream_type": text(), "channels": channels,
             "resolve_s": number(0, 3600, above=True)},
 }
@@ -145,6 +155,9 @@ def nearest_anywhere(key: str, top) -> str:
 def check_config(config: dict) -> dict:
     """Check the merged configuration (keys and values); returns it. Raises ConfigError naming key and fix."""
     check_table({k: config[k] for k in TOP}, TOP, "config")
+    if config["require_signature"] and not config["trusted_keys"]:
+        raise ConfigError("require_signature = true needs trusted_keys: the public keys whose signatures count "
+                          "(e.g. trusted_keys = [\"/etc/fog/keys/lab.pub\"], from `toolkit keygen`)")
     for section in ("source", "stream", "events", "log"):
         if not isinstance(config[section], dict):
             raise ConfigError(f"[{section}] must be a table")

@@ -62,7 +62,10 @@ def test_stdin_at_100hz_with_its_rate_runs(bundle, env):
 def test_rate_check_warn_counts_and_runs(bundle, env):
     result = run_daemon([bundle, "--stdin", "--set", 'source.rate_check="warn"'], env, input=lines(100.0, 10))
     c = clean(result)
-    assert c["rate_mismatches"] >= 1 and c["accepted"] == 1000 and "timestamps say" in result.stderr
+    # the intake's grid follows the stream's true period within ~30 samples; what comes too early until then is
+    # dropped and counted (too_close): 100 Hz declared as 64 Hz is 36 % off
+    assert c["rate_mismatches"] >= 1 and c["accepted"] >= 970 and "timestamps say" in result.stderr
+    assert c["accepted"] + c["dropped"].get("too_close", 0) == 1000
 
 
 def test_clock_reset_starts_a_new_segment(bundle, env):

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from deploy.layouts import AXES, CLASSES  # the columns of every recording layout: the bundle speaks the same words
 
-__all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "FP32_FILE", "INT8_FILE",
-           "EVENT_DEFAULTS", "EVENT_KEYS", "EVENT_HELP", "EVENT_MODES", "event_help", "STREAM_NORMALIZATIONS",
-           "CPU_FP32_REASON"]
+__all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "SIGNATURE_FILE", "FP32_FILE",
+           "INT8_FILE", "EVENT_DEFAULTS", "EVENT_KEYS", "EVENT_HELP", "EVENT_MODES", "event_help", "event_flag",
+           "event_flag_kind",
+           "EVENT_FLAG_ALIASES", "STREAM_NORMALIZATIONS", "CPU_FP32_REASON"]
 
 INPUT_NAME, OUTPUT_NAME = "x", "probs"   # the bundled graph's one input and one output (probabilities)
 
 SCHEMA_VERSION = 1                       # of manifest.json; Bundle.load refuses any other
 MANIFEST = "manifest.json"
+SIGNATURE_FILE = "signature.json"        # beside the manifest, outside its file list: signs its digest (deploy.signing)
 FP32_FILE, INT8_FILE = "model_fp32.onnx", "model_int8_qdq.onnx"
 
 # The event settings a bundle carries unless export is told otherwise (deploy.contract.events.EventSettings layers
@@ -46,6 +48,21 @@ EVENT_HELP = {
     "mode": "'any': one any-FOG event per freeze (a model trained on untyped freezes); 'per_class': one event "
             "stream per event class",
 }
+
+
+# Spellings `toolkit evaluate` used before its flags were named after the manifest keys: still accepted, not shown.
+EVENT_FLAG_ALIASES = {"smoothing_s": "--smoothing", "min_duration_s": "--min-duration", "refractory_s": "--refractory"}
+
+
+def event_flag(key: str) -> str:
+    """The command-line flag of manifest event key `key`, spelled as the key is: --hop-s for hop_s (`mode` is
+    --event-mode: a bare --mode would say nothing)."""
+    return "--event-mode" if key == "mode" else "--" + key.replace("_", "-")
+
+
+def event_flag_kind(key: str) -> dict:
+    """The argparse keywords that read the flag of event key `key`: a number, or one of EVENT_MODES."""
+    return {"choices": EVENT_MODES} if key == "mode" else {"type": float}
 
 
 def event_help(key: str) -> str:

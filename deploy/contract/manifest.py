@@ -52,14 +52,17 @@ class Manifest(Section):
                                     "export-calibrated, method, calibrator, windows, data, data_description, path, "
                                     "model_hash, unused}|null, timings: {step: s}, engine, kit: {script, reference, "
                                     "generations, trtexec}|null, cpu_latency_ms, cpu_precision, fp16_note, "
-                                    "cpu_dynamic_plan, event_mode: {mode, chosen_by}}")
+                                    "cpu_dynamic_plan, events_chosen: {from, sha256, fa_per_hour_asked, scored, "
+                                    "point, events_scored, hours, recordings}|null (toolkit.api.threshold), "
+                                    "event_mode: {mode, chosen_by} (toolkit.export.detector)}")
     onnxruntime: OnnxRuntimeSection | None = key(None, "OnnxRuntimeSection")
     precision_plan: PrecisionPlan | None = key(None, "PrecisionPlan | null (no INT8 graph)")
     verification: dict | None = key(None, "{pairs: {\"torch_vs_ort_fp32\": {max_abs, mean_abs, p99_abs, "
                                           "agreement, threshold, passed}, ...}, windows, data, weights}")
     checks: tuple[dict, ...] = key((), "[{name, passed, detail, model}]: the static checks of every graph")
     streaming: StreamingSection | None = key(None, "StreamingSection | null (--no-fidelity)")
-    files: dict | None = key(None, "{relative path: {sha256, bytes}}: every file but manifest.json and cache/")
+    files: dict | None = key(None, "{relative path: {sha256, bytes}}: every file but manifest.json, signature.json "
+                                   "and cache/ (built on the device)")
     digest: str | None = key(None, "\"sha256:<hex>\" of the canonical manifest (sorted keys, no spaces) without "
                                    "this field: covers every file")
 

@@ -130,6 +130,13 @@ def lookahead_set(source, given: dict) -> float | str | None:
     return {**source.events, **{k: v for k, v in (given or {}).items() if v is not None}}.get("lookahead_s")
 
 
+def with_lookahead(events, section: StreamingSection | None):
+    """The bundle's event settings with the look-ahead the sweep chose (or kept), when it ran."""
+    if section is None or not section.lookahead:
+        return events
+    return replace(events, lookahead_s=lookaheads.as_setting(section.lookahead["chosen"]))
+
+
 def describe_streaming(section: StreamingSection) -> str:
     """One line for the export's step bar."""
     f = section.fidelity

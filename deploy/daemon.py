@@ -1,7 +1,7 @@
 """fog-daemon: read a bundle and a sensor stream, emit freezing-of-gait events in real time (no torch needed).
 
-    fog-daemon BUNDLE --udp-port 5005 --sink mqtt://127.0.0.1:1883/fog
-    fog-daemon BUNDLE --replay walk.csv --sink - --probs         # as fast as possible
+    fog-daemon --bundle BUNDLE --udp-port 5005 --sink mqtt://127.0.0.1:1883/fog
+    fog-daemon --bundle BUNDLE --replay walk.csv --sink - --probs         # as fast as possible
     fog-daemon --config /etc/fog/daemon.toml
 
 SIGTERM/SIGINT drain what was received, close open episodes, print the counters and exit 0; SIGHUP logs the
@@ -38,6 +38,7 @@ from deploy.service import Heartbeat, sd_notify, serve_metrics, setup_logging
 from deploy.signing import Trust, bundle_trust
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources import REJECT_FIX, open_source
+from deploy.settings import DAEMON_SOURCE_KEYS
 from deploy.stream import Pipeline, StreamSettings
 from deploy.validate import preflight
 from deploy.wearer import stream_setup
@@ -51,7 +52,7 @@ def open_source_from(config: dict, model_rate: float):
     options = dict(config["source"])
     kind = options.pop("kind")
     # the daemon's settings, not the source's
-    for key in ("on_end", "reconnect_max_s", "rate_check", "signal_check", "time_unit"):
+    for key in DAEMON_SOURCE_KEYS:
         options.pop(key, None)
     if kind == "replay":
         for key in ("units", "rate_hz"):  # a recording carries its own
@@ -165,23 +166,23 @@ def wire(config: dict) -> Wiring:
     spec, stream = wearer_setup(spec, bundle.streaming, st.get("wearer_state"), stream)
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
     signal_watch = SignalWatch(source.units, source.rate_hz or spec.rate_hz, counters,   # the model's declared input:
-                               policy=config["source"].get("signal_check", "refuse"),   # orientation-invariant or not
+                               policy=config["source"]["signal_check"],   # orientation-invariant or not
                                orientation=not bundle.input.spec.gravity_align)
     if source.name == "replay":   # a recording's units mistake stops the start, before READY
         preflight_signal(signal_watch, source.recording.acc, f"recording {source.path}")
     watch = None if source.name == "replay" else RateWatch(
-        source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),
+        source.rate_hz or spec.rate_hz, counters, policy=config["source"]["rate_check"],
         given=config["source"].get("rate_hz") is not None or source.name == "lsl")
     return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
                   stream.lookahead_samples, watch, trust=trust, signal_watch=signal_watch,
-                  time_scale=TIME_UNITS[config["source"].get("time_unit", "s")])
+                  time_scale=TIME_UNITS[config["source"]["time_unit"]] if "time_unit" in config["source"] else 1.0)
 
 
 def start_source(w: Wiring, config: dict, stop: threading.Event) -> Feed:
     """The source on its own thread (deploy.feed), reopened as the config says when a live source fails."""
     feed = Feed(w.source, w.inbox, w.counters, stop, reopen=lambda: open_source_from(config, w.pipeline.rate),
-                on_end=config["source"].get("on_end", "exit"),
-                max_backoff_s=config["source"].get("reconnect_max_s", 30.0))
+                on_end=config["source"]["on_end"],
+                max_backoff_s=config["source"]["reconnect_max_s"])
     feed.start()
     return feed
 

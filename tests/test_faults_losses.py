@@ -11,6 +11,7 @@ from deploy.counters import Counters
 from deploy.feed import Feed
 from deploy.sinks import UdpSink
 from deploy.sources import UdpSource
+from tests.daemon_harness import Taken, wait_until
 
 
 def test_udp_drops_after_the_last_datagram_are_counted_without_another_one():
@@ -23,14 +24,14 @@ def test_udp_drops_after_the_last_datagram_are_counted_without_another_one():
     counters, inbox, stop = Counters(), queue.Queue(maxsize=100_000), threading.Event()
     feed = Feed(source, inbox, counters, stop)
     feed.start()
-    time.sleep(0.6)                                            # read what was queued, then a quiet poll or two
+    take = Taken(inbox)
+    # what was queued is read, then a quiet poll finds the drops: wait for that, not for a guessed time
+    wait_until(lambda: counters.kernel_dropped_datagrams > 0 and take() + counters.kernel_dropped_datagrams >= sent,
+               what="every datagram received or counted as dropped")
     stop.set()
     feed.finish()
-    received = 0
-    while not inbox.empty():
-        received += getattr(inbox.get(), "received", 0)
     assert counters.kernel_dropped_datagrams > 0
-    assert received + counters.kernel_dropped_datagrams == sent
+    assert take() + counters.kernel_dropped_datagrams == sent
 
 
 def test_udp_drops_are_read_at_the_end_even_without_a_quiet_poll():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deploy.recording import Recording, write_recording
-from tests.daemon_harness import Daemon, daemon_env, final_counters, run_daemon, wait_until
+from tests.daemon_harness import Daemon, Taken, daemon_env, final_counters, run_daemon, wait_until
 from tests.helpers_bundle import make_bundle
 from tests.test_stream import walking_recording
 
@@ -216,13 +216,7 @@ def test_udp_datagrams_the_kernel_drops_are_counted():
     counters, inbox, stop = Counters(), queue.Queue(maxsize=100_000), threading.Event()
     feed = Feed(source, inbox, counters, stop)
     thread = feed.start()
-    received = 0
-
-    def take() -> int:
-        nonlocal received
-        while not inbox.empty():
-            received += getattr(inbox.get(), "received", 0)
-        return received
+    take = Taken(inbox)
 
     def one_more() -> bool:
         # the kernel hands its drop count over with the next datagram it has room to queue: the stream goes on

@@ -6,14 +6,12 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from deploy.daemon import main as daemon_main
 from tests.helpers_bundle import CLASSES, make_bundle
-from tests.daemon_harness import REPO, final_counters
+from tests.daemon_harness import REPO, Daemon, daemon_env, final_counters, run_daemon
 from tests.test_faults_stream import lines
 
 
@@ -24,10 +22,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture
 def env():
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-        env.pop(key, None)
-    return env
+    return daemon_env()
 
 
 def _refused(result, *needles):
@@ -38,14 +33,9 @@ def _refused(result, *needles):
         assert needle in result.stderr, result.stderr[-2000:]
 
 
-def _daemon(argv, env, **kw):
-    return subprocess.run([sys.executable, "-m", "deploy", *map(str, argv)], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=REPO, **kw)
-
-
 def test_malformed_watchdog_usec_stops_the_start(bundle, env):
     env["WATCHDOG_USEC"] = "abc"
-    _refused(_daemon([bundle, "--stdin"], env, input=""), "WATCHDOG_USEC='abc'", "WatchdogSec=")
+    _refused(run_daemon([bundle, "--stdin"], env, input=""), "WATCHDOG_USEC='abc'", "WatchdogSec=")
 
 
 def test_metrics_port_in_use_stops_the_start(bundle, env):
@@ -53,7 +43,7 @@ def test_metrics_port_in_use_stops_the_start(bundle, env):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        _refused(_daemon([bundle, "--stdin", "--metrics-port", port], env, input=""),
+        _refused(run_daemon([bundle, "--stdin", "--metrics-port", port], env, input=""),
                  f"metrics_port = {port}", "choose a free port")
 
 
@@ -76,14 +66,14 @@ def test_config_naming_a_folder(capsys, tmp_path):
 
 
 def test_negative_max_seconds_is_refused(bundle, env):
-    result = _daemon([bundle, "--stdin", "--max-seconds", "-1"], env, input="")
+    result = run_daemon([bundle, "--stdin", "--max-seconds", "-1"], env, input="")
     assert result.returncode == 2 and "--max-seconds: '-1': give a number of seconds above 0" in result.stderr
 
 
 def test_state_file_holding_a_list_is_replaced_with_a_warning(bundle, env, tmp_path):
     state = tmp_path / "open_onsets.json"
     state.write_text("[1, 2]")
-    result = _daemon([bundle, "--stdin", "--set", f'stream.state_file="{state}"', "--log-level", "warning"], env,
+    result = run_daemon([bundle, "--stdin", "--set", f'stream.state_file="{state}"', "--log-level", "warning"], env,
                      input=lines(64.0, 2))
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "holds a JSON list, not the daemon's table of open onsets" in result.stderr
@@ -92,7 +82,7 @@ def test_state_file_holding_a_list_is_replaced_with_a_warning(bundle, env, tmp_p
 
 def test_lines_with_the_wrong_column_count_are_named_with_the_fix(bundle, env):
     text = "".join(f"{i / 64:.4f},-1,0,0,5\n" for i in range(200))
-    result = _daemon([bundle, "--stdin", "--log-level", "warning"], env, input=text)
+    result = run_daemon([bundle, "--stdin", "--log-level", "warning"], env, input=text)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "lines rejected (1 columns" in result.stderr and "'0.0000,-1,0,0,5'" in result.stderr
     assert "a line holds 4 fields, t,AccV,AccML,AccAP" in result.stderr
@@ -103,20 +93,12 @@ def test_sigterm_says_why_it_cut_an_open_episode(env, tmp_path):
     bundle = make_bundle(tmp_path / "ev", events={
         "hop_s": 0.5, "lookahead_s": 0.5, "smoothing_s": 0.25, "on": {c: 0.52 for c in CLASSES},
         "off": {c: 0.05 for c in CLASSES}, "min_duration_s": 0.5, "refractory_s": 0.5})   # it never ends by itself
-    proc = subprocess.Popen([sys.executable, "-m", "deploy", str(bundle), "--stdin", "--log-level", "warning"],
-                            env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        proc.stdin.write(lines(64.0, 3))
-        proc.stdin.flush()
-        onset = json.loads(proc.stdout.readline())     # the pipe stays open: the episode is going on
-        assert onset["type"] == "onset"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err[-2000:]
+    with Daemon([bundle, "--stdin", "--log-level", "warning"], env=env) as d:
+        d.send(lines(64.0, 3))
+        onset = json.loads(d.wait_for('"type":"onset"', stream="stdout"))   # stdin stays open: the episode goes on
+        done = d.stop(signal.SIGTERM)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 0, err[-2000:]
     ends = [json.loads(line) for line in out.splitlines() if '"type":"event"' in line]
     cut = [e for e in ends if e["class"] == onset["class"]]
     assert cut and cut[-1]["reason"] == "the daemon was stopped (SIGTERM)", out

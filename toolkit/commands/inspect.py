@@ -16,9 +16,10 @@ import sys
 from deploy.bundle import Bundle, bundle_digest
 from deploy.config import load_toml
 from deploy.errors import BundleError, printable
+from deploy.settings import checked
 from deploy.signing import bundle_trust
-from deploy.validate import TOP
-from toolkit.commands._options import add_json
+from toolkit.cli import UserError
+from toolkit.commands._options import add_bundle, add_json, bundle_of
 from toolkit.export.graph_check import graph_problems
 from toolkit.export.lookahead import lines as lookahead_lines
 from toolkit.export.ranges import ranges_line
@@ -28,7 +29,7 @@ HELP = "print a bundle's manifest for a person (--verify checks every file's sha
 
 
 def add_arguments(p) -> None:
-    p.add_argument("bundle", help="bundle folder written by `toolkit export`")
+    add_bundle(p, positional=True)
     p.add_argument("--verify", action="store_true",
                    help="check every file against the manifest, load every graph, check the signature (exit 2 if not)")
     p.add_argument("--config", help="the daemon's TOML: check against its trusted_keys, require_signature and pin")
@@ -87,7 +88,7 @@ def _trust_settings(args) -> dict:
     if args.require_signature:
         settings["require_signature"] = True
     for key, value in settings.items():   # the daemon's own checks of these keys
-        TOP[key](value, key)
+        checked(key, value)
     return settings
 
 
@@ -107,7 +108,10 @@ def _verify(bundle, settings: dict) -> None:
 
 def run(args) -> int:
     settings = _trust_settings(args)
-    bundle = Bundle.load(args.bundle, verify=args.verify,   # BundleError (exit 2) names every changed file
+    folder = bundle_of(args)
+    if not folder:
+        raise UserError("which bundle? give --bundle DIR")
+    bundle = Bundle.load(folder, verify=args.verify,   # BundleError (exit 2) names every changed file
                          expected_digest=settings["bundle_digest"] if args.verify else None).check()
     if args.json:
         print(json.dumps(bundle.manifest, indent=2))   # JSON escapes control characters itself

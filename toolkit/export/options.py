@@ -16,9 +16,8 @@ from dataclasses import dataclass, field, fields
 from calibration.calibrators import CALIBRATORS, DEFAULT_METHOD
 from deploy.contract import (EVENT_FLAG_ALIASES, EVENT_KEYS, STREAM_NORMALIZATIONS, event_flag, event_flag_kind,
                              event_help)
-from deploy.errors import did_you_mean
 from deploy.contract.events import check_layer
-from deploy.errors import FogError
+from deploy.errors import FogError, did_you_mean
 from deploy.layouts import FILE_LAYOUT_HELP
 from toolkit.export.plan import RECURRENCE_CHOICES
 from toolkit.export.streaming import BUDGET_S

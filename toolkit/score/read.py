@@ -43,7 +43,7 @@ def _pyarrow():
 
 
 @dataclass
-class Source:
+class RecordingFile:
     """One recording to score: where it is, whose it is, and how to read it in chunks."""
     path: Path
     subject: str
@@ -86,7 +86,7 @@ class Reader:
 class MemoryReader(Reader):
     """Anything `deploy.recording.read_recording` reads, whole, handed out in chunks."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: RecordingFile):
         from deploy.recording import read_recording
         self.recording = read_recording(source.path)
         self.rate_hz, self.units, self.n_samples = self.recording.rate_hz, self.recording.units, \
@@ -101,7 +101,7 @@ class MemoryReader(Reader):
 class ParquetReader(Reader):
     """AccV, AccML, AccAP of a Parquet file, batch by batch (pyarrow reads one row group at a time)."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: RecordingFile):
         pa = _pyarrow()
         self.path = source.path
         try:
@@ -214,7 +214,7 @@ def _metadata_near(folder: Path, roots: list[Path], cache: dict) -> dict:
     return merged
 
 
-def find_sources(paths, metadata=None) -> list[Source]:
+def find_recording_files(paths, metadata=None) -> list[RecordingFile]:
     """Sources for files and folders (folders searched recursively; metadata files skipped), sorted by path."""
     from deploy.recording import NOT_RECORDINGS
     suffixes = _recording_suffixes()
@@ -238,13 +238,13 @@ def find_sources(paths, metadata=None) -> list[Source]:
     sources = []
     for f in files:
         info = explicit.get(f.stem) or _metadata_near(f.parent, roots, cache).get(f.stem) or {}
-        src = Source(f, subject=info.get("subject") or f.stem, visit=info.get("visit", ""),
+        src = RecordingFile(f, subject=info.get("subject") or f.stem, visit=info.get("visit", ""),
                      start_of_day_s=info.get("start_of_day_s"))
         if src.is_parquet:
             _parquet_header(src)
         sources.append(src)
     # two files with one Id (a CSV and its Parquet copy, two sites' folders): name them by their relative paths
-    stems: dict[str, list[Source]] = {}
+    stems: dict[str, list[RecordingFile]] = {}
     for src in sources:
         stems.setdefault(src.path.stem, []).append(src)
     for clash in (v for v in stems.values() if len(v) > 1):
@@ -254,7 +254,7 @@ def find_sources(paths, metadata=None) -> list[Source]:
     return sources
 
 
-def _parquet_header(src: Source) -> None:
+def _parquet_header(src: RecordingFile) -> None:
     """n_samples (and rate/units when the file says) from the footer, without reading data."""
     try:
         pa = _pyarrow()

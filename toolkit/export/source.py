@@ -22,7 +22,7 @@ from deploy.bundle import sha256_file
 from deploy.contract import CLASSES
 from deploy.errors import FogError
 from deploy.event_classes import check_background, default_rule
-from deploy.lazy import lazy_import
+from deploy.lazy import TOOLKIT_PACKAGES, lazy_import
 from deploy.preprocess import PreprocessSpec
 
 models = lazy_import("models", "workstation", "the model registry")
@@ -190,7 +190,12 @@ def import_user_module(module_name: str, folder=None):
     A module (or package) found in `folder` (default: the working folder) is loaded from its file under a private
     name (`_fog_user_<sha>.<name>`), so a `models.py` next to the user never replaces the toolkit's `models` package
     in `sys.modules`. The folder is appended to `sys.path` (never put first), so the user's module can still import
-    its sibling files. Anything else is imported as usual (an installed package, or one on PYTHONPATH)."""
+    its sibling files, and only after the toolkit's own packages (TOOLKIT_PACKAGES) are imported, so none of its files
+    can stand in for one later. Anything else is imported as usual (an installed package, or one on PYTHONPATH)."""
+    # Once a package is in sys.modules its submodules come from its own folder, so no `models.py` of the user's can
+    # stand in for it later, however the toolkit was installed (an editable install's finder is asked after sys.path)
+    for package in TOOLKIT_PACKAGES:
+        importlib.import_module(package)
     folder = Path(folder or Path.cwd()).resolve()
     top, _, rest = module_name.partition(".")
     package, single = folder / top / "__init__.py", folder / f"{top}.py"
@@ -221,8 +226,11 @@ def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, cla
     try:
         factory = getattr(import_user_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ModelSourceError(f"cannot import {spec!r} ({exc}); run from the folder that holds the module or "
-                               "add it to PYTHONPATH") from None
+        clash = str(getattr(exc, "name", None) or "").partition(".")[0]
+        fix = (f"your code imports {clash!r}, which is the toolkit's own package of that name: rename your module "
+               "(or import it relative to your package)") if clash in TOOLKIT_PACKAGES else \
+            "run from the folder that holds the module or add it to PYTHONPATH"
+        raise ModelSourceError(f"cannot import {spec!r} ({exc}); {fix}") from None
     module = factory(**(factory_kwargs or {}))
     ranges = _load_weights(module, weights) if weights else None
     state_sha, note = (None, None) if weights else _factory_weights(factory, factory_kwargs or {}, module)

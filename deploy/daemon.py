@@ -26,7 +26,7 @@ from deploy.config import build_config, event_settings
 from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_args
 from deploy.counters import Counters
 from deploy.engines import open_engine
-from deploy.errors import FogError
+from deploy.errors import FogError, reader_gone
 from deploy.feed import END, Feed
 from deploy.intake import RateMismatch, RateWatch
 from deploy.onsets import OpenOnsets
@@ -300,7 +300,12 @@ def _process(chunk, w: Wiring, stop: threading.Event) -> None:
 
 def main(argv=None, prog: str = "fog-daemon") -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return run_args(build_parser(prog).parse_args(attach_sink_values(argv)), prog)
+    try:
+        status = run_args(build_parser(prog).parse_args(attach_sink_values(argv)), prog)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:      # `fog-daemon --help | head`
+        return reader_gone()
 
 
 def run_args(args, prog: str = "fog-daemon") -> int:

@@ -80,3 +80,16 @@ def did_you_mean(name, known) -> str:
     """"did you mean 'hop_s'?" for a typo, else the list of known names."""
     match = closest(name, known)
     return f"did you mean {match!r}?" if match else f"known: {', '.join(sorted(map(str, known)))}"
+
+
+def reader_gone() -> int:
+    """Our reader went away (`toolkit targets | head`): stop quietly, as a Unix filter does, with the status a shell
+    shows for one stopped by SIGPIPE. stdout is pointed at /dev/null first: Python flushes it again at exit and
+    would print a second error there."""
+    import os
+    import sys
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):   # no real file descriptor behind stdout (a test's StringIO)
+        pass
+    return 141   # 128 + SIGPIPE

@@ -81,7 +81,8 @@ def recording_identity(rec) -> dict:
     """Which recording this was: its name, its file and the file's sha256 (or, read from memory, the sha256 of
     its samples and labels), so a threshold chosen on it can say on what."""
     source = rec.meta.get("source")
-    out = {"name": str(rec.meta.get("name") or rec.meta.get("id") or "recording"), "subject": rec.meta.get("subject")}
+    out = {"name": str(rec.meta.get("name") or rec.meta.get("id") or "recording"), "subject": rec.meta.get("subject"),
+           "subject_from": rec.meta.get("subject_from")}
     if source and Path(source).is_file():
         out.update(file=str(source), sha256=sha256_file(source))
     else:
@@ -104,7 +105,7 @@ def _as_recordings(recordings, layout=None, mapping=None) -> list:
 
 def bundle_scorer(bundle, precision=None, backend: str = "auto") -> Scorer:
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    engine = open_engine(bundle, backend=backend, precision=precision)
+    engine = open_engine(bundle, backend=backend, precision=precision, exact=True)
     used = getattr(engine, "precision", None) or precision or bundle.precision
     return Scorer(f"bundle {Path(bundle.folder).name} ({used}, {engine.backend})", bundle.input.spec, engine, used,
                   engine.backend, bundle.events, bundle.output.event_columns, bundle.output.any_fog)

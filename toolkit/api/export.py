@@ -40,7 +40,7 @@ def export(model, target: str = "jetson", out=None, *, weights=None, preprocess:
            factory_kwargs: dict | None = None, background=None, any_fog: str | None = None,
            calibration=None, calib_data=None, calib_layout: str | None = None, calib_mapping: str | None = None,
            fidelity_data=None, fidelity_layout: str | None = None, fidelity_mapping: str | None = None,
-           events: dict | None = None, quiet: bool = True, **options) -> ExportResult:
+           events: dict | None = None, quiet: bool = True, untrained: bool = False, **options) -> ExportResult:
     """Export `model` for `target` into the bundle folder `out`.
 
     `model`: a preset name, a checkpoint of this project, 'package.module:factory', or a torch.nn.Module (with
@@ -50,7 +50,8 @@ def export(model, target: str = "jetson", out=None, *, weights=None, preprocess:
     (`toolkit calibrate --out`) whose ranges ship as they are; a QAT result (`toolkit train --qat`) ships its own. `events`: manifest event keys
     (deploy.contract.EVENT_KEYS). Other keywords are `toolkit.export.ExportOptions` fields (batch, precision, opset,
     calib_method, calib_windows, verify_windows, dla_core, build_engine, force, stream_normalization, fidelity,
-    recurrence, threads).
+    recurrence, threads). `untrained`: a preset with random initial weights on purpose (without it, an `n_patches`
+    its shipped weights cannot load, or input-spec values that differ from trained weights', are refused).
     """
     if out is None:
         raise TypeError("export() needs out=: the bundle folder to create")
@@ -62,7 +63,7 @@ def export(model, target: str = "jetson", out=None, *, weights=None, preprocess:
     tgt = get_target(target)
     source = as_source(model, weights=weights, preprocess=preprocess, classes=classes, activation=activation,
                        n_patches=n_patches, tsai=tsai, factory_kwargs=factory_kwargs, background=background,
-                       any_fog=any_fog)
+                       any_fog=any_fog, untrained=untrained)
     opt = ExportOptions(events=dict(events or {}), quiet=quiet, ranges=given_ranges(source, calibration), **options)
     if opt.ranges and calib_data:
         raise ExportError(f"calib_data calibrates at export, but the {opt.ranges.source} ranges of {opt.ranges.path} "

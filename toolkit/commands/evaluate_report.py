@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from deploy.subjects import FROM_FILE, describe
+
 
 def _f(value, fmt="6.3f", width=6):
     return f"{'-':>{width}s}" if value is None or (isinstance(value, float) and math.isnan(value)) \
@@ -20,8 +22,10 @@ def _labelled_row(name, a):
 def print_table(recs, results, settings, per_recording: bool = False) -> None:
     labelled = [r for r in recs if r.labels is not None]
     hours = sum(r.duration_s for r in recs) / 3600
-    print(f"{len(recs)} recordings, {hours * 60:.1f} min ({len(labelled)} labelled); events: on {settings.on}, "
-          f"off {settings.off}, hop {settings.hop_s} s, look-ahead {settings.lookahead_s} s")
+    people = {r.meta.get("subject") or r.meta.get("name"): r.meta.get("subject_from") or FROM_FILE for r in recs}
+    print(f"{len(recs)} recordings of {len(people)} subjects, {hours * 60:.1f} min ({len(labelled)} labelled); "
+          f"events: on {settings.on}, off {settings.off}, hop {settings.hop_s} s, look-ahead {settings.lookahead_s} s")
+    print(f"subjects: {describe(list(people.values()))}")
     if any("ap" in r for r in results):
         print(f"\nper class (recordings labelled with the three types)\n{'scorer':44s} {'mAP':>6s} {'SH':>6s} "
               f"{'Turn':>6s} {'Walk':>6s}")
@@ -43,11 +47,12 @@ def print_table(recs, results, settings, per_recording: bool = False) -> None:
             print(f"{r['name'][:44]:44s} {u['hours']:6.2f} {u['false_alarms']:6d} "
                   f"{_f(u['false_alarms_per_hour'], '7.1f', 7)} {_f(u['percent_time_called_fog'], '6.1f')}")
     if per_recording:
-        print(f"\nper recording\n{'recording':24s} {'scorer':20s} {'AP':>6s} {'AUROC':>6s} {'events':>6s} "
-              f"{'%FOG':>6s}")
+        print(f"\nper recording\n{'recording':34s} {'subject':8s} {'scorer':20s} {'AP':>6s} {'AUROC':>6s} "
+              f"{'events':>6s} {'%FOG':>6s}")
         for r in results:
             for row in r["per_recording"]:
-                print(f"{str(row['name'])[:24]:24s} {r['name'][:20]:20s} {_f(row.get('any_fog_ap'))} "
+                print(f"{str(row['name'])[-34:]:34s} {str(row['subject'])[:8]:8s} {r['name'][:20]:20s} "
+                      f"{_f(row.get('any_fog_ap'))} "
                       f"{_f(row.get('any_fog_auroc'))} {row['events']:6d} {_f(row['percent_time_called_fog'], '6.1f')}")
 
 

@@ -57,7 +57,11 @@ def add_arguments(p) -> None:
     spec.add_argument("--normalization", choices=("recording", "window", "running"))
     shape = p.add_argument_group("static shape")
     shape.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
-    shape.add_argument("--n-patches", type=int, help="patches per window (default: the preset's)")
+    shape.add_argument("--n-patches", type=int, help="patches per window (default: the preset's; a preset's shipped "
+                       "weights fit their own only)")
+    what.add_argument("--untrained", action="store_true",
+                      help="export the preset's architecture with random initial weights on purpose (needed with an "
+                           "--n-patches its shipped weights do not fit)")
     tgt = p.add_argument_group("target")
     tgt.add_argument("--target", default="jetson", help="deployment target (see `toolkit targets`; default jetson)")
     tgt.add_argument("--out", required=True, help="bundle folder to create")
@@ -135,7 +139,7 @@ def run(args) -> int:
                     build_engine="never" if args.no_engine else "auto", force=args.force,
                     stream_normalization=args.stream_normalization, fidelity=not args.no_fidelity,
                     fidelity_budget_s=args.fidelity_budget_s,
-                    recurrence=args.recurrence, threads=args.threads)
+                    recurrence=args.recurrence, threads=args.threads, untrained=args.untrained)
     print(result.summary())
     print(f"bundle digest {result.digest}  (pin it on the device: bundle_digest in the daemon's config)")
     return 0

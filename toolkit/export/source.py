@@ -113,7 +113,13 @@ def _patch_overrides(preset, n_patches: int | None) -> dict:
     return {key: int(n_patches)}
 
 
-def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrained=True) -> ModelSource:
+UNTRAINED_FIX = "--untrained (untrained=True) exports the preset's architecture with random initial weights on purpose"
+
+
+def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrained=True,
+                untrained: bool = False) -> ModelSource:
+    """A preset: its shipped weights unless `weights` are given. Where the shipped ones cannot load (another
+    `n_patches`), the export is refused unless `untrained` says random initial weights are what is wanted."""
     preset = models.get_preset(name)
     overrides = _patch_overrides(preset, n_patches)
     if tsai:
@@ -125,10 +131,16 @@ def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrain
     notes = []
     resized = n_patches is not None and int(n_patches) != int(preset.preprocess["n_patches"])
     shipped = models.pretrained_path(name) if pretrained and not weights else None
-    if shipped is not None and resized:
+    if shipped is not None and resized and not untrained:
         # A learned positional embedding is as long as the training window: the shipped weights cannot load.
-        notes.append(f"random initial weights: the shipped checkpoint is for n_patches="
-                     f"{preset.preprocess['n_patches']}, this export uses {n_patches}")
+        raise ModelSourceError(
+            f"{name}'s shipped weights are for n_patches={preset.preprocess['n_patches']} (a learned positional "
+            f"embedding fixes the window): with --n-patches {n_patches} the bundle would carry random initial weights "
+            f"and detect nothing. Drop --n-patches, give --weights trained at {n_patches} patches, or {UNTRAINED_FIX}")
+    if shipped is not None and untrained:
+        notes.append(f"random initial weights: asked for (--untrained), not the shipped checkpoint"
+                     + (f" (for n_patches={preset.preprocess['n_patches']}, this export uses {n_patches})"
+                        if resized else ""))
         shipped = None
     weights = Path(weights) if weights else shipped
     ranges = _load_weights(module, weights) if weights is not None else None
@@ -257,8 +269,10 @@ def _factory_weights(factory, kwargs: dict, module) -> tuple[str, str]:
 
 
 def resolve(model: str, *, weights=None, n_patches=None, tsai=False, preprocess=None, classes=None,
-            activation=None, factory_kwargs=None, background=None, any_fog=None) -> ModelSource:
-    """Dispatch on the form of `model` (see the module docstring)."""
+            activation=None, factory_kwargs=None, background=None, any_fog=None, untrained: bool = False) -> ModelSource:
+    """Dispatch on the form of `model` (see the module docstring). Input-spec flags (`preprocess`) describe a user
+    model; on trained weights (a preset's, a checkpoint's) they may not change what the weights were trained on
+    unless `untrained`."""
     if ":" in model and not Path(model).exists():
         source = from_factory(model, weights=weights, preprocess={**(preprocess or {}),
                                                                   **({"n_patches": n_patches} if n_patches else {})},
@@ -272,13 +286,27 @@ def resolve(model: str, *, weights=None, n_patches=None, tsai=False, preprocess=
         if model not in models.list_presets():
             raise ModelSourceError(f"unknown model {model!r}: not a preset ({', '.join(models.list_presets())}), "
                                    "not a file, not module:factory")
-        source = from_preset(model, weights=weights, n_patches=n_patches, tsai=tsai)
+        source = from_preset(model, weights=weights, n_patches=n_patches, tsai=tsai, untrained=untrained)
     if activation:
         source.activation = activation
     if preprocess and source.kind != "user":
+        _check_trained_spec(source, preprocess, untrained)
         source.preprocess.update(preprocess)
     mark_background(source, background, any_fog)
     return source
+
+
+def _check_trained_spec(source: ModelSource, preprocess: dict, untrained: bool) -> None:
+    """Refuse input-spec values that differ from what trained weights were trained on (the bundle would feed them
+    another signal: a 64 Hz model told its input is 50 Hz detects at the wrong time scale, silently)."""
+    if untrained or source.weights_sha256 is None:
+        return
+    changed = {k: v for k, v in preprocess.items() if k in source.preprocess and source.preprocess[k] != v}
+    if changed:
+        said = ", ".join(f"{k} {source.preprocess[k]!r} -> {v!r}" for k, v in changed.items())
+        raise ModelSourceError(f"{source.name}'s weights were trained on another input ({said}): the flags for a user "
+                               "model's input (--rate-hz --units --patch --input-layout --normalization) may not "
+                               f"change a trained model's. Drop them, or {UNTRAINED_FIX}")
 
 
 def mark_background(source: ModelSource, background=None, any_fog=None) -> None:

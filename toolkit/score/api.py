@@ -37,6 +37,7 @@ class ScoreResult:
     wall_s: float = 0.0                    # this run's scoring time (excludes resumed recordings)
     hours_scored: float = 0.0              # hours of signal scored in this run
     errors: list[dict] = field(default_factory=list)   # recordings that could not be scored: name, path, error
+    warnings: list[str] = field(default_factory=list)  # outputs not written (a package missing) and why
 
     @property
     def hours_per_second(self) -> float:
@@ -44,22 +45,53 @@ class ScoreResult:
 
 
 class _Progress:
-    """The cohort's bar (calibration.progress, like every long job's): hours of signal with ETA, recordings done."""
+    """The cohort's bar (calibration.progress, like every long job's): hours of signal with ETA, recordings done.
 
-    def __init__(self, total_s: float, count: int, enabled: bool):
-        self.count, self.done = count, 0
-        self.bar = progress.bar(round(total_s / 3600, 3), "score", unit="h",
+    The total starts as the sum of each recording's estimated length (Source.estimate_s, from the file size for
+    text) and becomes exact recording by recording: a worker says a recording's length as soon as it has opened it,
+    before its first chunk, and a finished (or failed) recording counts as what was scored of it. So the bar never
+    passes 100 % and its ETA never goes negative, however wrong an estimate was (Daphnet's 64 Hz text files are
+    1.6x longer than a 100 Hz CSV of the same size)."""
+
+    def __init__(self, estimates: list[float], enabled: bool):
+        self.estimate, self.length, self.scored = list(estimates), [None] * len(estimates), [0.0] * len(estimates)
+        self.count, self.done, self.finished = len(estimates), 0, set()
+        self.bar = progress.bar(round(self.total_s / 3600, 4), "score", unit="h",
                                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h of signal "
                                            "[{elapsed}<{remaining}, {rate_fmt}] {postfix}") if enabled else None
 
-    def signal(self, seconds: float) -> None:
-        if self.bar is not None:
-            self.bar.update(seconds / 3600)
+    @property
+    def total_s(self) -> float:
+        return sum(e if n is None else n for e, n in zip(self.estimate, self.length))
 
-    def recording(self, name: str) -> None:
+    @property
+    def scored_s(self) -> float:
+        return sum(self.scored)
+
+    def signal(self, k: int, seconds: float, length_s: float | None = None) -> None:
+        """Recording k: `seconds` more scored; its exact length when known."""
+        if k in self.finished:       # a worker's last message, drained after its result: already counted
+            return
+        if length_s is not None:
+            self.length[k] = length_s
+        self.scored[k] += seconds
+        self._show()
+
+    def recording(self, k: int, name: str, duration_s: float | None = None) -> None:
+        """Recording k finished: all of its `duration_s` scored (None: it failed, what was scored is all it was)."""
+        self.length[k] = self.scored[k] = self.scored[k] if duration_s is None else duration_s
+        self.finished.add(k)
         self.done += 1
         if self.bar is not None:
             self.bar.set_postfix_str(f"{self.done}/{self.count} recordings ({name})", refresh=False)
+        self._show()
+
+    def _show(self) -> None:
+        if self.bar is None:
+            return
+        total_h, scored_h = self.total_s / 3600, self.scored_s / 3600
+        self.bar.total = round(max(total_h, scored_h), 4)
+        self.bar.update(min(scored_h, self.bar.total) - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -79,6 +111,7 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
     turns off not-worn detection; `chunk_s` bounds memory (seconds of signal read at once; results do not depend
     on it)."""
     from deploy.bundle import Bundle
+    from deploy.engines import check_precision
     from toolkit.score import report
     from toolkit.score.read import find_sources
 
@@ -90,7 +123,9 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
     settings = Settings(backend=backend, precision=precision, hop_s=hop_s, lookahead_s=lookahead_s,
                         events=dict(events or {}), worn=worn, chunk_s=chunk_s)
     bundle_dir = Path(bundle)
-    signature = bundle_signature(Bundle.load(bundle_dir, verify=True), settings)
+    loaded = Bundle.load(bundle_dir, verify=True)
+    check_precision(loaded, backend, precision)      # refused here, before any worker starts
+    signature = bundle_signature(loaded, settings)
     sources = find_sources(paths if isinstance(paths, (list, tuple)) else [paths], metadata)
 
     out = Path(out) if out is not None else None
@@ -105,12 +140,12 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
                 stored = json.loads(cached.read_text())
                 # the same bytes under another name or owner: keep the scores, take the current identity
                 stored.update(name=src.name, path=str(src.path), subject=src.subject, visit=src.visit,
-                              start_of_day_s=src.start_of_day_s)
+                              subject_from=src.subject_from, start_of_day_s=src.start_of_day_s)
                 results[i] = stored
                 continue
         todo.append(i)
 
-    bar = _Progress(sum(sources[i].estimate_s() for i in todo), len(todo), progress and bool(todo))
+    bar = _Progress([sources[i].estimate_s() for i in todo], progress and bool(todo))
     started = time.perf_counter()
     hours = 0.0
     errors: list[dict] = []
@@ -121,17 +156,15 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
             stream = run_local(todo_sources, bundle_dir, settings, jobs=jobs, progress=bar.signal)
         else:
             from toolkit.score.ray_engine import run_ray
-            stream = run_ray(todo_sources, bundle_dir, settings, address=address, num_cpus=jobs, actors=actors,
-                             progress=bar.signal)
+            stream = run_ray(todo_sources, bundle_dir, settings, address=address, num_cpus=jobs, actors=actors)
         for k, result in stream:
             i = todo[k]
+            bar.recording(k, result["name"], result.get("duration_s"))
             if "error" in result:
                 errors.append({key: result[key] for key in ("name", "path", "error")})
-                bar.recording(result["name"])
                 continue
             results[i] = result
             hours += result["duration_s"] / 3600
-            bar.recording(result["name"])
             if parts is not None:
                 parts.mkdir(parents=True, exist_ok=True)
                 tmp = parts / f".{hashes[str(sources[i].path)]}.tmp"
@@ -142,7 +175,8 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
     wall = time.perf_counter() - started
 
     done = [r for r in results if r is not None]
-    files = report.write_outputs(out, done, hashes, errors) if out is not None else {}
+    warnings: list[str] = []
+    files = report.write_outputs(out, done, hashes, errors, warnings) if out is not None else {}
     if out is not None:
         (out / "run.json").write_text(json.dumps({
             "bundle": str(bundle_dir), "signature": signature, "engine": engine, "settings": settings.to_dict(),
@@ -151,4 +185,4 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
             "hours_scored": hours, "hours_per_second": hours / wall if wall > 0 else None}, indent=2) + "\n")
     return ScoreResult(recordings=done, events=report.event_rows(done), summary=report.summary_rows(done),
                        files=files, scored=len(todo) - len(errors), resumed=len(done) - len(todo) + len(errors),
-                       wall_s=wall, hours_scored=hours, errors=errors)
+                       wall_s=wall, hours_scored=hours, errors=errors, warnings=warnings)

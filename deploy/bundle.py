@@ -24,6 +24,7 @@ from deploy.contract.model import InputSection, ModelFiles, ModelSection, Output
 from deploy.contract.runtime import OnnxRuntimeSection, PrecisionPlan, StreamingSection
 from deploy.errors import BundleError, FogError
 
+BUNDLE_HELP = "the bundle: a folder made by `toolkit export`"   # every command names it --bundle DIR
 REQUIRED_KEYS = ("schema_version", "model", "input", "output", "precision", "models", "files")
 DIGEST_KEY = "digest"
 DIGEST_PREFIX = "sha256:"

@@ -12,29 +12,15 @@ from pathlib import Path
 from deploy.contract.events import EventSettings
 from deploy.errors import did_you_mean
 from deploy.mqtt_options import parse_mqtt_url, redact
-from deploy.validate import ConfigError, check_config, nearest_anywhere
+from deploy.settings import SECTIONS, check_config, defaults, nearest_anywhere
+from deploy.validate import ConfigError
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-DEFAULTS = {
-    "bundle": None,
-    "bundle_digest": None,
-    "device_id": None,       # names this device in MQTT topics and the client id (default: the host name)   # pin: the daemon runs only the bundle with this digest (`toolkit inspect` prints it)
-    "backend": "auto",
-    "precision": None,
-    "threads": None,         # onnxruntime intra-op threads: a budget (default all cores)
-    "thread_cap": True,      # use no more threads than the export measured useful (manifest onnxruntime.thread_cap)
-    "source": {"kind": "stdin", "units": "g", "rate_hz": None},
-    "stream": {"hop_s": None, "lookahead_s": None, "max_gap_s": 0.5, "max_behind_s": 1.0, "silence_s": 2.0,
-               "queue_chunks": 1024, "state_file": None, "wearer_state": None},
-    "events": {},
-    "sinks": [{"kind": "jsonl", "path": "-", "probs": False}],
-    "log": {"level": "info", "format": "json", "status_interval_s": 30.0, "metrics_port": 0},
-}
-SECTIONS = ("source", "stream", "events", "log")
+DEFAULTS = defaults()   # every setting's default (deploy.settings, their one home)
 
 
 def _merge(base: dict, extra: dict, where: str) -> dict:
@@ -109,7 +95,7 @@ def build_config(toml_path=None, overrides: list[dict] = ()) -> dict:
     for extra in overrides:
         _merge(config, extra, "command line")
     if not config["bundle"]:
-        raise ConfigError("no bundle given: pass BUNDLE or set bundle = \"...\" in the config file")
+        raise ConfigError("no bundle given: pass --bundle DIR or set bundle = \"...\" in the config file")
     return check_config(config)
 
 

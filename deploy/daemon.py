@@ -1,7 +1,7 @@
 """fog-daemon: read a bundle and a sensor stream, emit freezing-of-gait events in real time (no torch needed).
 
-    fog-daemon BUNDLE --udp-port 5005 --sink mqtt://127.0.0.1:1883/fog
-    fog-daemon BUNDLE --replay walk.csv --sink - --probs         # as fast as possible
+    fog-daemon --bundle BUNDLE --udp-port 5005 --sink mqtt://127.0.0.1:1883/fog
+    fog-daemon --bundle BUNDLE --replay walk.csv --sink - --probs         # as fast as possible
     fog-daemon --config /etc/fog/daemon.toml
 
 SIGTERM/SIGINT drain what was received, close open episodes, print the counters and exit 0; SIGHUP logs the
@@ -150,7 +150,7 @@ def wire(config: dict) -> Wiring:
     spec, stream = wearer_setup(spec, bundle.streaming, st.get("wearer_state"), stream)
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
     watch = None if source.name == "replay" else RateWatch(
-        source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),
+        source.rate_hz or spec.rate_hz, counters, policy=config["source"]["rate_check"],
         given=config["source"].get("rate_hz") is not None or source.name == "lsl")
     return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
                   stream.lookahead_samples, watch)
@@ -159,8 +159,8 @@ def wire(config: dict) -> Wiring:
 def start_source(w: Wiring, config: dict, stop: threading.Event) -> Feed:
     """The source on its own thread (deploy.feed), reopened as the config says when a live source fails."""
     feed = Feed(w.source, w.inbox, w.counters, stop, reopen=lambda: open_source_from(config, w.pipeline.rate),
-                on_end=config["source"].get("on_end", "exit"),
-                max_backoff_s=config["source"].get("reconnect_max_s", 30.0))
+                on_end=config["source"]["on_end"],
+                max_backoff_s=config["source"]["reconnect_max_s"])
     feed.start()
     return feed
 

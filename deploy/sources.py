@@ -91,7 +91,7 @@ def pump_bytes(read, emit, stop, close, split: bool = True) -> None:
         close()
 
 
-class Source:
+class SensorSource:
     name = "source"
     live = True             # live sources drop when the pipeline is behind; replay waits instead
 
@@ -106,7 +106,7 @@ class Source:
         return self.name
 
 
-class ReplaySource(Source):
+class ReplaySource(SensorSource):
     """Replay a recording file (any layout `deploy.recording.read_recording` reads: CSV or npz).
 
     `realtime=True` paces chunks by the wall clock (`speed` x real time); otherwise as fast as the pipeline takes them.
@@ -164,7 +164,7 @@ def replay_times(rec, origin: float | None = None, done: int = 0) -> tuple[np.nd
     return (time_col - origin) * scale, origin
 
 
-class StdinSource(Source):
+class StdinSource(SensorSource):
     """Lines on stdin. A pipe has its own back-pressure (the writer blocks while the daemon is busy), so by default
     nothing is dropped; `live=True` drops and counts instead, for writers that must never block."""
     name = "stdin"
@@ -185,7 +185,7 @@ class StdinSource(Source):
                 emit(chunk)
 
 
-class UdpSource(Source):
+class UdpSource(SensorSource):
     name = "udp"
 
     def __init__(self, host="127.0.0.1", port=5005, rcvbuf=1 << 20, **kw):
@@ -237,7 +237,7 @@ class UdpSource(Source):
             self.sock.close()
 
 
-class SerialSource(Source):
+class SerialSource(SensorSource):
     """A serial device (USB CDC or UART) sending the line format; needs pyserial."""
     name = "serial"
 
@@ -258,7 +258,7 @@ class SerialSource(Source):
         pump_bytes(self.port.readline, emit, stop, self.port.close, split=False)
 
 
-class LslSource(Source):
+class LslSource(SensorSource):
     """A Lab Streaming Layer stream (pylsl): the first three channels are AccV, AccML, AccAP (or `channels`)."""
     name = "lsl"
 
@@ -294,7 +294,7 @@ SOURCES = {"replay": ReplaySource, "stdin": StdinSource, "udp": UdpSource, "seri
            "lsl": LslSource}
 
 
-def open_source(kind: str, **options) -> Source:
+def open_source(kind: str, **options) -> SensorSource:
     if kind not in SOURCES:
         raise FogError(f"unknown source {kind!r}; choose one of {sorted(SOURCES)}")
     return SOURCES[kind](**options)

@@ -129,7 +129,7 @@ def test_bench_sweep_draws_the_real_time_budget(tmp_path):
 
     rows = [{"batch": b, "median_ms": 2.0 * b, "cpu_median_ms": 2.0 * b, "clock": "wall",
              "windows_per_s": 500.0} for b in (1, 4, 16)]
-    report = {"subject": {"name": "m", "hop_s": 0.25, "window_s": 16.0},
+    report = {"model": {"name": "m", "hop_s": 0.25, "window_s": 16.0},
               "machine": {"class": "x", "cpu": "y", "threads": 1},
               "backends": {"onnxruntime-fp32": {"sweep": rows}}}
     fig = sweep_figure(report)

@@ -152,7 +152,7 @@ def test_score_progress_never_passes_its_total(tmp_path, monkeypatch, jobs):
         lengths.append(rec.duration_s)
     bundle, bars = make_bundle(tmp_path / "bundle"), []
     monkeypatch.setattr(api.progress, "bar", lambda total, *a, **kw: bars.append(RecordedBar(total)) or bars[-1])
-    result = api.score([folder], bundle, jobs=jobs, progress=True)
+    result = api.score_cohort([folder], bundle, jobs=jobs, progress=True)
     assert len(result.recordings) == 2 and len(bars) == 1
     seen = bars[0].seen
     assert seen, "the bar never moved"

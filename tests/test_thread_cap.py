@@ -89,8 +89,11 @@ def test_measure_times_each_thread_count_interleaved_and_closes_the_engines(monk
     opened: list = []
     cap = threads.measure_threads(lambda k: _FakeEngine(k, ms_at, opened), None)
     assert cap["threads"] == expected and [e.threads for e in opened] == [1, 2] and all(e.closed for e in opened)
-    for k, ms in ms_at.items():  # the figures are the measured ones (a busy wait of ms_at[k] ms, plus overhead)
-        assert ms <= cap["latency_ms"][str(k)] < ms * 1.5 + 0.5
+    measured = cap["latency_ms"]
+    # the figures are the measured ones: never less than the busy wait, ordered as the busy waits are (compared in
+    # this run; how much longer a wait takes on a shared machine is not this test's business)
+    assert all(ms <= measured[str(k)] for k, ms in ms_at.items())
+    assert (measured["1"] < measured["2"]) == (ms_at[1] < ms_at[2])
 
 
 # --- the manifest, written by the export and read by the engine ------------------------------------------------
@@ -230,12 +233,12 @@ def test_bench_measures_a_re_exported_engine_within_its_budget(tmp_path, monkeyp
     from toolkit.bench import backends, run
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(threads, "BLOCKS", 5)
-    subject = backends.Subject(name="tiny", input_shape=(1, 24, 32), factory=lambda: _model(8, 32, 16, 0),
+    benched = backends.BenchedModel(name="tiny", input_shape=(1, 24, 32), factory=lambda: _model(8, 32, 16, 0),
                                workdir=tmp_path)
-    one = backends.open_runner(subject, "onnxruntime-fp32", 1, 1)
-    assert one.threads == 1 and subject.thread_caps == {}        # a budget of one: nothing to measure
+    one = backends.open_runner(benched, "onnxruntime-fp32", 1, 1)
+    assert one.threads == 1 and benched.thread_caps == {}        # a budget of one: nothing to measure
     used: dict = {}
-    h2h = run.head_to_head(subject, ["onnxruntime-naive", "onnxruntime-fp32"], 2, blocks=3, used=used)
-    cap = subject.thread_caps[("onnxruntime-fp32", 1, 2)]
+    h2h = run.head_to_head(benched, ["onnxruntime-naive", "onnxruntime-fp32"], 2, blocks=3, used=used)
+    cap = benched.thread_caps[("onnxruntime-fp32", 1, 2)]
     assert set(cap["latency_ms"]) == {"1", "2"} and used["onnxruntime-fp32"] == cap["threads"]
     assert used["onnxruntime-naive"] == 2 and set(h2h) == set(used)   # the naive export: the threads given

@@ -13,7 +13,8 @@ from __future__ import annotations
 from deploy.layouts import AXES, CLASSES  # the columns of every recording layout: the bundle speaks the same words
 
 __all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "FP32_FILE", "INT8_FILE",
-           "EVENT_DEFAULTS", "EVENT_KEYS", "EVENT_HELP", "event_help", "STREAM_NORMALIZATIONS", "CPU_FP32_REASON"]
+           "EVENT_DEFAULTS", "EVENT_KEYS", "EVENT_HELP", "event_help", "event_flag", "EVENT_FLAG_ALIASES",
+           "STREAM_NORMALIZATIONS", "CPU_FP32_REASON"]
 
 INPUT_NAME, OUTPUT_NAME = "x", "probs"   # the bundled graph's one input and one output (probabilities)
 
@@ -37,6 +38,15 @@ EVENT_HELP = {
     "min_duration_s": "shortest event reported, s",
     "refractory_s": "quiet time after an event of the same class, s",
 }
+
+
+# Spellings `toolkit evaluate` used before its flags were named after the manifest keys: still accepted, not shown.
+EVENT_FLAG_ALIASES = {"smoothing_s": "--smoothing", "min_duration_s": "--min-duration", "refractory_s": "--refractory"}
+
+
+def event_flag(key: str) -> str:
+    """The command-line flag of manifest event key `key`, spelled as the key is: --hop-s for hop_s."""
+    return "--" + key.replace("_", "-")
 
 
 def event_help(key: str) -> str:

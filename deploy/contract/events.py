@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from deploy.contract import EVENT_DEFAULTS, EVENT_KEYS
+from deploy.contract import EVENT_DEFAULTS, EVENT_HELP, EVENT_KEYS
 from deploy.contract.checks import known_keys, number
 from deploy.contract.section import Section, key
 from deploy.errors import ConfigError, did_you_mean
@@ -106,14 +106,13 @@ def thresholds_per_class(on, off, classes, where: str = "events", exact: bool = 
 class EventSettings(Section):
     """The manifest's `events`: the settings every reader resolves the same way (see the module docstring)."""
     KEY: ClassVar[str] = "events"
-    hop_s: float = key(EVENT_DEFAULTS["hop_s"], "seconds between window decisions")
-    lookahead_s: float | str = key(EVENT_DEFAULTS["lookahead_s"], "seconds a sample's probability may wait for "
-                                   "later windows, or \"full\" (whole windows)")
-    smoothing_s: float = key(EVENT_DEFAULTS["smoothing_s"], "moving-average smoothing of the probabilities, s")
-    min_duration_s: float = key(EVENT_DEFAULTS["min_duration_s"], "shortest event reported, s")
-    refractory_s: float = key(EVENT_DEFAULTS["refractory_s"], "quiet time after an event of the same class, s")
-    on: float | dict = key(EVENT_DEFAULTS["on"], "{class: probability that starts an event} (or one number)")
-    off: float | dict = key(EVENT_DEFAULTS["off"], "{class: probability that ends it, <= on} (or one number)")
+    hop_s: float = key(EVENT_DEFAULTS["hop_s"], EVENT_HELP["hop_s"])
+    lookahead_s: float | str = key(EVENT_DEFAULTS["lookahead_s"], EVENT_HELP["lookahead_s"])
+    smoothing_s: float = key(EVENT_DEFAULTS["smoothing_s"], EVENT_HELP["smoothing_s"])
+    min_duration_s: float = key(EVENT_DEFAULTS["min_duration_s"], EVENT_HELP["min_duration_s"])
+    refractory_s: float = key(EVENT_DEFAULTS["refractory_s"], EVENT_HELP["refractory_s"])
+    on: float | dict = key(EVENT_DEFAULTS["on"], EVENT_HELP["on"] + ": {class: p} (export writes a table)")
+    off: float | dict = key(EVENT_DEFAULTS["off"], EVENT_HELP["off"] + ": {class: p} (export writes a table)")
 
     @classmethod
     def resolve(cls, *layers, classes=None, where: str = "events") -> "EventSettings":

@@ -63,7 +63,8 @@ class OnnxRuntimeSection(Section):
     """The manifest's `onnxruntime`: how deploy.engines.onnxruntime opens each model role."""
     KEY: ClassVar[str] = "onnxruntime"
     preoptimized: tuple[str, ...] = key((), "model roles whose file onnxruntime optimized at export (loaded as is)")
-    load_s: float | None = key(None, "seconds onnxruntime took to optimize them at export")
+    load_s: dict | None = key(None, "{load_with_optimization_s, load_preoptimized_s}: their load, measured at "
+                                    "export")
     staged: dict = key({}, "{role: {steps: [[{file, inputs, outputs}, ...], ...], input, output, session_config, "
                            "preoptimized, split_lstms, why}}: roles run as stages (deploy.engines.staged)")
     thread_cap: dict = key({}, "{role: ThreadCap}: measured at export; the engine uses min(threads budget, cap)")

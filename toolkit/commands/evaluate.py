@@ -33,7 +33,8 @@ from deploy.bundle import Bundle
 from toolkit.api.evaluate import evaluate
 from toolkit.cli import UserError
 from toolkit.commands._events import add_event_arguments, event_overrides
-from toolkit.commands._options import add_json, add_model_arguments, add_plot, add_quiet, model_and_weights
+from toolkit.commands._options import (add_bundle, add_json, add_model_arguments, add_plot, add_quiet,
+                                       model_and_weights)
 from toolkit.commands._recordings import add_recording_arguments
 from toolkit.commands.evaluate_report import print_operating_points, print_table
 from toolkit.plots import plot_operating_points, plot_recordings
@@ -46,7 +47,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=1000, help="synthetic seed (default 1000: the model card's held-out "
                    "subjects, never the training seeds)")
     add_model_arguments(p.add_argument_group("model (none: the freeze-index baseline only)"))
-    p.add_argument("--bundle", help="bundle folder made by `toolkit export`")
+    add_bundle(p)
     p.add_argument("--backend", default="auto", help="engine backend for --bundle (default auto)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="which of the bundle's graphs to score (default: what its target runs on this backend); "

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 
 from deploy.bundle import Bundle, bundle_digest
-from toolkit.commands._options import add_json
+from toolkit.cli import UserError
+from toolkit.commands._options import add_bundle, add_json, bundle_of
 from toolkit.export.ranges import ranges_line
 from toolkit.export.verify import describe
 
@@ -17,7 +18,7 @@ HELP = "print a bundle's manifest for a person (--verify checks every file's sha
 
 
 def add_arguments(p) -> None:
-    p.add_argument("bundle", help="bundle folder written by `toolkit export`")
+    add_bundle(p, positional=True)
     p.add_argument("--verify", action="store_true", help="check every file against the manifest (exit 2 if not)")
     add_json(p)
 
@@ -57,7 +58,10 @@ def _describe(manifest: dict) -> str:
 
 
 def run(args) -> int:
-    bundle = Bundle.load(args.bundle, verify=args.verify)  # BundleError (exit 2) names every changed file
+    folder = bundle_of(args)
+    if not folder:
+        raise UserError("which bundle? give --bundle DIR")
+    bundle = Bundle.load(folder, verify=args.verify)  # BundleError (exit 2) names every changed file
     if args.json:
         print(json.dumps(bundle.manifest, indent=2))
     else:

@@ -24,7 +24,6 @@ from typing import Callable
 
 from deploy.contract import FP32_FILE
 from deploy.engines.onnxruntime import open_role
-from toolkit.export.manifest import onnxruntime_section
 from toolkit.timing import interleaved
 
 MAX_THREADS = 4     # a Jetson's CPU cluster / a small x86 box; more cores than this are not worth an export's seconds
@@ -104,17 +103,16 @@ def measure_threads(open_at: Callable[[int], object], example, budget: int | Non
     return choose_threads({k: 1e3 * t.median for k, t in timings.items()}, others_cores=others.cores)
 
 
-def bundle_thread_cap(p) -> dict:
-    """{role: cap} for the models the export `p` (an ExportPipeline past its cpu plan) ships for onnxruntime: the
-    one the device opens by default (the bundle's precision) and the fp32 model, each engine opened as the bundle
-    will open it and timed here; the manifest's `onnxruntime.thread_cap`."""
-    default = p.precision if p.precision in ("fp32", "int8") else "fp32"
-    settings = onnxruntime_section(p)
+def bundle_thread_cap(work, settings, precision: str, int8_file: str | None, example) -> dict:
+    """{role: cap} for the models an export in the folder `work` ships for onnxruntime: the one the device opens by
+    default (the bundle's `precision`) and the fp32 model, each engine opened as the bundle will open it (`settings`:
+    the manifest's onnxruntime section so far) and timed on `example`; the manifest's `onnxruntime.thread_cap`."""
+    default = precision if precision in ("fp32", "int8") else "fp32"
     where = f"{platform.machine()}, {os.cpu_count()} cores"
     caps = {}
     for role in dict.fromkeys((default, "fp32")):
-        path = p.work / (p.int8_file if role == "int8" else FP32_FILE)
-        cap = measure_threads(lambda k: open_role(p.work, settings, role, path, k), p.ver_batches[0])
+        path = work / (int8_file if role == "int8" else FP32_FILE)
+        cap = measure_threads(lambda k: open_role(work, settings, role, path, k), example)
         caps[role] = {**cap, "measured_on": f"the export machine ({where}); re-export on the device's class of CPU "
                                             "for its own figures"}
     return caps

@@ -1,14 +1,14 @@
-"""`score(paths, bundle, engine=...)`: a cohort's recordings through a bundle, as the daemon would score them.
+"""`score_cohort(paths, bundle, runner=...)`: a cohort's recordings through a bundle, as the daemon scores them.
 
-    from toolkit.score import score
-    result = score(["data/unlabeled"], "bundles/fog-small", out="runs/cohort")      # this machine
-    result = score(paths, bundle, engine="ray", address="auto", out="runs/cohort")  # a Ray cluster
+    from toolkit.score import score_cohort
+    result = score_cohort(["data/unlabeled"], "bundles/fog-small", out="runs/cohort")      # this machine
+    result = score_cohort(paths, bundle, runner="ray", address="auto", out="runs/cohort")  # a Ray cluster
     result.summary        # rows: subject, visit, day, hours_recorded, hours_not_worn, fog_minutes, episodes, ...
     result.events         # rows: recording, subject, class, onset_s, offset_s, duration_s, peak, ...
 
 Resumable: with `out`, each recording's result is kept in `out/parts/` under the sha256 of the file's bytes and a
 signature of the bundle's files and the settings; a second run skips what is already there (a changed file, bundle
-or setting is scored again). Outputs are the same whichever engine ran, and whatever was resumed.
+or setting is scored again). Outputs are the same whichever runner ran them, and whatever was resumed.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from deploy.errors import FogError
 from toolkit.score.worn import WornSettings
 from toolkit.score.work import Settings, bundle_signature
 
-ENGINES = ("local", "ray")
+RUNNERS = ("local", "ray")   # where the recordings are scored: this machine's processes, or Ray Data
 
 
 @dataclass
@@ -98,14 +98,52 @@ class _Progress:
             self.bar.close()
 
 
-def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = None, address: str | None = None,
-          actors: int | None = None, metadata=None, backend: str = "onnxruntime", precision: str | None = None,
-          hop_s: float | None = None, lookahead_s=None, events: dict | None = None,
-          worn: WornSettings | dict | None = None, chunk_s: float = 600.0, resume: bool = True,
-          progress: bool = False) -> ScoreResult:
+def _resumed(recordings, parts, signature: str, resume: bool) -> tuple[list, dict, list]:
+    """(results so far: those kept in `parts` for the same bytes, bundle and settings; {path: sha256 of its bytes};
+    the indices still to score)."""
+    results: list[dict | None] = [None] * len(recordings)
+    hashes, todo = {}, []
+    for i, recording in enumerate(recordings):
+        if parts is not None:
+            hashes[str(recording.path)] = digest = sha256_file(recording.path)
+            cached = parts / f"{digest}-{signature}.json"
+            if resume and cached.is_file():
+                stored = json.loads(cached.read_text())
+                # the same bytes under another name or owner: keep the scores, take the current identity
+                stored.update(name=recording.name, path=str(recording.path), subject=recording.subject,
+                              visit=recording.visit, subject_from=recording.subject_from,
+                              start_of_day_s=recording.start_of_day_s)
+                results[i] = stored
+                continue
+        todo.append(i)
+    return results, hashes, todo
+
+
+def _keep(parts: Path, digest: str, signature: str, result: dict) -> None:
+    """One recording's result in `parts`, written whole or not at all (a resumed run never reads half a file)."""
+    parts.mkdir(parents=True, exist_ok=True)
+    tmp = parts / f".{digest}.tmp"
+    tmp.write_text(json.dumps(result))
+    tmp.replace(parts / f"{digest}-{signature}.json")
+
+
+def _run(recordings, bundle_dir, settings: Settings, runner: str, bar: _Progress, options: dict):
+    """(index into `recordings`, result) as `runner` finishes them."""
+    if runner == "local":
+        from toolkit.score.local import run_local
+        return run_local(recordings, bundle_dir, settings, progress=bar.signal, **options)
+    from toolkit.score.ray_runner import run_ray
+    return run_ray(recordings, bundle_dir, settings, **options)      # the bar counts each result as it arrives
+
+
+def score_cohort(paths, bundle, runner: str = "local", out=None, *, jobs: int | None = None,
+                 address: str | None = None, actors: int | None = None, metadata=None, backend: str = "onnxruntime",
+                 precision: str | None = None, hop_s: float | None = None, lookahead_s=None,
+                 events: dict | None = None, worn: WornSettings | dict | None = None, chunk_s: float = 600.0,
+                 resume: bool = True, progress: bool = False) -> ScoreResult:
     """Score every recording under `paths` with the bundle at `bundle` (see the module docstring).
 
-    engine "local": this machine (`jobs` worker processes, default one per core); "ray": Ray Data (`address` of a
+    runner "local": this machine (`jobs` worker processes, default one per core); "ray": Ray Data (`address` of a
     cluster, default a private local instance with `jobs` CPUs; `actors` engines, default one per CPU).
     hop_s/lookahead_s/events override the bundle's settings as the daemon's flags do; `worn` tunes or (min_s=0)
     turns off not-worn detection; `chunk_s` bounds memory (seconds of signal read at once; results do not depend
@@ -113,10 +151,10 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
     from deploy.bundle import Bundle
     from deploy.engines import check_precision
     from toolkit.score import report
-    from toolkit.score.read import find_sources
+    from toolkit.score.read import find_recording_files
 
-    if engine not in ENGINES:
-        raise FogError(f"engine {engine!r} is not one of {ENGINES}")
+    if runner not in RUNNERS:
+        raise FogError(f"runner {runner!r} is not one of {RUNNERS}")
     if chunk_s <= 0:
         raise FogError("chunk_s must be positive")
     worn = worn if isinstance(worn, WornSettings) else WornSettings(**(worn or {}))
@@ -126,50 +164,26 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
     loaded = Bundle.load(bundle_dir, verify=True)
     check_precision(loaded, backend, precision)      # refused here, before any worker starts
     signature = bundle_signature(loaded, settings)
-    sources = find_sources(paths if isinstance(paths, (list, tuple)) else [paths], metadata)
+    recordings = find_recording_files(paths if isinstance(paths, (list, tuple)) else [paths], metadata)
 
     out = Path(out) if out is not None else None
     parts = out / "parts" if out is not None else None
-    results: list[dict | None] = [None] * len(sources)
-    hashes, todo = {}, []
-    for i, src in enumerate(sources):
-        if parts is not None:
-            hashes[str(src.path)] = digest = sha256_file(src.path)
-            cached = parts / f"{digest}-{signature}.json"
-            if resume and cached.is_file():
-                stored = json.loads(cached.read_text())
-                # the same bytes under another name or owner: keep the scores, take the current identity
-                stored.update(name=src.name, path=str(src.path), subject=src.subject, visit=src.visit,
-                              subject_from=src.subject_from, start_of_day_s=src.start_of_day_s)
-                results[i] = stored
-                continue
-        todo.append(i)
-
-    bar = _Progress([sources[i].estimate_s() for i in todo], progress and bool(todo))
+    results, hashes, todo = _resumed(recordings, parts, signature, resume)
+    bar = _Progress([recordings[i].estimate_s() for i in todo], progress and bool(todo))
     started = time.perf_counter()
-    hours = 0.0
-    errors: list[dict] = []
+    hours, errors = 0.0, []
     try:
-        todo_sources = [sources[i] for i in todo]
-        if engine == "local":
-            from toolkit.score.local import run_local
-            stream = run_local(todo_sources, bundle_dir, settings, jobs=jobs, progress=bar.signal)
-        else:
-            from toolkit.score.ray_engine import run_ray
-            stream = run_ray(todo_sources, bundle_dir, settings, address=address, num_cpus=jobs, actors=actors)
+        stream = _run([recordings[i] for i in todo], bundle_dir, settings, runner, bar,
+                      dict(jobs=jobs) if runner == "local" else dict(address=address, num_cpus=jobs, actors=actors))
         for k, result in stream:
-            i = todo[k]
             bar.recording(k, result["name"], result.get("duration_s"))
             if "error" in result:
                 errors.append({key: result[key] for key in ("name", "path", "error")})
                 continue
-            results[i] = result
+            results[todo[k]] = result
             hours += result["duration_s"] / 3600
             if parts is not None:
-                parts.mkdir(parents=True, exist_ok=True)
-                tmp = parts / f".{hashes[str(sources[i].path)]}.tmp"
-                tmp.write_text(json.dumps(result))
-                tmp.replace(parts / f"{hashes[str(sources[i].path)]}-{signature}.json")   # atomic: resume-safe
+                _keep(parts, hashes[str(recordings[todo[k]].path)], signature, result)
     finally:
         bar.close()
     wall = time.perf_counter() - started
@@ -179,7 +193,7 @@ def score(paths, bundle, engine: str = "local", out=None, *, jobs: int | None = 
     files = report.write_outputs(out, done, hashes, errors, warnings) if out is not None else {}
     if out is not None:
         (out / "run.json").write_text(json.dumps({
-            "bundle": str(bundle_dir), "signature": signature, "engine": engine, "settings": settings.to_dict(),
+            "bundle": str(bundle_dir), "signature": signature, "runner": runner, "settings": settings.to_dict(),
             "recordings": len(done), "scored": len(todo) - len(errors), "resumed": len(done) - len(todo) + len(errors),
             "failed": len(errors), "wall_s": wall,
             "hours_scored": hours, "hours_per_second": hours / wall if wall > 0 else None}, indent=2) + "\n")

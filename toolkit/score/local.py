@@ -1,4 +1,4 @@
-"""The embedded engine: this machine, no service. One worker process per core, each holding one engine (one
+"""The local runner: this machine, no service. One worker process per core, each holding one engine (one
 onnxruntime thread), takes whole recordings from a queue; memory per worker is bounded by a chunk
 (`Settings.chunk_s`), not by a recording's length. `jobs=1` runs in this process.
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import queue as queue_mod
 
-_worker = None   # (Scorer, progress queue) in a worker process
+_worker = None   # (CohortWorker, progress queue) in a worker process
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _init(bundle_dir, settings_dict, progress_queue):
     global _worker
-    from toolkit.score.work import Scorer, Settings
-    _worker = (Scorer(bundle_dir, Settings.from_dict(settings_dict)), progress_queue)
+    from toolkit.score.work import CohortWorker, Settings
+    _worker = (CohortWorker(bundle_dir, Settings.from_dict(settings_dict)), progress_queue)
 
 
 def _score(index, source):
@@ -39,8 +39,8 @@ def run_local(sources, bundle_dir, settings, jobs: int | None = None, progress=N
     is scored (Scorer.score's calls, with the recording's index)."""
     jobs = max(1, min(jobs or default_jobs(), len(sources) or 1))
     if jobs == 1:
-        from toolkit.score.work import Scorer
-        scorer = Scorer(bundle_dir, settings)
+        from toolkit.score.work import CohortWorker
+        scorer = CohortWorker(bundle_dir, settings)
         try:
             for i, source in enumerate(sources):
                 yield i, scorer.try_score(source, progress=(lambda s, length=None, i=i: progress(i, s, length))

@@ -42,7 +42,7 @@ def _pyarrow():
 
 
 @dataclass
-class Source:
+class RecordingFile:
     """One recording to score: where it is, whose it is, and how to read it in chunks."""
     path: Path
     subject: str
@@ -94,7 +94,7 @@ class Reader:
 class MemoryReader(Reader):
     """Anything `deploy.recording.read_recording` reads, whole, handed out in chunks."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: RecordingFile):
         from deploy.recording import read_recording
         self.recording = read_recording(source.path)
         self.rate_hz, self.units, self.n_samples = self.recording.rate_hz, self.recording.units, \
@@ -109,7 +109,7 @@ class MemoryReader(Reader):
 class ParquetReader(Reader):
     """AccV, AccML, AccAP of a Parquet file, batch by batch (pyarrow reads one row group at a time)."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: RecordingFile):
         pa = _pyarrow()
         self.path = source.path
         try:
@@ -168,7 +168,7 @@ def write_parquet(recording, path, row_group_rows: int = 1_000_000) -> Path:
 
 # ------------------------------------------------------------------ finding recordings and their owners
 
-def find_sources(paths, metadata=None) -> list[Source]:
+def find_recording_files(paths, metadata=None) -> list[RecordingFile]:
     """Sources for files and folders (folders searched recursively; metadata files skipped), sorted by path."""
     from deploy.recording import NOT_RECORDINGS
     suffixes = _recording_suffixes()
@@ -191,7 +191,7 @@ def find_sources(paths, metadata=None) -> list[Source]:
     sources = []
     for f in files:
         owner = owners.of(f)
-        src = Source(f, subject=owner.subject, visit=owner.visit, start_of_day_s=owner.start_of_day_s,
+        src = RecordingFile(f, subject=owner.subject, visit=owner.visit, start_of_day_s=owner.start_of_day_s,
                      subject_from=owner.source)
         if src.is_parquet:
             _parquet_header(src)
@@ -202,7 +202,7 @@ def find_sources(paths, metadata=None) -> list[Source]:
     return sources
 
 
-def _parquet_header(src: Source) -> None:
+def _parquet_header(src: RecordingFile) -> None:
     """n_samples (and rate/units when the file says) from the footer, without reading data."""
     try:
         pa = _pyarrow()

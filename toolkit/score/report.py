@@ -1,4 +1,4 @@
-"""Tables and the plot from per-recording results (the same for every engine).
+"""Tables and the plot from per-recording results (the same for every runner).
 
 - events: one row per episode the daemon would report (recording, subject, visit, class, onset, offset, duration,
   detect, peak, and the day of the onset);

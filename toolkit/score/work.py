@@ -1,8 +1,8 @@
-"""The per-recording work, the same for every engine: read in chunks -> not-worn stretches -> the bundle's engine on
+"""The per-recording work, the same for every runner: read in chunks -> not-worn stretches -> the bundle's engine on
 the daemon's grid (`deploy.chunked`, equal to `deploy.offline.predict_recording`) -> the bundle's event detector.
 
-`Scorer` holds one opened engine; `Scorer.score(source)` returns a plain, JSON-safe dict (what the local engine's
-workers and the Ray actors send back, and what the resume cache stores).
+`CohortWorker` holds one opened engine; `CohortWorker.score(recording)` returns a plain, JSON-safe dict (what the
+local runner's workers and the Ray actors send back, and what the resume cache stores).
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def bundle_signature(bundle, settings: Settings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class Scorer:
+class CohortWorker:
     """One engine, many recordings (one at a time)."""
 
     def __init__(self, bundle_dir, settings: Settings, threads: int = 1):
@@ -86,7 +86,7 @@ class Scorer:
             return {"name": source.name, "path": str(source.path), "subject": source.subject, "error": str(exc)}
 
     def score(self, source, progress=None) -> dict:
-        """Score one recording (a toolkit.score.read.Source). `progress(seconds, length_s)` is called once the file is
+        """Score one recording (a toolkit.score.read.RecordingFile). `progress(seconds, length_s)` is called once the file is
         open with 0 and its exact length (the bar's total was an estimate), then per chunk with its seconds."""
         from deploy.chunked import predict_chunks, recording_stats
         from deploy.events import EventDetector

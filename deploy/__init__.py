@@ -24,7 +24,7 @@ DEVICE_MODULES = (
     "deploy.intake", "deploy.stream", "deploy.preprocess", "deploy.resample", "deploy.offline", "deploy.wearer",
     "deploy.events", "deploy.event_classes", "deploy.onsets", "deploy.sinks", "deploy.mqtt_options",
     # engines
-    "deploy.engines", "deploy.engines.session", "deploy.engines.onnxruntime", "deploy.engines.staged",
+    "deploy.thread_cap", "deploy.engines", "deploy.engines.session", "deploy.engines.onnxruntime", "deploy.engines.staged",
     "deploy.engines.precision", "deploy.engines.tensorrt",
 )
 

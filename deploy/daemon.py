@@ -25,7 +25,6 @@ from deploy.bundle import Bundle
 from deploy.config import build_config, event_settings
 from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_args
 from deploy.counters import Counters
-from deploy.engines import open_engine
 from deploy.errors import FogError, reader_gone
 from deploy.feed import END, Feed
 from deploy.intake import RateMismatch, RateWatch
@@ -34,6 +33,7 @@ from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_int
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources import open_source
 from deploy.stream import Pipeline, StreamSettings
+from deploy.thread_cap import open_for_daemon
 from deploy.validate import preflight
 from deploy.wearer import stream_setup
 
@@ -118,12 +118,13 @@ def sink_options(sink: dict, config: dict) -> dict:
 
 
 def _threads_note(engine) -> str:
-    """", 1 thread (the bundle's cap: 1)" for the ready line: the intra-op threads an onnxruntime engine uses."""
+    """", 1 thread (measured on this device: ...)" for the ready line: the intra-op threads an onnxruntime engine
+    uses, and how they were decided (deploy.thread_cap)."""
     threads = getattr(engine, "threads", None)
     if threads is None:
         return ""
-    cap = getattr(engine, "thread_cap", None)
-    return f", {threads} thread{'s' if threads > 1 else ''}" + (f" (the bundle's cap: {cap})" if cap else "")
+    reason = getattr(engine, "threads_reason", "")
+    return f", {threads} thread{'s' if threads > 1 else ''}" + (f" ({reason})" if reason else "")
 
 
 def wire(config: dict) -> Wiring:
@@ -134,8 +135,7 @@ def wire(config: dict) -> Wiring:
     events = event_settings(config, bundle)   # the bundle's, under the config's; checked
     source = open_source_from(config, spec.rate_hz)
     preflight(spec, bundle.classes, events, source.rate_hz or spec.rate_hz, source.units)
-    engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],
-                         threads=config["threads"], thread_cap=config["thread_cap"])
+    engine = open_for_daemon(bundle, config)      # threads measured on this device (deploy.thread_cap)
     sinks = [open_sink(**sink_options(s, config)) for s in config["sinks"]]
     counters = Counters()
     st = config["stream"]

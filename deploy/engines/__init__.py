@@ -27,7 +27,7 @@ log = logging.getLogger("deploy.engines")
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 __all__ = ["BACKENDS", "PRECISIONS", "Engine", "batch_infer", "check_precision", "open_engine", "onnx_for",
-           "onnxruntime_precision", "resolve_backend", "resolve_precision"]
+           "onnxruntime_graph", "onnxruntime_precision", "resolve_backend", "resolve_precision"]
 
 
 @runtime_checkable
@@ -82,13 +82,18 @@ def check_precision(bundle, backend: str, precision: str | None) -> None:
     if backend == "tensorrt":
         return                          # TensorRT builds the precision asked for (resolve_precision checks it)
     asked = resolve_precision(bundle, precision)
-    if asked == "fp16":
-        why = "onnxruntime on a CPU has no fp16 kernels"
-    elif bundle.path(asked) is None:
-        why = f"the bundle carries no {asked} graph (it has {', '.join(sorted(bundle.models.present))})"
-    else:
+    if onnxruntime_graph(bundle, asked) == asked:
         return
+    why = "onnxruntime on a CPU has no fp16 kernels" if asked == "fp16" else \
+        f"the bundle carries no {asked} graph (it has {', '.join(sorted(bundle.models.present))})"
     raise FogError(f"precision {asked}: {why}, so its fp32 graph would run instead; ask for fp32 (or give no "
                    "precision: the result names the graph used)"
                    + (", or run it where TensorRT is (--backend tensorrt)" if asked == "fp16" else
                       f", or export with --precision {asked}"))
+
+
+def onnxruntime_graph(bundle, precision: str | None) -> str:
+    """The graph onnxruntime runs for `precision` on this bundle (deploy.engines.precision.onnx_for's choice, said
+    without opening anything): fp32 where the bundle lacks the graph or a CPU lacks the kernels (fp16)."""
+    used = onnxruntime_precision(bundle, precision)
+    return "fp32" if used == "fp16" or bundle.path(used) is None else used

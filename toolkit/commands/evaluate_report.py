@@ -19,13 +19,28 @@ def _labelled_row(name, a):
             f"{a['episodes_true']:4d} {a['false_alarms']:4d}")
 
 
-def print_table(recs, results, settings, per_recording: bool = False) -> None:
+def print_in_sample(identities) -> None:
+    """Say which recordings the model was trained on (or whose person it was trained on): their figures are
+    in-sample and do not show how it does on people it never saw."""
+    seen = [i for i in identities if i.get("in_sample") == "recording"]
+    people = [i for i in identities if i.get("in_sample") == "subject"]
+    if seen:
+        print(f"in-sample: {len(seen)} of {len(identities)} recordings are ones the model was trained on ("
+              f"{', '.join(i['name'] for i in seen[:8])}{' ...' if len(seen) > 8 else ''}): their figures show "
+              "fit, not how it does on people it never saw")
+    if people:
+        print(f"in-sample person: {len(people)} more recording(s) of people it was trained on ("
+              f"{', '.join(sorted({str(i['subject']) for i in people}))})")
+
+
+def print_table(recs, results, settings, per_recording: bool = False, identities=()) -> None:
     labelled = [r for r in recs if r.labels is not None]
     hours = sum(r.duration_s for r in recs) / 3600
     people = {r.meta.get("subject") or r.meta.get("name"): r.meta.get("subject_from") or FROM_FILE for r in recs}
     print(f"{len(recs)} recordings of {len(people)} subjects, {hours * 60:.1f} min ({len(labelled)} labelled); "
           f"events: on {settings.on}, off {settings.off}, hop {settings.hop_s} s, look-ahead {settings.lookahead_s} s")
     print(f"subjects: {describe(list(people.values()))}")
+    print_in_sample(list(identities))
     if any("ap" in r for r in results):
         print(f"\nper class (recordings labelled with the three types)\n{'scorer':44s} {'mAP':>6s} {'SH':>6s} "
               f"{'Turn':>6s} {'Walk':>6s}")

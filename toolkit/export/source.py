@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from calibration.cache import CalibrationCache, model_hash
-from calibration.checkpoint import fit_weights, read_weights
+from calibration.checkpoint import fit_weights, read_weights, trained_on
 from deploy.bundle import sha256_file
 from deploy.contract import CLASSES
 from deploy.errors import FogError
@@ -55,6 +55,7 @@ class ModelSource:
     any_fog: str = "max"              # how "any FOG" is formed from the event classes: max | sum
     qat_ranges: CalibrationCache | None = None  # the learnt ranges of a QAT checkpoint (`toolkit train --qat`)
     events: dict = field(default_factory=dict)  # the preset's event settings (flags override them, then defaults)
+    trained_on: dict | None = None    # what the checkpoint says the weights were trained on (calibration.checkpoint)
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -149,7 +150,8 @@ def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrain
     return ModelSource(module=module.eval(), name=name, kind="tsai" if tsai else "preset", preset=name,
                        preprocess=preprocess, classes=tuple(preset.classes), tsai_compat=bool(tsai),
                        events=dict(preset.events), weights_sha256=sha256_file(weights) if weights else None,
-                       weights_path=str(weights) if weights else None, notes=notes, qat_ranges=ranges)
+                       weights_path=str(weights) if weights else None, notes=notes, qat_ranges=ranges,
+                       trained_on=trained_on(weights))
 
 
 def from_checkpoint(path, *, n_patches=None) -> ModelSource:
@@ -173,7 +175,8 @@ def from_checkpoint(path, *, n_patches=None) -> ModelSource:
     return ModelSource(module=module.eval(), name=Path(path).stem, kind="checkpoint", preset=name,
                        preprocess=preprocess, classes=tuple(classes), weights_sha256=sha256_file(path),
                        events=dict(inside.get("events") or preset.events), notes=notes,
-                       weights_path=str(path), qat_ranges=qat_ranges(inside, module, path))
+                       weights_path=str(path), qat_ranges=qat_ranges(inside, module, path),
+                       trained_on=trained_on(path))
 
 
 def _amplitude_for_power_term(module, preprocess: dict, preset, path) -> tuple[dict, list[str]]:
@@ -251,7 +254,8 @@ def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, cla
                        classes=tuple(classes or CLASSES), activation=activation,
                        weights_sha256=sha256_file(weights) if weights else state_sha,
                        weights_path=str(weights) if weights else None, notes=[note] if note else [],
-                       factory={"path": spec, "kwargs": dict(factory_kwargs or {})}, qat_ranges=ranges)
+                       factory={"path": spec, "kwargs": dict(factory_kwargs or {})}, qat_ranges=ranges,
+                       trained_on=trained_on(weights))
 
 
 def _factory_weights(factory, kwargs: dict, module) -> tuple[str, str]:

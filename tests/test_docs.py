@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import re
@@ -41,6 +42,8 @@ class Block:
     lines: list[str]
 
     def where(self, offset: int = 0) -> str:
+        if self.lang == "inline":
+            return f"{self.file}:{self.line + 1} (inline code)"
         return f"{self.file}:{self.line + 1 + offset} (the block at line {self.line})"
 
 
@@ -133,7 +136,12 @@ def _ours(argv: list[str]) -> list[str] | None:
     return None
 
 
+INLINE = re.compile(r"(?<!`)`((?:toolkit|fog-daemon|python) [^`]+)`")
+
+
 def commands() -> list[Command]:
+    """Every command line of ours in the docs' blocks, and in inline code spans of their prose (checked flag by
+    flag: a span may leave arguments out)."""
     out = []
     for block in blocks():
         if block.lang == "python":
@@ -143,6 +151,13 @@ def commands() -> list[Command]:
                 mine = _ours(argv)
                 if mine:
                     out.append(Command(block, offset, mine, "..." in mine))
+    for path in DOCS:
+        rel = path.relative_to(REPO).as_posix()
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for span in INLINE.findall(line):
+                mine = _ours(span.replace("[", " ").replace("]", " ").split())
+                if mine:
+                    out.append(Command(Block(rel, n - 1, "inline", [span]), 0, mine, True))
     return out
 
 
@@ -170,7 +185,8 @@ def _help_text(program: tuple[str, ...]) -> tuple[int, str]:
 
 
 def _flags(argv: list[str]) -> list[str]:
-    return [a.split("=", 1)[0] for a in argv if a.startswith("--") and len(a) > 2]
+    """--long and -s flags (not '-', not a negative number)."""
+    return [a.split("=", 1)[0] for a in argv if re.match(r"--[a-zA-Z]|-[a-zA-Z]$", a)]
 
 
 def _subparser(parser, name: str):
@@ -207,6 +223,10 @@ def check_command(cmd: Command) -> str | None:
     program = tuple(argv[:3]) if argv[1] == "-m" else tuple(argv[:2])
     if argv[1] != "-m" and not (REPO / argv[1]).is_file():
         return f"{cmd.block.where(cmd.offset)}: no such script {argv[1]}"
+    if argv[1] == "-m" and importlib.util.find_spec(argv[2]) is None:
+        return f"{cmd.block.where(cmd.offset)}: no such module {argv[2]}"
+    if not _flags(argv[len(program):]):
+        return None                          # it exists; nothing more to check without running it
     status, text = _help_text(program)
     if status != 0:
         return f"{cmd.block.where(cmd.offset)}: `{' '.join(program[1:])} --help` fails: {text.strip()[-300:]}"
@@ -227,24 +247,27 @@ def test_every_documented_command_line_parses(doc):
     assert not wrong, "\n".join(wrong)
 
 
-INLINE = re.compile(r"(?<!`)`((?:toolkit|fog-daemon) [^`]+)`")
+SHARED = ("--model", "--weights", "--bundle", "--json", "--json-out", "--plot", "--layout", "--quiet")
+SHARED_BLOCK = re.compile(r"(<!-- shared-options -->\n)(.*?)(<!-- /shared-options -->)", re.S)
 
 
-def test_inline_commands_in_the_prose_name_real_flags():
-    """`toolkit evaluate --json-out` in a sentence: the flag exists on that command."""
+def shared_options_table() -> str:
+    """docs/api.md's table: which command has which of the shared options, from the parsers themselves."""
     from toolkit.cli import build_parser
-    from deploy.daemon_args import build_parser as daemon_parser
-    parsers = {"toolkit": build_parser(), "fog-daemon": daemon_parser()}
-    wrong = []
-    for path in DOCS:
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            for span in INLINE.findall(line):
-                argv = span.split()
-                rest = argv[1:]
-                unknown = [f for f in _flags(rest) if f not in _known_flags(parsers[argv[0]], rest)]
-                if unknown:
-                    wrong.append(f"{path.relative_to(REPO)}:{n}: `{span}`: unknown flag(s) {unknown}")
-    assert not wrong, "\n".join(wrong)
+    sub = next(a for a in build_parser()._actions if isinstance(getattr(a, "choices", None), dict)).choices
+    rows = ["| command | " + " | ".join(f"`{f}`" for f in SHARED) + " |", "| --- |" + " --- |" * len(SHARED)]
+    for name, parser in sub.items():
+        have = {s for a in parser._actions for s in a.option_strings}
+        rows.append(f"| `{name}` | " + " | ".join("yes" if f in have else "" for f in SHARED) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def test_the_shared_options_table_is_what_the_commands_take():
+    page = (REPO / "docs" / "api.md").read_text()
+    found = SHARED_BLOCK.search(page)
+    assert found, "docs/api.md lost its <!-- shared-options --> block"
+    assert found.group(2) == shared_options_table(), \
+        "docs/api.md's shared-options table differs from the commands; it should read:\n" + shared_options_table()
 
 
 # ------------------------------------------------------------------ python blocks

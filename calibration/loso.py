@@ -124,7 +124,7 @@ def threshold_sweep(recordings, probs) -> dict:
     """Pooled any-FOG figures at each on-threshold (off = on - HYSTERESIS)."""
     out = {}
     for on in THRESHOLDS:
-        settings = {**DEFAULT_SETTINGS, "on": on, "off": round(on - HYSTERESIS, 3)}
+        settings = EventSettings.resolve({"on": on, "off": round(on - HYSTERESIS, 3)})
         out[f"{on:g}"] = score(recordings, probs, settings)
     return out
 

@@ -12,8 +12,7 @@ both sides use one copy without torch, which the device never imports.
 # The daemon (deploy.daemon, python -m deploy) and the engines, and everything they import.
 DEVICE_MODULES = (
     "deploy", "deploy.__main__", "deploy.daemon", "deploy.daemon_args", "deploy.config", "deploy.settings",
-    "deploy.validate",
-    "deploy.service", "deploy.counters", "deploy.errors", "deploy.lazy",
+    "deploy.validate", "deploy.service", "deploy.counters", "deploy.errors", "deploy.lazy", "deploy.signing",
     # the bundle and its contract
     "deploy.bundle", "deploy.contract", "deploy.contract.checks", "deploy.contract.events",
     "deploy.contract.manifest", "deploy.contract.model", "deploy.contract.runtime", "deploy.contract.section",
@@ -21,7 +20,8 @@ DEVICE_MODULES = (
     "deploy.sources", "deploy.feed", "deploy.blocks", "deploy.recording", "deploy.layouts", "deploy.cells",
     "deploy.daphnet", "deploy.stanford", "deploy.stanford_xlsx", "deploy.subjects",
     # the stream: intake, preprocessing, windows, the wearer's normalization, events, sinks
-    "deploy.intake", "deploy.stream", "deploy.preprocess", "deploy.resample", "deploy.offline", "deploy.wearer",
+    "deploy.intake", "deploy.clock", "deploy.plausibility", "deploy.stream", "deploy.preprocess", "deploy.resample",
+    "deploy.offline", "deploy.wearer",
     "deploy.events", "deploy.event_classes", "deploy.onsets", "deploy.sinks", "deploy.mqtt_options",
     # engines
     "deploy.thread_cap", "deploy.engines", "deploy.engines.session", "deploy.engines.onnxruntime", "deploy.engines.staged",
@@ -35,6 +35,7 @@ WORKSTATION_MODULES = (
     "deploy.metrics",       # the competition metric, event metrics
     "deploy.freeze_index",  # Moore's freeze index, the baseline
     "deploy.scoring",       # the one scorer of evaluate, the model report and the LOSO study
+    "deploy.operating_points",  # evaluate's threshold sweep and the operating point it chooses
     "deploy.fidelity",      # the daemon's pipeline against offline prediction, measured at export
     "deploy.chunked",       # offline prediction over chunks of a long recording (toolkit score)
     "deploy.operating_points",  # evaluate's on-threshold sweep

@@ -40,12 +40,39 @@ def _merge(base: dict, extra: dict, where: str) -> dict:
     return base
 
 
+# byte-order marks TOML does not allow, with the fix for each
+BOMS = {b"\xef\xbb\xbf": ("UTF-8 with a byte-order mark (BOM)", "remove the BOM: sed -i '1s/^\\xEF\\xBB\\xBF//' FILE"),
+        b"\xff\xfe": ("UTF-16 (little-endian)", "convert it: iconv -f UTF-16 -t UTF-8 FILE > FILE.new"),
+        b"\xfe\xff": ("UTF-16 (big-endian)", "convert it: iconv -f UTF-16 -t UTF-8 FILE > FILE.new")}
+
+
+def _config_text(path: Path) -> str:
+    """The file's text, or a ConfigError naming why it cannot be read as TOML (UTF-8 without a BOM) and the fix."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; --config takes the TOML file itself (e.g. /etc/fog/daemon.toml)") \
+            from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror}); check its permissions") from None
+    for bom, (name, fix) in BOMS.items():
+        if data.startswith(bom):
+            raise ConfigError(f"{path} is saved as {name}; TOML must be plain UTF-8: save it as \"UTF-8\" (not "
+                              f"\"UTF-8 with BOM\" or \"Unicode\"), or {fix}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); TOML must be UTF-8: "
+                          "save the file as UTF-8") from None
+
+
 def load_toml(path) -> dict:
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        return tomllib.loads(_config_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 

@@ -44,8 +44,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "`--sink=-?probs` alike)")
     g.add_argument("--probs", action="store_true",
                    help="also send per-hop probabilities to every sink (the config's too)")
-    g.add_argument("--max-seconds", type=float, help="stop after this many seconds (tests, benchmarks)")
+    g.add_argument("--max-seconds", type=_positive_seconds, help="stop after this many seconds (tests, benchmarks)")
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any key")
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type of --max-seconds: a finite number of seconds above 0 (argparse says the error, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0 (e.g. 60), or leave it out to "
+                                         "run until the source ends or a signal stops the daemon")
+    return value
 
 
 def attach_sink_values(argv) -> list[str]:

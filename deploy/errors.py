@@ -1,7 +1,24 @@
-"""User-facing errors. Each message says what is wrong and what to do; the CLIs print it without a traceback."""
+"""User-facing errors. Each message says what is wrong and what to do; the CLIs print it without a traceback.
+
+`printable(text)` is how text from outside (a manifest's strings, a sensor's line) reaches a terminal or a log:
+control and format characters escaped, so an escape sequence in a bundle cannot rewrite what the user sees.
+"""
 from __future__ import annotations
 
 import difflib
+import unicodedata
+
+# control (Cc), format (Cf: bidi overrides, zero-width), line and paragraph separators, surrogates, unassigned
+_UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
+
+
+def printable(text) -> str:
+    """`text` as str with every control or format character escaped (\\x1b, \\u202e); plain text unchanged."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch == " " or unicodedata.category(ch) not in _UNPRINTABLE
+                   else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in text)
 
 
 class FogError(Exception):

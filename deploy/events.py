@@ -30,6 +30,7 @@ class Event:
     offset_s: float | None
     detect_s: float
     peak: float
+    cut: str | None = None   # why it was cut short: still going when the data stopped (offset_s is where they did)
 
     @property
     def duration_s(self) -> float | None:
@@ -230,14 +231,16 @@ class EventDetector:
         self.started.append(self._event(c, st, None))
         return k + 1
 
-    def flush(self) -> list[Event]:
-        """End of stream: close every open confirmed episode at the time just after the last sample."""
+    def flush(self, reason: str = "the stream ended") -> list[Event]:
+        """End of stream: close every open confirmed episode at the time just after the last sample; one still
+        going is cut there, with `reason`."""
         out = []
         for c, st in enumerate(self._states):
             if st.start is not None and st.confirmed:
                 event = self._event(c, st, st.low_since)
                 if st.low_since is None:  # still frozen when the stream ended: it ends with the stream
-                    event = Event(event.cls, event.onset_s, self.time_of(self._n), event.detect_s, event.peak)
+                    event = Event(event.cls, event.onset_s, self.time_of(self._n), event.detect_s, event.peak,
+                                  cut=reason)
                 out.append(event)
             st.start, st.low_since = None, None
         return sorted(out, key=lambda e: (e.offset_s, e.onset_s, e.cls))

@@ -41,6 +41,11 @@ class OpenOnsets:
         except (OSError, json.JSONDecodeError) as exc:
             log.warning("state file %s unreadable (%s): open onsets of the previous run are unknown", self.path, exc)
             listed = {}
+        if not isinstance(listed, dict):   # not written by this daemon (a list, a number): said, then replaced
+            log.warning("state file %s holds a JSON %s, not the daemon's table of open onsets: open onsets of the "
+                        "previous run are unknown; it is replaced now (point stream.state_file at a file of its own)",
+                        self.path, type(listed).__name__)
+            listed = {}
         self._write()
         return [{**onset, "type": "aborted", "offset_s": None, "reason": REASON, "wall_time": round(time.time(), 3)}
                 for onset in listed.values() if isinstance(onset, dict)]

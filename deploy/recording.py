@@ -249,6 +249,7 @@ def read_recordings(paths, layout: str | None = None, mapping=None) -> list[Reco
         rec.meta.setdefault("name", names[f])
         owners.mark(rec.meta, f)
         recordings.append(rec)
+    stanford.check_each_trial_once(recordings)
     return recordings
 
 

@@ -24,8 +24,8 @@ from deploy.sinks import SINKS
 from deploy.sources import SOURCES
 from deploy.stream import StreamSettings
 from deploy.thread_cap import check_setting as thread_cap_setting
-from deploy.validate import (PORT, UNITS, channels, check_event_table, choice, digest, secret, switch, text,
-                             topic_level)
+from deploy.validate import (PORT, TIME_UNIT, UNITS, channels, check_event_table, choice, digest, key_list, secret,
+                             switch, text, topic_level)
 
 SECTIONS = ("source", "stream", "events", "log")   # the TOML tables; [[sinks]] is a list of tables
 NO_DEFAULT = object()   # a value the user must give where the setting applies (a replay's path)
@@ -84,6 +84,11 @@ SETTINGS = (
     # ------------------------------------------------------------------ top level
     S("", "bundle", text(), BUNDLE_HELP, example="/opt/fog/bundle"),
     S("", "bundle_digest", digest, "pin: run only the bundle with this digest (`toolkit inspect` prints it)"),
+    S("", "trusted_keys", key_list, "Ed25519 public keys (files from `toolkit keygen`, or the base64 it prints): "
+      "then only a bundle one of them signed runs (`toolkit sign`, export --sign-key); with neither a key nor a pin "
+      "the daemon runs the bundle, warning loudly", []),
+    S("", "require_signature", _given(switch), "refuse a bundle no trusted key signed (default: when trusted_keys "
+      "are set; false: unsigned bundles run, loudly warned)"),
     S("", "backend", choice("auto", "onnxruntime", "tensorrt"), "auto | onnxruntime | tensorrt (auto prefers "
       "TensorRT when it imports)", "auto", flag="--backend", arg={"choices": ("auto", "onnxruntime", "tensorrt")},
       example="auto"),
@@ -107,10 +112,12 @@ SETTINGS = (
       "rate; resampled when different)", flag="--rate-hz", arg={"type": float}),
     S("source", "rate_check", choice("refuse", "warn", "off"), "timestamps disagreeing with rate_hz (> 2 %): refuse "
       "(exit 1) | warn (counted) | off", "refuse", example="refuse"),
+    S("source", "signal_check", choice("refuse", "warn", "off"), "an implausible signal (units off by 9.8x or "
+      "1000x, a stuck sensor; deploy.plausibility): refuse | warn (counted) | off", "refuse"),
     S("source", "on_end", choice("exit", "reconnect"), "a live source that fails or ends: exit 1 (systemd "
       "restarts) | reconnect (with backoff)", "exit", example="exit"),
     S("source", "reconnect_max_s", number(0.1, 3600), "longest wait between reconnect attempts, s", 30.0),
-    S("source", "path", text(), "the recording to replay (any layout deploy.recording reads)", NO_DEFAULT,
+    S("source", "path", text(), "the recording to replay (CSV, npz, Daphnet .txt, Stanford .xlsx)", NO_DEFAULT,
       ("replay",), "--replay", {"metavar": "FILE"}, selects="replay"),
     S("source", "layout", text(optional=True), FILE_LAYOUT_HELP, _arg(SOURCES["replay"], "layout"), ("replay",),
       "--layout"),
@@ -122,6 +129,8 @@ SETTINGS = (
       "time, else 0.5)", _arg(SOURCES["replay"], "chunk_s"), ("replay",)),
     S("source", "start_s", number(), "sensor time of the first sample, s", _arg(SOURCES["replay"], "start_s"),
       ("replay",)),
+    S("source", "time_unit", TIME_UNIT, "unit of a line source's timestamps: s | ms | us", "s",
+      ("stdin", "udp", "serial")),
     S("source", "live", switch, "stdin: drop and count when behind instead of blocking the writer",
       _arg(SOURCES["stdin"], "live"), ("stdin",)),
     S("source", "host", text(), "address to listen on", _arg(SOURCES["udp"], "host"), ("udp",), "--udp-host",
@@ -206,6 +215,16 @@ SETTINGS = (
 )
 DEFAULT_SINKS = [{"kind": "jsonl", "path": "-", "probs": False}]
 SOURCE_ONLY_FLAG = {"--stdin": "stdin"}   # flags that choose a source and set nothing else
+# [source] keys the daemon acts on itself, never handed to the source's class
+DAEMON_SOURCE_KEYS = ("on_end", "reconnect_max_s", "rate_check", "signal_check", "time_unit")
+
+
+def checked(name: str, value):
+    """`value` checked as the setting `name` ("trusted_keys", "stream.hop_s") is (ConfigError naming the fix)."""
+    setting = next((s for s in SETTINGS if s.name == name), None)
+    if setting is None:
+        raise ConfigError(f"unknown setting {name!r} ({did_you_mean(name, [s.name for s in SETTINGS])})")
+    return setting.check(value, name)
 
 
 def settings_of(section: str, kind: str | None = None) -> list[Setting]:
@@ -261,11 +280,18 @@ def check_config(config: dict) -> dict:
     top = {k: config[k] for k in config if k not in (*SECTIONS, "sinks")}
     check_table(top, settings_of(""), "config")
     config.update(top)       # as each check gave it back (thread_cap true -> "measure")
+    if config["require_signature"] and not config["trusted_keys"]:
+        raise ConfigError("require_signature = true needs trusted_keys: the public keys whose signatures count "
+                          "(e.g. trusted_keys = [\"/etc/fog/keys/lab.pub\"], from `toolkit keygen`)")
     for section in SECTIONS:
         if not isinstance(config[section], dict):
             raise ConfigError(f"[{section}] must be a table")
     source = config["source"]
-    _kind_table(source, "source", choice(*SOURCES)(source.get("kind"), "source.kind"), "source")
+    kind = choice(*SOURCES)(source.get("kind"), "source.kind")
+    _kind_table(source, "source", kind, "source")
+    for s in settings_of("source", kind):   # what the daemon itself does with this kind: always said
+        if s.kinds and s.key in DAEMON_SOURCE_KEYS:
+            source.setdefault(s.key, s.default)
     check_table(config["stream"], settings_of("stream"), "stream")
     check_event_table(config["events"], [s.key for s in settings_of("stream")])
     check_table(config["log"], settings_of("log"), "log")

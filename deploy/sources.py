@@ -15,6 +15,7 @@ never blocks longer than `POLL_S` without looking at `stop`.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import time
@@ -42,29 +43,41 @@ class Chunk:
     arrival: float = 0.0          # time.monotonic() when it arrived
     rejected: dict = field(default_factory=dict)  # reason -> samples that could not be parsed
     lost_datagrams: int = 0       # UDP: datagrams the kernel dropped (receive buffer full) before this one
+    example: str | None = None    # the first rejected line, as received (for the warning that names the fix)
 
     @property
     def received(self) -> int:
         return len(self.t) + sum(self.rejected.values())
 
 
+# What each rejected line's reason means, and the fix (logged with the first such line, deploy.daemon)
+REJECT_FIX = {
+    "columns": "a line holds 4 fields, t,AccV,AccML,AccAP (seconds, then the three axes; comma or whitespace "
+               "separated): send exactly those",
+    "parse": "every field must be a number (seconds, then the three axes in the source's units)",
+    "encoding": "lines must be UTF-8 text",
+}
+
+
 def parse_lines(lines) -> Chunk:
-    """Parse text lines into a chunk; bad lines are counted, never raised."""
-    rows, rejected = [], {}
+    """Parse text lines into a chunk; bad lines are counted, never raised (the first is kept as `example`)."""
+    rows, rejected, example = [], {}, None
     for raw in lines:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.replace(",", " ").split()
-        if len(parts) != 4:
-            rejected["columns"] = rejected.get("columns", 0) + 1
-            continue
-        try:
-            rows.append([float(p) for p in parts])
-        except ValueError:
-            rejected["parse"] = rejected.get("parse", 0) + 1
+        reason = "columns" if len(parts) != 4 else None
+        if reason is None:
+            try:
+                rows.append([float(p) for p in parts])
+            except ValueError:
+                reason = "parse"
+        if reason is not None:
+            rejected[reason] = rejected.get(reason, 0) + 1
+            example = example or line[:120]
     data = np.array(rows, dtype=np.float64).reshape(-1, 4)
-    return Chunk(data[:, 0].copy(), data[:, 1:].copy(), time.monotonic(), rejected)
+    return Chunk(data[:, 0].copy(), data[:, 1:].copy(), time.monotonic(), rejected, example=example)
 
 
 def parse_bytes(data: bytes, split: bool = True) -> Chunk:
@@ -193,7 +206,8 @@ class UdpSource(SensorSource):
         self.host, self.port = host, int(port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(rcvbuf))
-        # Linux counts the datagrams it dropped for a full receive buffer and hands the count over with each one
+        # Linux counts the datagrams it dropped for a full receive buffer and hands the count over with each one;
+        # the count of drops after the last datagram is read from /proc/net/udp (kernel_drops)
         self.overflow = hasattr(socket, "SO_RXQ_OVFL") or sys.platform.startswith("linux")
         if self.overflow:
             self.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RXQ_OVFL", 40), 1)
@@ -205,21 +219,29 @@ class UdpSource(SensorSource):
                            "pick a free port with --udp-port") from None
         self.port = self.sock.getsockname()[1]
         self.sock.settimeout(POLL_S)
+        self.inode = os.fstat(self.sock.fileno()).st_ino   # its line in /proc/net/udp
 
     def describe(self) -> str:
         return f"udp {self.host}:{self.port}"
 
+    def _dropped_total(self, total: int) -> int:
+        """Datagrams dropped since the last count, given the kernel's running total for this socket."""
+        lost = (total - self.dropped_so_far) % (1 << 32) if total != self.dropped_so_far else 0
+        self.dropped_so_far = total
+        return lost
+
     def _receive(self) -> tuple[bytes | None, int]:
-        """(datagram or None, datagrams the kernel dropped since the last one)."""
+        """(datagram or None, datagrams the kernel dropped since the last count): with a datagram, the count comes
+        with it (SO_RXQ_OVFL); without one (a quiet moment), from /proc/net/udp."""
         try:
             data, ancillary, _, _ = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(4))
         except socket.timeout:
-            return None, 0
+            total = kernel_drops(self.inode)
+            return None, (0 if total is None else self._dropped_total(total))
         lost = 0
         for level, kind, value in ancillary:
             if level == socket.SOL_SOCKET and kind == getattr(socket, "SO_RXQ_OVFL", 40) and len(value) >= 4:
-                total = int.from_bytes(value[:4], sys.byteorder)
-                lost, self.dropped_so_far = (total - self.dropped_so_far) % (1 << 32), total
+                lost = self._dropped_total(int.from_bytes(value[:4], sys.byteorder))
         return data, lost
 
     def run(self, emit, stop) -> None:
@@ -228,13 +250,31 @@ class UdpSource(SensorSource):
             while not stop.is_set():
                 data, dropped = self._receive()
                 lost += dropped
-                if data:
-                    chunk = parse_bytes(data)
-                    chunk.lost_datagrams, lost = lost, 0
-                    if chunk.received or chunk.lost_datagrams:
-                        emit(chunk)
-        finally:
+                chunk = parse_bytes(data) if data else Chunk(np.empty(0), np.empty((0, 3)), time.monotonic())
+                chunk.lost_datagrams, lost = lost, 0
+                if chunk.received or chunk.lost_datagrams:
+                    emit(chunk)
+        finally:   # drops after the last datagram have no datagram to bring their count: read it now
+            total = kernel_drops(self.inode)
+            if total is not None and (lost := lost + self._dropped_total(total)):
+                emit(Chunk(np.empty(0), np.empty((0, 3)), time.monotonic(), lost_datagrams=lost))
             self.sock.close()
+
+
+def kernel_drops(inode: int) -> int | None:
+    """The kernel's count of datagrams dropped for the UDP socket with this inode (Linux /proc/net/udp, `drops`, the
+    same counter SO_RXQ_OVFL reports); None where there is no such file."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as fh:
+                next(fh)
+                for line in fh:
+                    fields = line.split()
+                    if len(fields) > 12 and fields[9] == str(inode):
+                        return int(fields[12])
+        except (OSError, StopIteration, ValueError):
+            continue
+    return None
 
 
 class SerialSource(SensorSource):

@@ -24,11 +24,15 @@ import numpy as np
 from deploy.contract.events import EventSettings
 from deploy.errors import FogError
 from deploy.events import EventDetector
-from deploy.intake import RESET, Intake
+from deploy.intake import MAX_G, RESET, Intake
 from deploy.offline import contribution, output_per
-from deploy.preprocess import PreprocessSpec, StreamingPreparer, gravity_rotation, patchify, unpatchify, zscore_
+from deploy.preprocess import (STANDARD_GRAVITY, PreprocessSpec, StreamingPreparer, gravity_rotation, patchify,
+                               unpatchify, zscore_)
 
 log = logging.getLogger("deploy.stream")
+
+
+GAP_REASON = "a gap in the sensor's data longer than stream.max_gap_s ended the segment"
 
 
 def streaming_spec(spec: PreprocessSpec) -> PreprocessSpec:
@@ -117,7 +121,8 @@ class Pipeline:
         self.engine, self.classes, self.counters = engine, list(classes), counters
         self.on_probs, self.on_event = on_probs, on_event
         self._apply(settings or StreamSettings(**settings_fields))
-        self.intake = Intake(self.source_rate, counters, max_gap_s=self.settings.max_gap_s)
+        self.intake = Intake(self.source_rate, counters, max_gap_s=self.settings.max_gap_s,
+                             max_abs=MAX_G * (STANDARD_GRAVITY if self.source_units == "m/s^2" else 1.0))
         self.encoder = WindowEncoder(self.spec, engine.input_buffer)
         self.per = output_per(engine.output_shape, self.spec)
         self.tail_rows = self._tail_rows()
@@ -182,15 +187,16 @@ class Pipeline:
         """One chunk from a source (already counted as received by whoever queued it)."""
         for piece in self.intake.push(chunk.t, chunk.acc):
             if piece is RESET:
-                self.end_segment()
+                self.end_segment(GAP_REASON)
                 continue
             t_first, acc = piece
             if not self._segment_open:
                 self._start_segment(t_first)
             self._feed(self.preparer.process(acc), chunk.arrival)
 
-    def end_segment(self) -> None:
-        """End of stream or a long gap: the last partial hop is run and every pending sample decided."""
+    def end_segment(self, reason: str = "the stream ended") -> None:
+        """End of stream or a long gap: the last partial hop is run and every pending sample decided; an episode
+        still going is cut there (its event says `reason`)."""
         if not self._segment_open:
             return
         self._feed(self.preparer.flush(), time.monotonic())
@@ -198,7 +204,7 @@ class Pipeline:
             if self.e_next - self.hop < self.n:      # a partial hop is pending
                 self._run_window(self.e_next, time.monotonic(), final=True)
             self._decide(self.n)
-        for event in self.detector.flush():
+        for event in self.detector.flush(reason):
             self._emit_event("event", event)
         self._segment_open = False
 

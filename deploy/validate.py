@@ -80,7 +80,16 @@ def channels(value, name):
     return list(value)
 
 
+def key_list(value, name):
+    """trusted_keys: a list of public keys, each a file path or an inline base64 key (deploy.signing reads them)."""
+    if not isinstance(value, list) or not all(isinstance(k, str) and k.strip() for k in value):
+        raise ConfigError(f"{name}: expected a list of public keys, e.g. [\"/etc/fog/keys/lab.pub\"] or the base64 "
+                          "key `toolkit keygen` printed")
+    return value
+
+
 PORT = number(0, 65535, integer=True)
+TIME_UNIT = choice("s", "ms", "us")   # of the line sources' timestamps (deploy.clock.TIME_UNITS)
 
 
 def check_event_table(events, stream_keys=()) -> dict:

@@ -168,6 +168,7 @@ def test_cli_errors_are_one_line(capsys):
     assert "no-such-model-or-folder" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_bench_report_of_a_small_model(tmp_path):
     from toolkit.bench import run as bench
     from toolkit.bench.backends import BenchedModel

@@ -89,6 +89,7 @@ def _stream_and_compare(bundle_dir, recordings, tmp_path, events_override=None):
     return s
 
 
+@pytest.mark.slow
 def test_trained_default_bundle_streams_the_offline_event_figures(default_bundle, tmp_path):
     if default_bundle is None:
         pytest.skip(f"{WEIGHTS} is absent: the stand-in test below covers streaming == offline")

@@ -8,7 +8,7 @@ import pytest
 
 from deploy.config import DEFAULTS, build_config
 from deploy.daemon_args import build_parser, overrides_from_args
-from deploy.settings import NO_DEFAULT, SETTINGS, settings_of
+from deploy.settings import DAEMON_SOURCE_KEYS, NO_DEFAULT, SETTINGS, settings_of
 from deploy.settings_docs import DOCS, EXAMPLE, TABLE, docs_with_table, example_toml
 from deploy.sinks import SINKS
 from deploy.sources import SOURCES
@@ -72,11 +72,13 @@ def test_a_flag_sets_its_setting(argv, section, key, value):
 
 @pytest.mark.parametrize("section, classes", [("source", SOURCES), ("sinks", SINKS)])
 def test_every_option_of_a_source_or_sink_is_a_setting_of_its_kind(section, classes):
-    """The classes are the options' home: what a class takes is declared for its kind, with the class's default."""
+    """The classes are the options' home: what a class takes is declared for its kind, with the class's default
+    (the keys the daemon acts on itself, DAEMON_SOURCE_KEYS, are not the class's)."""
     given_by_daemon = {"units", "rate_hz", "probs", "device_id", "recording", "stream", "kw", "self"}
     for kind, cls in classes.items():
         params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items() if n not in given_by_daemon}
-        declared = {s.key: s for s in settings_of(section, kind) if s.kinds}
+        daemons = DAEMON_SOURCE_KEYS if section == "source" else ()
+        declared = {s.key: s for s in settings_of(section, kind) if s.kinds and s.key not in daemons}
         assert set(params) == set(declared), (kind, sorted(set(params) ^ set(declared)))
         for name, setting in declared.items():
             default = params[name].default

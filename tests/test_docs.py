@@ -267,7 +267,8 @@ def test_the_shared_options_table_is_what_the_commands_take():
     found = SHARED_BLOCK.search(page)
     assert found, "docs/api.md lost its <!-- shared-options --> block"
     assert found.group(2) == shared_options_table(), \
-        "docs/api.md's shared-options table differs from the commands; it should read:\n" + shared_options_table()
+        "docs/api.md's shared-options table differs from the commands (rewrite it: python -m tests.test_docs " \
+        "--write); it should read:\n" + shared_options_table()
 
 
 # ------------------------------------------------------------------ python blocks
@@ -317,3 +318,11 @@ def test_every_python_block_runs(doc, prepared, tmp_path, monkeypatch):
             exec(compile(code, block.where(), "exec"), namespace)
         except Exception as exc:
             raise AssertionError(f"{block.where()}: {type(exc).__name__}: {exc}") from exc
+
+
+if __name__ == "__main__":      # python -m tests.test_docs --write: docs/api.md's shared-options table anew
+    if sys.argv[1:] == ["--write"]:
+        api_md = REPO / "docs" / "api.md"
+        page = api_md.read_text()
+        found = SHARED_BLOCK.search(page)
+        api_md.write_text(page[:found.start(2)] + shared_options_table() + page[found.end(2):])

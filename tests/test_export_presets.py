@@ -58,7 +58,8 @@ def graphs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.name)
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p == "fog-1st-place" else p
+                                    for p in PRESETS])   # the large preset's graphs: seconds per target
 def test_every_preset_passes_every_targets_checks(graphs, preset, target):
     float_model, note = graphs(preset, target.export_opset, "float", target)
     precision = "fp16" if target.fp16 else "fp32"

@@ -49,7 +49,7 @@ from toolkit.bench import baseline as bench_baseline  # noqa: E402
 from toolkit.bench import run as bench  # noqa: E402
 from toolkit.bench.backends import BackendUnavailable, check_available  # noqa: E402
 
-pytestmark = pytest.mark.latency
+pytestmark = [pytest.mark.latency, pytest.mark.slow]   # the exports and timings: minutes
 
 DEFAULT = "fog-small"
 FIRST_PLACE = "fog-1st-place"

@@ -9,6 +9,8 @@ from dataclasses import replace  # noqa: E402
 
 from calibration.loso import THRESHOLDS, Recipe, run_fold  # noqa: E402
 
+pytestmark = pytest.mark.slow   # measured over ~5 s a test (pytest --durations)
+
 # The five whole Daphnet recordings (the folder also holds experiment segments of more people): three people, so a
 # fold's training and test subjects are known, and a fold predicts minutes, not an hour, of signal.
 WHOLE = ("S02R01", "S02R02", "S03R02", "S03R03", "S06R02")

@@ -129,6 +129,7 @@ def test_resume_skips_recordings_already_scored(local_run, cohort, bundle_dir, t
     assert fourth.scored == SUBJECTS
 
 
+@pytest.mark.slow
 def test_ray_runner_equals_local_runner(local_run, cohort, bundle_dir, tmp_path):
     pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'fog-edge-toolkit[ray]')")
     from toolkit.score import score_cohort

@@ -27,6 +27,8 @@ COMMANDS = {
     "calibrate": "toolkit.commands.calibrate",
     "export": "toolkit.commands.export",
     "inspect": "toolkit.commands.inspect",
+    "keygen": "toolkit.commands.keygen",
+    "sign": "toolkit.commands.sign",
     "serve": "toolkit.commands.serve",
     "bench": "toolkit.commands.bench",
 }

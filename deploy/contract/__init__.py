@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from deploy.layouts import AXES, CLASSES  # the columns of every recording layout: the bundle speaks the same words
 
-__all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "FP32_FILE", "INT8_FILE",
-           "EVENT_DEFAULTS", "EVENT_KEYS", "EVENT_HELP", "event_help", "event_flag", "EVENT_FLAG_ALIASES",
+__all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "SIGNATURE_FILE", "FP32_FILE",
+           "INT8_FILE", "EVENT_DEFAULTS", "EVENT_KEYS", "EVENT_HELP", "event_help", "event_flag", "EVENT_FLAG_ALIASES",
            "STREAM_NORMALIZATIONS", "CPU_FP32_REASON"]
 
 INPUT_NAME, OUTPUT_NAME = "x", "probs"   # the bundled graph's one input and one output (probabilities)
 
 SCHEMA_VERSION = 1                       # of manifest.json; Bundle.load refuses any other
 MANIFEST = "manifest.json"
+SIGNATURE_FILE = "signature.json"        # beside the manifest, outside its file list: signs its digest (deploy.signing)
 FP32_FILE, INT8_FILE = "model_fp32.onnx", "model_int8_qdq.onnx"
 
 # The event settings a bundle carries unless export is told otherwise (deploy.contract.events.EventSettings layers

@@ -18,7 +18,7 @@ from calibration import progress as bars
 from calibration.checkpoint import load_model, trained_on
 from calibration.data import fingerprint
 from deploy import operating_points
-from deploy.bundle import Bundle
+from deploy.bundle import Bundle, sha256_file
 from deploy.contract.events import EventSettings
 from deploy.engines import open_engine
 from deploy.errors import FogError
@@ -46,6 +46,7 @@ class Scorer:
     columns: object = field(default_factory=lambda: slice(None))  # event columns (a bundle's background classes left out)
     any_fog: str = "max"
     trained_on: dict | None = None   # what the model was trained on (in-sample marks), when its checkpoint says
+    identity: dict = field(default_factory=dict)   # preset, weights_sha256, bundle digest: what a threshold belongs to
 
 
 @dataclass
@@ -61,6 +62,7 @@ class EvaluationResult:
     operating_points: dict = field(default_factory=dict)  # results[i]["name"] -> deploy.operating_points.sweep
     at_fa_per_hour: dict | None = None          # {"target", "chosen": {name: point or None}} when asked for
     recordings_used: list = field(default_factory=list)   # name, file and sha256 of each recording scored
+    model_identity: dict | None = None          # the model scored (Scorer.identity), None for the baseline only
 
     @property
     def model(self) -> dict | None:
@@ -75,7 +77,7 @@ class EvaluationResult:
         return json_safe({"recordings": self.recordings, "hours": self.hours, "events": self.settings.to_dict(),
                           "precision": self.precision, "runtime": self.runtime, "results": self.results,
                           "operating_points": self.operating_points, "at_fa_per_hour": self.at_fa_per_hour,
-                          "recordings_used": self.recordings_used})
+                          "recordings_used": self.recordings_used, "model": self.model_identity})
 
 
 def recording_identity(rec, trained=None) -> dict:
@@ -115,27 +117,32 @@ def bundle_scorer(bundle, precision=None, backend: str = "auto") -> Scorer:
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     engine = open_engine(bundle, backend=backend, precision=precision, exact=True)
     used = getattr(engine, "precision", None) or precision or bundle.precision
+    model = bundle.manifest.get("model") or {}
     return Scorer(f"bundle {Path(bundle.folder).name} ({used}, {engine.backend})", bundle.input.spec, engine, used,
                   engine.backend, bundle.events, bundle.output.event_columns, bundle.output.any_fog,
-                  bundle.model.trained_on)
+                  identity={"preset": model.get("preset"), "weights_sha256": model.get("weights_sha256"),
+                            "bundle": str(bundle.folder), "bundle_digest": bundle.manifest.get("digest")},
+                  trained_on=bundle.model.trained_on)
 
 
 def torch_scorer(model, weights=None, preprocess=None, activation: str = "sigmoid") -> Scorer:
     if _is_module(model):
         source = from_module(model, preprocess=preprocess, activation=activation)
         module, spec, name, events, trained = source.module, source.spec, source.name, {}, None
+        identity = {"preset": None, "weights_sha256": source.weights_sha256}
     else:
         module, preset, checkpoint = load_model(model, weights)  # the project's one weights loader
         spec = PreprocessSpec.from_dict(models.get_preset(preset).preprocess)
         events = dict(models.get_preset(preset).events)  # what its bundle would carry
         name = preset + (f" ({weights})" if weights else " (shipped weights)" if checkpoint else " (untrained)")
         trained = trained_on(checkpoint)
+        identity = {"preset": preset, "weights_sha256": sha256_file(checkpoint) if checkpoint else None}
     act = {"sigmoid": torch.sigmoid, "softmax": lambda y: torch.softmax(y, dim=-1), "none": lambda y: y}[activation]
 
     def infer(x):
         with torch.no_grad():
             return act(module(torch.from_numpy(np.ascontiguousarray(x)))).numpy()
-    return Scorer(name, spec, infer, "fp32", "pytorch", events, trained_on=trained)
+    return Scorer(name, spec, infer, "fp32", "pytorch", events, identity=identity, trained_on=trained)
 
 
 def _is_bundle(model) -> bool:
@@ -189,7 +196,8 @@ def evaluate(model=None, recordings=(), *, weights=None, preprocess: dict | None
                               runtime=scorer.runtime if scorer else None, probs=probs,
                               rules={"model": scorer.any_fog} if scorer else {},
                               recordings_used=[recording_identity(r, scorer.trained_on if scorer else None)
-                                               for r in recs])
+                                               for r in recs],
+                              model_identity=scorer.identity if scorer else None)
     if thresholds:
         _sweep(result, recs, scored, thresholds, fi_threshold, at_fa_per_hour)
     return result

@@ -87,3 +87,11 @@ def add_plot(p, what: str = "") -> None:
 
 def add_file_layout(p, **kw) -> None:
     p.add_argument("--layout", help=FILE_LAYOUT_HELP, **kw)
+
+
+def add_signing_arguments(p, flag: str = "--key") -> None:
+    """The private key and its passphrase (shared with `toolkit export --sign-key`)."""
+    p.add_argument(flag, metavar="KEY", required=flag == "--key", help="private key file (`toolkit keygen`)")
+    p.add_argument("--passphrase-env", metavar="VAR",
+                   help="environment variable holding the key's passphrase (when it is encrypted)")
+    p.add_argument("--signer", help="who signs, recorded beside the signature (informational)")

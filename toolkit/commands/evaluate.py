@@ -6,8 +6,8 @@
   toolkit evaluate --synthetic 4 --bundle bundles/fog-small --json
 
 Predictions follow deploy.offline.predict_recording (the bundle's hop, look-ahead and event settings when a bundle
-is given, else deploy.events.DEFAULT_SETTINGS, what export writes; each flag overrides one value) and are mapped
-back to each recording's rate. Every figure comes from deploy.scoring, the project's one scorer: per-class APs
+is given, else the defaults export writes; each flag overrides one value: deploy.contract.events.EventSettings
+.resolve) and are mapped back to each recording's rate. Every figure comes from deploy.scoring, the project's one scorer: per-class APs
 (the competition metric) on recordings labelled with the three Kaggle types; any-FOG AP, time-based sensitivity
 and specificity, episode sensitivity, false alarms per hour and onset latency on every labelled recording
 (Daphnet's single "freeze" label included); time called FOG and false alarms per hour on recordings without

@@ -12,8 +12,9 @@ INT8, and the engine (when TensorRT and a GPU are here) or the on-device build k
 from __future__ import annotations
 
 from toolkit.api import export
-from toolkit.commands._options import add_model_arguments, model_and_weights, named_preset
+from toolkit.commands._options import add_model_arguments, add_signing_arguments, model_and_weights, named_preset
 from toolkit.export import options
+from toolkit.export.signer import load_private_key, passphrase_from, sign_bundle
 
 HELP = "export a model to a checked, verified deployment bundle (ONNX, INT8, engine or build kit)"
 
@@ -37,6 +38,8 @@ def add_arguments(p) -> None:
                                         help="deployment target (see `toolkit targets`; default jetson)")
     groups[options.TARGET].add_argument("--out", required=True, help="bundle folder to create")
     options.add_arguments(p, groups=groups)
+    add_signing_arguments(p.add_argument_group("signing (toolkit keygen makes a key; docs/daemon.md: threat model)"),
+                          flag="--sign-key")
 
 
 def _model(args) -> tuple[str, str | None]:
@@ -49,7 +52,13 @@ def _model(args) -> tuple[str, str | None]:
 
 def run(args) -> int:
     model, weights = _model(args)
+    # the key is read before the long work: a wrong passphrase is said now, not after minutes of export
+    key = load_private_key(args.sign_key, passphrase_from(args.passphrase_env)) if args.sign_key else None
     result = export(model, args.target, args.out, weights=weights, options=options.from_args(args))
     print(result.summary())
     print(f"bundle digest {result.digest}  (pin it on the device: bundle_digest in the daemon's config)")
+    if key is not None:
+        entry = sign_bundle(args.out, key, signer=args.signer)
+        print(f"signed with key {entry['key_id']} ({args.out}/signature.json): a device that lists this key in "
+              "trusted_keys runs it")
     return 0

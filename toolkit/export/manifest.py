@@ -88,14 +88,14 @@ def build_manifest(sections: dict) -> dict:
     return Manifest(toolkit_version=__version__, created=created, **sections).to_dict()
 
 
-def _streaming_lines(streaming: dict | None) -> list[str]:
-    if not streaming:
+def _streaming_lines(streaming) -> list[str]:
+    if streaming is None:
         return []
-    if "skipped" in streaming:
-        return [f"  streaming fidelity: {streaming['skipped']}"]
-    lines = [f"  streaming (declared {streaming['declared']}; {streaming['data']}; chosen {streaming['normalization']}"
-             f": {streaming['chosen_by']}):"]
-    for mode, f in streaming["options"].items():
+    if streaming.skipped:
+        return [f"  streaming fidelity: {streaming.skipped}"]
+    lines = [f"  streaming (declared {streaming.declared}; {streaming.data}; chosen {streaming.normalization}: "
+             f"{streaming.chosen_by}):"]
+    for mode, f in streaming.options.items():
         lines.append(f"    {mode:<13} time called FOG {f['percent_time_called_fog_streamed']:6.2f} % streamed vs "
                      f"{f['percent_time_called_fog_offline']:6.2f} % offline ({f['difference_pp']:+.2f} pp), "
                      f"agreement {100 * f['decision_agreement']:.1f} %, events {f['events_streamed']} vs "
@@ -103,41 +103,49 @@ def _streaming_lines(streaming: dict | None) -> list[str]:
     return lines
 
 
+def _plan_lines(plan) -> list[str]:
+    """The precision plan grouped: one line per precision and kind of layer (recurrent layers one by one)."""
+    if plan is None:
+        return []
+    groups: dict[tuple, int] = {}
+    for r in plan.layers:
+        recurrent = "fused" in r["op"] or "unrolled" in r["op"]
+        key = (r["precision"], r["layer"] if recurrent else "", r["op"] if recurrent else r["op"].split(" (")[0])
+        groups[key] = groups.get(key, 0) + 1
+    return ["", f"  precision plan: recurrence {plan.recurrence}: {plan.reason}",
+            *[f"    {p:<5} {(layer or f'{n} x'):<36} {op}" for (p, layer, op), n in groups.items()],
+            "    (every layer with its reason: manifest precision_plan)"]
+
+
 def summary_table(out, manifest: dict) -> str:
     """The end-of-export summary: files, sizes, checks, verification figures."""
-    ranges = ranges_line(manifest["export"].get("calibration"))
-    lines = [f"bundle {out}  (target {manifest['target']['name']}, precision {manifest['precision']})",
-             *([f"  {ranges}"] if ranges else []), "", f"  {'file':<34} {'bytes':>12}  sha256"]
-    for rel, entry in manifest["files"].items():
+    m = Manifest.from_dict(manifest)
+    ranges = ranges_line(m.export.get("calibration"))
+    chosen = m.export.get("events_chosen")
+    chose = (f"  events: on {chosen['point']['on']:g}, off {chosen['point']['off']:g}: chosen for at most "
+             f"{chosen['fa_per_hour_asked']:g} false alarms/h on {len(chosen['recordings'])} recording(s) "
+             f"({chosen['from']})") if chosen else None
+    lines = [f"bundle {out}  (target {m.target['name']}, precision {m.precision})",
+             *([f"  {ranges}"] if ranges else []), *([chose] if chose else []), "",
+             f"  {'file':<34} {'bytes':>12}  sha256"]
+    for rel, entry in m.files.items():
         lines.append(f"  {rel:<34} {entry['bytes']:>12,}  {entry['sha256'][:16]}")
-    passed = sum(c["passed"] for c in manifest["checks"])
-    lines += ["", f"  checks: {passed}/{len(manifest['checks'])} passed"]
-    for c in manifest["checks"]:
+    lines += ["", f"  checks: {sum(c['passed'] for c in m.checks)}/{len(m.checks)} passed"]
+    for c in m.checks:
         lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['model']}: {c['name']}: {c['detail'][:90]}")
-    unused = (manifest["export"].get("calibration") or {}).get("unused")
+    unused = (m.export.get("calibration") or {}).get("unused")
     if unused:
         lines.append(f"  calibration: {len(unused)} quantizer(s) inert at this shape (no window reached them, no Q/DQ "
                      f"in the graph; placeholder amax): {', '.join(unused)}")
-    plan = manifest.get("precision_plan")
-    if plan:
-        lines += ["", f"  precision plan: recurrence {plan['recurrence']}: {plan['reason']}"]
-        groups: dict[tuple, int] = {}
-        for r in plan["layers"]:
-            recurrent = "fused" in r["op"] or "unrolled" in r["op"]
-            key = (r["precision"], r["layer"] if recurrent else "", r["op"] if recurrent else r["op"].split(" (")[0])
-            groups[key] = groups.get(key, 0) + 1
-        lines += [f"    {p:<5} {(layer or f'{n} x'):<36} {op}" for (p, layer, op), n in groups.items()]
-        lines.append("    (every layer with its reason: manifest precision_plan)")
-    lines += ["", f"  verification ({manifest['verification']['windows']} windows, "
-                  f"{manifest['verification'].get('weights', '')}):"]
-    for name, v in manifest["verification"]["pairs"].items():
+    lines += _plan_lines(m.precision_plan)
+    lines += ["", f"  verification ({m.verification['windows']} windows, {m.verification.get('weights', '')}):"]
+    for name, v in m.verification["pairs"].items():
         lines.append(f"    {name:<24} {describe(v)}")
-    if manifest["export"].get("cpu_precision"):
-        lines.append(f"  cpu precision: {manifest['export']['cpu_precision']['reason']}")
-    lines.append(f"  engine: {manifest['export']['engine']}")
-    for role, cap in ((manifest.get("onnxruntime") or {}).get("thread_cap") or {}).items():
-        lines.append(f"  thread cap ({role}, measured on {cap['measured_on'].split(' (')[0]}): {cap['reason']}")
-    lines += _streaming_lines(manifest.get("streaming"))
-    for note in manifest["model"].get("notes", []):
-        lines.append(f"  note: {note}")
+    if m.export.get("cpu_precision"):
+        lines.append(f"  cpu precision: {m.export['cpu_precision']['reason']}")
+    lines.append(f"  engine: {m.export['engine']}")
+    for role, cap in (m.onnxruntime.thread_cap if m.onnxruntime else {}).items():
+        lines.append(f"  thread cap ({role}, measured on {cap.measured_on.split(' (')[0]}): {cap.reason}")
+    lines += _streaming_lines(m.streaming)
+    lines += [f"  note: {note}" for note in m.model.notes]
     return "\n".join(lines)

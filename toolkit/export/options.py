@@ -65,9 +65,9 @@ SPEC_PARTS = {"rate_hz": {"type": float}, "units": {"choices": ("g", "m/s^2")},
               "normalization": {"choices": ("recording", "window", "running")}}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportOptions:
-    """The options of one export (see the module docstring)."""
+    """The options of one export (see the module docstring); fixed once made."""
     tsai: bool = option(False, "the weights come from tsai: build with tsai_compat=True", MODEL, action="store_true")
     factory_kwargs: dict = option({}, "JSON keyword arguments for module:factory", MODEL, parse=_json_object)
     activation: str | None = option(None, "output activation (default sigmoid)", MODEL,
@@ -125,12 +125,20 @@ class ExportOptions:
                                       f"this many seconds (default {BUDGET_S:g})", STREAMING, type=float)
     events: dict = option({}, "manifest event keys over the model's and the defaults (deploy.contract.EVENT_KEYS)",
                           EVENTS, parts=EVENT_PARTS)
+    on_threshold_from: str | None = option(None, "write the operating point `toolkit evaluate --at-fa-per-hour RATE "
+                                           "--json-out EVAL_JSON` chose for this model (its on/off and the event "
+                                           "settings it was scored with); the manifest records the choice and the "
+                                           "recordings that made it (export.events_chosen)", EVENTS,
+                                           metavar="EVAL_JSON")
     threads: int = option(1, "torch/onnxruntime threads of the export's own work (default 1: a shared machine)",
                           type=int)
     quiet: bool = option(False, "no progress bars (they are also off when stderr is not a terminal)",
                          action="store_true")
 
     def __post_init__(self):
+        for name in ("factory_kwargs", "preprocess", "events"):   # None from Python: not given
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, {})
         for name in ("batch", "threads") + (("n_patches",) if self.n_patches is not None else ()):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise FogError(f"{_dashed(name)} must be a whole number >= 1, got {getattr(self, name)!r}")

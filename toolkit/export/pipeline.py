@@ -97,9 +97,10 @@ class ExportPipeline:
     or the target's default) and what follows from it; everything a step finds is its return value."""
 
     def __init__(self, source, target: Target, work: Path, opt: ExportOptions, precision: str,
-                 events: EventSettings, given=None, calib_reader=None, fidelity_recordings=None):
+                 events: EventSettings, events_chosen: dict | None = None, given=None, calib_reader=None,
+                 fidelity_recordings=None):
         self.source, self.target, self.work, self.opt, self.precision = source, target, Path(work), opt, precision
-        self.events, self.given, self.calib_reader = events, given, calib_reader
+        self.events, self.events_chosen, self.given, self.calib_reader = events, events_chosen, given, calib_reader
         self.fidelity_recordings = fidelity_recordings
         self.opset = opt.opset or target.export_opset
         self.want_int8 = target.int8 and precision in ("int8", "fastest")
@@ -139,7 +140,7 @@ class ExportPipeline:
                   "timings": dict(self.steps.timings), "engine": engine.note, "kit": engine.kit,
                   "cpu_latency_ms": cpu.record.get("latency_ms") if cpu else None,
                   "cpu_precision": cpu.record if cpu else None, "fp16_note": FP16_NOTE,
-                  "cpu_dynamic_plan": cpu.dynamic if cpu else None}
+                  "cpu_dynamic_plan": cpu.dynamic if cpu else None, "events_chosen": self.events_chosen}
         return {"model": fp32.model, "input": fp32.input, "output": fp32.output,
                 "events": self.events.per_class(self.source.classes), "precision": precision,
                 "models": {"fp32": FP32_FILE, "fp16": None, "int8": int8_file, "engine": engine.engine_file},
@@ -338,13 +339,16 @@ def _inputs(source, opt: ExportOptions) -> dict:
     return {"given": given, "calib_reader": reader, "fidelity_recordings": fidelity}
 
 
-def export_bundle(source, target: Target, out, options: ExportOptions | None = None) -> dict:
+def export_bundle(source, target: Target, out, options: ExportOptions | None = None, chosen=None) -> dict:
     """Export `source` (toolkit.export.source.ModelSource) for `target` into the folder `out`; returns the
-    manifest. The bundle is built in `out.partial` and renamed at the end, so a failure leaves nothing behind."""
+    manifest. `chosen`: the operating point --on-threshold-from names (toolkit.api.threshold, read and checked by
+    the API): its event settings replace the flags', its record goes into the manifest. The bundle is built in
+    `out.partial` and renamed at the end, so a failure leaves nothing behind."""
     opt = options or ExportOptions()
     out = Path(out)
     precision = choose_precision(target, opt.precision)
-    events = EventSettings.resolve(source.events, opt.events, classes=source.classes)  # the preset's, then flags
+    layer = chosen.events if chosen else opt.events   # the preset's events, then this layer over them
+    events = EventSettings.resolve(source.events, layer, classes=source.classes)
     inputs = _inputs(source, opt)
     if inputs["given"] and not (target.int8 and precision in ("int8", "fastest")):
         source.notes.append(f"the {inputs['given'].source} ranges ({inputs['given'].path}) are not shipped: the "
@@ -360,7 +364,8 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(opt.threads)
     try:
-        manifest = ExportPipeline(source, target, work, opt, precision, events, **inputs).run()
+        manifest = ExportPipeline(source, target, work, opt, precision, events, chosen.record if chosen else None,
+                                  **inputs).run()
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)

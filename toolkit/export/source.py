@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import sys
 from dataclasses import dataclass, field
@@ -246,7 +247,7 @@ def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, cla
                "(or import it relative to your package)") if clash in TOOLKIT_PACKAGES else \
             "run from the folder that holds the module or add it to PYTHONPATH"
         raise ModelSourceError(f"cannot import {spec!r} ({exc}); {fix}") from None
-    module = factory(**(factory_kwargs or {}))
+    module = build_user_model(spec, factory, factory_kwargs or {})
     ranges = _load_weights(module, weights) if weights else None
     state_sha, note = (None, None) if weights else _factory_weights(factory, factory_kwargs or {}, module)
     spec_dict = {**USER_PREPROCESS, **(preprocess or {})}
@@ -256,6 +257,25 @@ def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, cla
                        weights_path=str(weights) if weights else None, notes=[note] if note else [],
                        factory={"path": spec, "kwargs": dict(factory_kwargs or {})}, qat_ranges=ranges,
                        trained_on=trained_on(weights))
+
+
+def build_user_model(spec: str, factory, kwargs: dict):
+    """`factory(**kwargs)`, which must be a model factory: a Python function or class returning a torch module. A
+    built-in (`os:system`) is never called, and whatever goes wrong inside the call is said as the user's error."""
+    if inspect.isbuiltin(factory) or not callable(factory) or \
+            not (inspect.isfunction(factory) or inspect.isclass(factory) or inspect.ismethod(factory)):
+        raise ModelSourceError(f"--model {spec!r} names a {type(factory).__name__}, not a model factory; give "
+                               "package.module:function (or a class) that returns a torch.nn.Module")
+    try:
+        module = factory(**kwargs)
+    except Exception as exc:
+        raise ModelSourceError(f"--model {spec!r}: calling it with --factory-kwargs {kwargs} failed "
+                               f"({type(exc).__name__}: {exc}); give a factory that builds a torch.nn.Module from "
+                               "these arguments") from None
+    if not isinstance(module, torch.nn.Module):
+        raise ModelSourceError(f"--model {spec!r} returned a {type(module).__name__}, not a torch.nn.Module; give a "
+                               "factory that builds the model")
+    return module
 
 
 def _factory_weights(factory, kwargs: dict, module) -> tuple[str, str]:

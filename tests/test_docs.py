@@ -136,7 +136,7 @@ def _ours(argv: list[str]) -> list[str] | None:
     return None
 
 
-INLINE = re.compile(r"(?<!`)`((?:toolkit|fog-daemon|python) [^`]+)`")
+INLINE = re.compile(r"(?<!`)`((?:toolkit|fog-daemon|python) [^`\n]*(?:\n[^`\n]*)?)`")   # may wrap once
 
 
 def commands() -> list[Command]:
@@ -153,11 +153,13 @@ def commands() -> list[Command]:
                     out.append(Command(block, offset, mine, "..." in mine))
     for path in DOCS:
         rel = path.relative_to(REPO).as_posix()
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            for span in INLINE.findall(line):
-                mine = _ours(span.replace("[", " ").replace("]", " ").split())
-                if mine:
-                    out.append(Command(Block(rel, n - 1, "inline", [span]), 0, mine, True))
+        prose = re.sub(r"(?ms)^\s*```.*?^\s*```\s*$", lambda m: "\n" * m.group(0).count("\n"), path.read_text())
+        for found in INLINE.finditer(prose):
+            span = found.group(1)
+            mine = _ours(span.replace("[", " ").replace("]", " ").split())
+            if mine:
+                line = prose.count("\n", 0, found.start()) + 1
+                out.append(Command(Block(rel, line - 1, "inline", [span]), 0, mine, True))
     return out
 
 
@@ -218,7 +220,8 @@ def check_command(cmd: Command) -> str | None:
                 parser.parse_args(rest)
             except SystemExit as exc:
                 if exc.code not in (0, None):
-                    return f"{cmd.block.where(cmd.offset)}: `{' '.join(argv)}`: {err.getvalue().strip()}"
+                    said = err.getvalue().strip().splitlines()[-1:] or ["refused"]
+                    return f"{cmd.block.where(cmd.offset)}: `{' '.join(argv)}`: {said[0]}"
         return None
     program = tuple(argv[:3]) if argv[1] == "-m" else tuple(argv[:2])
     if argv[1] != "-m" and not (REPO / argv[1]).is_file():

@@ -134,7 +134,7 @@ def _threads_note(engine) -> str:
     threads = getattr(engine, "threads", None)
     if threads is None:
         return ""
-    reason = getattr(engine, "threads_reason", "")
+    reason = getattr(engine, "threads_reason", "").split(";")[0]    # the whole of it is logged before
     return f", {threads} thread{'s' if threads > 1 else ''}" + (f" ({reason})" if reason else "")
 
 

@@ -98,6 +98,16 @@ class _Progress:
             self.bar.close()
 
 
+def _checked_signature(bundle_dir: Path, settings: Settings) -> str:
+    """The bundle verified, the precision asked for refused if that graph would not run (before any worker
+    starts: deploy.engines.check_precision), and the signature of bundle and settings every cache key carries."""
+    from deploy.bundle import Bundle
+    from deploy.engines import check_precision
+    loaded = Bundle.load(bundle_dir, verify=True)
+    check_precision(loaded, settings.backend, settings.precision)
+    return bundle_signature(loaded, settings)
+
+
 def _resumed(recordings, parts, signature: str, resume: bool) -> tuple[list, dict, list]:
     """(results so far: those kept in `parts` for the same bytes, bundle and settings; {path: sha256 of its bytes};
     the indices still to score)."""
@@ -148,8 +158,6 @@ def score_cohort(paths, bundle, runner: str = "local", out=None, *, jobs: int | 
     hop_s/lookahead_s/events override the bundle's settings as the daemon's flags do; `worn` tunes or (min_s=0)
     turns off not-worn detection; `chunk_s` bounds memory (seconds of signal read at once; results do not depend
     on it)."""
-    from deploy.bundle import Bundle
-    from deploy.engines import check_precision
     from toolkit.score import report
     from toolkit.score.read import find_recording_files
 
@@ -161,9 +169,7 @@ def score_cohort(paths, bundle, runner: str = "local", out=None, *, jobs: int | 
     settings = Settings(backend=backend, precision=precision, hop_s=hop_s, lookahead_s=lookahead_s,
                         events=dict(events or {}), worn=worn, chunk_s=chunk_s)
     bundle_dir = Path(bundle)
-    loaded = Bundle.load(bundle_dir, verify=True)
-    check_precision(loaded, backend, precision)      # refused here, before any worker starts
-    signature = bundle_signature(loaded, settings)
+    signature = _checked_signature(bundle_dir, settings)
     recordings = find_recording_files(paths if isinstance(paths, (list, tuple)) else [paths], metadata)
 
     out = Path(out) if out is not None else None

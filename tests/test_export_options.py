@@ -16,7 +16,8 @@ from toolkit.export import options as export_options  # noqa: E402
 
 # What the command has besides the options: what is exported (--model/--weights and their hidden old spellings),
 # for which target and where.
-NOT_OPTIONS = {"-h", "--help", "--model", "--preset", "--weights", "--checkpoint", "--target", "--out"}
+NOT_OPTIONS = {"-h", "--help", "--model", "--preset", "--weights", "--checkpoint", "--target", "--out",
+               "--sign-key", "--signer", "--passphrase-env"}   # signing: the command's step after the export
 
 
 def _export_parser() -> argparse.ArgumentParser:

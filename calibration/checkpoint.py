@@ -64,6 +64,20 @@ def trained_event_mode(info: dict) -> tuple[str | None, str]:
     return None, f"{where} hold no labelled freezes"
 
 
+def trained_on(path) -> dict | None:
+    """What the checkpoint at `path` says its weights were trained on ({"recordings": [{name, subject, sha256 or
+    data_sha256}], "subjects": [...]}, from the JSON beside it: `train_data` and any `synthetic_train_subjects`);
+    None when it says nothing. Older checkpoints name their recordings without a content hash."""
+    if not path:
+        return None
+    info = checkpoint_info(path)
+    data = info.get("train_data") or {}
+    subjects = sorted({str(s) for s in (data.get("subjects") or [])} |
+                      {str(s) for s in (info.get("synthetic_train_subjects") or [])})
+    recordings = data.get("fingerprints") or [{"name": str(n)} for n in (data.get("names") or [])]
+    return {"recordings": recordings, "subjects": subjects} if subjects or recordings else None
+
+
 def read_weights(path) -> tuple[dict, dict]:
     """(state_dict, what the file says about itself) from any weights file of the project, with one set of rules:
     `{"state_dict": ...}` (a project checkpoint, which also names its preset, preprocess and classes), `{"model":

@@ -72,7 +72,7 @@ def test_tsai_checkpoint_at_batch_1_calibrates_and_exports_int8(tmp_path, monkey
 def test_preset_calibrated_on_recordings(tmp_path):
     rec = tmp_path / "walk.csv"
     write_recording(synth_recording(1.0, seed=3, rate_hz=100.0), rec, "defog")
-    manifest = _export(tmp_path / "rec", "--model", "fog-small", "--calib-data", str(rec))
+    manifest = _export(tmp_path / "rec", "--model", "fog-small", "--untrained", "--calib-data", str(rec))
     calibration = manifest["export"]["calibration"]
     assert calibration["unused"] == [] and "unused_amax" not in calibration
     assert calibration["data"]["recordings"] == ["walk"]

@@ -38,7 +38,7 @@ def graphs(tmp_path_factory):
     def get(preset: str, opset: int, kind: str, target):
         key = (preset, opset, kind)
         if key not in cache:
-            source = sources.setdefault(preset, resolve(preset, n_patches=N_PATCHES))
+            source = sources.setdefault(preset, resolve(preset, n_patches=N_PATCHES, untrained=True))
             shape = source.input_shape(1)
             path = folder / f"{preset}-{opset}-{kind}.onnx"
             if kind == "float":

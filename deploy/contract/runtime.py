@@ -67,7 +67,8 @@ class OnnxRuntimeSection(Section):
                                     "export")
     staged: dict = key({}, "{role: {steps: [[{file, inputs, outputs}, ...], ...], input, output, session_config, "
                            "preoptimized, split_lstms, why}}: roles run as stages (deploy.engines.staged)")
-    thread_cap: dict = key({}, "{role: ThreadCap}: measured at export; the engine uses min(threads budget, cap)")
+    thread_cap: dict = key({}, "{role: ThreadCap}: measured at export, a hint: the daemon measures its own "
+                                "(deploy.thread_cap); with thread_cap = \"bundle\" it uses min(threads budget, cap)")
 
     @classmethod
     def convert(cls, values: dict) -> dict:

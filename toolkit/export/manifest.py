@@ -36,7 +36,8 @@ def model_section(source, fp32, float_graph: str) -> ModelSection:
     """Where the model came from (source: a toolkit.export.source.ModelSource), with the float graph's MACs."""
     return ModelSection(name=source.name, preset=source.preset, source=source.kind, tsai_compat=source.tsai_compat,
                         factory=source.factory, weights_sha256=source.weights_sha256, parameters=source.parameters(),
-                        macs=_macs(fp32), float_graph=float_graph, notes=tuple(source.notes))
+                        macs=_macs(fp32), float_graph=float_graph, notes=tuple(source.notes),
+                        trained_on=source.trained_on)
 
 
 def input_section(source, shape) -> InputSection:

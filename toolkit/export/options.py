@@ -87,7 +87,10 @@ class ExportOptions:
                               "layout, normalization (and, from Python, any PreprocessSpec key)", SPEC,
                               parts=SPEC_PARTS)
     batch: int = option(1, "static batch size (default 1)", SHAPE, type=int)
-    n_patches: int | None = option(None, "patches per window (default: the preset's)", SHAPE, type=int)
+    n_patches: int | None = option(None, "patches per window (default: the preset's; a preset's shipped weights fit "
+                                   "their own only)", SHAPE, type=int)
+    untrained: bool = option(False, "export the preset's architecture with random initial weights on purpose (needed "
+                             "with an --n-patches its shipped weights do not fit)", MODEL, action="store_true")
     precision: str | None = option(None, "default: the target's; fastest (cpu target only): time fp32 and int8 on "
                                    "onnxruntime and keep int8 only when >= 1.10x faster", TARGET,
                                    choices=("int8", "fp16", "fp32", "fastest"))

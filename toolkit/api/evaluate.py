@@ -16,6 +16,7 @@ import numpy as np
 
 from calibration import progress as bars
 from calibration.checkpoint import checkpoint_info, load_model, trained_event_mode, trained_on
+from calibration.data import fingerprint
 from deploy import operating_points
 from deploy.bundle import Bundle, sha256_file
 from deploy.contract.events import EventSettings

@@ -145,11 +145,11 @@ def wire(config: dict) -> Wiring:
     trust = bundle_trust(bundle.folder, bundle.digest, config)   # a signature required and missing: refused here
     spec = bundle.input.spec
     events = event_settings(config, bundle)   # the bundle's, under the config's; checked
+    source = open_source_from(config, spec.rate_hz)
+    preflight(spec, bundle.classes, events, source.rate_hz or spec.rate_hz, source.units)
     log.info("events: %s, look-ahead %s s (%s)", "one any-FOG event per freeze" if events.any_event else
              "one stream per event class", events.lookahead_s, "the bundle's" if config["stream"]["lookahead_s"] is None
              else f"the config's, over the bundle's {bundle.events.lookahead_s}")
-    source = open_source_from(config, spec.rate_hz)
-    preflight(spec, bundle.classes, events, source.rate_hz or spec.rate_hz, source.units)
     engine = open_for_daemon(bundle, config)      # threads measured on this device (deploy.thread_cap)
     sinks = [open_sink(**sink_options(s, config)) for s in config["sinks"]]
     counters = Counters()

@@ -19,7 +19,7 @@ DEVICE_MODULES = (
     "deploy.contract.batching",
     # sources and what they read (replay reads any recording the toolkit reads, Daphnet's and Stanford's included)
     "deploy.sources", "deploy.feed", "deploy.blocks", "deploy.recording", "deploy.layouts", "deploy.cells",
-    "deploy.daphnet", "deploy.stanford", "deploy.stanford_xlsx",
+    "deploy.daphnet", "deploy.stanford", "deploy.stanford_xlsx", "deploy.subjects",
     # the stream: intake, preprocessing, windows, the wearer's normalization, events, sinks
     "deploy.intake", "deploy.clock", "deploy.plausibility", "deploy.stream", "deploy.preprocess", "deploy.resample",
     "deploy.offline", "deploy.wearer", "deploy.batching", "deploy.wearers",
@@ -27,7 +27,7 @@ DEVICE_MODULES = (
     "deploy.gateway", "deploy.gateway_metrics", "deploy.inbox", "deploy.sources_multi", "deploy.wearer_formats",
     "deploy.events", "deploy.event_classes", "deploy.onsets", "deploy.sinks", "deploy.mqtt_options",
     # engines
-    "deploy.engines", "deploy.engines.session", "deploy.engines.onnxruntime", "deploy.engines.staged",
+    "deploy.thread_cap", "deploy.engines", "deploy.engines.session", "deploy.engines.onnxruntime", "deploy.engines.staged",
     "deploy.engines.precision", "deploy.engines.tensorrt",
 )
 
@@ -41,5 +41,6 @@ WORKSTATION_MODULES = (
     "deploy.operating_points",  # evaluate's threshold sweep and the operating point it chooses
     "deploy.fidelity",      # the daemon's pipeline against offline prediction, measured at export
     "deploy.chunked",       # offline prediction over chunks of a long recording (toolkit score)
+    "deploy.operating_points",  # evaluate's on-threshold sweep
     "deploy.settings_docs",  # the daemon's example TOML and settings table, written from deploy.settings
 )

@@ -27,8 +27,7 @@ from deploy.clock import TIME_UNITS, RateWatch
 from deploy.config import build_config, event_settings
 from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_args
 from deploy.counters import Counters
-from deploy.engines import open_engine
-from deploy.errors import FogError, printable
+from deploy.errors import FogError, printable, reader_gone
 from deploy.feed import END, ENDS_NORMALLY, Feed
 from deploy.onsets import OpenOnsets
 from deploy.plausibility import SignalWatch
@@ -39,6 +38,7 @@ from deploy.sinks import event_message, open_sink, probs_message
 from deploy.settings import DAEMON_SOURCE_KEYS
 from deploy.sources import open_source
 from deploy.stream import Pipeline, StreamSettings
+from deploy.thread_cap import open_for_daemon
 from deploy.validate import preflight
 from deploy.wearer import stream_setup
 from deploy.wearers import WearerStream
@@ -134,12 +134,13 @@ def sink_options(sink: dict, config: dict) -> dict:
 
 
 def _threads_note(engine) -> str:
-    """", 1 thread (the bundle's cap: 1)" for the ready line: the intra-op threads an onnxruntime engine uses."""
+    """", 1 thread (measured on this device: ...)" for the ready line: the intra-op threads an onnxruntime engine
+    uses, and how they were decided (deploy.thread_cap)."""
     threads = getattr(engine, "threads", None)
     if threads is None:
         return ""
-    cap = getattr(engine, "thread_cap", None)
-    return f", {threads} thread{'s' if threads > 1 else ''}" + (f" (the bundle's cap: {cap})" if cap else "")
+    reason = getattr(engine, "threads_reason", "").split(";")[0]    # the whole of it is logged before
+    return f", {threads} thread{'s' if threads > 1 else ''}" + (f" ({reason})" if reason else "")
 
 
 def wire(config: dict) -> Wiring:
@@ -151,8 +152,10 @@ def wire(config: dict) -> Wiring:
     events = event_settings(config, bundle)   # the bundle's, under the config's; checked
     source = open_source_from(config, spec.rate_hz)
     preflight(spec, bundle.classes, events, source.rate_hz or spec.rate_hz, source.units)
-    engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],
-                         threads=config["threads"], thread_cap=config["thread_cap"])
+    log.info("events: %s, look-ahead %s s (%s)", "one any-FOG event per freeze" if events.any_event else
+             "one stream per event class", events.lookahead_s, "the bundle's" if config["stream"]["lookahead_s"] is None
+             else f"the config's, over the bundle's {bundle.events.lookahead_s}")
+    engine = open_for_daemon(bundle, config)      # threads measured on this device (deploy.thread_cap)
     sinks = [open_sink(**sink_options(s, config)) for s in config["sinks"]]
     counters = Counters()
     counters.bundle_anchor = trust.anchor
@@ -164,7 +167,7 @@ def wire(config: dict) -> Wiring:
                             hop_samples=events.hop_samples(spec.rate_hz),
                             lookahead_samples=events.lookahead_samples(spec.rate_hz), events=events,
                             live=source.live, max_gap_s=st["max_gap_s"], max_behind_s=st["max_behind_s"],
-                            event_columns=tuple(bundle.output.event_columns))
+                            event_columns=tuple(bundle.output.event_columns), any_fog=bundle.output.any_fog)
     spec, stream = wearer_setup(spec, bundle.streaming, st.get("wearer_state"), stream)
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
     signal_watch = SignalWatch(source.units, source.rate_hz or spec.rate_hz, counters,   # the model's declared input:
@@ -305,7 +308,12 @@ def _stop_by_signal(stop: threading.Event, signum: int) -> None:
 
 def main(argv=None, prog: str = "fog-daemon") -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return run_args(build_parser(prog).parse_args(attach_sink_values(argv)), prog)
+    try:
+        status = run_args(build_parser(prog).parse_args(attach_sink_values(argv)), prog)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:      # `fog-daemon --help | head`
+        return reader_gone()
 
 
 def run_args(args, prog: str = "fog-daemon") -> int:

@@ -24,6 +24,7 @@ from deploy.sinks import SINKS
 from deploy.sources import SOURCES
 from deploy.sources_multi import SOURCES as WEARER_SOURCES
 from deploy.stream import StreamSettings
+from deploy.thread_cap import check_setting as thread_cap_setting
 from deploy.validate import (PORT, TIME_UNIT, UNITS, batch_sizes, channels, check_event_table, choice, digest,
                              key_list, secret, serial_ports, switch, text, topic_level)
 
@@ -96,11 +97,12 @@ SETTINGS = (
     S("", "precision", choice("fp32", "fp16", "int8", optional=True), "the graph to run (default: the manifest's "
       "precision)", flag="--precision", arg={"choices": ("fp32", "fp16", "int8")}),
     S("", "threads", number(1, 256, integer=True, optional=True), "onnxruntime intra-op threads: a budget; the "
-      "engine uses no more than the bundle's measured thread cap (default: all cores)", flag="--threads",
+      "engine uses no more than thread_cap decides (default: all cores)", flag="--threads",
       arg={"type": int}),
-    S("", "thread_cap", switch, "true: no more threads than the export measured useful (manifest "
-      "onnxruntime.thread_cap); false (--no-thread-cap): all the threads", True, flag="--no-thread-cap",
-      arg={"action": "store_false", "default": None}),
+    S("", "thread_cap", thread_cap_setting, "measure: time 1..N threads on this device at first start and use the "
+      "fewest as fast as the most (kept beside the state file, measured again for another bundle or machine); "
+      "bundle: the export machine's figure; off (--no-thread-cap): the whole budget; N: at most N threads",
+      "measure", flag="--no-thread-cap", arg={"action": "store_false", "default": None}),
     S("", "device_id", topic_level, "this device's name in MQTT topics and the client id (default: the host name)",
       flag="--device-id"),
     # ------------------------------------------------------------------ [source]: one source
@@ -175,10 +177,10 @@ SETTINGS = (
     S("source", "qos", number(0, 1, integer=True), "the subscription's QoS", _arg(WEARER_SOURCES["mqtt"], "qos"),
       ("mqtt",)),
     # ------------------------------------------------------------------ [stream]
-    S("stream", "hop_s", _given(TIMINGS["hop_s"]), event_help("hop_s"), flag="--hop-s", arg={"type": float},
-      example=0.5),
+    # the bundle owns these two (export chose and validated them): the example leaves them to it
+    S("stream", "hop_s", _given(TIMINGS["hop_s"]), event_help("hop_s"), flag="--hop-s", arg={"type": float}),
     S("stream", "lookahead_s", _given(TIMINGS["lookahead_s"]), event_help("lookahead_s"), flag="--lookahead-s",
-      parse=lookahead_flag, example=0.5),
+      parse=lookahead_flag),
     S("stream", "max_gap_s", number(0, 3600, above=True), "gaps up to this are interpolated; longer ones restart "
       "the window, s", _stream("max_gap_s"), example=_stream("max_gap_s")),
     S("stream", "max_behind_s", number(0, 3600, above=True), "live sources: skip a hop whose data waited longer "
@@ -188,7 +190,8 @@ SETTINGS = (
     S("stream", "queue_chunks", number(1, 1_000_000, integer=True), "bound of the source -> pipeline queue (live "
       "sources drop and count beyond it)", 1024, example=1024),
     S("stream", "state_file", text(optional=True), "open onsets are kept here; after a SIGKILL the next start "
-      "closes them with an \"aborted\" message (none: no state kept)",
+      "closes them with an \"aborted\" message (none: no state kept); the thread cap measured here is kept in "
+      "its folder (thread_cap.json)",
       example="/var/lib/fog-daemon/open_onsets.json"),
     S("stream", "wearer_state", text(optional=True), "bundles streaming with \"wearer\" normalization: the "
       "statistics of a session's first minutes, kept here across restarts"),
@@ -333,7 +336,9 @@ def nearest_anywhere(key: str, top) -> str:
 
 def check_config(config: dict) -> dict:
     """Check the merged configuration (keys and values); returns it. Raises ConfigError naming key and fix."""
-    check_table({k: config[k] for k in config if k not in (*SECTIONS, "sinks")}, settings_of(""), "config")
+    top = {k: config[k] for k in config if k not in (*SECTIONS, "sinks")}
+    check_table(top, settings_of(""), "config")
+    config.update(top)       # as each check gave it back (thread_cap true -> "measure")
     if config["require_signature"] and not config["trusted_keys"]:
         raise ConfigError("require_signature = true needs trusted_keys: the public keys whose signatures count "
                           "(e.g. trusted_keys = [\"/etc/fog/keys/lab.pub\"], from `toolkit keygen`)")

@@ -24,7 +24,8 @@ HEADER = """\
 # setting, its default and its flag: docs/daemon.md). Every key can be overridden on the command line
 # (`--set stream.hop_s=0.25`). Numbers the model needs (rates, units, window, thresholds) come from the bundle's
 # manifest; keys here change only what a deployment may change. A commented line shows the default (... where
-# there is none).
+# there is none). What the bundle owns (hop, look-ahead, the [events] table, precision) is commented out: the
+# daemon runs what export chose and validated; set one only to override the bundle on purpose.
 """
 
 
@@ -71,9 +72,9 @@ def example_toml() -> str:
         out.append(f"# kind = \"{other}\": {', '.join(keys) if keys else 'no options of its own'}")
     out += ["", "[stream]"] + _table(settings_of("stream"))
     out += ["", "[events]                  # the bundle's event settings, changed (deploy.contract.events)"]
-    for name in DETECTOR_KEYS:   # shown at the contract's defaults, which a bundle's own replace
+    for name in DETECTOR_KEYS:   # the bundle's: never set by the example (tests/test_daemon_example.py)
         field = EventSettings.__dataclass_fields__[name]
-        out += _line(name, field.default, field.metadata["doc"], True)
+        out += _line(name, None, f"default: the bundle's (manifest events.{name}); {field.metadata['doc']}", True)
     for sink in EXAMPLE_SINKS:
         out += ["", "[[sinks]]"] + _table(settings_of("sinks", sink["kind"]), given=sink)
     out += ["", "[log]"] + _table(settings_of("log"))

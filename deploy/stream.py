@@ -29,7 +29,7 @@ import numpy as np
 from deploy.batching import WindowBatcher
 from deploy.contract.events import EventSettings
 from deploy.errors import FogError
-from deploy.events import EventDetector
+from deploy.events import Detection
 from deploy.intake import MAX_G, RESET, Intake
 from deploy.offline import contribution, output_per
 from deploy.preprocess import STANDARD_GRAVITY, PreprocessSpec, StreamingPreparer, unpatchify
@@ -61,6 +61,7 @@ class StreamSettings:
     max_gap_s: float = 0.5                 # gaps up to this are interpolated, longer ones end the segment
     max_behind_s: float = 1.0              # how far behind real time a live window may still run
     event_columns: tuple | None = None     # classes that raise events (None: all; deploy.event_classes)
+    any_fog: str = "max"                   # how any-FOG is formed from them (the manifest's output.any_fog)
     normalizer: object = None              # () -> chunk normalizer replacing the spec's (deploy.wearer)
 
 
@@ -109,8 +110,8 @@ class Pipeline:
         self.keep = contribution(self.W, self.hop, settings.lookahead_samples)
         self.lookahead_samples = settings.lookahead_samples
         self.live, self.max_behind_s = settings.live, float(settings.max_behind_s)
-        self.event_columns = list(range(len(self.classes))) if settings.event_columns is None \
-            else list(settings.event_columns)
+        # what the detector sees and names: one any-FOG stream or the event classes, as the events' mode says
+        self.detection = Detection.of(self.event_settings, self.classes, settings.event_columns, settings.any_fog)
 
     def _tail_rows(self) -> np.ndarray:
         """Output rows of a window's last `keep` samples: per sample, per patch, or the one row of a window."""
@@ -145,8 +146,7 @@ class Pipeline:
         self.preparer = StreamingPreparer(self.spec, self.source_rate, self.source_units)
         if self.settings.normalizer is not None:
             self.preparer.normalizer = self.settings.normalizer()
-        self.detector = EventDetector([self.classes[i] for i in self.event_columns], self.rate,
-                                      **self.event_settings.detector_kwargs(), t0_s=t_first)
+        self.detector = self.detection.detector(self.rate, t0_s=t_first)
         self._segment_open = True
 
     def push(self, chunk) -> None:
@@ -270,8 +270,7 @@ class Pipeline:
         self.decided = upto
         if self.on_probs is not None:
             self.on_probs(t_first, probs, self.rate)
-        events = probs if len(self.event_columns) == self.n_classes else probs[:, self.event_columns]
-        finished = self.detector.update(events)
+        finished = self.detector.update(self.detection.rows(probs))
         for event in self.detector.started:
             self._emit_event("onset", event)
         for event in finished:

@@ -175,13 +175,14 @@ def test_a_tensorrt_export_gets_static_int8_graphs_per_size_and_a_profiled_float
 
 
 def test_the_kit_times_a_dynamic_batch_engine_with_its_profile(tmp_path):
-    from toolkit.export.buildkit import write_kit
+    from toolkit.export.buildkit import Reference, write_kit
     from toolkit.export.targets import get_target
     batching = {"sizes": [1, 8, 32], "files": {"fp32": {"8": "model_fp32_b8.onnx", "32": "model_fp32_b32.onnx"}},
                 "tensorrt": {"file": "model_fp32_dynamic.onnx", "input": "x", "min": [1, 24, 128],
                              "opt": [32, 24, 128], "max": [32, 24, 128]}}
-    kit = write_kit(tmp_path, get_target("jetson"), model_file="model_fp32.onnx", precision="fp16",
-                    inputs=np.zeros((1, 24, 128)), outputs=np.zeros((1, 128, 3)), batching=batching)
+    ref = Reference(np.zeros((1, 24, 128), np.float32), np.zeros((1, 128, 3), np.float32), "test arrays", "fp16")
+    kit = write_kit(tmp_path, get_target("jetson"), model_file="model_fp32.onnx", precision="fp16", ref=ref,
+                    batching=batching)
     script = (tmp_path / "kit" / "build_engine.sh").read_text()
     assert ("--onnx=model_fp32_dynamic.onnx --saveEngine=cache/model_dynamic.engine --minShapes=x:1x24x128 "
             "--optShapes=x:32x24x128 --maxShapes=x:32x24x128") in script

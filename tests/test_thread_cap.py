@@ -190,27 +190,29 @@ def test_a_malformed_cap_is_refused_naming_the_fix(tmp_path, cap, words):
 
 # --- the daemon's option ----------------------------------------------------------------------------------------
 
-def test_daemon_honours_the_cap_by_default_and_takes_an_option_to_ignore_it(tmp_path):
+def test_daemon_measures_by_default_and_takes_the_bundles_figure_a_count_or_none(tmp_path):
     from deploy.daemon_args import build_parser, overrides_from_args
 
     def config(*argv):
         return build_config(overrides=overrides_from_args(build_parser().parse_args([str(tmp_path), *argv])))
-    assert config()["thread_cap"] is True and config("--no-thread-cap")["thread_cap"] is False
+    assert config()["thread_cap"] == "measure" and config("--no-thread-cap")["thread_cap"] == "off"
+    assert config("--set", "thread_cap=true")["thread_cap"] == "measure"
+    assert config("--set", "thread_cap=2")["thread_cap"] == 2 and config("--set", "thread_cap=bundle")
     toml = tmp_path / "d.toml"
     toml.write_text(f'bundle = "{tmp_path}"\nthread_cap = "no"\n')
-    with pytest.raises(ConfigError, match="thread_cap.*true or false"):
+    with pytest.raises(ConfigError, match="thread_cap = 'no'.*measure.*bundle.*off.*whole number"):
         build_config(toml)
 
 
-def test_daemon_wiring_opens_the_engine_within_the_cap(tmp_path):
+def test_daemon_wiring_opens_the_engine_as_thread_cap_says(tmp_path):
     from deploy.daemon import wire
     bundle = _bundle(tmp_path, {"fp32": {"threads": 1, "latency_ms": {"1": 1.1, "2": 1.5}}})
-    for flag, expected in ((True, 1), (False, 2)):
+    for setting, expected in (("bundle", 1), ("off", 2), (1, 1)):
         config = build_config(overrides=[{"bundle": str(bundle.folder), "backend": "onnxruntime", "threads": 2,
-                                          "thread_cap": flag}])
+                                          "thread_cap": setting}])
         w = wire(config)
         try:
-            assert w.engine.threads == expected
+            assert w.engine.threads == expected, setting
         finally:
             w.engine.close()
             for sink in w.sinks:

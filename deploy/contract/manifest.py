@@ -55,7 +55,8 @@ class Manifest(Section):
                                     "model_hash, unused}|null, timings: {step: s}, engine, kit: {script, reference, "
                                     "generations, trtexec}|null, cpu_latency_ms, cpu_precision, fp16_note, "
                                     "cpu_dynamic_plan, events_chosen: {from, sha256, fa_per_hour_asked, scored, "
-                                    "point, events_scored, hours, recordings}|null (toolkit.api.threshold)}")
+                                    "point, events_scored, hours, recordings}|null (toolkit.api.threshold), "
+                                    "event_mode: {mode, chosen_by} (toolkit.export.detector)}")
     onnxruntime: OnnxRuntimeSection | None = key(None, "OnnxRuntimeSection")
     precision_plan: PrecisionPlan | None = key(None, "PrecisionPlan | null (no INT8 graph)")
     verification: dict | None = key(None, "{pairs: {\"torch_vs_ort_fp32\": {max_abs, mean_abs, p99_abs, "

@@ -33,6 +33,8 @@ class ModelSection(Section):
     float_graph: str | None = key(None, "\"fused\" (a fused LSTM/GRU/RNN node) | \"traced: why\" | "
                                         "\"static (quantization off): why\"")
     notes: tuple[str, ...] = key((), "what a user must know (random initial weights above all)")
+    trained_on: dict | None = key(None, "what the weights were trained on, as their checkpoint says: {recordings: "
+                                        "[{name, subject, sha256}], subjects: [...]}; evaluate marks these in-sample")
 
     def __post_init__(self):
         if not isinstance(self.name, str):

@@ -35,7 +35,7 @@ from deploy.engines.precision import onnx_for
 from deploy.errors import BundleError, FogError, MissingDependency
 from deploy.lazy import lazy_import, require
 
-tensorrt = lazy_import("tensorrt", "tensorrt", "the TensorRT engine (on a Jetson it comes with JetPack)")
+tensorrt = lazy_import("tensorrt", "tensorrt", "the TensorRT engine")
 
 log = logging.getLogger("deploy.engines.tensorrt")
 

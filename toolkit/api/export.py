@@ -59,7 +59,8 @@ def export(model, target: str = "jetson", out=None, *, weights=None, options: Ex
     tgt = get_target(target)
     source = as_source(model, weights=weights, preprocess=opt.preprocess, classes=opt.classes,
                        activation=opt.activation, n_patches=opt.n_patches, tsai=opt.tsai,
-                       factory_kwargs=opt.factory_kwargs, background=opt.background, any_fog=opt.any_fog)
+                       factory_kwargs=opt.factory_kwargs, background=opt.background, any_fog=opt.any_fog,
+                       untrained=opt.untrained)
     chosen = _chosen_events(opt.on_threshold_from, opt.events, source)
     return ExportResult(out=Path(out), manifest=export_bundle(source, tgt, out, opt, chosen))
 

@@ -119,7 +119,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
-    print_table(recs, result.results, result.settings, per_recording=args.per_recording)
+    print_table(recs, result.results, result.settings, per_recording=args.per_recording,
+                identities=result.recordings_used)
     print_operating_points(result.operating_points, result.at_fa_per_hour, all_rows=bool(args.thresholds))
     if result.precision:
         print(f"model graph scored: {result.precision} on {result.runtime}")

@@ -21,6 +21,7 @@ from deploy.signing import bundle_trust
 from toolkit.cli import UserError
 from toolkit.commands._options import add_bundle, add_json, bundle_of
 from toolkit.export.graph_check import graph_problems
+from toolkit.export.lookahead import lines as lookahead_lines
 from toolkit.export.ranges import ranges_line
 from toolkit.export.verify import describe
 
@@ -60,7 +61,11 @@ def _describe(bundle: Bundle) -> str:
     checks = manifest.get("checks", [])
     lines.append(f"checks     {sum(c['passed'] for c in checks)}/{len(checks)} passed")
     for c in checks:
-        lines.append(f"  [{'ok' if c['passed'] else 'FAIL'}] {c.get('model', '')}: {c['name']}: {c['detail'][:100]}")
+        verdict = "ok" if c["passed"] else "WARN" if c.get("warning") else "FAIL"
+        lines.append(f"  [{verdict}] {c.get('model', '')}: {c['name']}: {c['detail'][:100]}")
+    look = (manifest.get("streaming") or {}).get("lookahead")
+    if look:   # what each look-ahead did at export, and the one the bundle runs
+        lines += lookahead_lines(look)
     ver = manifest.get("verification", {})
     lines.append(f"verified   on {ver.get('windows')} windows")
     for name, v in ver.get("pairs", {}).items():

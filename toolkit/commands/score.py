@@ -4,8 +4,11 @@
   toolkit score cohort/ --bundle B --out runs/c --runner ray                    # a private local Ray instance
   toolkit score /shared/cohort --bundle B --out runs/c --runner ray --address auto   # a Ray cluster
 
-Reads CSV layouts, npz, Daphnet text and Parquet (Kaggle's unlabeled/, read in row groups); owners from
-daily_metadata.csv / metadata.csv beside or above the files (or --metadata). Writes into --out: events.csv/.parquet,
+Reads CSV layouts, npz, Daphnet text and Parquet (Kaggle's unlabeled/, read in row groups). Subjects are the people
+the data names (deploy.subjects): daily_metadata.csv / metadata.csv beside or above the files (or --metadata), the
+dataset's file names (Daphnet S02R01 -> S02, Stanford pt6_...), a participant_metadata.json naming the folders
+(mobgap HA/001 -> HA-001); only when nothing names one is a file its own subject, and the output says so. Writes
+into --out: events.csv/.parquet,
 summary.csv/.parquet (per subject, visit and day: hours recorded, hours not worn, FOG minutes, episodes, longest),
 recordings.csv/.parquet, fog_minutes_per_day.png, run.json, and parts/ (per-recording results by content hash: a
 second run skips what is done; --quiet also leaves out the summary table). Stretches of an hour or more with a still sensor count as not worn and are not
@@ -50,6 +53,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import sys
 
+    from deploy.subjects import FROM_FILE, describe
     from toolkit.cli import UserError
     from toolkit.score.api import score_cohort
     from toolkit.score.report import format_summary
@@ -73,8 +77,12 @@ def run(args) -> int:
     if not args.quiet:
         print(format_summary(result.summary))
     rate = f", {result.hours_per_second:.2f} h of signal per second" if result.scored else ""
-    print(f"{len(result.recordings)} recordings ({result.scored} scored, {result.resumed} resumed{rate}), "
-          f"{len(result.events)} events -> {args.out}")
+    people = {r["subject"]: r.get("subject_from") or FROM_FILE for r in result.recordings}
+    print(f"{len(result.recordings)} recordings of {len(people)} subjects ({result.scored} scored, "
+          f"{result.resumed} resumed{rate}), {len(result.events)} events -> {args.out}")
+    print(f"subjects: {describe(list(people.values()))}")
+    for warning in result.warnings:
+        print(f"toolkit score: warning: {warning}", file=sys.stderr)
     for e in result.errors:
         print(f"toolkit score: could not score {e['path']}: {e['error']}", file=sys.stderr)
     if result.errors:

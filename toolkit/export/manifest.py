@@ -14,6 +14,7 @@ from deploy.contract.model import InputSection, ModelSection, OutputSection
 from deploy.contract.runtime import OnnxRuntimeSection
 from deploy.offline import output_per
 from toolkit import __version__
+from toolkit.export.lookahead import lines as lookahead_lines
 from toolkit.export.macs import count_macs
 from toolkit.export.ranges import ranges_line
 from toolkit.export.verify import describe
@@ -35,7 +36,8 @@ def model_section(source, fp32, float_graph: str) -> ModelSection:
     """Where the model came from (source: a toolkit.export.source.ModelSource), with the float graph's MACs."""
     return ModelSection(name=source.name, preset=source.preset, source=source.kind, tsai_compat=source.tsai_compat,
                         factory=source.factory, weights_sha256=source.weights_sha256, parameters=source.parameters(),
-                        macs=_macs(fp32), float_graph=float_graph, notes=tuple(source.notes))
+                        macs=_macs(fp32), float_graph=float_graph, notes=tuple(source.notes),
+                        trained_on=source.trained_on)
 
 
 def input_section(source, shape) -> InputSection:
@@ -99,6 +101,8 @@ def _streaming_lines(streaming) -> list[str]:
                      f"{f['percent_time_called_fog_offline']:6.2f} % offline ({f['difference_pp']:+.2f} pp), "
                      f"agreement {100 * f['decision_agreement']:.1f} %, events {f['events_streamed']} vs "
                      f"{f['events_offline']}, {'ok' if f['passed'] else 'BEYOND LIMITS'}")
+    if streaming.lookahead:
+        lines += lookahead_lines(streaming.lookahead)
     return lines
 
 
@@ -129,9 +133,12 @@ def summary_table(out, manifest: dict) -> str:
              f"  {'file':<34} {'bytes':>12}  sha256"]
     for rel, entry in m.files.items():
         lines.append(f"  {rel:<34} {entry['bytes']:>12,}  {entry['sha256'][:16]}")
-    lines += ["", f"  checks: {sum(c['passed'] for c in m.checks)}/{len(m.checks)} passed"]
+    warned = sum(bool(c.get("warning")) for c in m.checks)
+    lines += ["", f"  checks: {sum(c['passed'] for c in m.checks)}/{len(m.checks)} passed"
+                  + (f", {warned} WARNING(S)" if warned else "")]
     for c in m.checks:
-        lines.append(f"    [{'ok' if c['passed'] else 'FAIL'}] {c['model']}: {c['name']}: {c['detail'][:90]}")
+        verdict = "ok" if c["passed"] else "WARN" if c.get("warning") else "FAIL"
+        lines.append(f"    [{verdict}] {c['model']}: {c['name']}: {c['detail'][:90]}")
     unused = (m.export.get("calibration") or {}).get("unused")
     if unused:
         lines.append(f"  calibration: {len(unused)} quantizer(s) inert at this shape (no window reached them, no Q/DQ "
@@ -143,6 +150,8 @@ def summary_table(out, manifest: dict) -> str:
     if m.export.get("cpu_precision"):
         lines.append(f"  cpu precision: {m.export['cpu_precision']['reason']}")
     lines.append(f"  engine: {m.export['engine']}")
+    if m.export.get("event_mode"):
+        lines.append(f"  events: mode {m.export['event_mode']['mode']} ({m.export['event_mode']['chosen_by']})")
     if m.batching is not None and len(m.batching.sizes) > 1:
         lines.append(f"  batch sizes: {', '.join(map(str, m.batching.sizes))}: each row equals the window alone "
                      f"{'bit for bit' if m.batching.row_exact else 'NOT bit for bit: a gateway runs the first only'}"

@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass, field, fields
 
 from calibration.calibrators import CALIBRATORS, DEFAULT_METHOD
-from deploy.contract import EVENT_FLAG_ALIASES, EVENT_KEYS, STREAM_NORMALIZATIONS, event_help
+from deploy.contract import (EVENT_FLAG_ALIASES, EVENT_KEYS, STREAM_NORMALIZATIONS, event_flag, event_flag_kind,
+                             event_help)
 from deploy.contract.events import check_layer
 from deploy.errors import FogError, did_you_mean
 from deploy.layouts import FILE_LAYOUT_HELP
@@ -66,8 +67,12 @@ def _names(text):
     return text.split(",") if isinstance(text, str) else text
 
 
-EVENT_PARTS = {key: {"type": float, "help": event_help(key), "aliases": [EVENT_FLAG_ALIASES[key]]
-                     if key in EVENT_FLAG_ALIASES else []} for key in EVENT_KEYS}
+EVENT_PARTS = {key: {**event_flag_kind(key), "flag": event_flag(key), "help": event_help(key),
+                     "aliases": [EVENT_FLAG_ALIASES[key]] if key in EVENT_FLAG_ALIASES else []} for key in EVENT_KEYS}
+EVENT_PARTS["mode"]["help"] = ("'any': one any-FOG event per freeze; 'per_class': one event stream per event class "
+                               "(default: from what the checkpoint was trained on: any when it learnt from untyped "
+                               "freezes such as Daphnet's, per_class when all its freezes were typed or it does not "
+                               "say; manifest events.mode)")
 SPEC_PARTS = {"rate_hz": {"type": float}, "units": {"choices": ("g", "m/s^2")},
               "patch": {"type": int, "help": "samples per patch (1 = per-sample model)"},
               "layout": {"flag": "--input-layout", "dest": "input_layout", "choices": TENSOR_LAYOUTS,
@@ -95,7 +100,10 @@ class ExportOptions:
     batch: int | tuple = option(1, "static batch size, or several, comma separated (1,8,32): graphs at each size, "
                                 "each verified, for a gateway that runs many wearers' windows together (the first "
                                 "is the bundle's own; default 1)", SHAPE, parse=_batch_sizes)
-    n_patches: int | None = option(None, "patches per window (default: the preset's)", SHAPE, type=int)
+    n_patches: int | None = option(None, "patches per window (default: the preset's; a preset's shipped weights fit "
+                                   "their own only)", SHAPE, type=int)
+    untrained: bool = option(False, "export the preset's architecture with random initial weights on purpose (needed "
+                             "with an --n-patches its shipped weights do not fit)", MODEL, action="store_true")
     precision: str | None = option(None, "default: the target's; fastest (cpu target only): time fp32 and int8 on "
                                    "onnxruntime and keep int8 only when >= 1.10x faster", TARGET,
                                    choices=("int8", "fp16", "fp32", "fastest"))
@@ -108,6 +116,10 @@ class ExportOptions:
     build_engine: str = option("auto", "write the build kit only, even if TensorRT is here", TARGET,
                                flag="--no-engine", action="store_const", const="never")
     force: bool = option(False, "replace an existing --out folder", TARGET, action="store_true")
+    allow_degenerate: bool = option(False, "export a detector the checks call degenerate (a class named like 'no "
+                                    "event' counted as FOG, FOG called on most FOG-free time) with a warning in the "
+                                    "manifest's checks instead of a refusal (toolkit.export.detector)", TARGET,
+                                    action="store_true")
     calibration: str | None = option(None, "ship the ranges of this calibration cache (`toolkit calibrate --out`) "
                                      "instead of calibrating; refused unless made for these weights. A QAT result "
                                      "(`toolkit train --qat`) ships its own learnt ranges without this flag",

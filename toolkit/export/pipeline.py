@@ -9,19 +9,23 @@ results (`toolkit.export.manifest.build_manifest`). Any failure stops before a b
 3. `verify`: numerical verification on held-out windows (toolkit.export.verify);
 4. `cpu_precision`: for an onnxruntime target, what it runs (toolkit.export.cpu_choice);
 5. `engine_or_kit`: a TensorRT engine where possible and the on-device build kit; ONNX Runtime: the thread cap;
-6. `streaming`: the daemon's pipeline against offline (toolkit.export.streaming);
-7. `manifest`: manifest.json listing every file with its sha256.
+6. `streaming`: the daemon's pipeline against offline (toolkit.export.streaming), then the look-ahead sweep
+   (toolkit.export.lookahead: the look-ahead the bundle runs);
+7. `manifest`: manifest.json listing every file with its sha256, and the detector's checks
+   (toolkit.export.detector: a degenerate detector is refused, or with --allow-degenerate a warning).
 """
 from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from calibration.data import BatchReader, WindowReader, synthetic_windows
 from deploy.bundle import write_manifest
 from deploy.contract import FP32_FILE, INT8_FILE
 from deploy.contract.events import EventSettings
+from toolkit.export.detector import bundle_events, check_class_names, check_fires, check_fog_free, settle
 from deploy.contract.runtime import PrecisionPlan
 from deploy.lazy import lazy_import
 from deploy.recording import read_recordings
@@ -34,7 +38,7 @@ from toolkit.export.manifest import (FP16_NOTE, build_manifest, input_section, m
 from toolkit.export.onnx import ExportError, export_float, export_graph, with_activation
 from toolkit.export.options import ExportOptions
 from toolkit.export.steps import EngineOrKit, FloatGraph, Int8Graph, Steps, Verification, Windows
-from toolkit.export.streaming import measure_streaming
+from toolkit.export.streaming import describe_streaming, lookahead_set, measure_streaming, with_lookahead
 from toolkit.export.targets import Target
 
 onnx = lazy_import("onnx", "workstation", "exporting ONNX")
@@ -99,9 +103,11 @@ class ExportPipeline:
 
     def __init__(self, source, target: Target, work: Path, opt: ExportOptions, precision: str,
                  events: EventSettings, events_chosen: dict | None = None, given=None, calib_reader=None,
-                 fidelity_recordings=None):
+                 fidelity_recordings=None, event_mode: dict | None = None, names_check: dict | None = None,
+                 lookahead_asked=None):
         self.source, self.target, self.work, self.opt, self.precision = source, target, Path(work), opt, precision
         self.events, self.events_chosen, self.given, self.calib_reader = events, events_chosen, given, calib_reader
+        self.event_mode, self.names_check, self.lookahead_asked = event_mode, names_check, lookahead_asked
         self.fidelity_recordings = fidelity_recordings
         self.opset = opt.opset or target.export_opset
         self.want_int8 = target.int8 and precision in ("int8", "fastest")
@@ -128,6 +134,7 @@ class ExportPipeline:
         batches = self.batches(int8, cpu, precision)
         engine = self.engine_or_kit(windows, verification, precision, cpu, batches.section)
         streaming = self.streaming() if self.opt.fidelity else None
+        checks = checks + self.detector_checks(verification, streaming)
         with self.steps.step("manifest", "manifest") as step:
             manifest = build_manifest(self.sections(fp32, checks + batches.checks, windows, int8, verification, cpu,
                                                     precision, engine, streaming, batches))
@@ -144,15 +151,23 @@ class ExportPipeline:
                   "cpu_latency_ms": cpu.record.get("latency_ms") if cpu else None,
                   "cpu_precision": cpu.record if cpu else None, "fp16_note": FP16_NOTE,
                   "cpu_dynamic_plan": cpu.dynamic if cpu else None, "events_chosen": self.events_chosen,
-                  "batch_notes": batches.notes}
-        return {"model": fp32.model, "input": fp32.input, "output": fp32.output,
-                "events": self.events.per_class(self.source.classes), "precision": precision,
+                  "event_mode": self.event_mode, "batch_notes": batches.notes}
+        return {"model": replace(fp32.model, notes=tuple(self.source.notes)),   # with the detector's warnings
+                "input": fp32.input, "output": fp32.output, "precision": precision,
+                "events": with_lookahead(self.events, streaming).per_class(self.source.classes),
                 "models": {"fp32": FP32_FILE, "fp16": None, "int8": int8_file, "engine": engine.engine_file},
                 "target": self.target.to_dict(), "export": export,
                 "onnxruntime": onnxruntime_section(cpu, engine.thread_cap), "precision_plan": plan_,
                 "verification": verification_section({**verification.pairs, **(cpu.pairs if cpu else {})},
                                                      windows.count, self.source),
                 "checks": checks + (int8.checks if int8 else []), "streaming": streaming, "batching": batches.section}
+
+    def detector_checks(self, verification: Verification, streaming) -> list[dict]:
+        """Is the bundle's detector a working one (toolkit.export.detector; refused, or warned, here)."""
+        events, allow = with_lookahead(self.events, streaming), self.opt.allow_degenerate
+        found = [check_fog_free(streaming, self.source), check_fires(verification.reference, self.source, events,
+                                                                     streaming)]
+        return [c for c in [self.names_check] if c] + [settle(c, self.source, allow) for c in found]
 
     def _checks(self, model, precision: str, file: str, label: str, int8_graph: bool = False,
                 recurrence: str = "unrolled") -> list[dict]:
@@ -295,11 +310,10 @@ class ExportPipeline:
     def _kit_and_engine(self, windows: Windows, verification: Verification, precision: str,
                         batching=None) -> EngineOrKit:
         run_file = INT8_FILE if precision == "int8" else FP32_FILE
-        outputs = verification.int8 if precision == "int8" else verification.fp32
-        inputs = windows.verification[0]
-        kit = buildkit.write_kit(self.work, self.target, model_file=run_file, precision=precision, inputs=inputs,
-                                 outputs=outputs[:len(inputs)], dla_core=self.opt.dla_core,
-                                 batching=batching.to_dict() if batching else None)
+        ref = buildkit.export_reference(self.work / run_file, precision, self.opt.own_batch, self.calib_reader,
+                                        windows.calibration + windows.verification, self.source)
+        kit = buildkit.write_kit(self.work, self.target, model_file=run_file, precision=precision, ref=ref,
+                                 dla_core=self.opt.dla_core, batching=batching.to_dict() if batching else None)
         can, why = trt_build.can_build_here(self.target) if self.opt.build_engine == "auto" \
             else (False, "--no-engine")
         if not can:
@@ -314,12 +328,8 @@ class ExportPipeline:
                                           "normalization") as step:
             section = measure_streaming(self.work / FP32_FILE, self.source, self.events,
                                         self.opt.stream_normalization, self.fidelity_recordings,
-                                        self.opt.fidelity_budget_s)
-            f = section.fidelity
-            step.detail = section.skipped if f is None else (
-                f"{section.normalization}: {f['percent_time_called_fog_streamed']:.2f} % time called FOG streamed "
-                f"vs {f['percent_time_called_fog_offline']:.2f} % offline, agreement "
-                f"{100 * f['decision_agreement']:.1f} %")
+                                        self.opt.fidelity_budget_s, self.lookahead_asked)
+            step.detail = describe_streaming(section)
             return section
 
 
@@ -363,12 +373,13 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     out = Path(out)
     precision = choose_precision(target, opt.precision)
     layer = chosen.events if chosen else opt.events   # the preset's events, then this layer over them
-    events = EventSettings.resolve(source.events, layer, classes=source.classes)
+    events, event_mode = bundle_events(source, layer)   # the event mode from the training labels unless given
     inputs = _inputs(source, opt)
     if inputs["given"] and not (target.int8 and precision in ("int8", "fastest")):
         source.notes.append(f"the {inputs['given'].source} ranges ({inputs['given'].path}) are not shipped: the "
                             f"bundle has no INT8 graph at precision {precision} (pass --precision int8 to ship them)")
     warn_notes(source)
+    names = settle(check_class_names(source), source, opt.allow_degenerate)   # a 'no event' class counted as FOG
     if out.exists() and any(out.iterdir()) and not opt.force:
         raise ExportError(f"{out} exists and is not empty; choose another --out or pass --force")
     work = out.with_name(out.name + ".partial")
@@ -380,7 +391,8 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     torch.set_num_threads(opt.threads)
     try:
         manifest = ExportPipeline(source, target, work, opt, precision, events, chosen.record if chosen else None,
-                                  **inputs).run()
+                                  **inputs, event_mode=event_mode, names_check=names,
+                                  lookahead_asked=lookahead_set(source, layer)).run()
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)

@@ -37,6 +37,7 @@ class ScoreResult:
     wall_s: float = 0.0                    # this run's scoring time (excludes resumed recordings)
     hours_scored: float = 0.0              # hours of signal scored in this run
     errors: list[dict] = field(default_factory=list)   # recordings that could not be scored: name, path, error
+    warnings: list[str] = field(default_factory=list)  # outputs not written (a package missing) and why
 
     @property
     def hours_per_second(self) -> float:
@@ -44,26 +45,67 @@ class ScoreResult:
 
 
 class _Progress:
-    """The cohort's bar (calibration.progress, like every long job's): hours of signal with ETA, recordings done."""
+    """The cohort's bar (calibration.progress, like every long job's): hours of signal with ETA, recordings done.
 
-    def __init__(self, total_s: float, count: int, enabled: bool):
-        self.count, self.done = count, 0
-        self.bar = progress.bar(round(total_s / 3600, 3), "score", unit="h",
+    The total starts as the sum of each recording's estimated length (Source.estimate_s, from the file size for
+    text) and becomes exact recording by recording: a worker says a recording's length as soon as it has opened it,
+    before its first chunk, and a finished (or failed) recording counts as what was scored of it. So the bar never
+    passes 100 % and its ETA never goes negative, however wrong an estimate was (Daphnet's 64 Hz text files are
+    1.6x longer than a 100 Hz CSV of the same size)."""
+
+    def __init__(self, estimates: list[float], enabled: bool):
+        self.estimate, self.length, self.scored = list(estimates), [None] * len(estimates), [0.0] * len(estimates)
+        self.count, self.done, self.finished = len(estimates), 0, set()
+        self.bar = progress.bar(round(self.total_s / 3600, 4), "score", unit="h",
                                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h of signal "
                                            "[{elapsed}<{remaining}, {rate_fmt}] {postfix}") if enabled else None
 
-    def signal(self, seconds: float) -> None:
-        if self.bar is not None:
-            self.bar.update(seconds / 3600)
+    @property
+    def total_s(self) -> float:
+        return sum(e if n is None else n for e, n in zip(self.estimate, self.length))
 
-    def recording(self, name: str) -> None:
+    @property
+    def scored_s(self) -> float:
+        return sum(self.scored)
+
+    def signal(self, k: int, seconds: float, length_s: float | None = None) -> None:
+        """Recording k: `seconds` more scored; its exact length when known."""
+        if k in self.finished:       # a worker's last message, drained after its result: already counted
+            return
+        if length_s is not None:
+            self.length[k] = length_s
+        self.scored[k] += seconds
+        self._show()
+
+    def recording(self, k: int, name: str, duration_s: float | None = None) -> None:
+        """Recording k finished: all of its `duration_s` scored (None: it failed, what was scored is all it was)."""
+        self.length[k] = self.scored[k] = self.scored[k] if duration_s is None else duration_s
+        self.finished.add(k)
         self.done += 1
         if self.bar is not None:
             self.bar.set_postfix_str(f"{self.done}/{self.count} recordings ({name})", refresh=False)
+        self._show()
+
+    def _show(self) -> None:
+        if self.bar is None:
+            return
+        total_h, scored_h = self.total_s / 3600, self.scored_s / 3600
+        self.bar.total = round(max(total_h, scored_h), 4)
+        self.bar.update(min(scored_h, self.bar.total) - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _checked_signature(bundle_dir: Path, settings: Settings) -> str:
+    """The bundle verified, the precision asked for refused if that graph would not run (before any worker
+    starts: deploy.engines.check_precision), and the signature of bundle and settings every cache key carries."""
+    from deploy.bundle import Bundle
+    from deploy.engines import check_precision
+    loaded = Bundle.load(bundle_dir, verify=True)
+    check_precision(loaded, settings.backend, settings.precision)
+    return bundle_signature(loaded, settings)
 
 
 def _resumed(recordings, parts, signature: str, resume: bool) -> tuple[list, dict, list]:
@@ -79,7 +121,8 @@ def _resumed(recordings, parts, signature: str, resume: bool) -> tuple[list, dic
                 stored = json.loads(cached.read_text())
                 # the same bytes under another name or owner: keep the scores, take the current identity
                 stored.update(name=recording.name, path=str(recording.path), subject=recording.subject,
-                              visit=recording.visit, start_of_day_s=recording.start_of_day_s)
+                              visit=recording.visit, subject_from=recording.subject_from,
+                              start_of_day_s=recording.start_of_day_s)
                 results[i] = stored
                 continue
         todo.append(i)
@@ -100,7 +143,7 @@ def _run(recordings, bundle_dir, settings: Settings, runner: str, bar: _Progress
         from toolkit.score.local import run_local
         return run_local(recordings, bundle_dir, settings, progress=bar.signal, **options)
     from toolkit.score.ray_runner import run_ray
-    return run_ray(recordings, bundle_dir, settings, progress=bar.signal, **options)
+    return run_ray(recordings, bundle_dir, settings, **options)      # the bar counts each result as it arrives
 
 
 def score_cohort(paths, bundle, runner: str = "local", out=None, *, jobs: int | None = None,
@@ -115,7 +158,6 @@ def score_cohort(paths, bundle, runner: str = "local", out=None, *, jobs: int | 
     hop_s/lookahead_s/events override the bundle's settings as the daemon's flags do; `worn` tunes or (min_s=0)
     turns off not-worn detection; `chunk_s` bounds memory (seconds of signal read at once; results do not depend
     on it)."""
-    from deploy.bundle import Bundle
     from toolkit.score import report
     from toolkit.score.read import find_recording_files
 
@@ -127,20 +169,20 @@ def score_cohort(paths, bundle, runner: str = "local", out=None, *, jobs: int | 
     settings = Settings(backend=backend, precision=precision, hop_s=hop_s, lookahead_s=lookahead_s,
                         events=dict(events or {}), worn=worn, chunk_s=chunk_s)
     bundle_dir = Path(bundle)
-    signature = bundle_signature(Bundle.load(bundle_dir, verify=True), settings)
+    signature = _checked_signature(bundle_dir, settings)
     recordings = find_recording_files(paths if isinstance(paths, (list, tuple)) else [paths], metadata)
 
     out = Path(out) if out is not None else None
     parts = out / "parts" if out is not None else None
     results, hashes, todo = _resumed(recordings, parts, signature, resume)
-    bar = _Progress(sum(recordings[i].estimate_s() for i in todo), len(todo), progress and bool(todo))
+    bar = _Progress([recordings[i].estimate_s() for i in todo], progress and bool(todo))
     started = time.perf_counter()
     hours, errors = 0.0, []
     try:
         stream = _run([recordings[i] for i in todo], bundle_dir, settings, runner, bar,
                       dict(jobs=jobs) if runner == "local" else dict(address=address, num_cpus=jobs, actors=actors))
         for k, result in stream:
-            bar.recording(result["name"])
+            bar.recording(k, result["name"], result.get("duration_s"))
             if "error" in result:
                 errors.append({key: result[key] for key in ("name", "path", "error")})
                 continue
@@ -153,7 +195,8 @@ def score_cohort(paths, bundle, runner: str = "local", out=None, *, jobs: int | 
     wall = time.perf_counter() - started
 
     done = [r for r in results if r is not None]
-    files = report.write_outputs(out, done, hashes, errors) if out is not None else {}
+    warnings: list[str] = []
+    files = report.write_outputs(out, done, hashes, errors, warnings) if out is not None else {}
     if out is not None:
         (out / "run.json").write_text(json.dumps({
             "bundle": str(bundle_dir), "signature": signature, "runner": runner, "settings": settings.to_dict(),
@@ -162,4 +205,4 @@ def score_cohort(paths, bundle, runner: str = "local", out=None, *, jobs: int | 
             "hours_scored": hours, "hours_per_second": hours / wall if wall > 0 else None}, indent=2) + "\n")
     return ScoreResult(recordings=done, events=report.event_rows(done), summary=report.summary_rows(done),
                        files=files, scored=len(todo) - len(errors), resumed=len(done) - len(todo) + len(errors),
-                       wall_s=wall, hours_scored=hours, errors=errors)
+                       wall_s=wall, hours_scored=hours, errors=errors, warnings=warnings)

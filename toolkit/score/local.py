@@ -22,7 +22,8 @@ def _init(bundle_dir, settings_dict, progress_queue):
 
 def _score(index, source):
     scorer, q = _worker
-    result = scorer.try_score(source, progress=(lambda s: q.put(s)) if q is not None else None)
+    result = scorer.try_score(source, progress=(lambda s, length=None: q.put((index, s, length)))
+                              if q is not None else None)
     return index, result
 
 
@@ -34,14 +35,16 @@ def default_jobs() -> int:
 
 
 def run_local(sources, bundle_dir, settings, jobs: int | None = None, progress=None):
-    """Yield (index into sources, result dict) as recordings finish. `progress(seconds)` as signal is scored."""
+    """Yield (index into sources, result dict) as recordings finish. `progress(index, seconds, length_s)` as signal
+    is scored (Scorer.score's calls, with the recording's index)."""
     jobs = max(1, min(jobs or default_jobs(), len(sources) or 1))
     if jobs == 1:
         from toolkit.score.work import CohortWorker
         scorer = CohortWorker(bundle_dir, settings)
         try:
             for i, source in enumerate(sources):
-                yield i, scorer.try_score(source, progress=progress)
+                yield i, scorer.try_score(source, progress=(lambda s, length=None, i=i: progress(i, s, length))
+                                          if progress else None)
         finally:
             scorer.close()
         return
@@ -79,6 +82,6 @@ def _drain(q, progress):
         return
     while True:
         try:
-            progress(q.get_nowait())
+            progress(*q.get_nowait())
         except queue_mod.Empty:
             return

@@ -65,12 +65,13 @@ class ScoreActor:
 def _source_json(source) -> str:
     return json.dumps({"path": str(source.path), "subject": source.subject, "visit": source.visit,
                        "start_of_day_s": source.start_of_day_s, "rate_hz": source.rate_hz, "units": source.units,
-                       "n_samples": source.n_samples, "label": source.label})
+                       "n_samples": source.n_samples, "label": source.label, "subject_from": source.subject_from})
 
 
 def run_ray(sources, bundle_dir, settings, address: str | None = None, num_cpus: int | None = None,
-            actors: int | None = None, progress=None):
-    """Yield (index into sources, result dict) as recordings finish on Ray."""
+            actors: int | None = None):
+    """Yield (index into sources, result dict) as recordings finish on Ray (the driver's bar counts each recording
+    when its result arrives)."""
     ray = _ray()
     started_here = False
     if not ray.is_initialized():
@@ -94,10 +95,7 @@ def run_ray(sources, bundle_dir, settings, address: str | None = None, num_cpus:
                             fn_constructor_kwargs={"bundle_files": _bundle_bytes(bundle_dir),
                                                    "settings": settings.to_dict()})
         for row in ds.iter_rows():
-            result = json.loads(row["result"])
-            if progress and "error" not in result:
-                progress(result["duration_s"])
-            yield int(row["index"]), result
+            yield int(row["index"]), json.loads(row["result"])
     finally:
         if started_here:
             ray.shutdown()

@@ -118,7 +118,8 @@ class Gateway:
                                   hop_samples=events.hop_samples(spec.rate_hz),
                                   lookahead_samples=events.lookahead_samples(spec.rate_hz), events=events,
                                   live=self.source.live, max_gap_s=st["max_gap_s"], max_behind_s=st["max_behind_s"],
-                                  event_columns=tuple(bundle.output.event_columns), normalizer=normalizer)
+                                  event_columns=tuple(bundle.output.event_columns), any_fog=bundle.output.any_fog,
+                                  normalizer=normalizer)
         on_event, on_probs = self._callbacks(device, counters)
         pipeline = Pipeline(spec, None, bundle.classes, counters, settings, on_probs=on_probs, on_event=on_event,
                             windows=self.batcher)
@@ -211,6 +212,8 @@ def wire(config: dict) -> Gateway:
     events = event_settings(config, bundle)
     source = open_source_from(config, spec.rate_hz)
     preflight(spec, bundle.classes, events, source.rate_hz or spec.rate_hz, source.units)
+    log.info("events: %s, look-ahead %s s, for every wearer", "one any-FOG event per freeze" if events.any_event
+             else "one stream per event class", events.lookahead_s)
     engines = open_engines(bundle, config)
     stream_spec, _ = stream_setup(spec, bundle.streaming, None)
     batcher = WindowBatcher(engines, streaming_spec(stream_spec))

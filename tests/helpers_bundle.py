@@ -73,14 +73,14 @@ _BUILT: dict[str, Path] = {}     # one real export per distinct stand-in and pro
 
 def build_bundle(folder, *, preprocess: dict | None = None, hidden: int = 16, seed: int = 0,
                  events: dict | None = None, precision: str = "fp32", gru: int = 0, batch=1,
-                 exact_rows: bool = False) -> Path:
+                 exact_rows: bool = False, any_fog: str | None = None) -> Path:
     """Export the stand-in detector into `folder` the way users get bundles: `toolkit.api.export` for the cpu target
     (the real manifest writer, every section; no streaming-fidelity step, which the stand-in does not need)."""
     from toolkit import api
 
     spec = preprocess or small_preprocess()
     model = _model(spec["patch"], spec["n_patches"], hidden, seed, gru, exact_rows)
-    api.export(model, target="cpu", out=folder, precision=precision, preprocess=spec, batch=batch,
+    api.export(model, target="cpu", out=folder, precision=precision, preprocess=spec, batch=batch, any_fog=any_fog,
                events=events or TEST_EVENTS, fidelity=False, force=True, quiet=True)
     return Path(folder)
 

@@ -179,3 +179,20 @@ def test_a_signal_s_reason_wins_over_a_source_that_ends_meanwhile(bundle, tmp_pa
         assert gateway.loop(gw, threading.Event()) == "the source udp ended"
     finally:
         gw.source.sock.close()
+
+
+def test_a_bundle_that_raises_one_any_fog_event_per_freeze_is_honoured_per_wearer(tmp_path):
+    """events.mode = "any" (one detector on the any-FOG probability, here the sum of the classes': the manifest's
+    output.any_fog): each wearer's events are still its own daemon's."""
+    bundle = make_bundle(tmp_path / "any", batch=(1, 4, 8), exact_rows=True, gru=16, any_fog="sum",
+                         events={**EVENTS, "mode": "any"})
+    streams = {f"w{k}": chunks_of(400 + k, 45) for k in range(3)}
+    run_gateway(bundle, streams, tmp_path / "gateway.jsonl")
+    events = 0
+    for device, chunks in streams.items():
+        single_daemon(bundle, chunks, tmp_path / f"{device}.jsonl")
+        theirs = messages(tmp_path / f"{device}.jsonl")
+        assert messages(tmp_path / "gateway.jsonl", device) == theirs, device
+        events += sum(m["type"] == "event" for m in theirs)
+        assert all(m["class"] == "FOG" for m in theirs if m["type"] in ("onset", "event"))   # the one any-FOG stream
+    assert events >= 1

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from deploy import gateway
 from deploy.bundle import Bundle
-from deploy.clock import TIME_UNITS, RateWatch
+from deploy.clock import RateWatch
 from deploy.config import build_config, event_settings
 from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_args
 from deploy.counters import Counters
@@ -41,7 +41,7 @@ from deploy.stream import Pipeline, StreamSettings
 from deploy.thread_cap import open_for_daemon
 from deploy.validate import preflight
 from deploy.wearer import stream_setup
-from deploy.wearers import WearerStream
+from deploy.wearers import WearerStream, stream_settings, time_scale, watches
 
 log = logging.getLogger("deploy.daemon")
 
@@ -163,24 +163,14 @@ def wire(config: dict) -> Wiring:
     onsets = OpenOnsets(st["state_file"]) if st.get("state_file") else None
     deliver, on_event, on_probs = _sink_callbacks(sinks, bundle.classes, counters, onsets)
     _close_leftover_onsets(onsets, deliver, counters)
-    stream = StreamSettings(source_units=source.units, source_rate_hz=source.rate_hz,
-                            hop_samples=events.hop_samples(spec.rate_hz),
-                            lookahead_samples=events.lookahead_samples(spec.rate_hz), events=events,
-                            live=source.live, max_gap_s=st["max_gap_s"], max_behind_s=st["max_behind_s"],
-                            event_columns=tuple(bundle.output.event_columns), any_fog=bundle.output.any_fog)
+    stream = stream_settings(bundle, config, source, events)   # deploy.wearers: the gateway's wearers' too
     spec, stream = wearer_setup(spec, bundle.streaming, st.get("wearer_state"), stream)
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
-    signal_watch = SignalWatch(source.units, source.rate_hz or spec.rate_hz, counters,   # the model's declared input:
-                               policy=config["source"]["signal_check"],   # orientation-invariant or not
-                               orientation=not bundle.input.spec.gravity_align)
+    watch, signal_watch = watches(bundle, config, source, counters)
     if source.name == "replay":   # a recording's units mistake stops the start, before READY
         preflight_signal(signal_watch, source.recording.acc, f"recording {source.path}")
-    watch = None if source.name == "replay" else RateWatch(
-        source.rate_hz or spec.rate_hz, counters, policy=config["source"]["rate_check"],
-        given=config["source"].get("rate_hz") is not None or source.name == "lsl")
     return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
-                  stream.lookahead_samples, watch, trust=trust, signal_watch=signal_watch,
-                  time_scale=TIME_UNITS[config["source"]["time_unit"]] if "time_unit" in config["source"] else 1.0)
+                  stream.lookahead_samples, watch, trust=trust, signal_watch=signal_watch, time_scale=time_scale(config))
 
 
 def start_source(w: Wiring, config: dict, stop: threading.Event) -> Feed:

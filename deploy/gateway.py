@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from deploy.batching import EngineSet, WindowBatcher
 from deploy.bundle import Bundle
@@ -32,20 +32,18 @@ from deploy.errors import FogError, printable
 from deploy.feed import END, ENDS_NORMALLY, Feed
 from deploy.gateway_metrics import GatewayMetrics
 from deploy.inbox import WearerInbox
-from deploy.clock import TIME_UNITS, RateWatch
 from deploy.onsets import OpenOnsets
-from deploy.plausibility import SignalWatch
 from deploy.plausibility import preflight as preflight_signal
 from deploy.settings import DAEMON_SOURCE_KEYS
 from deploy.service import sd_notify, serve_metrics, watchdog_interval_s
 from deploy.signing import bundle_trust
 from deploy.sinks import event_message, open_sink, probs_message
 from deploy.sources_multi import open_wearer_source
-from deploy.stream import Pipeline, StreamSettings, streaming_spec
+from deploy.stream import Pipeline, streaming_spec
 from deploy.validate import preflight
 from deploy.wearer import stream_setup
 from deploy.wearer_formats import UNATTRIBUTED
-from deploy.wearers import Wearer, WearerStream, WearerTable
+from deploy.wearers import Wearer, WearerStream, WearerTable, stream_settings, time_scale, watches
 
 log = logging.getLogger("deploy.gateway")
 
@@ -108,32 +106,20 @@ class Gateway:
         return Counters(latency_window=PER_WEARER_LATENCIES, parent=self.counters)
 
     def _make_stream(self, device: str, counters: Counters) -> WearerStream:
-        """A wearer's own stream: the single-wearer daemon's pipeline, sharing the gateway's batcher."""
-        bundle, config, st = self.bundle, self.config, self.config["stream"]
-        spec = bundle.input.spec
-        events = event_settings(config, bundle)
+        """A wearer's own stream: the single-wearer daemon's settings, pipeline and checks (deploy.wearers), sharing
+        the gateway's batcher."""
+        bundle, config = self.bundle, self.config
         state_dir = config["gateway"].get("wearer_state_dir")
-        spec, normalizer = stream_setup(spec, bundle.streaming, f"{state_dir}/{device}.json" if state_dir else None)
-        settings = StreamSettings(source_units=self.source.units, source_rate_hz=self.source.rate_hz,
-                                  hop_samples=events.hop_samples(spec.rate_hz),
-                                  lookahead_samples=events.lookahead_samples(spec.rate_hz), events=events,
-                                  live=self.source.live, max_gap_s=st["max_gap_s"], max_behind_s=st["max_behind_s"],
-                                  event_columns=tuple(bundle.output.event_columns), any_fog=bundle.output.any_fog,
-                                  normalizer=normalizer)
+        spec, normalizer = stream_setup(bundle.input.spec, bundle.streaming,
+                                        f"{state_dir}/{device}.json" if state_dir else None)
+        settings = replace(stream_settings(bundle, config, self.source, event_settings(config, bundle)),
+                           normalizer=normalizer)
         on_event, on_probs = self._callbacks(device, counters)
         pipeline = Pipeline(spec, None, bundle.classes, counters, settings, on_probs=on_probs, on_event=on_event,
                             windows=self.batcher)
-        watch = None if self.source.name == "replay" else RateWatch(
-            self.source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),
-            given=config["source"].get("rate_hz") is not None)
-        return WearerStream(pipeline, counters, watch, name=device, signal_watch=self.signal_watch(counters),
-                            time_scale=TIME_UNITS[config["source"].get("time_unit", "s")])
-
-    def signal_watch(self, counters) -> SignalWatch:
-        """What a wearer's gravity and channels say (deploy.plausibility), as the daemon checks its one wearer."""
-        return SignalWatch(self.source.units, self.source.rate_hz or self.bundle.input.spec.rate_hz, counters,
-                           policy=self.config["source"].get("signal_check", "refuse"),
-                           orientation=not self.bundle.input.spec.gravity_align)
+        rate_watch, signal_watch = watches(bundle, config, self.source, counters)
+        return WearerStream(pipeline, counters, rate_watch, name=device, signal_watch=signal_watch,
+                            time_scale=time_scale(config))
 
     def _callbacks(self, device: str, counters: Counters):
         classes = self.bundle.classes
@@ -227,7 +213,8 @@ def wire(config: dict) -> Gateway:
                  onsets=OpenOnsets(state_file) if state_file else None, trust=trust)
     gw.counters.bundle_anchor = trust.anchor
     for name, replay in getattr(source, "replays", {}).items():   # a recording's units mistake stops the start
-        preflight_signal(gw.signal_watch(Counters()), replay.recording.acc, f"recording {replay.path}")
+        preflight_signal(watches(bundle, config, source, Counters())[1], replay.recording.acc,
+                         f"recording {replay.path}")
     for message in gw.onsets.leftover() if gw.onsets is not None else []:   # a killed run's, closed first
         log.warning("closing an onset the previous run never ended: wearer %s, %s at %.2f s",
                     message.get("device"), message["class"], message["onset_s"])

@@ -17,14 +17,42 @@ from collections import Counter
 
 import numpy as np
 
-from deploy.clock import RateMismatch
+from deploy.clock import TIME_UNITS, RateMismatch, RateWatch
 from deploy.errors import FogError, printable
-from deploy.plausibility import ImplausibleSignal
+from deploy.plausibility import ImplausibleSignal, SignalWatch
 from deploy.sources import REJECT_FIX
+from deploy.stream import StreamSettings
 
 log = logging.getLogger("deploy.wearers")
 
 OTHER = "other"   # the metrics label of every wearer beyond the label cap
+
+
+def stream_settings(bundle, config: dict, source, events) -> StreamSettings:
+    """How a wearer's stream is read, cut and judged: the bundle's manifest, the config's [stream], the source's
+    units, rate and liveness, the checked event settings (the daemon's one wearer and each of the gateway's)."""
+    st, rate = config["stream"], bundle.input.spec.rate_hz
+    return StreamSettings(source_units=source.units, source_rate_hz=source.rate_hz, hop_samples=events.hop_samples(rate),
+                          lookahead_samples=events.lookahead_samples(rate), events=events, live=source.live,
+                          max_gap_s=st["max_gap_s"], max_behind_s=st["max_behind_s"],
+                          event_columns=tuple(bundle.output.event_columns), any_fog=bundle.output.any_fog)
+
+
+def watches(bundle, config: dict, source, counters):
+    """(rate watch or None for a replay, signal watch) of a wearer's stream: what its timestamps and its gravity
+    say (deploy.clock, deploy.plausibility)."""
+    rate = source.rate_hz or bundle.input.spec.rate_hz
+    signal = SignalWatch(source.units, rate, counters, policy=config["source"]["signal_check"],   # the model's input:
+                         orientation=not bundle.input.spec.gravity_align)   # orientation-invariant or not
+    rate_watch = None if source.name == "replay" else RateWatch(
+        rate, counters, policy=config["source"]["rate_check"],
+        given=config["source"].get("rate_hz") is not None or source.name == "lsl")
+    return rate_watch, signal
+
+
+def time_scale(config: dict) -> float:
+    """Seconds per unit of the source's timestamps (source.time_unit, line sources)."""
+    return TIME_UNITS[config["source"]["time_unit"]] if "time_unit" in config["source"] else 1.0
 
 
 class WearerStream:

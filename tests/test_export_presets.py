@@ -15,7 +15,8 @@ from deploy.bundle import Bundle  # noqa: E402
 from toolkit.cli import main as cli  # noqa: E402
 from calibration.data import BatchReader, synthetic_windows  # noqa: E402
 from toolkit.export.onnx import export_float, export_graph, with_activation  # noqa: E402
-from toolkit.export.pipeline import _WIDE, calibrate_int8  # noqa: E402
+from toolkit.export.pipeline import _WIDE  # noqa: E402
+from toolkit.export.ranges import calibrate_int8  # noqa: E402
 from toolkit.export.source import resolve  # noqa: E402
 from toolkit.export.checks import run_checks  # noqa: E402
 from toolkit.export.targets import list_targets  # noqa: E402

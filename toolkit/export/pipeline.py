@@ -43,11 +43,10 @@ from toolkit.export.targets import Target
 
 onnx = lazy_import("onnx", "workstation", "exporting ONNX")
 qat_convert = lazy_import("models.qat", "workstation", "the quantization-aware variant of a model")
-ptq = lazy_import("calibration.ptq", "workstation", "INT8 calibration")
 fp16 = lazy_import("toolkit.export.fp16", "workstation", "the FP16 recurrence")
 torch = lazy_import("torch", "workstation", "exporting a PyTorch model")
 
-__all__ = ["ExportOptions", "ExportPipeline", "export_bundle", "calibrate_int8", "assert_inert", "INT8_MIN_SPEEDUP"]
+__all__ = ["ExportOptions", "ExportPipeline", "export_bundle", "INT8_MIN_SPEEDUP"]
 
 _WIDE = 16  # batch of the calibration/verification twin of the QAT variant
 # Calibration and verification sized in patches, not windows: fog-small's 64 windows of 128 patches are 8,192
@@ -64,24 +63,6 @@ def windows_for(asked: int | None, n_patches: int, patches: int, least: int, mos
     if asked:
         return int(asked)
     return max(least, min(most or 10 ** 9, patches // max(n_patches, 1)))
-
-
-def calibrate_int8(qat, reader, method: str, progress: bool = False) -> dict:
-    """The one calibration seam of the exporter: ranges into the QAT quantizers, then quantization on. The result
-    lists the quantizers no window reached (`unused`, inert at this shape; placeholder range, see calibration.ptq).
-    `progress`: a bar of the windows calibrated (under the export's step bar: minutes for the large preset)."""
-    cache = ptq.calibrate(qat, reader, method=method, progress=progress)
-    qat_convert.set_quantization(qat, True)
-    return ranges.describe("export-calibrated", cache.calibrator, cache.data, cache.unused)
-
-
-def assert_inert(qat, shape, unused) -> None:
-    """Refuse an INT8 graph in which a quantizer that calibration never reached would quantize with its placeholder."""
-    live = sorted(set(unused) & ptq.active_quantizers(qat, shape)) if unused else []
-    if live:
-        raise ExportError(f"calibration never reached quantizer(s) {', '.join(live[:3])} but the export at input "
-                          f"{tuple(shape)} uses them: calibrate at the export's batch and window (--batch, "
-                          "--n-patches), or with --calib-data recordings long enough to reach them")
 
 
 def choose_precision(target: Target, asked: str | None) -> str:
@@ -208,7 +189,7 @@ class ExportPipeline:
         how = f"{given.source} ranges from {given.path}" if given else f"{opt.calib_method} calibration"
         with self.steps.step("export_int8", f"INT8: QAT variant ({recurrence} recurrence), {how}, Q/DQ ONNX") as step:
             qat, qat_wide, calibration, watch = self._calibrated_qat(recurrence, windows)
-            assert_inert(qat, self.shape, calibration["unused"])
+            ranges.assert_inert(qat, self.shape, calibration["unused"])
             strongly = self.target.graph_strongly_typed and recurrence == "fused"
             layer_plan = PrecisionPlan(recurrence=recurrence, reason=why, strongly_typed=strongly,
                                        layers=tuple(plan.layer_plan(qat, self.target, strongly)))
@@ -241,7 +222,7 @@ class ExportPipeline:
                     watch.observe(wide, windows.calibration)
             else:
                 reader = self.calib_reader or BatchReader(windows.calibration, SYNTHETIC_CALIBRATION)
-                calibration = calibrate_int8(wide, reader, opt.calib_method, progress=not opt.quiet)
+                calibration = ranges.calibrate_int8(wide, reader, opt.calib_method, progress=not opt.quiet)
         if wide is not qat:
             qat.load_state_dict(wide.state_dict())  # same names: the ranges do not depend on the batch
             qat_convert.set_quantization(qat, True)

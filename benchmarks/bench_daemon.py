@@ -191,7 +191,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bundle = Path(args.bundle) if args.bundle else make_standin(tmp / "bundle")
-        rate = json.loads((bundle / "manifest.json").read_text())["input"]["preprocess"]["rate_hz"]
+        from deploy.bundle import Bundle
+        rate = Bundle.load(bundle).spec.rate_hz
         if "overhead" not in args.skip:
             rec = synth_recording(minutes=args.minutes, seed=11, rate_hz=rate)
             write_recording(rec, tmp / "rec.npz", "npz")

@@ -1,4 +1,4 @@
-"""Cohort scoring figures (issue 16): hours of signal scored per second (local engine, Ray), per-engine throughput,
+"""Cohort scoring figures (issue 16): hours of signal scored per second (local runner, Ray), per-engine throughput,
 and peak RSS on long recordings read from Parquet.
 
     python benchmarks/bench_score.py throughput --bundle B [--subjects 4 --minutes 30] [--ray]
@@ -91,14 +91,14 @@ def throughput(a) -> None:
         write_parquet(synth_recording(a.minutes, seed=100 + s, rate_hz=100.0, units="g"), data / f"s{s:02d}.parquet")
     hours = a.subjects * a.minutes / 60
     print(f"cohort: {a.subjects} recordings x {a.minutes:g} min = {hours:.2f} h at 100 Hz (Parquet); bundle {a.bundle}")
-    engines = [("local", ["--jobs", "1"]), ("local", ["--jobs", "2"])]
+    runners = [("local", ["--jobs", "1"]), ("local", ["--jobs", "2"])]
     if a.ray:
-        engines.append(("ray", ["--jobs", "2"]))
-    for engine, extra in engines:
-        r = run_score([str(data), "--bundle", a.bundle, "--out", str(tmp / f"out-{engine}-{extra[-1]}"),
-                       "--engine", engine, *extra])
+        runners.append(("ray", ["--jobs", "2"]))
+    for runner, extra in runners:
+        r = run_score([str(data), "--bundle", a.bundle, "--out", str(tmp / f"out-{runner}-{extra[-1]}"),
+                       "--runner", runner, *extra])
         per_engine = r["hours"] / r["compute_s"]
-        print(f"{engine:5s} {' '.join(extra):8s}: {r['run']['hours_per_second']:.3f} h/s scoring "
+        print(f"{runner:5s} {' '.join(extra):8s}: {r['run']['hours_per_second']:.3f} h/s scoring "
               f"({r['run']['wall_s']:.1f} s), {r['hours'] / r['wall_s']:.3f} h/s with start-up ({r['wall_s']:.1f} s); "
               f"per engine {per_engine:.3f} h/s ({r['compute_s']:.1f} s of work); peak RSS of the driver "
               f"{r['peak_rss_mb']:.0f} MB; {load()}")
@@ -126,7 +126,7 @@ def main() -> None:
     t.add_argument("--bundle", required=True)
     t.add_argument("--subjects", type=int, default=4)
     t.add_argument("--minutes", type=float, default=30.0)
-    t.add_argument("--ray", action="store_true", help="also --engine ray (needs ray[data])")
+    t.add_argument("--ray", action="store_true", help="also --runner ray (needs ray[data])")
     r = sub.add_parser("rss")
     r.add_argument("--bundle", required=True)
     r.add_argument("--hours", type=float, default=24.0)

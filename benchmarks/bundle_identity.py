@@ -5,8 +5,10 @@ and as text, apart from what is measured anew on every run.
   python benchmarks/bundle_identity.py BEFORE AFTER --root /tmp/base=/work/wt   # exported from two checkouts
 
 What a run measures and so may differ (and nothing else): `created`, `digest` (it covers `created`), the step
-timings (`export.timings`), the thread cap's timings and the choice they make (`onnxruntime.thread_cap`), and the
-inference time quoted by a skipped streaming-fidelity step. `--root OLD=NEW` reads the checkout folder OLD in the
+timings (`export.timings`), the thread cap's timings and the choice they make (`onnxruntime.thread_cap`), the
+inference time quoted by a skipped streaming-fidelity step, and (--precision fastest) the cpu plans' race: its
+latencies, the reason quoting them, the dynamic plan's seconds and staging race, onnxruntime's load times. The
+winner of a race is compared: a different winner is a different bundle. `--root OLD=NEW` reads the checkout folder OLD in the
 before-manifest as NEW (a preset's shipped weights are named by their path). Exit 0 when everything else is
 identical.
 """
@@ -29,7 +31,14 @@ def comparable(manifest: dict) -> dict:
     m = copy.deepcopy(manifest)
     for key in ("created", "digest"):
         m.pop(key, None)
-    (m.get("export") or {}).pop("timings", None)
+    export = m.get("export") or {}
+    for key in ("timings", "cpu_latency_ms"):
+        export.pop(key, None)
+    for key in ("latency_ms", "reason"):
+        (export.get("cpu_precision") or {}).pop(key, None)
+    for key in ("seconds", "staging"):
+        (export.get("cpu_dynamic_plan") or {}).pop(key, None)
+    (m.get("onnxruntime") or {}).pop("load_s", None)
     for cap in ((m.get("onnxruntime") or {}).get("thread_cap") or {}).values():
         for key in THREAD_CAP_MEASURED:
             cap.pop(key, None)

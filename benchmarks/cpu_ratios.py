@@ -1,7 +1,7 @@
 """Issue 17's CPU bars, repeated: the project's best engine against the naive export and PyTorch eager.
 
-`toolkit bench MODEL --ratio` runs the interleaved batch-1 head-to-head once. On a shared machine one run is one
-draw, so this builds the subject once (every export is done once) and repeats the head-to-head `--runs` times per
+`toolkit bench --model MODEL --ratio` runs the interleaved batch-1 head-to-head once. On a shared machine one run is one
+draw, so this builds the benched model once (every export is done once) and repeats the head-to-head `--runs` times per
 thread count, alternating the thread counts, then prints each run and the medians of the ratios. The best
 project engine is the fastest of the given project backends in that run (what `--precision fastest` would keep).
 
@@ -15,13 +15,13 @@ import os
 import statistics
 
 from toolkit.bench.backends import NAIVE
-from toolkit.bench.run import head_to_head, load_subject
+from toolkit.bench.run import head_to_head, load_benched
 
 EAGER = "pytorch-eager"
 
 
-def one_run(subject, backends, threads: int) -> dict:
-    ms = head_to_head(subject, backends, threads)
+def one_run(benched, backends, threads: int) -> dict:
+    ms = head_to_head(benched, backends, threads)
     project = {b: v for b, v in ms.items() if b not in (EAGER, NAIVE)}
     best = min(project, key=project.get)
     return {"ms": ms, "best": best, "vs_naive": ms[NAIVE] / ms[best] if NAIVE in ms else None,
@@ -35,14 +35,14 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--backends", default=f"{EAGER},{NAIVE},onnxruntime-dynamic,onnxruntime-staged")
     args = parser.parse_args(argv)
-    subject = load_subject(args.model)
+    benched = load_benched(args.model)
     backends = args.backends.split(",")
     counts = [int(t) for t in args.threads.split(",")]
     results: dict[int, list[dict]] = {t: [] for t in counts}
     for run in range(args.runs):
         for threads in counts:
             print(f"run {run + 1}/{args.runs}, {threads} thread(s), load {os.getloadavg()[0]:.1f} ...", flush=True)
-            results[threads].append(one_run(subject, backends, threads))
+            results[threads].append(one_run(benched, backends, threads))
     for threads, runs in results.items():
         print(f"\n{args.model}, {threads} thread(s), batch 1, interleaved; ms per call per run:")
         for backend in runs[0]["ms"]:

@@ -30,7 +30,7 @@ from deploy.engines.session import device_settings, open_session
 from deploy.engines.staged import StagedEngine
 from toolkit.bench.backends import DISABLED_OPTIMIZERS
 from toolkit.bench.int8 import naive_session
-from toolkit.bench.run import load_subject
+from toolkit.bench.run import load_benched
 from toolkit.bench.split import kernel_ms_by_op
 from toolkit.export.cpu_plans import staged_dynamic
 from toolkit.timing import interleaved
@@ -38,16 +38,16 @@ from toolkit.timing import interleaved
 BUDGET_S = 30.0   # seconds per interleaved measurement: a slow step still gets the harness's minimum of blocks
 
 
-_TWINS: dict[Path, dict] = {}   # the FP32 twin's plan per subject folder, cut once per process
+_TWINS: dict[Path, dict] = {}   # the FP32 twin's plan per benched model's folder, cut once per process
 
 
-def engines(subject, threads: int):
+def engines(benched, threads: int):
     """{"int8": engine, "fp32": engine}: the dynamic plan's stages and their FP32 twin at `threads`."""
-    folder, plan = subject.staged(1)
-    twin = subject.workdir / "fp32-stages"
+    folder, plan = benched.staged(1)
+    twin = benched.workdir / "fp32-stages"
     if twin not in _TWINS:
         twin.mkdir(exist_ok=True)
-        _TWINS[twin] = staged_dynamic(subject.onnx("fp32", 1), twin, "fp32_stage",
+        _TWINS[twin] = staged_dynamic(benched.onnx("fp32", 1), twin, "fp32_stage",
                                       disabled_optimizers=DISABLED_OPTIMIZERS, quantize=False)
     if [len(step) for step in _TWINS[twin]["steps"]] != [len(step) for step in plan["steps"]]:
         raise SystemExit("the FP32 twin was cut differently from the int8 stages; nothing to compare step by step")
@@ -94,26 +94,26 @@ def kernel_ms(engine, folder: Path, plan: dict, x, calls: int = 3) -> list[dict[
     return per_step
 
 
-def bars(subject, engine, x, threads: int) -> dict[str, float]:
+def bars(benched, engine, x, threads: int) -> dict[str, float]:
     """Median wall ms of eager, the naive export and the engine at `threads`, interleaved."""
     torch.set_num_threads(threads)
-    model, xt = subject.torch_model(), torch.from_numpy(x)
+    model, xt = benched.torch_model(), torch.from_numpy(x)
 
     def eager():
         with torch.inference_mode():
             return model(xt)
-    work = {"pytorch-eager": eager, "naive export": naive_session(subject.onnx("naive", 1), x, threads),
+    work = {"pytorch-eager": eager, "naive export": naive_session(benched.onnx("naive", 1), x, threads),
             "project (int8 stages)": lambda: engine.infer(x)}
     return {name: 1e3 * t.median for name, t in interleaved(work, blocks=8, budget_s=BUDGET_S).items()}
 
 
-def report(subject, threads: int, vs_naive: float, vs_eager: float) -> None:
-    x = subject.example(1)
-    pair = engines(subject, threads)
+def report(benched, threads: int, vs_naive: float, vs_eager: float) -> None:
+    x = benched.example(1)
+    pair = engines(benched, threads)
     walls = step_walls(pair, x)
-    folder, plan = subject.staged(1)
+    folder, plan = benched.staged(1)
     kernels = kernel_ms(pair["int8"], folder, plan, x)
-    print(f"\n{subject.name}, {threads} thread(s), batch 1, load {os.getloadavg()[0]:.1f}")
+    print(f"\n{benched.name}, {threads} thread(s), batch 1, load {os.getloadavg()[0]:.1f}")
     print(f"  {'step':5s} {'stages':>6s} {'int8 ms':>9s} {'fp32 ms':>9s} {'kernels':>9s}  "
           "largest kernels (int8 profile, ms)")
     best = kernel_total = 0.0
@@ -126,7 +126,7 @@ def report(subject, threads: int, vs_naive: float, vs_eager: float) -> None:
     steps_int8 = sum(v for (name, _), v in walls.items() if name == "int8")
     print(f"  steps: int8 {steps_int8:.1f} ms, best precision per step {best:.1f} ms; kernels (side-by-side stages "
           f"summed) {kernel_total:.1f} ms")
-    ms = bars(subject, pair["int8"], x, threads)
+    ms = bars(benched, pair["int8"], x, threads)
     asks = {f"{k:g}x naive": ms["naive export"] / k for k in [vs_naive] if k} | \
         {f"{k:g}x eager": ms["pytorch-eager"] / k for k in [vs_eager] if k}
     print("  bars, interleaved: " + ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items()))
@@ -147,9 +147,9 @@ def main(argv=None) -> None:
     parser.add_argument("--vs-eager", type=float, default=2.5, help="the bar against PyTorch eager (0: none)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)   # exports and calibration here run on one thread; eager gets the budget in `bars`
-    subject = load_subject(args.model)
+    benched = load_benched(args.model)
     for threads in (int(t) for t in args.threads.split(",")):
-        report(subject, threads, args.vs_naive, args.vs_eager)
+        report(benched, threads, args.vs_naive, args.vs_eager)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,12 @@ def real_windows(paths, spec, count: int, seed: int) -> np.ndarray:
 
 def engines(bundle: Bundle, threads: int) -> dict:
     """Plan name -> engine, for every graph the bundle ships."""
-    folder, manifest = bundle.folder, bundle.manifest
-    models, settings = manifest["models"], manifest.get("onnxruntime") or {}
-    found = {"fp32": OnnxRuntimeEngine(folder / models["fp32"], threads=threads)}
-    if models.get("int8"):
-        found[f"int8 ({models['int8']}, whole)"] = OnnxRuntimeEngine(
-            folder / models["int8"], threads=threads, preoptimized="int8" in settings.get("preoptimized", []))
-    staged = (settings.get("staged") or {}).get("int8")
+    folder, models, settings = bundle.folder, bundle.models, bundle.onnxruntime
+    found = {"fp32": OnnxRuntimeEngine(folder / models.fp32, threads=threads)}
+    if models.int8:
+        found[f"int8 ({models.int8}, whole)"] = OnnxRuntimeEngine(
+            folder / models.int8, threads=threads, preoptimized="int8" in settings.preoptimized)
+    staged = settings.staged_plan("int8")
     if staged:
         found["int8 stages"] = StagedEngine(folder, staged, threads=threads, preoptimized=bool(staged["preoptimized"]))
     return found
@@ -59,7 +58,7 @@ def main() -> None:
     torch.set_num_threads(1)
     model, preset, _ = load_model(checkpoint=args.checkpoint)
     bundle = Bundle.load(args.bundle)
-    x = real_windows(args.data, bundle.manifest["input"]["preprocess"], args.windows, args.seed)
+    x = real_windows(args.data, bundle.spec, args.windows, args.seed)
     batches = [x[i:i + 1] for i in range(len(x))]
     reference = verify.torch_run(with_activation(model, "sigmoid"), batches)
     result = {"preset": preset, "windows": len(x), "elements": int(reference.size)}

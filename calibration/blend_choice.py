@@ -33,6 +33,7 @@ import numpy as np
 
 from calibration.loso import HYSTERESIS, RECIPES, THRESHOLDS, fold_of, lab_of, predict_with, saved_fold_model
 from calibration.progress import bar
+from deploy.contract.events import EventSettings
 from deploy.events import DEFAULT_SETTINGS
 from deploy.metrics import average_precision, roc_auc
 from deploy.preprocess import prepare
@@ -83,8 +84,8 @@ def replayed(calls, spec, recordings, blend: float, power: float) -> list[np.nda
     grid; the recorded terms replace the model, so the windows need not be cut again: a layout-only spec)."""
     from deploy.offline import predict_prepared
     layout = replace(spec, normalization="running", gravity_align=False, horizontal="sensor", min_std=0.0)
-    hop = max(1, int(round(DEFAULT_SETTINGS["hop_s"] * spec.rate_hz)))
-    look = int(round(DEFAULT_SETTINGS["lookahead_s"] * spec.rate_hz))
+    events = EventSettings.resolve(DEFAULT_SETTINGS)
+    hop, look = events.hop_samples(spec.rate_hz), events.lookahead_samples(spec.rate_hz)
     infer = replay(calls, blend, power)
     return [at_recording_rate(predict_prepared(np.zeros((len(prepare(r, layout)), 3), np.float32), layout, infer,
                                                hop, look), spec.rate_hz, r) for r in recordings]

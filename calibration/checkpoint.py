@@ -36,6 +36,48 @@ def checkpoint_info(path) -> dict:
     return json.loads(side.read_text()) if side.exists() else {}
 
 
+# Layouts whose readers give one untyped "freeze" label (deploy.daphnet, deploy.stanford, deploy.stanford_xlsx): how a
+# checkpoint written before `label_kinds` (calibration.data.describe_recordings) says it learnt from untyped freezes.
+UNTYPED_SOURCES = ("daphnet", "stanford")
+
+
+def trained_event_mode(info: dict) -> tuple[str | None, str]:
+    """(events.mode, why) from a checkpoint's JSON (`checkpoint_info`), None when it does not say what the model was
+    trained on. The rule: "any" when any training recording labelled freezes untyped (Daphnet, Stanford: the loss
+    on those windows trains the largest class only, calibration.train.fog_loss, so on real freezes the classes are
+    not types and several may cross their thresholds in one freeze); "per_class" when every labelled training
+    recording carried the three types."""
+    data = info.get("train_data") if isinstance(info, dict) else None
+    if not isinstance(data, dict):
+        return None, "the checkpoint does not say what it was trained on"
+    kinds = data.get("label_kinds")
+    if kinds is None:   # written before label_kinds: the readers it names say it
+        untyped = [s for s in data.get("sources", []) if str(s).startswith(UNTYPED_SOURCES)]
+        kinds = {"untyped": len(untyped), "typed": 0 if untyped else len(data.get("sources", []))}
+        where = f"its training sources {sorted(data.get('sources', []))}"
+    else:
+        where = f"its training recordings ({', '.join(f'{v} {k}' for k, v in kinds.items() if v)})"
+    if kinds.get("untyped"):
+        return "any", f"{where} label freezes untyped: one any-FOG event per freeze"
+    if kinds.get("typed"):
+        return "per_class", f"{where} carry the three freeze types: one event stream per class"
+    return None, f"{where} hold no labelled freezes"
+
+
+def trained_on(path) -> dict | None:
+    """What the checkpoint at `path` says its weights were trained on ({"recordings": [{name, subject, sha256 or
+    data_sha256}], "subjects": [...]}, from the JSON beside it: `train_data` and any `synthetic_train_subjects`);
+    None when it says nothing. Older checkpoints name their recordings without a content hash."""
+    if not path:
+        return None
+    info = checkpoint_info(path)
+    data = info.get("train_data") or {}
+    subjects = sorted({str(s) for s in (data.get("subjects") or [])} |
+                      {str(s) for s in (info.get("synthetic_train_subjects") or [])})
+    recordings = data.get("fingerprints") or [{"name": str(n)} for n in (data.get("names") or [])]
+    return {"recordings": recordings, "subjects": subjects} if subjects or recordings else None
+
+
 def read_weights(path) -> tuple[dict, dict]:
     """(state_dict, what the file says about itself) from any weights file of the project, with one set of rules:
     `{"state_dict": ...}` (a project checkpoint, which also names its preset, preprocess and classes), `{"model":

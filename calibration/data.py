@@ -293,18 +293,54 @@ def recordings_from_args(args) -> list[Recording]:
     return read_recordings(args.data, layout=getattr(args, "layout", None), mapping=getattr(args, "mapping", None))
 
 
+def label_kind(recording) -> str:
+    """"typed" (Kaggle's three types), "untyped" (one "freeze" label in every class column: Daphnet, Stanford) or
+    "unlabelled", of a Recording or a PreparedRecording."""
+    if recording.labels is None:
+        return "unlabelled"
+    if isinstance(recording, PreparedRecording):
+        return "typed" if recording.typed else "untyped"
+    return "untyped" if (recording.meta or {}).get("label_kind") == "any" else "typed"
+
+
+def fingerprint(rec) -> dict:
+    """Which recording this is, by content: its name, subject, and the sha256 of its file (read from memory: of
+    its samples and labels). Checkpoints keep their training recordings' fingerprints (describe_recordings), so
+    `toolkit evaluate` can say which figures are in-sample, whatever the files are called."""
+    import hashlib
+    from pathlib import Path
+
+    from deploy.bundle import sha256_file
+    meta = getattr(rec, "meta", None) or {}
+    name = str(meta.get("name") or meta.get("id") or getattr(rec, "name", None) or "recording")
+    out = {"name": name, "subject": meta.get("subject") or getattr(rec, "subject", None)}
+    source = meta.get("source")
+    if source and Path(source).is_file():
+        return {**out, "file": str(source), "sha256": sha256_file(source)}
+    digest = hashlib.sha256(np.ascontiguousarray(rec.acc).tobytes())
+    if rec.labels is not None:
+        digest.update(np.ascontiguousarray(rec.labels).tobytes())
+    return {**out, "data_sha256": digest.hexdigest()}
+
+
 def describe_recordings(recordings) -> dict:
-    """A short JSON-safe description of a set of recordings (for checkpoints and caches)."""
-    names, subjects, seconds, sources = [], set(), 0.0, set()
+    """A short JSON-safe description of a set of recordings (for checkpoints and caches): each recording's fingerprint
+    (name, subject, content sha256) under "fingerprints", and `label_kinds`, the recordings counted by `label_kind`:
+    what the model learnt its classes from (calibration.checkpoint.trained_event_mode)."""
+    names, subjects, seconds, sources, prints = [], set(), 0.0, set(), []
+    kinds = {"typed": 0, "untyped": 0, "unlabelled": 0}
     for r in recordings:
+        kinds[label_kind(r)] += 1
         if isinstance(r, PreparedRecording):
             names.append(r.name)
             subjects.add(r.subject)
+            prints.append(fingerprint(r))
             continue
         meta = r.meta or {}
         names.append(str(meta.get("id") or meta.get("name") or meta.get("source") or "recording"))
         subjects.add(str(meta.get("subject") or names[-1]))
         seconds += r.duration_s
         sources.add(str(meta.get("generator") or meta.get("layout") or "file"))
+        prints.append({k: v for k, v in fingerprint(r).items() if k != "file"})
     return {"recordings": len(names), "subjects": sorted(subjects), "hours": round(seconds / 3600, 3),
-            "sources": sorted(sources), "names": names[:50]}
+            "sources": sorted(sources), "names": names[:50], "label_kinds": kinds, "fingerprints": prints}

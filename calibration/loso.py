@@ -158,10 +158,11 @@ def predict_with(infer, spec, recordings, settings=DEFAULT_SETTINGS):
 
 
 def threshold_sweep(recordings, probs) -> dict:
-    """Pooled any-FOG figures at each on-threshold (off = on - HYSTERESIS)."""
+    """Pooled any-FOG figures at each on-threshold (off = on - HYSTERESIS): one event per freeze (events.mode
+    "any"), as a model trained on these untyped freezes raises them."""
     out = {}
     for on in THRESHOLDS:
-        settings = {**DEFAULT_SETTINGS, "on": on, "off": round(on - HYSTERESIS, 3)}
+        settings = EventSettings.resolve({"on": on, "off": round(on - HYSTERESIS, 3), "mode": "any"})
         out[f"{on:g}"] = score(recordings, probs, settings)
     return out
 

@@ -122,7 +122,7 @@ def int8_figures(model, preset, spec, train_prepared, test_prepared, hop, method
 def main(argv=None) -> int:
     import torch
 
-    from calibration.checkpoint import checkpoint_info, load_model
+    from calibration.checkpoint import checkpoint_info, load_model, trained_event_mode
     from calibration.data import as_spec, prepare_recording, synthetic_recordings
     from models import get_preset
 
@@ -151,7 +151,8 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     figures = {"held_out": {"subjects": args.test_subjects, "seed": args.test_seed, "minutes_each": args.minutes,
                             "hop_samples": hop}}
-    settings = EventSettings.resolve(get_preset(preset).events)   # what the preset's bundle carries
+    trained = trained_event_mode(checkpoint_info(checkpoint))[0] if checkpoint else None
+    settings = EventSettings.resolve(get_preset(preset).events, {"mode": trained})   # what its bundle carries
     figures["model"] = synthetic_map(test_prepared, model_probs(model, test_prepared, spec, hop))
     figures["freeze_index_map"] = synthetic_map(test_prepared, [np.repeat(
         freeze_index_probability(r)[np.minimum(np.round(np.arange(p.n_samples) * r.rate_hz / spec.rate_hz)

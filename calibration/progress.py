@@ -12,21 +12,74 @@ import threading
 import time
 from contextlib import contextmanager
 
-from deploy.lazy import lazy_import
+from deploy.errors import MissingDependency
+from deploy.lazy import lazy_import, require
 
 tqdm_module = lazy_import("tqdm", "workstation", "progress bars")
 
 
+class QuietBar:
+    """The bar that shows nothing: what `bar` returns off a terminal, with --quiet, or without tqdm, so a job that
+    shows no bar never needs tqdm (a bundle is evaluated with the device's packages alone)."""
+    disable = True
+
+    def __init__(self, total=None, desc: str = "", **_ignored):
+        self.total, self.desc, self.n, self.postfix = total, desc, 0, ""
+
+    def update(self, n=1) -> None:
+        self.n += n
+
+    def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
+        self.postfix = text
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def write(self, text: str, file=None) -> None:
+        print(text, file=file or sys.stderr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_said_no_tqdm = []
+
+
+def _tqdm_or_none():
+    """tqdm, or None (said once: the bars are left out, nothing else changes)."""
+    try:
+        return require(tqdm_module)
+    except MissingDependency as missing:
+        reason = missing
+    if not _said_no_tqdm:
+        _said_no_tqdm.append(True)
+        print(f"note: no progress bars: {reason}", file=sys.stderr)
+    return None
+
+
 def bar(total: int | float | None, desc: str, unit: str = "it", enabled: bool = True, **kw):
-    """A tqdm bar with a total (so it shows rate and ETA), on stderr; a silent one when not enabled or not a TTY."""
-    return tqdm_module.tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=None,
-                            disable=None if enabled else True, **kw)
+    """A tqdm bar with a total (so it shows rate and ETA), on stderr; a QuietBar when not enabled, not on a terminal
+    or without tqdm."""
+    tty = getattr(sys.stderr, "isatty", lambda: False)()
+    tqdm = _tqdm_or_none() if enabled and tty else None
+    if tqdm is None:
+        return QuietBar(total, desc)
+    return tqdm.tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=None, **kw)
 
 
 def write(text: str, enabled: bool = True) -> None:
     """A log line that does not break a bar on screen (tqdm.write); printed even when bars are hidden (not a TTY)."""
     if enabled:
-        tqdm_module.tqdm.write(text, file=sys.stderr)
+        try:
+            require(tqdm_module).tqdm.write(text, file=sys.stderr)
+        except MissingDependency:
+            print(text, file=sys.stderr)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ import torch
 from calibration import progress as bars
 from calibration.cache import CalibrationCache, CalibrationCacheError, model_hash
 from calibration.calibrators import DEFAULT_METHOD, make_calibrator
+from deploy.errors import FogError
 from deploy.metrics import average_precision
 from models.qat import quantizers, set_calibration
 
@@ -188,8 +189,11 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     return np.concatenate(out)
 
 
-def agreement(float_model, int8_model, windows, classes=None) -> dict:
-    """Float vs INT8 on labelled windows (a `calibration.data.WindowSet`): AP per class, probability error."""
+def agreement(float_model, int8_model, windows, classes=None, *, spec=None, count: int = 64, seed: int = 0) -> dict:
+    """Float vs INT8: AP per class (where there are labels) and the probability error, on `windows`: a
+    `calibration.data.WindowSet`, recordings (with the model's preprocess `spec`: `count` labelled windows are drawn
+    from them, seeded), or model inputs as an array or tensor (N, *input shape; no labels: the error only)."""
+    windows = _as_windows(windows, spec, count, seed)
     p_float = predict_probs(float_model, windows.x)
     p_int8 = predict_probs(int8_model, windows.x)
     diff = np.abs(p_float - p_int8)
@@ -209,3 +213,18 @@ def agreement(float_model, int8_model, windows, classes=None) -> dict:
         if report["map_float"] is not None:
             report["map_drop"] = report["map_float"] - report["map_int8"]
     return report
+
+
+def _as_windows(windows, spec, count: int, seed: int):
+    """A WindowSet for `agreement` from what a user has at hand (see there)."""
+    from calibration.data import PreparedRecording, WindowSet, prepare_recording, sample_windows
+    if isinstance(windows, WindowSet):
+        return windows
+    if isinstance(windows, (list, tuple)) and windows and hasattr(windows[0], "acc"):
+        if spec is None:
+            raise FogError("agreement on recordings needs the model's preprocess: agreement(..., "
+                           "spec=preset.preprocess)")
+        prepared = [r if isinstance(r, PreparedRecording) else prepare_recording(r, spec) for r in windows]
+        return sample_windows(prepared, spec, count, seed)
+    x = windows.detach().cpu().numpy() if isinstance(windows, torch.Tensor) else np.asarray(windows, np.float32)
+    return WindowSet(x=x.astype(np.float32), labels=None, mask=None, origin=[])

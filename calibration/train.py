@@ -96,10 +96,15 @@ def warmup_constant(warmup_steps: int):
     return lambda step: min(1.0, (step + 1) / max(1, warmup_steps))
 
 
+def subject_of(recording) -> str:
+    """A recording's subject: a PreparedRecording's, else meta["subject"] (deploy.subjects), else its name."""
+    return str(getattr(recording, "subject", None) or recording.meta.get("subject") or recording.meta.get("name")
+               or id(recording))
+
+
 def split_by_subject(recordings, val_subjects=None, val_fraction: float = 0.25, seed: int = 0):
     """(train, val) lists with no subject in both. Subjects come from `meta["subject"]` (else the recording)."""
-    def subject(r):
-        return str(r.meta.get("subject") or r.meta.get("name") or id(r))
+    subject = subject_of
     subjects = sorted({subject(r) for r in recordings})
     if val_subjects is None:
         rng = np.random.default_rng(seed)
@@ -114,6 +119,30 @@ def split_by_subject(recordings, val_subjects=None, val_fraction: float = 0.25, 
     if not train or not val:
         raise FogError(f"validation subjects {sorted(val_subjects)} leave an empty train or validation set")
     return train, val
+
+
+def froze(recording) -> int:
+    """Labelled FOG samples of a recording where they count (its mask); 0 without labels."""
+    labels = getattr(recording, "labels", None)
+    if labels is None:
+        return 0
+    fog = np.asarray(labels).max(axis=1) > 0.5
+    mask = getattr(recording, "mask", None)
+    return int((fog & np.asarray(mask, bool)).sum() if mask is not None else fog.sum())
+
+
+def check_validation(train, val) -> None:
+    """Refuse, before any epoch, a validation set on which no epoch can be chosen: nobody in it froze (AP is
+    undefined: "best validation mAP None" and an empty curve). Names the subjects who did, the fix."""
+    if any(froze(r) for r in val):
+        return
+    held = sorted({subject_of(r) for r in val})
+    frozen = sorted({subject_of(r) for r in train if froze(r)})
+    labelled = any(getattr(r, "labels", None) is not None for r in val)
+    raise FogError(f"the validation subjects {held} {'never froze in these recordings' if labelled else 'have no labels'}"
+                   ": validation AP is undefined, so no epoch could be chosen as the best; hold out subjects who froze "
+                   f"with --val-subjects (here: {', '.join(frozen) or 'nobody froze'}), or another --seed or "
+                   "--val-fraction")
 
 
 def make_infer(model, batch_size: int = 64):

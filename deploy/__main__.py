@@ -1,4 +1,4 @@
-"""`python -m deploy BUNDLE ...`: the streaming daemon (same as `fog-daemon`)."""
+"""`python -m deploy --bundle BUNDLE ...`: the streaming daemon (same as `fog-daemon`)."""
 import sys
 
 from deploy.daemon import main

@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from deploy.contract import MANIFEST, SCHEMA_VERSION
+from deploy.contract import MANIFEST, SCHEMA_VERSION, SIGNATURE_FILE
+from deploy.contract.batching import BatchingSection
 from deploy.contract.events import EventSettings
 from deploy.contract.manifest import parse_section
 from deploy.contract.model import InputSection, ModelFiles, ModelSection, OutputSection
 from deploy.contract.runtime import OnnxRuntimeSection, PrecisionPlan, StreamingSection
-from deploy.errors import BundleError, FogError
+from deploy.errors import BundleError, FogError, printable
 
+BUNDLE_HELP = "the bundle: a folder made by `toolkit export`"   # every command names it --bundle DIR
 REQUIRED_KEYS = ("schema_version", "model", "input", "output", "precision", "models", "files")
 DIGEST_KEY = "digest"
 DIGEST_PREFIX = "sha256:"
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -39,7 +43,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _bundle_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST)
+    """Every file the manifest lists: all but the manifest itself and the signature of its digest."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.relative_to(folder).as_posix() not in (MANIFEST, SIGNATURE_FILE))
 
 
 def bundle_digest(manifest: dict) -> str:
@@ -117,8 +123,10 @@ def verify_files(folder, manifest: dict) -> list[str]:
         except BundleError as exc:
             problems.append(str(exc))
             continue
-        if not isinstance(entry, dict):
-            problems.append(f"{rel}: manifest entry is not {{sha256, bytes}}; re-export the bundle")
+        if not isinstance(entry, dict) or not SHA256_RE.fullmatch(str(entry.get("sha256"))) or \
+                not isinstance(entry.get("bytes"), int) or isinstance(entry.get("bytes"), bool):
+            problems.append(f"{printable(rel)}: manifest entry is not {{sha256: 64 hex digits, bytes: an integer}}; "
+                            "re-export the bundle")
         elif not path.is_file():
             problems.append(f"{rel}: listed in the manifest but missing")
         elif path.stat().st_size != entry.get("bytes"):
@@ -216,6 +224,24 @@ class Bundle:
     @cached_property
     def streaming(self) -> StreamingSection | None:
         return self._section("streaming")
+
+    @cached_property
+    def batching(self) -> BatchingSection:
+        """The batch sizes the bundle's graphs come in (batch 1 only for a bundle without the section)."""
+        return self._section("batching") or BatchingSection(sizes=(int(self.input.shape[0]),))
+
+    def path_at(self, role: str, size: int) -> Path | None:
+        """File of model `role` at batch `size` (the bundle's own file for the first size); never outside it."""
+        rel = self.batching.file(role, size)
+        return self.path(role) if rel is None else inside(self.folder, rel)
+
+    def check(self) -> "Bundle":
+        """Every typed section read now (each is otherwise read when first asked for): a reader of the whole manifest
+        (`toolkit inspect`) refuses a value out of type or range anywhere before printing or using any."""
+        for name in ("model", "input", "output", "events", "models", "onnxruntime", "precision_plan", "streaming",
+                     "batching"):
+            getattr(self, name)
+        return self
 
     @property
     def spec(self):

@@ -12,29 +12,15 @@ from pathlib import Path
 from deploy.contract.events import EventSettings
 from deploy.errors import did_you_mean
 from deploy.mqtt_options import parse_mqtt_url, redact
-from deploy.validate import ConfigError, check_config, nearest_anywhere
+from deploy.settings import SECTIONS, check_config, defaults, nearest_anywhere
+from deploy.validate import ConfigError
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-DEFAULTS = {
-    "bundle": None,
-    "bundle_digest": None,
-    "device_id": None,       # names this device in MQTT topics and the client id (default: the host name)   # pin: the daemon runs only the bundle with this digest (`toolkit inspect` prints it)
-    "backend": "auto",
-    "precision": None,
-    "threads": None,         # onnxruntime intra-op threads: a budget (default all cores)
-    "thread_cap": True,      # use no more threads than the export measured useful (manifest onnxruntime.thread_cap)
-    "source": {"kind": "stdin", "units": "g", "rate_hz": None},
-    "stream": {"hop_s": None, "lookahead_s": None, "max_gap_s": 0.5, "max_behind_s": 1.0, "silence_s": 2.0,
-               "queue_chunks": 1024, "state_file": None, "wearer_state": None},
-    "events": {},
-    "sinks": [{"kind": "jsonl", "path": "-", "probs": False}],
-    "log": {"level": "info", "format": "json", "status_interval_s": 30.0, "metrics_port": 0},
-}
-SECTIONS = ("source", "stream", "events", "log")
+DEFAULTS = defaults()   # every setting's default (deploy.settings, their one home)
 
 
 def _merge(base: dict, extra: dict, where: str) -> dict:
@@ -54,12 +40,39 @@ def _merge(base: dict, extra: dict, where: str) -> dict:
     return base
 
 
+# byte-order marks TOML does not allow, with the fix for each
+BOMS = {b"\xef\xbb\xbf": ("UTF-8 with a byte-order mark (BOM)", "remove the BOM: sed -i '1s/^\\xEF\\xBB\\xBF//' FILE"),
+        b"\xff\xfe": ("UTF-16 (little-endian)", "convert it: iconv -f UTF-16 -t UTF-8 FILE > FILE.new"),
+        b"\xfe\xff": ("UTF-16 (big-endian)", "convert it: iconv -f UTF-16 -t UTF-8 FILE > FILE.new")}
+
+
+def _config_text(path: Path) -> str:
+    """The file's text, or a ConfigError naming why it cannot be read as TOML (UTF-8 without a BOM) and the fix."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; --config takes the TOML file itself (e.g. /etc/fog/daemon.toml)") \
+            from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror}); check its permissions") from None
+    for bom, (name, fix) in BOMS.items():
+        if data.startswith(bom):
+            raise ConfigError(f"{path} is saved as {name}; TOML must be plain UTF-8: save it as \"UTF-8\" (not "
+                              f"\"UTF-8 with BOM\" or \"Unicode\"), or {fix}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); TOML must be UTF-8: "
+                          "save the file as UTF-8") from None
+
+
 def load_toml(path) -> dict:
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        return tomllib.loads(_config_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
@@ -109,7 +122,7 @@ def build_config(toml_path=None, overrides: list[dict] = ()) -> dict:
     for extra in overrides:
         _merge(config, extra, "command line")
     if not config["bundle"]:
-        raise ConfigError("no bundle given: pass BUNDLE or set bundle = \"...\" in the config file")
+        raise ConfigError("no bundle given: pass --bundle DIR or set bundle = \"...\" in the config file")
     return check_config(config)
 
 

@@ -17,8 +17,11 @@ LATENCY_WINDOW = 4096  # most recent hops kept for percentiles: bounded memory, 
 
 
 class Counters:
-    def __init__(self):
+    def __init__(self, latency_window: int = LATENCY_WINDOW, parent: "Counters | None" = None):
+        """`latency_window`: hops kept for percentiles (a gateway keeps fewer per wearer); `parent`: counters that
+        also record every hop's latency (the gateway's total, whose percentiles span every wearer)."""
         self._lock = threading.Lock()
+        self.parent = parent
         self.started = time.monotonic()
         self.received = 0
         self.accepted = 0
@@ -39,9 +42,11 @@ class Counters:
         self.hops_skipped_behind = 0
         self.events = 0
         self.silences = 0
+        self.bundle_anchor = None    # what vouches for the bundle: "signature", "pin" or "none" (deploy.signing)
+        self.implausible: Counter[str] = Counter()     # blocks a plausibility check flagged, by check
         self.engine_seconds = 0.0
-        self._latency = np.zeros(LATENCY_WINDOW)
-        self._engine = np.zeros(LATENCY_WINDOW)
+        self._latency = np.zeros(latency_window)
+        self._engine = np.zeros(latency_window)
         self._n_latency = 0
 
     def receive(self, n: int, rejected: dict[str, int] | None = None) -> None:
@@ -61,7 +66,9 @@ class Counters:
             self.dropped[reason] += n
 
     def hop(self, latency_s: float, engine_s: float) -> None:
-        i = self._n_latency % LATENCY_WINDOW
+        if self.parent is not None:
+            self.parent.hop(latency_s, engine_s)
+        i = self._n_latency % len(self._latency)
         self._latency[i] = latency_s
         self._engine[i] = engine_s
         self._n_latency += 1
@@ -69,7 +76,7 @@ class Counters:
         self.engine_seconds += engine_s
 
     def percentiles(self, which: str = "latency", qs=(50, 90, 99)) -> dict[str, float]:
-        n = min(self._n_latency, LATENCY_WINDOW)
+        n = min(self._n_latency, len(self._latency))
         if n == 0:
             return {f"p{q}": float("nan") for q in qs}
         data = (self._latency if which == "latency" else self._engine)[:n]
@@ -100,27 +107,33 @@ class Counters:
         return current, peak
 
     def snapshot(self) -> dict:
+        """Every counter at one moment, consistent: `accepted` is read before `received` and `dropped` (a sample is
+        received before it is accepted or dropped), so accepted + dropped never exceeds received in a snapshot."""
+        accepted, interpolated = self.accepted, self.interpolated
         with self._lock:
             dropped = dict(self.dropped)
             received = self.received
         latency = {k: round(v * 1e3, 3) for k, v in self.percentiles("latency").items()}
         engine = {k: round(v * 1e3, 3) for k, v in self.percentiles("engine").items()}
         return {"uptime_s": round(time.monotonic() - self.started, 3), "received": received,
-                "accepted": self.accepted, "dropped": dropped, "dropped_total": sum(dropped.values()),
-                "interpolated": self.interpolated, "gaps_filled": self.gaps_filled, "resets": self.resets,
+                "accepted": accepted, "dropped": dropped, "dropped_total": sum(dropped.values()),
+                "interpolated": interpolated, "gaps_filled": self.gaps_filled, "resets": self.resets,
                 "clock_resets": self.clock_resets, "aborted_onsets": self.aborted_onsets,
                 "kernel_dropped_datagrams": self.kernel_dropped_datagrams, "source_restarts": self.source_restarts, "rate_mismatches": self.rate_mismatches,
                 "rate_estimate_hz": self.rate_estimate_hz, "sink_failures": dict(self.sink_failures),
                 "sink_dropped": dict(self.sink_dropped), "unscored": self.unscored, "hops_run": self.hops_run,
                 "hops_skipped_behind": self.hops_skipped_behind, "events": self.events, "silences": self.silences,
                 "engine_s": round(self.engine_seconds, 4), "hop_latency_ms": latency, "engine_ms": engine,
-                "rss_mb": round(self.rss_mb()[0], 1), "peak_rss_mb": round(self.rss_mb()[1], 1)}
+                "rss_mb": round(self.rss_mb()[0], 1), "peak_rss_mb": round(self.rss_mb()[1], 1),
+                "bundle_anchor": self.bundle_anchor, "implausible": dict(self.implausible)}
 
     def status_line(self) -> str:
         s = self.snapshot()
         return (f"received {s['received']} accepted {s['accepted']} dropped {s['dropped_total']} "
                 f"hops {s['hops_run']} skipped {s['hops_skipped_behind']} events {s['events']} "
-                f"latency p50 {s['hop_latency_ms']['p50']} ms p99 {s['hop_latency_ms']['p99']} ms")
+                f"latency p50 {s['hop_latency_ms']['p50']} ms p99 {s['hop_latency_ms']['p99']} ms"
+                + (" BUNDLE NOT ANCHORED (no trusted signature, no pinned digest)" if s["bundle_anchor"] == "none"
+                   else ""))
 
     def prometheus(self) -> str:
         s = self.snapshot()
@@ -142,8 +155,14 @@ class Counters:
         metric("clock_resets_total", "counter", "Sensor clock resets (new segment).", [("", s["clock_resets"])])
         metric("rate_mismatches_total", "counter", "Rate estimates disagreeing with the nominal rate.",
                [("", s["rate_mismatches"])])
+        metric("udp_kernel_dropped_datagrams_total", "counter", "UDP datagrams the kernel dropped (receive buffer full).",
+               [("", s["kernel_dropped_datagrams"])])
         metric("sink_failures_total", "counter", "Messages a sink could not deliver, by sink.",
                [(f'{{sink="{k}"}}', n) for k, n in sorted(s["sink_failures"].items())] or [('{sink="none"}', 0)])
+        metric("bundle_anchored", "gauge", "1 when a trusted signature or a pinned digest vouches for the bundle.",
+               [(f'{{by="{s["bundle_anchor"]}"}}', int(s["bundle_anchor"] in ("signature", "pin")))])
+        metric("signal_implausible_blocks_total", "counter", "Blocks of signal a plausibility check flagged, by check.",
+               [(f'{{check="{k}"}}', n) for k, n in sorted(s["implausible"].items())] or [('{check="none"}', 0)])
         metric("hops_total", "counter", "Model runs.", [("", s["hops_run"])])
         metric("hops_skipped_behind_total", "counter", "Hops skipped because behind real time.",
                [("", s["hops_skipped_behind"])])

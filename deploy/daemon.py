@@ -1,7 +1,7 @@
 """fog-daemon: read a bundle and a sensor stream, emit freezing-of-gait events in real time (no torch needed).
 
-    fog-daemon BUNDLE --udp-port 5005 --sink mqtt://127.0.0.1:1883/fog
-    fog-daemon BUNDLE --replay walk.csv --sink - --probs         # as fast as possible
+    fog-daemon --bundle BUNDLE --udp-port 5005 --sink mqtt://127.0.0.1:1883/fog
+    fog-daemon --bundle BUNDLE --replay walk.csv --sink - --probs         # as fast as possible
     fog-daemon --config /etc/fog/daemon.toml
 
 SIGTERM/SIGINT drain what was received, close open episodes, print the counters and exit 0; SIGHUP logs the
@@ -19,23 +19,29 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
+from deploy import gateway
 from deploy.bundle import Bundle
+from deploy.clock import RateWatch
 from deploy.config import build_config, event_settings
 from deploy.daemon_args import attach_sink_values, build_parser, overrides_from_args
 from deploy.counters import Counters
-from deploy.engines import open_engine
-from deploy.errors import FogError
-from deploy.feed import END, Feed
-from deploy.intake import RateMismatch, RateWatch
+from deploy.errors import FogError, printable, reader_gone
+from deploy.feed import END, ENDS_NORMALLY, Feed
 from deploy.onsets import OpenOnsets
-from deploy.service import sd_notify, serve_metrics, setup_logging, watchdog_interval_s
+from deploy.plausibility import SignalWatch
+from deploy.plausibility import preflight as preflight_signal
+from deploy.service import Heartbeat, sd_notify, serve_metrics, setup_logging
+from deploy.signing import Trust, bundle_trust
 from deploy.sinks import event_message, open_sink, probs_message
+from deploy.settings import DAEMON_SOURCE_KEYS
 from deploy.sources import open_source
 from deploy.stream import Pipeline, StreamSettings
+from deploy.thread_cap import open_for_daemon
 from deploy.validate import preflight
 from deploy.wearer import stream_setup
+from deploy.wearers import WearerStream, stream_settings, time_scale, watches
 
 log = logging.getLogger("deploy.daemon")
 
@@ -45,7 +51,8 @@ log = logging.getLogger("deploy.daemon")
 def open_source_from(config: dict, model_rate: float):
     options = dict(config["source"])
     kind = options.pop("kind")
-    for key in ("on_end", "reconnect_max_s", "rate_check"):  # the daemon's, not the source's
+    # the daemon's settings, not the source's
+    for key in DAEMON_SOURCE_KEYS:
         options.pop(key, None)
     if kind == "replay":
         for key in ("units", "rate_hz"):  # a recording carries its own
@@ -70,6 +77,15 @@ class Wiring:
     lookahead_samples: int | None
     rate_watch: RateWatch | None = None      # live sources: the rate their timestamps say
     failure: str | None = None               # why the run failed (exit 1), None while all is well
+    trust: Trust | None = None               # what vouches for the bundle (deploy.signing)
+    time_scale: float = 1.0                  # seconds per unit of the source's timestamps (source.time_unit)
+    signal_watch: SignalWatch | None = None  # what gravity and the channels say (deploy.plausibility)
+
+    stream: WearerStream = field(init=False)   # what each chunk goes through: the gateway's per-wearer code
+
+    def __post_init__(self):
+        self.stream = WearerStream(self.pipeline, self.counters, self.rate_watch, signal_watch=self.signal_watch,
+                                   time_scale=self.time_scale)
 
 
 def _sink_callbacks(sinks, classes, counters, onsets: OpenOnsets | None):
@@ -118,85 +134,59 @@ def sink_options(sink: dict, config: dict) -> dict:
 
 
 def _threads_note(engine) -> str:
-    """", 1 thread (the bundle's cap: 1)" for the ready line: the intra-op threads an onnxruntime engine uses."""
+    """", 1 thread (measured on this device: ...)" for the ready line: the intra-op threads an onnxruntime engine
+    uses, and how they were decided (deploy.thread_cap)."""
     threads = getattr(engine, "threads", None)
     if threads is None:
         return ""
-    cap = getattr(engine, "thread_cap", None)
-    return f", {threads} thread{'s' if threads > 1 else ''}" + (f" (the bundle's cap: {cap})" if cap else "")
+    reason = getattr(engine, "threads_reason", "").split(";")[0]    # the whole of it is logged before
+    return f", {threads} thread{'s' if threads > 1 else ''}" + (f" ({reason})" if reason else "")
 
 
 def wire(config: dict) -> Wiring:
     """Open the bundle (verified, and pinned when the config says so), its engine, the source and the sinks, and
     the pipeline between them; every setting is checked here, before READY."""
     bundle = Bundle.load(config["bundle"], verify=True, expected_digest=config.get("bundle_digest"))
+    trust = bundle_trust(bundle.folder, bundle.digest, config)   # a signature required and missing: refused here
     spec = bundle.input.spec
     events = event_settings(config, bundle)   # the bundle's, under the config's; checked
     source = open_source_from(config, spec.rate_hz)
     preflight(spec, bundle.classes, events, source.rate_hz or spec.rate_hz, source.units)
-    engine = open_engine(bundle, backend=config["backend"], precision=config["precision"],
-                         threads=config["threads"], thread_cap=config["thread_cap"])
+    log.info("events: %s, look-ahead %s s (%s)", "one any-FOG event per freeze" if events.any_event else
+             "one stream per event class", events.lookahead_s, "the bundle's" if config["stream"]["lookahead_s"] is None
+             else f"the config's, over the bundle's {bundle.events.lookahead_s}")
+    engine = open_for_daemon(bundle, config)      # threads measured on this device (deploy.thread_cap)
     sinks = [open_sink(**sink_options(s, config)) for s in config["sinks"]]
     counters = Counters()
+    counters.bundle_anchor = trust.anchor
     st = config["stream"]
     onsets = OpenOnsets(st["state_file"]) if st.get("state_file") else None
     deliver, on_event, on_probs = _sink_callbacks(sinks, bundle.classes, counters, onsets)
     _close_leftover_onsets(onsets, deliver, counters)
-    stream = StreamSettings(source_units=source.units, source_rate_hz=source.rate_hz,
-                            hop_samples=events.hop_samples(spec.rate_hz),
-                            lookahead_samples=events.lookahead_samples(spec.rate_hz), events=events,
-                            live=source.live, max_gap_s=st["max_gap_s"], max_behind_s=st["max_behind_s"],
-                            event_columns=tuple(bundle.output.event_columns))
+    stream = stream_settings(bundle, config, source, events)   # deploy.wearers: the gateway's wearers' too
     spec, stream = wearer_setup(spec, bundle.streaming, st.get("wearer_state"), stream)
     pipeline = Pipeline(spec, engine, bundle.classes, counters, stream, on_probs=on_probs, on_event=on_event)
-    watch = None if source.name == "replay" else RateWatch(
-        source.rate_hz or spec.rate_hz, counters, policy=config["source"].get("rate_check", "refuse"),
-        given=config["source"].get("rate_hz") is not None or source.name == "lsl")
+    watch, signal_watch = watches(bundle, config, source, counters)
+    if source.name == "replay":   # a recording's units mistake stops the start, before READY
+        preflight_signal(signal_watch, source.recording.acc, f"recording {source.path}")
     return Wiring(bundle, engine, source, sinks, counters, pipeline, queue.Queue(maxsize=int(st["queue_chunks"])),
-                  stream.lookahead_samples, watch)
+                  stream.lookahead_samples, watch, trust=trust, signal_watch=signal_watch, time_scale=time_scale(config))
 
 
 def start_source(w: Wiring, config: dict, stop: threading.Event) -> Feed:
     """The source on its own thread (deploy.feed), reopened as the config says when a live source fails."""
     feed = Feed(w.source, w.inbox, w.counters, stop, reopen=lambda: open_source_from(config, w.pipeline.rate),
-                on_end=config["source"].get("on_end", "exit"),
-                max_backoff_s=config["source"].get("reconnect_max_s", 30.0))
+                on_end=config["source"]["on_end"],
+                max_backoff_s=config["source"]["reconnect_max_s"])
     feed.start()
     return feed
 
 
-class _Heartbeat:
-    """What the loop reports while it runs: systemd's watchdog, a status line, a warning when the sensor is silent."""
-
-    def __init__(self, config: dict, counters: Counters):
-        self.counters, self.watchdog_s = counters, watchdog_interval_s()
-        self.status_every = float(config["log"]["status_interval_s"] or 0)
-        self.silence_s = float(config["stream"]["silence_s"])
-        self.started = self.last_data = self.last_status = self.last_wd = time.monotonic()
-        self.silent = False
-
-    def data(self, now: float) -> None:
-        self.last_data, self.silent = now, False
-
-    def idle(self, now: float) -> None:
-        if not self.silent and now - self.last_data > self.silence_s:
-            self.silent = True
-            self.counters.silences += 1
-            log.warning("sensor silent for %.1f s", now - self.last_data)
-
-    def tick(self, now: float) -> None:
-        if self.watchdog_s and now - self.last_wd >= self.watchdog_s:
-            sd_notify("WATCHDOG=1")
-            self.last_wd = now
-        if self.status_every and now - self.last_status >= self.status_every:
-            log.info("status: %s", self.counters.status_line())
-            sd_notify("STATUS=" + self.counters.status_line())
-            self.last_status = now
-
-
-def loop(w: Wiring, config: dict, stop: threading.Event, max_seconds: float | None = None) -> None:
-    """Take chunks from the queue into the pipeline until the source ends, `stop` is set or max_seconds pass."""
-    beat = _Heartbeat(config, w.counters)
+def loop(w: Wiring, config: dict, stop: threading.Event, max_seconds: float | None = None,
+         beat: Heartbeat | None = None) -> str:
+    """Take chunks from the queue into the pipeline until the source ends, `stop` is set or max_seconds pass;
+    returns why it stopped (an episode still going then is cut, and its event says so)."""
+    beat = beat or Heartbeat(config, w.counters)
     ended = False
     while not stop.is_set() and not ended:
         try:
@@ -215,14 +205,21 @@ def loop(w: Wiring, config: dict, stop: threading.Event, max_seconds: float | No
             beat.idle(now)
         beat.tick(now)
         if max_seconds is not None and now - beat.started >= max_seconds:
-            break
+            return f"the daemon stopped after --max-seconds {max_seconds:g}"
+    if getattr(stop, "reason", None) or w.failure:   # a signal (or a refusal) first: the input may end meanwhile
+        return getattr(stop, "reason", None) or w.failure
+    if ended:
+        return "the input ended" if w.source.name in ENDS_NORMALLY else f"the source {w.source.name} ended"
+    return "the daemon was stopped"
 
 
-def drain(w: Wiring, stop: threading.Event) -> dict:
-    """Process what is already queued (bounded by the queue size), close pending hops and episodes, close the
-    sinks and the engine; returns the final counters."""
+def drain(w: Wiring, stop: threading.Event, reason: str = "the daemon was stopped", feed: Feed | None = None) -> dict:
+    """Process what is already queued (bounded by the queue size), close pending hops and episodes (one still
+    going is cut, with `reason`), close the sinks and the engine; returns the final counters."""
     sd_notify("STOPPING=1")
     stop.set()
+    if feed is not None:
+        feed.finish()
     while True:
         try:
             item = w.inbox.get_nowait()
@@ -230,7 +227,7 @@ def drain(w: Wiring, stop: threading.Event) -> dict:
             break
         if item is not END:
             _process(item, w, stop)
-    w.pipeline.end_segment()
+    w.pipeline.end_segment(reason)
     for sink in w.sinks:
         sink.close()
         if sink.failures:   # also what a sink found undelivered as it closed
@@ -245,6 +242,7 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
     """Run the daemon until the source ends, `stop` is set or max_seconds pass; returns the final counters."""
     stop = stop or threading.Event()
     w = wire(config)
+    beat = Heartbeat(config, w.counters)   # reads systemd's watchdog setting: a bad one stops the start here
     port = int(config["log"]["metrics_port"] or 0)
     metrics = serve_metrics(w.counters, port) if port else None
     reopen_sinks.append(lambda: _reopen(w))
@@ -254,16 +252,23 @@ def run(config: dict, max_seconds: float | None = None, stop: threading.Event | 
              w.pipeline.hop, "full" if w.lookahead_samples is None else f"{w.pipeline.keep} samples",
              ", ".join(sink.label for sink in w.sinks))
     for note in w.bundle.model.notes:
-        log.warning("bundle note: %s", note)  # e.g. random initial weights: its events mean nothing
+        log.warning("bundle note: %s", printable(note))  # e.g. random initial weights: its events mean nothing
+    _say_trust(w)
     sd_notify("READY=1")
     feed = start_source(w, config, stop)
-    loop(w, config, stop, max_seconds)
-    final = drain(w, stop)
+    final = drain(w, stop, loop(w, config, stop, max_seconds, beat), feed)
     w.failure = w.failure or feed.failure
     final["failure"] = w.failure
     if metrics:
         metrics.shutdown()
     return final
+
+
+def _say_trust(w: Wiring) -> None:
+    """What vouches for the bundle, at every start; loudly when nothing does (also in every status line)."""
+    log.info("bundle %s: %s", w.bundle.digest, w.trust.describe())
+    for warning in w.trust.warnings:
+        log.warning("%s: %s", "BUNDLE NOT ANCHORED" if w.trust.anchor == "none" else "bundle trust", warning)
 
 
 reopen_sinks: list = []   # what SIGHUP does once the daemon runs (set by `run`)
@@ -276,31 +281,29 @@ def _reopen(w: Wiring) -> None:
 
 
 def _process(chunk, w: Wiring, stop: threading.Event) -> None:
-    counters, pipeline = w.counters, w.pipeline
-    counters.receive(chunk.received, chunk.rejected)
-    settled = counters.settled()
-    try:
-        if w.rate_watch is not None:
-            w.rate_watch.check(chunk.t)
-        pipeline.push(chunk)
-    except RateMismatch as exc:  # refused: nothing of it enters the pipeline, every sample is counted
-        counters.drop("rate_mismatch", len(chunk.t))
+    """One chunk through the wearer's stream (deploy.wearers: the code the gateway runs per wearer); a stream
+    refused (its rate, an implausible signal) stops the daemon (exit 1), every sample counted."""
+    refused = w.stream.process(chunk)
+    if refused is not None:
         if w.failure is None:
-            w.failure = str(exc)
-            log.error("stopping: %s", exc)
+            w.failure = refused
+            log.error("stopping: %s", refused)
         stop.set()
-    except Exception as exc:  # never stops the patient's detector; what the chunk lost is counted
-        if isinstance(exc, FogError):
-            log.error("chunk rejected: %s", exc)
-        else:  # a bug: logged with its traceback
-            log.exception("pipeline error; the window restarts")
-            pipeline.end_segment()
-        counters.drop("pipeline_error", max(0, settled + len(chunk.t) - counters.settled()))
+
+
+def _stop_by_signal(stop: threading.Event, signum: int) -> None:
+    stop.reason = f"the daemon was stopped ({signal.Signals(signum).name})"   # said in the events it cuts short
+    stop.set()
 
 
 def main(argv=None, prog: str = "fog-daemon") -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return run_args(build_parser(prog).parse_args(attach_sink_values(argv)), prog)
+    try:
+        status = run_args(build_parser(prog).parse_args(attach_sink_values(argv)), prog)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:      # `fog-daemon --help | head`
+        return reader_gone()
 
 
 def run_args(args, prog: str = "fog-daemon") -> int:
@@ -312,9 +315,12 @@ def run_args(args, prog: str = "fog-daemon") -> int:
             config["sinks"] = [dict(sink, probs=True) for sink in config["sinks"]]
         setup_logging(config["log"]["level"], config["log"]["format"])
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda signum, _: _stop_by_signal(stop, signum))
         signal.signal(signal.SIGHUP, lambda *_: [f() for f in reopen_sinks])
-        final = run(config, max_seconds=args.max_seconds, stop=stop)
+        if config["gateway"]["enabled"]:   # many wearers, one process (deploy.gateway)
+            final = gateway.run(config, max_seconds=args.max_seconds, stop=stop, reopen=reopen_sinks)
+        else:
+            final = run(config, max_seconds=args.max_seconds, stop=stop)
     except FogError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,16 +1,22 @@
 """fog-daemon's command line: the flags, and how they become configuration layers (`deploy.config` merges them
-with the TOML file and the bundle's manifest)."""
+with the TOML file and the bundle's manifest). A setting's flag, type and help are the setting's (deploy.settings);
+only what is not a setting is declared here: the bundle's folder, the config file, sinks, --probs, --set."""
 from __future__ import annotations
 
 import argparse
 
+from deploy.bundle import BUNDLE_HELP
 from deploy.config import parse_set, parse_sink
-from deploy.contract import event_help
-from deploy.layouts import FILE_LAYOUT_HELP
+from deploy.mqtt_options import parse_mqtt_url
+from deploy.settings import KINDS, SETTINGS, SOURCE_ONLY_FLAG
 from deploy.validate import ConfigError
 
 DESCRIPTION = ("fog-daemon: read a bundle and a sensor stream, emit freezing-of-gait events in real time "
                "(no torch needed).")
+# The flag groups of --help, by the section of the settings they set.
+GROUPS = {"source": "source (one)", "": "pipeline", "stream": "pipeline", "log": "output and operations",
+          "gateway": "gateway: many wearers in one process (docs/daemon.md)"}
+
 
 def build_parser(prog: str = "fog-daemon") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
@@ -20,56 +26,42 @@ def build_parser(prog: str = "fog-daemon") -> argparse.ArgumentParser:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundle", nargs="?", help="bundle folder (made by `toolkit export`)")
+    """One flag per setting that has one, and the flags that are not settings."""
+    p.add_argument("--bundle", metavar="DIR", help=BUNDLE_HELP)
+    p.add_argument("bundle_given", nargs="?", metavar="BUNDLE", help=argparse.SUPPRESS)   # the older spelling
     p.add_argument("--config", help="TOML config file (see deploy/daemon.example.toml)")
-    g = p.add_argument_group("source (one)")
-    g.add_argument("--replay", metavar="FILE", help="replay a recording (CSV, npz, Daphnet .txt, Stanford .xlsx)")
-    g.add_argument("--layout", help=FILE_LAYOUT_HELP)
-    g.add_argument("--realtime", action="store_true", help="replay at real time (default: as fast as possible)")
-    g.add_argument("--speed", type=float, help="replay speed factor with --realtime")
-    g.add_argument("--stdin", action="store_true", help="read 't,AccV,AccML,AccAP' lines from stdin")
-    g.add_argument("--udp-port", type=int, help="listen for datagrams of such lines on this port")
-    g.add_argument("--udp-host", help="address to listen on (default 127.0.0.1)")
-    g.add_argument("--serial", metavar="DEVICE", help="read lines from a serial device")
-    g.add_argument("--baud", type=int, help="serial baud rate")
-    g.add_argument("--lsl", metavar="NAME", help="read a Lab Streaming Layer stream by name")
-    g.add_argument("--units", choices=("g", "m/s^2"), help="units of a live source")
-    g.add_argument("--rate-hz", type=float, help="nominal rate of a live source (default: the model rate)")
-    g = p.add_argument_group("pipeline")
-    g.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"))
-    g.add_argument("--precision", choices=("fp32", "fp16", "int8"))
-    g.add_argument("--threads", type=int, help="onnxruntime intra-op threads: a budget; the engine uses no more than "
-                   "the bundle's measured thread cap (default: all cores)")
-    g.add_argument("--no-thread-cap", dest="thread_cap", action="store_false", default=None,
-                   help="use all --threads even where the export measured fewer to be as fast")
-    g.add_argument("--hop-s", type=float, help=event_help("hop_s"))
-    g.add_argument("--lookahead-s", help=event_help("lookahead_s"))
-    g = p.add_argument_group("output and operations")
+    groups = {title: p.add_argument_group(title) for title in dict.fromkeys(GROUPS.values())}
+    for flag in SOURCE_ONLY_FLAG:
+        groups["source (one)"].add_argument(flag, action="store_true", help="read 't,AccV,AccML,AccAP' lines from "
+                                                                            "stdin")
+    for setting in SETTINGS:
+        if setting.flag:
+            groups[GROUPS[setting.section]].add_argument(setting.flag, dest=setting.dest, help=setting.doc,
+                                                         **setting.arg)
+    groups["source (one)"].add_argument(
+        "--mqtt-in", metavar="URL", help="the gateway: samples from MQTT topics PREFIX/<wearer>/acc "
+                                         "(mqtt[s]://[USER[:PASS]@]HOST[:PORT][/PREFIX], the sink's URL rules)")
+    g = groups["output and operations"]
     g.add_argument("--sink", action="append", metavar="SPEC",
                    help="-, file:PATH, udp://HOST:PORT, mqtt://[USER:PASS@]HOST[:PORT][/TOPIC] (port 1883, topic "
                         "fog), mqtts://... (TLS, port 8883); repeatable; add ?probs for probs (`--sink -?probs` and "
                         "`--sink=-?probs` alike)")
-    g.add_argument("--device-id", help="this device's name in MQTT topics and client id (default: the host name)")
     g.add_argument("--probs", action="store_true",
                    help="also send per-hop probabilities to every sink (the config's too)")
-    g.add_argument("--metrics-port", type=int, help="serve Prometheus text on 127.0.0.1:PORT/metrics")
-    g.add_argument("--status-interval", type=float, help="seconds between status log lines (0 = off)")
-    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    g.add_argument("--max-seconds", type=float, help="stop after this many seconds (tests, benchmarks)")
+    g.add_argument("--max-seconds", type=_positive_seconds, help="stop after this many seconds (tests, benchmarks)")
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any key")
 
 
-SOURCE_FLAGS = (("replay", "--replay"), ("stdin", "--stdin"), ("udp_port", "--udp-port"), ("serial", "--serial"),
-                ("lsl", "--lsl"))
-
-
-def _lookahead_flag(text: str):
-    if text == "full":
-        return text
+def _positive_seconds(text: str) -> float:
+    """argparse type of --max-seconds: a finite number of seconds above 0 (argparse says the error, exit 2)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise ConfigError(f"--lookahead-s {text!r}: give seconds (e.g. 0.5) or 'full'") from None
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0 (e.g. 60), or leave it out to "
+                                         "run until the source ends or a signal stops the daemon")
+    return value
 
 
 def attach_sink_values(argv) -> list[str]:
@@ -87,45 +79,32 @@ def attach_sink_values(argv) -> list[str]:
 
 
 def overrides_from_args(args) -> list[dict]:
-    given = [name for attr, name in SOURCE_FLAGS if getattr(args, attr) not in (None, False)]
-    if len(given) > 1:
-        raise ConfigError(f"{' and '.join(given)}: the daemon reads one source; give only one of them")
-    o: dict = {"source": {}, "stream": {}, "log": {}}
-    if args.bundle:
-        o["bundle"] = args.bundle
-    for key in ("backend", "precision", "threads", "thread_cap", "device_id"):
-        if getattr(args, key) is not None:
-            o[key] = getattr(args, key)
-    src = o["source"]
-    if args.replay:
-        src.update(kind="replay", path=args.replay)
-    if args.stdin:
-        src["kind"] = "stdin"
-    if args.udp_port is not None:
-        src.update(kind="udp", port=args.udp_port)
-    if args.serial:
-        src.update(kind="serial", device=args.serial)
-    if args.lsl:
-        src.update(kind="lsl", stream_name=args.lsl)
-    for flag, key in (("layout", "layout"), ("speed", "speed"), ("udp_host", "host"), ("baud", "baud"),
-                      ("units", "units"), ("rate_hz", "rate_hz")):
-        if getattr(args, flag) is not None:
-            src[key] = getattr(args, flag)
-    if args.realtime:
-        src["realtime"] = True
-    if args.hop_s is not None:
-        o["stream"]["hop_s"] = args.hop_s
-    if args.lookahead_s is not None:
-        o["stream"]["lookahead_s"] = _lookahead_flag(args.lookahead_s)
+    """The flags as configuration layers: what the flags set, then each --set in turn."""
+    chosen = {kind: flag for flag, kind in SOURCE_ONLY_FLAG.items() if getattr(args, flag.lstrip("-"))}
+    chosen.update({s.selects: s.flag for s in SETTINGS if s.selects and getattr(args, s.dest) is not None})
+    if args.mqtt_in:
+        chosen["mqtt"] = "--mqtt-in"
+    chosen = [chosen[kind] for kind in KINDS if kind in chosen]   # named in the sources' order
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)}: the daemon reads one source; give only one of them")
+    o: dict = {"source": {}, "stream": {}, "log": {}, "gateway": {}}
+    if args.bundle and args.bundle_given and args.bundle != args.bundle_given:
+        raise ConfigError(f"two bundles given: {args.bundle_given} and --bundle {args.bundle}; give one")
+    if args.bundle or args.bundle_given:
+        o["bundle"] = args.bundle or args.bundle_given
+    for flag, kind in SOURCE_ONLY_FLAG.items():
+        if getattr(args, flag.lstrip("-")):
+            o["source"]["kind"] = kind
+    for setting in SETTINGS:
+        value = getattr(args, setting.dest) if setting.flag else None
+        if value is None:
+            continue
+        (o[setting.section] if setting.section else o)[setting.key] = setting.parse(value) if setting.parse \
+            else value
+        if setting.selects:
+            o["source"]["kind"] = setting.selects
+    if args.mqtt_in:   # the gateway's MQTT input, by the MQTT sink's URL rules
+        o["source"].update({k: v for k, v in parse_mqtt_url(args.mqtt_in).items() if k != "probs"}, kind="mqtt")
     if args.sink:
         o["sinks"] = [parse_sink(s) for s in args.sink]
-    if args.metrics_port is not None:
-        o["log"]["metrics_port"] = args.metrics_port
-    if args.status_interval is not None:
-        o["log"]["status_interval_s"] = args.status_interval
-    if args.log_level:
-        o["log"]["level"] = args.log_level
     return [o] + [parse_set(s) for s in args.set]
-
-
-# ------------------------------------------------------------------ the run

@@ -1,7 +1,24 @@
-"""User-facing errors. Each message says what is wrong and what to do; the CLIs print it without a traceback."""
+"""User-facing errors. Each message says what is wrong and what to do; the CLIs print it without a traceback.
+
+`printable(text)` is how text from outside (a manifest's strings, a sensor's line) reaches a terminal or a log:
+control and format characters escaped, so an escape sequence in a bundle cannot rewrite what the user sees.
+"""
 from __future__ import annotations
 
 import difflib
+import unicodedata
+
+# control (Cc), format (Cf: bidi overrides, zero-width), line and paragraph separators, surrogates, unassigned
+_UNPRINTABLE = ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
+
+
+def printable(text) -> str:
+    """`text` as str with every control or format character escaped (\\x1b, \\u202e); plain text unchanged."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch == " " or unicodedata.category(ch) not in _UNPRINTABLE
+                   else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") for ch in text)
 
 
 class FogError(Exception):
@@ -29,12 +46,35 @@ class BundleError(FogError):
 
 
 class MissingDependency(FogError):
-    """An optional dependency is not installed; the message names the extra to install."""
+    """An optional dependency is not installed; the message names the extra to install (or, for what pip does not
+    install, where it comes from: TensorRT and libcudart on a Jetson come with JetPack)."""
 
     def __init__(self, package: str, extra: str, purpose: str):
         super().__init__(f"{purpose} needs the '{package}' package, which is not installed "
-                         f"(install it with: pip install 'fog-edge-toolkit[{extra}]' or pip install {package})")
+                         f"({install_advice(package, extra)})")
         self.package, self.extra = package, extra
+
+
+# what pip cannot (or should not) install: where it comes from instead
+JETPACK = ("on a Jetson it comes with JetPack (sudo apt install nvidia-jetpack, or python3-libnvinfer for TensorRT's "
+           "Python bindings), not from pip")
+NOT_FROM_PIP = {"tensorrt": JETPACK, "libcudart": JETPACK,
+                "torch": "install the CPU or CUDA wheel for your machine from pytorch.org first, then: pip install "
+                         "'fog-edge-toolkit[workstation]'"}
+
+
+def on_jetson() -> bool:
+    """This machine is a Jetson (L4T writes /etc/nv_tegra_release)."""
+    import os
+    return os.path.exists("/etc/nv_tegra_release")
+
+
+def install_advice(package: str, extra: str) -> str:
+    """How to get `package`: the toolkit's extra, or where it comes from when pip is the wrong way."""
+    pip = f"pip install 'fog-edge-toolkit[{extra}]'"
+    if package in ("tensorrt", "libcudart"):
+        return JETPACK if on_jetson() else f"{JETPACK}; on an x86 or SBSA workstation with an NVIDIA GPU: {pip}"
+    return NOT_FROM_PIP.get(package) or f"install it with: {pip} or pip install {package}"
 
 
 class ConfigError(FogError):
@@ -57,3 +97,16 @@ def did_you_mean(name, known) -> str:
     """"did you mean 'hop_s'?" for a typo, else the list of known names."""
     match = closest(name, known)
     return f"did you mean {match!r}?" if match else f"known: {', '.join(sorted(map(str, known)))}"
+
+
+def reader_gone() -> int:
+    """Our reader went away (`toolkit targets | head`): stop quietly, as a Unix filter does, with the status a shell
+    shows for one stopped by SIGPIPE. stdout is pointed at /dev/null first: Python flushes it again at exit and
+    would print a second error there."""
+    import os
+    import sys
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):   # no real file descriptor behind stdout (a test's StringIO)
+        pass
+    return 141   # 128 + SIGPIPE

@@ -12,6 +12,11 @@ Per class, independently:
    `peak` is the largest smoothed probability within the episode.
 `update` returns finished episodes; confirmed-but-ongoing ones of the last update are in `started` (offset_s None),
 for real-time cueing. Chunked updates give exactly the events of one update; offline use is `update` + `flush`.
+
+`Detection` is how a model's probabilities become events, the one rule the daemon's pipeline, `toolkit evaluate`
+(deploy.scoring), `toolkit score` and export's fidelity step share: the event classes (background ones left out),
+and, by the settings' `mode`, one any-FOG detector ("any": the any-FOG probability of deploy.event_classes, class
+`ANY_FOG_CLASS`, the least strict thresholds, EventSettings.any_fog) or one detector per event class ("per_class").
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from deploy.contract import CLASSES, EVENT_DEFAULTS
-from deploy.contract.events import thresholds_per_class
+from deploy.contract.events import EventSettings, thresholds_per_class
+from deploy.event_classes import any_fog
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class Event:
     offset_s: float | None
     detect_s: float
     peak: float
+    cut: str | None = None   # why it was cut short: still going when the data stopped (offset_s is where they did)
 
     @property
     def duration_s(self) -> float | None:
@@ -230,14 +237,16 @@ class EventDetector:
         self.started.append(self._event(c, st, None))
         return k + 1
 
-    def flush(self) -> list[Event]:
-        """End of stream: close every open confirmed episode at the time just after the last sample."""
+    def flush(self, reason: str = "the stream ended") -> list[Event]:
+        """End of stream: close every open confirmed episode at the time just after the last sample; one still
+        going is cut there, with `reason`."""
         out = []
         for c, st in enumerate(self._states):
             if st.start is not None and st.confirmed:
                 event = self._event(c, st, st.low_since)
                 if st.low_since is None:  # still frozen when the stream ended: it ends with the stream
-                    event = Event(event.cls, event.onset_s, self.time_of(self._n), event.detect_s, event.peak)
+                    event = Event(event.cls, event.onset_s, self.time_of(self._n), event.detect_s, event.peak,
+                                  cut=reason)
                 out.append(event)
             st.start, st.low_since = None, None
         return sorted(out, key=lambda e: (e.offset_s, e.onset_s, e.cls))
@@ -247,3 +256,66 @@ def detect_events(probs: np.ndarray, rate_hz: float, **kwargs) -> list[Event]:
     """Offline: one update + flush."""
     det = EventDetector(rate_hz=rate_hz, **kwargs)
     return sorted(det.update(probs) + det.flush(), key=lambda e: (e.onset_s, e.cls))
+
+
+ANY_FOG_CLASS = "FOG"   # the class an any-FOG event names
+
+
+@dataclass(frozen=True)
+class Detection:
+    """How (n, C) probabilities of a model with `classes` become events (see the module docstring). `columns`: the
+    event classes' indexes (None: all), `rule`: the any-FOG rule ("max" | "sum", the manifest's output.any_fog)."""
+    settings: EventSettings
+    classes: tuple
+    columns: tuple | None = None
+    rule: str = "max"
+
+    @classmethod
+    def of(cls, settings, classes, columns=None, rule: str = "max") -> "Detection":
+        settings = settings if isinstance(settings, EventSettings) else EventSettings.resolve(settings)
+        return cls(settings, tuple(classes), None if columns is None else tuple(columns), rule)
+
+    @classmethod
+    def of_bundle(cls, bundle, settings=None) -> "Detection":
+        """A bundle's detection, with `settings` (default: the bundle's events)."""
+        out = bundle.output
+        return cls.of(settings if settings is not None else bundle.events, out.classes, out.event_columns,
+                      out.any_fog)
+
+    @property
+    def event_columns(self) -> list[int]:
+        return list(range(len(self.classes))) if self.columns is None else list(self.columns)
+
+    @property
+    def detector_classes(self) -> tuple:
+        """What the detector's events name: ANY_FOG_CLASS, or each event class."""
+        return (ANY_FOG_CLASS,) if self.settings.any_event else self.event_classes
+
+    def detector_kwargs(self) -> dict:
+        if self.settings.any_event:
+            return self.settings.any_fog(self.event_classes).detector_kwargs()
+        return self.settings.detector_kwargs()
+
+    @property
+    def event_classes(self) -> tuple:
+        return tuple(self.classes[i] for i in self.event_columns)
+
+    def rows(self, probs: np.ndarray) -> np.ndarray:
+        """The detector's input from (n, C) probabilities (or an (n,) any-FOG score, which is one stream whatever
+        the mode): (n, 1) any-FOG or (n, event classes)."""
+        probs = np.asarray(probs)
+        if probs.ndim == 1:
+            return probs[:, None]
+        if self.settings.any_event:
+            return any_fog(probs, self.columns, self.rule)[:, None]
+        return probs if self.columns is None else probs[:, list(self.columns)]
+
+    def detector(self, rate_hz: float, t0_s: float = 0.0) -> EventDetector:
+        return EventDetector(self.detector_classes, rate_hz, **self.detector_kwargs(), t0_s=t0_s)
+
+    def events(self, probs: np.ndarray, rate_hz: float) -> list[Event]:
+        """Offline: the events of a whole timeline, in onset order (an (n,) score gives one stream)."""
+        probs = np.asarray(probs)
+        det = self.detector(rate_hz) if probs.ndim == 2 else \
+            EventDetector((ANY_FOG_CLASS,), rate_hz, **self.settings.any_fog(self.event_classes).detector_kwargs())
+        return sorted(det.update(self.rows(probs)) + det.flush(), key=lambda e: (e.onset_s, e.cls))

@@ -97,6 +97,13 @@ class Feed:
                     return
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name="source", daemon=True)
-        thread.start()
-        return thread
+        self.thread = threading.Thread(target=self.run, name="source", daemon=True)
+        self.thread.start()
+        return self.thread
+
+    def finish(self, timeout_s: float = 1.0) -> None:
+        """After `stop`: give the source a moment to end and report its last counts (UDP: the kernel's drops after
+        the last datagram). A stdin blocked in a read is not waited for."""
+        thread = getattr(self, "thread", None)
+        if thread is not None and getattr(self.source, "name", None) != "stdin":   # None: a reopen gave up
+            thread.join(timeout_s)

@@ -14,7 +14,10 @@ import importlib
 import importlib.util
 import sys
 
-from deploy.errors import MissingDependency
+from deploy.errors import FogError, MissingDependency
+
+# the toolkit's own top-level packages (one install: pip cannot add one of them apart)
+TOOLKIT_PACKAGES = ("deploy", "calibration", "models", "toolkit")
 
 
 class LazyModule:
@@ -32,11 +35,24 @@ class LazyModule:
         if module is None:
             try:
                 module = importlib.import_module(self._name)
-            except ImportError:
-                raise MissingDependency(self._package, self._extra, self._purpose) from None
+            except ImportError as exc:
+                raise self._missing(exc) from None
             if self._on_import is not None:
                 self._on_import(module)
         return module
+
+    def _missing(self, exc: ImportError) -> FogError:
+        """What to say when the import failed: the package that is really missing (the module's own, or one it
+        needs: `models` without torch names torch), a broken toolkit install, or an import that failed inside."""
+        if not isinstance(exc, ModuleNotFoundError):
+            return FogError(f"{self._purpose}: importing {self._name!r} failed ({type(exc).__name__}: {exc}); a file "
+                            "of yours named like it, or a broken install of it, can cause this")
+        top = (exc.name or self._name).split(".")[0]
+        if top in TOOLKIT_PACKAGES:
+            return FogError(f"{self._purpose} needs the toolkit's own {exc.name or self._name!r}, which this install "
+                            "lacks: reinstall fog-edge-toolkit")
+        return MissingDependency(self._package if top == self._name.split(".")[0] else top, self._extra,
+                                 self._purpose)
 
     def __getattr__(self, attr: str):
         return getattr(self._module(), attr)

@@ -103,3 +103,33 @@ def configure_client(client, *, status_topic: str, username=None, password=None,
             raise ConfigError(f"MQTT sink TLS: cannot load ca_file/cert_file/key_file ({exc}); give PEM files "
                               "(cert_file with key_file, or one file holding both)") from None
     client.will_set(status_topic, OFFLINE, qos=1, retain=True)
+
+
+def connection_problem(host: str, port: int, tls: bool = False, ca_file=None, cert_file=None, key_file=None,
+                       timeout_s: float = 3.0) -> str | None:
+    """Why a connection to the broker fails, tried once directly (paho's background thread keeps the reason to
+    itself): nothing listening, no answer, or a TLS handshake it refuses (an untrusted certificate, a host name it
+    is not for, a plain listener); None when the connection and handshake work."""
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout_s)
+    except ConnectionRefusedError:
+        return f"nothing listens on {host}:{port} (the broker is down, or another port)"
+    except OSError as exc:
+        return f"cannot reach {host}:{port} ({exc.strerror or exc})"
+    if not tls:
+        raw.close()
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file)
+        with context.wrap_socket(raw, server_hostname=host):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return (f"TLS: the broker's certificate is not trusted ({exc.verify_message}); give the CA that signed it "
+                "with ca_file = \"/etc/fog/broker-ca.pem\", and connect by the name the certificate is for")
+    except (ssl.SSLError, OSError) as exc:
+        return (f"TLS handshake failed ({exc}); is {host}:{port} a TLS listener (usually 8883), and does the broker "
+                "accept this client certificate?")
+    finally:
+        raw.close()

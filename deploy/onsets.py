@@ -41,15 +41,23 @@ class OpenOnsets:
         except (OSError, json.JSONDecodeError) as exc:
             log.warning("state file %s unreadable (%s): open onsets of the previous run are unknown", self.path, exc)
             listed = {}
+        if not isinstance(listed, dict):   # not written by this daemon (a list, a number): said, then replaced
+            log.warning("state file %s holds a JSON %s, not the daemon's table of open onsets: open onsets of the "
+                        "previous run are unknown; it is replaced now (point stream.state_file at a file of its own)",
+                        self.path, type(listed).__name__)
+            listed = {}
         self._write()
         return [{**onset, "type": "aborted", "offset_s": None, "reason": REASON, "wall_time": round(time.time(), 3)}
                 for onset in listed.values() if isinstance(onset, dict)]
 
     def update(self, kind: str, message: dict) -> None:
-        """Call with every onset and event message, before it is sent."""
+        """Call with every onset and event message, before it is sent (a gateway's carry their wearer, `device`:
+        the open onsets are then kept per wearer and class)."""
+        key = f"{message['device']}/{message['class']}" if "device" in message else message["class"]
         if kind == "onset":
-            self.open[message["class"]] = {k: message[k] for k in ("class", "onset_s", "detect_s", "decided_s")}
-        elif kind == "event" and self.open.pop(message["class"], None) is None:
+            self.open[key] = {k: message[k] for k in ("device", "class", "onset_s", "detect_s", "decided_s")
+                              if k in message}
+        elif kind == "event" and self.open.pop(key, None) is None:
             return
         self._write()
 

@@ -6,8 +6,9 @@ on-threshold of a grid, everything else as the scorer's settings say, and scores
 scorer (`deploy.scoring.event_figures`, pooled as `deploy.scoring.score` pools them), so the point at the current
 threshold is exactly what `toolkit evaluate` reports for it.
 
-- The off-threshold stays the settings' own (the least strict per-class off, as `any_fog_settings` reads it) and is
-  never above on: at on = t, off = min(off, t). A chosen point is the pair (on, off) that was scored.
+- Every event class's on-threshold moves to t together; each off-threshold stays the settings' own and is never
+  above on: at on = t, off = min(off, t). Events are raised as the settings' `mode` says (deploy.events.Detection).
+  A point names the pair (on, off) that was scored, off as the least strict class (`any_fog_settings`).
 - False alarms count on every recording given: events overlapping no labelled episode, and every event on a
   recording without labels (declared FOG-free), over all valid hours. Sensitivity counts labelled episodes found.
 - `choose(points, fa_per_hour)`: coming down from the strictest threshold, the thresholds whose false alarms stay at
@@ -23,7 +24,8 @@ import math
 import numpy as np
 
 from deploy.metrics import pool_event_metrics
-from deploy.scoring import FI_SLOPE, any_fog_settings, event_figures
+from deploy.contract.events import EventSettings
+from deploy.scoring import FI_SLOPE, any_fog_settings, column_names, detection, event_figures
 
 # Probability thresholds: every 0.05 in the middle, and 1-2-5 steps of the distance to 0 and to 1 in the tails,
 # because a confident model's freezes and false alarms part ways above 0.99 (the default's on is 0.9; on Daphnet
@@ -37,17 +39,21 @@ def thresholds(current: float, grid=GRID) -> list[float]:
     return sorted({float(t) for t in grid} | {float(current)})
 
 
-def settings_at(settings: dict, on: float) -> dict:
-    """`settings` with the any-FOG on-threshold at `on` and off at min(off, on): what the point at `on` scores."""
-    knobs = any_fog_settings(settings)
-    return {**knobs, "on": float(on), "off": min(knobs["off"], float(on))}
+def settings_at(settings, on: float) -> EventSettings:
+    """`settings` with every on-threshold at `on` and each off at min(off, on): what the point at `on` scores."""
+    settings = EventSettings.resolve(settings)
+    off = settings.off
+    low = ({c: min(float(v), float(on)) for c, v in off.items()} if isinstance(off, dict)
+           else min(float(off), float(on)) if np.ndim(off) == 0 else [min(float(v), float(on)) for v in off])
+    return EventSettings.resolve(settings, {"on": float(on), "off": low})
 
 
-def operating_point(recordings, any_probs, settings: dict) -> dict:
-    """Pooled event figures of any-FOG probabilities (one (n,) array per recording) at `settings`."""
+def operating_point(recordings, probs, detect) -> dict:
+    """Pooled event figures of probabilities (one (n,) any-FOG or (n, K) event-class array per recording) with
+    `detect` (a deploy.events.Detection)."""
     labelled, free_alarms, free_hours, called, hours = [], 0, 0.0, 0.0, 0.0
-    for rec, prob in zip(recordings, any_probs):
-        fig, _ = event_figures(rec, prob, settings)
+    for rec, prob in zip(recordings, probs):
+        fig, _ = event_figures(rec, prob, detect)
         hours += fig["hours"]
         if fig["hours"]:
             called += fig["percent_time_called_fog"] * fig["hours"]
@@ -58,7 +64,8 @@ def operating_point(recordings, any_probs, settings: dict) -> dict:
             free_hours += fig["hours"]
     pooled = pool_event_metrics(labelled) if labelled else {}
     alarms = pooled.get("false_alarms", 0) + free_alarms
-    knobs = any_fog_settings(settings)
+    knobs = detect.detector_kwargs() if detect.settings.any_event else \
+        any_fog_settings(detect.settings, detect.event_classes)
     return {"on": knobs["on"], "off": knobs["off"], "episodes_true": pooled.get("episodes_true", 0),
             "episodes_found": round(pooled["sensitivity"] * pooled["episodes_true"]) if pooled.get("episodes_true")
             else 0, "sensitivity": pooled.get("sensitivity", float("nan")), "false_alarms": alarms,
@@ -68,12 +75,15 @@ def operating_point(recordings, any_probs, settings: dict) -> dict:
             "percent_time_called_fog": called / hours if hours else float("nan")}
 
 
-def sweep(recordings, any_probs, settings: dict, grid=GRID) -> dict:
-    """{"current": the settings' on, "points": one operating_point per threshold (ascending)}."""
-    current = any_fog_settings(settings)["on"]
-    any_probs = [np.asarray(p, dtype=np.float64) for p in any_probs]
+def sweep(recordings, probs, settings, grid=GRID, classes=None, rule: str = "max") -> dict:
+    """{"current": the settings' on (the least strict class), "points": one operating_point per threshold
+    (ascending)}. `probs`: per recording, (n,) any-FOG or (n, K) event-class probabilities named `classes`
+    (default deploy.scoring.column_names), their any-FOG rule `rule`."""
+    probs = [np.asarray(p, dtype=np.float64) for p in probs]
+    names = column_names(probs[0], classes) if probs else ()
+    current = any_fog_settings(settings, names)["on"]
     return {"current": current,
-            "points": [operating_point(recordings, any_probs, settings_at(settings, t))
+            "points": [operating_point(recordings, probs, detection(settings_at(settings, t), names, rule))
                        for t in thresholds(current, grid)]}
 
 

@@ -27,6 +27,7 @@ streaming stay identical.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -42,6 +43,35 @@ NORMALIZATIONS = ("recording", "window", "running")
 LAYOUTS = ("BCT", "BTC")
 HORIZONTALS = ("sensor", "principal")
 STANDARD_GRAVITY = 9.80665
+
+
+MAX_WINDOW = 1 << 20   # samples in one model window (2.3 h at 128 Hz): a bigger one is a broken manifest, not a model
+# field -> (lowest, highest, integer, lowest excluded): checked before anything derives a window or a rate from them
+RANGES = {"rate_hz": (0, 100_000, False, True), "patch": (1, 1 << 14, True, False),
+          "n_patches": (1, MAX_WINDOW, True, False), "scale": (-1e9, 1e9, False, False),
+          "running_tau_s": (0, 1e6, False, True), "running_block_s": (0, 1e6, False, True),
+          "min_std": (0, 1e6, False, False)}
+
+
+def _check_ranges(spec) -> None:
+    """Every number of `spec` of its type (a rate of "64" is refused here, not deep in numpy) and in range (1e8
+    patches would allocate for minutes before the daemon is READY); SpecError naming the key and the range."""
+    for name, (lo, hi, integer, above) in RANGES.items():
+        value = getattr(spec, name)
+        kind = numbers.Integral if integer else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise SpecError(f"preprocess.{name} = {value!r}: expected {'an integer' if integer else 'a number'}, "
+                            f"not {type(value).__name__}")
+        if not (math.isfinite(value) and (value > lo if above else value >= lo) and value <= hi):
+            raise SpecError(f"preprocess.{name} = {value!r}: must be {'>' if above else '>='} {lo:g} and "
+                            f"<= {hi:,}")
+    if spec.scale == 0:
+        raise SpecError("preprocess.scale = 0: the input is divided by it; give a non-zero scale")
+    if spec.patch * spec.n_patches > MAX_WINDOW:
+        raise SpecError(f"preprocess: a window of patch x n_patches = {spec.patch * spec.n_patches:,} samples is "
+                        f"over {MAX_WINDOW:,}")
+    if not isinstance(spec.gravity_align, bool):
+        raise SpecError(f"preprocess.gravity_align = {spec.gravity_align!r}: expected true or false")
 
 
 @dataclass(frozen=True)
@@ -60,16 +90,13 @@ class PreprocessSpec:
     horizontal: str = "sensor"      # with gravity_align: "sensor" (heading as worn) or "principal" (see above)
 
     def __post_init__(self):
+        _check_ranges(self)
         if self.normalization not in NORMALIZATIONS:
             raise SpecError(f"normalization {self.normalization!r} is not one of {NORMALIZATIONS}")
         if self.layout not in LAYOUTS:
             raise SpecError(f"layout {self.layout!r} is not one of {LAYOUTS}")
         if self.units not in ("g", "m/s^2"):
             raise SpecError(f"units {self.units!r} is not one of ('g', 'm/s^2')")
-        if self.patch < 1 or self.n_patches < 1 or self.rate_hz <= 0 or self.scale == 0:
-            raise SpecError(f"patch, n_patches, rate_hz and scale must be positive: {self}")
-        if not self.min_std >= 0:
-            raise SpecError(f"min_std must be >= 0, got {self.min_std!r}")
         if self.horizontal not in HORIZONTALS:
             raise SpecError(f"horizontal {self.horizontal!r} is not one of {HORIZONTALS}")
         if self.horizontal != "sensor" and not self.gravity_align:
@@ -124,7 +151,7 @@ def zscore_(x: np.ndarray, axis: int, mean: np.ndarray | None = None, scale: np.
             min_std: float = 0.0) -> np.ndarray:
     """In place: x <- (x - mean) / max(std, min_std) along `axis` (population std); a constant axis gives 0 (as
     the Kaggle 1st place; "constant" up to rounding: std <= 1e-12 max(1, |mean|)). The one z-score of the project: `normalize`,
-    `prepare`, `patchify` and the streaming encoder (`deploy.stream.WindowEncoder`) all call it. `x` is a float64
+    `prepare`, `patchify` and the streaming encoder (`deploy.batching.WindowEncoder`) all call it. `x` is a float64
     array; `mean` and `scale` are optional scratch shaped like x reduced over `axis` with keepdims (the daemon
     passes them, so a hop allocates nothing here)."""
     axis = axis % x.ndim

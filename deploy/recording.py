@@ -227,7 +227,9 @@ def is_recording_file(path) -> bool:
 
 def read_recordings(paths, layout: str | None = None, mapping=None) -> list[Recording]:
     """Recordings from files and folders (folders: every .csv/.npz/.txt/.xlsx below, sorted, metadata files
-    skipped; .txt files are Daphnet recordings, .xlsx files Stanford workbooks)."""
+    skipped; .txt files are Daphnet recordings, .xlsx files Stanford workbooks), each with the subject the data
+    names (deploy.subjects) in meta["subject"] and where that came from in meta["subject_from"]."""
+    from deploy.subjects import Owners, unique_names
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -240,11 +242,14 @@ def read_recordings(paths, layout: str | None = None, mapping=None) -> list[Reco
     if not files:
         raise DataError("no recordings found (.csv, .npz, Daphnet .txt or Stanford .xlsx)",
                         file=", ".join(map(str, paths)) or None)
+    owners, names = Owners([p if p.is_dir() else p.parent for p in map(Path, paths)]), unique_names(files)
     recordings = []
     for f in files:
         rec = read_recording(f, layout=layout, mapping=mapping)
-        rec.meta.setdefault("name", f.stem)
+        rec.meta.setdefault("name", names[f])
+        owners.mark(rec.meta, f)
         recordings.append(rec)
+    stanford.check_each_trial_once(recordings)
     return recordings
 
 

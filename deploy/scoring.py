@@ -11,8 +11,11 @@ means the same wherever it is printed:
 - recordings without labels (declared FOG-free, e.g. real walking): time called FOG and false alarms per hour
   (every event is false there).
 Only valid samples count (mask: defog Valid & Task, Daphnet annotation != 0); an event whose onset lies in an
-invalid stretch is neither a hit nor a false alarm. Events come from `deploy.events.EventDetector` on the any-FOG
-probability with the bundle's settings (`any_fog_settings`), the daemon's detector.
+invalid stretch is neither a hit nor a false alarm. Events are found as the daemon finds them (deploy.events
+.Detection, the bundle's settings and `mode`): one any-FOG event per freeze ("any"), or one per event class that
+crosses its threshold ("per_class": every such event is a message, so each counts, as a hit or a false alarm). Each
+recording's figures list the events scored (`event_list`, the daemon's message fields, `counted` False where the
+onset lies in an invalid stretch).
 
 The freeze index (Moore 2008; Bachlin 2010's 4 s window and threshold 1.5) is the baseline: `freeze_index_
 probability` turns ln FI into a probability-like score that is exactly 0.5 at the threshold, so the same detector
@@ -25,10 +28,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from deploy.contract import EVENT_DEFAULTS
+from deploy.contract import CLASSES, EVENT_DEFAULTS
 from deploy.contract.events import EventSettings
 from deploy.event_classes import any_fog
-from deploy.events import detect_events
+from deploy.events import Detection
 from deploy.freeze_index import THRESHOLD as FI_THRESHOLD
 from deploy.freeze_index import WINDOW_S as FI_WINDOW_S
 from deploy.freeze_index import freeze_index_scores
@@ -57,17 +60,34 @@ def at_recording_rate(probs: np.ndarray, model_rate_hz: float, recording) -> np.
     return np.asarray(probs)[idx]
 
 
-def any_fog_settings(settings) -> dict:
+def any_fog_settings(settings, classes=None) -> dict:
     """Detector settings for one "FOG" class: the least strict per-class threshold of `settings` (event settings:
-    an EventSettings, or a partial dict of its keys)."""
-    knobs = EventSettings.resolve(settings).detector_kwargs()
-    on, off = (min(v.values()) if isinstance(v, dict) else v for v in (knobs["on"], knobs["off"]))
-    return {**knobs, "on": on, "off": min(off, on)}
+    an EventSettings, or a partial dict of its keys) over the event `classes` (default all; EventSettings.any_fog)."""
+    return EventSettings.resolve(settings).any_fog(classes).detector_kwargs()
 
 
 def any_fog_events(any_prob: np.ndarray, rate_hz: float, settings):
-    return detect_events(np.asarray(any_prob, dtype=np.float64)[:, None], rate_hz, classes=("FOG",),
-                         **any_fog_settings(settings))
+    """The events of an (n,) any-FOG score (one stream, whatever the settings' mode)."""
+    return detection(settings, ()).events(np.asarray(any_prob, dtype=np.float64), rate_hz)
+
+
+def detection(settings, classes, rule: str = "max") -> Detection:
+    """A Detection over probabilities whose columns are `classes` (all of them event classes); `settings` may be a
+    Detection already (kept), an EventSettings or a partial dict of event keys."""
+    if isinstance(settings, Detection):
+        return settings
+    return Detection.of(settings, classes, None, rule)
+
+
+def column_names(probs, classes=None) -> tuple:
+    """The names of the columns of (n, C) probabilities: `classes`, else the three FOG classes, else class0...;
+    an (n,) any-FOG score names none."""
+    if np.ndim(probs) == 1:
+        return ()
+    if classes is not None:
+        return tuple(classes)
+    width = np.shape(probs)[1]
+    return CLASSES if width == len(CLASSES) else tuple(f"class{i}" for i in range(width))
 
 
 def event_mask(events, n: int, rate_hz: float) -> np.ndarray:
@@ -89,17 +109,22 @@ def _valid(recording) -> np.ndarray:
     return np.ones(recording.n_samples, bool) if recording.mask is None else np.asarray(recording.mask, bool)
 
 
-def event_figures(recording, any_prob: np.ndarray, settings) -> tuple[dict, np.ndarray]:
+def event_figures(recording, probs: np.ndarray, settings) -> tuple[dict, np.ndarray]:
     """The part of a recording's figures that moves with the event settings: (figures, called), `called` (n_valid,)
-    True inside a counted event. Events whose onset lies in an invalid stretch are not counted. Both
-    `score_recording` and the threshold sweep (deploy.operating_points) score events through here, once."""
+    True inside a counted event. `probs`: (n,) any-FOG or (n, K) event-class probabilities at the recording's rate;
+    `settings`: a deploy.events.Detection (or event settings: columns named as `column_names` says). Events whose
+    onset lies in an invalid stretch are not counted. Both `score_recording` and the threshold sweep
+    (deploy.operating_points) score events through here, once."""
     rate, valid = recording.rate_hz, _valid(recording)
-    events = [e for e in any_fog_events(any_prob, rate, settings)
-              if valid[min(recording.n_samples - 1, int(round(e.onset_s * rate)))]]
+    found = detection(settings, column_names(probs)).events(probs, rate)
+    counted = [bool(valid[min(recording.n_samples - 1, int(round(e.onset_s * rate)))]) for e in found]
+    events = [e for e, ok in zip(found, counted) if ok]
     called = event_mask(events, recording.n_samples, rate)[valid]
     out = {"name": recording.meta.get("name") or recording.meta.get("id"), "subject": recording.meta.get("subject"),
            "hours": float(valid.sum()) / rate / 3600.0, "events": len(events),
-           "percent_time_called_fog": 100.0 * float(called.mean()) if called.size else float("nan")}
+           "percent_time_called_fog": 100.0 * float(called.mean()) if called.size else float("nan"),
+           "event_list": [{"class": e.cls, "onset_s": e.onset_s, "offset_s": e.offset_s, "detect_s": e.detect_s,
+                           "peak": e.peak, "counted": ok} for e, ok in zip(found, counted)]}
     if recording.labels is None:
         out["false_alarms"] = len(events)
         out["false_alarms_per_hour"] = len(events) / out["hours"] if out["hours"] else float("nan")
@@ -109,15 +134,17 @@ def event_figures(recording, any_prob: np.ndarray, settings) -> tuple[dict, np.n
     return out, called
 
 
-def score_recording(recording, any_prob: np.ndarray, settings) -> dict:
-    """Any-FOG figures of one recording (labelled or not); `any_prob` is (n,) at the recording's rate."""
-    out, called = event_figures(recording, any_prob, settings)
+def score_recording(recording, probs: np.ndarray, settings, rule: str = "max") -> dict:
+    """Figures of one recording (labelled or not); `probs` (n,) any-FOG or (n, K) event-class probabilities at the
+    recording's rate, `settings` as event_figures takes them, `rule` the any-FOG rule of its AP and AUROC."""
+    out, called = event_figures(recording, probs, settings)
     if recording.labels is None:
         return out
     valid = _valid(recording)
+    any_prob = any_fog(probs, rule=rule)
     t = (recording.labels.max(axis=1) > 0.5)[valid]
-    out["any_fog_ap"] = average_precision(t, np.asarray(any_prob)[valid])
-    out["any_fog_auroc"] = roc_auc(t, np.asarray(any_prob)[valid])
+    out["any_fog_ap"] = average_precision(t, any_prob[valid])
+    out["any_fog_auroc"] = roc_auc(t, any_prob[valid])
     out["sensitivity_time"] = float(called[t].mean()) if t.any() else float("nan")
     out["specificity_time"] = float((~called[~t]).mean()) if (~t).any() else float("nan")
     out["n_fog"], out["n_not_fog"] = int(t.sum()), int((~t).sum())
@@ -125,16 +152,20 @@ def score_recording(recording, any_prob: np.ndarray, settings) -> dict:
 
 
 def score(recordings, probs, settings, name: str = "model", event_columns=None,
-          any_fog_rule: str = "max") -> dict:
+          any_fog_rule: str = "max", classes=None) -> dict:
     """Figures for per-recording probabilities: `probs[i]` is (n_i, C) class probabilities or (n_i,) any-FOG
-    scores (class-agnostic, the same for every class) at recording i's rate. Pooled over recordings; per recording under "per_recording".
-    `event_columns` (default all) leaves background classes out; `any_fog_rule` "max" or "sum" of the event
-    classes (deploy.event_classes, from the bundle's manifest)."""
+    scores (class-agnostic, the same for every class) at recording i's rate. Pooled over recordings; per recording
+    under "per_recording". `settings`: event settings (their `mode` says how events are raised); `classes` names the
+    C columns (default `column_names`); `event_columns` (default all) leaves background classes out;
+    `any_fog_rule` "max" or "sum" of the event classes (deploy.event_classes, from the bundle's manifest)."""
     probs = [np.asarray(p, dtype=np.float64) for p in probs]
+    names = column_names(next((p for p in probs if p.ndim == 2), probs[0] if probs else np.zeros(0)), classes)
     if event_columns is not None:
         probs = [p if p.ndim == 1 else p[:, list(event_columns)] for p in probs]
+        names = tuple(names[i] for i in event_columns)
+    detect = detection(settings, names, any_fog_rule)
     any_probs = [any_fog(p, rule=any_fog_rule) for p in probs]
-    per = [score_recording(r, a, settings) for r, a in zip(recordings, any_probs)]
+    per = [score_recording(r, p, detect, any_fog_rule) for r, p in zip(recordings, probs)]
     result = {"name": name, "per_recording": per}
     # a class-agnostic score (the freeze index) scores every class with the same value
     typed = [(r, p if p.ndim == 2 else np.repeat(p[:, None], r.labels.shape[1], axis=1))

@@ -3,7 +3,8 @@
 Messages:
   {"type": "onset", "class": "Turn", "onset_s": 12.3, "offset_s": null, "detect_s": 12.9, "decided_s": 13.4,
    "peak": 0.91, "wall_time": 1767225600.1}          a confirmed freeze, still going (cue now)
-  {"type": "event", ... "offset_s": 15.0 ...}          the finished episode
+  {"type": "event", ... "offset_s": 15.0 ...}          the finished episode (+ "reason" when it was cut short by a
+                                                       stop or a gap: offset_s is then where the data stopped)
   {"type": "probs", "t0_s": 12.0, "rate_hz": 64, "classes": [...], "p": [[...], ...]}   decided samples of a hop
 Times are the sensor's clock (seconds). `detect_s` is the sample at which the detector confirmed the episode
 (as offline); `decided_s` the newest sample the daemon had when it said so (includes the look-ahead wait).
@@ -16,6 +17,7 @@ A UDP sink's host must resolve at start.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
@@ -32,10 +34,15 @@ log = logging.getLogger("deploy.sinks")
 
 
 def event_message(kind: str, event, decided_s: float) -> dict:
-    return {"type": kind, "class": event.cls, "onset_s": round(event.onset_s, 4),
-            "offset_s": None if event.offset_s is None else round(event.offset_s, 4),
-            "detect_s": round(event.detect_s, 4), "decided_s": round(decided_s, 4),
-            "peak": round(float(event.peak), 4), "wall_time": round(time.time(), 3)}
+    """An onset or event message; an episode cut short by the end of the data (a stop, a gap) says why (`reason`):
+    its `offset_s` is where the data stopped, not where the freeze ended."""
+    message = {"type": kind, "class": event.cls, "onset_s": round(event.onset_s, 4),
+               "offset_s": None if event.offset_s is None else round(event.offset_s, 4),
+               "detect_s": round(event.detect_s, 4), "decided_s": round(decided_s, 4),
+               "peak": round(float(event.peak), 4), "wall_time": round(time.time(), 3)}
+    if getattr(event, "cut", None):
+        message["reason"] = event.cut
+    return message
 
 
 def probs_message(t0_s: float, probs, rate_hz: float, classes) -> dict:
@@ -60,9 +67,13 @@ class Sink:
         try:
             self._send(json.dumps(message, separators=(",", ":")), message["type"])
         except Exception as exc:  # a sink must never take the daemon down
-            self.failures += 1
-            if self.failures in (1, 10, 100) or self.failures % 1000 == 0:
-                log.warning("sink %s failed %d time(s): %s", self.name, self.failures, exc)
+            self._failed(exc)
+
+    def _failed(self, exc) -> None:
+        """One message not delivered: counted, and logged the 1st, 10th, 100th and every 1000th time."""
+        self.failures += 1
+        if self.failures in (1, 10, 100) or self.failures % 1000 == 0:
+            log.warning("sink %s failed %d time(s): %s", self.label, self.failures, exc)
 
     def _send(self, text: str, kind: str) -> None:
         raise NotImplementedError
@@ -114,7 +125,10 @@ class JsonLinesSink(Sink):
 
 
 class UdpSink(Sink):
-    """One JSON message per datagram to host:port."""
+    """One JSON message per datagram to host:port, on a connected socket: the peer's "port unreachable" (ICMP) comes
+    back as ECONNREFUSED on the next send (or at close), and each is counted as the message it refused; that message's
+    successor is then sent again. A peer that drops datagrams silently (a firewall, a host that is down) cannot be
+    seen over UDP: use MQTT (QoS 1) when delivery must be known."""
     name = "udp"
 
     def __init__(self, host="127.0.0.1", port=5006, probs=False):
@@ -126,24 +140,42 @@ class UdpSink(Sink):
                            "HOST:PORT") from None
         self.addr = info[0][4]
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.connect(self.addr)   # no packet is sent: the kernel only fixes the peer and its route
+        except OSError as exc:
+            raise FogError(f"UDP sink udp://{host}:{port}: no route to it ({exc.strerror}); give a reachable "
+                           "HOST:PORT") from None
 
     @property
     def label(self) -> str:
         return f"udp:{self.addr[0]}:{self.addr[1]}"
 
     def _send(self, text, kind):
-        self.sock.sendto(text.encode(), self.addr)
+        data = text.encode()
+        try:
+            self.sock.send(data)
+        except ConnectionRefusedError as exc:   # the previous datagram was refused; this one was not sent yet
+            self._failed(exc)
+            self.sock.send(data)
 
-    def close(self):
+    def close(self, wait_s: float = 0.05):
+        """The last datagram's refusal, if any, arrives after it: wait a moment for it, then close."""
+        time.sleep(wait_s)
+        if self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED:
+            self._failed("the last message was refused (port unreachable)")
         self.sock.close()
 
 
 class MqttSink(Sink):
     """Publish to `{topic}/{device_id}/events` (QoS 1) and `.../probs` (QoS 0) on an MQTT broker (paho-mqtt >= 2),
     with a retained availability topic `.../status` (deploy.mqtt_options: URL, credentials, TLS, last will).
+    A message that names a wearer (the gateway's: `device`) goes to that wearer's topics instead,
+    `{topic}/<device>/events` and `.../probs`; a `wearer` message (one joined or left) sets `{topic}/<device>/status`
+    ("online"/"offline", retained).
 
     paho's outgoing queue is capped (`max_queued`), so a broker that goes away cannot make memory grow."""
     name = "mqtt"
+    MAX_TOPIC_SETS = 100_000   # wearers' topics kept (the gateway's max_wearers is far below)
 
     def __init__(self, host="127.0.0.1", port=None, topic="fog", probs=False, device_id=None, client_id=None,
                  username=None, password=None, password_file=None, tls=False, ca_file=None, cert_file=None,
@@ -154,6 +186,7 @@ class MqttSink(Sink):
         mqtt_options.check_tls_files(tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         self.device_id = mqtt_options.device_id(device_id)
         self.topics = mqtt_options.topics(topic, self.device_id)
+        self.prefix, self._wearer_topics, self._current, self._state = topic, {}, self.topics, None
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=client_id or mqtt_options.client_id(self.device_id))
         mqtt_options.configure_client(self.client, status_topic=self.topics["status"], username=username,
@@ -165,6 +198,7 @@ class MqttSink(Sink):
         self.unacked: set[int] = set()   # QoS 1 events the broker has not acknowledged yet
         self.client.on_publish = lambda client, userdata, mid, *rest: self.unacked.discard(mid)
         self.client.on_connect = self._announce_online
+        self.tls = dict(tls=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         self._connect(host, port, keepalive, connect_timeout_s, max_queued)
 
     def _connect(self, host, port, keepalive, timeout_s, max_queued):
@@ -175,7 +209,9 @@ class MqttSink(Sink):
         while not self.client.is_connected() and time.monotonic() < deadline:
             time.sleep(0.02)
         if not self.client.is_connected():
-            log.warning("MQTT broker %s not connected yet; messages are queued (up to %d)", self.where, max_queued)
+            problem = mqtt_options.connection_problem(host, port, timeout_s=max(1.0, timeout_s), **self.tls)
+            log.warning("MQTT broker %s not connected yet%s; messages are queued (up to %d) while it retries",
+                        self.where, f": {problem}" if problem else "", max_queued)
 
     @property
     def label(self) -> str:
@@ -187,9 +223,25 @@ class MqttSink(Sink):
         else:   # refused (bad credentials, not authorised): said, and paho keeps retrying
             log.error("MQTT broker %s refused the connection: %s", self.where, reason_code)
 
+    def send(self, message: dict) -> None:
+        device = message.get("device")
+        self._current = self.topics if not device else self._wearer_topics.get(device) or self._remember(device)
+        if message["type"] == "wearer":   # who is connected: the wearer's retained availability
+            self._state = mqtt_options.ONLINE if message["state"] == "online" else mqtt_options.OFFLINE
+        super().send(message)
+
+    def _remember(self, device: str) -> dict:
+        if len(self._wearer_topics) >= self.MAX_TOPIC_SETS:
+            self._wearer_topics.clear()
+        topics = self._wearer_topics[device] = mqtt_options.topics(self.prefix, device)
+        return topics
+
     def _send(self, text, kind):
+        if kind == "wearer":
+            self.client.publish(self._current["status"], self._state, qos=1, retain=True)
+            return
         sub, qos = ("probs", 0) if kind == "probs" else ("events", 1)
-        info = self.client.publish(self.topics[sub], text, qos=qos)
+        info = self.client.publish(self._current[sub], text, qos=qos)
         if qos == 1 and info.rc in (0, mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN):
             self.unacked.add(info.mid)
         if info.rc == 0 or (qos == 1 and info.rc == mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN):

@@ -15,6 +15,7 @@ never blocks longer than `POLL_S` without looking at `stop`.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import time
@@ -42,29 +43,42 @@ class Chunk:
     arrival: float = 0.0          # time.monotonic() when it arrived
     rejected: dict = field(default_factory=dict)  # reason -> samples that could not be parsed
     lost_datagrams: int = 0       # UDP: datagrams the kernel dropped (receive buffer full) before this one
+    example: str | None = None    # the first rejected line, as received (for the warning that names the fix)
+    device: str | None = None     # the wearer it belongs to (the gateway's sources, deploy.sources_multi)
 
     @property
     def received(self) -> int:
         return len(self.t) + sum(self.rejected.values())
 
 
+# What each rejected line's reason means, and the fix (logged with the first such line, deploy.daemon)
+REJECT_FIX = {
+    "columns": "a line holds 4 fields, t,AccV,AccML,AccAP (seconds, then the three axes; comma or whitespace "
+               "separated): send exactly those",
+    "parse": "every field must be a number (seconds, then the three axes in the source's units)",
+    "encoding": "lines must be UTF-8 text",
+}
+
+
 def parse_lines(lines) -> Chunk:
-    """Parse text lines into a chunk; bad lines are counted, never raised."""
-    rows, rejected = [], {}
+    """Parse text lines into a chunk; bad lines are counted, never raised (the first is kept as `example`)."""
+    rows, rejected, example = [], {}, None
     for raw in lines:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.replace(",", " ").split()
-        if len(parts) != 4:
-            rejected["columns"] = rejected.get("columns", 0) + 1
-            continue
-        try:
-            rows.append([float(p) for p in parts])
-        except ValueError:
-            rejected["parse"] = rejected.get("parse", 0) + 1
+        reason = "columns" if len(parts) != 4 else None
+        if reason is None:
+            try:
+                rows.append([float(p) for p in parts])
+            except ValueError:
+                reason = "parse"
+        if reason is not None:
+            rejected[reason] = rejected.get(reason, 0) + 1
+            example = example or line[:120]
     data = np.array(rows, dtype=np.float64).reshape(-1, 4)
-    return Chunk(data[:, 0].copy(), data[:, 1:].copy(), time.monotonic(), rejected)
+    return Chunk(data[:, 0].copy(), data[:, 1:].copy(), time.monotonic(), rejected, example=example)
 
 
 def parse_bytes(data: bytes, split: bool = True) -> Chunk:
@@ -91,7 +105,7 @@ def pump_bytes(read, emit, stop, close, split: bool = True) -> None:
         close()
 
 
-class Source:
+class SensorSource:
     name = "source"
     live = True             # live sources drop when the pipeline is behind; replay waits instead
 
@@ -106,7 +120,7 @@ class Source:
         return self.name
 
 
-class ReplaySource(Source):
+class ReplaySource(SensorSource):
     """Replay a recording file (any layout `deploy.recording.read_recording` reads: CSV or npz).
 
     `realtime=True` paces chunks by the wall clock (`speed` x real time); otherwise as fast as the pipeline takes them.
@@ -164,7 +178,7 @@ def replay_times(rec, origin: float | None = None, done: int = 0) -> tuple[np.nd
     return (time_col - origin) * scale, origin
 
 
-class StdinSource(Source):
+class StdinSource(SensorSource):
     """Lines on stdin. A pipe has its own back-pressure (the writer blocks while the daemon is busy), so by default
     nothing is dropped; `live=True` drops and counts instead, for writers that must never block."""
     name = "stdin"
@@ -185,7 +199,7 @@ class StdinSource(Source):
                 emit(chunk)
 
 
-class UdpSource(Source):
+class UdpSource(SensorSource):
     name = "udp"
 
     def __init__(self, host="127.0.0.1", port=5005, rcvbuf=1 << 20, **kw):
@@ -193,7 +207,8 @@ class UdpSource(Source):
         self.host, self.port = host, int(port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(rcvbuf))
-        # Linux counts the datagrams it dropped for a full receive buffer and hands the count over with each one
+        # Linux counts the datagrams it dropped for a full receive buffer and hands the count over with each one;
+        # the count of drops after the last datagram is read from /proc/net/udp (kernel_drops)
         self.overflow = hasattr(socket, "SO_RXQ_OVFL") or sys.platform.startswith("linux")
         if self.overflow:
             self.sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RXQ_OVFL", 40), 1)
@@ -205,21 +220,29 @@ class UdpSource(Source):
                            "pick a free port with --udp-port") from None
         self.port = self.sock.getsockname()[1]
         self.sock.settimeout(POLL_S)
+        self.inode = os.fstat(self.sock.fileno()).st_ino   # its line in /proc/net/udp
 
     def describe(self) -> str:
         return f"udp {self.host}:{self.port}"
 
+    def _dropped_total(self, total: int) -> int:
+        """Datagrams dropped since the last count, given the kernel's running total for this socket."""
+        lost = (total - self.dropped_so_far) % (1 << 32) if total != self.dropped_so_far else 0
+        self.dropped_so_far = total
+        return lost
+
     def _receive(self) -> tuple[bytes | None, int]:
-        """(datagram or None, datagrams the kernel dropped since the last one)."""
+        """(datagram or None, datagrams the kernel dropped since the last count): with a datagram, the count comes
+        with it (SO_RXQ_OVFL); without one (a quiet moment), from /proc/net/udp."""
         try:
             data, ancillary, _, _ = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(4))
         except socket.timeout:
-            return None, 0
+            total = kernel_drops(self.inode)
+            return None, (0 if total is None else self._dropped_total(total))
         lost = 0
         for level, kind, value in ancillary:
             if level == socket.SOL_SOCKET and kind == getattr(socket, "SO_RXQ_OVFL", 40) and len(value) >= 4:
-                total = int.from_bytes(value[:4], sys.byteorder)
-                lost, self.dropped_so_far = (total - self.dropped_so_far) % (1 << 32), total
+                lost = self._dropped_total(int.from_bytes(value[:4], sys.byteorder))
         return data, lost
 
     def run(self, emit, stop) -> None:
@@ -228,16 +251,41 @@ class UdpSource(Source):
             while not stop.is_set():
                 data, dropped = self._receive()
                 lost += dropped
-                if data:
-                    chunk = parse_bytes(data)
-                    chunk.lost_datagrams, lost = lost, 0
+                chunks = (self._parse(data) if data else []) or [Chunk(np.empty(0), np.empty((0, 3)),
+                                                                       time.monotonic())]
+                chunks[0].lost_datagrams, lost = lost, 0
+                for chunk in chunks:
                     if chunk.received or chunk.lost_datagrams:
                         emit(chunk)
-        finally:
+        finally:   # drops after the last datagram have no datagram to bring their count: read it now
+            total = kernel_drops(self.inode)
+            if total is not None and (lost := lost + self._dropped_total(total)):
+                emit(Chunk(np.empty(0), np.empty((0, 3)), time.monotonic(), lost_datagrams=lost))
             self.sock.close()
 
 
-class SerialSource(Source):
+    def _parse(self, data: bytes) -> list:
+        """The chunks a datagram holds (one here; the gateway's UDP source: one per wearer it names)."""
+        return [parse_bytes(data)]
+
+
+def kernel_drops(inode: int) -> int | None:
+    """The kernel's count of datagrams dropped for the UDP socket with this inode (Linux /proc/net/udp, `drops`, the
+    same counter SO_RXQ_OVFL reports); None where there is no such file."""
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as fh:
+                next(fh)
+                for line in fh:
+                    fields = line.split()
+                    if len(fields) > 12 and fields[9] == str(inode):
+                        return int(fields[12])
+        except (OSError, StopIteration, ValueError):
+            continue
+    return None
+
+
+class SerialSource(SensorSource):
     """A serial device (USB CDC or UART) sending the line format; needs pyserial."""
     name = "serial"
 
@@ -258,7 +306,7 @@ class SerialSource(Source):
         pump_bytes(self.port.readline, emit, stop, self.port.close, split=False)
 
 
-class LslSource(Source):
+class LslSource(SensorSource):
     """A Lab Streaming Layer stream (pylsl): the first three channels are AccV, AccML, AccAP (or `channels`)."""
     name = "lsl"
 
@@ -294,7 +342,7 @@ SOURCES = {"replay": ReplaySource, "stdin": StdinSource, "udp": UdpSource, "seri
            "lsl": LslSource}
 
 
-def open_source(kind: str, **options) -> Source:
+def open_source(kind: str, **options) -> SensorSource:
     if kind not in SOURCES:
         raise FogError(f"unknown source {kind!r}; choose one of {sorted(SOURCES)}")
     return SOURCES[kind](**options)

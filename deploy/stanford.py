@@ -14,13 +14,12 @@ all three class columns with `meta["label_kind"] = "any"`, as Daphnet. The subje
 """
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 
 import numpy as np
 
-from deploy.errors import DataError
+from deploy.errors import DataError, closest
 
 TRIAL_KEYS = ("acc", "fog", "rate_hz")      # what marks an npz as a Stanford trial (the project's npz has `units`)
 _NAME = re.compile(r"^(pt\d+)_visit_", re.IGNORECASE)
@@ -45,8 +44,8 @@ def imu_of(layout: str | None, path=None) -> str:
     if layout is None:
         return DEFAULT_IMU
     if layout not in LAYOUT_IMUS:
-        close = difflib.get_close_matches(str(layout), sorted(LAYOUT_IMUS), n=1, cutoff=0.6)
-        _fail(f"unknown Stanford layout {layout!r}" + (f" (did you mean {close[0]!r}?)" if close else ""), path,
+        close = closest(layout, LAYOUT_IMUS)
+        _fail(f"unknown Stanford layout {layout!r}" + (f" (did you mean {close!r}?)" if close else ""), path,
               fix=f"use {LAYOUT!r} (the lumbar IMU) or {LAYOUT}-<imu> with <imu> one of {', '.join(IMUS)}")
     return LAYOUT_IMUS[layout]
 
@@ -112,3 +111,18 @@ def read_trial(path, arrays: dict, layout: str | None = None) -> dict:
         meta["gyro"] = _array(arrays, "gyro", path, (3,)).astype(np.float64)
     return {"acc": acc, "rate_hz": float(rate), "units": "m/s^2", "time": None,
             "labels": np.repeat(fog[:, None], 3, axis=1), "mask": None, "meta": meta}
+
+
+def check_each_trial_once(recordings) -> None:
+    """Refuse recordings that hold one trial twice (its workbook and its 64 Hz archive: the same freezes, counted
+    twice in training and scoring)."""
+    sources: dict[str, list[str]] = {}
+    for rec in recordings:
+        if rec.meta.get("lab") == "stanford":
+            sources.setdefault(str(rec.meta.get("id")), []).append(str(rec.meta.get("source")))
+    twice = {trial: files for trial, files in sources.items() if len(files) > 1}
+    if twice:
+        trial, files = next(iter(twice.items()))
+        raise DataError(f"{len(twice)} Stanford trial(s) are given twice, e.g. {trial} as {' and '.join(files)}: "
+                        "the workbooks are the same trials as the 64 Hz archives", file=files[0],
+                        fix="pass one form of each trial (one of the two folders)")

@@ -8,27 +8,36 @@ decided after at most `keep` samples of right context: the look-ahead is the lat
 lookahead None = whole windows (classic overlap averaging, up to W - hop of look-ahead). A per-window model (output
 (1, C)) streams alike: its decision counts for each of those `keep` samples (deploy.offline.output_per).
 
-Hot path: the window is read from the ring, z-scored by `deploy.preprocess.zscore_` (the function `patchify` uses) in
-pre-allocated scratch and scattered into the engine's input buffer with an index map derived once from `patchify` (so
-the layout has one definition); a self-check at start compares the fast path with `patchify`. The decided
-probabilities handed downstream are a view of scratch, valid during the callback (copy them to keep them).
+Hot path: the window is read from the ring and handed to a `deploy.batching.WindowBatcher`, which z-scores it
+(`deploy.preprocess.zscore_`, the function `patchify` uses) in pre-allocated scratch and scatters it into a row of
+the engine's input with an index map derived once from `patchify` (checked against `patchify` at start). The
+single-wearer daemon's batcher runs each window as soon as it is due; the gateway's (deploy.gateway) collects the
+windows of every wearer due at a hop and runs them as one batch. Either way a window's output comes back through
+`window_done`, in the order the windows fell due, and only then are its samples decided: the same code, the same
+numbers. The decided probabilities handed downstream are a view of scratch, valid during the callback (copy them to
+keep them).
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from deploy.batching import WindowBatcher
 from deploy.contract.events import EventSettings
 from deploy.errors import FogError
-from deploy.events import EventDetector
-from deploy.intake import RESET, Intake
+from deploy.events import Detection
+from deploy.intake import MAX_G, RESET, Intake
 from deploy.offline import contribution, output_per
-from deploy.preprocess import PreprocessSpec, StreamingPreparer, patchify, unpatchify, window_frame, zscore_
+from deploy.preprocess import STANDARD_GRAVITY, PreprocessSpec, StreamingPreparer, unpatchify
 
 log = logging.getLogger("deploy.stream")
+
+
+GAP_REASON = "a gap in the sensor's data longer than stream.max_gap_s ended the segment"
 
 
 def streaming_spec(spec: PreprocessSpec) -> PreprocessSpec:
@@ -38,55 +47,6 @@ def streaming_spec(spec: PreprocessSpec) -> PreprocessSpec:
                     "differences from offline evaluation with 'recording'", spec.running_tau_s)
         return replace(spec, normalization="running")
     return spec
-
-
-class WindowEncoder:
-    """(W, 3) prepared window -> engine input, in place, equal to `patchify`."""
-
-    def __init__(self, spec: PreprocessSpec, input_buffer: np.ndarray):
-        self.spec = spec
-        # patchify with these settings only reorders
-        layout_only = replace(spec, normalization="running", scale=1.0, gravity_align=False, horizontal="sensor",
-                              min_std=0.0)
-        order = patchify(np.arange(spec.window * 3, dtype=np.float64).reshape(1, spec.window, 3), layout_only)
-        if order.size != input_buffer.size:
-            raise FogError(f"the model input has shape {input_buffer.shape}, the bundle's preprocess spec makes "
-                           f"{order.shape}; the manifest and the model disagree (re-export the bundle)")
-        # work per axis on a (3, W) float64 copy: reductions along contiguous memory are several times faster
-        flat = order.reshape(-1).astype(np.intp)            # index into the (W, 3) window, row-major
-        self.order = (flat % 3) * spec.window + flat // 3   # the same element in the (3, W) copy
-        self.target = input_buffer.reshape(-1)
-        self.scratch = np.zeros((3, spec.window))
-        self.flat_scratch = self.scratch.reshape(-1)
-        self.mean, self.inv_std = np.zeros((3, 1)), np.zeros((3, 1))   # scratch for deploy.preprocess.zscore_
-        self.rotated = np.zeros((3, spec.window)) if spec.gravity_align else None
-        self._self_check()
-
-    def encode(self, window: np.ndarray) -> None:
-        """`window`: (W, 3) prepared samples (any float dtype, e.g. a view into the ring buffer)."""
-        s = self.scratch
-        np.copyto(s, window.T)
-        if self.rotated is not None:   # as patchify: the window's own frame (gravity on -AccV ...), before the z-score
-            np.matmul(window_frame(s, self.spec), s, out=self.rotated)
-            np.copyto(s, self.rotated)
-        if self.spec.normalization == "window":
-            zscore_(s, 1, self.mean, self.inv_std, self.spec.min_std)
-        if self.spec.scale != 1.0:
-            np.divide(s, self.spec.scale, out=s)
-        # reorder and cast to the engine's float32 in one pass; mode='clip' writes straight into the target
-        np.take(self.flat_scratch, self.order, out=self.target, mode="clip")
-
-    def _self_check(self) -> None:
-        window = np.random.default_rng(0).normal(size=(self.spec.window, 3)).astype(np.float32)
-        window[:, 1] = 0.25  # a flat axis exercises the zero-std rule
-        saved = self.target.copy()
-        self.encode(window)
-        expected = patchify(window[None], self.spec).reshape(-1)
-        worst = float(np.max(np.abs(self.target - expected)))
-        self.target[:] = saved
-        if worst > 1e-5:
-            raise FogError(f"streaming encoder differs from deploy.preprocess.patchify by {worst:g}; "
-                           "this is a bug, please report it")
 
 
 @dataclass(frozen=True)
@@ -101,7 +61,11 @@ class StreamSettings:
     max_gap_s: float = 0.5                 # gaps up to this are interpolated, longer ones end the segment
     max_behind_s: float = 1.0              # how far behind real time a live window may still run
     event_columns: tuple | None = None     # classes that raise events (None: all; deploy.event_classes)
+    any_fog: str = "max"                   # how any-FOG is formed from them (the manifest's output.any_fog)
     normalizer: object = None              # () -> chunk normalizer replacing the spec's (deploy.wearer)
+
+
+_HOP, _SKIPPED, _FINAL = "hop", "skipped", "final"   # what a due window is: a hop, one skipped, a segment's last
 
 
 class Pipeline:
@@ -113,16 +77,23 @@ class Pipeline:
     """
 
     def __init__(self, spec: PreprocessSpec, engine, classes, counters, settings: StreamSettings | None = None, *,
-                 on_probs=None, on_event=None, **settings_fields):
+                 on_probs=None, on_event=None, windows: WindowBatcher | None = None, **settings_fields):
+        """`windows`: the batcher this stream shares with others (the gateway); None: one of its own over `engine`
+        that runs each window as soon as it is due (`engine` may then be None when `windows` is given)."""
         self.spec = streaming_spec(spec)
         self.engine, self.classes, self.counters = engine, list(classes), counters
         self.on_probs, self.on_event = on_probs, on_event
         self._apply(settings or StreamSettings(**settings_fields))
-        self.intake = Intake(self.source_rate, counters, max_gap_s=self.settings.max_gap_s)
-        self.encoder = WindowEncoder(self.spec, engine.input_buffer)
-        self.per = output_per(engine.output_shape, self.spec)
+        self.intake = Intake(self.source_rate, counters, max_gap_s=self.settings.max_gap_s,
+                             max_abs=MAX_G * (STANDARD_GRAVITY if self.source_units == "m/s^2" else 1.0))
+        self.windows = windows or WindowBatcher(engine, self.spec, immediate=True)
+        if self.windows.encoder.spec != self.spec:
+            raise FogError("the shared batcher encodes windows for another preprocessing spec than this stream's "
+                           "(a bug: build it from the same streaming spec)")
+        self.per = output_per(self.windows.output_shape, self.spec)
         self.tail_rows = self._tail_rows()
-        self._allocate(n_classes=engine.output_shape[-1])
+        self._allocate(n_classes=self.windows.output_shape[-1])
+        self._due: deque = deque()   # (window end, arrival, what) of hops whose decision waits for a window
         self._segment_open = False
 
     def _apply(self, settings: StreamSettings) -> None:
@@ -139,8 +110,8 @@ class Pipeline:
         self.keep = contribution(self.W, self.hop, settings.lookahead_samples)
         self.lookahead_samples = settings.lookahead_samples
         self.live, self.max_behind_s = settings.live, float(settings.max_behind_s)
-        self.event_columns = list(range(len(self.classes))) if settings.event_columns is None \
-            else list(settings.event_columns)
+        # what the detector sees and names: one any-FOG stream or the event classes, as the events' mode says
+        self.detection = Detection.of(self.event_settings, self.classes, settings.event_columns, settings.any_fog)
 
     def _tail_rows(self) -> np.ndarray:
         """Output rows of a window's last `keep` samples: per sample, per patch, or the one row of a window."""
@@ -166,7 +137,7 @@ class Pipeline:
 
     def _start_segment(self, t_first: float) -> None:
         self.t0 = t_first
-        self.n = self.base = self.decided = 0
+        self.n = self.base = self.decided = self.newest = 0
         self.e_next = self.hop
         self.count[:] = 0
         self.total[:] = 0.0
@@ -175,31 +146,33 @@ class Pipeline:
         self.preparer = StreamingPreparer(self.spec, self.source_rate, self.source_units)
         if self.settings.normalizer is not None:
             self.preparer.normalizer = self.settings.normalizer()
-        self.detector = EventDetector([self.classes[i] for i in self.event_columns], self.rate,
-                                      **self.event_settings.detector_kwargs(), t0_s=t_first)
+        self.detector = self.detection.detector(self.rate, t0_s=t_first)
         self._segment_open = True
 
     def push(self, chunk) -> None:
         """One chunk from a source (already counted as received by whoever queued it)."""
         for piece in self.intake.push(chunk.t, chunk.acc):
             if piece is RESET:
-                self.end_segment()
+                self.end_segment(GAP_REASON)
                 continue
             t_first, acc = piece
             if not self._segment_open:
                 self._start_segment(t_first)
             self._feed(self.preparer.process(acc), chunk.arrival)
 
-    def end_segment(self) -> None:
-        """End of stream or a long gap: the last partial hop is run and every pending sample decided."""
+    def end_segment(self, reason: str = "the stream ended") -> None:
+        """End of stream or a long gap: the last partial hop is run and every pending sample decided; an episode
+        still going is cut there (its event says `reason`)."""
         if not self._segment_open:
             return
         self._feed(self.preparer.flush(), time.monotonic())
         if self.n > 0:
             if self.e_next - self.hop < self.n:      # a partial hop is pending
-                self._run_window(self.e_next, time.monotonic(), final=True)
-            self._decide(self.n)
-        for event in self.detector.flush():
+                self._submit(self.e_next, time.monotonic(), _FINAL)
+            if self._due:
+                self.windows.flush()                 # every window of this segment run and settled
+            self._decide(self.n, self.n)
+        for event in self.detector.flush(reason):
             self._emit_event("event", event)
         self._segment_open = False
 
@@ -218,13 +191,16 @@ class Pipeline:
             if self.n == self.e_next:
                 if self.live and time.monotonic() - arrival > self.max_behind_s:
                     self.counters.hops_skipped_behind += 1
+                    self._due.append((self.e_next, arrival, _SKIPPED))
+                    self._settle()
                 else:
-                    self._run_window(self.e_next, arrival)
-                self._decide(min(self.n, self.e_next - self.keep + self.hop))
+                    self._submit(self.e_next, arrival, _HOP)
                 self.e_next += self.hop
 
     def _append(self, x: np.ndarray) -> None:
         if self.n + len(x) - self.base > self.cap:
+            if self._due:   # windows still out at the batcher hold their samples undecided: settle them first
+                self.windows.flush()
             self._compact()
         lo = self.n - self.base
         self.data[lo:lo + len(x)] = x
@@ -240,19 +216,24 @@ class Pipeline:
             buf[used:] = 0
         self.base = keep_from
 
-    def _run_window(self, e: int, arrival: float, final: bool = False) -> None:
+    def _submit(self, e: int, arrival: float, what: str) -> None:
+        """The window ending at e to the batcher; its output comes back through `window_done`."""
         start = e - self.W
         if start >= self.base and e <= self.n:   # the common case: the window is a slice of the ring
-            self.encoder.encode(self.data[start - self.base:e - self.base])
+            window = self.data[start - self.base:e - self.base]
         else:  # segment edges: before the start the first sample, past the end the last one (as offline)
             idx = np.clip(np.arange(start, e), 0, self.n - 1)
             idx = np.maximum(idx - self.base, 0)
             self.window[:] = self.data[idx]
             self.window[np.arange(start, e) < 0] = self.first
-            self.encoder.encode(self.window)
-        t_engine = time.perf_counter()
-        y = self.engine.infer(self.engine.input_buffer)
-        engine_s = time.perf_counter() - t_engine
+            window = self.window
+        self._due.append((e, arrival, what))
+        self.windows.submit(self, window)
+
+    def window_done(self, y: np.ndarray, engine_s: float) -> None:
+        """The batcher's answer for this stream's oldest submitted window (`y`: its output, batch axis first):
+        its samples' sums, then the hop's decision, then any skipped hops queued behind it."""
+        e, arrival, what = self._due.popleft()
         lo, hi = max(0, e - self.keep), min(self.n, e)
         rows = self.tail_rows[self.keep - (e - lo): self.keep - (e - hi) if e > hi else None]
         out = self.contrib[:hi - lo]
@@ -260,8 +241,19 @@ class Pipeline:
         np.add(self.total[lo - self.base:hi - self.base], out, out=self.total[lo - self.base:hi - self.base])
         self.count[lo - self.base:hi - self.base] += 1
         self.counters.hop(time.monotonic() - arrival, engine_s)
+        if what == _HOP:
+            self._decide(e - self.keep + self.hop, e)
+        self._settle()
 
-    def _decide(self, upto: int) -> None:
+    def _settle(self) -> None:
+        """Skipped hops at the head of the queue wait for no window: decide them now."""
+        while self._due and self._due[0][2] == _SKIPPED:
+            e = self._due.popleft()[0]
+            self._decide(e - self.keep + self.hop, e)
+
+    def _decide(self, upto: int, newest: int) -> None:
+        """Decide the samples up to `upto`; `newest`: the samples the stream then held (for `decided_s`)."""
+        self.newest = newest
         if upto <= self.decided:
             return
         a, b = self.decided - self.base, upto - self.base
@@ -278,8 +270,7 @@ class Pipeline:
         self.decided = upto
         if self.on_probs is not None:
             self.on_probs(t_first, probs, self.rate)
-        events = probs if len(self.event_columns) == self.n_classes else probs[:, self.event_columns]
-        finished = self.detector.update(events)
+        finished = self.detector.update(self.detection.rows(probs))
         for event in self.detector.started:
             self._emit_event("onset", event)
         for event in finished:
@@ -289,4 +280,4 @@ class Pipeline:
         if kind == "event":
             self.counters.events += 1
         if self.on_event is not None:
-            self.on_event(kind, event, self.t0 + (max(self.n, 1) - 1) / self.rate)
+            self.on_event(kind, event, self.t0 + (max(self.newest, 1) - 1) / self.rate)

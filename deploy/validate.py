@@ -1,9 +1,9 @@
 """Every daemon setting checked for type and range at start, before READY: nothing wrong at start is found per chunk.
 
-`check_config(config)` checks the merged configuration (TOML, flags, `--set`): unknown keys are refused with the
-nearest valid name, numbers must be finite and in range, choices must be known; event settings are checked by the
-one rule of deploy.contract.events (the manifest's when the bundle is read, the merged ones by
-deploy.config.event_settings). `preflight(...)` builds, once, what the pipeline
+The value checks the settings table (deploy.settings) names, `(value, name) -> value` or a ConfigError that names
+the key, the value and the fix; deploy.settings.check_config applies them to the merged configuration (TOML, flags,
+`--set`). Event settings are checked by the one rule of deploy.contract.events (the manifest's when the bundle is
+read, the merged ones by deploy.config.event_settings). `preflight(...)` builds, once, what the pipeline
 builds per segment (the units converter and resampler for the source's rate, the event detector) so a rate that
 cannot be resampled or an unknown event class stops the start with a clear error instead of rejecting every chunk.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 
 from deploy.contract.checks import number
-from deploy.contract.events import DETECTOR_KEYS, TIMINGS, check_layer
-from deploy.errors import ConfigError, FogError, closest, did_you_mean
+from deploy.contract.events import DETECTOR_KEYS, check_layer
+from deploy.errors import ConfigError, FogError
 from deploy.events import EventDetector
 from deploy.preprocess import StreamingPreparer
 from deploy.stream import streaming_spec
@@ -60,7 +60,29 @@ def topic_level(value, name):
     return value
 
 
-def flag(value, name):
+def serial_ports(value, name):
+    """The gateway's serial ports: a table {device path: wearer name}."""
+    if not isinstance(value, dict) or not value or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                           for k, v in value.items()):
+        raise ConfigError(f"{name} = {value!r}: expected a table of device path = wearer name, e.g. "
+                          "{ \"/dev/ttyUSB0\" = \"bed1\", \"/dev/ttyUSB1\" = \"bed2\" }")
+    for wearer in value.values():
+        topic_level(wearer, f"{name} wearer name")
+    return value
+
+
+def batch_sizes(value, name):
+    """Batch sizes, e.g. [1, 8, 32] (None: not given)."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value or \
+            not all(isinstance(b, int) and not isinstance(b, bool) and 1 <= b <= 1024 for b in value):
+        raise ConfigError(f"{name} = {value!r}: expected batch sizes, e.g. [1, 8, 32]")
+    return sorted(set(value))
+
+
+def switch(value, name):
+    """true or false."""
     if not isinstance(value, bool):
         raise ConfigError(f"{name} = {value!r}: expected true or false")
     return value
@@ -79,95 +101,23 @@ def channels(value, name):
     return list(value)
 
 
+def key_list(value, name):
+    """trusted_keys: a list of public keys, each a file path or an inline base64 key (deploy.signing reads them)."""
+    if not isinstance(value, list) or not all(isinstance(k, str) and k.strip() for k in value):
+        raise ConfigError(f"{name}: expected a list of public keys, e.g. [\"/etc/fog/keys/lab.pub\"] or the base64 "
+                          "key `toolkit keygen` printed")
+    return value
+
+
 PORT = number(0, 65535, integer=True)
-TOP = {"bundle": text(), "bundle_digest": digest, "backend": choice("auto", "onnxruntime", "tensorrt"),
-       "precision": choice("fp32", "fp16", "int8", optional=True), "threads": number(1, 256, integer=True,
-                                                                                     optional=True),
-       "thread_cap": flag, "device_id": topic_level}
-SOURCE_COMMON = {"kind": choice("replay", "stdin", "udp", "serial", "lsl"), "units": choice(*UNITS),
-                 "rate_hz": number(0, 100_000, above=True, optional=True), "live": flag,
-                 "on_end": choice("exit", "reconnect"), "reconnect_max_s": number(0.1, 3600),
-                 "rate_check": choice("refuse", "warn", "off")}
-SOURCE = {
-    "replay": {"path": text(), "layout": text(optional=True), "realtime": flag, "speed": number(0, 1000, above=True),
-               "chunk_s": number(0.001, 60, optional=True), "start_s": number()},
-    "stdin": {},
-    "udp": {"host": text(), "port": PORT, "rcvbuf": number(4096, 1 << 28, integer=True)},
-    "serial": {"device": text(), "baud": number(50, 10_000_000, integer=True)},
-    "lsl": {"stream_name": text(optional=True), "stream_type": text(), "channels": channels,
-            "resolve_s": number(0, 3600, above=True)},
-}
-ALL_SOURCE = sorted({key for keys in SOURCE.values() for key in keys})
-def _given(check):
-    """`check` for a value that may be None (not given: the manifest's, else the default)."""
-    return lambda value, name: None if value is None else check(value, name)
+TIME_UNIT = choice("s", "ms", "us")   # of the line sources' timestamps (deploy.clock.TIME_UNITS)
 
 
-STREAM = {"hop_s": _given(TIMINGS["hop_s"]), "lookahead_s": _given(TIMINGS["lookahead_s"]),
-          "max_gap_s": number(0, 3600, above=True), "max_behind_s": number(0, 3600, above=True),
-          "silence_s": number(0, 86400, above=True), "queue_chunks": number(1, 1_000_000, integer=True),
-          "state_file": text(optional=True), "wearer_state": text(optional=True)}
-SINK = {"jsonl": {"path": text()},
-        "udp": {"host": text(), "port": number(1, 65535, integer=True)},
-        "mqtt": {"host": text(), "port": number(1, 65535, integer=True), "topic": text(),
-                 "username": text(optional=True), "password": secret, "password_file": text(optional=True),
-                 "tls": flag, "ca_file": text(optional=True), "cert_file": text(optional=True),
-                 "key_file": text(optional=True),
-                 "client_id": text(optional=True), "keepalive": number(1, 3600, integer=True),
-                 "max_queued": number(1, 1_000_000, integer=True), "connect_timeout_s": number(0, 600),
-                 "reconnect_max_s": number(1, 3600)}}
-SINK_COMMON = {"kind": choice(*SINK), "probs": flag}
-LOG = {"level": choice("debug", "info", "warning", "error"), "format": choice("json", "text"),
-       "status_interval_s": number(0, 86400), "metrics_port": PORT}
-
-
-def check_table(table, schema: dict, where: str, everything=None) -> None:
-    """Each key known (else the nearest valid name, among `everything` when given) and each value accepted by its
-    checker; in place."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where} must be a table")
-    for key in list(table):
-        if key not in schema:
-            raise ConfigError(f"{where}: unknown key {key!r} ({did_you_mean(key, everything or schema)})")
-        table[key] = schema[key](table[key], f"{where}.{key}")
-
-
-def nearest_anywhere(key: str, top) -> str:
-    """For an unknown top-level key: the nearest top-level key or key of a section, named with its section."""
-    names = {k: repr(k) for k in top}
-    for section, schema in (("source", {**SOURCE_COMMON, **dict.fromkeys(ALL_SOURCE)}), ("stream", STREAM),
-                            ("events", dict.fromkeys(DETECTOR_KEYS)), ("log", LOG)):
-        names.update({k: f"{k!r} under [{section}]" for k in schema if k not in names})
-    close = closest(key, names)
-    return f"did you mean {names[close]}?" if close else f"known: {', '.join(sorted(top))}"
-
-
-def check_config(config: dict) -> dict:
-    """Check the merged configuration (keys and values); returns it. Raises ConfigError naming key and fix."""
-    check_table({k: config[k] for k in TOP}, TOP, "config")
-    for section in ("source", "stream", "events", "log"):
-        if not isinstance(config[section], dict):
-            raise ConfigError(f"[{section}] must be a table")
-    source = config["source"]
-    kind = choice(*SOURCE)(source.get("kind"), "source.kind")
-    for key in source:
-        owners = [k for k, keys in SOURCE.items() if key in keys and k != kind]
-        if key not in SOURCE_COMMON and key not in SOURCE[kind] and owners:
-            raise ConfigError(f"source.{key}: only a {' or '.join(owners)} source takes it, this one is {kind}")
-    check_table(source, {**SOURCE_COMMON, **SOURCE[kind]}, "source", everything=[*SOURCE_COMMON, *ALL_SOURCE])
-    check_table(config["stream"], STREAM, "stream")
-    check_event_table(config["events"])
-    check_table(config["log"], LOG, "log")
-    for i, sink in enumerate(config["sinks"]):
-        sink_kind = choice(*SINK)(sink.get("kind"), f"sinks[{i}].kind")
-        check_table(sink, {**SINK_COMMON, **SINK[sink_kind]}, f"sinks[{i}] ({sink_kind})")
-    return config
-
-
-def check_event_table(events) -> dict:
-    """The config's [events] table: the detector's settings (hop and look-ahead belong under [stream])."""
+def check_event_table(events, stream_keys=()) -> dict:
+    """The config's [events] table: the detector's settings (hop and look-ahead belong under [stream], whose keys
+    are `stream_keys`)."""
     for key in events if isinstance(events, dict) else ():
-        if key in STREAM:
+        if key in stream_keys:
             raise ConfigError(f"events: unknown key {key!r} (it belongs under [stream])")
     return check_layer(events, "events", keys=DETECTOR_KEYS)
 

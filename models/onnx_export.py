@@ -56,13 +56,17 @@ def _native_output_dropped():
 
 
 def export_onnx(model: torch.nn.Module, example, path, *, opset: int = 17,
-                input_names=("x",), output_names=("logits",), constant_folding: bool = True) -> Path:
-    """Export `model` at the static shape of `example` (a tensor or tuple of tensors) to `path`."""
+                input_names=("x",), output_names=("logits",), constant_folding: bool = True,
+                dynamic_batch: bool = False) -> Path:
+    """Export `model` at the static shape of `example` (a tensor or tuple of tensors) to `path`; `dynamic_batch`:
+    the first axis of every input and output is left dynamic ("batch"), for a TensorRT optimization profile."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     args = example if isinstance(example, tuple) else (example,)
     with _export_mode(model), _native_output_dropped():
         torch.onnx.export(model, args, str(path), opset_version=opset, dynamo=False,
                           input_names=list(input_names), output_names=list(output_names),
-                          do_constant_folding=constant_folding)
+                          do_constant_folding=constant_folding,
+                          dynamic_axes={name: {0: "batch"} for name in (*input_names, *output_names)}
+                          if dynamic_batch else None)
     return path

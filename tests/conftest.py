@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,19 @@ def fourth_place_dir() -> Path:
 @pytest.fixture
 def daphnet_dir() -> Path:
     return shared_path("data", "daphnet")
+
+
+DEFAULT_WEIGHTS = REPO / "models" / "weights" / "fog-small.pt"
+
+
+@pytest.fixture(scope="session")
+def default_bundle(tmp_path_factory):
+    """The trained default as a bundle (`toolkit export`, cpu target, fp32: ~25 s), or None without its weights."""
+    if not DEFAULT_WEIGHTS.is_file():
+        return None
+    out = tmp_path_factory.mktemp("default") / "bundle"
+    result = subprocess.run([sys.executable, "-m", "toolkit.cli", "export", "--target", "cpu", "--precision", "fp32",
+                             "--out", str(out), "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out

@@ -33,7 +33,8 @@ READY = "fog-daemon ready"
 def daemon_env(**extra) -> dict:
     """The environment a daemon of this checkout runs in (its code first on the path, no systemd socket)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("NOTIFY_SOCKET", None)
+    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):   # a test's daemon is not systemd's
+        env.pop(key, None)
     env.update(extra)
     return env
 
@@ -50,6 +51,18 @@ def wait_until(condition, timeout: float = 10.0, what: str = "the condition") ->
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout:g} s")
         time.sleep(0.01)
+
+
+class Taken:
+    """Samples a source's Feed put into `inbox`, counted as they are taken out (`taken()`: the total so far)."""
+
+    def __init__(self, inbox):
+        self.inbox, self.received = inbox, 0
+
+    def __call__(self) -> int:
+        while not self.inbox.empty():
+            self.received += getattr(self.inbox.get(), "received", 0)
+        return self.received
 
 
 def run_daemon(args, env=None, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

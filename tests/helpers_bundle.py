@@ -25,7 +25,10 @@ def small_preprocess(**overrides) -> dict:
     return spec
 
 
-def _model(patch: int, n_patches: int, hidden: int, seed: int, gru: int = 0):
+def _model(patch: int, n_patches: int, hidden: int, seed: int, gru: int = 0, exact_rows: bool = False):
+    """`exact_rows`: reduce each patch over the last axis, so that onnxruntime computes each row of a batch exactly as
+    at batch 1 (its ReduceMean over a middle axis takes another summation order at batch 1 than at batch B: the rows
+    then differ in the last bits, and a gateway runs such a bundle at batch 1 only; deploy.contract.batching)."""
     import torch
     from torch import nn
 
@@ -33,6 +36,10 @@ def _model(patch: int, n_patches: int, hidden: int, seed: int, gru: int = 0):
         def __init__(self):
             super().__init__()
             self.patch = patch
+            averaging = torch.zeros(3, patch * 3, 1)          # features interleaved v0, ml0, ap0, v1, ...
+            for axis in range(3):
+                averaging[axis, axis::3, 0] = 1.0 / patch
+            self.register_buffer("averaging", averaging)
             self.mix = nn.Conv1d(6, hidden, kernel_size=5, padding=2)
             self.head = nn.Conv1d(hidden, len(CLASSES), kernel_size=3, padding=1)
             # optional bidirectional GRU over patches: a stand-in with the cost profile of the fog-small preset
@@ -43,8 +50,12 @@ def _model(patch: int, n_patches: int, hidden: int, seed: int, gru: int = 0):
         def forward(self, x):  # x: (B, patch*3, n_patches), features interleaved v0, ml0, ap0, v1, ...
             b = x.shape[0]
             per_axis = x.reshape(b, self.patch, 3, n_patches)
-            mean = per_axis.mean(dim=1)
-            spread = (per_axis - mean.unsqueeze(1)).pow(2).mean(dim=1).add(1e-6).sqrt()
+            if exact_rows:   # per-patch mean and mean square as a 1x1 convolution: one GEMM row per window
+                mean = nn.functional.conv1d(x, self.averaging)
+                spread = (nn.functional.conv1d(x * x, self.averaging) - mean * mean).relu().add(1e-6).sqrt()
+            else:
+                mean = per_axis.mean(dim=1)
+                spread = (per_axis - mean.unsqueeze(1)).pow(2).mean(dim=1).add(1e-6).sqrt()
             h = torch.relu(self.mix(torch.cat([mean, spread], dim=1)))
             if self.gru is not None:
                 h = self.gru(h.transpose(1, 2))[0].transpose(1, 2)
@@ -61,14 +72,15 @@ _BUILT: dict[str, Path] = {}     # one real export per distinct stand-in and pro
 
 
 def build_bundle(folder, *, preprocess: dict | None = None, hidden: int = 16, seed: int = 0,
-                 events: dict | None = None, precision: str = "fp32", gru: int = 0) -> Path:
+                 events: dict | None = None, precision: str = "fp32", gru: int = 0, batch=1,
+                 exact_rows: bool = False, any_fog: str | None = None) -> Path:
     """Export the stand-in detector into `folder` the way users get bundles: `toolkit.api.export` for the cpu target
     (the real manifest writer, every section; no streaming-fidelity step, which the stand-in does not need)."""
     from toolkit import api
 
     spec = preprocess or small_preprocess()
-    model = _model(spec["patch"], spec["n_patches"], hidden, seed, gru)
-    api.export(model, target="cpu", out=folder, precision=precision, preprocess=spec,
+    model = _model(spec["patch"], spec["n_patches"], hidden, seed, gru, exact_rows)
+    api.export(model, target="cpu", out=folder, precision=precision, preprocess=spec, batch=batch, any_fog=any_fog,
                events=events or TEST_EVENTS, fidelity=False, force=True, quiet=True)
     return Path(folder)
 

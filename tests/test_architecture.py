@@ -149,3 +149,75 @@ def test_the_architecture_page_names_every_module():
     missing = sorted(str(path.relative_to(REPO)) for path in project_modules().values()
                      if path.stem != "__init__" and not re.search(rf"\b{re.escape(path.stem)}\b", page))
     assert not missing, f"docs/architecture.md does not mention {missing}"
+
+
+# ------------------------------------------------------------------ what ships to the device
+
+DEVICE_ROOTS = ("deploy.daemon", "deploy.__main__", "deploy.engines")   # the daemon and every engine
+DEVICE_BLOCK = re.compile(r"<!-- device-modules -->\n(.*?)<!-- /device-modules -->", re.S)
+
+
+def import_closure(roots, graph) -> set[str]:
+    """`roots` (a package stands for all its modules) and every project module they import, at any depth."""
+    todo = [m for m in graph if any(m == r or m.startswith(r + ".") for r in roots)]
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += graph[module]
+    return seen
+
+
+def _files(modules) -> str:
+    """`deploy/`: `daemon`, ...; `deploy/engines/`: ... (each module's file, grouped by folder)."""
+    paths, folders = project_modules(), {}
+    for module in sorted(modules):
+        path = paths[module].relative_to(REPO)
+        folders.setdefault(f"{path.parent}/", []).append(f"`{path.stem}`")
+    return "; ".join(f"`{folder}` {', '.join(stems)}" for folder, stems in folders.items())
+
+
+def device_block() -> str:
+    """docs/architecture.md's list of what ships, rendered from deploy.DEVICE_MODULES and WORKSTATION_MODULES."""
+    import textwrap
+
+    import deploy
+    paragraphs = (f"**Ships to the device** (`deploy.DEVICE_MODULES`, the import closure of the daemon and the "
+                  f"engines: {len(deploy.DEVICE_MODULES)} modules): {_files(deploy.DEVICE_MODULES)}.",
+                  f"**Workstation-only numpy code in deploy/** (`deploy.WORKSTATION_MODULES`: shared without torch, "
+                  f"never imported by the daemon): {_files(deploy.WORKSTATION_MODULES)}.")
+    return "\n\n".join(textwrap.fill(p, 118, break_long_words=False, break_on_hyphens=False)
+                       for p in paragraphs) + "\n"
+
+
+def test_the_device_modules_are_the_daemons_import_closure():
+    """deploy.DEVICE_MODULES is exactly what the daemon and the engines import: a module added to their path, or one
+    that left it, must be written down (and the page regenerated)."""
+    import deploy
+    graph = import_graph()
+    closure = import_closure(DEVICE_ROOTS, graph) | {"deploy"}   # every import of deploy.x runs deploy/__init__
+    listed = set(deploy.DEVICE_MODULES)
+    assert len(listed) == len(deploy.DEVICE_MODULES), "a module is listed twice in deploy.DEVICE_MODULES"
+    assert listed == closure, (f"deploy.DEVICE_MODULES lists {sorted(listed - closure)} which the daemon does not "
+                               f"import, and misses {sorted(closure - listed)} which it does")
+    everything = {m for m in graph if m == "deploy" or m.startswith("deploy.")}
+    workstation = set(deploy.WORKSTATION_MODULES)
+    assert not workstation & listed and workstation | listed == everything, (
+        f"every module of deploy/ is either shipped or workstation-only: unlisted {sorted(everything - listed - workstation)}"
+        f", both {sorted(workstation & listed)}")
+
+
+def test_the_architecture_page_shows_what_ships():
+    page = (REPO / "docs" / "architecture.md").read_text()
+    found = DEVICE_BLOCK.search(page)
+    assert found, "docs/architecture.md has no <!-- device-modules --> block"
+    assert found.group(1) == device_block(), "docs/architecture.md's device-modules block is stale; it should " \
+                                             "read:\n" + device_block()
+
+
+def test_the_closure_follows_lazy_and_function_level_imports():
+    graph = {"deploy.daemon": {"deploy.a"}, "deploy.a": {"deploy.b"}, "deploy.b": set(), "deploy.c": set(),
+             "deploy.engines": set(), "deploy.engines.x": {"deploy.c"}}
+    assert import_closure(DEVICE_ROOTS, graph) == {"deploy.daemon", "deploy.a", "deploy.b", "deploy.engines",
+                                                   "deploy.engines.x", "deploy.c"}

@@ -119,7 +119,7 @@ def test_graph_counts_of_another_toolchain_are_not_compared_and_say_so():
     verdict = bb.compare("m/b", newer, recorded, 0.13)
     assert verdict.ok and verdict.notices == ["m/b: graph structure recorded with another toolchain (onnxruntime "
                                               "1.31.1 -> 1.32.0): only parameters compared; re-record on purpose: "
-                                              "toolkit bench MODEL --update-baseline"]
+                                              "toolkit bench --model MODEL --update-baseline"]
     grown = dict(newer, structure=dict(newer["structure"], parameters=6))   # the model itself changed
     assert bb.compare("m/b", grown, recorded, 0.13).problems == ["m/b: parameters is 6, baseline 5"]
     same = dict(_entry(nodes=14), toolchain=recorded["toolchain"])
@@ -168,12 +168,13 @@ def test_cli_errors_are_one_line(capsys):
     assert "no-such-model-or-folder" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_bench_report_of_a_small_model(tmp_path):
     from toolkit.bench import run as bench
-    from toolkit.bench.backends import Subject
-    subject = Subject(name="mixed", input_shape=(1, 6, 20), window_s=2.0, hop_s=0.5, factory=_Mixed,
+    from toolkit.bench.backends import BenchedModel
+    benched = BenchedModel(name="mixed", input_shape=(1, 6, 20), window_s=2.0, hop_s=0.5, factory=_Mixed,
                       workdir=tmp_path)
-    report = bench.run_bench(subject, ["pytorch-eager", "onnxruntime-fp32", "tensorrt"], batches=(1, 4), blocks=4,
+    report = bench.run_bench(benched, ["pytorch-eager", "onnxruntime-fp32", "tensorrt"], batches=(1, 4), blocks=4,
                               sweep_block_s=0.02)
     for name in ("pytorch-eager", "onnxruntime-fp32"):
         b1 = report["backends"][name]["batch1"]
@@ -208,12 +209,12 @@ def _mixed_bundle(tmp_path, **manifest):
 def test_bundle_subject_runs_its_own_file_and_names_missing_backends(tmp_path):
     from toolkit.bench import run as bench
     folder = _mixed_bundle(tmp_path, events={"hop_s": 0.5}, models={"fp32": "model_fp32.onnx", "int8": None})
-    subject = bench.load_subject(str(folder))
-    assert subject.window_s == 4.0 and subject.hop_s == 0.5 and subject.input_shape == (1, 6, 20)
-    assert subject.onnx("fp32", 1) == folder / "model_fp32.onnx"
-    structure = bench.structure(subject, "onnxruntime-fp32")
+    benched = bench.load_benched(str(folder))
+    assert benched.window_s == 4.0 and benched.hop_s == 0.5 and benched.input_shape == (1, 6, 20)
+    assert benched.onnx("fp32", 1) == folder / "model_fp32.onnx"
+    structure = bench.structure(benched, "onnxruntime-fp32")
     assert structure["parameters"] == 123 and structure["onnx_bytes"] == (folder / "model_fp32.onnx").stat().st_size
-    report = bench.run_bench(subject, ["onnxruntime-fp32", "onnxruntime-int8", "pytorch-eager"], batches=(1, 2),
+    report = bench.run_bench(benched, ["onnxruntime-fp32", "onnxruntime-int8", "pytorch-eager"], batches=(1, 2),
                              blocks=3, sweep_block_s=0.02)
     assert [row["batch"] for row in report["backends"]["onnxruntime-fp32"]["sweep"]] == [1]  # no preset: no b2
     assert "int8" in report["skipped"]["onnxruntime-int8"]
@@ -283,7 +284,7 @@ def test_a_timing_over_the_limit_is_measured_once_more_before_it_fails(monkeypat
     from toolkit.bench import run
     calls = []
 
-    def again(subject, backends, threads=1, timed=None):
+    def again(benched, backends, threads=1, timed=None):
         calls.append(backends)
         return {f"m/{backends[0]}": _timed_entry(second)}
     monkeypatch.setattr(run, "regression_entries", again)

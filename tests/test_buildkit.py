@@ -9,8 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from toolkit.export.buildkit import ENGINE_ATOL, TRTEXEC_OPTIONS, generation, write_kit
+from toolkit.export.buildkit import COMPARE, ENGINE_ATOL, TRTEXEC_OPTIONS, Reference, generation, write_kit
 from toolkit.export.targets import list_targets
+
+
+def _ref(inputs, outputs, precision="int8") -> Reference:
+    return Reference(np.asarray(inputs, np.float32), np.asarray(outputs, np.float32), "test arrays", precision)
 
 
 def _trtexec_lines(script: str) -> list[list[str]]:
@@ -25,9 +29,9 @@ def test_generation_of_each_tensorrt_version():
 @pytest.mark.parametrize("target", [t for t in list_targets() if t.runtime == "tensorrt"], ids=lambda t: t.name)
 def test_each_targets_script_uses_only_flags_its_tensorrt_accepts(tmp_path, target):
     precision = target.default_precision
+    spread = np.linspace(0, 1, 2 * 4 * 3).reshape(2, 1, 4, 3)       # outputs spanning 0..1: the precision's limit
     kit = write_kit(tmp_path, target, model_file="model_int8_qdq.onnx" if precision == "int8" else "model_fp32.onnx",
-                    precision=precision, inputs=np.zeros((1, 6, 4), np.float32),
-                    outputs=np.zeros((1, 4, 3), np.float32))
+                    precision=precision, ref=_ref(np.zeros((2, 1, 6, 4)), spread, precision))
     script = (tmp_path / "kit" / "build_engine.sh").read_text()
     gens = kit["generations"]
     blocks = script.split('if [ "$TRT_MAJOR" = ')[1:]
@@ -53,17 +57,17 @@ def test_each_targets_script_uses_only_flags_its_tensorrt_accepts(tmp_path, targ
                 if gen.startswith("8"):  # TensorRT 8 DLA takes no explicit Q/DQ: the FP16 model goes there
                     assert "--int8" not in flags and "--onnx=model_fp32.onnx" in args
     assert ("--useDLACore" in script) == target.dla
-    assert f"--atol {ENGINE_ATOL[precision]}" in script and "polygraphy run cache/model.engine" in script
+    assert COMPARE.format(atol=ENGINE_ATOL[precision]) in script and "polygraphy run cache/model.engine" in script
     if shutil.which("bash"):
         subprocess.run(["bash", "-n", str(tmp_path / "kit" / "build_engine.sh")], check=True)
     ref = np.load(tmp_path / "kit" / "reference.npz")
-    assert set(ref.files) == {"x", "probs"} and ref["x"].shape == (1, 6, 4)
+    assert set(ref.files) == {"x", "probs"} and ref["x"].shape == (2, 1, 6, 4)
 
 
 def test_kit_writes_engine_and_caches_under_cache_so_the_bundle_stays_verifiable(tmp_path):
     target = next(t for t in list_targets() if t.name == "jetson-orin-jp6")
     write_kit(tmp_path, target, model_file="model_int8_qdq.onnx", precision="int8",
-              inputs=np.zeros((1, 2, 3), np.float32), outputs=np.zeros((1, 2, 3), np.float32))
+              ref=_ref(np.zeros((1, 1, 2, 3)), np.zeros((1, 1, 2, 3))))
     script = (tmp_path / "kit" / "build_engine.sh").read_text()
     for args in _trtexec_lines(script):
         outputs = [a.split("=", 1)[1] for a in args if a.split("=")[0] in
@@ -76,15 +80,16 @@ def test_polygraphy_files_from_the_reference(tmp_path):
     from polygraphy.comparator import RunResults
     from polygraphy.json import load_json
     target = next(t for t in list_targets() if t.name == "jetson-orin-jp6")
-    x, y = np.random.rand(1, 5, 3).astype(np.float32), np.random.rand(1, 5, 3).astype(np.float32)
-    write_kit(tmp_path, target, model_file="m.onnx", precision="int8", inputs=x, outputs=y)
+    x, y = np.random.rand(3, 1, 5, 3).astype(np.float32), np.random.rand(3, 1, 5, 3).astype(np.float32)
+    write_kit(tmp_path, target, model_file="m.onnx", precision="int8", ref=_ref(x, y))
     kit = tmp_path / "kit"
     subprocess.run([sys.executable, str(kit / "npz_to_polygraphy.py"), str(kit / "reference.npz"), str(tmp_path)],
                    check=True)
-    np.testing.assert_array_equal(load_json(str(tmp_path / "inputs.json"))[0]["x"], x)
+    feeds = load_json(str(tmp_path / "inputs.json"))
+    assert len(feeds) == 3 and all(np.array_equal(f["x"], x[k]) for k, f in enumerate(feeds))   # one per window
     results = RunResults.load(str(tmp_path / "reference_outputs.json"))
-    stored = results[0][1][0]["probs"]
-    assert polygraphy and np.array_equal(np.asarray(getattr(stored, "load", lambda: stored)()), y)
+    stored = [np.asarray(getattr(it["probs"], "load", lambda v=it["probs"]: v)()) for it in results[0][1]]
+    assert polygraphy and len(stored) == 3 and all(np.array_equal(s, y[k]) for k, s in enumerate(stored))
 
 
 def _stub(path, body: str):
@@ -101,7 +106,7 @@ def test_kit_script_records_the_model_and_precision_it_built_from(tmp_path, dla_
     bundle, stubs, log = tmp_path / "bundle", tmp_path / "bin", tmp_path / "calls.log"
     bundle.mkdir(), stubs.mkdir()
     write_kit(bundle, target, model_file="model_int8_qdq.onnx", precision="int8",
-              inputs=np.zeros((1, 2, 3), np.float32), outputs=np.zeros((1, 2, 3), np.float32))
+              ref=_ref(np.zeros((1, 1, 2, 3)), np.zeros((1, 1, 2, 3))))
     _stub(stubs / "trtexec", f'[ "$1" = --help ] && echo "[TensorRT v8502]" && exit 0\necho "trtexec $*" >> {log}\n')
     _stub(stubs / "polygraphy", f'echo "polygraphy $*" >> {log}\n')
     _stub(stubs / "python3", f'if [ "$1 $2" = "-m deploy.engines.tensorrt" ]; then echo "record $*" >> {log}; exit 0; fi\n'

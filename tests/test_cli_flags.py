@@ -7,12 +7,14 @@ import argparse
 import pytest
 
 from toolkit.cli import _prepared, build_parser, main
+from toolkit.commands._options import bundle_of
+from toolkit.commands.bench import benched_spec
 
 # Options defined once (toolkit/commands/_options.py, _events.py, _recordings.py): same help everywhere.
 SHARED = {"--model", "--weights", "--quiet", "--json", "--json-out", "--plot", "--layout", "--hop-s", "--lookahead-s",
-          "--smoothing-s", "--on", "--off", "--min-duration-s", "--refractory-s", "--synthetic", "--mapping"}
+          "--smoothing-s", "--on", "--off", "--min-duration-s", "--refractory-s", "--synthetic", "--mapping", "--bundle"}
 HIDDEN = {"--preset": "model", "--checkpoint": "weights", "--min-duration": "min_duration_s",
-          "--smoothing": "smoothing_s", "--refractory": "refractory_s"}
+          "--smoothing": "smoothing_s", "--refractory": "refractory_s", "--engine": "runner"}
 MODEL_COMMANDS = ("train", "calibrate", "evaluate", "export")
 
 
@@ -92,7 +94,37 @@ def test_hidden_aliases_still_parse():
     b = parse("bench", "fog-small", "--json")
     assert b.json is True and b.json_out is None
     b = parse("bench", "--json", "-", "fog-small")
-    assert b.json is True and b.model == "fog-small"
+    assert b.json is True and benched_spec(b) == "fog-small"
+
+
+BUNDLE_COMMANDS = ("inspect", "bench", "evaluate", "score", "serve")
+
+
+def test_the_bundle_is_named_the_same_way_in_every_command(capsys):
+    """--bundle DIR wherever a bundle is read (also fog-daemon); the folder as first argument, as inspect, bench and
+    serve (fog-daemon) took it, still works, hidden from the help."""
+    from deploy.daemon_args import build_parser as daemon_parser, overrides_from_args
+
+    options = subcommand_options()
+    for command in BUNDLE_COMMANDS:
+        assert options[command]["--bundle"].dest == "bundle", command
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown = capsys.readouterr().out
+        assert "--bundle DIR" in shown and "BUNDLE" not in shown.replace("--bundle", ""), command
+    parser = build_parser()
+
+    def parse(*argv):
+        return parser.parse_args(_prepared(list(argv)))
+    for command in ("inspect", "serve"):
+        assert bundle_of(parse(command, "b1")) == bundle_of(parse(command, "--bundle", "b1")) == "b1"
+    assert benched_spec(parse("bench", "--bundle", "b1")) == benched_spec(parse("bench", "b1")) == "b1"
+    assert benched_spec(parse("bench", "--model", "fog-gru")) == "fog-gru"
+    for old, new in ((["b1", "--stdin"], ["--bundle", "b1", "--stdin"]), (["b1"], ["--bundle", "b1"])):
+        daemon = [overrides_from_args(daemon_parser().parse_args(argv))[0]["bundle"] for argv in (old, new)]
+        assert daemon == ["b1", "b1"]
+    with pytest.raises(Exception, match="two bundles given"):
+        bundle_of(parse("inspect", "b1", "--bundle", "b2"))
 
 
 @pytest.mark.parametrize("item, hint", [

@@ -29,7 +29,8 @@ def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("contract") / "b"
     assert cli(["export", "--model", "tests.fixtures.user_models:tiny_convnet", "--rate-hz", "64", "--patch", "4",
                 "--input-layout", "BCT", "--n-patches", "32", "--target", "jetson", "--calib-windows", "4",
-                "--verify-windows", "4", "--hop-s", "0.25", "--out", str(out), "--quiet"]) == 0
+                "--verify-windows", "4", "--hop-s", "0.25", "--out", str(out), "--quiet",
+                "--allow-degenerate"]) == 0     # the seeded stand-in is an always-on detector
     return out
 
 
@@ -151,3 +152,13 @@ def test_per_class_thresholds_are_how_a_manifest_writes_them():
     settings = replace(EventSettings(), on=0.6)
     assert settings.per_class(CLASSES).on == {c: 0.6 for c in CLASSES}
     assert settings.per_class(CLASSES).off == {c: EventSettings().off for c in CLASSES}
+
+
+def test_the_schema_in_the_docs_is_generated_from_the_sections():
+    from toolkit.export import schema_doc
+    page = (REPO / "docs" / "architecture.md").read_text()
+    assert schema_doc.documented(page) == schema_doc.block(), \
+        "docs/architecture.md's manifest schema is stale: run `python -m toolkit.export.schema_doc --write`"
+    for name in SECTIONS:                     # every typed section and every one of its keys is on the page
+        assert f"\n{name}: deploy.contract." in page, name
+    assert page.count("\noutput: ") == 1       # one output line (there were two, contradicting each other)

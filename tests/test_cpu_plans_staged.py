@@ -301,13 +301,13 @@ def test_stages_quantize_attention_products_only_when_that_measures_faster(tmp_p
 
 
 def test_bench_runs_the_stages_with_int8_attention_products(tmp_path):
-    from toolkit.bench.backends import Subject, open_runner
-    subject = Subject(name="attn", input_shape=SHAPE, factory=AttentionThenBiLSTM, workdir=tmp_path)
-    out = open_runner(subject, "onnxruntime-staged-activations", 1, 2)()
+    from toolkit.bench.backends import BenchedModel, open_runner
+    benched = BenchedModel(name="attn", input_shape=SHAPE, factory=AttentionThenBiLSTM, workdir=tmp_path)
+    out = open_runner(benched, "onnxruntime-staged-activations", 1, 2)()
     assert np.asarray(out).shape == (1, SHAPE[2], 3)
-    folder, plan = subject.staged(1, activations=True)
-    assert plan["activations_int8"] and folder != subject.staged(1)[0]
-    assert _float_products(folder, plan) == 0 and _float_products(*subject.staged(1)) == 2
+    folder, plan = benched.staged(1, activations=True)
+    assert plan["activations_int8"] and folder != benched.staged(1)[0]
+    assert _float_products(folder, plan) == 0 and _float_products(*benched.staged(1)) == 2
 
 
 def _float_products(folder, plan) -> int:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,29 +20,15 @@ from deploy.bundle import Bundle
 from deploy.config import build_config, event_settings
 from deploy.daemon import run
 from deploy.engines import open_engine
-from deploy.events import Event, detect_events
+from deploy.events import Detection, Event
 from deploy.metrics import event_metrics, pool_event_metrics
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
 from deploy.recording import write_recording
 from models import get_preset
+from tests.conftest import DEFAULT_WEIGHTS as WEIGHTS
 from tests.helpers_bundle import make_bundle
-
-REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = REPO / "models" / "weights" / "fog-small.pt"
 HELDOUT_SEED = 3000  # training drew its subjects with seed 0 (models/weights/fog-small.json), the model report 1000
-
-
-@pytest.fixture(scope="session")
-def default_bundle(tmp_path_factory):
-    """The trained default as a bundle (`toolkit export`, cpu target, fp32: ~25 s), or None without weights."""
-    if not WEIGHTS.is_file():
-        return None
-    out = tmp_path_factory.mktemp("default") / "bundle"
-    result = subprocess.run([sys.executable, "-m", "toolkit.cli", "export", "--target", "cpu", "--precision", "fp32",
-                             "--out", str(out), "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return out
 
 
 def _infer(engine):
@@ -76,7 +59,7 @@ def _stream_and_compare(bundle_dir, recordings, tmp_path, events_override=None):
         timeline = predict_recording(rec, spec, _infer(engine), settings.hop_samples(spec.rate_hz),
                                      settings.lookahead_samples(spec.rate_hz))
         labels = prepare_recording(rec, spec).labels                    # at the model rate, nearest sample
-        off_events = detect_events(timeline, spec.rate_hz, classes=bundle.classes, **settings.detector_kwargs())
+        off_events = Detection.of_bundle(bundle, settings).events(timeline, spec.rate_hz)   # as the bundle says
         assert len(events) == len(off_events)
         offline.append(event_metrics(labels, off_events, spec.rate_hz))
         streamed.append(event_metrics(labels, events, spec.rate_hz))
@@ -89,6 +72,7 @@ def _stream_and_compare(bundle_dir, recordings, tmp_path, events_override=None):
     return s
 
 
+@pytest.mark.slow
 def test_trained_default_bundle_streams_the_offline_event_figures(default_bundle, tmp_path):
     if default_bundle is None:
         pytest.skip(f"{WEIGHTS} is absent: the stand-in test below covers streaming == offline")

@@ -81,7 +81,7 @@ def test_default_model_raises_far_fewer_false_alarms_than_the_freeze_index_on_re
     the exact figures, measured by this same code)."""
     from calibration.data import as_spec
     from calibration.model_report import mobgap_recordings, scored
-    from deploy.events import DEFAULT_SETTINGS
+    from deploy.contract.events import EventSettings
     from models import get_preset
 
     model, preset, _ = load_model("fog-small")
@@ -89,7 +89,7 @@ def test_default_model_raises_far_fewer_false_alarms_than_the_freeze_index_on_re
     walking = mobgap_recordings(mobgap_dir.parent.parent)
     for r in walking:
         r.labels = None
-    settings = {**DEFAULT_SETTINGS, **get_preset(preset).events}   # what its bundles carry, as the report uses
+    settings = EventSettings.resolve(get_preset(preset).events)   # what its bundles carry, as the report uses
     figures = scored(model, walking, spec, settings, "fog-small")
     ours, baseline = figures["model"]["unlabelled"], figures["freeze_index"]["unlabelled"]
     assert ours["recordings"] >= 8 and ours["false_alarms_per_hour"] <= 20, ours

@@ -39,7 +39,7 @@ def test_torch_model_through_the_registry(monkeypatch, capsys):
 
     preset = types.SimpleNamespace(preprocess={"rate_hz": 64, "units": "g", "patch": 8, "n_patches": 16,
                                                "normalization": "window", "scale": 1.0, "layout": "BCT"},
-                                   events={})
+                                   events={}, classes=("StartHesitation", "Turn", "Walking"))
     fake = types.SimpleNamespace(list_presets=lambda: ["tiny"], create_model=lambda name, pretrained=False: PerPatch(),
                                  get_preset=lambda name: preset, pretrained_path=lambda name: None)
     monkeypatch.setitem(sys.modules, "models", fake)

@@ -1,6 +1,8 @@
 """EventDetector: hysteresis, minimum duration, refractory merge, and chunked == one-shot."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,51 @@ def test_vectorized_state_machine_equals_a_per_sample_loop(refractory_s, chunk):
         assert [m[:3] for m in mine] == [e[:3] for e in expected]
         np.testing.assert_allclose([m[3] for m in mine], [e[3] for e in expected], rtol=0, atol=1e-12)
     assert len(got) >= 5
+
+
+def _overlapping_freeze(rate: float = 64.0) -> np.ndarray:
+    """(n, 4) probabilities: one freeze that crosses the threshold of two event classes at once, and a background
+    class (column 3) high everywhere else."""
+    probs = np.zeros((int(30 * rate), 4))
+    probs[:, 3] = 0.95
+    freeze = slice(int(10 * rate), int(16 * rate))
+    probs[freeze, 0], probs[freeze, 1], probs[freeze, 3] = 0.8, 0.7, 0.0
+    return probs
+
+
+def test_one_any_fog_event_per_freeze_or_one_per_class_as_the_mode_says():
+    from deploy.contract.events import EventSettings
+    from deploy.events import Detection
+    classes, probs = ("StartHesitation", "Turn", "Walking", "NoEvent"), _overlapping_freeze()
+    knobs = {"on": {"StartHesitation": 0.6, "Turn": 0.65, "Walking": 0.9, "NoEvent": 0.5}, "off": 0.4}
+    per_class = Detection.of(EventSettings.resolve(knobs, {"mode": "per_class"}), classes, [0, 1, 2], "max")
+    found = per_class.events(probs, 64.0)
+    assert sorted(e.cls for e in found) == ["StartHesitation", "Turn"]     # one freeze, two messages; no NoEvent
+    anyfog = Detection.of(EventSettings.resolve(knobs, {"mode": "any"}), classes, [0, 1, 2], "max")
+    (event,) = anyfog.events(probs, 64.0)
+    assert event.cls == "FOG" and event.onset_s == pytest.approx(found[0].onset_s, abs=0.1)
+    assert anyfog.detector_kwargs()["on"] == 0.6               # the least strict of the event classes' thresholds
+    # the streaming detector sees what the offline one sees, chunk by chunk
+    det = anyfog.detector(64.0)
+    streamed = [e for k in range(0, len(probs), 100) for e in det.update(anyfog.rows(probs[k:k + 100]))]
+    assert streamed + det.flush() == [event]
+    # "sum": the event classes' shares add up (a softmax model): 0.35 + 0.3 crosses 0.6 where neither class does
+    probs[:, :3] = np.where(probs[:, :3] > 0, [0.35, 0.3, 0.0], 0.0)
+    assert per_class.events(probs, 64.0) == [] and len(Detection.of(
+        EventSettings.resolve(knobs, {"mode": "any"}), classes, [0, 1, 2], "sum").events(probs, 64.0)) == 1
+
+
+def test_the_event_mode_follows_the_training_labels():
+    from calibration.checkpoint import checkpoint_info, trained_event_mode
+    from deploy.contract.events import EventSettings
+    from deploy.errors import ConfigError
+    shipped = Path(__file__).resolve().parents[1] / "models" / "weights" / "fog-small.pt"
+    if shipped.with_suffix(".json").is_file():      # trained on untyped Daphnet freezes (+ typed synthetic ones)
+        assert trained_event_mode(checkpoint_info(shipped))[0] == "any"
+    typed = {"train_data": {"sources": ["tdcsfog"], "label_kinds": {"typed": 40, "untyped": 0, "unlabelled": 0}}}
+    mixed = {"train_data": {"sources": ["daphnet", "tdcsfog"], "label_kinds": {"typed": 4, "untyped": 1}}}
+    assert trained_event_mode(typed)[0] == "per_class" and trained_event_mode(mixed)[0] == "any"
+    assert trained_event_mode({})[0] is None                     # a user's weights say nothing: per_class stays
+    assert EventSettings.from_dict({}).mode == "per_class"      # a bundle written before events.mode
+    with pytest.raises(ConfigError, match="events.mode = 'anyfog': must be one of 'any', 'per_class'"):
+        EventSettings.from_dict({"mode": "anyfog"})

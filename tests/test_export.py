@@ -16,7 +16,7 @@ from toolkit.export.targets import get_target
 
 CONV = "tests.fixtures.user_models:tiny_convnet"
 CONV_FLAGS = ["--model", CONV, "--patch", "4", "--layout", "BCT", "--n-patches", "8", "--rate-hz", "64",
-              "--calib-windows", "16", "--verify-windows", "8", "--quiet"]
+              "--calib-windows", "16", "--verify-windows", "8", "--quiet", "--allow-degenerate"]
 
 
 def _conv_source():
@@ -24,7 +24,8 @@ def _conv_source():
 
 
 def _options(**kw):
-    return ExportOptions(calib_windows=16, verify_windows=8, quiet=True, **kw)
+    # the stand-ins seed their own random weights: always-on detectors, exported on purpose (toolkit.export.detector)
+    return ExportOptions(calib_windows=16, verify_windows=8, quiet=True, allow_degenerate=True, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_bundle_holds_checked_verified_models(jetson_bundle, capsys):
     assert manifest["output"]["per"] == "patch" and manifest["output"]["activation"] == "sigmoid"
     names = {(c["model"], c["name"]) for c in manifest["checks"]}
     assert ("model_int8_qdq.onnx", "Q/DQ rules") in names and ("model_fp32.onnx", "operators") in names
-    assert all(c["passed"] for c in manifest["checks"])
+    assert all(c["passed"] or c.get("warning") for c in manifest["checks"])   # warnings: the stand-in's detector
     pairs = manifest["verification"]["pairs"]
     assert set(pairs) == {"torch_vs_ort_fp32", "torch_qat_vs_ort_int8", "torch_vs_ort_int8"}
     for pair in pairs.values():

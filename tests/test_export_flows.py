@@ -27,8 +27,9 @@ from toolkit.cli import main as cli  # noqa: E402
 from toolkit.export.qdq import GraphIndex, check_qdq  # noqa: E402
 
 N_PATCHES = 6
+# --allow-degenerate: the weights saved here were never trained; their always-on detectors are exported on purpose
 COMMON = ["--n-patches", str(N_PATCHES), "--target", "jetson", "--calib-windows", "16", "--verify-windows", "8",
-          "--quiet"]
+          "--quiet", "--allow-degenerate"]
 
 
 def _export(out, *args) -> dict:
@@ -36,7 +37,7 @@ def _export(out, *args) -> dict:
     manifest = Bundle.load(out).manifest
     assert manifest["precision"] == "int8" and manifest["target"]["name"] == "jetson-orin-jp6"
     assert manifest["models"]["int8"] and manifest["export"]["calibration"]["windows"] == 16
-    assert all(c["passed"] for c in manifest["checks"]), manifest["checks"]
+    assert all(c["passed"] or c.get("warning") for c in manifest["checks"]), manifest["checks"]
     assert any(c["name"] == "Q/DQ rules" and c["model"] == manifest["models"]["int8"] for c in manifest["checks"])
     assert all(p["passed"] for p in manifest["verification"]["pairs"].values())
     assert "torch_vs_ort_int8" in manifest["verification"]["pairs"]
@@ -71,7 +72,7 @@ def test_tsai_checkpoint_at_batch_1_calibrates_and_exports_int8(tmp_path, monkey
 def test_preset_calibrated_on_recordings(tmp_path):
     rec = tmp_path / "walk.csv"
     write_recording(synth_recording(1.0, seed=3, rate_hz=100.0), rec, "defog")
-    manifest = _export(tmp_path / "rec", "--model", "fog-small", "--calib-data", str(rec))
+    manifest = _export(tmp_path / "rec", "--model", "fog-small", "--untrained", "--calib-data", str(rec))
     calibration = manifest["export"]["calibration"]
     assert calibration["unused"] == [] and "unused_amax" not in calibration
     assert calibration["data"]["recordings"] == ["walk"]

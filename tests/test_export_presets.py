@@ -15,7 +15,8 @@ from deploy.bundle import Bundle  # noqa: E402
 from toolkit.cli import main as cli  # noqa: E402
 from calibration.data import BatchReader, synthetic_windows  # noqa: E402
 from toolkit.export.onnx import export_float, export_graph, with_activation  # noqa: E402
-from toolkit.export.pipeline import _WIDE, calibrate_int8  # noqa: E402
+from toolkit.export.pipeline import _WIDE  # noqa: E402
+from toolkit.export.ranges import calibrate_int8  # noqa: E402
 from toolkit.export.source import resolve  # noqa: E402
 from toolkit.export.checks import run_checks  # noqa: E402
 from toolkit.export.targets import list_targets  # noqa: E402
@@ -38,7 +39,7 @@ def graphs(tmp_path_factory):
     def get(preset: str, opset: int, kind: str, target):
         key = (preset, opset, kind)
         if key not in cache:
-            source = sources.setdefault(preset, resolve(preset, n_patches=N_PATCHES))
+            source = sources.setdefault(preset, resolve(preset, n_patches=N_PATCHES, untrained=True))
             shape = source.input_shape(1)
             path = folder / f"{preset}-{opset}-{kind}.onnx"
             if kind == "float":
@@ -58,7 +59,8 @@ def graphs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.name)
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p == "fog-1st-place" else p
+                                    for p in PRESETS])   # the large preset's graphs: seconds per target
 def test_every_preset_passes_every_targets_checks(graphs, preset, target):
     float_model, note = graphs(preset, target.export_opset, "float", target)
     precision = "fp16" if target.fp16 else "fp32"
@@ -96,4 +98,4 @@ def test_default_export_for_jetson_is_checked_and_verified(tmp_path, capsys):
     assert all(c["passed"] for c in manifest["checks"])
     assert all(p["passed"] for p in manifest["verification"]["pairs"].values())
     assert manifest["input"]["shape"] == [1, 24, 128]
-    assert "checks: 16/16 passed" in capsys.readouterr().out
+    assert "checks: 19/19 passed" in capsys.readouterr().out

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deploy.recording import Recording, write_recording
-from tests.daemon_harness import Daemon, daemon_env, final_counters, run_daemon, wait_until
+from tests.daemon_harness import Daemon, Taken, daemon_env, final_counters, run_daemon, wait_until
 from tests.helpers_bundle import make_bundle
 from tests.test_stream import walking_recording
 
@@ -62,7 +62,10 @@ def test_stdin_at_100hz_with_its_rate_runs(bundle, env):
 def test_rate_check_warn_counts_and_runs(bundle, env):
     result = run_daemon([bundle, "--stdin", "--set", 'source.rate_check="warn"'], env, input=lines(100.0, 10))
     c = clean(result)
-    assert c["rate_mismatches"] >= 1 and c["accepted"] == 1000 and "timestamps say" in result.stderr
+    # the intake's grid follows the stream's true period within ~30 samples; what comes too early until then is
+    # dropped and counted (too_close): 100 Hz declared as 64 Hz is 36 % off
+    assert c["rate_mismatches"] >= 1 and c["accepted"] >= 970 and "timestamps say" in result.stderr
+    assert c["accepted"] + c["dropped"].get("too_close", 0) == 1000
 
 
 def test_clock_reset_starts_a_new_segment(bundle, env):
@@ -213,13 +216,7 @@ def test_udp_datagrams_the_kernel_drops_are_counted():
     counters, inbox, stop = Counters(), queue.Queue(maxsize=100_000), threading.Event()
     feed = Feed(source, inbox, counters, stop)
     thread = feed.start()
-    received = 0
-
-    def take() -> int:
-        nonlocal received
-        while not inbox.empty():
-            received += getattr(inbox.get(), "received", 0)
-        return received
+    take = Taken(inbox)
 
     def one_more() -> bool:
         # the kernel hands its drop count over with the next datagram it has room to queue: the stream goes on

@@ -3,7 +3,7 @@
 Against `benchmarks/baselines/<machine class>.json`: graph structure (nodes, Q/DQ nodes, MACs, parameters, ONNX
 bytes) must match exactly; the normalized latency (model / reference workload, same run, interleaved) may exceed
 the baseline by at most the file's tolerance. One extra encoder layer must fail on structure; the encoder tripled must fail on timing too.
-Re-record on purpose with `toolkit bench MODEL --update-baseline` (see docs/bench.md). A machine class without a
+Re-record on purpose with `toolkit bench --model MODEL --update-baseline` (see docs/bench.md). A machine class without a
 baseline file (or with no entries yet, e.g. a Jetson before its first recording) skips, saying how to record one.
 
 What CI times, and why (the suite must stay fast): fog-small structure on every backend, timing on PyTorch eager,
@@ -49,7 +49,7 @@ from toolkit.bench import baseline as bench_baseline  # noqa: E402
 from toolkit.bench import run as bench  # noqa: E402
 from toolkit.bench.backends import BackendUnavailable, check_available  # noqa: E402
 
-pytestmark = pytest.mark.latency
+pytestmark = [pytest.mark.latency, pytest.mark.slow]   # the exports and timings: minutes
 
 DEFAULT = "fog-small"
 FIRST_PLACE = "fog-1st-place"
@@ -72,7 +72,7 @@ def baseline() -> dict:
     data = bench_baseline.load(path)
     if not data.get("entries"):
         pytest.skip(f"no latency baseline recorded for machine class {bench_baseline.machine_class()!r} "
-                    f"({path}); record one with `toolkit bench {DEFAULT} --update-baseline` (docs/bench.md)")
+                    f"({path}); record one with `toolkit bench --model {DEFAULT} --update-baseline` (docs/bench.md)")
     return data
 
 
@@ -84,21 +84,21 @@ def _record(entries: dict, label: str) -> None:
                 fh.write(json.dumps({"label": label, "key": key, **entry}) + "\n")
 
 
-def _measure(model: str, overrides=None, backends=None, timed=None, subject_too: bool = False):
+def _measure(model: str, overrides=None, backends=None, timed=None, benched_too: bool = False):
     pinned, timed_here = CASES[model]
     timed = timed_here if timed is None else timed
     spec = os.environ.get("FOG_LATENCY_BUNDLE", model) if model == DEFAULT and not overrides else model
-    subject = bench.load_subject(spec, overrides, name=model)
+    benched = bench.load_benched(spec, overrides, name=model)
     usable = []
     for backend in backends or pinned:
         try:
-            check_available(subject, backend)
+            check_available(benched, backend)
             usable.append(backend)
         except BackendUnavailable:
             continue  # e.g. tensorrt off the Jetson: not in this machine's baseline either
-    entries = bench.regression_entries(subject, usable, threads=1, timed=timed)
+    entries = bench.regression_entries(benched, usable, threads=1, timed=timed)
     _record(entries, f"{model}{'+' + json.dumps(overrides) if overrides else ''}")
-    return (subject, entries) if subject_too else entries
+    return (benched, entries) if benched_too else entries
 
 
 def _verdicts(entries: dict, baseline: dict):
@@ -113,21 +113,21 @@ def _same_toolchain(baseline: dict, key: str) -> None:
                                                bench_baseline.toolchain())
     if changed:
         pytest.skip(f"{key} was recorded with another toolchain ({', '.join(changed)}): its graph counts are not "
-                    "this toolchain's; re-record on purpose with `toolkit bench MODEL --update-baseline`")
+                    "this toolchain's; re-record on purpose with `toolkit bench --model MODEL --update-baseline`")
 
 
 @pytest.mark.parametrize("model", [DEFAULT, FIRST_PLACE])
 def test_model_matches_its_baseline(model, baseline):
     # a timing over the limit is measured once more before it fails (bench.checked_verdicts): CI once saw
     # fog-small's eager at +13.3 % in the whole suite while four fresh processes the same hour measured -2..+4 %
-    subject, entries = _measure(model, subject_too=True)
-    verdicts = bench.checked_verdicts(subject, entries, baseline)
+    benched, entries = _measure(model, benched_too=True)
+    verdicts = bench.checked_verdicts(benched, entries, baseline)
     assert verdicts, f"no backend of {model} could run here"
     for notice in (n for v in verdicts for n in v.notices):
         warnings.warn(notice)   # graph counts of another toolchain: not compared, said in the summary
     problems = [p for v in verdicts for p in v.problems]
     assert not problems, "latency regression:\n" + "\n".join(problems) + \
-        "\nIf the change is deliberate, re-record: toolkit bench MODEL --update-baseline"
+        "\nIf the change is deliberate, re-record: toolkit bench --model MODEL --update-baseline"
 
 
 def test_extra_encoder_layer_fails_on_structure(baseline):
@@ -154,7 +154,7 @@ def test_extra_encoder_layer_fails_on_stage_structure(baseline):
     key = bench_baseline.entry_key(DEFAULT, "onnxruntime-staged")
     _same_toolchain(baseline, key)
     want = baseline["entries"].get(key, {}).get("structure", {}).get("stage_nodes")
-    assert want, f"{key}: no stage_nodes in the baseline; record it with `toolkit bench {DEFAULT} --update-baseline`"
+    assert want, f"{key}: no stage_nodes in the baseline; record it with `toolkit bench --model {DEFAULT} --update-baseline`"
     slowed = _measure(DEFAULT, {"num_encoder_layers": 3}, backends=("onnxruntime-staged",), timed=())
     (verdict,) = _verdicts(slowed, baseline)
     got = slowed[key]["structure"]["stage_nodes"]
@@ -166,7 +166,7 @@ def test_a_node_moved_between_stages_fails_on_structure(baseline):
     # Totals alone would miss a cut that moves a node from one stage to the next: the per-stage list catches it.
     key = bench_baseline.entry_key(DEFAULT, "onnxruntime-staged")
     recorded = baseline["entries"].get(key)
-    assert recorded, f"{key}: not in the baseline; record it with `toolkit bench {DEFAULT} --update-baseline`"
+    assert recorded, f"{key}: not in the baseline; record it with `toolkit bench --model {DEFAULT} --update-baseline`"
     moved = json.loads(json.dumps(recorded))
     stage_nodes = moved["structure"]["stage_nodes"]
     stage_nodes[0], stage_nodes[-1] = stage_nodes[0] - 1, stage_nodes[-1] + 1

@@ -10,6 +10,8 @@ from dataclasses import replace  # noqa: E402
 from calibration.loso import THRESHOLDS, Recipe, mixed, pooled_by_lab, run_fold  # noqa: E402
 from tests.conftest import shared_path  # noqa: E402
 
+pytestmark = pytest.mark.slow   # measured over ~5 s a test (pytest --durations)
+
 TINY = Recipe(epochs=1, steps=2, batch_size=4, synthetic_subjects=1, synthetic_minutes=1.0, warmup=1)
 
 

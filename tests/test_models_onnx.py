@@ -89,7 +89,8 @@ def _preset_input(name: str) -> torch.Tensor:
 FAST_PRESETS = [n for n in models.list_presets() if n not in ("fog-1st-place", "fog-small-wide")]
 
 
-@pytest.mark.parametrize("name", FAST_PRESETS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "fog-scrn" else n
+                                  for n in FAST_PRESETS])   # SCRN traces 128 steps: ~9 s
 def test_presets(name, tmp_path):
     x = _preset_input(name)
     model = _seeded(models.create_model, name)

@@ -26,7 +26,7 @@ def test_required_presets_and_their_shape():
                                 fi_kwargs={"rate_hz": 64.0, "power_weight": 1.0, "eps": 1e-6})
     assert small.preprocess == {"rate_hz": 64, "units": "g", "patch": 8, "n_patches": 128,
                                 "normalization": "window", "scale": 1.0, "layout": "BCT", "min_std": 1.0}
-    assert small.events == {"on": 0.9, "off": 0.75}
+    assert small.events == {"on": 0.9, "off": 0.75, "lookahead_s": 1.0}
     first = get_preset("fog-1st-place")
     assert first.preprocess == {"rate_hz": 128, "units": "m/s^2", "patch": 18, "n_patches": 864,
                                 "normalization": "recording", "scale": 25.0, "layout": "BCT"}

@@ -291,3 +291,21 @@ def test_mqtts_refuses_a_broker_its_ca_does_not_sign(tmp_path, caplog):
     finally:
         broker.stop(hard=True)
     assert sink.failures == 1
+
+
+def test_mqtts_tls_failure_and_a_broker_down_are_named_with_the_fix(tmp_path, caplog):
+    """Issue 28: paho keeps a TLS failure to its thread; the sink says why it is not connected, and the fix."""
+    from deploy.sinks import MqttSink
+    cert, key = _self_signed(tmp_path)
+    broker = _broker(tmp_path, f"cafile {cert}\ncertfile {cert}\nkeyfile {key}\n")
+    try:
+        with caplog.at_level(logging.WARNING, "deploy.sinks"):
+            sink = MqttSink(host="localhost", port=broker.port, tls=True, device_id="tls-dev", connect_timeout_s=1)
+            sink.close(timeout_s=0)
+    finally:
+        broker.stop(hard=True)
+    assert "the broker's certificate is not trusted" in caplog.text and "ca_file" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "deploy.sinks"):
+        MqttSink(host="127.0.0.1", port=free_port(), device_id="down", connect_timeout_s=0.2).close(timeout_s=0)
+    assert "nothing listens on 127.0.0.1" in caplog.text

@@ -133,6 +133,7 @@ def test_set_quantization_still_works_on_a_fused_variant():
     assert torch.allclose(qat(x), _small()(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_first_place_fused_plan_passes_every_int8_tensorrt_target(tmp_path):
     """fog-1st-place's own widths and layers at 6 patches, fused plan, opset 16 (inside TensorRT 8.5's window, no
     LayerNormalization): every check of every INT8 TensorRT target, the strongly typed x86-cuda with its casts."""

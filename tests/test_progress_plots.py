@@ -79,6 +79,7 @@ def _calibrated_fog_small(windows=16):
     return ptq.calibrate(qat, reader, "mse", progress=True)
 
 
+@pytest.mark.slow
 def test_calibration_counts_windows_of_the_total_and_its_histograms_show_the_chosen_range(tmp_path, monkeypatch):
     from toolkit.plots import calibration_figure, plot_calibration
 
@@ -103,6 +104,7 @@ def test_calibration_counts_windows_of_the_total_and_its_histograms_show_the_cho
     assert width >= 600 and height >= 200
 
 
+@pytest.mark.slow
 def test_calibrate_and_train_write_their_plots_from_the_command_line(tmp_path, capsys):
     assert main(["calibrate", "--synthetic", "1", "--synthetic-minutes", "1", "--windows", "16", "--batch-size", "8",
                  "--out", str(tmp_path / "cal.json"), "--plot", str(tmp_path / "cal")]) == 0
@@ -129,7 +131,7 @@ def test_bench_sweep_draws_the_real_time_budget(tmp_path):
 
     rows = [{"batch": b, "median_ms": 2.0 * b, "cpu_median_ms": 2.0 * b, "clock": "wall",
              "windows_per_s": 500.0} for b in (1, 4, 16)]
-    report = {"subject": {"name": "m", "hop_s": 0.25, "window_s": 16.0},
+    report = {"model": {"name": "m", "hop_s": 0.25, "window_s": 16.0},
               "machine": {"class": "x", "cpu": "y", "threads": 1},
               "backends": {"onnxruntime-fp32": {"sweep": rows}}}
     fig = sweep_figure(report)
@@ -142,6 +144,7 @@ def test_bench_sweep_draws_the_real_time_budget(tmp_path):
     assert png_size(path) == (1000, 400)
 
 
+@pytest.mark.slow
 def test_random_weights_are_said_at_the_start_and_shown_by_inspect_and_the_daemon(tmp_path, capsys):
     from calibration.data import synthetic_recordings
     from deploy.recording import write_recording

@@ -28,6 +28,8 @@ from toolkit.cli import main as cli
 onnx = pytest.importorskip("onnx")
 from onnx import numpy_helper  # noqa: E402
 
+pytestmark = pytest.mark.slow   # measured over ~5 s a test (pytest --durations)
+
 BATCH = 8
 DATA = ["--synthetic", "3", "--synthetic-minutes", "1"]
 SHORT = ["--epochs", "1", "--steps", "2", "--batch-size", str(BATCH), "--warmup", "1", "--threads", "1", "--quiet"]

@@ -1,5 +1,5 @@
 """`toolkit score` (issue 16): on a synthetic cohort (CSV, plus a Parquet copy) the events equal those of the daemon
-replaying the same recordings, for the local engine and for Ray Data (a real local Ray instance with 2 CPUs; that
+replaying the same recordings, for the local runner and for Ray Data (a real local Ray instance with 2 CPUs; that
 test skips only where ray cannot be imported). Also: resume by content hash, not-worn detection, day summary."""
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def local_run(bundle_dir, cohort, tmp_path_factory):
     return out
 
 
-def test_local_engine_events_equal_the_daemon_replaying_each_recording(local_run, cohort, bundle_dir, tmp_path):
+def test_local_runner_events_equal_the_daemon_replaying_each_recording(local_run, cohort, bundle_dir, tmp_path):
     got = _events_csv(local_run)
     recordings = sorted(f for f in (cohort / "csv").glob("*.csv") if f.name != "metadata.csv")
     assert len(recordings) == SUBJECTS
@@ -109,11 +109,11 @@ def test_summary_per_subject_and_day(local_run):
 
 
 def test_resume_skips_recordings_already_scored(local_run, cohort, bundle_dir, tmp_path):
-    from toolkit.score import score
+    from toolkit.score import score_cohort
     out = tmp_path / "copy"
     shutil.copytree(local_run, out)
     before = (out / "events.csv").read_text()
-    again = score([cohort / "csv", cohort / "parquet"], bundle_dir, out=out, jobs=1)
+    again = score_cohort([cohort / "csv", cohort / "parquet"], bundle_dir, out=out, jobs=1)
     assert (again.scored, again.resumed) == (0, 2 * SUBJECTS)
     assert (out / "events.csv").read_text() == before
     # a changed recording is scored again, the others are not
@@ -122,17 +122,18 @@ def test_resume_skips_recordings_already_scored(local_run, cohort, bundle_dir, t
     rec = read_recording(changed / "s01r0.csv")
     rec.acc[:100] += 0.01
     write_recording(rec, changed / "s01r0.csv", "defog")
-    third = score([changed, cohort / "parquet"], bundle_dir, out=out, jobs=1)
+    third = score_cohort([changed, cohort / "parquet"], bundle_dir, out=out, jobs=1)
     assert (third.scored, third.resumed) == (1, 2 * SUBJECTS - 1)
     # other settings are another signature: everything is scored again
-    fourth = score([cohort / "parquet"], bundle_dir, out=out, jobs=1, hop_s=0.25)
+    fourth = score_cohort([cohort / "parquet"], bundle_dir, out=out, jobs=1, hop_s=0.25)
     assert fourth.scored == SUBJECTS
 
 
-def test_ray_engine_equals_local_engine(local_run, cohort, bundle_dir, tmp_path):
+@pytest.mark.slow
+def test_ray_runner_equals_local_runner(local_run, cohort, bundle_dir, tmp_path):
     pytest.importorskip("ray.data", reason="ray[data] is not installed (pip install 'fog-edge-toolkit[ray]')")
-    from toolkit.score import score
-    result = score([cohort / "csv", cohort / "parquet"], bundle_dir, engine="ray", jobs=2, out=tmp_path / "ray")
+    from toolkit.score import score_cohort
+    result = score_cohort([cohort / "csv", cohort / "parquet"], bundle_dir, runner="ray", jobs=2, out=tmp_path / "ray")
     assert result.scored == 2 * SUBJECTS
     for name in ("events.csv", "summary.csv"):
         assert (tmp_path / "ray" / name).read_text() == (local_run / name).read_text(), name
@@ -141,21 +142,21 @@ def test_ray_engine_equals_local_engine(local_run, cohort, bundle_dir, tmp_path)
 def test_not_worn_stretch_is_excluded_and_reported(bundle_dir, tmp_path):
     """Walking, 12 minutes of a sensor lying still on a table, walking: the still part is not scored."""
     from deploy.synth import synth_recording
-    from toolkit.score import score
+    from toolkit.score import score_cohort
     walk = synth_recording(2.0, seed=11, rate_hz=100.0, units="g")
     rng = np.random.default_rng(0)
     table = np.array([0.02, -0.01, 0.99]) + rng.normal(0, 0.001, (12 * 60 * 100, 3))   # lying flat, 1 mg noise
     acc = np.concatenate([walk.acc, table, walk.acc])
     (tmp_path / "data").mkdir()
     write_recording(Recording(acc, 100.0, "g"), tmp_path / "data" / "table.npz", "npz")
-    result = score([tmp_path / "data"], bundle_dir, out=tmp_path / "out", worn={"min_s": 300.0})
+    result = score_cohort([tmp_path / "data"], bundle_dir, out=tmp_path / "out", worn={"min_s": 300.0})
     (a, b), = result.recordings[0]["not_worn"]
     assert a == pytest.approx(120, abs=60) and b == pytest.approx(840, abs=60)
     assert all(e["offset_s"] <= a + 1 or e["onset_s"] >= b - 1 for e in result.events)
     day, = result.summary
     assert day["hours_not_worn"] == pytest.approx((b - a) / 3600)
     # with detection off the same stretch is scored like any other
-    off = score([tmp_path / "data"], bundle_dir, worn={"min_s": 0})
+    off = score_cohort([tmp_path / "data"], bundle_dir, worn={"min_s": 0})
     assert off.recordings[0]["not_worn"] == []
 
 
@@ -163,20 +164,20 @@ def test_parquet_reader(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from toolkit.score.read import Source, write_parquet
+    from toolkit.score.read import RecordingFile, write_parquet
     rec = Recording(np.random.default_rng(0).normal(size=(12345, 3)) * 0.1 + [-1, 0, 0], 128.0, "g")
     write_parquet(rec, tmp_path / "r.parquet", row_group_rows=1000)
-    reader = Source(tmp_path / "r.parquet", "x").open()
+    reader = RecordingFile(tmp_path / "r.parquet", "x").open()
     assert (reader.rate_hz, reader.units, reader.n_samples) == (128.0, "g", 12345)
     assert np.array_equal(np.concatenate(list(reader.chunks(777))), rec.acc)
     # Kaggle's own files carry no rate or units: gravity ~1 means 100 Hz in g (as its test CSVs)
     pq.write_table(pa.table({"Time": np.arange(500), "AccV": np.full(500, -0.98), "AccML": np.zeros(500),
                              "AccAP": np.full(500, 0.1)}), tmp_path / "kaggle.parquet")
-    kaggle = Source(tmp_path / "kaggle.parquet", "x").open()
+    kaggle = RecordingFile(tmp_path / "kaggle.parquet", "x").open()
     assert (kaggle.rate_hz, kaggle.units) == (100.0, "g")
     pq.write_table(pa.table({"Time": np.arange(5), "AccV": np.zeros(5)}), tmp_path / "bad.parquet")
     with pytest.raises(DataError, match="missing columns"):
-        Source(tmp_path / "bad.parquet", "x").open()
+        RecordingFile(tmp_path / "bad.parquet", "x").open()
 
 
 def test_days_follow_the_recording_start_time():

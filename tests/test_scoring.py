@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from deploy.contract.events import EventSettings
 from deploy.events import DEFAULT_SETTINGS
 from deploy.recording import Recording
 from deploy.scoring import FI_THRESHOLD, freeze_index_probability, score
@@ -51,7 +52,7 @@ def test_time_based_sensitivity_specificity_and_masked_events():
     prob[64 * 40:64 * 60] = 0.9                          # called 40-60 s: half the freeze, 10 s too long
     prob[64 * 100:64 * 110] = 0.9                        # an event in the masked stretch: not a false alarm
     rec = _rec(labels, mask, n=n)
-    result = score([rec], [prob], {**DEFAULT_SETTINGS, "smoothing_s": 0.0, "min_duration_s": 0.5})["any_fog"]
+    result = score([rec], [prob], EventSettings.resolve({"smoothing_s": 0.0, "min_duration_s": 0.5}))["any_fog"]
     assert result["episodes_true"] == 1 and result["sensitivity"] == 1.0 and result["false_alarms"] == 0
     assert result["sensitivity_time"] == pytest.approx(0.5, abs=0.02)
     assert result["specificity_time"] == pytest.approx(1 - 10 / 70, abs=0.02)

@@ -184,3 +184,13 @@ def test_a_folder_scan_reads_workbooks_and_skips_lock_files(tmp_path):
     write_trial(tmp_path / "pt2_visit_1_tbc_walklr_0_trial_1.npz", seconds=2)
     recs = read_recordings([tmp_path])
     assert [(r.meta["subject"], r.rate_hz) for r in recs] == [("pt1", 128.0), ("pt2", 64.0)]
+
+
+def test_one_trial_in_both_forms_is_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_workbook(tmp_path / "a" / "pt1_visit_1_tbc_walklr_0_trial_1.xlsx", seconds=1)
+    write_trial(tmp_path / "b" / "pt1_visit_1_tbc_walklr_0_trial_1.npz", seconds=2)
+    with pytest.raises(DataError, match="1 Stanford trial.s. are given twice, e.g. pt1_visit_1_tbc_walklr_0_trial_1"):
+        read_recordings([tmp_path])
+    assert len(read_recordings([tmp_path / "a"])) == len(read_recordings([tmp_path / "b"])) == 1

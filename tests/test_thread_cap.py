@@ -89,8 +89,11 @@ def test_measure_times_each_thread_count_interleaved_and_closes_the_engines(monk
     opened: list = []
     cap = threads.measure_threads(lambda k: _FakeEngine(k, ms_at, opened), None)
     assert cap["threads"] == expected and [e.threads for e in opened] == [1, 2] and all(e.closed for e in opened)
-    for k, ms in ms_at.items():  # the figures are the measured ones (a busy wait of ms_at[k] ms, plus overhead)
-        assert ms <= cap["latency_ms"][str(k)] < ms * 1.5 + 0.5
+    measured = cap["latency_ms"]
+    # the figures are the measured ones: never less than the busy wait, ordered as the busy waits are (compared in
+    # this run; how much longer a wait takes on a shared machine is not this test's business)
+    assert all(ms <= measured[str(k)] for k, ms in ms_at.items())
+    assert (measured["1"] < measured["2"]) == (ms_at[1] < ms_at[2])
 
 
 # --- the manifest, written by the export and read by the engine ------------------------------------------------
@@ -187,27 +190,29 @@ def test_a_malformed_cap_is_refused_naming_the_fix(tmp_path, cap, words):
 
 # --- the daemon's option ----------------------------------------------------------------------------------------
 
-def test_daemon_honours_the_cap_by_default_and_takes_an_option_to_ignore_it(tmp_path):
+def test_daemon_measures_by_default_and_takes_the_bundles_figure_a_count_or_none(tmp_path):
     from deploy.daemon_args import build_parser, overrides_from_args
 
     def config(*argv):
         return build_config(overrides=overrides_from_args(build_parser().parse_args([str(tmp_path), *argv])))
-    assert config()["thread_cap"] is True and config("--no-thread-cap")["thread_cap"] is False
+    assert config()["thread_cap"] == "measure" and config("--no-thread-cap")["thread_cap"] == "off"
+    assert config("--set", "thread_cap=true")["thread_cap"] == "measure"
+    assert config("--set", "thread_cap=2")["thread_cap"] == 2 and config("--set", "thread_cap=bundle")
     toml = tmp_path / "d.toml"
     toml.write_text(f'bundle = "{tmp_path}"\nthread_cap = "no"\n')
-    with pytest.raises(ConfigError, match="thread_cap.*true or false"):
+    with pytest.raises(ConfigError, match="thread_cap = 'no'.*measure.*bundle.*off.*whole number"):
         build_config(toml)
 
 
-def test_daemon_wiring_opens_the_engine_within_the_cap(tmp_path):
+def test_daemon_wiring_opens_the_engine_as_thread_cap_says(tmp_path):
     from deploy.daemon import wire
     bundle = _bundle(tmp_path, {"fp32": {"threads": 1, "latency_ms": {"1": 1.1, "2": 1.5}}})
-    for flag, expected in ((True, 1), (False, 2)):
+    for setting, expected in (("bundle", 1), ("off", 2), (1, 1)):
         config = build_config(overrides=[{"bundle": str(bundle.folder), "backend": "onnxruntime", "threads": 2,
-                                          "thread_cap": flag}])
+                                          "thread_cap": setting}])
         w = wire(config)
         try:
-            assert w.engine.threads == expected
+            assert w.engine.threads == expected, setting
         finally:
             w.engine.close()
             for sink in w.sinks:
@@ -230,12 +235,12 @@ def test_bench_measures_a_re_exported_engine_within_its_budget(tmp_path, monkeyp
     from toolkit.bench import backends, run
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(threads, "BLOCKS", 5)
-    subject = backends.Subject(name="tiny", input_shape=(1, 24, 32), factory=lambda: _model(8, 32, 16, 0),
+    benched = backends.BenchedModel(name="tiny", input_shape=(1, 24, 32), factory=lambda: _model(8, 32, 16, 0),
                                workdir=tmp_path)
-    one = backends.open_runner(subject, "onnxruntime-fp32", 1, 1)
-    assert one.threads == 1 and subject.thread_caps == {}        # a budget of one: nothing to measure
+    one = backends.open_runner(benched, "onnxruntime-fp32", 1, 1)
+    assert one.threads == 1 and benched.thread_caps == {}        # a budget of one: nothing to measure
     used: dict = {}
-    h2h = run.head_to_head(subject, ["onnxruntime-naive", "onnxruntime-fp32"], 2, blocks=3, used=used)
-    cap = subject.thread_caps[("onnxruntime-fp32", 1, 2)]
+    h2h = run.head_to_head(benched, ["onnxruntime-naive", "onnxruntime-fp32"], 2, blocks=3, used=used)
+    cap = benched.thread_caps[("onnxruntime-fp32", 1, 2)]
     assert set(cap["latency_ms"]) == {"1", "2"} and used["onnxruntime-fp32"] == cap["threads"]
     assert used["onnxruntime-naive"] == 2 and set(h2h) == set(used)   # the naive export: the threads given

@@ -63,6 +63,16 @@ def fake_tensorrt(version: str, *, has_memory_pool: bool = True, dla_cores: int 
         def set_timing_cache(self, cache, ignore_mismatch):
             rec.calls.append(("set_timing_cache", ignore_mismatch))
 
+        def add_optimization_profile(self, profile):
+            rec.calls.append(("add_optimization_profile", profile.shapes))
+
+    class Profile:
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, name, smallest, opt, largest):
+            self.shapes[name] = (smallest, opt, largest)
+
     class Builder:
         num_DLA_cores = dla_cores
 
@@ -75,6 +85,10 @@ def fake_tensorrt(version: str, *, has_memory_pool: bool = True, dla_cores: int 
 
         def create_builder_config(self):
             return Config()
+
+        def create_optimization_profile(self):
+            rec.calls.append(("create_optimization_profile",))
+            return Profile()
 
         def build_serialized_network(self, network, config):
             rec.calls.append(("build_serialized_network",))
@@ -130,6 +144,18 @@ def test_dla_with_gpu_fallback_only_where_the_target_has_dla(tmp_path):
     with pytest.raises(EngineBuildError, match="DLA core 0 requested, this device has 0"):
         build_engine(tmp_path / "m.onnx", tmp_path / "e", target=get_target("jetson"), precision="fp16",
                      trt=fake_tensorrt("10.3.0", dla_cores=0), dla_core=0)
+
+
+def test_a_dynamic_batch_graph_gets_one_optimization_profile(tmp_path):
+    profile = {"input": "x", "min": [1, 24, 128], "opt": [32, 24, 128], "max": [32, 24, 128]}
+    calls = _build(tmp_path, fake_tensorrt("10.3.0"), "jetson", "fp16", profile=profile)
+    assert calls.count(("create_optimization_profile",)) == 1
+    assert ("add_optimization_profile", {"x": ((1, 24, 128), (32, 24, 128), (32, 24, 128))}) in calls
+    assert calls.index(("add_optimization_profile", {"x": ((1, 24, 128), (32, 24, 128), (32, 24, 128))})) \
+        < calls.index(("build_serialized_network",))                     # set before the build
+    with pytest.raises(EngineBuildError, match="DLA"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", target=get_target("jetson-xavier"),
+                     precision="fp16", trt=fake_tensorrt("8.5.2.2", dla_cores=2), dla_core=0, profile=profile)
 
 
 def test_version_mismatch_is_refused_before_any_build(tmp_path):

@@ -22,7 +22,8 @@ from tests.helpers_bundle import make_bundle
 from tests.test_stream import walking_recording
 
 REPO = Path(__file__).resolve().parents[1]
-DEVICE_PACKAGES = ("numpy", "onnxruntime")   # the device extra: what the base install requires
+DEVICE_PACKAGES = ("numpy", "onnxruntime")   # the base install: what the daemon needs to run a bundle
+SIGNATURE_PACKAGES = ("nacl", "_cffi_backend")   # the device extra adds PyNaCl (and cffi's backend) for signatures
 # without PYTHONPATH: a checkout on it (with its .egg-info) would look installed to pip and shadow the wheel
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NOTIFY_SOCKET")}
 
@@ -67,7 +68,7 @@ def test_wheel_carries_the_packages_their_data_and_the_entry_points(wheel):
     assert "fog-daemon = deploy.daemon:main" in entry_points and "toolkit = toolkit.cli:main" in entry_points
 
 
-def _device_venv(folder: Path, wheel: Path) -> Path:
+def _device_venv(folder: Path, wheel: Path, packages=DEVICE_PACKAGES) -> Path:
     """A fresh venv (no system site) with the wheel and only numpy + onnxruntime, linked from this interpreter's
     site-packages (no index here; on a device pip installs them from PyPI)."""
     venv.EnvBuilder(with_pip=False).create(folder)
@@ -80,8 +81,9 @@ def _device_venv(folder: Path, wheel: Path) -> Path:
                                capture_output=True, text=True, check=True).stdout.strip())
     linked = folder / "device-deps"
     linked.mkdir()
-    for name in DEVICE_PACKAGES:
+    for name in packages:
         package = Path(__import__(name).__file__).parent
+        package = package if (package / "__init__.py").exists() else package / name   # a lone module: its folder
         for path in package.parent.glob(f"{name}*"):   # the package, its .libs and its dist-info
             (linked / path.name).symlink_to(path)
     (site / "device-deps.pth").write_text(f"{linked}\n")
@@ -106,3 +108,30 @@ def test_fog_daemon_from_the_wheel_runs_a_bundle_without_torch(wheel, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     decided = sum(len(m["p"]) for m in map(json.loads, run.stdout.splitlines()) if m["type"] == "probs")
     assert decided == 20 * 64                                          # every sample of the recording decided
+
+
+def test_the_device_install_checks_signatures_without_torch_or_cryptography(wheel, tmp_path):
+    """With the device extra's PyNaCl, the wheel's daemon runs a bundle signed by a trusted key and refuses one that
+    was edited and re-digested after signing (the signature was made here, with `cryptography`)."""
+    pytest.importorskip("nacl", reason="PyNaCl (the device extra) is not installed here")
+    from deploy.bundle import write_manifest
+    from toolkit.export.signer import generate_key, load_private_key, sign_bundle
+
+    env_dir = _device_venv(tmp_path / "venv", wheel, DEVICE_PACKAGES + SIGNATURE_PACKAGES)
+    check = subprocess.run([str(env_dir / "bin" / "python"), "-c", "import importlib.util as u; "
+                            "print(u.find_spec('cryptography'), u.find_spec('torch'))"], capture_output=True,
+                           text=True, env=CLEAN_ENV, cwd=tmp_path)
+    assert check.stdout.split() == ["None", "None"], check.stderr
+    key = generate_key(tmp_path / "lab")
+    bundle = make_bundle(tmp_path / "bundle")
+    sign_bundle(bundle, load_private_key(key["private"]))
+    write_recording(walking_recording(10.0), tmp_path / "walk.npz", "npz")
+    argv = [str(env_dir / "bin" / "fog-daemon"), str(bundle), "--replay", str(tmp_path / "walk.npz"), "--sink",
+            f"file:{tmp_path / 'out.jsonl'}", "--set", f'trusted_keys=["{key["public"]}"]']
+    run = subprocess.run(argv, capture_output=True, text=True, env=CLEAN_ENV, cwd=tmp_path, timeout=60)
+    assert run.returncode == 0 and f"signed by trusted key {key['key_id']}" in run.stderr, run.stderr[-2000:]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["events"]["on"] = {c: 0.999 for c in manifest["output"]["classes"]}
+    write_manifest(bundle, manifest)                                    # hashes and digest recomputed
+    run = subprocess.run(argv, capture_output=True, text=True, env=CLEAN_ENV, cwd=tmp_path, timeout=60)
+    assert run.returncode == 2 and "no valid signature by a trusted key" in run.stderr, run.stderr[-2000:]

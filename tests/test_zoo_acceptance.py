@@ -45,8 +45,8 @@ def test_the_presets_cover_every_family():
 
 def _export_quietly(preset: str, target: str, out, capfd) -> dict:
     torch.manual_seed(0)  # the preset's random initial weights
-    assert cli(["export", "--model", preset, "--n-patches", str(N_PATCHES), "--target", target, "--calib-windows",
-                "16", "--verify-windows", "16", "--out", str(out)]) == 0
+    assert cli(["export", "--model", preset, "--untrained", "--n-patches", str(N_PATCHES), "--target", target,
+                "--calib-windows", "16", "--verify-windows", "16", "--out", str(out)]) == 0
     captured = capfd.readouterr()
     assert captured.out.startswith(f"bundle {out}  (target "), captured.out[:300]
     # at 4 patches every preset runs random initial weights: said once, as a warning, before the first step

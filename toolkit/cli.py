@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import sys
 
-from deploy.errors import FogError
+from deploy.errors import FogError, reader_gone
 from toolkit import __version__
 
 # name -> module; order is the order shown in --help.
@@ -27,6 +27,8 @@ COMMANDS = {
     "calibrate": "toolkit.commands.calibrate",
     "export": "toolkit.commands.export",
     "inspect": "toolkit.commands.inspect",
+    "keygen": "toolkit.commands.keygen",
+    "sign": "toolkit.commands.sign",
     "serve": "toolkit.commands.serve",
     "bench": "toolkit.commands.bench",
 }
@@ -64,6 +66,15 @@ def _prepared(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()          # a closed pipe fails here, inside, not in Python's flush at exit
+        return status
+    except BrokenPipeError:
+        return reader_gone()
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(_prepared(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "_module", None):

@@ -12,20 +12,29 @@ from __future__ import annotations
 
 from deploy.layouts import AXES, CLASSES  # the columns of every recording layout: the bundle speaks the same words
 
-__all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "FP32_FILE", "INT8_FILE",
-           "EVENT_DEFAULTS", "EVENT_KEYS", "EVENT_HELP", "event_help", "STREAM_NORMALIZATIONS", "CPU_FP32_REASON"]
+__all__ = ["AXES", "CLASSES", "INPUT_NAME", "OUTPUT_NAME", "SCHEMA_VERSION", "MANIFEST", "SIGNATURE_FILE", "FP32_FILE",
+           "INT8_FILE", "EVENT_DEFAULTS", "EVENT_KEYS", "EVENT_HELP", "EVENT_MODES", "event_help", "event_flag",
+           "event_flag_kind",
+           "EVENT_FLAG_ALIASES", "STREAM_NORMALIZATIONS", "CPU_FP32_REASON"]
 
 INPUT_NAME, OUTPUT_NAME = "x", "probs"   # the bundled graph's one input and one output (probabilities)
 
 SCHEMA_VERSION = 1                       # of manifest.json; Bundle.load refuses any other
 MANIFEST = "manifest.json"
+SIGNATURE_FILE = "signature.json"        # beside the manifest, outside its file list: signs its digest (deploy.signing)
 FP32_FILE, INT8_FILE = "model_fp32.onnx", "model_int8_qdq.onnx"
 
 # The event settings a bundle carries unless export is told otherwise (deploy.contract.events.EventSettings layers
 # everything over them). The daemon, `toolkit evaluate` and the model report fall back to the same values, so the
 # figures a model card reports are what a device runs.
+# `mode`'s default is what bundles written before the key did (one event stream per event class); export chooses
+# it from what the model was trained on (toolkit.export.event_mode).
 EVENT_DEFAULTS = {"hop_s": 0.5, "lookahead_s": 1.0, "smoothing_s": 0.5, "on": 0.5, "off": 0.35,
-                  "min_duration_s": 1.0, "refractory_s": 2.0}
+                  "min_duration_s": 1.0, "refractory_s": 2.0, "mode": "per_class"}
+# How events are raised: "any", one any-FOG event per freeze (the event classes' any-FOG probability,
+# deploy.event_classes, through one detector); "per_class", one detector per event class (a freeze may raise
+# one event per class that crosses its threshold).
+EVENT_MODES = ("any", "per_class")
 EVENT_KEYS = tuple(EVENT_DEFAULTS)       # the manifest's `events` keys, and the flags that set them (--smoothing-s)
 # What each event key means, as every command line's --hop-s, --smoothing-s ... says it (toolkit and daemon alike).
 EVENT_HELP = {
@@ -36,12 +45,31 @@ EVENT_HELP = {
     "off": "probability that ends an event (<= on)",
     "min_duration_s": "shortest event reported, s",
     "refractory_s": "quiet time after an event of the same class, s",
+    "mode": "'any': one any-FOG event per freeze (a model trained on untyped freezes); 'per_class': one event "
+            "stream per event class",
 }
+
+
+# Spellings `toolkit evaluate` used before its flags were named after the manifest keys: still accepted, not shown.
+EVENT_FLAG_ALIASES = {"smoothing_s": "--smoothing", "min_duration_s": "--min-duration", "refractory_s": "--refractory"}
+
+
+def event_flag(key: str) -> str:
+    """The command-line flag of manifest event key `key`, spelled as the key is: --hop-s for hop_s (`mode` is
+    --event-mode: a bare --mode would say nothing)."""
+    return "--event-mode" if key == "mode" else "--" + key.replace("_", "-")
+
+
+def event_flag_kind(key: str) -> dict:
+    """The argparse keywords that read the flag of event key `key`: a number, or one of EVENT_MODES."""
+    return {"choices": EVENT_MODES} if key == "mode" else {"type": float}
 
 
 def event_help(key: str) -> str:
     """The help of the flag for manifest event key `key` (its name: --hop-s for hop_s), the same in every command."""
-    return f"{EVENT_HELP[key]} (manifest events.{key}; default: the bundle's, else {EVENT_DEFAULTS[key]:g})"
+    default = EVENT_DEFAULTS[key]
+    shown = f"{default:g}" if isinstance(default, (int, float)) else default
+    return f"{EVENT_HELP[key]} (manifest events.{key}; default: the bundle's, else {shown})"
 
 
 # How the daemon may normalize a stream (deploy.wearer; the manifest's streaming.normalization).

@@ -37,3 +37,26 @@ def known_keys(table, known, where: str) -> dict:
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r} ({did_you_mean(key, known)})")
     return table
+
+
+MAX_DIM = 1 << 24   # any one dimension of a tensor shape in a manifest
+
+
+def names(value, name: str, *, non_empty: bool = True, limit: int = 1 << 16, unique: bool = False):
+    """A tuple of non-empty strings (class names, axes, notes), at most `limit` of them."""
+    if not isinstance(value, (list, tuple)) or (non_empty and not value) or len(value) > limit or \
+            not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{name}: expected a list of {'at least one ' if non_empty else ''}non-empty names "
+                          f"(at most {limit:,})")
+    if unique and len(set(value)) != len(value):
+        raise ConfigError(f"{name}: a name is given twice")
+    return value
+
+
+def shape(value, name: str, *, empty: bool = False):
+    """A static tensor shape: 1 to 8 positive integers (or none when `empty`)."""
+    if not isinstance(value, (list, tuple)) or not (empty and not value or 1 <= len(value) <= 8) or \
+            not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_DIM for d in value):
+        raise ConfigError(f"{name} = {list(value) if isinstance(value, (list, tuple)) else value!r}: expected a "
+                          "list of 1 to 8 positive integers")
+    return value

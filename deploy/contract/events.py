@@ -8,13 +8,16 @@ called. Every reader of event settings goes through `EventSettings`:
 - `hop_samples(rate)` and `lookahead_samples(rate)` are the one seconds -> samples rule of the hop and look-ahead:
   rounded to the nearest sample, a hop of at least 1, a look-ahead of at least 0 or None for "full" (whole windows,
   deploy.offline's convention).
+- `mode` says how events are raised ("any": one any-FOG event per freeze; "per_class": one stream per event class;
+  deploy.contract.EVENT_MODES); `any_fog()` is the one rule for the settings of the any-FOG detector (the least
+  strict per-class thresholds). deploy.events.Detection applies both wherever events are found.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from deploy.contract import EVENT_DEFAULTS, EVENT_KEYS
+from deploy.contract import EVENT_DEFAULTS, EVENT_HELP, EVENT_KEYS, EVENT_MODES
 from deploy.contract.checks import known_keys, number
 from deploy.contract.section import Section, key
 from deploy.errors import ConfigError, did_you_mean
@@ -32,6 +35,13 @@ def check_lookahead(value, name):
 # The range of each timing key: the daemon's, so export never writes a bundle the device refuses.
 TIMINGS = {"hop_s": number(0, 60, above=True), "lookahead_s": check_lookahead, "smoothing_s": number(0, 60),
            "min_duration_s": number(0, 3600), "refractory_s": number(0, 3600)}
+
+
+def check_mode(value, name):
+    """One of deploy.contract.EVENT_MODES."""
+    if value not in EVENT_MODES:
+        raise ConfigError(f"{name} = {value!r}: must be one of {', '.join(repr(m) for m in EVENT_MODES)}")
+    return value
 
 
 def _sequence(value) -> bool:
@@ -67,6 +77,8 @@ def check_value(key_name: str, value, name: str, classes=None):
     """One event setting checked (the one per-key rule); returns it."""
     if key_name in THRESHOLDS:
         return check_thresholds(value, name, classes)
+    if key_name == "mode":
+        return check_mode(value, name)
     if key_name not in TIMINGS:
         raise ConfigError(f"{name}: unknown event setting {key_name!r} ({did_you_mean(key_name, EVENT_KEYS)})")
     return TIMINGS[key_name](value, name)
@@ -106,14 +118,14 @@ def thresholds_per_class(on, off, classes, where: str = "events", exact: bool = 
 class EventSettings(Section):
     """The manifest's `events`: the settings every reader resolves the same way (see the module docstring)."""
     KEY: ClassVar[str] = "events"
-    hop_s: float = key(EVENT_DEFAULTS["hop_s"], "seconds between window decisions")
-    lookahead_s: float | str = key(EVENT_DEFAULTS["lookahead_s"], "seconds a sample's probability may wait for "
-                                   "later windows, or \"full\" (whole windows)")
-    smoothing_s: float = key(EVENT_DEFAULTS["smoothing_s"], "moving-average smoothing of the probabilities, s")
-    min_duration_s: float = key(EVENT_DEFAULTS["min_duration_s"], "shortest event reported, s")
-    refractory_s: float = key(EVENT_DEFAULTS["refractory_s"], "quiet time after an event of the same class, s")
-    on: float | dict = key(EVENT_DEFAULTS["on"], "{class: probability that starts an event} (or one number)")
-    off: float | dict = key(EVENT_DEFAULTS["off"], "{class: probability that ends it, <= on} (or one number)")
+    hop_s: float = key(EVENT_DEFAULTS["hop_s"], EVENT_HELP["hop_s"])
+    lookahead_s: float | str = key(EVENT_DEFAULTS["lookahead_s"], EVENT_HELP["lookahead_s"])
+    smoothing_s: float = key(EVENT_DEFAULTS["smoothing_s"], EVENT_HELP["smoothing_s"])
+    min_duration_s: float = key(EVENT_DEFAULTS["min_duration_s"], EVENT_HELP["min_duration_s"])
+    refractory_s: float = key(EVENT_DEFAULTS["refractory_s"], EVENT_HELP["refractory_s"])
+    on: float | dict = key(EVENT_DEFAULTS["on"], EVENT_HELP["on"] + ": {class: p} (export writes a table)")
+    off: float | dict = key(EVENT_DEFAULTS["off"], EVENT_HELP["off"] + ": {class: p} (export writes a table)")
+    mode: str = key(EVENT_DEFAULTS["mode"], EVENT_HELP["mode"] + "; absent: per_class")
 
     @classmethod
     def resolve(cls, *layers, classes=None, where: str = "events") -> "EventSettings":
@@ -160,6 +172,21 @@ class EventSettings(Section):
     @property
     def full_lookahead(self) -> bool:
         return self.lookahead_s == FULL
+
+    @property
+    def any_event(self) -> bool:
+        return self.mode == "any"
+
+    def any_fog(self, classes=None) -> "EventSettings":
+        """The settings of the one any-FOG detector: each threshold the least strict of its per-class values (the
+        any-FOG probability is at least every event class's), of the event `classes` when some are given (a
+        background class's threshold is no event's), off never above on."""
+        def least(value) -> float:
+            if isinstance(value, dict):
+                return min(v for c, v in value.items() if not classes or c in classes)
+            return min(value) if _sequence(value) else value
+        on = least(self.on)
+        return replace(self, on=on, off=min(least(self.off), on))
 
     def detector_kwargs(self) -> dict:
         """deploy.events.EventDetector's keyword arguments."""

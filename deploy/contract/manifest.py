@@ -1,7 +1,8 @@
 """The whole manifest (`manifest.json`, schema_version `deploy.contract.SCHEMA_VERSION`): its sections in the order
 the exporter writes them, typed where a reader derives something from them.
 
-Typed (deploy.contract.*): model, input, output, events, models, onnxruntime, precision_plan, streaming. Plain data,
+Typed (deploy.contract.*): model, input, output, events, models, onnxruntime, precision_plan, streaming, batching.
+Plain data,
 because nobody derives a rule from them: `target` (the target profile, toolkit.export.targets.Target.to_dict),
 `export` (how the bundle was made: opset, calibration, timings, kit, cpu choice: a record for people), `verification`
 and `checks` (figures and verdicts, printed), `files` and `digest` (written and checked by deploy.bundle).
@@ -12,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from deploy.contract import SCHEMA_VERSION
+from deploy.contract.batching import BatchingSection
 from deploy.contract.events import EventSettings
 from deploy.contract.model import InputSection, ModelFiles, ModelSection, OutputSection
 from deploy.contract.runtime import OnnxRuntimeSection, PrecisionPlan, StreamingSection
@@ -20,7 +22,7 @@ from deploy.errors import ConfigError
 
 # manifest key -> its typed section
 SECTIONS = {cls.KEY: cls for cls in (ModelSection, InputSection, OutputSection, EventSettings, ModelFiles,
-                                     OnnxRuntimeSection, PrecisionPlan, StreamingSection)}
+                                     OnnxRuntimeSection, PrecisionPlan, StreamingSection, BatchingSection)}
 
 
 def parse_section(name: str, data, classes=None):
@@ -52,14 +54,18 @@ class Manifest(Section):
                                     "export-calibrated, method, calibrator, windows, data, data_description, path, "
                                     "model_hash, unused}|null, timings: {step: s}, engine, kit: {script, reference, "
                                     "generations, trtexec}|null, cpu_latency_ms, cpu_precision, fp16_note, "
-                                    "cpu_dynamic_plan}")
+                                    "cpu_dynamic_plan, events_chosen: {from, sha256, fa_per_hour_asked, scored, "
+                                    "point, events_scored, hours, recordings}|null (toolkit.api.threshold), "
+                                    "event_mode: {mode, chosen_by} (toolkit.export.detector)}")
     onnxruntime: OnnxRuntimeSection | None = key(None, "OnnxRuntimeSection")
     precision_plan: PrecisionPlan | None = key(None, "PrecisionPlan | null (no INT8 graph)")
     verification: dict | None = key(None, "{pairs: {\"torch_vs_ort_fp32\": {max_abs, mean_abs, p99_abs, "
                                           "agreement, threshold, passed}, ...}, windows, data, weights}")
     checks: tuple[dict, ...] = key((), "[{name, passed, detail, model}]: the static checks of every graph")
     streaming: StreamingSection | None = key(None, "StreamingSection | null (--no-fidelity)")
-    files: dict | None = key(None, "{relative path: {sha256, bytes}}: every file but manifest.json and cache/")
+    batching: BatchingSection | None = key(None, "BatchingSection | null (batch 1 only)")
+    files: dict | None = key(None, "{relative path: {sha256, bytes}}: every file but manifest.json, signature.json "
+                                   "and cache/ (built on the device)")
     digest: str | None = key(None, "\"sha256:<hex>\" of the canonical manifest (sorted keys, no spaces) without "
                                    "this field: covers every file")
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from deploy.contract import AXES, INPUT_NAME, OUTPUT_NAME
+from deploy.contract.checks import names, shape
 from deploy.contract.section import Section, key
 from deploy.errors import ConfigError
 from deploy.event_classes import ANY_FOG_RULES, check_background, event_columns
@@ -14,6 +15,7 @@ from deploy.preprocess import PreprocessSpec
 ACTIVATIONS = ("sigmoid", "softmax", "none")
 OUTPUT_PER = ("patch", "sample", "window")   # what one output row decides (deploy.offline.output_per)
 ROLES = ("fp32", "fp16", "int8", "engine")
+MAX_CLASSES = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +33,13 @@ class ModelSection(Section):
     float_graph: str | None = key(None, "\"fused\" (a fused LSTM/GRU/RNN node) | \"traced: why\" | "
                                         "\"static (quantization off): why\"")
     notes: tuple[str, ...] = key((), "what a user must know (random initial weights above all)")
+    trained_on: dict | None = key(None, "what the weights were trained on, as their checkpoint says: {recordings: "
+                                        "[{name, subject, sha256}], subjects: [...]}; evaluate marks these in-sample")
+
+    def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise ConfigError(f"model.name = {self.name!r}: expected a string")
+        names(self.notes, "model.notes", non_empty=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +50,11 @@ class ModelFiles(Section):
     fp16: str | None = key(None, "an FP16 ONNX (none yet: FP16 is the builder's flag on the fp32 graph)")
     int8: str | None = key(None, "the INT8 model (TensorRT: the Q/DQ ONNX; cpu: the chosen onnxruntime plan)")
     engine: str | None = key(None, "a TensorRT engine built at export")
+
+    def __post_init__(self):
+        for role in ROLES:
+            if getattr(self, role) is not None and not isinstance(getattr(self, role), str):
+                raise ConfigError(f"models.{role} = {getattr(self, role)!r}: expected a file name or null")
 
     def of(self, role: str) -> str | None:
         if role not in ROLES:
@@ -65,6 +79,12 @@ class InputSection(Section):
     # defaults). Kept so `to_dict` writes back exactly what was read.
     preprocess_keys: tuple[str, ...] | None = field(default=None, compare=False, repr=False,
                                                     metadata={"manifest": False})
+
+    def __post_init__(self):
+        shape(self.shape, "input.shape")
+        names(self.axes, "input.axes", limit=3, unique=True)
+        if not isinstance(self.preprocess, PreprocessSpec):
+            raise ConfigError("input.preprocess: expected a table (the PreprocessSpec's keys)")
 
     @classmethod
     def convert(cls, values: dict) -> dict:
@@ -103,6 +123,9 @@ class OutputSection(Section):
     any_fog: str = key("max", "\"sum\" | \"max\": how the any-FOG probability is formed from the event classes")
 
     def __post_init__(self):
+        names(self.classes, "output.classes", limit=MAX_CLASSES, unique=True)
+        names(self.background, "output.background", non_empty=False, limit=MAX_CLASSES)
+        shape(self.shape, "output.shape", empty=True)
         if self.any_fog not in ANY_FOG_RULES:
             raise ConfigError(f"output.any_fog is {self.any_fog!r}, not one of {ANY_FOG_RULES}")
         if self.per is not None and self.per not in OUTPUT_PER:

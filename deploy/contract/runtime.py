@@ -63,10 +63,12 @@ class OnnxRuntimeSection(Section):
     """The manifest's `onnxruntime`: how deploy.engines.onnxruntime opens each model role."""
     KEY: ClassVar[str] = "onnxruntime"
     preoptimized: tuple[str, ...] = key((), "model roles whose file onnxruntime optimized at export (loaded as is)")
-    load_s: float | None = key(None, "seconds onnxruntime took to optimize them at export")
+    load_s: dict | None = key(None, "{load_with_optimization_s, load_preoptimized_s}: their load, measured at "
+                                    "export")
     staged: dict = key({}, "{role: {steps: [[{file, inputs, outputs}, ...], ...], input, output, session_config, "
                            "preoptimized, split_lstms, why}}: roles run as stages (deploy.engines.staged)")
-    thread_cap: dict = key({}, "{role: ThreadCap}: measured at export; the engine uses min(threads budget, cap)")
+    thread_cap: dict = key({}, "{role: ThreadCap}: measured at export, a hint: the daemon measures its own "
+                                "(deploy.thread_cap); with thread_cap = \"bundle\" it uses min(threads budget, cap)")
 
     @classmethod
     def convert(cls, values: dict) -> dict:
@@ -92,7 +94,7 @@ class StreamingSection(Section):
     that chose it (deploy.fidelity, toolkit.export.streaming); `skipped` says why nothing was measured."""
     KEY: ClassVar[str] = "streaming"
     OPTIONAL: ClassVar[tuple] = ("tau_s", "capture_s", "fixed", "data", "limit_pp", "limit_prob", "options",
-                                 "fidelity", "chosen_by", "skipped")
+                                 "fidelity", "chosen_by", "lookahead", "skipped")
     declared: str | None = key(None, "the model's declared normalization")
     tau_s: float | None = key(None, "time constant of the running options, s")
     capture_s: float | None = key(None, "the \"wearer\" option's capture, s")
@@ -105,6 +107,9 @@ class StreamingSection(Section):
     options: dict | None = key(None, "{option: fidelity figures} of every option measured")
     fidelity: dict | None = key(None, "the chosen option's figures (deploy.fidelity)")
     chosen_by: str | None = key(None, "why this option")
+    lookahead: dict | None = key(None, "{measured_with, options: {look-ahead: figures}, rule, tolerance_pp, overlap, "
+                                       "recommended, chosen, chosen_by}: the look-ahead sweep "
+                                       "(toolkit.export.lookahead)")
     skipped: str | None = key(None, "why fidelity was not measured")
 
     def __post_init__(self):

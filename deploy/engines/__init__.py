@@ -26,8 +26,8 @@ tensorrt_backend = lazy_import("deploy.engines.tensorrt", "tensorrt", "the Tenso
 log = logging.getLogger("deploy.engines")
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
-__all__ = ["BACKENDS", "PRECISIONS", "Engine", "batch_infer", "open_engine", "onnx_for", "onnxruntime_precision",
-           "resolve_precision"]
+__all__ = ["BACKENDS", "PRECISIONS", "Engine", "batch_infer", "check_precision", "open_engine", "onnx_for",
+           "onnxruntime_graph", "onnxruntime_precision", "resolve_backend", "resolve_precision"]
 
 
 @runtime_checkable
@@ -47,16 +47,53 @@ def _tensorrt_usable() -> bool:
     return importlib.util.find_spec("tensorrt") is not None
 
 
-def open_engine(bundle, backend: str = "auto", precision: str | None = None, **options) -> Engine:
+def open_engine(bundle, backend: str = "auto", precision: str | None = None, *, exact: bool = False,
+                **options) -> Engine:
     """Open the bundle's model on `backend` ('auto' prefers TensorRT when it imports, else onnxruntime).
 
-    `options` go to the backend (onnxruntime: `threads`; tensorrt: `cache_dir`).
+    A `precision` the backend cannot run here falls back to the fp32 graph (logged), unless `exact`: then it is
+    refused before anything opens (`check_precision`). `options` go to the backend (onnxruntime: `threads`;
+    tensorrt: `cache_dir`).
     """
+    backend = resolve_backend(backend)
+    if exact:
+        check_precision(bundle, backend, precision)
+    if backend == "tensorrt":
+        return tensorrt_backend.TensorRTEngine.from_bundle(bundle, resolve_precision(bundle, precision), **options)
+    return OnnxRuntimeEngine.from_bundle(bundle, onnxruntime_precision(bundle, precision), **options)
+
+
+def resolve_backend(backend: str) -> str:
+    """'auto' -> tensorrt when it imports, else onnxruntime; anything else checked."""
     if backend not in BACKENDS:
         raise FogError(f"backend {backend!r} is not one of {BACKENDS}")
     if backend == "auto":
         backend = "tensorrt" if _tensorrt_usable() else "onnxruntime"
         log.info("backend auto -> %s", backend)
+    return backend
+
+
+def check_precision(bundle, backend: str, precision: str | None) -> None:
+    """Refuse a `precision` that `backend` would not run on this bundle (evaluate's and score's figures are labelled
+    with the graph asked for: an int8 figure must be int8's), naming the graph that would run and why."""
+    if not precision:
+        return
+    backend = resolve_backend(backend)
     if backend == "tensorrt":
-        return tensorrt_backend.TensorRTEngine.from_bundle(bundle, resolve_precision(bundle, precision), **options)
-    return OnnxRuntimeEngine.from_bundle(bundle, onnxruntime_precision(bundle, precision), **options)
+        return                          # TensorRT builds the precision asked for (resolve_precision checks it)
+    asked = resolve_precision(bundle, precision)
+    if onnxruntime_graph(bundle, asked) == asked:
+        return
+    why = "onnxruntime on a CPU has no fp16 kernels" if asked == "fp16" else \
+        f"the bundle carries no {asked} graph (it has {', '.join(sorted(bundle.models.present))})"
+    raise FogError(f"precision {asked}: {why}, so its fp32 graph would run instead; ask for fp32 (or give no "
+                   "precision: the result names the graph used)"
+                   + (", or run it where TensorRT is (--backend tensorrt)" if asked == "fp16" else
+                      f", or export with --precision {asked}"))
+
+
+def onnxruntime_graph(bundle, precision: str | None) -> str:
+    """The graph onnxruntime runs for `precision` on this bundle (deploy.engines.precision.onnx_for's choice, said
+    without opening anything): fp32 where the bundle lacks the graph or a CPU lacks the kernels (fp16)."""
+    used = onnxruntime_precision(bundle, precision)
+    return "fp32" if used == "fp16" or bundle.path(used) is None else used

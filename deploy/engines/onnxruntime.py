@@ -51,11 +51,12 @@ def threads_within(budget: int | None, cap: int | None) -> int:
     return min(budget, cap) if cap else budget
 
 
-def open_role(folder, settings, role: str, path, threads: int | None):
+def open_role(folder, settings, role: str, path, threads: int | None, staged_ok: bool = True):
     """The engine the device runs for the model `role` of the bundle in `folder` whose manifest's `onnxruntime`
     section is `settings` (deploy.contract.runtime.OnnxRuntimeSection): its stages when `settings.staged` names the
-    role, else one session on `path`. `toolkit export` times this very engine to measure the thread cap."""
-    staged = settings.staged_plan(role)
+    role (and `staged_ok`: the stages are cut from the bundle's own graph, not another batch size's), else one
+    session on `path`. `toolkit export` times this very engine to measure the thread cap."""
+    staged = settings.staged_plan(role) if staged_ok else None
     if staged:
         check_plan(folder, staged)
         return StagedEngine(folder, staged, threads=threads, precision=role,
@@ -95,13 +96,17 @@ class OnnxRuntimeEngine:
         self._binding.bind_ortvalue_output(self.output_name, ort.OrtValue.ortvalue_from_numpy(self.output_buffer))
 
     @classmethod
-    def from_bundle(cls, bundle, precision: str, threads: int | None = None, thread_cap: bool = True, **_ignored):
+    def from_bundle(cls, bundle, precision: str, threads: int | None = None, thread_cap: bool = True,
+                    batch: int | None = None, **_ignored):
         """The engine for the bundle's `precision` model (open_role) at `threads` (a budget: all cores when None),
-        no more than the manifest's measured thread cap for that model unless `thread_cap` is False."""
-        used, path = onnx_for(bundle, precision, cpu=True)
+        no more than the manifest's measured thread cap for that model unless `thread_cap` is False; `batch`: the
+        graph of that batch size (deploy.contract.batching), None: the bundle's own."""
+        used, path = onnx_for(bundle, precision, cpu=True, batch=batch)
         settings = bundle.onnxruntime   # its thread caps checked as it is read, even when ignored
         cap = settings.cap(used)
-        engine = open_role(bundle.folder, settings, used, path, threads_within(threads, cap if thread_cap else None))
+        own = batch is None or batch == bundle.batching.sizes[0]
+        engine = open_role(bundle.folder, settings, used, path, threads_within(threads, cap if thread_cap else None),
+                           staged_ok=own)
         engine.thread_cap = cap if thread_cap else None
         if engine.thread_cap and engine.threads < threads_within(threads, None):
             log.info("%s: %d intra-op thread(s) of a budget of %d: the cap the export measured (thread_cap=False "

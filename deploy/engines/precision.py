@@ -37,17 +37,19 @@ def onnxruntime_precision(bundle, requested: str | None) -> str:
     return chosen
 
 
-def onnx_for(bundle, precision: str, *, cpu: bool) -> tuple[str, "object"]:
-    """The ONNX file to run at `precision`: (precision actually used, path).
+def onnx_for(bundle, precision: str, *, cpu: bool, batch: int | None = None) -> tuple[str, "object"]:
+    """The ONNX file to run at `precision` (and at batch size `batch`, one the manifest's `batching` lists; None:
+    the bundle's own graphs): (precision actually used, path).
 
     On CPU an fp16 graph is slower than fp32 (no fp16 kernels), so onnxruntime runs the fp32 model instead.
     """
     if cpu and precision == "fp16":
         log.info("fp16 requested on onnxruntime CPU: running the fp32 model (CPU has no fp16 kernels)")
         precision = "fp32"
-    path = bundle.path(precision)
+    path_of = bundle.path if batch is None else (lambda role: bundle.path_at(role, batch))
+    path = path_of(precision) if bundle.path(precision) is not None else None
     if path is None:
-        fallback = bundle.path("fp32")
+        fallback = path_of("fp32") if bundle.path("fp32") is not None else None
         if fallback is None:
             raise BundleError(f"{bundle.folder}: the manifest lists no '{precision}' or 'fp32' model; "
                               "re-export the bundle")

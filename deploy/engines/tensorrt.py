@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.bundle import sha256_file
+from deploy.bundle import inside, sha256_file
 from deploy.engines.precision import onnx_for
 from deploy.errors import BundleError, FogError, MissingDependency
 from deploy.lazy import lazy_import, require
 
-tensorrt = lazy_import("tensorrt", "tensorrt", "the TensorRT engine (on a Jetson it comes with JetPack)")
+tensorrt = lazy_import("tensorrt", "tensorrt", "the TensorRT engine")
 
 log = logging.getLogger("deploy.engines.tensorrt")
 
@@ -187,9 +187,19 @@ def cached_engine(engine: Path) -> Path | None:
     return engine
 
 
+def add_profile(builder, config, profile: dict) -> str:
+    """One optimization profile for a dynamic batch axis (the manifest's batching.tensorrt: {input, min, opt,
+    max}): TensorRT tunes its kernels for `opt` and takes any batch from `min` to `max`; returns what was set."""
+    optimization = builder.create_optimization_profile()
+    optimization.set_shape(profile["input"], tuple(profile["min"]), tuple(profile["opt"]), tuple(profile["max"]))
+    config.add_optimization_profile(optimization)
+    return f"optimization profile {profile['input']}: min {profile['min']}, opt {profile['opt']}, max {profile['max']}"
+
+
 def build_serialized(trt, onnx_path: Path, precision: str, timing_cache: Path | None = None,
-                     workspace_bytes: int = 1 << 30) -> bytes:
-    """Parse `onnx_path` and build a serialized engine (explicit, boring steps; everything logged)."""
+                     workspace_bytes: int = 1 << 30, profile: dict | None = None) -> bytes:
+    """Parse `onnx_path` and build a serialized engine (explicit, boring steps; everything logged); `profile`: the
+    optimization profile of a dynamic-batch graph."""
     major = trt_major(trt)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -204,6 +214,8 @@ def build_serialized(trt, onnx_path: Path, precision: str, timing_cache: Path | 
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     for name in builder_flags(major, precision):
         config.set_flag(getattr(trt.BuilderFlag, name))
+    if profile is not None:
+        log.info("%s", add_profile(builder, config, profile))
     if timing_cache is not None:
         blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
         config.set_timing_cache(config.create_timing_cache(blob), True)
@@ -218,6 +230,14 @@ def build_serialized(trt, onnx_path: Path, precision: str, timing_cache: Path | 
         timing_cache.write_bytes(memoryview(config.get_timing_cache().serialize()))
     log.info("engine built in %.0f s", time.monotonic() - started)
     return bytes(plan)
+
+
+def _cache(cached: Path, plan: bytes) -> None:
+    """Write a plan the daemon built into its cache, with the sha256 it is checked against when reused."""
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_bytes(plan)
+    _sha_record(cached).write_text(hashlib.sha256(plan).hexdigest() + "\n")
+    tmp.replace(cached)  # atomic: a crash mid-write never leaves a truncated engine behind
 
 
 def default_cache_dir(bundle) -> Path:
@@ -237,7 +257,10 @@ def default_cache_dir(bundle) -> Path:
 class TensorRTEngine:
     backend = "tensorrt"
 
-    def __init__(self, plan: bytes, *, precision: str, trt=None, cuda: CudaRuntime | None = None):
+    def __init__(self, plan: bytes, *, precision: str, trt=None, cuda: CudaRuntime | None = None,
+                 batch: int | None = None):
+        """`batch`: the batch size this engine runs when the plan's batch axis is dynamic (an optimization
+        profile's engine: one object per size, each with its own context and buffers)."""
         self.trt = trt or import_tensorrt()
         self.cuda = cuda or CudaRuntime()
         self.precision = precision
@@ -254,7 +277,17 @@ class TensorRTEngine:
             raise BundleError(f"engine has inputs {inputs} and outputs {outputs}; expected one of each")
         self.input_name, self.output_name = inputs[0], outputs[0]
         self.input_shape = tuple(self.engine.get_tensor_shape(self.input_name))
-        self.output_shape = tuple(self.engine.get_tensor_shape(self.output_name))
+        if self.input_shape and self.input_shape[0] == -1:   # dynamic batch: this object runs `batch`
+            if batch is None:
+                raise BundleError("the engine's batch axis is dynamic; open it at one of the bundle's batch sizes")
+            self.input_shape = (int(batch), *self.input_shape[1:])
+            self.context.set_input_shape(self.input_name, self.input_shape)
+            self.output_shape = tuple(self.context.get_tensor_shape(self.output_name))
+        else:
+            if batch is not None and self.input_shape[0] != batch:
+                raise BundleError(f"the engine takes batches of {self.input_shape[0]}, not {batch}; delete it so it "
+                                  "is rebuilt from the bundle's graph of that size")
+            self.output_shape = tuple(self.engine.get_tensor_shape(self.output_name))
         self.input_buffer = np.zeros(self.input_shape, self.trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
         self.output_buffer = np.zeros(self.output_shape,
                                       self.trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
@@ -265,7 +298,13 @@ class TensorRTEngine:
         self._stream = self.cuda.stream()
 
     @classmethod
-    def from_bundle(cls, bundle, precision: str, cache_dir=None, **_ignored) -> "TensorRTEngine":
+    def from_bundle(cls, bundle, precision: str, cache_dir=None, batch: int | None = None,
+                    **_ignored) -> "TensorRTEngine":
+        """The bundle's engine (shipped, the kit's, the cache's or built here); `batch`: at that batch size
+        instead (the gateway's), built here from its static graph or from the dynamic-batch graph with its
+        optimization profile (the manifest's batching section), and cached."""
+        if batch is not None and batch != bundle.batching.sizes[0]:
+            return cls._at_batch(bundle, precision, batch, cache_dir)
         trt = import_tensorrt()
         cuda = CudaRuntime()
         shipped = bundle.path("engine")
@@ -287,11 +326,26 @@ class TensorRTEngine:
             except BundleError:
                 log.warning("engine %s unusable; trying the next one or rebuilding", candidate)
         plan = build_serialized(trt, onnx_path, used, timing_cache=folder / "timing.cache")
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_bytes(plan)
-        _sha_record(cached).write_text(hashlib.sha256(plan).hexdigest() + "\n")
-        tmp.replace(cached)  # atomic: a crash mid-write never leaves a truncated engine behind
+        _cache(cached, plan)
         return cls(plan, precision=used, trt=trt, cuda=cuda)
+
+    @classmethod
+    def _at_batch(cls, bundle, precision: str, batch: int, cache_dir=None) -> "TensorRTEngine":
+        trt, cuda = import_tensorrt(), CudaRuntime()
+        profile = bundle.batching.tensorrt if precision != "int8" else None
+        if profile:   # one dynamic-batch graph and its profile serve every size
+            used, onnx_path = precision, inside(bundle.folder, profile["file"])
+        else:         # a static graph per size (the unrolled INT8 graph)
+            used, onnx_path = onnx_for(bundle, precision, cpu=False, batch=batch)
+        folder = Path(cache_dir) if cache_dir else default_cache_dir(bundle)
+        folder.mkdir(parents=True, exist_ok=True)
+        key = cache_key(str(trt.__version__), gpu_identity(cuda), sha256_file(onnx_path), used)
+        cached = folder / f"{key}.engine"
+        plan = cached.read_bytes() if cached_engine(cached) is not None else None
+        if plan is None:
+            plan = build_serialized(trt, onnx_path, used, timing_cache=folder / "timing.cache", profile=profile)
+            _cache(cached, plan)
+        return cls(plan, precision=used, trt=trt, cuda=cuda, batch=batch)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         if x is not self.input_buffer:

@@ -113,13 +113,30 @@ def set_calibration(model: nn.Module, collect: bool) -> None:
 
 @torch.no_grad()
 def calibrate_max(model: nn.Module, windows) -> nn.Module:
-    """Max calibration over an iterable of input batches, then enable quantization (tests and quick looks)."""
+    """Max calibration, then enable quantization (tests and quick looks). `windows`: model inputs as one tensor or
+    array (N, *input shape), fed in batches of the variant's static batch (`to_qat(batch_size=...)`), or an
+    iterable of ready batches."""
     was_training = model.training
     model.eval()
     set_calibration(model, True)
-    for x in windows:
+    for x in _batches(model, windows):
         model(x)
     set_calibration(model, False)
     set_quantization(model, True)
     model.train(was_training)
     return model
+
+
+def _batches(model: nn.Module, windows):
+    """Batches of the variant's static batch size from a tensor/array of windows (the last one filled up with
+    copies of its last window: max calibration is unchanged by repeats); an iterable of batches as it is."""
+    if not isinstance(windows, torch.Tensor) and not hasattr(windows, "__array__"):
+        yield from (torch.as_tensor(x) for x in windows)
+        return
+    windows = torch.as_tensor(windows, dtype=torch.float32)
+    size = int(getattr(model, "qat_batch_size", 0) or len(windows))
+    for start in range(0, len(windows), size):
+        chunk = windows[start:start + size]
+        if len(chunk) < size:
+            chunk = torch.cat([chunk, chunk[-1:].expand(size - len(chunk), *chunk.shape[1:])])
+        yield chunk

@@ -5,13 +5,13 @@ objects) and return result objects. The `toolkit` command line is a thin layer o
     result = api.export(my_module, target="cpu", out="bundles/mine", preprocess={"rate_hz": 100, "patch": 1})
     figures = api.evaluate(result.out, recordings, precision="int8")
     timing = api.bench(result.out, backends=["onnxruntime-fp32"], batches=[1, 4])
-    cohort = api.score(["data/unlabeled"], result.out, out="runs/cohort")
+    cohort = api.score_cohort(["data/unlabeled"], result.out, out="runs/cohort")
 """
 from toolkit.api.bench import BenchResult, bench
 from toolkit.api.evaluate import EvaluationResult, evaluate
 from toolkit.api.export import ExportResult, export
 from toolkit.api.model import as_source
-from toolkit.score.api import ScoreResult, score
+from toolkit.score.api import ScoreResult, score_cohort
 
-__all__ = ["export", "ExportResult", "evaluate", "EvaluationResult", "bench", "BenchResult", "score",
+__all__ = ["export", "ExportResult", "evaluate", "EvaluationResult", "bench", "BenchResult", "score_cohort",
            "ScoreResult", "as_source"]

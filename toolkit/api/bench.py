@@ -30,7 +30,7 @@ class BenchResult:
     @property
     def realtime_budget_ms(self) -> float | None:
         """One window per hop: the latency a backend must stay under to keep up with one wearer."""
-        budget = bench_report.realtime_budget_s(self.report["subject"])
+        budget = bench_report.realtime_budget_s(self.report["model"])
         return budget * 1e3 if budget else None
 
     def table(self) -> str:
@@ -60,6 +60,6 @@ def bench(model, *, backends=None, batches=(1, 4, 16, 64), threads: int = 1, ove
                               precision="fp32", fidelity=False, verify_windows=2)
             return bench(exported.out, backends=[b for b in backends if b != "pytorch-eager"], batches=[1],
                          threads=threads, name=name or type(model).__name__, progress=progress)
-    subject = bench_run.load_subject(str(model), overrides or {}, name=name)
-    return BenchResult(bench_run.run_bench(subject, backends, [int(b) for b in batches], threads=threads,
+    benched = bench_run.load_benched(str(model), overrides or {}, name=name)
+    return BenchResult(bench_run.run_bench(benched, backends, [int(b) for b in batches], threads=threads,
                                            show_progress=progress))

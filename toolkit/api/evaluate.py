@@ -9,20 +9,19 @@ sensitivity and false alarms per hour over its on-threshold, deploy.operating_po
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from calibration import progress as bars
-from calibration.checkpoint import load_model
+from calibration.checkpoint import checkpoint_info, load_model, trained_event_mode, trained_on
+from calibration.data import fingerprint
 from deploy import operating_points
 from deploy.bundle import Bundle, sha256_file
 from deploy.contract.events import EventSettings
 from deploy.engines import open_engine
 from deploy.errors import FogError
-from deploy.event_classes import any_fog
 from deploy.lazy import lazy_import
 from deploy.offline import predict_recording
 from deploy.preprocess import PreprocessSpec
@@ -45,6 +44,9 @@ class Scorer:
     events: EventSettings | dict = field(default_factory=dict)   # a bundle's (or a preset's) event settings
     columns: object = field(default_factory=lambda: slice(None))  # event columns (a bundle's background classes left out)
     any_fog: str = "max"
+    trained_on: dict | None = None   # what the model was trained on (in-sample marks), when its checkpoint says
+    identity: dict = field(default_factory=dict)   # preset, weights_sha256, bundle digest: what a threshold belongs to
+    classes: tuple | None = None   # the names of the event columns (None: deploy.scoring.column_names)
 
 
 @dataclass
@@ -60,6 +62,7 @@ class EvaluationResult:
     operating_points: dict = field(default_factory=dict)  # results[i]["name"] -> deploy.operating_points.sweep
     at_fa_per_hour: dict | None = None          # {"target", "chosen": {name: point or None}} when asked for
     recordings_used: list = field(default_factory=list)   # name, file and sha256 of each recording scored
+    model_identity: dict | None = None          # the model scored (Scorer.identity), None for the baseline only
 
     @property
     def model(self) -> dict | None:
@@ -74,22 +77,30 @@ class EvaluationResult:
         return json_safe({"recordings": self.recordings, "hours": self.hours, "events": self.settings.to_dict(),
                           "precision": self.precision, "runtime": self.runtime, "results": self.results,
                           "operating_points": self.operating_points, "at_fa_per_hour": self.at_fa_per_hour,
-                          "recordings_used": self.recordings_used})
+                          "recordings_used": self.recordings_used, "model": self.model_identity})
 
 
-def recording_identity(rec) -> dict:
+def recording_identity(rec, trained=None) -> dict:
     """Which recording this was: its name, its file and the file's sha256 (or, read from memory, the sha256 of
-    its samples and labels), so a threshold chosen on it can say on what."""
-    source = rec.meta.get("source")
-    out = {"name": str(rec.meta.get("name") or rec.meta.get("id") or "recording"), "subject": rec.meta.get("subject")}
-    if source and Path(source).is_file():
-        out.update(file=str(source), sha256=sha256_file(source))
-    else:
-        digest = hashlib.sha256(np.ascontiguousarray(rec.acc).tobytes())
-        if rec.labels is not None:
-            digest.update(np.ascontiguousarray(rec.labels).tobytes())
-        out["data_sha256"] = digest.hexdigest()
+    its samples and labels: calibration.data.fingerprint), so a threshold chosen on it can say on what; and
+    `in_sample` against what the model was trained on (`trained`, a manifest's model.trained_on): "recording"
+    (the very recording, by content hash; by name where the checkpoint kept no hash), "subject" (another recording
+    of a person it was trained on) or None."""
+    out = {**fingerprint(rec), "subject_from": rec.meta.get("subject_from")}
+    out["in_sample"] = in_sample(out, trained)
     return out
+
+
+def in_sample(identity: dict, trained: dict | None) -> str | None:
+    if not trained:
+        return None
+    known = trained.get("recordings") or []
+    hashes = {r.get(k) for r in known for k in ("sha256", "data_sha256")} - {None}
+    if identity.get("sha256") in hashes or identity.get("data_sha256") in hashes:
+        return "recording"
+    if not hashes and identity["name"].rsplit("/", 1)[-1] in {r.get("name") for r in known}:
+        return "recording"
+    return "subject" if identity.get("subject") in set(trained.get("subjects") or ()) else None
 
 
 def _as_recordings(recordings, layout=None, mapping=None) -> list:
@@ -104,27 +115,40 @@ def _as_recordings(recordings, layout=None, mapping=None) -> list:
 
 def bundle_scorer(bundle, precision=None, backend: str = "auto") -> Scorer:
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    engine = open_engine(bundle, backend=backend, precision=precision)
+    engine = open_engine(bundle, backend=backend, precision=precision, exact=True)
     used = getattr(engine, "precision", None) or precision or bundle.precision
+    model = bundle.manifest.get("model") or {}
     return Scorer(f"bundle {Path(bundle.folder).name} ({used}, {engine.backend})", bundle.input.spec, engine, used,
-                  engine.backend, bundle.events, bundle.output.event_columns, bundle.output.any_fog)
+                  engine.backend, bundle.events, bundle.output.event_columns, bundle.output.any_fog,
+                  identity={"preset": model.get("preset"), "weights_sha256": model.get("weights_sha256"),
+                            "bundle": str(bundle.folder), "bundle_digest": bundle.manifest.get("digest")},
+                  classes=tuple(bundle.output.event_classes), trained_on=bundle.model.trained_on)
 
 
 def torch_scorer(model, weights=None, preprocess=None, activation: str = "sigmoid") -> Scorer:
     if _is_module(model):
         source = from_module(model, preprocess=preprocess, activation=activation)
-        module, spec, name, events = source.module, source.spec, source.name, {}
+        module, spec, name, events, classes = source.module, source.spec, source.name, {}, source.classes
+        trained = None
+        identity = {"preset": None, "weights_sha256": source.weights_sha256}
     else:
         module, preset, checkpoint = load_model(model, weights)  # the project's one weights loader
         spec = PreprocessSpec.from_dict(models.get_preset(preset).preprocess)
-        events = dict(models.get_preset(preset).events)  # what its bundle would carry
+        classes = models.get_preset(preset).classes
+        events = dict(models.get_preset(preset).events)  # what its bundle would carry, the event mode included
+        mode = trained_event_mode(checkpoint_info(checkpoint))[0] if checkpoint else None
+        if mode:
+            events["mode"] = mode
         name = preset + (f" ({weights})" if weights else " (shipped weights)" if checkpoint else " (untrained)")
+        trained = trained_on(checkpoint)
+        identity = {"preset": preset, "weights_sha256": sha256_file(checkpoint) if checkpoint else None}
     act = {"sigmoid": torch.sigmoid, "softmax": lambda y: torch.softmax(y, dim=-1), "none": lambda y: y}[activation]
 
     def infer(x):
         with torch.no_grad():
             return act(module(torch.from_numpy(np.ascontiguousarray(x)))).numpy()
-    return Scorer(name, spec, infer, "fp32", "pytorch", events)
+    return Scorer(name, spec, infer, "fp32", "pytorch", events, identity=identity, classes=tuple(classes),
+                  trained_on=trained)
 
 
 def _is_bundle(model) -> bool:
@@ -166,18 +190,21 @@ def evaluate(model=None, recordings=(), *, weights=None, preprocess: dict | None
     results, probs, scored = [], {}, []
     if scorer:
         probs["model"] = [p[:, scorer.columns] for p in model_probabilities(scorer, recs, settings, progress)]
-        results.append(score(recs, probs["model"], settings, scorer.name, any_fog_rule=scorer.any_fog))
-        scored.append(("model", settings, scorer.any_fog))
+        results.append(score(recs, probs["model"], settings, scorer.name, any_fog_rule=scorer.any_fog,
+                             classes=scorer.classes))
+        scored.append(("model", settings, scorer.any_fog, scorer.classes))
     probs["freeze index"] = [freeze_index_probability(r, fi_window_s, fi_threshold) for r in recs]
     results.append(score(recs, probs["freeze index"], freeze_index_settings(settings),
                          f"freeze index ({fi_window_s:g} s, threshold {fi_threshold:g})"))
-    scored.append(("freeze index", freeze_index_settings(settings), "max"))
+    scored.append(("freeze index", freeze_index_settings(settings), "max", None))
     result = EvaluationResult(results=results, settings=settings, recordings=len(recs),
                               hours=sum(r.duration_s for r in recs) / 3600,
                               precision=scorer.precision if scorer else None,
                               runtime=scorer.runtime if scorer else None, probs=probs,
                               rules={"model": scorer.any_fog} if scorer else {},
-                              recordings_used=[recording_identity(r) for r in recs])
+                              recordings_used=[recording_identity(r, scorer.trained_on if scorer else None)
+                                               for r in recs],
+                              model_identity=scorer.identity if scorer else None)
     if thresholds:
         _sweep(result, recs, scored, thresholds, fi_threshold, at_fa_per_hour)
     return result
@@ -185,8 +212,8 @@ def evaluate(model=None, recordings=(), *, weights=None, preprocess: dict | None
 
 def _sweep(result: EvaluationResult, recs, scored, thresholds, fi_threshold: float, at_fa_per_hour) -> None:
     """Each scorer's operating points (and the chosen one) into `result`, keyed by the scorer's table name."""
-    for (key, knobs, rule), figures in zip(scored, result.results):
-        swept = operating_points.sweep(recs, [any_fog(p, rule=rule) for p in result.probs[key]], knobs, thresholds)
+    for (key, knobs, rule, classes), figures in zip(scored, result.results):
+        swept = operating_points.sweep(recs, result.probs[key], knobs, thresholds, classes, rule)
         if key == "freeze index":     # the index's own units beside each probability threshold
             for point in swept["points"]:
                 point["freeze_index"] = operating_points.freeze_index_at(point["on"], fi_threshold)

@@ -1,15 +1,14 @@
-"""`export(model, target, out, ...) -> ExportResult`: the API behind `toolkit export`."""
+"""`export(model, target, out, **options) -> ExportResult`: the API behind `toolkit export`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from calibration.data import WindowReader
-from deploy.recording import read_recordings
+from deploy.contract.manifest import Manifest
 from toolkit.api.model import as_source
+from toolkit.api.threshold import ChosenEvents, chosen_events
 from toolkit.export import ExportOptions, export_bundle, summary_table
 from toolkit.export.onnx import ExportError
-from toolkit.export.ranges import given_ranges
 from toolkit.export.targets import get_target
 
 
@@ -27,57 +26,60 @@ class ExportResult:
         return self.manifest["precision"]
 
     @property
+    def sections(self) -> Manifest:
+        """The manifest as typed sections (deploy.contract.manifest.Manifest)."""
+        return Manifest.from_dict(self.manifest)
+
+    @property
     def notes(self) -> list[str]:
-        return list(self.manifest["model"].get("notes") or [])
+        return list(self.sections.model.notes)
 
     def summary(self) -> str:
         """The table `toolkit export` prints."""
         return summary_table(self.out, self.manifest)
 
 
-def export(model, target: str = "jetson", out=None, *, weights=None, preprocess: dict | None = None, classes=None,
-           activation: str | None = None, n_patches: int | None = None, tsai: bool = False,
-           factory_kwargs: dict | None = None, background=None, any_fog: str | None = None,
-           calibration=None, calib_data=None, calib_layout: str | None = None, calib_mapping: str | None = None,
-           fidelity_data=None, fidelity_layout: str | None = None, fidelity_mapping: str | None = None,
-           events: dict | None = None, quiet: bool = True, **options) -> ExportResult:
+def export(model, target: str = "jetson", out=None, *, weights=None, options: ExportOptions | None = None,
+           **fields) -> ExportResult:
     """Export `model` for `target` into the bundle folder `out`.
 
     `model`: a preset name, a checkpoint of this project, 'package.module:factory', or a torch.nn.Module (with
     `preprocess`: rate_hz, units, patch, n_patches, normalization, layout; what is missing comes from the module or
-    the defaults, see toolkit.api.model). `calib_data` / `fidelity_data`: recordings (paths or Recording objects) to
-    calibrate INT8 / measure streaming fidelity on (default synthetic). `calibration`: a calibration cache
-    (`toolkit calibrate --out`) whose ranges ship as they are; a QAT result (`toolkit train --qat`) ships its own. `events`: manifest event keys
-    (deploy.contract.EVENT_KEYS). Other keywords are `toolkit.export.ExportOptions` fields (batch, precision, opset,
-    calib_method, calib_windows, verify_windows, dla_core, build_engine, force, stream_normalization, fidelity,
-    recurrence, threads).
+    the defaults, see toolkit.api.model); `weights`: a weights file for a model given by name. Every other keyword
+    is a field of `toolkit.export.ExportOptions`, the options `toolkit export` has as flags, spelled as fields
+    (preprocess, classes, batch, precision, recurrence, calibration, calib_data, fidelity_data, events, ...;
+    `calib_data` / `fidelity_data` may also be Recording objects); `options` is an ExportOptions to start from. The
+    API is quiet (no bars) unless given quiet=False.
     """
     if out is None:
         raise TypeError("export() needs out=: the bundle folder to create")
-    known = set(ExportOptions.__dataclass_fields__) - {"calib_reader", "fidelity_recordings", "events", "quiet",
-                                                       "ranges"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TypeError(f"export() got unknown option(s) {unknown}; known: {sorted(known)}")
+    if options is None:
+        fields.setdefault("quiet", True)
+    opt = ExportOptions.build(options, **fields)
     tgt = get_target(target)
-    source = as_source(model, weights=weights, preprocess=preprocess, classes=classes, activation=activation,
-                       n_patches=n_patches, tsai=tsai, factory_kwargs=factory_kwargs, background=background,
-                       any_fog=any_fog)
-    opt = ExportOptions(events=dict(events or {}), quiet=quiet, ranges=given_ranges(source, calibration), **options)
-    if opt.ranges and calib_data:
-        raise ExportError(f"calib_data calibrates at export, but the {opt.ranges.source} ranges of {opt.ranges.path} "
-                          "ship as they are: drop --calib-data (or --calibration)")
-    if calib_data:
-        opt.calib_reader = WindowReader(_recordings(calib_data, calib_layout, calib_mapping), source.preprocess,
-                                        limit=opt.calib_windows or 64, batch_size=16)
-    if fidelity_data:
-        opt.fidelity_recordings = _recordings(fidelity_data, fidelity_layout, fidelity_mapping)
-    manifest = export_bundle(source, tgt, out, opt)
-    return ExportResult(out=Path(out), manifest=manifest)
+    source = as_source(model, weights=weights, preprocess=opt.preprocess, classes=opt.classes,
+                       activation=opt.activation, n_patches=opt.n_patches, tsai=opt.tsai,
+                       factory_kwargs=opt.factory_kwargs, background=opt.background, any_fog=opt.any_fog,
+                       untrained=opt.untrained)
+    chosen = _chosen_events(opt.on_threshold_from, opt.events, source)
+    return ExportResult(out=Path(out), manifest=export_bundle(source, tgt, out, opt, chosen))
 
 
-def _recordings(data, layout, mapping) -> list:
-    items = [data] if isinstance(data, (str, Path)) else list(data)
-    paths = [x for x in items if isinstance(x, (str, Path))]
-    loaded = read_recordings(paths, layout=layout, mapping=mapping) if paths else []
-    return loaded + [x for x in items if not isinstance(x, (str, Path))]
+def _chosen_events(path, events: dict, source) -> ChosenEvents | None:
+    """The operating point `on_threshold_from` names (its record saying whether the weights were checked), None
+    without it; refused beside event settings and for other weights than those evaluated."""
+    if path is None:
+        return None
+    given = sorted(k for k, v in events.items() if v is not None)
+    if given:
+        raise ExportError(f"--on-threshold-from {path} brings the event settings its threshold was chosen with; "
+                          f"{', '.join('--' + k.replace('_', '-') for k in given)} would change what it was chosen "
+                          "for: evaluate with those settings and choose again, or drop them")
+    chosen = chosen_events(path)
+    if chosen.weights_sha256 and source.weights_sha256 and chosen.weights_sha256 != source.weights_sha256:
+        raise ExportError(f"{path} chose its threshold for weights sha256 {chosen.weights_sha256[:12]}..., but this "
+                          f"export is of {source.weights_sha256[:12]}...: a threshold belongs to the probabilities of "
+                          "one model; evaluate these weights (their bundle) and choose again")
+    # an untrained or unnamed model has no weights hash on one side: the choice ships, saying it was not checked
+    checked = bool(chosen.weights_sha256 and source.weights_sha256)
+    return replace(chosen, record={**chosen.record, "weights_checked": checked})

@@ -94,7 +94,8 @@ def from_module(module, *, preprocess: dict | None = None, classes=None, activat
 
 
 def as_source(model, *, weights=None, preprocess: dict | None = None, classes=None, activation=None,
-              n_patches=None, tsai: bool = False, factory_kwargs=None, background=None, any_fog=None) -> ModelSource:
+              n_patches=None, tsai: bool = False, factory_kwargs=None, background=None, any_fog=None,
+              untrained: bool = False) -> ModelSource:
     """`model` as a ModelSource: a ModelSource as it is; a module object (see `from_module`); a string as
     `toolkit export --model` takes it (toolkit.export.source.resolve)."""
     if isinstance(model, ModelSource):
@@ -112,4 +113,5 @@ def as_source(model, *, weights=None, preprocess: dict | None = None, classes=No
     if preprocess:
         check_preprocess_keys(preprocess)
     return resolve(model, weights=weights, n_patches=n_patches, tsai=tsai, preprocess=preprocess, classes=classes,
-                   activation=activation, factory_kwargs=factory_kwargs, background=background, any_fog=any_fog)
+                   activation=activation, factory_kwargs=factory_kwargs, background=background, any_fog=any_fog,
+                   untrained=untrained)

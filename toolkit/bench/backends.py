@@ -1,6 +1,6 @@
-"""What `toolkit bench` times: a *subject* (a preset or a bundle) and the backends that can run it.
+"""What `toolkit bench` times: a *benched model* (`BenchedModel`: a preset or a bundle) and the backends that run it.
 
-A backend turns (subject, batch) into a zero-argument callable that runs one inference on a fixed input, plus the
+A backend turns (benched, batch) into a zero-argument callable that runs one inference on a fixed input, plus the
 matching reference workload (see bench.reference) to normalize by. onnxruntime and TensorRT go through
 `deploy.engines`, the same engines the daemon runs, so the bench times exactly what the device does.
 
@@ -53,11 +53,11 @@ NAIVE = "onnxruntime-naive"
 
 
 class BackendUnavailable(FogError):
-    """This backend cannot run this subject here (missing package, no INT8 graph, no GPU...)."""
+    """This backend cannot run this model here (missing package, no INT8 graph, no GPU...)."""
 
 
 @dataclass
-class Subject:
+class BenchedModel:
     """Everything the bench needs to know about one model, however it was given."""
 
     name: str
@@ -160,13 +160,13 @@ class Subject:
 
 # --- runners -------------------------------------------------------------------------------------------------
 
-def open_runner(subject: Subject, backend: str, batch: int, threads: int) -> Callable[[], object]:
-    """A callable running one inference of `subject` at `batch` on `backend` (loaded, not yet warmed up)."""
-    x = subject.example(batch)
+def open_runner(benched: BenchedModel, backend: str, batch: int, threads: int) -> Callable[[], object]:
+    """A callable running one inference of `benched` at `batch` on `backend` (loaded, not yet warmed up)."""
+    x = benched.example(batch)
     if backend == "pytorch-eager":
         default = _torch_default_threads(torch)  # recorded before the first change
         torch.set_num_threads(threads or default)
-        model = subject.torch_model()
+        model = benched.torch_model()
         xt = torch.from_numpy(x)
 
         def run():
@@ -174,12 +174,12 @@ def open_runner(subject: Subject, backend: str, batch: int, threads: int) -> Cal
                 return model(xt)
         return _says(run, torch.get_num_threads())
     if backend == NAIVE:
-        return _says(naive_session(subject.onnx("naive", batch), x, threads), threads or None)
+        return _says(naive_session(benched.onnx("naive", batch), x, threads), threads or None)
     if backend.startswith("onnxruntime-"):
-        engine = _onnxruntime(subject, backend, batch, threads, x)
+        engine = _onnxruntime(benched, backend, batch, threads, x)
         return _says(lambda: engine.infer(x), engine.threads)
     if backend == "tensorrt":
-        return _tensorrt_runner(subject, batch, x)
+        return _tensorrt_runner(benched, batch, x)
     raise FogError(f"unknown backend {backend!r}; choose from {BACKENDS}")
 
 
@@ -189,40 +189,40 @@ def _says(run, threads: int | None):
     return run
 
 
-def _onnxruntime(subject: Subject, backend: str, batch: int, threads: int, x):
+def _onnxruntime(benched: BenchedModel, backend: str, batch: int, threads: int, x):
     """The project's onnxruntime engine for `backend`: the bundle's own (open_engine: its stages, pre-optimized
     graph and thread cap) when the bundle carries this model at `batch`, else the model exported here, at the
     threads toolkit.export.threads measures best within the budget `threads` (0: all cores)."""
-    role = _bundle_role(subject, backend, batch)
+    role = _bundle_role(benched, backend, batch)
     if role:
-        return open_engine(subject.bundle, backend="onnxruntime", precision=role, threads=threads or None)
-    open_at = _opener(subject, backend, batch)
-    return open_at(capped_threads(subject, backend, batch, threads, open_at, x))
+        return open_engine(benched.bundle, backend="onnxruntime", precision=role, threads=threads or None)
+    open_at = _opener(benched, backend, batch)
+    return open_at(capped_threads(benched, backend, batch, threads, open_at, x))
 
 
-def prepare(subject: Subject, backend: str, batch: int, threads: int) -> None:
+def prepare(benched: BenchedModel, backend: str, batch: int, threads: int) -> None:
     """Export what `backend` runs at `batch` and measure its thread cap now (outside a timed or memory window)."""
-    if backend.startswith("onnxruntime-") and backend != NAIVE and not _bundle_role(subject, backend, batch):
-        capped_threads(subject, backend, batch, threads, _opener(subject, backend, batch), subject.example(batch))
+    if backend.startswith("onnxruntime-") and backend != NAIVE and not _bundle_role(benched, backend, batch):
+        capped_threads(benched, backend, batch, threads, _opener(benched, backend, batch), benched.example(batch))
 
 
-def _bundle_role(subject: Subject, backend: str, batch: int) -> str | None:
+def _bundle_role(benched: BenchedModel, backend: str, batch: int) -> str | None:
     precision = backend.split("-", 1)[1]
-    return None if precision.startswith("staged") else subject.bundle_role(precision, batch)
+    return None if precision.startswith("staged") else benched.bundle_role(precision, batch)
 
 
-def _opener(subject: Subject, backend: str, batch: int):
+def _opener(benched: BenchedModel, backend: str, batch: int):
     """open_at(threads) -> the engine of a backend exported here (exported now if need be)."""
     precision = backend.split("-", 1)[1]
     if precision.startswith("staged"):  # the dynamic plan in stages, both LSTM directions side by side
-        folder, plan = subject.staged(batch, activations=backend.endswith("-activations"))
+        folder, plan = benched.staged(batch, activations=backend.endswith("-activations"))
         return lambda k: StagedEngine(folder, plan, threads=k, preoptimized=plan["preoptimized"],
                                       disabled_optimizers=DISABLED_OPTIMIZERS)
-    path = subject.onnx(precision, batch)
+    path = benched.onnx(precision, batch)
     return lambda k: onnxruntime_engine(path, k)
 
 
-def capped_threads(subject: Subject, backend: str, batch: int, threads: int, open_at, x) -> int:
+def capped_threads(benched: BenchedModel, backend: str, batch: int, threads: int, open_at, x) -> int:
     """The threads a re-exported engine runs at: one when the budget is one, else the fewest within the margin of
     the fastest over 1..budget (toolkit.export.threads.measure_threads, as the export measures a bundle's cap),
     measured once per backend, batch and budget."""
@@ -230,11 +230,11 @@ def capped_threads(subject: Subject, backend: str, batch: int, threads: int, ope
     if len(counts) == 1:
         return counts[0]
     key = (backend, batch, threads)
-    if key not in subject.thread_caps:
-        subject.thread_caps[key] = measure_threads(open_at, x, threads or None)
+    if key not in benched.thread_caps:
+        benched.thread_caps[key] = measure_threads(open_at, x, threads or None)
         bars.write(f"[bench] {backend} batch {batch}, threads within {threads or 'all cores'}: "
-                   f"{subject.thread_caps[key]['reason']}")
-    return subject.thread_caps[key]["threads"]
+                   f"{benched.thread_caps[key]['reason']}")
+    return benched.thread_caps[key]["threads"]
 
 
 _TORCH_THREADS: list[int] = []
@@ -247,24 +247,24 @@ def _torch_default_threads(torch) -> int:
     return _TORCH_THREADS[0]
 
 
-def check_available(subject: Subject, backend: str, batch: int | None = None) -> None:
+def check_available(benched: BenchedModel, backend: str, batch: int | None = None) -> None:
     """Raise BackendUnavailable (saying why) before anything is loaded for a backend that cannot run."""
     if backend == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             raise BackendUnavailable("tensorrt is not installed here (it runs on the Jetson; see docs/bench.md)")
-        if subject.bundle is None or (batch is not None and batch != subject.input_shape[0]):
+        if benched.bundle is None or (batch is not None and batch != benched.input_shape[0]):
             raise BackendUnavailable("TensorRT is benched on a bundle, at the bundle's batch size")
     elif backend == "pytorch-eager" or backend.startswith("onnxruntime"):
-        if importlib.util.find_spec("torch") is None and (backend == "pytorch-eager" or subject.bundle is None):
+        if importlib.util.find_spec("torch") is None and (backend == "pytorch-eager" or benched.bundle is None):
             raise BackendUnavailable(f"{backend} needs torch here (pip install 'fog-edge-toolkit[workstation]')")
-    if backend == "onnxruntime-int8" and subject.bundle is not None and subject.bundle.path("int8") is None \
-            and subject.preset is None:
-        raise BackendUnavailable(f"{subject.name}: the bundle carries no int8 model")
+    if backend == "onnxruntime-int8" and benched.bundle is not None and benched.bundle.path("int8") is None \
+            and benched.preset is None:
+        raise BackendUnavailable(f"{benched.name}: the bundle carries no int8 model")
 
 
-def _tensorrt_runner(subject: Subject, batch: int, x: np.ndarray):
-    check_available(subject, "tensorrt", batch)
-    engine = open_engine(subject.bundle, backend="tensorrt")
+def _tensorrt_runner(benched: BenchedModel, batch: int, x: np.ndarray):
+    check_available(benched, "tensorrt", batch)
+    engine = open_engine(benched.bundle, backend="tensorrt")
     return _says(lambda: engine.infer(x), None)   # a GPU engine: no CPU threads to say
 
 

@@ -98,8 +98,8 @@ def baseline_path(machine: str | None = None) -> Path:
     return BASELINES / f"{machine or machine_class()}.json"
 
 
-def entry_key(subject: str, backend: str) -> str:
-    return f"{subject}/{backend}"
+def entry_key(benched: str, backend: str) -> str:
+    return f"{benched}/{backend}"
 
 
 def load(path: Path) -> dict:
@@ -219,7 +219,7 @@ def compare(key: str, measured: dict, baseline: dict, tolerance: float) -> Verdi
     changed = toolchain_changes(baseline.get("toolchain"), measured.get("toolchain"))
     compared = [n for n in STRUCTURE_FIELDS if n in want and (not changed or n in TOOLCHAIN_FREE)]
     notices = [f"{key}: graph structure recorded with another toolchain ({', '.join(changed)}): only "
-               f"{', '.join(compared) or 'nothing'} compared; re-record on purpose: toolkit bench MODEL "
+               f"{', '.join(compared) or 'nothing'} compared; re-record on purpose: toolkit bench --model MODEL "
                "--update-baseline"] if changed else []
     for name in compared:
         if want[name] != got.get(name):
@@ -231,7 +231,8 @@ def compare(key: str, measured: dict, baseline: dict, tolerance: float) -> Verdi
             and measured.get("reference") != baseline.get("reference"):
         # a ratio to a different workload is a different number: comparing it would pass or fail by accident
         problems.append(f"{key}: normalized by reference {measured.get('reference')}, baseline by "
-                        f"{baseline.get('reference') or 'an older one'}; re-record: toolkit bench MODEL --update-baseline")
+                        f"{baseline.get('reference') or 'an older one'}; re-record: toolkit bench --model MODEL "
+                        "--update-baseline")
         return Verdict(key, problems, structure_ok, False, norm, None, notices=notices)
     if baseline.get("normalized_latency") is not None and norm is not None:
         allowed = baseline["normalized_latency"] * (1 + tolerance)

@@ -37,7 +37,7 @@ def threads_label(threads) -> str:
 
 
 def format_table(report: dict) -> str:
-    s, m = report["subject"], report["machine"]
+    s, m = report["model"], report["machine"]
     lines = [f"{s['name']}: input {tuple(s['input_shape'])}, {s['macs'] / 1e6:.1f} MMAC, "
              f"{(s.get('parameters') or 0) / 1e6:.2f} M parameters, window {s['window_s']} s, hop {s['hop_s']} s",
              f"machine: {m['class']} ({m.get('cpu')}), threads {m['threads']}, MatMul "
@@ -100,15 +100,15 @@ def _sweep_ms(row: dict) -> float:
     return row["cpu_median_ms"] if row.get("clock") == "thread-cpu" else row["median_ms"]
 
 
-def realtime_budget_s(subject: dict) -> float | None:
+def realtime_budget_s(benched: dict) -> float | None:
     """The real-time budget of one wearer's stream: one window per hop (the window when the hop is unknown)."""
-    return subject.get("hop_s") or subject.get("window_s")
+    return benched.get("hop_s") or benched.get("window_s")
 
 
-def _budget_lines(subject: dict, rate_ax, latency_ax) -> None:
+def _budget_lines(benched: dict, rate_ax, latency_ax) -> None:
     """The real-time budget on both axes: one window per hop needs 1/hop windows per second and at most hop s per
     window; above the first line (below the second) a backend keeps up with a wearer."""
-    budget = realtime_budget_s(subject)
+    budget = realtime_budget_s(benched)
     if not budget:
         return
     label = f"real-time budget (1 window per {budget:g} s hop)"
@@ -138,7 +138,7 @@ def sweep_figure(report: dict):
         b = [row["batch"] for row in rows]
         ax1.plot(b, [row["windows_per_s"] for row in rows], marker="o", label=name)
         ax2.plot(b, [_sweep_ms(row) / row["batch"] for row in rows], marker="o", label=name)
-    _budget_lines(report["subject"], ax1, ax2)
+    _budget_lines(report["model"], ax1, ax2)
     for ax, label in ((ax1, "windows / s"), (ax2, "ms per window")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -147,6 +147,6 @@ def sweep_figure(report: dict):
         ax.grid(True, which="both", alpha=0.3)
     ax1.legend()
     m = report["machine"]
-    fig.suptitle(f"{report['subject']['name']} on {m['class']} ({m.get('cpu')}, {m['threads']} thread(s))")
+    fig.suptitle(f"{report['model']['name']} on {m['class']} ({m.get('cpu')}, {m['threads']} thread(s))")
     fig.tight_layout()
     return fig

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from deploy.contract import EVENT_KEYS, event_help
-
-# Spellings `toolkit evaluate` used before its flags were named after the manifest keys: still accepted, not shown.
-OLD_SPELLINGS = {"smoothing_s": "--smoothing", "min_duration_s": "--min-duration", "refractory_s": "--refractory"}
+from deploy.contract import EVENT_FLAG_ALIASES, EVENT_KEYS, event_flag, event_flag_kind, event_help
 
 
-def add_event_arguments(group, keys=EVENT_KEYS) -> None:
+def add_event_arguments(group, keys=EVENT_KEYS, mode_help: str | None = None) -> None:
     """--hop-s, --lookahead-s, --smoothing-s, --on, --off, --min-duration-s, --refractory-s (floats, default None:
-    not given), each with its old spelling as a hidden alias, with the same help in every command."""
+    not given), each with its old spelling as a hidden alias, and --event-mode any|per_class (`mode_help`: the
+    command's own default), with the same help in every command."""
     for key in keys:
-        group.add_argument("--" + key.replace("_", "-"), type=float, default=None, help=event_help(key))
-        if key in OLD_SPELLINGS:
-            group.add_argument(OLD_SPELLINGS[key], dest=key, type=float, default=None, help=argparse.SUPPRESS)
+        kind = event_flag_kind(key)
+        group.add_argument(event_flag(key), dest=key, default=None, help=(mode_help if key == "mode" else None)
+                           or event_help(key), **kind)
+        if key in EVENT_FLAG_ALIASES:
+            group.add_argument(EVENT_FLAG_ALIASES[key], dest=key, default=None, help=argparse.SUPPRESS, **kind)
 
 
 def event_overrides(args) -> dict:

@@ -6,7 +6,9 @@
 - `--quiet` hides the progress bars (they also hide themselves when stderr is not a terminal);
 - `--plot DIR` writes the command's pictures into a folder;
 - `--layout` is always a file layout (calibration.data, deploy.layouts); a model's tensor layout is
-  `export --input-layout`. The event flags live in `_events.py`, the recording inputs in `_recordings.py`.
+  `export --input-layout`. The event flags live in `_events.py`, the recording inputs in `_recordings.py`;
+- a bundle is `--bundle DIR` in every command that reads one (inspect, bench, evaluate, score, serve; fog-daemon
+  too): the folder given first, without the flag, as inspect, bench and serve took it, still works and is not shown.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import argparse
 from pathlib import Path
 
 from calibration.checkpoint import DEFAULT_PRESET, checkpoint_info, read_weights
+from deploy.bundle import BUNDLE_HELP
+from deploy.errors import FogError
 from deploy.layouts import FILE_LAYOUT_HELP
 
 MODEL_HELP = ("the model: a preset name (`toolkit models`), a checkpoint written by `toolkit train` (model.pt, it "
@@ -52,6 +56,21 @@ def named_preset(weights) -> str | None:
     return checkpoint_info(weights).get("preset") or read_weights(weights)[1].get("preset")
 
 
+def add_bundle(p, *, required: bool = False, positional: bool = False) -> None:
+    """`--bundle DIR`; with `positional`, also the older spelling (the folder as the first argument), hidden."""
+    p.add_argument("--bundle", metavar="DIR", required=required, help=BUNDLE_HELP)
+    if positional:
+        p.add_argument("bundle_given", nargs="?", metavar="BUNDLE", help=argparse.SUPPRESS)
+
+
+def bundle_of(args) -> str | None:
+    """The bundle folder from --bundle or the hidden positional spelling (refused when both name different ones)."""
+    flag, given = getattr(args, "bundle", None), getattr(args, "bundle_given", None)
+    if flag and given and flag != given:
+        raise FogError(f"two bundles given: {given} and --bundle {flag}; give one")
+    return flag or given
+
+
 def add_quiet(p) -> None:
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
@@ -68,3 +87,11 @@ def add_plot(p, what: str = "") -> None:
 
 def add_file_layout(p, **kw) -> None:
     p.add_argument("--layout", help=FILE_LAYOUT_HELP, **kw)
+
+
+def add_signing_arguments(p, flag: str = "--key") -> None:
+    """The private key and its passphrase (shared with `toolkit export --sign-key`)."""
+    p.add_argument(flag, metavar="KEY", required=flag == "--key", help="private key file (`toolkit keygen`)")
+    p.add_argument("--passphrase-env", metavar="VAR",
+                   help="environment variable holding the key's passphrase (when it is encrypted)")
+    p.add_argument("--signer", help="who signs, recorded beside the signature (informational)")

@@ -1,13 +1,14 @@
 """Benchmark a bundle or preset on every available backend, and check or record its latency baseline.
 
 Examples:
-  toolkit bench fog-small                              table for the preset (exported on the fly)
-  toolkit bench bundles/fog-small --json-out out.json --plot plots/     # plots/sweep.png, real-time budget line
-  toolkit bench fog-small --check                      regression check against benchmarks/baselines/<machine>.json
-  toolkit bench fog-small --update-baseline            re-measure and rewrite this model's baseline entries
-  toolkit bench fog-small --override num_encoder_layers=3 --check    (a deliberately slower model fails)
-  toolkit bench fog-small --ratio --backends pytorch-eager,onnxruntime-fp32 --threads 2
+  toolkit bench --model fog-small                      table for the preset (exported on the fly)
+  toolkit bench --bundle bundles/fog-small --json-out out.json --plot plots/   # plots/sweep.png, real-time budget
+  toolkit bench --model fog-small --check              regression check against benchmarks/baselines/<machine>.json
+  toolkit bench --model fog-small --update-baseline    re-measure and rewrite this model's baseline entries
+  toolkit bench --model fog-small --override num_encoder_layers=3 --check    (a deliberately slower model fails)
+  toolkit bench --model fog-small --ratio --backends pytorch-eager,onnxruntime-fp32 --threads 2
                                                        speed ratios only: each backend's default threads, then equal
+(`toolkit bench fog-small` and `toolkit bench bundles/fog-small`, the older spelling, still work.)
 
 Latency figures are medians after warm-up; `norm.` is latency / a fixed reference workload timed in the same run
 (what the regression baseline compares); `of bound` is MACs / measured MatMul throughput, divided by the latency.
@@ -18,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from calibration.checkpoint import DEFAULT_PRESET
 from deploy.errors import MissingDependency
 from toolkit.bench import baseline as bench_baseline
 from toolkit.bench import report
@@ -25,7 +27,7 @@ from toolkit.bench import run as bench
 from toolkit.bench.backends import BACKENDS, BackendUnavailable
 from toolkit.api import bench as api_bench
 from toolkit.cli import UserError
-from toolkit.commands._options import add_json, add_plot, add_quiet
+from toolkit.commands._options import add_bundle, add_json, add_model_arguments, add_plot, add_quiet, bundle_of
 
 HELP = "latency, throughput and memory per backend; latency regression baselines"
 
@@ -45,7 +47,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("model", metavar="BUNDLE|PRESET", help="a bundle folder or a registry preset name")
+    add_bundle(p, positional=True)   # the hidden positional also takes a preset name, as before
+    add_model_arguments(p, weights=False)
     p.add_argument("--backends", default="all",
                    help="comma list of pytorch-eager, onnxruntime-fp32, onnxruntime-int8, tensorrt (default: all "
                         "that can run here)")
@@ -75,6 +78,14 @@ def add_arguments(p) -> None:
                             "for a graph too slow to time in CI")
 
 
+def benched_spec(args) -> str:
+    """What to bench: --bundle DIR, --model PRESET, or the older positional (either); default the default preset."""
+    given, flag = getattr(args, "bundle_given", None), getattr(args, "bundle", None)
+    if args.model and (flag or given):
+        raise UserError(f"bench one thing: --model {args.model} or the bundle {flag or given}")
+    return bundle_of(args) or args.model or DEFAULT_PRESET
+
+
 def _parse_value(text: str):
     try:
         return json.loads(text)
@@ -100,13 +111,14 @@ def run(args) -> int:
         key, value = item.split("=", 1)
         overrides[key.strip()] = _parse_value(value.strip())
 
+    spec = benched_spec(args)
     if args.check or args.update_baseline:
-        return _regression(args, bench.load_subject(args.model, overrides, name=args.name), backends)
+        return _regression(args, bench.load_benched(spec, overrides, name=args.name), backends)
     if args.ratio:
-        subject = bench.load_subject(args.model, overrides, name=args.name)
-        print(report.format_ratios(bench.ratios(subject, backends, args.threads)))
+        benched = bench.load_benched(spec, overrides, name=args.name)
+        print(report.format_ratios(bench.ratios(benched, backends, args.threads)))
         return 0
-    result = api_bench(args.model, backends=backends, batches=batches, threads=args.threads, overrides=overrides,
+    result = api_bench(spec, backends=backends, batches=batches, threads=args.threads, overrides=overrides,
                        name=args.name, progress=not args.quiet)
     print(result.to_json() if args.json else result.table())
     if args.json_out:
@@ -119,20 +131,20 @@ def run(args) -> int:
     return 0
 
 
-def _regression(args, subject, backends) -> int:
+def _regression(args, benched, backends) -> int:
     path = Path(args.baseline) if args.baseline else bench_baseline.baseline_path(args.machine_class)
     untimed = {b.strip() for b in args.untimed.split(",") if b.strip()}
     baseline = bench_baseline.load(path)
     if args.check:  # time only what the baseline has a timing for
         entries_on_file = baseline.get("entries", {})
         untimed |= {b for b in backends
-                    if entries_on_file.get(bench_baseline.entry_key(subject.name, b), {}).get("normalized_latency") is None}
+                    if entries_on_file.get(bench_baseline.entry_key(benched.name, b), {}).get("normalized_latency") is None}
     runs = []
     for _ in range(max(1, args.repeat) if args.update_baseline else 1):
         entries = {}
         for backend in backends:
             try:
-                entries.update(bench.regression_entries(subject, [backend], threads=1,
+                entries.update(bench.regression_entries(benched, [backend], threads=1,
                                                         timed=() if backend in untimed else None))
             except (BackendUnavailable, MissingDependency, ImportError) as exc:
                 bench.progress(f"{backend}: skipped ({exc})")
@@ -144,9 +156,10 @@ def _regression(args, subject, backends) -> int:
         print("\n".join(bench_baseline.diff_lines(old, new)))
         return 0
     if not baseline:
-        raise UserError(f"no baseline at {path}; record one with `toolkit bench {args.model} --update-baseline`")
+        raise UserError(f"no baseline at {path}; record one: the same command with --update-baseline instead of "
+                        "--check")
     failed = 0
-    for verdict in bench.checked_verdicts(subject, entries, baseline):
+    for verdict in bench.checked_verdicts(benched, entries, baseline):
         key = verdict.key
         timing = "-" if verdict.timing_ok is None else f"{verdict.normalized:.3f} (limit {verdict.allowed:.3f})"
         if verdict.first is not None:

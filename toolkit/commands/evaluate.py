@@ -6,8 +6,8 @@
   toolkit evaluate --synthetic 4 --bundle bundles/fog-small --json
 
 Predictions follow deploy.offline.predict_recording (the bundle's hop, look-ahead and event settings when a bundle
-is given, else deploy.events.DEFAULT_SETTINGS, what export writes; each flag overrides one value) and are mapped
-back to each recording's rate. Every figure comes from deploy.scoring, the project's one scorer: per-class APs
+is given, else the defaults export writes; each flag overrides one value: deploy.contract.events.EventSettings
+.resolve) and are mapped back to each recording's rate. Every figure comes from deploy.scoring, the project's one scorer: per-class APs
 (the competition metric) on recordings labelled with the three Kaggle types; any-FOG AP, time-based sensitivity
 and specificity, episode sensitivity, false alarms per hour and onset latency on every labelled recording
 (Daphnet's single "freeze" label included); time called FOG and false alarms per hour on recordings without
@@ -33,7 +33,8 @@ from deploy.bundle import Bundle
 from toolkit.api.evaluate import evaluate
 from toolkit.cli import UserError
 from toolkit.commands._events import add_event_arguments, event_overrides
-from toolkit.commands._options import add_json, add_model_arguments, add_plot, add_quiet, model_and_weights
+from toolkit.commands._options import (add_bundle, add_json, add_model_arguments, add_plot, add_quiet,
+                                       model_and_weights)
 from toolkit.commands._recordings import add_recording_arguments
 from toolkit.commands.evaluate_report import print_operating_points, print_table
 from toolkit.plots import plot_operating_points, plot_recordings
@@ -46,7 +47,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=1000, help="synthetic seed (default 1000: the model card's held-out "
                    "subjects, never the training seeds)")
     add_model_arguments(p.add_argument_group("model (none: the freeze-index baseline only)"))
-    p.add_argument("--bundle", help="bundle folder made by `toolkit export`")
+    add_bundle(p)
     p.add_argument("--backend", default="auto", help="engine backend for --bundle (default auto)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="which of the bundle's graphs to score (default: what its target runs on this backend); "
@@ -118,7 +119,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
-    print_table(recs, result.results, result.settings, per_recording=args.per_recording)
+    print_table(recs, result.results, result.settings, per_recording=args.per_recording,
+                identities=result.recordings_used)
     print_operating_points(result.operating_points, result.at_fa_per_hour, all_rows=bool(args.thresholds))
     if result.precision:
         print(f"model graph scored: {result.precision} on {result.runtime}")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from deploy.subjects import FROM_FILE, describe
+
 
 def _f(value, fmt="6.3f", width=6):
     return f"{'-':>{width}s}" if value is None or (isinstance(value, float) and math.isnan(value)) \
@@ -17,11 +19,28 @@ def _labelled_row(name, a):
             f"{a['episodes_true']:4d} {a['false_alarms']:4d}")
 
 
-def print_table(recs, results, settings, per_recording: bool = False) -> None:
+def print_in_sample(identities) -> None:
+    """Say which recordings the model was trained on (or whose person it was trained on): their figures are
+    in-sample and do not show how it does on people it never saw."""
+    seen = [i for i in identities if i.get("in_sample") == "recording"]
+    people = [i for i in identities if i.get("in_sample") == "subject"]
+    if seen:
+        print(f"in-sample: {len(seen)} of {len(identities)} recordings are ones the model was trained on ("
+              f"{', '.join(i['name'] for i in seen[:8])}{' ...' if len(seen) > 8 else ''}): their figures show "
+              "fit, not how it does on people it never saw")
+    if people:
+        print(f"in-sample person: {len(people)} more recording(s) of people it was trained on ("
+              f"{', '.join(sorted({str(i['subject']) for i in people}))})")
+
+
+def print_table(recs, results, settings, per_recording: bool = False, identities=()) -> None:
     labelled = [r for r in recs if r.labels is not None]
     hours = sum(r.duration_s for r in recs) / 3600
-    print(f"{len(recs)} recordings, {hours * 60:.1f} min ({len(labelled)} labelled); events: on {settings.on}, "
-          f"off {settings.off}, hop {settings.hop_s} s, look-ahead {settings.lookahead_s} s")
+    people = {r.meta.get("subject") or r.meta.get("name"): r.meta.get("subject_from") or FROM_FILE for r in recs}
+    print(f"{len(recs)} recordings of {len(people)} subjects, {hours * 60:.1f} min ({len(labelled)} labelled); "
+          f"events: on {settings.on}, off {settings.off}, hop {settings.hop_s} s, look-ahead {settings.lookahead_s} s")
+    print(f"subjects: {describe(list(people.values()))}")
+    print_in_sample(list(identities))
     if any("ap" in r for r in results):
         print(f"\nper class (recordings labelled with the three types)\n{'scorer':44s} {'mAP':>6s} {'SH':>6s} "
               f"{'Turn':>6s} {'Walk':>6s}")
@@ -43,11 +62,13 @@ def print_table(recs, results, settings, per_recording: bool = False) -> None:
             print(f"{r['name'][:44]:44s} {u['hours']:6.2f} {u['false_alarms']:6d} "
                   f"{_f(u['false_alarms_per_hour'], '7.1f', 7)} {_f(u['percent_time_called_fog'], '6.1f')}")
     if per_recording:
-        print(f"\nper recording\n{'recording':24s} {'scorer':20s} {'AP':>6s} {'AUROC':>6s} {'events':>6s} "
-              f"{'%FOG':>6s}")
+        width = max([24] + [len(str(row["name"])) for r in results for row in r["per_recording"]])
+        print(f"\nper recording\n{'recording':{width}s} {'subject':8s} {'scorer':20s} {'AP':>6s} {'AUROC':>6s} "
+              f"{'events':>6s} {'%FOG':>6s}")
         for r in results:
             for row in r["per_recording"]:
-                print(f"{str(row['name'])[:24]:24s} {r['name'][:20]:20s} {_f(row.get('any_fog_ap'))} "
+                print(f"{str(row['name']):{width}s} {str(row['subject'])[:8]:8s} {r['name'][:20]:20s} "
+                      f"{_f(row.get('any_fog_ap'))} "
                       f"{_f(row.get('any_fog_auroc'))} {row['events']:6d} {_f(row['percent_time_called_fog'], '6.1f')}")
 
 
@@ -70,7 +91,8 @@ def print_operating_points(operating_points: dict, at_fa: dict | None, all_rows:
     names = list(operating_points)
     chosen = (at_fa or {}).get("chosen", {})
     by_on = {n: {p["on"]: p for p in operating_points[n]["points"]} for n in names}
-    widths = {n: 24 + (7 if "freeze_index" in operating_points[n]["points"][0] else 0) for n in names}
+    has_fi = {n: "freeze_index" in operating_points[n]["points"][0] for n in names}
+    widths = {n: max(len(n), 24 + 7 * has_fi[n]) for n in names}
     rows = sorted({t for n in names for t in by_on[n]})
     keep = set(rows) if all_rows else ({t for t in rows if t in SHOWN} | {s["current"] for s in
                                                                            operating_points.values()})
@@ -79,12 +101,11 @@ def print_operating_points(operating_points: dict, at_fa: dict | None, all_rows:
     print(f"\noperating points, any FOG (the on-threshold moved, off kept at min(off, on); * the tables above, "
           f"> chosen{note})")
     print(f"{'':8s}  " + "  ".join(f"{n[:widths[n]]:{widths[n]}s}" for n in names))
-    print(f"{'on':>8s}  " + "  ".join((f"{'epSens':>6s} {'found':>8s} {'FA/h':>7s}" + (" FI" .rjust(7) if
-                                                                                      widths[n] > 24 else "")
-                                       ).ljust(widths[n]) for n in names))
+    print(f"{'on':>8s}  " + "  ".join((f"{'epSens':>6s} {'found':>8s} {'FA/h':>7s}" + f"{'FI':>7s}" * has_fi[n])
+                                      .ljust(widths[n]) for n in names))
     for t in (t for t in rows if t in keep):
         print(f"{t:8.5g}  " + "  ".join(_point_cell(by_on[n][t], operating_points[n]["current"], chosen.get(n))
-                                        if t in by_on[n] else " " * widths[n] for n in names))
+                                        .ljust(widths[n]) if t in by_on[n] else " " * widths[n] for n in names))
     if at_fa:
         print(f"\nat most {at_fa['target']:g} false alarms per hour on these recordings:")
         for name in names:

@@ -1,4 +1,4 @@
-"""Run the streaming daemon on a bundle: `toolkit serve BUNDLE --udp-port 5005 --sink -`.
+"""Run the streaming daemon on a bundle: `toolkit serve --bundle DIR --udp-port 5005 --sink -`.
 
 The same as `fog-daemon` (which needs only the device install: numpy + onnxruntime); see docs/daemon.md.
 """

@@ -74,6 +74,7 @@ def run(args) -> int:
     recordings = recordings_from_args(args)
     val_subjects = args.val_subjects.split(",") if args.val_subjects else None
     train, val = training.split_by_subject(recordings, val_subjects, args.val_fraction, args.seed)
+    training.check_validation(train, val)
     torch.manual_seed(args.seed)             # the initial weights are part of what --seed reproduces
     model, preset, checkpoint = load_model(preset_arg, weights, default_weights=False)
     spec = models.get_preset(preset).preprocess

@@ -1,52 +1,61 @@
 """`toolkit export`: a model in, a checked and verified deployment bundle out.
 
-`ExportPipeline` is one export; each step is a method, in the order `run` calls them (a step bar on stderr when it is
-a terminal, calibration.progress.StepBar; any failure stops before a bundle is written):
-1. `export_float`, `check_float`: the float ONNX at the target's opset, checked (toolkit.export.checks);
-2. `export_int8`: where the target has INT8, the QAT variant with its ranges (a QAT checkpoint's or a cache's as
+`ExportPipeline.run` performs the steps in order, each one shown, timed and named by `toolkit.export.steps.Steps`
+(a step bar on stderr when it is a terminal), each returning what it found; the manifest is assembled from those
+results (`toolkit.export.manifest.build_manifest`). Any failure stops before a bundle is written.
+1. `float_graph`, `check_float`: the float ONNX at the target's opset, checked (toolkit.export.checks);
+2. `int8_graph`: where the target has INT8, the QAT variant with its ranges (a QAT checkpoint's or a cache's as
    they are, else calibrated here: toolkit.export.ranges) as a Q/DQ ONNX, checked;
 3. `verify`: numerical verification on held-out windows (toolkit.export.verify);
-4. `choose_cpu_precision`: for an onnxruntime target, what it runs (measured with --precision fastest);
+4. `cpu_precision`: for an onnxruntime target, what it runs (toolkit.export.cpu_choice);
 5. `engine_or_kit`: a TensorRT engine where possible and the on-device build kit; ONNX Runtime: the thread cap;
-6. `write_manifest`: manifest.json (toolkit.export.manifest) listing every file with its sha256.
+6. `streaming`: the daemon's pipeline against offline (toolkit.export.streaming), then the look-ahead sweep
+   (toolkit.export.lookahead: the look-ahead the bundle runs);
+7. `manifest`: manifest.json listing every file with its sha256, and the detector's checks
+   (toolkit.export.detector: a degenerate detector is refused, or with --allow-degenerate a warning).
 """
 from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
-from calibration.calibrators import DEFAULT_METHOD
-from calibration.data import BatchReader, synthetic_windows
-from calibration.progress import StepBar
-from deploy.contract import CPU_FP32_REASON, FP32_FILE, INT8_FILE
+from calibration.data import BatchReader, WindowReader, synthetic_windows
+from deploy.bundle import write_manifest
+from deploy.contract import FP32_FILE, INT8_FILE
 from deploy.contract.events import EventSettings
+from toolkit.export.detector import bundle_events, check_class_names, check_fires, check_fog_free, settle
+from deploy.contract.runtime import PrecisionPlan
 from deploy.lazy import lazy_import
-from deploy.engines.onnxruntime import DISABLED_OPTIMIZERS
-from toolkit.export import buildkit, cpu_graph, cpu_plans, plan, ranges, threads, trt_build, verify
+from deploy.recording import read_recordings
+from toolkit.export import buildkit, plan, ranges, threads, trt_build, verify
+from toolkit.export.batches import BatchExport, Batches
 from toolkit.export.checks import assert_checks, run_checks
-from toolkit.export.manifest import build_manifest
+from toolkit.export.cpu_choice import INT8_MIN_SPEEDUP, choose_cpu_precision
+from toolkit.export.manifest import (FP16_NOTE, build_manifest, input_section, model_section, onnxruntime_section,
+                                     output_section, verification_section)
 from toolkit.export.onnx import ExportError, export_float, export_graph, with_activation
-from toolkit.export.streaming import BUDGET_S, measure_streaming
+from toolkit.export.options import ExportOptions
+from toolkit.export.steps import EngineOrKit, FloatGraph, Int8Graph, Steps, Verification, Windows
+from toolkit.export.streaming import describe_streaming, lookahead_set, measure_streaming, with_lookahead
 from toolkit.export.targets import Target
-from toolkit.timing import onnx_head_to_head
 
 onnx = lazy_import("onnx", "workstation", "exporting ONNX")
 qat_convert = lazy_import("models.qat", "workstation", "the quantization-aware variant of a model")
-ptq = lazy_import("calibration.ptq", "workstation", "INT8 calibration")
 fp16 = lazy_import("toolkit.export.fp16", "workstation", "the FP16 recurrence")
 torch = lazy_import("torch", "workstation", "exporting a PyTorch model")
 
-# The cpu target's precision. INT8 costs accuracy (see the verification thresholds), so it must win clearly: at least
-# this much faster than FP32 in the interleaved head-to-head, else FP32 (a tie or the noise of a shared machine never
-# picks the less accurate model).
-INT8_MIN_SPEEDUP = 1.10
+__all__ = ["ExportOptions", "ExportPipeline", "export_bundle", "INT8_MIN_SPEEDUP"]
+
 _WIDE = 16  # batch of the calibration/verification twin of the QAT variant
 # Calibration and verification sized in patches, not windows: fog-small's 64 windows of 128 patches are 8,192
 # patches; 64 windows of fog-1st-place (864 patches, attention maps of 864 x 864 per head) took minutes of
 # histogramming for no better ranges. A large window brings many patches per window.
 CALIB_PATCHES, VERIFY_PATCHES = 8192, 2048
+# What the calibration windows are, for the manifest (they come from calibration.data.synthetic_windows, seed 1).
+SYNTHETIC_CALIBRATION = {"source": "deploy.synth recordings through deploy.preprocess "
+                                   "(calibration.data.synthetic_windows)", "seed": 1}
 
 
 def windows_for(asked: int | None, n_patches: int, patches: int, least: int, most: int | None = None) -> int:
@@ -54,50 +63,6 @@ def windows_for(asked: int | None, n_patches: int, patches: int, least: int, mos
     if asked:
         return int(asked)
     return max(least, min(most or 10 ** 9, patches // max(n_patches, 1)))
-# What the calibration windows are, for the manifest (they come from calibration.data.synthetic_windows, seed 1).
-SYNTHETIC_CALIBRATION = {"source": "deploy.synth recordings through deploy.preprocess "
-                                   "(calibration.data.synthetic_windows)", "seed": 1}
-
-
-@dataclass
-class ExportOptions:
-    batch: int = 1
-    precision: str | None = None     # None: the target's default
-    opset: int | None = None         # None: the target's export opset
-    calib_windows: int | None = None  # None: as many windows as make CALIB_PATCHES patches (4 to 64)
-    calib_method: str = DEFAULT_METHOD  # chosen by measurement (docs/calibration.md)
-    calib_reader: object = None      # a calibration.data CalibrationDataReader over real recordings, else synthetic
-    ranges: object = None            # toolkit.export.ranges.GivenRanges (a QAT checkpoint's or a cache's): no calibration
-    verify_windows: int | None = None  # None: as many windows as make VERIFY_PATCHES patches (4 to 16)
-    events: dict = field(default_factory=dict)
-    dla_core: int | None = None
-    build_engine: str = "auto"       # auto | never
-    force: bool = False
-    quiet: bool = False
-    stream_normalization: str = "auto"  # deploy.wearer.STREAM_NORMALIZATIONS, or auto: chosen by measurement
-    fidelity_recordings: object = None  # recordings for the streaming-fidelity step (default synthetic)
-    fidelity: bool = True               # measure streaming fidelity (toolkit.export.streaming)
-    fidelity_budget_s: float = BUDGET_S  # ... unless one timed inference says it would cost more (then skipped)
-    recurrence: str = "auto"            # toolkit.export.plan.RECURRENCE_CHOICES: auto | fused | unrolled
-    threads: int = 1                    # torch and onnxruntime threads of the export's own work (see export_bundle)
-
-
-def calibrate_int8(qat, reader, method: str, progress: bool = False) -> dict:
-    """The one calibration seam of the exporter: ranges into the QAT quantizers, then quantization on. The result
-    lists the quantizers no window reached (`unused`, inert at this shape; placeholder range, see calibration.ptq).
-    `progress`: a bar of the windows calibrated (under the export's step bar: minutes for the large preset)."""
-    cache = ptq.calibrate(qat, reader, method=method, progress=progress)
-    qat_convert.set_quantization(qat, True)
-    return ranges.describe("export-calibrated", cache.calibrator, cache.data, cache.unused)
-
-
-def assert_inert(qat, shape, unused) -> None:
-    """Refuse an INT8 graph in which a quantizer that calibration never reached would quantize with its placeholder."""
-    live = sorted(set(unused) & ptq.active_quantizers(qat, shape)) if unused else []
-    if live:
-        raise ExportError(f"calibration never reached quantizer(s) {', '.join(live[:3])} but the export at input "
-                          f"{tuple(shape)} uses them: calibrate at the export's batch and window (--batch, "
-                          "--n-patches), or with --calib-data recordings long enough to reach them")
 
 
 def choose_precision(target: Target, asked: str | None) -> str:
@@ -113,242 +78,240 @@ def choose_precision(target: Target, asked: str | None) -> str:
 
 
 class ExportPipeline:
-    """One export of `source` for `target` into the folder `work`; `run()` performs the steps and returns the
-    manifest. What a step finds is kept on the pipeline for the steps after it (and for the manifest)."""
+    """One export of `source` for `target` into the folder `work` with the event settings `events`; `run()` performs
+    the steps and returns the manifest. Fixed for the whole run: what was asked (`precision`: the precision asked for
+    or the target's default) and what follows from it; everything a step finds is its return value."""
 
-    def __init__(self, source, target: Target, work: Path, opt: ExportOptions, precision: str):
+    def __init__(self, source, target: Target, work: Path, opt: ExportOptions, precision: str,
+                 events: EventSettings, events_chosen: dict | None = None, given=None, calib_reader=None,
+                 fidelity_recordings=None, event_mode: dict | None = None, names_check: dict | None = None,
+                 lookahead_asked=None):
         self.source, self.target, self.work, self.opt, self.precision = source, target, Path(work), opt, precision
+        self.events, self.events_chosen, self.given, self.calib_reader = events, events_chosen, given, calib_reader
+        self.event_mode, self.names_check, self.lookahead_asked = event_mode, names_check, lookahead_asked
+        self.fidelity_recordings = fidelity_recordings
         self.opset = opt.opset or target.export_opset
         self.want_int8 = target.int8 and precision in ("int8", "fastest")
-        self.progress = StepBar(total=(6 if self.want_int8 else 5)
-                                + (self.want_int8 and target.runtime == "onnxruntime") + opt.fidelity,
-                                desc="export", enabled=not opt.quiet)
-        self.shape = source.input_shape(opt.batch)
+        self.onnxruntime = target.runtime == "onnxruntime"
+        self.shape = source.input_shape(opt.own_batch)
         self.n_steps = int(source.preprocess["n_patches"])
-        self.wide = opt.batch if source.tsai_compat else _WIDE
-        self.checks: list[dict] = []
-        self.timings: dict[str, float] = {}
-        self.pairs: dict[str, dict] = {}
-        self.calibration_info = self.qat = self.qat_wide = self.ort_fp32 = self.ort_int8 = None
-        self.cal_batches = self.ver_batches = self.fp32 = self.float_graph = None
-        self.cpu_choice = self.kit = self.engine_file = self.engine_note = self.streaming = self.plan = None
-        self.thread_cap = None  # {role: the measured cap} (toolkit.export.threads), for onnxruntime targets
-        self.int8_file, self.reference, self.ort_dynamic, self.dynamic_info, self.preoptimized, self.staged = \
-            INT8_FILE, None, None, None, None, None
-        self.event_settings = EventSettings.resolve(source.events, opt.events, classes=source.classes)
-        if opt.ranges and not self.want_int8:
-            source.notes.append(f"the {opt.ranges.source} ranges ({opt.ranges.path}) are not shipped: the bundle has no "
-                                f"INT8 graph at precision {precision} (pass --precision int8 to ship them)")
+        self.steps = Steps(total=5 + self.want_int8 + self.onnxruntime + opt.fidelity + (len(opt.batch_sizes) > 1),
+                           quiet=opt.quiet)
 
     def run(self) -> dict:
         try:
-            return self._steps()
+            return self._run()
         finally:
-            self.progress.close()
+            self.steps.close()
 
-    def _steps(self) -> dict:
-        self.export_float()
-        self.check_float()
-        calib = windows_for(self.opt.calib_windows, self.n_steps, CALIB_PATCHES, 4, 64)
-        if not self.source.tsai_compat:  # a twin no wider than the calibration set (it pads nothing then)
-            self.wide = min(_WIDE, calib)
-        self.cal_batches = synthetic_windows(self.source.preprocess, calib, self.wide, seed=1)
-        checked = windows_for(self.opt.verify_windows, self.n_steps, VERIFY_PATCHES, 4, 16)
-        self.ver_batches = synthetic_windows(self.source.preprocess, checked, self.opt.batch, seed=2)
-        if self.want_int8:
-            self.export_int8()
-        self.verify()
-        if self.target.runtime == "onnxruntime":
-            self.choose_cpu_precision()
-        self.engine_or_kit()
-        if self.opt.fidelity:
-            self.streaming_fidelity()
-        return self.write_manifest()
+    def _run(self) -> dict:
+        fp32 = self.float_graph()
+        checks = self.check_float(fp32)
+        windows = self.windows()
+        int8 = self.int8_graph(windows) if self.want_int8 else None
+        verification = self.verify(windows, int8)
+        cpu = self.cpu_precision(windows, verification) if self.onnxruntime else None
+        precision = cpu.precision if cpu else self.precision
+        batches = self.batches(int8, cpu, precision)
+        engine = self.engine_or_kit(windows, verification, precision, cpu, batches.section)
+        streaming = self.streaming() if self.opt.fidelity else None
+        checks = checks + self.detector_checks(verification, streaming)
+        with self.steps.step("manifest", "manifest") as step:
+            manifest = build_manifest(self.sections(fp32, checks + batches.checks, windows, int8, verification, cpu,
+                                                    precision, engine, streaming, batches))
+            written = write_manifest(self.work, manifest)
+            step.detail = f"{len(written['files'])} files"
+        return written
 
-    def _add_checks(self, model, precision: str, file: str, label: str, int8_graph: bool = False) -> int:
-        recurrence = self.plan["recurrence"] if self.plan else "unrolled"
+    def sections(self, fp32, checks, windows, int8, verification, cpu, precision, engine, streaming, batches) -> dict:
+        """The manifest's sections from what the steps returned."""
+        plan_ = (cpu.plan if cpu and cpu.plan else None) or (int8.plan if int8 else None)
+        int8_file = (cpu.int8_file if cpu and cpu.int8_file else INT8_FILE) if self.want_int8 else None
+        export = {"opset": self.opset, "batch": self.opt.own_batch, "calibration": int8.calibration if int8 else None,
+                  "timings": dict(self.steps.timings), "engine": engine.note, "kit": engine.kit,
+                  "cpu_latency_ms": cpu.record.get("latency_ms") if cpu else None,
+                  "cpu_precision": cpu.record if cpu else None, "fp16_note": FP16_NOTE,
+                  "cpu_dynamic_plan": cpu.dynamic if cpu else None, "events_chosen": self.events_chosen,
+                  "event_mode": self.event_mode, "batch_notes": batches.notes}
+        return {"model": replace(fp32.model, notes=tuple(self.source.notes)),   # with the detector's warnings
+                "input": fp32.input, "output": fp32.output, "precision": precision,
+                "events": with_lookahead(self.events, streaming).per_class(self.source.classes),
+                "models": {"fp32": FP32_FILE, "fp16": None, "int8": int8_file, "engine": engine.engine_file},
+                "target": self.target.to_dict(), "export": export,
+                "onnxruntime": onnxruntime_section(cpu, engine.thread_cap), "precision_plan": plan_,
+                "verification": verification_section({**verification.pairs, **(cpu.pairs if cpu else {})},
+                                                     windows.count, self.source),
+                "checks": checks + (int8.checks if int8 else []), "streaming": streaming, "batching": batches.section}
+
+    def detector_checks(self, verification: Verification, streaming) -> list[dict]:
+        """Is the bundle's detector a working one (toolkit.export.detector; refused, or warned, here)."""
+        events, allow = with_lookahead(self.events, streaming), self.opt.allow_degenerate
+        found = [check_fog_free(streaming, self.source), check_fires(verification.reference, self.source, events,
+                                                                     streaming)]
+        return [c for c in [self.names_check] if c] + [settle(c, self.source, allow) for c in found]
+
+    def _checks(self, model, precision: str, file: str, label: str, int8_graph: bool = False,
+                recurrence: str = "unrolled") -> list[dict]:
         found = run_checks(model, self.target, precision, int8_graph=int8_graph, recurrence=recurrence,
                            strongly_typed=self.target.graph_strongly_typed)
         assert_checks(found, f"{label} ({file})", self.target)
-        self.checks += [dict(c.to_dict(), model=file) for c in found]
-        return len(found)
+        return [dict(c.to_dict(), model=file) for c in found]
 
-    def export_float(self) -> None:
-        self.progress.start(f"float ONNX, opset {self.opset}, input {self.shape}")
-        self.float_graph = export_float(self.source, self.shape, self.work / FP32_FILE, self.opset, self.opt.batch,
-                                        self.target)
-        self.fp32 = onnx.load(str(self.work / FP32_FILE))
-        self.timings["export_fp32_s"] = self.progress.done(f"{len(self.fp32.graph.node)} nodes")
+    def float_graph(self) -> FloatGraph:
+        with self.steps.step("export_fp32", f"float ONNX, opset {self.opset}, input {self.shape}") as step:
+            how = export_float(self.source, self.shape, self.work / FP32_FILE, self.opset, self.opt.own_batch,
+                               self.target)
+            fp32 = onnx.load(str(self.work / FP32_FILE))
+            step.detail = f"{len(fp32.graph.node)} nodes"
+            return FloatGraph(onnx=fp32, model=model_section(self.source, fp32, how),
+                              input=input_section(self.source, self.shape), output=output_section(self.source, fp32))
 
-    def check_float(self) -> None:
-        self.progress.start("static checks of the float model")
-        precision = self.precision if self.precision in ("fp16", "fp32") else ("fp16" if self.target.fp16 else "fp32")
-        n = self._add_checks(self.fp32, precision, FP32_FILE, "the float model")
-        self.progress.done(f"{n} checks passed")
+    def check_float(self, fp32: FloatGraph) -> list[dict]:
+        with self.steps.step("check_fp32", "static checks of the float model") as step:
+            precision = self.precision if self.precision in ("fp16", "fp32") else \
+                ("fp16" if self.target.fp16 else "fp32")
+            checks = self._checks(fp32.onnx, precision, FP32_FILE, "the float model")
+            step.detail = f"{len(checks)} checks passed"
+            return checks
 
-    def export_int8(self) -> None:
-        opt, source = self.opt, self.source
-        given = opt.ranges
+    def windows(self) -> Windows:
+        calib = windows_for(self.opt.calib_windows, self.n_steps, CALIB_PATCHES, 4, 64)
+        # a twin no wider than the calibration set (it pads nothing then); tsai_compat mixes the batch axis: none
+        wide = self.opt.own_batch if self.source.tsai_compat else min(_WIDE, calib)
+        checked = windows_for(self.opt.verify_windows, self.n_steps, VERIFY_PATCHES, 4, 16)
+        return Windows(calibration=synthetic_windows(self.source.preprocess, calib, wide, seed=1),
+                       verification=synthetic_windows(self.source.preprocess, checked, self.opt.own_batch, seed=2),
+                       wide=wide)
+
+    def int8_graph(self, windows: Windows) -> Int8Graph:
+        opt, source, given = self.opt, self.source, self.given
         recurrence, why = plan.choose_recurrence(source.module, self.n_steps, opt.recurrence)
         how = f"{given.source} ranges from {given.path}" if given else f"{opt.calib_method} calibration"
-        self.progress.start(f"INT8: QAT variant ({recurrence} recurrence), {how}, Q/DQ ONNX")
-        self.qat = qat_convert.to_qat(source.module, batch_size=opt.batch, seq_len=self.n_steps,
-                                      recurrence=recurrence).eval()
+        with self.steps.step("export_int8", f"INT8: QAT variant ({recurrence} recurrence), {how}, Q/DQ ONNX") as step:
+            qat, qat_wide, calibration, watch = self._calibrated_qat(recurrence, windows)
+            ranges.assert_inert(qat, self.shape, calibration["unused"])
+            strongly = self.target.graph_strongly_typed and recurrence == "fused"
+            layer_plan = PrecisionPlan(recurrence=recurrence, reason=why, strongly_typed=strongly,
+                                       layers=tuple(plan.layer_plan(qat, self.target, strongly)))
+            export_graph(with_activation(qat, source.activation), self.shape, self.work / INT8_FILE, self.opset)
+            int8 = onnx.load(str(self.work / INT8_FILE), load_external_data=False)
+            if strongly:
+                fp16.cast_fused_recurrence(int8)
+                onnx.save(int8, str(self.work / INT8_FILE))
+            checks = self._checks(int8, "int8", INT8_FILE, "the INT8 model", int8_graph=True, recurrence=recurrence)
+            n = len(checks)
+            if recurrence == "fused":
+                checks.append(self._range_check(watch.check()))
+            step.detail = f"{len(int8.graph.node)} nodes, {n} checks passed; {plan.describe_plan(layer_plan.to_dict())}"
+            return Int8Graph(qat=qat, qat_wide=qat_wide, calibration=calibration, plan=layer_plan, checks=checks)
+
+    def _calibrated_qat(self, recurrence: str, windows: Windows):
+        """(the QAT variant, its wide twin, the manifest's export.calibration, the fused layers' range watch)."""
+        opt, source, given = self.opt, self.source, self.given
+        qat = qat_convert.to_qat(source.module, batch_size=opt.own_batch, seq_len=self.n_steps,
+                                 recurrence=recurrence).eval()
         # Calibrate (and later verify) a wide-batch twin: the unrolled graph runs step by step in Python, so one
         # window at a time is slow. Windows are independent unless the model mixes the batch axis (tsai_compat).
-        self.qat_wide = self.qat if self.wide == opt.batch else \
-            qat_convert.to_qat(source.module, batch_size=self.wide, seq_len=self.n_steps, recurrence=recurrence).eval()
-        with fp16.RecurrentRanges(self.qat_wide) as watch:  # the fused layers' values on calibration data
+        wide = qat if windows.wide == opt.own_batch else \
+            qat_convert.to_qat(source.module, batch_size=windows.wide, seq_len=self.n_steps,
+                               recurrence=recurrence).eval()
+        with fp16.RecurrentRanges(wide) as watch:  # the fused layers' values on calibration data
             if given:
-                self.calibration_info = ranges.apply_given(self.qat_wide, given)
+                calibration = ranges.apply_given(wide, given)
                 if recurrence == "fused":   # no calibration pass to watch: one pass for the FP16 range check
-                    watch.observe(self.qat_wide, self.cal_batches)
+                    watch.observe(wide, windows.calibration)
             else:
-                reader = opt.calib_reader or BatchReader(self.cal_batches, SYNTHETIC_CALIBRATION)
-                self.calibration_info = calibrate_int8(self.qat_wide, reader, opt.calib_method,
-                                                       progress=not opt.quiet)
-        if self.qat_wide is not self.qat:
-            self.qat.load_state_dict(self.qat_wide.state_dict())  # same names: the ranges do not depend on the batch
-            qat_convert.set_quantization(self.qat, True)
-        assert_inert(self.qat, self.shape, self.calibration_info["unused"])
-        strongly = self.target.graph_strongly_typed and recurrence == "fused"
-        self.plan = {"recurrence": recurrence, "reason": why, "strongly_typed": strongly,
-                     "layers": plan.layer_plan(self.qat, self.target, strongly)}
-        export_graph(with_activation(self.qat, source.activation), self.shape, self.work / INT8_FILE, self.opset)
-        int8 = onnx.load(str(self.work / INT8_FILE), load_external_data=False)
-        if strongly:
-            fp16.cast_fused_recurrence(int8)
-            onnx.save(int8, str(self.work / INT8_FILE))
-        n = self._add_checks(int8, "int8", INT8_FILE, "the INT8 model", int8_graph=True)
-        if recurrence == "fused":
-            self._add_range_check(watch.check())
-        self.timings["export_int8_s"] = self.progress.done(f"{len(int8.graph.node)} nodes, {n} checks passed; "
-                                                           f"{plan.describe_plan(self.plan)}")
+                reader = self.calib_reader or BatchReader(windows.calibration, SYNTHETIC_CALIBRATION)
+                calibration = ranges.calibrate_int8(wide, reader, opt.calib_method, progress=not opt.quiet)
+        if wide is not qat:
+            qat.load_state_dict(wide.state_dict())  # same names: the ranges do not depend on the batch
+            qat_convert.set_quantization(qat, True)
+        return qat, wide, calibration, watch
 
-    def _add_range_check(self, check: dict) -> None:
-        self.checks.append({**check, "model": INT8_FILE})
+    @staticmethod
+    def _range_check(check: dict) -> dict:
         if not check["passed"]:
             raise ExportError(f"the fused recurrence cannot run in FP16: {check['detail']}; export with "
                               "--recurrence unrolled or --precision fp32")
+        return {**check, "model": INT8_FILE}
 
-    def verify(self) -> None:
-        batches = self.ver_batches
-        self.progress.start(f"verification on {sum(len(b) for b in batches)} held-out windows")
-        self.reference = reference = verify.torch_run(with_activation(self.source.module, self.source.activation),
-                                                      batches)
-        self.ort_fp32 = verify.ort_run(self.work / FP32_FILE, batches)
-        self.pairs["torch_vs_ort_fp32"] = verify.compare("torch_vs_ort_fp32", reference, self.ort_fp32)
-        if self.want_int8:
-            qat_ref = verify.torch_run_fixed(with_activation(self.qat_wide, self.source.activation), batches,
-                                             self.qat_wide.qat_batch_size)
-            as_written = verify.ort_run(verify.ort_session(self.work / INT8_FILE, as_written=True), batches)
-            # For TensorRT, ONNX Runtime only stands in: the graph as written is the reference (and the kit's). The
-            # cpu target runs ONNX Runtime's own integer kernels: those are what its quantization error is.
-            self.ort_int8 = as_written if self.target.runtime == "tensorrt" else \
-                verify.ort_run(self.work / INT8_FILE, batches)
-            self.pairs["torch_qat_vs_ort_int8"] = verify.compare("torch_qat_vs_ort_int8", qat_ref, as_written)
-            self.pairs["torch_vs_ort_int8"] = verify.compare("torch_vs_ort_int8", reference, self.ort_int8)
-        verify.assert_verified(self.pairs)
-        self.timings["verify_s"] = self.progress.done(", ".join(f"{k} max {v['max_abs']:.2g}"
-                                                                for k, v in self.pairs.items()))
+    def verify(self, windows: Windows, int8: Int8Graph | None) -> Verification:
+        batches, threads_ = windows.verification, self.opt.threads
+        with self.steps.step("verify", f"verification on {windows.count} held-out windows") as step:
+            reference = verify.torch_run(with_activation(self.source.module, self.source.activation), batches)
+            fp32 = verify.ort_run(self.work / FP32_FILE, batches, threads_)
+            pairs = {"torch_vs_ort_fp32": verify.compare("torch_vs_ort_fp32", reference, fp32)}
+            ran_int8 = None
+            if int8 is not None:
+                qat_ref = verify.torch_run_fixed(with_activation(int8.qat_wide, self.source.activation), batches,
+                                                 int8.qat_wide.qat_batch_size)
+                as_written = verify.ort_run(verify.ort_session(self.work / INT8_FILE, as_written=True,
+                                                               threads=threads_), batches)
+                # For TensorRT, ONNX Runtime only stands in: the graph as written is the reference (and the kit's).
+                # The cpu target runs ONNX Runtime's own integer kernels: those are what its quantization error is.
+                ran_int8 = as_written if self.target.runtime == "tensorrt" else \
+                    verify.ort_run(self.work / INT8_FILE, batches, threads_)
+                pairs["torch_qat_vs_ort_int8"] = verify.compare("torch_qat_vs_ort_int8", qat_ref, as_written)
+                pairs["torch_vs_ort_int8"] = verify.compare("torch_vs_ort_int8", reference, ran_int8)
+            verify.assert_verified(pairs)
+            step.detail = ", ".join(f"{k} max {v['max_abs']:.2g}" for k, v in pairs.items())
+            return Verification(pairs=pairs, reference=reference, fp32=fp32, int8=ran_int8)
 
-    def choose_cpu_precision(self) -> None:  # fp32 and the int8 plans from one float graph, rewritten for the CPU
-        asked, latency, rewrite = self.precision, None, cpu_graph.rewrite_in_place(self.work / FP32_FILE)
-        if self.want_int8:
-            self.progress.start("cpu INT8 plans (static Q/DQ, onnxruntime dynamic) against fp32, interleaved")
-            files = {"fp32": self.work / FP32_FILE, "int8-qdq": self.work / INT8_FILE}
-            dynamic = self._dynamic_plan()
-            if dynamic is not None:
-                files["int8-dynamic"] = self.work / cpu_plans.DYNAMIC_FILE
-            if self.precision == "int8":
-                files.pop("fp32")
-            latency = onnx_head_to_head(files, self.ver_batches[0])
-            if self.precision == "int8":
-                winner = min(latency, key=latency.get)
-                reason = f"{winner}, the faster INT8 plan (" + ", ".join(f"{k} {v:.2f} ms" for k, v in
-                                                                         latency.items()) + ")"
-            else:
-                winner, reason = cpu_plans.choose(latency, INT8_MIN_SPEEDUP)
-            self._keep_cpu_plan(winner, dynamic)
-            self.progress.done(", ".join(f"{k} {v:.2f} ms" for k, v in latency.items()) + f": {winner}")
-        else:
-            reason = f"fp32, the cpu target's default: {CPU_FP32_REASON}"
-        self.cpu_choice = {"asked": asked, "precision": self.precision, "reason": reason, "latency_ms": latency,
-                           "plan": self.int8_file if self.precision == "int8" else None, "float_rewrite": rewrite,
-                           "method": "toolkit.timing.onnx_head_to_head: interleaved blocks, thread CPU time, 1 thread"
-                           if latency else None}
+    def cpu_precision(self, windows: Windows, verification: Verification):
+        title = "cpu INT8 plans (static Q/DQ, onnxruntime dynamic) against fp32, interleaved" if self.want_int8 \
+            else "cpu plan: the fp32 graph rewritten for onnxruntime"
+        with self.steps.step("cpu_precision", title) as step:
+            cpu = choose_cpu_precision(self.work, self.precision, self.want_int8, windows, verification)
+            latency = cpu.record["latency_ms"] or {}
+            step.detail = ", ".join(f"{k} {v:.2f} ms" for k, v in latency.items()) + f": {cpu.precision}"
+            return cpu
 
-    def _dynamic_plan(self) -> dict | None:
-        """onnxruntime's dynamic quantization of the float graph, verified against the float model; None (and
-        the figures in the manifest) when it fails verification."""
-        info = cpu_plans.dynamic_plan(self.work / FP32_FILE, self.work, self.ver_batches[0], DISABLED_OPTIMIZERS,
-                                      rewrite=False)   # FP32_FILE is rewritten already (choose_cpu_precision)
-        self.ort_dynamic = cpu_plans.run_dynamic(self.work, info, self.ver_batches)  # as the device runs it
-        pair = verify.compare("torch_vs_ort_int8_dynamic", self.reference, self.ort_dynamic)
-        self.dynamic_info = {**{k: v for k, v in info.items() if k != "staged"}, "verification": pair}
-        if not pair["passed"]:
-            cpu_plans.remove_dynamic(self.work, info)
-            return None
-        self.pairs["torch_vs_ort_int8_dynamic"] = pair
-        return info
+    def batches(self, int8, cpu, precision: str) -> Batches:
+        if len(self.opt.batch_sizes) == 1:
+            return BatchExport(self, int8, cpu, precision).run()   # the section, nothing to export
+        with self.steps.step("batches", f"graphs at batch {', '.join(map(str, self.opt.batch_sizes[1:]))}") as step:
+            found = BatchExport(self, int8, cpu, precision).run()
+            step.detail = f"rows exact: {found.section.row_exact}, {len(found.checks)} checks passed"
+            return found
 
-    def _keep_cpu_plan(self, winner: str, dynamic: dict | None) -> None:
-        """Keep the winner's INT8 file (and only it) as the bundle's int8 model, pre-optimized for onnxruntime."""
-        self.precision = "fp32" if winner == "fp32" else "int8"
-        if winner == "int8-dynamic":
-            (self.work / INT8_FILE).unlink()
-            self.int8_file, self.ort_int8 = cpu_plans.DYNAMIC_FILE, self.ort_dynamic
-            self.plan = {"recurrence": "fused", "cpu_int8": "dynamic", "strongly_typed": False,
-                         "reason": dynamic["how"], "layers": cpu_plans.layer_rows(dynamic)}
-            self.staged = dynamic["staged"]
-        elif dynamic is not None:
-            cpu_plans.remove_dynamic(self.work, dynamic)
-        if self.precision == "int8":
-            self.preoptimized = cpu_plans.save_optimized(self.work / self.int8_file, self.work / self.int8_file,
-                                                         DISABLED_OPTIMIZERS)
+    def engine_or_kit(self, windows: Windows, verification: Verification, precision: str, cpu,
+                      batching=None) -> EngineOrKit:
+        with self.steps.step("engine", "engine or on-device build kit") as step:
+            if self.onnxruntime:   # the engine the device opens, timed at 1..N threads: its cap
+                int8_file = cpu.int8_file if cpu and cpu.int8_file else INT8_FILE
+                caps = threads.bundle_thread_cap(self.work, onnxruntime_section(cpu), precision, int8_file,
+                                                 windows.verification[0])
+                result = EngineOrKit(note="target runs ONNX Runtime", thread_cap=caps)
+                step.detail = f"{result.note}; {threads.describe(caps)}"
+                return result
+            result = self._kit_and_engine(windows, verification, precision, batching)
+            step.detail = result.note
+            return result
 
-    def engine_or_kit(self) -> None:
-        self.progress.start("engine or on-device build kit")
-        if self.target.runtime != "tensorrt":  # the engine the device opens, timed at 1..N threads: its cap
-            self.thread_cap = threads.bundle_thread_cap(self)
-            self.engine_note = "target runs ONNX Runtime"
-            self.progress.done(f"{self.engine_note}; {threads.describe(self.thread_cap)}")
-            return
-        run_file = INT8_FILE if self.precision == "int8" else FP32_FILE
-        outputs = self.ort_int8 if self.precision == "int8" else self.ort_fp32
-        inputs = self.ver_batches[0]
-        self.kit = buildkit.write_kit(self.work, self.target, model_file=run_file, precision=self.precision,
-                                      inputs=inputs, outputs=outputs[:len(inputs)], dla_core=self.opt.dla_core)
+    def _kit_and_engine(self, windows: Windows, verification: Verification, precision: str,
+                        batching=None) -> EngineOrKit:
+        run_file = INT8_FILE if precision == "int8" else FP32_FILE
+        ref = buildkit.export_reference(self.work / run_file, precision, self.opt.own_batch, self.calib_reader,
+                                        windows.calibration + windows.verification, self.source)
+        kit = buildkit.write_kit(self.work, self.target, model_file=run_file, precision=precision, ref=ref,
+                                 dla_core=self.opt.dla_core, batching=batching.to_dict() if batching else None)
         can, why = trt_build.can_build_here(self.target) if self.opt.build_engine == "auto" \
             else (False, "--no-engine")
-        if can:
-            self.engine_file = "model.engine"
-            trt_build.build_engine(self.work / run_file, self.work / self.engine_file, target=self.target,
-                                   precision=self.precision, timing_cache=self.work / "timing.cache",
-                                   dla_core=self.opt.dla_core)
-            self.engine_note = "built here"
-        else:
-            self.engine_note = f"not built here ({why}); build on the device with kit/build_engine.sh"
-        self.progress.done(self.engine_note)
+        if not can:
+            return EngineOrKit(note=f"not built here ({why}); build on the device with kit/build_engine.sh", kit=kit)
+        trt_build.build_engine(self.work / run_file, self.work / "model.engine", target=self.target,
+                               precision=precision, timing_cache=self.work / "timing.cache",
+                               dla_core=self.opt.dla_core)
+        return EngineOrKit(note="built here", kit=kit, engine_file="model.engine")
 
-    def streaming_fidelity(self) -> None:
-        self.progress.start("streaming fidelity: the daemon's pipeline vs offline under the declared normalization")
-        self.streaming = measure_streaming(self.work / FP32_FILE, self.source, self.event_settings,
-                                           self.opt.stream_normalization, self.opt.fidelity_recordings,
-                                           self.opt.fidelity_budget_s)
-        f = self.streaming.fidelity
-        if f is None:
-            self.progress.done(self.streaming.skipped)
-            return
-        self.progress.done(f"{self.streaming.normalization}: {f['percent_time_called_fog_streamed']:.2f} % "
-                           f"time called FOG streamed vs {f['percent_time_called_fog_offline']:.2f} % offline, "
-                           f"agreement {100 * f['decision_agreement']:.1f} %")
-
-    def write_manifest(self) -> dict:
-        self.progress.start("manifest")
-        manifest = build_manifest(self, self.event_settings)
-        self.progress.done(f"{len(manifest['files'])} files")
-        return manifest
+    def streaming(self):
+        with self.steps.step("streaming", "streaming fidelity: the daemon's pipeline vs offline under the declared "
+                                          "normalization") as step:
+            section = measure_streaming(self.work / FP32_FILE, self.source, self.events,
+                                        self.opt.stream_normalization, self.fidelity_recordings,
+                                        self.opt.fidelity_budget_s, self.lookahead_asked)
+            step.detail = describe_streaming(section)
+            return section
 
 
 def warn_notes(source) -> None:
@@ -359,16 +322,45 @@ def warn_notes(source) -> None:
         print(f"export: {kind}: {note}", file=sys.stderr, flush=True)
 
 
-def export_bundle(source, target: Target, out, options: ExportOptions | None = None) -> dict:
+def _recordings(data, layout, mapping) -> list:
+    """Recordings named by paths (read with `layout` and `mapping`) or given as Recording objects."""
+    items = [data] if isinstance(data, (str, Path)) else list(data)
+    paths = [x for x in items if isinstance(x, (str, Path))]
+    loaded = read_recordings(paths, layout=layout, mapping=mapping) if paths else []
+    return loaded + [x for x in items if not isinstance(x, (str, Path))]
+
+
+def _inputs(source, opt: ExportOptions) -> dict:
+    """What the options name, read before any work: the ranges that ship as they are, the calibration reader over
+    --calib-data recordings, the --fidelity-data recordings."""
+    given = ranges.given_ranges(source, opt.calibration)
+    if given and opt.calib_data:
+        raise ExportError(f"--calib-data calibrates at export, but the {given.source} ranges of {given.path} ship as "
+                          "they are: drop --calib-data (or --calibration)")
+    if given:
+        ranges.check_belongs(source.module, given)  # ranges made for other weights are refused
+    reader = WindowReader(_recordings(opt.calib_data, opt.layout, opt.calib_mapping), source.preprocess,
+                          limit=opt.calib_windows or 64, batch_size=16) if opt.calib_data else None
+    fidelity = _recordings(opt.fidelity_data, opt.layout, opt.fidelity_mapping) if opt.fidelity_data else None
+    return {"given": given, "calib_reader": reader, "fidelity_recordings": fidelity}
+
+
+def export_bundle(source, target: Target, out, options: ExportOptions | None = None, chosen=None) -> dict:
     """Export `source` (toolkit.export.source.ModelSource) for `target` into the folder `out`; returns the
-    manifest. The bundle is built in `out.partial` and renamed at the end, so a failure leaves nothing behind."""
+    manifest. `chosen`: the operating point --on-threshold-from names (toolkit.api.threshold, read and checked by
+    the API): its event settings replace the flags', its record goes into the manifest. The bundle is built in
+    `out.partial` and renamed at the end, so a failure leaves nothing behind."""
     opt = options or ExportOptions()
     out = Path(out)
     precision = choose_precision(target, opt.precision)
-    EventSettings.resolve(source.events, opt.events, classes=source.classes)  # bad flags: refused before any work
+    layer = chosen.events if chosen else opt.events   # the preset's events, then this layer over them
+    events, event_mode = bundle_events(source, layer)   # the event mode from the training labels unless given
+    inputs = _inputs(source, opt)
+    if inputs["given"] and not (target.int8 and precision in ("int8", "fastest")):
+        source.notes.append(f"the {inputs['given'].source} ranges ({inputs['given'].path}) are not shipped: the "
+                            f"bundle has no INT8 graph at precision {precision} (pass --precision int8 to ship them)")
     warn_notes(source)
-    if opt.ranges:
-        ranges.check_belongs(source.module, opt.ranges)  # and ranges made for other weights
+    names = settle(check_class_names(source), source, opt.allow_degenerate)   # a 'no event' class counted as FOG
     if out.exists() and any(out.iterdir()) and not opt.force:
         raise ExportError(f"{out} exists and is not empty; choose another --out or pass --force")
     work = out.with_name(out.name + ".partial")
@@ -377,10 +369,11 @@ def export_bundle(source, target: Target, out, options: ExportOptions | None = N
     # One thread by default: on a shared 2-core machine under load, torch at 2 threads ran fog-1st-place's forward
     # 10x slower than at 1 (46 s vs 4.7 s at load 13.8): a thread waiting for a busy core spins (docs/export.md).
     torch_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, opt.threads))
-    verify.THREADS = max(1, opt.threads)
+    torch.set_num_threads(opt.threads)
     try:
-        manifest = ExportPipeline(source, target, work, opt, precision).run()
+        manifest = ExportPipeline(source, target, work, opt, precision, events, chosen.record if chosen else None,
+                                  **inputs, event_mode=event_mode, names_check=names,
+                                  lookahead_asked=lookahead_set(source, layer)).run()
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)

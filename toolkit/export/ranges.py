@@ -104,3 +104,21 @@ def ranges_line(calibration: dict | None) -> str | None:
     if calibration.get("source") == "cache":
         return f"INT8 ranges: calibration cache {calibration['path']} ({what})"
     return f"INT8 ranges: {what}, calibrated at export"
+
+
+def calibrate_int8(qat, reader, method: str, progress: bool = False) -> dict:
+    """The one calibration seam of the exporter: ranges into the QAT quantizers, then quantization on. The result
+    lists the quantizers no window reached (`unused`, inert at this shape; placeholder range, see calibration.ptq).
+    `progress`: a bar of the windows calibrated (under the export's step bar: minutes for the large preset)."""
+    cache = ptq.calibrate(qat, reader, method=method, progress=progress)
+    qat_convert.set_quantization(qat, True)
+    return describe("export-calibrated", cache.calibrator, cache.data, cache.unused)
+
+
+def assert_inert(qat, shape, unused) -> None:
+    """Refuse an INT8 graph in which a quantizer that calibration never reached would quantize with its placeholder."""
+    live = sorted(set(unused) & ptq.active_quantizers(qat, shape)) if unused else []
+    if live:
+        raise ExportError(f"calibration never reached quantizer(s) {', '.join(live[:3])} but the export at input "
+                          f"{tuple(shape)} uses them: calibrate at the export's batch and window (--batch, "
+                          "--n-patches), or with --calib-data recordings long enough to reach them")

@@ -11,18 +11,19 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from calibration.cache import CalibrationCache, model_hash
-from calibration.checkpoint import fit_weights, read_weights
+from calibration.checkpoint import checkpoint_info, fit_weights, read_weights, trained_on
 from deploy.bundle import sha256_file
 from deploy.contract import CLASSES
 from deploy.errors import FogError
 from deploy.event_classes import check_background, default_rule
-from deploy.lazy import lazy_import
+from deploy.lazy import TOOLKIT_PACKAGES, lazy_import
 from deploy.preprocess import PreprocessSpec
 
 models = lazy_import("models", "workstation", "the model registry")
@@ -55,6 +56,8 @@ class ModelSource:
     any_fog: str = "max"              # how "any FOG" is formed from the event classes: max | sum
     qat_ranges: CalibrationCache | None = None  # the learnt ranges of a QAT checkpoint (`toolkit train --qat`)
     events: dict = field(default_factory=dict)  # the preset's event settings (flags override them, then defaults)
+    info: dict = field(default_factory=dict)    # the checkpoint's JSON (what it was trained on), {} when none
+    trained_on: dict | None = None    # what the checkpoint says the weights were trained on (calibration.checkpoint)
 
     @property
     def spec(self) -> PreprocessSpec:
@@ -113,7 +116,13 @@ def _patch_overrides(preset, n_patches: int | None) -> dict:
     return {key: int(n_patches)}
 
 
-def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrained=True) -> ModelSource:
+UNTRAINED_FIX = "--untrained (untrained=True) exports the preset's architecture with random initial weights on purpose"
+
+
+def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrained=True,
+                untrained: bool = False) -> ModelSource:
+    """A preset: its shipped weights unless `weights` are given. Where the shipped ones cannot load (another
+    `n_patches`), the export is refused unless `untrained` says random initial weights are what is wanted."""
     preset = models.get_preset(name)
     overrides = _patch_overrides(preset, n_patches)
     if tsai:
@@ -125,10 +134,16 @@ def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrain
     notes = []
     resized = n_patches is not None and int(n_patches) != int(preset.preprocess["n_patches"])
     shipped = models.pretrained_path(name) if pretrained and not weights else None
-    if shipped is not None and resized:
+    if shipped is not None and resized and not untrained:
         # A learned positional embedding is as long as the training window: the shipped weights cannot load.
-        notes.append(f"random initial weights: the shipped checkpoint is for n_patches="
-                     f"{preset.preprocess['n_patches']}, this export uses {n_patches}")
+        raise ModelSourceError(
+            f"{name}'s shipped weights are for n_patches={preset.preprocess['n_patches']} (a learned positional "
+            f"embedding fixes the window): with --n-patches {n_patches} the bundle would carry random initial weights "
+            f"and detect nothing. Drop --n-patches, give --weights trained at {n_patches} patches, or {UNTRAINED_FIX}")
+    if shipped is not None and untrained:
+        notes.append(f"random initial weights: asked for (--untrained), not the shipped checkpoint"
+                     + (f" (for n_patches={preset.preprocess['n_patches']}, this export uses {n_patches})"
+                        if resized else ""))
         shipped = None
     weights = Path(weights) if weights else shipped
     ranges = _load_weights(module, weights) if weights is not None else None
@@ -137,7 +152,8 @@ def from_preset(name: str, *, weights=None, n_patches=None, tsai=False, pretrain
     return ModelSource(module=module.eval(), name=name, kind="tsai" if tsai else "preset", preset=name,
                        preprocess=preprocess, classes=tuple(preset.classes), tsai_compat=bool(tsai),
                        events=dict(preset.events), weights_sha256=sha256_file(weights) if weights else None,
-                       weights_path=str(weights) if weights else None, notes=notes, qat_ranges=ranges)
+                       weights_path=str(weights) if weights else None, notes=notes, qat_ranges=ranges,
+                       info=checkpoint_info(weights) if weights else {}, trained_on=trained_on(weights))
 
 
 def from_checkpoint(path, *, n_patches=None) -> ModelSource:
@@ -161,7 +177,8 @@ def from_checkpoint(path, *, n_patches=None) -> ModelSource:
     return ModelSource(module=module.eval(), name=Path(path).stem, kind="checkpoint", preset=name,
                        preprocess=preprocess, classes=tuple(classes), weights_sha256=sha256_file(path),
                        events=dict(inside.get("events") or preset.events), notes=notes,
-                       weights_path=str(path), qat_ranges=qat_ranges(inside, module, path))
+                       weights_path=str(path), qat_ranges=qat_ranges(inside, module, path), info=side_info,
+                       trained_on=trained_on(path))
 
 
 def _amplitude_for_power_term(module, preprocess: dict, preset, path) -> tuple[dict, list[str]]:
@@ -190,7 +207,12 @@ def import_user_module(module_name: str, folder=None):
     A module (or package) found in `folder` (default: the working folder) is loaded from its file under a private
     name (`_fog_user_<sha>.<name>`), so a `models.py` next to the user never replaces the toolkit's `models` package
     in `sys.modules`. The folder is appended to `sys.path` (never put first), so the user's module can still import
-    its sibling files. Anything else is imported as usual (an installed package, or one on PYTHONPATH)."""
+    its sibling files, and only after the toolkit's own packages (TOOLKIT_PACKAGES) are imported, so none of its files
+    can stand in for one later. Anything else is imported as usual (an installed package, or one on PYTHONPATH)."""
+    # Once a package is in sys.modules its submodules come from its own folder, so no `models.py` of the user's can
+    # stand in for it later, however the toolkit was installed (an editable install's finder is asked after sys.path)
+    for package in TOOLKIT_PACKAGES:
+        importlib.import_module(package)
     folder = Path(folder or Path.cwd()).resolve()
     top, _, rest = module_name.partition(".")
     package, single = folder / top / "__init__.py", folder / f"{top}.py"
@@ -221,9 +243,12 @@ def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, cla
     try:
         factory = getattr(import_user_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ModelSourceError(f"cannot import {spec!r} ({exc}); run from the folder that holds the module or "
-                               "add it to PYTHONPATH") from None
-    module = factory(**(factory_kwargs or {}))
+        clash = str(getattr(exc, "name", None) or "").partition(".")[0]
+        fix = (f"your code imports {clash!r}, which is the toolkit's own package of that name: rename your module "
+               "(or import it relative to your package)") if clash in TOOLKIT_PACKAGES else \
+            "run from the folder that holds the module or add it to PYTHONPATH"
+        raise ModelSourceError(f"cannot import {spec!r} ({exc}); {fix}") from None
+    module = build_user_model(spec, factory, factory_kwargs or {})
     ranges = _load_weights(module, weights) if weights else None
     state_sha, note = (None, None) if weights else _factory_weights(factory, factory_kwargs or {}, module)
     spec_dict = {**USER_PREPROCESS, **(preprocess or {})}
@@ -231,7 +256,27 @@ def from_factory(spec: str, *, weights=None, preprocess: dict | None = None, cla
                        classes=tuple(classes or CLASSES), activation=activation,
                        weights_sha256=sha256_file(weights) if weights else state_sha,
                        weights_path=str(weights) if weights else None, notes=[note] if note else [],
-                       factory={"path": spec, "kwargs": dict(factory_kwargs or {})}, qat_ranges=ranges)
+                       factory={"path": spec, "kwargs": dict(factory_kwargs or {})}, qat_ranges=ranges,
+                       trained_on=trained_on(weights))
+
+
+def build_user_model(spec: str, factory, kwargs: dict):
+    """`factory(**kwargs)`, which must be a model factory: a Python function or class returning a torch module. A
+    built-in (`os:system`) is never called, and whatever goes wrong inside the call is said as the user's error."""
+    if inspect.isbuiltin(factory) or not callable(factory) or \
+            not (inspect.isfunction(factory) or inspect.isclass(factory) or inspect.ismethod(factory)):
+        raise ModelSourceError(f"--model {spec!r} names a {type(factory).__name__}, not a model factory; give "
+                               "package.module:function (or a class) that returns a torch.nn.Module")
+    try:
+        module = factory(**kwargs)
+    except Exception as exc:
+        raise ModelSourceError(f"--model {spec!r}: calling it with --factory-kwargs {kwargs} failed "
+                               f"({type(exc).__name__}: {exc}); give a factory that builds a torch.nn.Module from "
+                               "these arguments") from None
+    if not isinstance(module, torch.nn.Module):
+        raise ModelSourceError(f"--model {spec!r} returned a {type(module).__name__}, not a torch.nn.Module; give a "
+                               "factory that builds the model")
+    return module
 
 
 def _factory_weights(factory, kwargs: dict, module) -> tuple[str, str]:
@@ -249,8 +294,10 @@ def _factory_weights(factory, kwargs: dict, module) -> tuple[str, str]:
 
 
 def resolve(model: str, *, weights=None, n_patches=None, tsai=False, preprocess=None, classes=None,
-            activation=None, factory_kwargs=None, background=None, any_fog=None) -> ModelSource:
-    """Dispatch on the form of `model` (see the module docstring)."""
+            activation=None, factory_kwargs=None, background=None, any_fog=None, untrained: bool = False) -> ModelSource:
+    """Dispatch on the form of `model` (see the module docstring). Input-spec flags (`preprocess`) describe a user
+    model; on trained weights (a preset's, a checkpoint's) they may not change what the weights were trained on
+    unless `untrained`."""
     if ":" in model and not Path(model).exists():
         source = from_factory(model, weights=weights, preprocess={**(preprocess or {}),
                                                                   **({"n_patches": n_patches} if n_patches else {})},
@@ -264,13 +311,27 @@ def resolve(model: str, *, weights=None, n_patches=None, tsai=False, preprocess=
         if model not in models.list_presets():
             raise ModelSourceError(f"unknown model {model!r}: not a preset ({', '.join(models.list_presets())}), "
                                    "not a file, not module:factory")
-        source = from_preset(model, weights=weights, n_patches=n_patches, tsai=tsai)
+        source = from_preset(model, weights=weights, n_patches=n_patches, tsai=tsai, untrained=untrained)
     if activation:
         source.activation = activation
     if preprocess and source.kind != "user":
+        _check_trained_spec(source, preprocess, untrained)
         source.preprocess.update(preprocess)
     mark_background(source, background, any_fog)
     return source
+
+
+def _check_trained_spec(source: ModelSource, preprocess: dict, untrained: bool) -> None:
+    """Refuse input-spec values that differ from what trained weights were trained on (the bundle would feed them
+    another signal: a 64 Hz model told its input is 50 Hz detects at the wrong time scale, silently)."""
+    if untrained or source.weights_sha256 is None:
+        return
+    changed = {k: v for k, v in preprocess.items() if k in source.preprocess and source.preprocess[k] != v}
+    if changed:
+        said = ", ".join(f"{k} {source.preprocess[k]!r} -> {v!r}" for k, v in changed.items())
+        raise ModelSourceError(f"{source.name}'s weights were trained on another input ({said}): the flags for a user "
+                               "model's input (--rate-hz --units --patch --input-layout --normalization) may not "
+                               f"change a trained model's. Drop them, or {UNTRAINED_FIX}")
 
 
 def mark_background(source: ModelSource, background=None, any_fog=None) -> None:

@@ -6,6 +6,10 @@ Choice ("auto"): a declared normalization that streams exactly ("window", "runni
 stream, so every option is measured and the one closest to offline wins (smallest |difference in time called
 FOG|, then the smallest mean probability difference). Export warns loudly when the chosen option misses the
 limits (deploy.fidelity.LIMIT_PP, LIMIT_PROB) or puts an event on a background class.
+
+Then, with the chosen normalization, the look-ahead sweep (toolkit.export.lookahead): the figures at 0.5, 1, 2, 4 s
+and whole windows, and the recommended look-ahead; the section's `fidelity` holds the figures at the look-ahead
+the bundle uses.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from calibration.data import synthetic_recordings
+from toolkit.export import lookahead as lookaheads
 from deploy.contract.runtime import StreamingSection
 from deploy.engines.onnxruntime import OnnxRuntimeEngine
 from deploy.event_classes import event_columns
@@ -81,9 +86,10 @@ def skipped(spec, reason: str) -> StreamingSection:
 
 
 def measure_streaming(model_file, source, events, asked: str = "auto", recordings=None,
-                      budget_s: float = BUDGET_S) -> StreamingSection:
+                      budget_s: float = BUDGET_S, lookahead_asked=None) -> StreamingSection:
     """The manifest's `streaming` section: the float graph `model_file` of `source` (a ModelSource) streamed with
-    the bundle's `events` (deploy.contract.events.EventSettings) through the daemon's pipeline."""
+    the bundle's `events` (deploy.contract.events.EventSettings) through the daemon's pipeline, each stream
+    normalization, then each look-ahead (`lookahead_asked`: the user's, used whatever the rule recommends)."""
     spec = source.spec
     hop = events.hop_samples(spec.rate_hz)
     if hop > spec.window:
@@ -105,14 +111,41 @@ def measure_streaming(model_file, source, events, asked: str = "auto", recording
     columns = event_columns(source.classes, source.background)
     fid = Fidelity(spec, engine, source.classes, events, columns, source.any_fog)
     figures = measure_options(fid, section, modes, recs)
-    engine.close()
     chosen = choose(figures)
-    if not figures[chosen]["passed"]:
-        warn(chosen, figures[chosen], spec.normalization)
-    return replace(section, normalization=chosen, options=figures, fidelity=figures[chosen],
+    option = replace(section, normalization=chosen)
+    table = lookaheads.sweep(fid, recs, stream_setup(spec, option)[0], lambda: stream_setup(spec, option)[1],
+                             lookaheads.candidates(lookahead_asked))
+    engine.close()
+    lookahead = lookaheads.section(table, chosen, lookahead_asked)
+    used = table[lookahead["chosen"]]
+    if not used["passed"]:
+        warn(chosen, used, spec.normalization)
+    return replace(section, normalization=chosen, options=figures, fidelity=used, lookahead=lookahead,
                    chosen_by="asked (--stream-normalization)" if asked != "auto" else
                    "declared normalization streams exactly" if chosen == "declared" else
                    "measured: closest to offline under the declared normalization")
+
+
+def lookahead_set(source, given: dict) -> float | str | None:
+    """The look-ahead the user (flags: `given`) or the preset set, kept whatever the sweep recommends; None."""
+    return {**source.events, **{k: v for k, v in (given or {}).items() if v is not None}}.get("lookahead_s")
+
+
+def with_lookahead(events, section: StreamingSection | None):
+    """The bundle's event settings with the look-ahead the sweep chose (or kept), when it ran."""
+    if section is None or not section.lookahead:
+        return events
+    return replace(events, lookahead_s=lookaheads.as_setting(section.lookahead["chosen"]))
+
+
+def describe_streaming(section: StreamingSection) -> str:
+    """One line for the export's step bar."""
+    f = section.fidelity
+    if f is None:
+        return section.skipped
+    return (f"{section.normalization}, look-ahead {section.lookahead['chosen']} s: "
+            f"{f['percent_time_called_fog_streamed']:.2f} % time called FOG streamed vs "
+            f"{f['percent_time_called_fog_offline']:.2f} % offline, agreement {100 * f['decision_agreement']:.1f} %")
 
 
 def _over_budget(engine, recs, modes, hop_s: float, budget_s: float) -> str | None:

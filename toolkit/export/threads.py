@@ -5,8 +5,9 @@ hand-offs than it brings: fog-small's dynamic plan ran 1.13 ms at 1 thread and ~
 machine (docs/bench.md, "Quiet machine, after the merge"), while the large preset's stages need both cores.
 So the export times that engine (deploy.engines.onnxruntime.open_role: the whole graph or its stages, as the bundle
 will open it) at 1..N threads, interleaved, and records the fewest threads within MARGIN of the fastest in the
-manifest (`onnxruntime.thread_cap.<role>`); the device then treats its `threads` as a budget and uses
-min(budget, cap) (deploy.engines.onnxruntime). `toolkit bench` applies `measure_threads` to the backends it
+manifest (`onnxruntime.thread_cap.<role>`). That figure is a hint: the daemon measures its own at first start on
+the device's CPU, by the same rule (deploy.thread_cap), and keeps it beside its state; `thread_cap = "bundle"`
+makes the device use min(budget, this cap) instead (deploy.engines.onnxruntime). `toolkit bench` applies `measure_threads` to the backends it
 re-exports, within its `--threads` budget, so bench and export decide the same way.
 
 A busy machine cannot show what a thread brings: a second thread waiting for a core another process holds only
@@ -24,11 +25,10 @@ from typing import Callable
 
 from deploy.contract import FP32_FILE
 from deploy.engines.onnxruntime import open_role
-from toolkit.export.manifest import onnxruntime_section
+from deploy.thread_cap import MARGIN, fewest_within
 from toolkit.timing import interleaved
 
 MAX_THREADS = 4     # a Jetson's CPU cluster / a small x86 box; more cores than this are not worth an export's seconds
-MARGIN = 0.03       # fewer threads are kept when within this fraction of the fastest (the noise of one run)
 BLOCKS, BLOCK_S, BUDGET_S = 12, 0.05, 3.0   # interleaved blocks: ~1.2 s for fog-small, ~3 s for fog-1st-place
 BUSY_CORES = 0.25   # cores other processes may use on average while we measure before the figures are not trusted
 
@@ -73,15 +73,13 @@ def choose_threads(latency_ms: dict[str, float], margin: float = MARGIN, others_
     more than BUSY_CORES meanwhile (`others_cores`), the most threads measured: the figures cannot show a gain."""
     if not latency_ms:
         raise ValueError("choose_threads needs at least one measured thread count")
-    fastest = min(latency_ms.values())
     figures = ", ".join(f"{k} thread{'s' if int(k) > 1 else ''} {ms:.3f} ms" for k, ms in latency_ms.items())
     busy = others_cores is not None and others_cores > BUSY_CORES
-    threads = max(int(k) for k in latency_ms) if busy else \
-        min(int(k) for k, ms in latency_ms.items() if ms <= fastest * (1 + margin))
+    threads = max(int(k) for k in latency_ms) if busy else fewest_within(latency_ms, margin)
     plural = "s" if threads > 1 else ""
     reason = (f"{threads} thread{plural}, not capped: other processes used {others_cores:.2f} cores on average while "
               f"this was measured ({figures}); a thread waiting for a busy core shows nothing of what it brings: "
-              "export on a quiet machine for a measured cap") if busy else \
+              "the device measures its own at first start (deploy.thread_cap)") if busy else \
         (f"{threads} thread{plural}: {figures} (wall median per call, interleaved; the fewest threads within "
          f"{margin:.0%} of the fastest)")
     return {"threads": threads, "latency_ms": dict(latency_ms), "margin": margin, "reason": reason,
@@ -104,17 +102,16 @@ def measure_threads(open_at: Callable[[int], object], example, budget: int | Non
     return choose_threads({k: 1e3 * t.median for k, t in timings.items()}, others_cores=others.cores)
 
 
-def bundle_thread_cap(p) -> dict:
-    """{role: cap} for the models the export `p` (an ExportPipeline past its cpu plan) ships for onnxruntime: the
-    one the device opens by default (the bundle's precision) and the fp32 model, each engine opened as the bundle
-    will open it and timed here; the manifest's `onnxruntime.thread_cap`."""
-    default = p.precision if p.precision in ("fp32", "int8") else "fp32"
-    settings = onnxruntime_section(p)
+def bundle_thread_cap(work, settings, precision: str, int8_file: str | None, example) -> dict:
+    """{role: cap} for the models an export in the folder `work` ships for onnxruntime: the one the device opens by
+    default (the bundle's `precision`) and the fp32 model, each engine opened as the bundle will open it (`settings`:
+    the manifest's onnxruntime section so far) and timed on `example`; the manifest's `onnxruntime.thread_cap`."""
+    default = precision if precision in ("fp32", "int8") else "fp32"
     where = f"{platform.machine()}, {os.cpu_count()} cores"
     caps = {}
     for role in dict.fromkeys((default, "fp32")):
-        path = p.work / (p.int8_file if role == "int8" else FP32_FILE)
-        cap = measure_threads(lambda k: open_role(p.work, settings, role, path, k), p.ver_batches[0])
+        path = work / (int8_file if role == "int8" else FP32_FILE)
+        cap = measure_threads(lambda k: open_role(work, settings, role, path, k), example)
         caps[role] = {**cap, "measured_on": f"the export machine ({where}); re-export on the device's class of CPU "
                                             "for its own figures"}
     return caps

@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from deploy.engines.tensorrt import add_profile
 from deploy.errors import FogError, MissingDependency
 from deploy.lazy import lazy_import, require
 
@@ -98,8 +99,9 @@ def configure(trt, builder, config, *, major: int, precision: str, target, works
 
 
 def build_engine(onnx_path, engine_path, *, target, precision: str, timing_cache=None, dla_core=None,
-                 workspace_mb: int = 1024, trt=None) -> dict:
-    """Parse `onnx_path`, build, and write the serialized engine to `engine_path`."""
+                 workspace_mb: int = 1024, trt=None, profile: dict | None = None) -> dict:
+    """Parse `onnx_path`, build, and write the serialized engine to `engine_path`. `profile`: the optimization
+    profile of a dynamic-batch graph (the manifest's batching.tensorrt: {input, min, opt, max})."""
     trt = trt or require(tensorrt)
     major = api_major(trt)
     if major not in target.trt_majors:
@@ -116,6 +118,11 @@ def build_engine(onnx_path, engine_path, *, target, precision: str, timing_cache
     config = builder.create_builder_config()
     notes = configure(trt, builder, config, major=major, precision=precision, target=target,
                       workspace_mb=workspace_mb, dla_core=dla_core, strongly_typed=strongly)
+    if profile is not None:
+        if dla_core is not None:
+            raise EngineBuildError("a dynamic-batch engine does not run on DLA (static shapes only); build the "
+                                   "per-size engines for DLA, or drop --dla-core")
+        notes.append(add_profile(builder, config, profile))
     cache_path = Path(timing_cache) if timing_cache else None
     if cache_path is not None:
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")

@@ -21,9 +21,6 @@ torch = lazy_import("torch", "workstation", "running the PyTorch model in verifi
 # probability sits there, so the raw agreement measures noise (it is kept as `agreement_all`, with the decisive share).
 DECISION = 0.5
 MARGIN = 0.05
-# Threads of verification's onnxruntime sessions (toolkit.export.pipeline sets it from --threads). One by default: on
-# a shared machine a second thread that has to wait for a busy core spins instead of working.
-THREADS = 1
 THRESHOLDS = {
     # Same graph semantics, float arithmetic on both sides: only rounding and op-order differences.
     "torch_vs_ort_fp32": {"max_abs": 1e-4, "mean_abs": 1e-5},
@@ -44,17 +41,18 @@ class VerificationError(FogError):
     """An exported model disagrees with PyTorch beyond the thresholds."""
 
 
-def ort_session(path, as_written: bool = False):
+def ort_session(path, as_written: bool = False, threads: int = 1):
     """An ONNX Runtime CPU session. `as_written=True` keeps only its basic graph optimizations: the extended ones fuse
     Q/DQ pairs into integer kernels that requantize their outputs their own way (a mean |diff| of 0.003 against the
     QAT model on fog-rnn-attention, against 2e-8 as written), so comparing the export with its QAT model would
-    test those kernels, not the export."""
-    settings = SessionSettings(threads=THREADS, optimization="basic" if as_written else "all")
+    test those kernels, not the export. `threads`: intra-op threads (the export's --threads; one by default: on a
+    shared machine a second thread that has to wait for a busy core spins instead of working)."""
+    settings = SessionSettings(threads=threads, optimization="basic" if as_written else "all")
     return open_session(path, settings, fix="the export wrote a graph onnxruntime cannot load: please report it")
 
 
-def ort_run(path_or_session, batches: list[np.ndarray]) -> np.ndarray:
-    sess = ort_session(path_or_session) if not hasattr(path_or_session, "run") else path_or_session
+def ort_run(path_or_session, batches: list[np.ndarray], threads: int = 1) -> np.ndarray:
+    sess = ort_session(path_or_session, threads=threads) if not hasattr(path_or_session, "run") else path_or_session
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: b})[0] for b in batches])
 

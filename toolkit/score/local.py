@@ -1,4 +1,4 @@
-"""The embedded engine: this machine, no service. One worker process per core, each holding one engine (one
+"""The local runner: this machine, no service. One worker process per core, each holding one engine (one
 onnxruntime thread), takes whole recordings from a queue; memory per worker is bounded by a chunk
 (`Settings.chunk_s`), not by a recording's length. `jobs=1` runs in this process.
 
@@ -10,19 +10,20 @@ from __future__ import annotations
 import os
 import queue as queue_mod
 
-_worker = None   # (Scorer, progress queue) in a worker process
+_worker = None   # (CohortWorker, progress queue) in a worker process
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _init(bundle_dir, settings_dict, progress_queue):
     global _worker
-    from toolkit.score.work import Scorer, Settings
-    _worker = (Scorer(bundle_dir, Settings.from_dict(settings_dict)), progress_queue)
+    from toolkit.score.work import CohortWorker, Settings
+    _worker = (CohortWorker(bundle_dir, Settings.from_dict(settings_dict)), progress_queue)
 
 
 def _score(index, source):
     scorer, q = _worker
-    result = scorer.try_score(source, progress=(lambda s: q.put(s)) if q is not None else None)
+    result = scorer.try_score(source, progress=(lambda s, length=None: q.put((index, s, length)))
+                              if q is not None else None)
     return index, result
 
 
@@ -34,14 +35,16 @@ def default_jobs() -> int:
 
 
 def run_local(sources, bundle_dir, settings, jobs: int | None = None, progress=None):
-    """Yield (index into sources, result dict) as recordings finish. `progress(seconds)` as signal is scored."""
+    """Yield (index into sources, result dict) as recordings finish. `progress(index, seconds, length_s)` as signal
+    is scored (Scorer.score's calls, with the recording's index)."""
     jobs = max(1, min(jobs or default_jobs(), len(sources) or 1))
     if jobs == 1:
-        from toolkit.score.work import Scorer
-        scorer = Scorer(bundle_dir, settings)
+        from toolkit.score.work import CohortWorker
+        scorer = CohortWorker(bundle_dir, settings)
         try:
             for i, source in enumerate(sources):
-                yield i, scorer.try_score(source, progress=progress)
+                yield i, scorer.try_score(source, progress=(lambda s, length=None, i=i: progress(i, s, length))
+                                          if progress else None)
         finally:
             scorer.close()
         return
@@ -79,6 +82,6 @@ def _drain(q, progress):
         return
     while True:
         try:
-            progress(q.get_nowait())
+            progress(*q.get_nowait())
         except queue_mod.Empty:
             return

@@ -4,15 +4,14 @@ Kaggle's `unlabeled/*.parquet` (Time, AccV, AccML, AccAP; 100 Hz, g) is read row
 week of 24/7 data never sits in memory. Every other recording (CSV layouts, npz, Daphnet text: whatever
 `deploy.recording.read_recording` reads) is read whole by that function and then handed out in chunks.
 
-Who a recording belongs to comes from a metadata table beside it or in a folder above it (Kaggle's
-`daily_metadata.csv`, `defog_metadata.csv`, `tdcsfog_metadata.csv`, `toolkit synth`'s `metadata.csv`, or `--metadata`):
-its `Id` (the file name without extension), `Subject`, `Visit`, and for daily recordings the time of day the
-recording began (`Beginning of recording [00:00-23:59]`), which places each sample on a calendar day.
+Who a recording belongs to is what the data says (deploy.subjects: a metadata table beside or above it, such as
+Kaggle's `daily_metadata.csv`, or `--metadata`; the dataset's file names; a `participant_metadata.json` naming its
+folders), the file itself only when nothing names a person; each source says which (`subject_from`). A table also
+gives the `Visit` and, for daily recordings, the time of day the recording began (`Beginning of recording
+[00:00-23:59]`), which places each sample on a calendar day.
 """
 from __future__ import annotations
 
-import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import numpy as np
 
 from deploy.errors import DataError, MissingDependency
 from deploy.layouts import AXES
+from deploy.subjects import FROM_FILE, Owners, unique_names
 
 PARQUET = ".parquet"
-METADATA_FILES = ("daily_metadata.csv", "defog_metadata.csv", "tdcsfog_metadata.csv", "metadata.csv")
 # Parquet files carry no rate or units: these keys in the file's metadata give them (write_parquet sets them);
 # without them, Kaggle's convention decides (as for its test CSVs: gravity ~1 -> 100 Hz in g, ~9.8 -> 128 Hz m/s^2).
 RATE_KEY, UNITS_KEY = b"fog.rate_hz", b"fog.units"
@@ -43,7 +42,7 @@ def _pyarrow():
 
 
 @dataclass
-class Source:
+class RecordingFile:
     """One recording to score: where it is, whose it is, and how to read it in chunks."""
     path: Path
     subject: str
@@ -53,6 +52,7 @@ class Source:
     units: str | None = None
     n_samples: int | None = None
     label: str | None = None              # the name in the tables; the file's stem (its Id) unless two clash
+    subject_from: str = FROM_FILE         # where `subject` came from (deploy.subjects)
 
     @property
     def name(self) -> str:
@@ -63,12 +63,20 @@ class Source:
         return self.path.suffix.lower() == PARQUET
 
     def estimate_s(self) -> float:
-        """Length in seconds of signal (exact for Parquet and npz, estimated from the file size otherwise)."""
+        """Length in seconds of signal: exact for Parquet (its footer says); else from the file's size, for text with
+        the bytes per row of its first 64 KiB, at the rate its kind usually has (Daphnet's .txt 64 Hz, a CSV 100 Hz).
+        Only the progress bar's first total: a recording's exact length replaces it once a worker has opened it."""
         if self.n_samples and self.rate_hz:
             return self.n_samples / self.rate_hz
-        if self.path.suffix.lower() == ".xlsx":           # a Stanford workbook: ~550 bytes per 128 Hz row, 11 IMUs
-            return self.path.stat().st_size / 550 / 128.0
-        return self.path.stat().st_size / 40 / 100.0   # a CSV row is ~40 bytes; Kaggle's rates are 100-128 Hz
+        size, suffix = self.path.stat().st_size, self.path.suffix.lower()
+        if suffix == ".xlsx":                             # a Stanford workbook: ~550 bytes per 128 Hz row, 11 IMUs
+            return size / 550 / 128.0
+        if suffix in (".csv", ".txt"):
+            with open(self.path, "rb") as fh:
+                head = fh.read(1 << 16)
+            row_bytes = len(head) / max(1, head.count(b"\n"))
+            return size / max(row_bytes, 1.0) / (64.0 if suffix == ".txt" else 100.0)
+        return size / 40 / 100.0
 
     def open(self) -> "Reader":
         return ParquetReader(self) if self.is_parquet else MemoryReader(self)
@@ -86,7 +94,7 @@ class Reader:
 class MemoryReader(Reader):
     """Anything `deploy.recording.read_recording` reads, whole, handed out in chunks."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: RecordingFile):
         from deploy.recording import read_recording
         self.recording = read_recording(source.path)
         self.rate_hz, self.units, self.n_samples = self.recording.rate_hz, self.recording.units, \
@@ -101,7 +109,7 @@ class MemoryReader(Reader):
 class ParquetReader(Reader):
     """AccV, AccML, AccAP of a Parquet file, batch by batch (pyarrow reads one row group at a time)."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: RecordingFile):
         pa = _pyarrow()
         self.path = source.path
         try:
@@ -160,61 +168,7 @@ def write_parquet(recording, path, row_group_rows: int = 1_000_000) -> Path:
 
 # ------------------------------------------------------------------ finding recordings and their owners
 
-def _parse_time_of_day(text: str) -> float | None:
-    parts = text.strip().split(":")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        return None
-    if not 2 <= len(values) <= 3:
-        return None
-    h, m, s = (values + [0.0])[:3]
-    return h * 3600 + m * 60 + s
-
-
-def read_metadata(path) -> dict[str, dict]:
-    """Id -> {subject, visit, start_of_day_s} from a metadata CSV with at least Id and Subject columns."""
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        return {}
-    if "Id" not in rows[0] or "Subject" not in rows[0]:
-        raise DataError("a metadata table needs Id and Subject columns", file=str(path),
-                        fix=f"its columns are {list(rows[0])}")
-    start_col = next((c for c in rows[0] if c and c.lower().startswith("beginning of recording")), None)
-    out = {}
-    for row in rows:
-        start = _parse_time_of_day(row[start_col]) if start_col and row.get(start_col) else None
-        out[row["Id"].strip()] = {"subject": row["Subject"].strip(), "visit": (row.get("Visit") or "").strip(),
-                                  "start_of_day_s": start}
-    return out
-
-
-def _metadata_near(folder: Path, roots: list[Path], cache: dict) -> dict:
-    """Every metadata table in `folder` and its parents up to the given roots, nearest first."""
-    merged: dict = {}
-    chain = [folder, *folder.parents]
-    for d in chain:
-        if d not in cache:
-            tables = {}
-            for name in METADATA_FILES:
-                f = d / name
-                if f.is_file():
-                    try:
-                        for k, v in read_metadata(f).items():
-                            tables.setdefault(k, v)
-                    except DataError:
-                        pass      # a file by that name without Id/Subject is not ours to judge
-            cache[d] = tables
-        for k, v in cache[d].items():
-            merged.setdefault(k, v)
-        if any(d == r for r in roots):
-            break
-    return merged
-
-
-def find_sources(paths, metadata=None) -> list[Source]:
+def find_recording_files(paths, metadata=None) -> list[RecordingFile]:
     """Sources for files and folders (folders searched recursively; metadata files skipped), sorted by path."""
     from deploy.recording import NOT_RECORDINGS
     suffixes = _recording_suffixes()
@@ -233,28 +187,22 @@ def find_sources(paths, metadata=None) -> list[Source]:
     files = sorted(set(files))
     if not files:
         raise DataError(f"no recordings found ({', '.join(suffixes)})", file=", ".join(map(str, paths)) or None)
-    explicit = read_metadata(metadata) if metadata else {}
-    cache: dict = {}
+    owners = Owners(roots, metadata)
     sources = []
     for f in files:
-        info = explicit.get(f.stem) or _metadata_near(f.parent, roots, cache).get(f.stem) or {}
-        src = Source(f, subject=info.get("subject") or f.stem, visit=info.get("visit", ""),
-                     start_of_day_s=info.get("start_of_day_s"))
+        owner = owners.of(f)
+        src = RecordingFile(f, subject=owner.subject, visit=owner.visit, start_of_day_s=owner.start_of_day_s,
+                     subject_from=owner.source)
         if src.is_parquet:
             _parquet_header(src)
         sources.append(src)
-    # two files with one Id (a CSV and its Parquet copy, two sites' folders): name them by their relative paths
-    stems: dict[str, list[Source]] = {}
+    names = unique_names(files)      # two files with one Id: named by their paths from the folder they share
     for src in sources:
-        stems.setdefault(src.path.stem, []).append(src)
-    for clash in (v for v in stems.values() if len(v) > 1):
-        common = Path(os.path.commonpath([str(s.path.parent) for s in clash]))
-        for src in clash:
-            src.label = src.path.relative_to(common).with_suffix("").as_posix()
+        src.label = names[src.path] if names[src.path] != src.path.stem else None
     return sources
 
 
-def _parquet_header(src: Source) -> None:
+def _parquet_header(src: RecordingFile) -> None:
     """n_samples (and rate/units when the file says) from the footer, without reading data."""
     try:
         pa = _pyarrow()

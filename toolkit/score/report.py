@@ -1,9 +1,11 @@
-"""Tables and the plot from per-recording results (the same for every engine).
+"""Tables and the plot from per-recording results (the same for every runner).
 
 - events: one row per episode the daemon would report (recording, subject, visit, class, onset, offset, duration,
   detect, peak, and the day of the onset);
 - summary: one row per subject, visit and day: hours recorded, hours not worn, FOG minutes, episodes, longest
-  episode. "FOG" there is any class: episodes of different classes that overlap are one episode (their union);
+  episode, and where the subject's name came from (`subject_from`, deploy.subjects: a metadata table, the dataset's
+  file names or folders, or "file" when nothing named a person). "FOG" there is any class: episodes of different
+  classes that overlap are one episode (their union);
 - recordings: one row per recording (hours, not-worn hours, episodes, compute time);
 - a plot of FOG minutes per day, one line per subject.
 
@@ -18,13 +20,16 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from deploy.errors import MissingDependency
+from deploy.subjects import FROM_FILE
+
 DAY_S = 86400.0
 EVENT_COLUMNS = ("recording", "subject", "visit", "class", "onset_s", "offset_s", "duration_s", "detect_s", "peak",
                  "day")
 SUMMARY_COLUMNS = ("subject", "visit", "day", "recordings", "hours_recorded", "hours_not_worn", "fog_minutes",
-                   "episodes", "longest_s")
+                   "episodes", "longest_s", "subject_from")
 RECORDING_COLUMNS = ("recording", "subject", "visit", "path", "hours", "hours_not_worn", "events", "compute_s",
-                     "sha256")
+                     "sha256", "subject_from")
 
 
 def _day(result: dict, t: float) -> int:
@@ -69,8 +74,10 @@ def event_rows(results) -> list[dict]:
 def summary_rows(results) -> list[dict]:
     acc = defaultdict(lambda: {"recordings": set(), "recorded": 0.0, "not_worn": 0.0, "fog": 0.0, "episodes": 0,
                                "longest": 0.0})
+    named = defaultdict(set)       # subject -> where its name came from
     for r in results:
         key = (r["subject"], r["visit"])
+        named[r["subject"]].add(_subject_from(r))
         for day, s in _split_by_day(r, 0.0, r["duration_s"]).items():
             acc[key + (day,)]["recorded"] += s
             acc[key + (day,)]["recordings"].add(r["name"])
@@ -85,15 +92,21 @@ def summary_rows(results) -> list[dict]:
                 acc[key + (day,)]["fog"] += s
     return [{"subject": k[0], "visit": k[1], "day": k[2], "recordings": len(v["recordings"]),
              "hours_recorded": v["recorded"] / 3600, "hours_not_worn": v["not_worn"] / 3600,
-             "fog_minutes": v["fog"] / 60, "episodes": v["episodes"], "longest_s": v["longest"]}
+             "fog_minutes": v["fog"] / 60, "episodes": v["episodes"], "longest_s": v["longest"],
+             "subject_from": "; ".join(sorted(named[k[0]]))}
             for k, v in sorted(acc.items())]
+
+
+def _subject_from(result: dict) -> str:
+    return result.get("subject_from") or FROM_FILE    # a part stored before subjects were looked up
 
 
 def recording_rows(results, hashes=None) -> list[dict]:
     hashes = hashes or {}
     return [{"recording": r["name"], "subject": r["subject"], "visit": r["visit"], "path": r["path"],
              "hours": r["duration_s"] / 3600, "hours_not_worn": sum(b - a for a, b in r["not_worn"]) / 3600,
-             "events": len(r["events"]), "compute_s": r["compute_s"], "sha256": hashes.get(r["path"], "")}
+             "events": len(r["events"]), "compute_s": r["compute_s"], "sha256": hashes.get(r["path"], ""),
+             "subject_from": _subject_from(r)}
             for r in results]
 
 
@@ -117,6 +130,7 @@ def _write_parquet(path: Path, rows, columns) -> Path | None:
     except ImportError:
         return None
     types = {"recording": pa.string(), "subject": pa.string(), "visit": pa.string(), "class": pa.string(),
+             "subject_from": pa.string(),
              "path": pa.string(), "sha256": pa.string(), "day": pa.int64(), "recordings": pa.int64(),
              "episodes": pa.int64(), "events": pa.int64()}
     schema = pa.schema([(c, types.get(c, pa.float64())) for c in columns])
@@ -156,9 +170,11 @@ def plot_minutes_per_day(summary, path: Path) -> Path | None:
     return path
 
 
-def write_outputs(out: Path, results, hashes=None, errors=()) -> dict[str, Path]:
-    """Write every table (CSV, and Parquet when pyarrow is installed) and the plot into `out`; `errors.csv` lists
-    the recordings that could not be scored (removed when there are none)."""
+def write_outputs(out: Path, results, hashes=None, errors=(), warnings: list | None = None) -> dict[str, Path]:
+    """Write every table (CSV, and Parquet when pyarrow is installed) and the plot (when matplotlib is) into `out`;
+    `errors.csv` lists the recordings that could not be scored (removed when there are none). What could not be
+    written for want of a package is said in `warnings` (a list to append to), with the extra that brings it."""
+    warnings = [] if warnings is None else warnings
     out.mkdir(parents=True, exist_ok=True)
     if errors:
         _write_csv(out / "errors.csv", errors, ("name", "path", "error"))
@@ -172,9 +188,15 @@ def write_outputs(out: Path, results, hashes=None, errors=()) -> dict[str, Path]
         parquet = _write_parquet(out / f"{name}.parquet", rows, columns)
         if parquet:
             files[f"{name}.parquet"] = parquet
+    if not any(name.endswith(".parquet") for name in files):
+        warnings.append(f"no Parquet tables written (the CSV tables hold the same rows): "
+                        f"{MissingDependency('pyarrow', 'score', 'writing Parquet')}")
     plot = plot_minutes_per_day(tables["summary"][0], out / "fog_minutes_per_day.png")
     if plot:
         files["fog_minutes_per_day.png"] = plot
+    else:
+        warnings.append(f"no fog_minutes_per_day.png written: "
+                        f"{MissingDependency('matplotlib', 'score', 'drawing the plot')}")
     return files
 
 

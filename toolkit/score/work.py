@@ -1,8 +1,8 @@
-"""The per-recording work, the same for every engine: read in chunks -> not-worn stretches -> the bundle's engine on
+"""The per-recording work, the same for every runner: read in chunks -> not-worn stretches -> the bundle's engine on
 the daemon's grid (`deploy.chunked`, equal to `deploy.offline.predict_recording`) -> the bundle's event detector.
 
-`Scorer` holds one opened engine; `Scorer.score(source)` returns a plain, JSON-safe dict (what the local engine's
-workers and the Ray actors send back, and what the resume cache stores).
+`CohortWorker` holds one opened engine; `CohortWorker.score(recording)` returns a plain, JSON-safe dict (what the
+local runner's workers and the Ray actors send back, and what the resume cache stores).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 from toolkit.score.worn import BlockStats, NotWorn, WornSettings
 
 # Raised whenever the per-recording result could change for the same file, bundle and settings.
-WORK_VERSION = 1
+WORK_VERSION = 2   # 2: events as the bundle says (events.mode, background classes left out)
 
 
 @dataclass
@@ -53,7 +53,7 @@ def bundle_signature(bundle, settings: Settings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class Scorer:
+class CohortWorker:
     """One engine, many recordings (one at a time)."""
 
     def __init__(self, bundle_dir, settings: Settings, threads: int = 1):
@@ -65,7 +65,7 @@ class Scorer:
         self.bundle = Bundle.load(bundle_dir, verify=True)
         self.spec = self.bundle.input.spec
         self.engine = open_engine(self.bundle, backend=settings.backend, precision=settings.precision,
-                                  threads=threads)
+                                  threads=threads, exact=True)
         self.infer = batch_infer(self.engine)
         self.classes = self.bundle.classes
         # hop, look-ahead and event knobs exactly as the daemon resolves them (flags > manifest > defaults)
@@ -86,13 +86,16 @@ class Scorer:
             return {"name": source.name, "path": str(source.path), "subject": source.subject, "error": str(exc)}
 
     def score(self, source, progress=None) -> dict:
-        """Score one recording (a toolkit.score.read.Source). `progress(seconds_of_signal)` is called per chunk."""
+        """Score one recording (a toolkit.score.read.RecordingFile). `progress(seconds, length_s)` is called once the file is
+        open with 0 and its exact length (the bar's total was an estimate), then per chunk with its seconds."""
         from deploy.chunked import predict_chunks, recording_stats
-        from deploy.events import EventDetector
+        from deploy.events import Detection
 
         started = time.perf_counter()
         reader = source.open()
         rate, units = reader.rate_hz, reader.units
+        if progress:
+            progress(0.0, reader.n_samples / rate)
         rows = max(1, int(self.settings.chunk_s * rate))
         # pass 1: not-worn blocks (and the whole recording's statistics for "recording" normalization)
         worn = self.settings.worn
@@ -105,8 +108,9 @@ class Scorer:
             not_worn = NotWorn(blocks.intervals(), self.spec.rate_hz)
         if self.spec.normalization == "recording":
             stats = recording_stats(reader.chunks(rows), self.spec, rate, units)
-        # pass 2: the model on the daemon's grid, events as the daemon's detector finds them
-        detector = EventDetector(self.classes, self.spec.rate_hz, **self.events.detector_kwargs(), t0_s=0.0)
+        # pass 2: the model on the daemon's grid, events as the daemon's detector finds them (event classes, mode)
+        detection = Detection.of_bundle(self.bundle, self.events)
+        detector = detection.detector(self.spec.rate_hz)
         events = []
 
         def chunks():
@@ -123,12 +127,12 @@ class Scorer:
                                            recording_stats=stats, skip=skip, n_classes=len(self.classes)):
             if not_worn.intervals:
                 not_worn.clear(first, probs)
-            events += detector.update(probs)
+            events += detector.update(detection.rows(probs))
         events += detector.flush()
         events.sort(key=lambda e: (e.onset_s, e.cls))
         return {
             "name": source.name, "path": str(source.path), "subject": source.subject, "visit": source.visit,
-            "start_of_day_s": source.start_of_day_s, "rate_hz": rate, "units": units,
+            "subject_from": source.subject_from, "start_of_day_s": source.start_of_day_s, "rate_hz": rate, "units": units,
             "n_samples": int(reader.n_samples), "duration_s": reader.n_samples / rate,
             "events": [{"class": e.cls, "onset_s": e.onset_s, "offset_s": e.offset_s, "detect_s": e.detect_s,
                         "peak": e.peak} for e in events],

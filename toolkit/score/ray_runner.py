@@ -1,10 +1,10 @@
-"""`--engine ray`: the same per-recording work (`toolkit.score.work.Scorer`) on Ray Data.
+"""`--runner ray`: the same per-recording work (`toolkit.score.work.CohortWorker`) on Ray Data.
 
 The plan: a dataset of recordings (one row each: path and owner) -> `map_batches` into an actor pool, each actor
 holding one engine (one CPU, one onnxruntime thread), one recording per call; each actor reads its recording in
 chunks itself (a recording is one sequential signal: its samples cannot be scattered across workers without
 changing the grid) -> results (events, not-worn stretches; a few KB per recording) stream back to the driver, which
-writes the same tables as the local engine. Ray runs locally (`address=None`: a private instance with `num_cpus`) or
+writes the same tables as the local runner. Ray runs locally (`address=None`: a private instance with `num_cpus`) or
 joins a cluster (`address="auto"` or `ray://host:10001`).
 
 On a cluster the recordings' paths must be readable from every node (shared file system); the bundle is shipped
@@ -25,7 +25,7 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise MissingDependency("ray[data]", "ray", "scoring on Ray (--engine ray)") from None
+        raise MissingDependency("ray[data]", "ray", "scoring on Ray (--runner ray)") from None
     return ray
 
 
@@ -41,36 +41,37 @@ class ScoreActor:
     def __init__(self, bundle_files: dict, settings: dict):
         import tempfile
 
-        from toolkit.score.work import Scorer, Settings
+        from toolkit.score.work import CohortWorker, Settings
         self.folder = Path(tempfile.mkdtemp(prefix="fog-bundle-"))
         for rel, data in bundle_files.items():
             path = self.folder / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        self.scorer = Scorer(self.folder, Settings.from_dict(settings))
+        self.worker = CohortWorker(self.folder, Settings.from_dict(settings))
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from toolkit.score.read import Source
+        from toolkit.score.read import RecordingFile
         out = []
         for index, source_json in zip(batch["index"], batch["source"]):
             d = json.loads(source_json)
             d["path"] = Path(d["path"])
-            source = Source(**d)
-            out.append(json.dumps(self.scorer.try_score(source)))
+            source = RecordingFile(**d)
+            out.append(json.dumps(self.worker.try_score(source)))
         return {"index": np.asarray(batch["index"]), "result": np.asarray(out, dtype=object)}
 
 
 def _source_json(source) -> str:
     return json.dumps({"path": str(source.path), "subject": source.subject, "visit": source.visit,
                        "start_of_day_s": source.start_of_day_s, "rate_hz": source.rate_hz, "units": source.units,
-                       "n_samples": source.n_samples, "label": source.label})
+                       "n_samples": source.n_samples, "label": source.label, "subject_from": source.subject_from})
 
 
 def run_ray(sources, bundle_dir, settings, address: str | None = None, num_cpus: int | None = None,
-            actors: int | None = None, progress=None):
-    """Yield (index into sources, result dict) as recordings finish on Ray."""
+            actors: int | None = None):
+    """Yield (index into sources, result dict) as recordings finish on Ray (the driver's bar counts each recording
+    when its result arrives)."""
     ray = _ray()
     started_here = False
     if not ray.is_initialized():
@@ -94,10 +95,7 @@ def run_ray(sources, bundle_dir, settings, address: str | None = None, num_cpus:
                             fn_constructor_kwargs={"bundle_files": _bundle_bytes(bundle_dir),
                                                    "settings": settings.to_dict()})
         for row in ds.iter_rows():
-            result = json.loads(row["result"])
-            if progress and "error" not in result:
-                progress(result["duration_s"])
-            yield int(row["index"]), result
+            yield int(row["index"]), json.loads(row["result"])
     finally:
         if started_here:
             ray.shutdown()

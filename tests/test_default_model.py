@@ -128,7 +128,7 @@ def test_the_default_decides_the_same_however_the_sensor_is_worn(daphnet_dir):
     from tests.conftest import shared_path
 
     stanford = shared_path("data", "stanford-imu-fog-64hz")
-    labs = {"daphnet": [daphnet_dir / "S02R01.txt", daphnet_dir / "S09R01E1.txt"],
+    labs = {"daphnet": [daphnet_dir / "S08R01E1.txt", daphnet_dir / "S09R01E1.txt"],
             "stanford": [stanford / f"{t}.npz" for t in ("pt1_visit_24_tbc_walklr_1_trial_1",
                                                          "pt6_visit_19_tbc_walklr_0_trial_2",
                                                          "pt2_visit_25_tbc_walklr_1_trial_1")]}
@@ -144,3 +144,28 @@ def test_the_default_decides_the_same_however_the_sensor_is_worn(daphnet_dir):
             assert abs(got["any_fog"]["ap"] - want["any_fog"]["ap"]) < 0.02, (lab, rotation, got["any_fog"]["ap"],
                                                                              want["any_fog"]["ap"])
             assert [r["events"] for r in got["per_recording"]] == [r["events"] for r in want["per_recording"]], lab
+
+
+@pytest.mark.shared
+def test_the_upside_down_workbooks_of_pt6_are_scored_as_worn_the_right_way_up():
+    """pt6's visit-19 workbooks were recorded with the sensor upside down (AccV +9.6 m/s^2): read as they are, with
+    no per-file setting, the default scores them as it scores the same samples turned the right way up."""
+    pytest.importorskip("openpyxl")
+    from calibration.data import as_spec
+    from calibration.loso import predict
+    from deploy.events import DEFAULT_SETTINGS
+    from deploy.recording import read_recording
+    from deploy.scoring import score
+    from models import get_preset
+    from tests.conftest import shared_path
+
+    worn = read_recording(str(shared_path("data", "stanford-imu-fog", "pt6_visit_19_tbc_walklr_0_trial_2.xlsx")))
+    assert worn.acc[:, 0].mean() > 9.0                               # upside down, as recorded
+    upright = _turned(worn, np.diag([-1.0, -1.0, 1.0]))
+    model, preset, _ = load_model("fog-small")
+    spec = as_spec(get_preset(preset).preprocess)
+    settings = {**DEFAULT_SETTINGS, **get_preset(preset).events}
+    got, want = (score([r], predict(model, spec, [r]), settings) for r in (worn, upright))
+    assert want["any_fog"]["episodes_true"] == 6
+    assert abs(got["any_fog"]["ap"] - want["any_fog"]["ap"]) < 0.02, (got["any_fog"]["ap"], want["any_fog"]["ap"])
+    assert got["per_recording"][0]["events"] == want["per_recording"][0]["events"]

@@ -17,7 +17,9 @@ The rule (models/weights/CHOICE_RULE.md, committed before the final runs):
 2. its event on-threshold (off = on - 0.15): among the thresholds at which every lab keeps pooled episode
    sensitivity >= SENS_FLOOR, the one with the smallest worst-lab ratio of false alarms per hour to the freeze
    index's (pooled per lab); ties: the higher threshold. If no threshold keeps the floor: the one with the highest
-   worst-lab episode sensitivity.
+   worst-lab episode sensitivity. With `--walking` (CHOICE_RULE_ROUND2.md's amendment), only the thresholds at which
+   the network's fold networks raise at most `--walking-max` false alarms per hour on real FOG-free walking are
+   considered (calibration.walking_budget).
 The choice is one setting for every person, never one per subject. `nested` applies the same rule once per
 held-out subject on the other subjects' folds only, and scores that subject at the setting chosen without it.
 """
@@ -160,9 +162,10 @@ def lab_figures(summaries: list[Summary], fi: Summary, on: str, subjects) -> dic
     return out
 
 
-def choose(candidates: dict, fi: Summary, subjects) -> dict:
+def choose(candidates: dict, fi: Summary, subjects, budget=None) -> dict:
     """The rule (module docstring) on `subjects`' folds: `candidates` maps (network, fi_blend, power_weight) to the
-    list of its runs' Summaries."""
+    list of its runs' Summaries; `budget` (calibration.walking_budget.WalkingBudget) drops the thresholds that raise
+    too many false alarms on real walking (if none is left: the one raising the fewest, the higher on a tie)."""
     def margins(key):
         labs = lab_figures(candidates[key], fi, f"{THRESHOLDS[0]:g}", subjects)
         values = [f["ap"] - f["fi_ap"] for f in labs.values()]
@@ -175,6 +178,12 @@ def choose(candidates: dict, fi: Summary, subjects) -> dict:
         sens = [f["sensitivity"] for f in labs.values() if f["sensitivity"] is not None]
         ratio = max(f["false_alarms_per_hour"] / max(f["fi_false_alarms_per_hour"], 1e-9) for f in labs.values())
         rows.append({"on": on, "min_sensitivity": min(sens) if sens else None, "fa_ratio": ratio, "labs": labs})
+    if budget is not None:
+        walking = budget.per_hour(*best, THRESHOLDS, HYSTERESIS)
+        for r in rows:
+            r["walking_false_alarms_per_hour"] = walking[r["on"]]
+        within = [r for r in rows if walking[r["on"]] <= budget.max_per_hour]
+        rows = within or [min(rows, key=lambda r: (walking[r["on"]], -r["on"]))]
     eligible = [r for r in rows if r["min_sensitivity"] is None or r["min_sensitivity"] >= SENS_FLOOR]
     if eligible:
         pick = min(eligible, key=lambda r: (round(r["fa_ratio"], 6), -r["on"]))
@@ -184,6 +193,7 @@ def choose(candidates: dict, fi: Summary, subjects) -> dict:
     return {"network": network, "fi_blend": blend, "power_weight": power, "on": pick["on"],
             "off": round(pick["on"] - HYSTERESIS, 3), "worst_lab_margin": ranked[best][0],
             "mean_lab_margin": ranked[best][1], "keeps_floor": bool(eligible), "labs": pick["labs"],
+            "walking_false_alarms_per_hour": pick.get("walking_false_alarms_per_hour"),
             "ranking": sorted(([*k, *v] for k, v in ranked.items()), key=lambda r: (-r[3], -r[4]))}
 
 
@@ -203,14 +213,14 @@ def subject_figures(summaries: list[Summary], fi: Summary, subject: str, on: str
             "fi_false_alarms_per_hour": f["alarms"] / f["hours"]}
 
 
-def nested(candidates: dict, fi: Summary) -> dict:
+def nested(candidates: dict, fi: Summary, budget=None) -> dict:
     """The rule applied once per held-out subject on the OTHER subjects' folds only, and that subject's figures at
     the setting the others chose: how well choosing this way does on someone the choice never saw (`nested_pooled`
     pools them per lab)."""
     subjects = sorted(fi.lab)
     out = {}
     for held in subjects:
-        chosen = choose(candidates, fi, [s for s in subjects if s != held])
+        chosen = choose(candidates, fi, [s for s in subjects if s != held], budget)
         key = (chosen["network"], chosen["fi_blend"], chosen["power_weight"])
         out[held] = {**{k: chosen[k] for k in ("network", "fi_blend", "power_weight", "on")},
                      **subject_figures(candidates[key], fi, held, f"{chosen['on']:g}")}
@@ -313,11 +323,11 @@ def run_recipe(run, default):
     return Recipe(**json.loads(path.read_text())["recipe"])
 
 
-def cached_terms(recipe, weights: Path, recordings, fi_kwargs: dict):
+def cached_terms(recipe, weights: Path, recordings, fi_kwargs: dict, tag: str = ""):
     """`window_terms`, kept beside the fold's weights (terms-<subject>.npz) for the next choice over the same run;
     recomputed when the weights, the input spec or the freeze-index settings differ from the cached ones."""
     from calibration.loso import spec_of
-    cache = weights.with_name(weights.name.replace("model-", "terms-").replace(".pt", ".npz"))
+    cache = weights.with_name(weights.name.replace("model-", "terms-").replace(".pt", f"{tag and '-' + tag}.npz"))
     key = json.dumps({"spec": spec_of(recipe).to_dict(), "fi": fi_kwargs, "weights": weights.stat().st_mtime_ns,
                       "recordings": [r.meta["id"] for r in recordings]}, sort_keys=True)
     if cache.is_file():
@@ -360,6 +370,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--screen", action="store_true", help="step 1 of the rule only: every candidate's per-lab pooled "
                    "AP and margins over the freeze index (no thresholds, no nested choice); writes OUT/screen.json")
+    p.add_argument("--walking", nargs="+", metavar="DIR", help="real FOG-free walking (../shared/data/mobgap-walking):"
+                   " on-thresholds raising more than --walking-max false alarms per hour on it are not candidates "
+                   "(CHOICE_RULE_ROUND2.md's amendment)")
+    p.add_argument("--walking-max", type=float, default=10.0, metavar="PER_HOUR")
     args = p.parse_args(argv)
     import torch
 
@@ -386,10 +400,15 @@ def main(argv=None) -> int:
                 progress.update()
     if args.screen:
         return screen(candidates, fi, args.out)
-    chosen = choose(candidates, fi, sorted(fi.lab))
+    budget = None
+    if args.walking:
+        from calibration.walking_budget import WalkingBudget
+        budget = WalkingBudget(read_recordings(args.walking, mapping="mobgap"), runs_by_network,
+                               lambda run: run_recipe(run, recipe), fi_kwargs, args.walking_max)
+    chosen = choose(candidates, fi, sorted(fi.lab), budget)
     key = (chosen["network"], chosen["fi_blend"], chosen["power_weight"])
     per_subject = {s: subject_figures(candidates[key], fi, s, f"{chosen['on']:g}") for s in sorted(fi.lab)}
-    held_out = nested(candidates, fi)
+    held_out = nested(candidates, fi, budget)
     held_out_labs = nested_pooled(held_out, terms, fi_probs)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "choice.json").write_text(json.dumps(json_safe({
@@ -410,7 +429,9 @@ def main(argv=None) -> int:
               f"{_cell(f['sensitivity'], '.2f')} (FI {_cell(f['fi_sensitivity'], '.2f')}), false alarms/h "
               f"{f['false_alarms_per_hour']:.1f} (FI {f['fi_false_alarms_per_hour']:.1f})")
     print(f"chosen: network {chosen['network']}, fi_blend {chosen['fi_blend']}, power_weight {chosen['power_weight']},"
-          f" on {chosen['on']:g} (off {chosen['off']:g}): worst-lab AP margin {chosen['worst_lab_margin']:+.3f}")
+          f" on {chosen['on']:g} (off {chosen['off']:g}): worst-lab AP margin {chosen['worst_lab_margin']:+.3f}"
+          + ("" if chosen["walking_false_alarms_per_hour"] is None else
+             f"; {chosen['walking_false_alarms_per_hour']:.1f} false alarms/h on the walking recordings"))
     shipped = (preset.kwargs.get("fi_blend"), preset.kwargs.get("fi_kwargs", {}).get("power_weight"),
                preset.events.get("on"))
     mine = (chosen["fi_blend"], chosen["power_weight"], chosen["on"])

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default model (models/weights/fog-small.pt + .json) and every figure of its model card:
 #   bash scripts/train_default.sh                  # the finalists' LOSO (3 seeds each), the choice, LOLO, the final model
-#   SCREEN=1 bash scripts/train_default.sh         # also step 1 of models/weights/CHOICE_RULE.md (every candidate, seed 0)
+#   SCREEN=1 bash scripts/train_default.sh         # also the screens: round one (models/weights/CHOICE_RULE.md) and
+#                                                  # round two (CHOICE_RULE_ROUND2.md), every candidate, seed 0
 #   LOSO=0 bash scripts/train_default.sh           # only the final model and its report (no folds)
 # Wall times on the shared 2-core VM (load 6-12 from other jobs; one torch thread per process): see MODEL_CARD.md.
 # Needs ../shared/data/daphnet and ../shared/data/stanford-imu-fog-64hz (10 people with PD, two labs).
@@ -10,7 +11,8 @@
 #    seed 0, ten leave-one-subject-out folds, synthetic subjects in every fold; the blend grid scored on the folds
 #    (calibration.blend_choice --screen);
 # 2. the two best eligible candidates get seeds 1 and 2;
-# 3. calibration.blend_choice over the finalists chooses network, fi_blend, power_weight and the on-threshold;
+# 3. calibration.blend_choice over the finalists chooses network, fi_blend, power_weight and the on-threshold,
+#    with the walking budget (CHOICE_RULE_ROUND2.md's amendment: at most 10 false alarms/h on mobgap walking);
 #    the preset fog-small carries the choice (models/registry.py; the command says whether it does);
 # then: the chosen recipe's fold figures with the blend (--reblend), leave-one-lab-out, the final model on everything
 # shared (seed 0), the report (synthetic, mobgap, INT8) and the jetson bundle's INT8 graph against float on both labs.
@@ -21,9 +23,11 @@ DAPHNET=${DAPHNET:-../shared/data/daphnet}
 STANFORD=${STANFORD:-../shared/data/stanford-imu-fog-64hz}
 DATA=("$DAPHNET" "$STANFORD")
 RUN=${RUN:-runs/default-fog-small}
+WALKING=${WALKING:-../shared/data/mobgap-walking}
 CANDIDATES=${CANDIDATES:-"plain invariant invariant-half invariant-lowpass invariant-long vertical-augmented"}
-FINALISTS=${FINALISTS:-"invariant invariant-lowpass"}   # CHOICE_RULE.md step 2's outcome (see MODEL_CARD.md)
-SEEDS=${SEEDS:-0 1 2}
+ROUND2=${ROUND2:-"invariant-tremor invariant-end invariant-tremor-end"}
+FINALISTS=${FINALISTS:-"invariant"}   # the rules' outcome on the shared folds (MODEL_CARD.md: what ran, what did not)
+SEEDS=${SEEDS:-0 1}
 JOBS=${JOBS:-1}                                         # folds in parallel (2 only on an otherwise idle machine)
 for d in "${DATA[@]}"; do
   if [ ! -d "$d" ]; then
@@ -33,6 +37,16 @@ for d in "${DATA[@]}"; do
 done
 mkdir -p "$RUN"
 START=$(date +%s)
+final_set() {   # recipe -> --set KEY=JSON for each training field where it differs from recipe "blend"
+  "$PY" -c "
+import json, sys
+from dataclasses import asdict
+from calibration.loso import RECIPES
+chosen, blend = asdict(RECIPES[sys.argv[1]]), asdict(RECIPES['blend'])
+skip = {'preset', 'preprocess', 'model', 'train_only'}
+print(' '.join(f'--set {k}={json.dumps(v, separators=(\",\", \":\"))}' for k, v in chosen.items()
+               if k not in skip and v != blend[k]))" "$1"
+}
 stamp() { echo "$1 $(( $(date +%s) - START )) s" | tee -a "$RUN/wall-times.txt" >&2; }
 loso() {   # recipe seed [extra args]: one LOSO run, kept if it is already there (its loso.json)
   local recipe=$1 seed=$2; shift 2
@@ -46,7 +60,7 @@ loso() {   # recipe seed [extra args]: one LOSO run, kept if it is already there
 if [ "${LOSO:-1}" = 1 ]; then
   if [ "${SCREEN:-0}" = 1 ]; then
     SCREEN_RUNS=()
-    for R in $CANDIDATES; do loso "$R" 0; SCREEN_RUNS+=(--plain "$RUN/loso-$R-s0"); done
+    for R in $CANDIDATES $ROUND2; do loso "$R" 0; SCREEN_RUNS+=(--plain "$RUN/loso-$R-s0"); done
     "$PY" -m calibration.blend_choice "${DATA[@]}" "${SCREEN_RUNS[@]}" --screen --out "$RUN/screen"
     stamp "screen"
   fi
@@ -56,17 +70,20 @@ if [ "${LOSO:-1}" = 1 ]; then
     for SEED in $SEEDS; do loso "$R" "$SEED"; RUNS+=("$RUN/loso-$R-s$SEED"); done
     PLAIN+=(--plain "${RUNS[@]}")
   done
-  "$PY" -m calibration.blend_choice "${DATA[@]}" "${PLAIN[@]}" --out "$RUN/blend-choice"
+  "$PY" -m calibration.blend_choice "${DATA[@]}" "${PLAIN[@]}" --walking "$WALKING" --out "$RUN/blend-choice"
   stamp "blend choice"
   CHOSEN=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen']['network'].split('loso-',1)[1])" \
            "$RUN/blend-choice/choice.json")
   for SEED in $SEEDS; do   # the shipped recipe's fold figures: the chosen network's folds with the preset's blend
     "$PY" -m calibration.loso "${DATA[@]}" --recipe blend --reblend "$RUN/loso-$CHOSEN-s$SEED" --out "$RUN/folds-s$SEED"
-    "$PY" -m calibration.loso "${DATA[@]}" --recipe blend --set seed=$SEED --hold-out lab --out "$RUN/lolo-s$SEED"
+    "$PY" -m calibration.loso "${DATA[@]}" --recipe blend $(final_set "$CHOSEN") --set seed=$SEED --hold-out lab \
+      --out "$RUN/lolo-s$SEED"
   done
   stamp "fold figures and leave-one-lab-out"
 fi
-"$PY" -m calibration.loso "${DATA[@]}" --recipe blend --final --out "$RUN"
+# the chosen network's training (its recipe's real share, epochs, synthetic options, loss weights) with the preset's
+# input and blend: the preset must already carry the recipe's preprocess (calibration.loso.train_final checks)
+"$PY" -m calibration.loso "${DATA[@]}" --recipe blend $(final_set "${CHOSEN:-$FINALISTS}") --final --out "$RUN"
 TRAINED=$(date +%s)
 stamp "final model"
 "$PY" - "$RUN" "$((TRAINED - START))" <<'PY'

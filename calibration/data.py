@@ -267,14 +267,18 @@ class WindowReader(BatchReader):
 
 
 def synthetic_recordings(subjects: int, seed: int = 0, minutes: float = 5.0, per_subject: int = 1,
-                         rate_hz: float = 100.0) -> list[Recording]:
+                         rate_hz: float = 100.0, options=None) -> list[Recording]:
     """Seeded synthetic recordings (deploy.synth), `per_subject` per subject. Subject ids carry the seed
-    (`syn{seed}-s07`), so sets drawn with different seeds never share a subject."""
+    (`syn{seed}-s07`), so sets drawn with different seeds never share a subject. `options`: a
+    deploy.synth.SynthOptions (or its fields as a dict), e.g. tremor that is not freezing."""
+    from deploy.synth import SynthOptions
+    options = SynthOptions(**options) if isinstance(options, dict) else options
     recordings = []
     for s in range(subjects):
         subject = make_subject(np.random.default_rng([seed, 1000 + s]), f"syn{seed}-s{s:02d}")
         for r in range(per_subject):
-            rec = synth_recording(minutes, seed=seed * 10007 + s * 101 + r, rate_hz=rate_hz, subject=subject)
+            rec = synth_recording(minutes, seed=seed * 10007 + s * 101 + r, rate_hz=rate_hz, subject=subject,
+                                  options=options)
             rec.meta.update(name=f"{subject.id}r{r}", generator="deploy.synth")
             recordings.append(rec)
     return recordings

@@ -61,6 +61,8 @@ class Recipe:
     warmup: int = 100
     augment: bool | dict = True      # calibration.train.TrainConfig.augment
     seed: int = 0
+    synth: dict = field(default_factory=dict)   # deploy.synth.SynthOptions of the synthetic training subjects
+    end_weight: float = 0.0          # calibration.train.TrainConfig.end_weight
 
 
 NO_BLEND = {"fi_blend": 0.0}   # fog-small without its fixed freeze-index logit (as every recipe before "blend")
@@ -85,6 +87,14 @@ RECIPES = {
     "invariant-long": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40),
     "vertical-augmented": Recipe(preprocess={"gravity_align": True}, model=NO_BLEND, real_share=0.8,
                                  augment={"rotation_deg": 180.0}),
+    # round two (models/weights/CHOICE_RULE_ROUND2.md, from the probe of the round-one folds): synthetic subjects
+    # with 4-6 Hz tremor that is not freezing and broadband freeze trembling; the loss weighted toward the end of the
+    # window, where the device reads it (1 s look-ahead); both
+    "invariant-tremor": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8,
+                               synth={"tremor_share": 0.5, "broadband_freezes": True}),
+    "invariant-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0),
+    "invariant-tremor-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0,
+                                   synth={"tremor_share": 0.5, "broadband_freezes": True}),
     # fixed band powers (freeze-index ingredients) per patch beside the learnt embedding (models.spectral)
     "spectral": Recipe(model={"spectral": {"rate_hz": 64.0, "window_s": 4.0}, **NO_BLEND}),
     # the shipped recipe: trained as "plain", then predicting with the preset's fixed freeze-index logit added
@@ -125,14 +135,14 @@ def train_model(recipe: Recipe, real_train, log=None):
     torch.manual_seed(recipe.seed)
     spec = spec_of(recipe)
     synthetic = [prepare_recording(r, spec) for r in synthetic_recordings(
-        recipe.synthetic_subjects, seed=recipe.seed, minutes=recipe.synthetic_minutes)]
+        recipe.synthetic_subjects, seed=recipe.seed, minutes=recipe.synthetic_minutes, options=recipe.synth)]
     real = [prepare_recording(r, spec) for r in real_train]
     train = mixed(synthetic, real, recipe.real_share)
     val = [prepare_recording(r, spec) for r in synthetic_recordings(2, seed=recipe.seed + 500, minutes=3.0)]
     model = create_model(recipe.preset, **{**recipe.model, **recipe.train_only})
     config = TrainConfig(epochs=recipe.epochs, steps_per_epoch=recipe.steps, batch_size=recipe.batch_size,
                          lr=recipe.lr, warmup_steps=recipe.warmup, patience=recipe.epochs + 1, seed=recipe.seed,
-                         augment=recipe.augment, keep="last")
+                         augment=recipe.augment, keep="last", end_weight=recipe.end_weight)
     result = fit(model, train, val, spec, config, progress=log is not None)
     if recipe.train_only:
         trained, model = model, create_model(recipe.preset, **recipe.model)

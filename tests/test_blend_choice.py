@@ -45,6 +45,33 @@ def test_the_worst_lab_margin_chooses_the_candidate_then_the_floor_and_alarm_rat
     assert two_seeds["worst_lab_margin"] == pytest.approx(0.1) and two_seeds["labs"]["one"]["ap_runs"] == [0.5, 0.3]
 
 
+class _Walking:
+    """A walking budget (calibration.walking_budget.WalkingBudget's interface) with given rates per threshold."""
+    max_per_hour = 10.0
+
+    def __init__(self, rates):
+        self.rates, self.asked = rates, []
+
+    def per_hour(self, network, blend, power, thresholds, hysteresis):
+        self.asked.append((network, blend, power))
+        return {on: self.rates(on) for on in thresholds}
+
+
+def test_the_walking_budget_keeps_only_thresholds_quiet_on_real_walking():
+    # no threshold keeps the sensitivity floor: without the budget the lowest wins (the highest sensitivity)
+    per_on = {f"{on:g}": {"A": (10, round(10 - 10 * on), 5, 1.0), "B": (0, 0, 5, 1.0),
+                          "C": (10, round(10 - 10 * on), 5, 1.0)} for on in THRESHOLDS}
+    candidates = {("net", 0.5, 1.0): [_summary({"one": {"": 0.5, "A": 0.5, "B": 0.5}, "two": {"": 0.4, "C": 0.4}},
+                                               per_on)]}
+    assert choose(candidates, FI, sorted(LABS))["on"] == min(THRESHOLDS)
+    walking = _Walking(lambda on: 0.0 if on >= 0.85 else 40.0)
+    chosen = choose(candidates, FI, sorted(LABS), walking)
+    assert chosen["on"] == 0.85 and chosen["walking_false_alarms_per_hour"] == 0.0
+    assert walking.asked == [("net", 0.5, 1.0)]                    # asked about the chosen network and blend only
+    # nothing within the budget: the threshold raising the fewest alarms on walking, the higher on a tie
+    assert choose(candidates, FI, sorted(LABS), _Walking(lambda on: 50.0 - 10 * (on >= 0.8)))["on"] == max(THRESHOLDS)
+
+
 def test_nested_judges_each_subject_at_the_setting_chosen_without_it():
     # x wins on lab one only through A; without A (only B, who never froze, left in lab one) y wins
     x = _summary({"one": {"": 0.9, "A": 0.1, "B": 0.9}, "two": {"": 0.5, "C": 0.5}},

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.loso import HYSTERESIS, RECIPES, THRESHOLDS, fold_of, lab_of, predict_with, saved_fold_model
+from calibration.choice_tables import TIE, mean_of, print_choice, screen, subject_table
 from calibration.progress import bar
 from deploy.contract.events import EventSettings
 from deploy.events import DEFAULT_SETTINGS
@@ -45,7 +46,6 @@ from deploy.scoring import at_recording_rate, freeze_index_probability, json_saf
 FI_BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 POWER_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SENS_FLOOR = 0.7
-TIE = 1e-4
 
 
 def window_terms(recipe, weights: Path, recordings, fi_kwargs: dict) -> tuple[list, object]:
@@ -155,7 +155,7 @@ def lab_figures(summaries: list[Summary], fi: Summary, on: str, subjects) -> dic
         fi_pooled = {k: sum(fi.counts[s]["fi"][k] for s in members) for k in ("alarms", "hours")}
         auroc = [(s.auroc or {}).get(name) for s in summaries] if not left else [None]
         out[name] = {"ap": float(np.mean(ap)), "ap_runs": ap, "fi_ap": fi.lab_ap[name][left],
-                     "auroc": _mean(auroc), "fi_auroc": None if left else (fi.auroc or {}).get(name),
+                     "auroc": mean_of(auroc), "fi_auroc": None if left else (fi.auroc or {}).get(name),
                      "sensitivity": pooled["found"] / pooled["episodes"] if pooled["episodes"] else None,
                      "false_alarms_per_hour": pooled["alarms"] / pooled["hours"],
                      "fi_false_alarms_per_hour": fi_pooled["alarms"] / fi_pooled["hours"]}
@@ -205,7 +205,7 @@ def subject_figures(summaries: list[Summary], fi: Summary, subject: str, on: str
     hours = sum(r["hours"] for r in runs)
     aps = [r["ap"] for r in runs if r["ap"] is not None and r["ap"] == r["ap"]]
     return {"lab": fi.lab[subject], "episodes": f["episodes"], "ap": float(np.mean(aps)) if aps else None,
-            "ap_runs": [r["ap"] for r in runs], "fi_ap": f["ap"], "auroc": _mean([(s.auroc or {}).get(subject) for s in summaries]),
+            "ap_runs": [r["ap"] for r in runs], "fi_ap": f["ap"], "auroc": mean_of([(s.auroc or {}).get(subject) for s in summaries]),
             "fi_auroc": (fi.auroc or {}).get(subject),
             "sensitivity": sum(r["found"] for r in runs) / episodes if episodes else None,
             "fi_sensitivity": f["found"] / f["episodes"] if f["episodes"] else None,
@@ -254,7 +254,7 @@ def nested_pooled(held_out: dict, terms: dict, fi_probs: dict) -> dict:
         recs = [r for r in per_run[0][0] if lab_of(r) == lab]
         fi = score(recs, [fi_probs[r.meta["id"]] for r in recs], DEFAULT_SETTINGS)["any_fog"]
         episodes = sum(f["episodes_true"] for f in figures)
-        out[lab] = {"ap": float(np.mean(aps)), "ap_runs": aps, "fi_ap": fi["ap"], "auroc": _mean(aurocs),
+        out[lab] = {"ap": float(np.mean(aps)), "ap_runs": aps, "fi_ap": fi["ap"], "auroc": mean_of(aurocs),
                     "fi_auroc": fi.get("auroc"),
                     "sensitivity": sum(round(f["sensitivity"] * f["episodes_true"]) for f in figures
                                        if f["episodes_true"]) / episodes if episodes else None,
@@ -262,55 +262,6 @@ def nested_pooled(held_out: dict, terms: dict, fi_probs: dict) -> dict:
                     "false_alarms_per_hour": sum(f["false_alarms"] for f in figures) / sum(f["hours"] for f in figures),
                     "fi_false_alarms_per_hour": fi["false_alarms_per_hour"]}
     return out
-
-
-def _mean(values):
-    values = [v for v in values if v is not None and v == v]
-    return float(np.mean(values)) if values else None
-
-
-def _cell(value, fmt):
-    return "-" if value is None or value != value else format(value, fmt)
-
-
-def subject_table(rows: dict, setting_column: bool = False) -> str:
-    head = "| held out | lab | episodes | " + ("network / blend / power / on | " if setting_column else "") + \
-        "AP model / FI | AUROC model / FI | episode sens. model / FI | false alarms/h model / FI |"
-    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
-    for s, m in rows.items():
-        setting = f"{m['network']} / {m['fi_blend']:g} / {m['power_weight']:g} / {m['on']:g} | " if setting_column \
-            else ""
-        lines.append(f"| {s} | {m['lab']} | {m['episodes']} | {setting}{_cell(m['ap'], '.3f')} / "
-                     f"{_cell(m['fi_ap'], '.3f')} | {_cell(m.get('auroc'), '.3f')} / {_cell(m.get('fi_auroc'), '.3f')} | "
-                     f"{_cell(m['sensitivity'], '.2f')} / "
-                     f"{_cell(m['fi_sensitivity'], '.2f')} | {_cell(m['false_alarms_per_hour'], '.1f')} / "
-                     f"{_cell(m['fi_false_alarms_per_hour'], '.1f')} |")
-    return "\n".join(lines)
-
-
-def screen(candidates: dict, fi: Summary, out) -> int:
-    """Step 1 of the rule: per candidate, each lab's pooled AP (mean over its runs), the margins over the freeze
-    index, the worst-lab margin; each network's best candidate first."""
-    rows = []
-    for (network, blend, power), runs in candidates.items():
-        aps = {lab: float(np.mean([r.lab_ap[lab][""] for r in runs])) for lab in sorted(fi.lab_ap)}
-        margins = [aps[lab] - fi.lab_ap[lab][""] for lab in aps]
-        rows.append({"network": network, "fi_blend": blend, "power_weight": power, "ap": aps,
-                     "auroc": {lab: _mean([(r.auroc or {}).get(lab) for r in runs]) for lab in aps},
-                     "worst_lab_margin": min(margins), "mean_lab_margin": float(np.mean(margins))})
-    rows.sort(key=lambda r: (-round(r["worst_lab_margin"] / TIE), -r["mean_lab_margin"]))
-    best = {}
-    for r in rows:
-        best.setdefault(r["network"], r)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    Path(out, "screen.json").write_text(json.dumps(json_safe({"freeze_index": {lab: fi.lab_ap[lab][""] for lab in
-                                                                               fi.lab_ap}, "best": best,
-                                                              "rows": rows}), indent=1) + "\n")
-    for r in best.values():
-        print(f"{r['network']}: best fi_blend {r['fi_blend']:g} power {r['power_weight']:g}: "
-              + ", ".join(f"{lab} AP {ap:.3f}" for lab, ap in r["ap"].items())
-              + f"; worst-lab margin {r['worst_lab_margin']:+.3f}")
-    return 0
 
 
 def run_recipe(run, default):
@@ -403,8 +354,12 @@ def main(argv=None) -> int:
     budget = None
     if args.walking:
         from calibration.walking_budget import WalkingBudget
-        budget = WalkingBudget(read_recordings(args.walking, mapping="mobgap"), runs_by_network,
-                               lambda run: run_recipe(run, recipe), fi_kwargs, args.walking_max)
+        walking = read_recordings(args.walking, mapping="mobgap")
+
+        def fold_networks(network):   # each fold network of the candidate's runs, on the walking recordings
+            return [cached_terms(run_recipe(run, recipe), weights, walking, fi_kwargs, tag="walking")
+                    for run in runs_by_network[network] for weights in sorted(Path(run).glob("model-*.pt"))]
+        budget = WalkingBudget(walking, fold_networks, replayed, args.walking_max)
     chosen = choose(candidates, fi, sorted(fi.lab), budget)
     key = (chosen["network"], chosen["fi_blend"], chosen["power_weight"])
     per_subject = {s: subject_figures(candidates[key], fi, s, f"{chosen['on']:g}") for s in sorted(fi.lab)}
@@ -416,27 +371,7 @@ def main(argv=None) -> int:
         "table": subject_table(per_subject), "nested": held_out,
         "nested_table": subject_table(held_out, setting_column=True), "nested_pooled": held_out_labs}),
         indent=1) + "\n")
-    print(subject_table(per_subject))
-    for name, f in chosen["labs"].items():
-        print(f"{name} pooled: AP {f['ap']:.3f} (FI {f['fi_ap']:.3f}), AUROC {_cell(f['auroc'], '.3f')} (FI "
-              f"{_cell(f['fi_auroc'], '.3f')}), episode sensitivity {_cell(f['sensitivity'], '.2f')}, "
-              f"false alarms/h {f['false_alarms_per_hour']:.1f} (FI {f['fi_false_alarms_per_hour']:.1f})")
-    print("\nThe same rule, nested: each subject scored at the setting chosen on the other subjects only")
-    print(subject_table(held_out, setting_column=True))
-    for name, f in held_out_labs.items():
-        print(f"{name} pooled, nested: AP {f['ap']:.3f} (FI {f['fi_ap']:.3f}), AUROC {_cell(f['auroc'], '.3f')} (FI "
-              f"{_cell(f['fi_auroc'], '.3f')}), episode sensitivity "
-              f"{_cell(f['sensitivity'], '.2f')} (FI {_cell(f['fi_sensitivity'], '.2f')}), false alarms/h "
-              f"{f['false_alarms_per_hour']:.1f} (FI {f['fi_false_alarms_per_hour']:.1f})")
-    print(f"chosen: network {chosen['network']}, fi_blend {chosen['fi_blend']}, power_weight {chosen['power_weight']},"
-          f" on {chosen['on']:g} (off {chosen['off']:g}): worst-lab AP margin {chosen['worst_lab_margin']:+.3f}"
-          + ("" if chosen["walking_false_alarms_per_hour"] is None else
-             f"; {chosen['walking_false_alarms_per_hour']:.1f} false alarms/h on the walking recordings"))
-    shipped = (preset.kwargs.get("fi_blend"), preset.kwargs.get("fi_kwargs", {}).get("power_weight"),
-               preset.events.get("on"))
-    mine = (chosen["fi_blend"], chosen["power_weight"], chosen["on"])
-    print(f"preset {preset.name} ships fi_blend, power_weight, on = {shipped}: "
-          + ("the choice" if shipped == mine else f"NOT the choice {mine}: edit models/registry.py"))
+    print_choice(chosen, per_subject, held_out, held_out_labs, preset)
     return 0
 
 

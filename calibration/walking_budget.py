@@ -6,7 +6,6 @@ pooled over the fold networks, so the figure is that of a network trained withou
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from deploy.contract.events import EventSettings
 from deploy.scoring import score
@@ -15,33 +14,27 @@ MAX_PER_HOUR = 10.0
 
 
 class WalkingBudget:
-    def __init__(self, walking: list, runs_by_network: dict, recipe_of, fi_kwargs: dict,
-                 max_per_hour: float = MAX_PER_HOUR):
-        self.walking, self.runs, self.recipe_of, self.fi_kwargs = walking, runs_by_network, recipe_of, fi_kwargs
+    """`fold_networks(network)`: [(window terms, spec)] of each fold network on `walking`; `replayed(calls, spec,
+    recordings, blend, power)`: their blended probabilities (calibration.blend_choice passes both)."""
+
+    def __init__(self, walking: list, fold_networks, replayed, max_per_hour: float = MAX_PER_HOUR):
+        self.walking, self.fold_networks, self.replayed = walking, fold_networks, replayed
         self.max_per_hour = max_per_hour
         self._terms, self._rates = {}, {}
         for r in self.walking:
             r.labels = None              # walking: every event is a false alarm
 
-    def _network_terms(self, network: str) -> list:
-        from calibration.blend_choice import cached_terms
-        if network not in self._terms:
-            self._terms[network] = []
-            for run in self.runs[network]:
-                for weights in sorted(Path(run).glob("model-*.pt")):
-                    print(f"walking budget: {weights}", file=sys.stderr, flush=True)
-                    self._terms[network].append(cached_terms(self.recipe_of(run), weights, self.walking,
-                                                             self.fi_kwargs, tag="walking"))
-        return self._terms[network]
-
     def per_hour(self, network: str, blend: float, power: float, thresholds, hysteresis: float) -> dict:
         """{on: false alarms per hour on the walking recordings, pooled over the network's fold networks}."""
-        from calibration.blend_choice import replayed
         key = (network, blend, power)
         if key not in self._rates:
+            if network not in self._terms:
+                print(f"walking budget: {network}'s fold networks on {len(self.walking)} walking recordings",
+                      file=sys.stderr, flush=True)
+                self._terms[network] = self.fold_networks(network)
             alarms, hours = dict.fromkeys(thresholds, 0), 0.0
-            for calls, spec in self._network_terms(network):
-                probs = replayed(calls, spec, self.walking, blend, power)
+            for calls, spec in self._terms[network]:
+                probs = self.replayed(calls, spec, self.walking, blend, power)
                 for on in thresholds:
                     settings = EventSettings.resolve({"on": on, "off": round(on - hysteresis, 3), "mode": "any"})
                     figures = score(self.walking, probs, settings)["unlabelled"]

@@ -1,38 +1,49 @@
-"""Choose the default's fixed blend (fi_blend, power_weight) and its event threshold on the LOSO folds only.
+"""Choose the default's network, fixed blend and event threshold on the LOSO folds only, by a rule written first.
 
-  python -m calibration.blend_choice ../shared/data/daphnet --plain runs/loso-plain --out runs/blend-choice
+  python -m calibration.blend_choice ../shared/data/daphnet ../shared/data/stanford-imu-fog-64hz \
+      --plain runs/invariant-s0 runs/invariant-s1 --plain runs/plain-s0 --out runs/choice
 
-The learnt network is the same for every candidate (recipe "blend" trains it without the blend), so one plain LOSO
-run's fold weights (`--plain`, model-<subject>.pt) serve every candidate: each held-out window's network logits,
-freeze-index term and power term are computed once (`window_terms`), and every candidate's probabilities are
-formed from them window by window, then averaged over the windows exactly as `calibration.loso.predict` does
-(identical to predicting with the blended model, tests/test_blend_choice.py). The rule (written after a first look at
-the grid, so these three numbers are chosen in-sample on the three subjects; see the model card):
-1. every held-out subject who froze keeps episode sensitivity >= SENS_FLOOR (the acceptance floor of issue 12);
-2. among those, the fewest false alarms per hour pooled over every held-out subject (alarms / hours);
-3. ties: the higher mean any-FOG AP over the subjects who froze.
-Given several plain runs (seeds), every figure is pooled over them (episodes found / episodes, alarms / hours,
-mean AP): one network's luck on 30 episodes moves the choice as much as the candidates differ.
-The choice is one setting for every fold, never one per subject; the model is judged later on people who are not in
-../shared.
+Each `--plain` names one candidate network (a recipe trained without the fixed blend, `calibration.loso --recipe
+plain|invariant|...`) by its LOSO runs, one per seed (DIR/model-<subject>.pt): the figures of a candidate are pooled
+over its seeds. The fixed blend adds no weights, so every (network, fi_blend, power_weight) is scored from the same
+fold networks: each held-out window's network logits, freeze-index term and power term are computed once
+(`window_terms`) and combined window by window in float32 exactly as the blended model does (`replay`;
+tests/test_blend_choice.py), then averaged over windows on the bundle's grid, as `calibration.loso.predict` does.
+
+The rule (models/weights/CHOICE_RULE.md, committed before the final runs):
+1. the candidate (network, fi_blend, power_weight) with the largest worst-lab AP margin: for each lab, the any-FOG AP
+   pooled over the lab's held-out subjects (mean over seeds) minus the freeze index's pooled AP; the smaller of the
+   labs' margins counts (the bar is per lab). Ties (equal to 1e-4): the larger mean margin.
+2. its event on-threshold (off = on - 0.15): among the thresholds at which every lab keeps pooled episode
+   sensitivity >= SENS_FLOOR, the one with the smallest worst-lab ratio of false alarms per hour to the freeze
+   index's (pooled per lab); ties: the higher threshold. If no threshold keeps the floor: the one with the highest
+   worst-lab episode sensitivity. With `--walking` (CHOICE_RULE_ROUND2.md's amendment), only the thresholds at which
+   the network's fold networks raise at most `--walking-max` false alarms per hour on real FOG-free walking are
+   considered (calibration.walking_budget).
+The choice is one setting for every person, never one per subject. `nested` applies the same rule once per
+held-out subject on the other subjects' folds only, and scores that subject at the setting chosen without it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from calibration.loso import HYSTERESIS, RECIPES, predict_with, saved_fold_model, threshold_sweep
+from calibration.loso import HYSTERESIS, RECIPES, THRESHOLDS, fold_of, lab_of, predict_with, saved_fold_model
+from calibration.choice_tables import TIE, mean_of, print_choice, screen, subject_table
 from calibration.progress import bar
+from deploy.contract.events import EventSettings
 from deploy.events import DEFAULT_SETTINGS
+from deploy.metrics import average_precision, roc_auc
+from deploy.preprocess import prepare
 from deploy.recording import read_recordings
-from deploy.scoring import freeze_index_probability, json_safe, score
+from deploy.scoring import at_recording_rate, freeze_index_probability, json_safe, score
 
-FI_BLENDS = (0.25, 0.5, 0.75, 1.0)
+FI_BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 POWER_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SENS_FLOOR = 0.7
 
@@ -70,105 +81,250 @@ def replay(calls, blend: float, power: float):
     return infer
 
 
-def rows_of(blend: float, power: float, results: list[dict], subjects=None) -> list[dict]:
-    """One row per on-threshold, pooled over the runs (seeds) given: per subject who froze, episodes found / episodes
-    (worst subject kept); false alarms / hours over every held-out subject; mean AP over runs and subjects.
-    `subjects` limits the figures to those held-out subjects (the nested choice: choose on the others)."""
-    folds = [[f for f in r["folds"] if subjects is None or f["subject"] in subjects] for r in results]
-    froze = [f["subject"] for f in folds[0] if f["freeze_index"]["any_fog"]["episodes_true"]]
-    out = []
-    for on in results[0]["folds"][0]["model"]:
-        figs = [(f["subject"], f["model"][on]["any_fog"]) for run in folds for f in run]
-        per_subject = {}
-        for subject, fig in figs:
-            acc = per_subject.setdefault(subject, {"found": 0.0, "episodes": 0, "alarms": 0, "hours": 0.0, "ap": [],
-                                                   "time_sens": [], "time_spec": []})
-            acc["found"] += (fig["sensitivity"] * fig["episodes_true"]) if fig["episodes_true"] else 0.0
-            acc["episodes"] += fig["episodes_true"]
-            acc["alarms"] += fig["false_alarms"]
-            acc["hours"] += fig["hours"]
-            acc["ap"].append(fig["ap"])
-            acc["time_sens"].append(fig.get("sensitivity_time"))
-            acc["time_spec"].append(fig.get("specificity_time"))
-        summary = {s: {"ap": sum(a["ap"]) / len(a["ap"]) if s in froze else None,
-                       "sensitivity": a["found"] / a["episodes"] if a["episodes"] else None,
-                       "false_alarms_per_hour": a["alarms"] / a["hours"], "ap_runs": a["ap"],
-                       "sensitivity_time": _mean(a["time_sens"]), "specificity_time": _mean(a["time_spec"])}
-                   for s, a in per_subject.items()}
-        out.append({"fi_blend": blend, "power_weight": power, "on": float(on), "runs": len(results),
-                    "min_episode_sensitivity": min((summary[s]["sensitivity"] for s in froze), default=None),
-                    "false_alarms_per_hour": sum(a["alarms"] for a in per_subject.values())
-                    / sum(a["hours"] for a in per_subject.values()),
-                    "mean_ap": _mean([summary[s]["ap"] for s in froze]), "per_subject": summary})
+def replayed(calls, spec, recordings, blend: float, power: float) -> list[np.ndarray]:
+    """Per-recording probabilities of the blended model from recorded window terms (`calibration.loso.predict`'s
+    grid; the recorded terms replace the model, so the windows need not be cut again: a layout-only spec)."""
+    from deploy.offline import predict_prepared
+    layout = replace(spec, normalization="running", gravity_align=False, horizontal="sensor", min_std=0.0)
+    events = EventSettings.resolve(DEFAULT_SETTINGS)
+    hop, look = events.hop_samples(spec.rate_hz), events.lookahead_samples(spec.rate_hz)
+    infer = replay(calls, blend, power)
+    return [at_recording_rate(predict_prepared(np.zeros((len(prepare(r, layout)), 3), np.float32), layout, infer,
+                                               hop, look), spec.rate_hz, r) for r in recordings]
+
+
+@dataclass
+class Summary:
+    """What the rule needs of one scorer on the held-out folds: per subject and on-threshold the any-FOG counts
+    (episodes, found, false alarms, hours, AP), and per lab the AP pooled over its subjects, also with each one of
+    them left out (for the nested choice)."""
+    lab: dict          # subject -> lab
+    counts: dict       # subject -> on (str) -> {"episodes", "found", "alarms", "hours", "ap"}
+    lab_ap: dict       # lab -> left-out subject (or "") -> pooled AP
+    auroc: dict = None  # subject or lab -> AUROC (the lab's over its pooled samples)
+
+
+def summarize(recordings, probs, thresholds=THRESHOLDS) -> Summary:
+    """`probs[i]`: recording i's (n, C) or (n,) held-out probabilities; thresholds None: the scorer's own (the
+    freeze index's 0.5)."""
+    subjects = sorted({fold_of(r) for r in recordings})
+    lab = {fold_of(r): lab_of(r) for r in recordings}
+    counts, samples = {}, {}
+    ons = [None] if thresholds is None else list(thresholds)
+    for s in subjects:
+        pick = [i for i, r in enumerate(recordings) if fold_of(r) == s]
+        recs = [recordings[i] for i in pick]
+        # any-FOG scores once (the largest class): the scorer then skips the per-class work at every threshold
+        ps = [np.ascontiguousarray(probs[i].max(1) if probs[i].ndim == 2 else probs[i]) for i in pick]
+        counts[s] = {}
+        for on in ons:
+            settings = DEFAULT_SETTINGS if on is None else {**DEFAULT_SETTINGS, "on": on,
+                                                            "off": round(on - HYSTERESIS, 3)}
+            fig = score(recs, ps, settings)["any_fog"]
+            found = round(fig["sensitivity"] * fig["episodes_true"]) if fig["episodes_true"] else 0
+            counts[s]["fi" if on is None else f"{on:g}"] = {"episodes": fig["episodes_true"], "found": found,
+                                                            "alarms": fig["false_alarms"], "hours": fig["hours"],
+                                                            "ap": fig["ap"]}
+        valid = [np.ones(r.n_samples, bool) if r.mask is None else np.asarray(r.mask, bool) for r in recs]
+        samples[s] = (np.concatenate([r.labels.max(1)[v] > 0.5 for r, v in zip(recs, valid)]),
+                      np.concatenate([p[v] for p, v in zip(ps, valid)]))
+    lab_ap = {}
+    for name in sorted(set(lab.values())):
+        members = [s for s in subjects if lab[s] == name]
+        lab_ap[name] = {left: average_precision(*(np.concatenate([samples[s][k] for s in members if s != left])
+                                                  for k in (0, 1))) if len(members) > 1 or not left else None
+                        for left in [""] + members}
+    auroc = {s: roc_auc(*samples[s]) for s in subjects}
+    auroc.update({name: roc_auc(*(np.concatenate([samples[s][k] for s in subjects if lab[s] == name]) for k in (0, 1)))
+                  for name in lab_ap})
+    return Summary(lab, counts, lab_ap, auroc)
+
+
+def lab_figures(summaries: list[Summary], fi: Summary, on: str, subjects) -> dict:
+    """Per lab, over `subjects` (all held-out subjects, or all but one) and pooled over the runs (seeds): AP (mean
+    over runs), the freeze index's, episode sensitivity, false alarms per hour and the freeze index's."""
+    out = {}
+    for name in sorted(set(fi.lab.values())):
+        members = [s for s in subjects if fi.lab[s] == name]
+        if not members:
+            continue
+        left = "".join(s for s in fi.lab if fi.lab[s] == name and s not in subjects)   # one subject at most
+        ap = [s.lab_ap[name][left] for s in summaries]
+        pooled = {k: sum(run.counts[s][on][k] for run in summaries for s in members)
+                  for k in ("episodes", "found", "alarms", "hours")}
+        fi_pooled = {k: sum(fi.counts[s]["fi"][k] for s in members) for k in ("alarms", "hours")}
+        auroc = [(s.auroc or {}).get(name) for s in summaries] if not left else [None]
+        out[name] = {"ap": float(np.mean(ap)), "ap_runs": ap, "fi_ap": fi.lab_ap[name][left],
+                     "auroc": mean_of(auroc), "fi_auroc": None if left else (fi.auroc or {}).get(name),
+                     "sensitivity": pooled["found"] / pooled["episodes"] if pooled["episodes"] else None,
+                     "false_alarms_per_hour": pooled["alarms"] / pooled["hours"],
+                     "fi_false_alarms_per_hour": fi_pooled["alarms"] / fi_pooled["hours"]}
     return out
 
 
-def _mean(values):
-    values = [v for v in values if v is not None and v == v]
-    return sum(values) / len(values) if values else None
+def choose(candidates: dict, fi: Summary, subjects, budget=None) -> dict:
+    """The rule (module docstring) on `subjects`' folds: `candidates` maps (network, fi_blend, power_weight) to the
+    list of its runs' Summaries; `budget` (calibration.walking_budget.WalkingBudget) drops the thresholds that raise
+    too many false alarms on real walking (if none is left: the one raising the fewest, the higher on a tie)."""
+    def margins(key):
+        labs = lab_figures(candidates[key], fi, f"{THRESHOLDS[0]:g}", subjects)
+        values = [f["ap"] - f["fi_ap"] for f in labs.values()]
+        return min(values), float(np.mean(values)), {lab: f["ap"] for lab, f in labs.items()}
+    ranked = {key: margins(key) for key in candidates}
+    best = max(ranked, key=lambda k: (round(ranked[k][0] / TIE), ranked[k][1]))
+    rows = []
+    for on in THRESHOLDS:
+        labs = lab_figures(candidates[best], fi, f"{on:g}", subjects)
+        sens = [f["sensitivity"] for f in labs.values() if f["sensitivity"] is not None]
+        ratio = max(f["false_alarms_per_hour"] / max(f["fi_false_alarms_per_hour"], 1e-9) for f in labs.values())
+        rows.append({"on": on, "min_sensitivity": min(sens) if sens else None, "fa_ratio": ratio, "labs": labs})
+    if budget is not None:
+        walking = budget.per_hour(*best, THRESHOLDS, HYSTERESIS)
+        for r in rows:
+            r["walking_false_alarms_per_hour"] = walking[r["on"]]
+        within = [r for r in rows if walking[r["on"]] <= budget.max_per_hour]
+        rows = within or [min(rows, key=lambda r: (walking[r["on"]], -r["on"]))]
+    eligible = [r for r in rows if r["min_sensitivity"] is None or r["min_sensitivity"] >= SENS_FLOOR]
+    if eligible:
+        pick = min(eligible, key=lambda r: (round(r["fa_ratio"], 6), -r["on"]))
+    else:
+        pick = max(rows, key=lambda r: (r["min_sensitivity"], r["on"]))
+    network, blend, power = best
+    return {"network": network, "fi_blend": blend, "power_weight": power, "on": pick["on"],
+            "off": round(pick["on"] - HYSTERESIS, 3), "worst_lab_margin": ranked[best][0],
+            "mean_lab_margin": ranked[best][1], "keeps_floor": bool(eligible), "labs": pick["labs"],
+            "walking_false_alarms_per_hour": pick.get("walking_false_alarms_per_hour"),
+            "ranking": sorted(([*k, *v] for k, v in ranked.items()), key=lambda r: (-r[3], -r[4]))}
 
 
-def card_table(best: dict, freeze_index: dict) -> str:
-    """The model card's per-fold table: the chosen setting (pooled over the runs) beside the freeze index."""
-    rows = ["| held-out subject | AP model (per run) / FI | episode sens. model / FI | false alarms/h model / FI "
-            "| time sens. model / FI | time spec. model / FI |", "| --- | --- | --- | --- | --- | --- |"]
-    for subject, m in best["per_subject"].items():
-        fi = freeze_index[subject]
-        runs = "" if m["ap"] is None else " (" + ", ".join(format(a, ".3f") for a in m["ap_runs"]) + ")"
-        rows.append(f"| {subject} | {_cell(m['ap'], '.3f')}{runs} / {_cell(fi.get('ap'), '.3f')} | "
-                    f"{_cell(m['sensitivity'], '.2f')} / {_cell(fi.get('sensitivity'), '.2f')} | "
-                    f"{_cell(m['false_alarms_per_hour'], '.1f')} / {_cell(fi.get('false_alarms_per_hour'), '.1f')} | "
-                    f"{_cell(m['sensitivity_time'], '.2f')} / {_cell(fi.get('sensitivity_time'), '.2f')} | "
-                    f"{_cell(m['specificity_time'], '.2f')} / {_cell(fi.get('specificity_time'), '.2f')} |")
-    return "\n".join(rows)
+def subject_figures(summaries: list[Summary], fi: Summary, subject: str, on: str) -> dict:
+    """One held-out subject's figures at `on`, pooled over runs, beside the freeze index's."""
+    runs = [s.counts[subject][on] for s in summaries]
+    f = fi.counts[subject]["fi"]
+    episodes = sum(r["episodes"] for r in runs)
+    hours = sum(r["hours"] for r in runs)
+    aps = [r["ap"] for r in runs if r["ap"] is not None and r["ap"] == r["ap"]]
+    return {"lab": fi.lab[subject], "episodes": f["episodes"], "ap": float(np.mean(aps)) if aps else None,
+            "ap_runs": [r["ap"] for r in runs], "fi_ap": f["ap"], "auroc": mean_of([(s.auroc or {}).get(subject) for s in summaries]),
+            "fi_auroc": (fi.auroc or {}).get(subject),
+            "sensitivity": sum(r["found"] for r in runs) / episodes if episodes else None,
+            "fi_sensitivity": f["found"] / f["episodes"] if f["episodes"] else None,
+            "false_alarms_per_hour": sum(r["alarms"] for r in runs) / hours,
+            "fi_false_alarms_per_hour": f["alarms"] / f["hours"]}
 
 
-def nested(candidates: dict, subjects: list[str]) -> dict:
-    """The rule applied once per held-out subject on the OTHER subjects' figures only, and that subject's figures at
-    the setting the others chose: how well choosing this way does on someone the choice never saw. `candidates`:
-    {(blend, power): results}, as for `rows_of`."""
+def nested(candidates: dict, fi: Summary, budget=None) -> dict:
+    """The rule applied once per held-out subject on the OTHER subjects' folds only, and that subject's figures at
+    the setting the others chose: how well choosing this way does on someone the choice never saw (`nested_pooled`
+    pools them per lab)."""
+    subjects = sorted(fi.lab)
     out = {}
     for held in subjects:
-        others = [s for s in subjects if s != held]
-        best = choose([row for (b, p), results in candidates.items() for row in rows_of(b, p, results, others)])
-        at = next(r for r in rows_of(best["fi_blend"], best["power_weight"], candidates[best["fi_blend"],
-                                                                                        best["power_weight"]], [held])
-                  if r["on"] == best["on"])
-        out[held] = {"chosen_on": others, "fi_blend": best["fi_blend"], "power_weight": best["power_weight"],
-                     "on": best["on"], **at["per_subject"][held]}
+        chosen = choose(candidates, fi, [s for s in subjects if s != held], budget)
+        key = (chosen["network"], chosen["fi_blend"], chosen["power_weight"])
+        out[held] = {**{k: chosen[k] for k in ("network", "fi_blend", "power_weight", "on")},
+                     **subject_figures(candidates[key], fi, held, f"{chosen['on']:g}")}
     return out
 
 
-def nested_table(chosen: dict, freeze_index: dict) -> str:
-    rows = ["| held-out subject | chosen on the others: blend / power / on | AP model / FI | episode sens. model / FI "
-            "| false alarms/h model / FI |", "| --- | --- | --- | --- | --- |"]
-    for subject, m in chosen.items():
-        fi = freeze_index[subject]
-        rows.append(f"| {subject} | {m['fi_blend']:g} / {m['power_weight']:g} / {m['on']:g} | "
-                    f"{_cell(m['ap'], '.3f')} / {_cell(fi.get('ap'), '.3f')} | "
-                    f"{_cell(m['sensitivity'], '.2f')} / {_cell(fi.get('sensitivity'), '.2f')} | "
-                    f"{_cell(m['false_alarms_per_hour'], '.1f')} / {_cell(fi.get('false_alarms_per_hour'), '.1f')} |")
-    return "\n".join(rows)
+def nested_pooled(held_out: dict, terms: dict, fi_probs: dict) -> dict:
+    """Per lab, every held-out subject at the setting chosen without it (`nested`), pooled: AP over the lab's pooled
+    samples (mean over the runs of the subject's network), episodes found, false alarms per hour; the freeze index's
+    beside. `terms`: {(network, run): [(fold recordings, calls, spec)]}; `fi_probs`: recording id -> FI score."""
+    per_run = {}     # run index -> (recordings, probabilities, settings)
+    for subject, m in held_out.items():
+        runs = [folds for (network, _), folds in terms.items() if network == m["network"]]
+        for k, folds in enumerate(runs):
+            test, calls, spec = next(f for f in folds if fold_of(f[0][0]) == subject)
+            probs = replayed(calls, spec, test, m["fi_blend"], m["power_weight"])
+            recs, ps, ons = per_run.setdefault(k, ([], [], []))
+            recs += test
+            ps += probs
+            ons += [m["on"]] * len(test)
+    out = {}
+    for lab in sorted({lab_of(r) for recs, _, _ in per_run.values() for r in recs}):
+        aps, aurocs, figures = [], [], []
+        for recs, ps, ons in per_run.values():
+            pick = [i for i, r in enumerate(recs) if lab_of(r) == lab]
+            pooled = score([recs[i] for i in pick], [ps[i] for i in pick], DEFAULT_SETTINGS)["any_fog"]
+            aps.append(pooled["ap"])
+            aurocs.append(pooled.get("auroc"))
+            figures += [score([recs[i]], [ps[i]], {**DEFAULT_SETTINGS, "on": ons[i],
+                                                   "off": round(ons[i] - HYSTERESIS, 3)})["any_fog"] for i in pick]
+        recs = [r for r in per_run[0][0] if lab_of(r) == lab]
+        fi = score(recs, [fi_probs[r.meta["id"]] for r in recs], DEFAULT_SETTINGS)["any_fog"]
+        episodes = sum(f["episodes_true"] for f in figures)
+        out[lab] = {"ap": float(np.mean(aps)), "ap_runs": aps, "fi_ap": fi["ap"], "auroc": mean_of(aurocs),
+                    "fi_auroc": fi.get("auroc"),
+                    "sensitivity": sum(round(f["sensitivity"] * f["episodes_true"]) for f in figures
+                                       if f["episodes_true"]) / episodes if episodes else None,
+                    "fi_sensitivity": fi["sensitivity"],
+                    "false_alarms_per_hour": sum(f["false_alarms"] for f in figures) / sum(f["hours"] for f in figures),
+                    "fi_false_alarms_per_hour": fi["false_alarms_per_hour"]}
+    return out
 
 
-def _cell(value, fmt):
-    return "-" if value is None or value != value else format(value, fmt)
+def run_recipe(run, default):
+    """The recipe a LOSO run was trained with (its loso.json), so its networks see the input they were trained on;
+    `default` where the run has none."""
+    from calibration.loso import Recipe
+    path = Path(run) / "loso.json"
+    if not path.is_file():
+        return default
+    return Recipe(**json.loads(path.read_text())["recipe"])
 
 
-def choose(rows: list[dict]) -> dict:
-    eligible = [r for r in rows if r["min_episode_sensitivity"] is None or r["min_episode_sensitivity"] >= SENS_FLOOR]
-    if not eligible:
-        raise SystemExit(f"no candidate keeps episode sensitivity >= {SENS_FLOOR} on every subject who froze")
-    return min(eligible, key=lambda r: (round(r["false_alarms_per_hour"], 6), -r["mean_ap"]))
+def cached_terms(recipe, weights: Path, recordings, fi_kwargs: dict, tag: str = ""):
+    """`window_terms`, kept beside the fold's weights (terms-<subject>.npz) for the next choice over the same run;
+    recomputed when the weights, the input spec or the freeze-index settings differ from the cached ones."""
+    from calibration.loso import spec_of
+    cache = weights.with_name(weights.name.replace("model-", "terms-").replace(".pt", f"{tag and '-' + tag}.npz"))
+    key = json.dumps({"spec": spec_of(recipe).to_dict(), "fi": fi_kwargs, "weights": weights.stat().st_mtime_ns,
+                      "recordings": [r.meta["id"] for r in recordings]}, sort_keys=True)
+    if cache.is_file():
+        saved = np.load(cache)
+        if str(saved["key"]) == key:
+            sizes = np.cumsum(saved["sizes"])[:-1]
+            calls = list(zip(*(np.split(saved[k], sizes) for k in ("net", "fi", "pw"))))
+            return calls, spec_of(recipe)
+    calls, spec = window_terms(recipe, weights, recordings, fi_kwargs)
+    np.savez(cache, key=key, sizes=[len(c[0]) for c in calls],
+             **{k: np.concatenate([c[i] for c in calls]) for i, k in enumerate(("net", "fi", "pw"))})
+    return calls, spec
+
+
+def collect(data, runs_by_network: dict, recipe, fi_kwargs: dict):
+    """(recordings, {(network, run): [(fold recordings, calls, spec)]}) for every candidate network's runs, each
+    run's networks fed the input of the recipe it was trained with."""
+    recordings = read_recordings(data)
+    subjects = sorted({fold_of(r) for r in recordings})
+    terms = {}
+    for network, runs in runs_by_network.items():
+        for run in runs:
+            trained = run_recipe(run, recipe)
+            for n, subject in enumerate(subjects, 1):
+                print(f"{run} [{n}/{len(subjects)}] held-out {subject}: network and freeze-index terms",
+                      file=sys.stderr, flush=True)
+                test = [r for r in recordings if fold_of(r) == subject]
+                calls, spec = cached_terms(trained, Path(run) / f"model-{subject}.pt", test, fi_kwargs)
+                terms.setdefault((network, run), []).append((test, calls, spec))
+    return recordings, terms
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration.blend_choice", description=__doc__.split("\n\n")[0])
-    p.add_argument("data", nargs="+", help="the real recordings of the LOSO run (e.g. ../shared/data/daphnet)")
-    p.add_argument("--plain", required=True, nargs="+", help="plain LOSO runs' folders (model-<subject>.pt), e.g. "
-                   "one per seed: the figures are pooled over them")
+    p.add_argument("data", nargs="+", help="the real recordings of the LOSO runs (both labs' folders)")
+    p.add_argument("--plain", required=True, nargs="+", action="append", metavar="RUN",
+                   help="one candidate network: its plain LOSO runs' folders (model-<subject>.pt), one per seed; "
+                        "repeat --plain for each candidate")
     p.add_argument("--recipe", default="blend", choices=sorted(RECIPES))
     p.add_argument("--out", required=True)
+    p.add_argument("--screen", action="store_true", help="step 1 of the rule only: every candidate's per-lab pooled "
+                   "AP and margins over the freeze index (no thresholds, no nested choice); writes OUT/screen.json")
+    p.add_argument("--walking", nargs="+", metavar="DIR", help="real FOG-free walking (../shared/data/mobgap-walking):"
+                   " on-thresholds raising more than --walking-max false alarms per hour on it are not candidates "
+                   "(CHOICE_RULE_ROUND2.md's amendment)")
+    p.add_argument("--walking-max", type=float, default=10.0, metavar="PER_HOUR")
     args = p.parse_args(argv)
     import torch
 
@@ -177,46 +333,45 @@ def main(argv=None) -> int:
     recipe = RECIPES[args.recipe]
     preset = get_preset(recipe.preset)
     fi_kwargs = {k: v for k, v in preset.kwargs.get("fi_kwargs", {}).items() if k != "power_weight"}
-    recordings = read_recordings(args.data)
-    subjects = sorted({r.meta["subject"] for r in recordings})
-    folds = {}
-    for run in args.plain:
-        for n, subject in enumerate(subjects, 1):
-            print(f"{run} [{n}/{len(subjects)}] held-out {subject}: network and freeze-index terms", file=sys.stderr,
-                  flush=True)
-            test = [r for r in recordings if r.meta["subject"] == subject]
-            calls, spec = window_terms(recipe, Path(run) / f"model-{subject}.pt", test, fi_kwargs)
-            fi = score(test, [freeze_index_probability(r) for r in test], DEFAULT_SETTINGS, "freeze index")
-            folds[run, subject] = (test, calls, spec, fi)
-    grid = [(blend, power) for blend in FI_BLENDS for power in POWER_WEIGHTS]
-    with bar(len(grid), "blend x power candidates scored", unit="candidate") as progress:
-        candidates = {}
-        for blend, power in grid:
-            candidates[blend, power] = [{"folds": [{"subject": s, "freeze_index": fi, "model": threshold_sweep(
-                test, predict_with(replay(calls, blend, power), spec, test))}
-                for (r, s), (test, calls, spec, fi) in folds.items() if r == run]} for run in args.plain]
-            progress.update()
-    rows = [row for (blend, power), results in candidates.items() for row in rows_of(blend, power, results)]
-    best = choose(rows)
-    freeze_index = {s: fi["any_fog"] for (r, s), (_, _, _, fi) in folds.items() if r == args.plain[0]}
-    table = card_table(best, freeze_index)
-    held_out = nested(candidates, subjects)
+    runs_by_network = {Path(runs[0]).name.rsplit("-s", 1)[0]: runs for runs in args.plain}
+    recordings, terms = collect(args.data, runs_by_network, recipe, fi_kwargs)
+    fi_probs = {r.meta["id"]: freeze_index_probability(r) for r in recordings}
+    fi = summarize(recordings, [fi_probs[r.meta["id"]] for r in recordings], thresholds=None)
+    grid = [(b, p) for b in FI_BLENDS for p in POWER_WEIGHTS if b or not p]   # blend 0: power means nothing
+    candidates = {}
+    with bar(len(grid) * len(terms), "candidates scored", unit="run") as progress:
+        for (network, run), folds in terms.items():
+            for blend, power in grid:
+                recs, probs = [], []
+                for test, calls, spec in folds:
+                    recs += test
+                    probs += replayed(calls, spec, test, blend, power)
+                candidates.setdefault((network, blend, power), []).append(
+                    summarize(recs, probs, thresholds=() if args.screen else THRESHOLDS))
+                progress.update()
+    if args.screen:
+        return screen(candidates, fi, args.out)
+    budget = None
+    if args.walking:
+        from calibration.walking_budget import WalkingBudget
+        walking = read_recordings(args.walking, mapping="mobgap")
+
+        def fold_networks(network):   # each fold network of the candidate's runs, on the walking recordings
+            return [cached_terms(run_recipe(run, recipe), weights, walking, fi_kwargs, tag="walking")
+                    for run in runs_by_network[network] for weights in sorted(Path(run).glob("model-*.pt"))]
+        budget = WalkingBudget(walking, fold_networks, replayed, args.walking_max)
+    chosen = choose(candidates, fi, sorted(fi.lab), budget)
+    key = (chosen["network"], chosen["fi_blend"], chosen["power_weight"])
+    per_subject = {s: subject_figures(candidates[key], fi, s, f"{chosen['on']:g}") for s in sorted(fi.lab)}
+    held_out = nested(candidates, fi, budget)
+    held_out_labs = nested_pooled(held_out, terms, fi_probs)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "choice.json").write_text(json.dumps(json_safe({
-        "rule": __doc__.split("\n\n")[2], "runs": args.plain, "chosen": best, "freeze_index": freeze_index,
-        "table": table, "nested": held_out, "nested_table": nested_table(held_out, freeze_index),
-        "rows": rows}), indent=1) + "\n")
-    print(table)
-    print("\nThe same rule, nested: each subject scored at the setting chosen on the other subjects only")
-    print(nested_table(held_out, freeze_index))
-    print(f"chosen: fi_blend {best['fi_blend']} power_weight {best['power_weight']} on {best['on']:g} "
-          f"(off {best['on'] - HYSTERESIS:.2f}): worst episode sensitivity {best['min_episode_sensitivity']:.2f}, "
-          f"pooled false alarms/h {best['false_alarms_per_hour']:.1f}, mean AP {best['mean_ap']:.3f}")
-    shipped = (preset.kwargs.get("fi_blend"), preset.kwargs.get("fi_kwargs", {}).get("power_weight"),
-               preset.events.get("on"))
-    chosen = (best["fi_blend"], best["power_weight"], best["on"])
-    print(f"preset {preset.name} ships fi_blend, power_weight, on = {shipped}: "
-          + ("the choice" if shipped == chosen else f"NOT the choice {chosen}: edit models/registry.py"))
+        "rule": __doc__.split("\n\n")[2], "runs": runs_by_network, "chosen": chosen, "per_subject": per_subject,
+        "table": subject_table(per_subject), "nested": held_out,
+        "nested_table": subject_table(held_out, setting_column=True), "nested_pooled": held_out_labs}),
+        indent=1) + "\n")
+    print_choice(chosen, per_subject, held_out, held_out_labs, preset)
     return 0
 
 

@@ -99,7 +99,10 @@ class Augment:
     - scale: all axes multiplied by one factor in `scale` (matters for presets without per-window z-score);
     - time warp: the window read from `window * f` samples (f in `warp`) resampled to `window`, so cadence and
       trembling frequency move by 1/f (labels follow, nearest sample);
-    - noise: white noise with an sd drawn in `noise_g`.
+    - noise: white noise with an sd drawn in `noise_g`;
+    - low-pass (`lowpass` = (probability, lowest Hz, highest Hz), off by default): with that probability the window
+      is low-passed at a cutoff drawn between the two (a windowed-sinc FIR), so a model does not learn which lab
+      band-limited its recordings (the Stanford trials were low-passed at 15 Hz, Daphnet's were not).
     Used by `calibration.train.fit` for training batches only; validation and calibration windows are never
     augmented.
     """
@@ -107,6 +110,17 @@ class Augment:
     scale: tuple = (0.8, 1.25)
     warp: tuple = (0.85, 1.18)
     noise_g: tuple = (0.0, 0.02)
+    lowpass: tuple | None = None
+
+
+def lowpass_fir(x: np.ndarray, cutoff_hz: float, rate_hz: float, taps: int = 31) -> np.ndarray:
+    """(n, 3) low-passed along time by a Hamming-windowed sinc of `taps` taps (unit gain at 0 Hz), zero phase, the
+    ends extended with their edge values (gravity stays gravity at the window's ends)."""
+    t = np.arange(taps) - taps // 2
+    kernel = np.sinc(2 * cutoff_hz / rate_hz * t) * np.hamming(taps)
+    kernel /= kernel.sum()
+    padded = np.pad(x, ((taps // 2, taps // 2), (0, 0)), mode="edge")
+    return np.stack([np.convolve(padded[:, a], kernel, mode="valid") for a in range(x.shape[1])], 1)
 
 
 def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
@@ -142,6 +156,8 @@ def cut_windows(prepared: list[PreparedRecording], starts: list[tuple[int, int]]
                                         rec.acc[index.min():index.max() + 2, a]) for a in range(3)], 1)
             piece = piece @ _random_rotation(rng, augment.rotation_deg).T * rng.uniform(*augment.scale)
             piece = piece + rng.normal(0, rng.uniform(*augment.noise_g), piece.shape)
+            if augment.lowpass and rng.random() < augment.lowpass[0]:
+                piece = lowpass_fir(piece, rng.uniform(*augment.lowpass[1:]), spec.rate_hz)
         raw[k, :len(piece)] = piece
         if has_labels:
             labels[k, :len(piece)] = rec.labels[index]
@@ -251,14 +267,18 @@ class WindowReader(BatchReader):
 
 
 def synthetic_recordings(subjects: int, seed: int = 0, minutes: float = 5.0, per_subject: int = 1,
-                         rate_hz: float = 100.0) -> list[Recording]:
+                         rate_hz: float = 100.0, options=None) -> list[Recording]:
     """Seeded synthetic recordings (deploy.synth), `per_subject` per subject. Subject ids carry the seed
-    (`syn{seed}-s07`), so sets drawn with different seeds never share a subject."""
+    (`syn{seed}-s07`), so sets drawn with different seeds never share a subject. `options`: a
+    deploy.synth.SynthOptions (or its fields as a dict), e.g. tremor that is not freezing."""
+    from deploy.synth import SynthOptions
+    options = SynthOptions(**options) if isinstance(options, dict) else options
     recordings = []
     for s in range(subjects):
         subject = make_subject(np.random.default_rng([seed, 1000 + s]), f"syn{seed}-s{s:02d}")
         for r in range(per_subject):
-            rec = synth_recording(minutes, seed=seed * 10007 + s * 101 + r, rate_hz=rate_hz, subject=subject)
+            rec = synth_recording(minutes, seed=seed * 10007 + s * 101 + r, rate_hz=rate_hz, subject=subject,
+                                  options=options)
             rec.meta.update(name=f"{subject.id}r{r}", generator="deploy.synth")
             recordings.append(rec)
     return recordings

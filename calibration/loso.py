@@ -1,14 +1,17 @@
-"""Leave-one-subject-out (LOSO) on real recordings, synthetic subjects in every training fold.
+"""Leave-one-subject-out (LOSO) and leave-one-lab-out on real recordings, synthetic subjects in every training fold.
 
-  python -m calibration.loso ../shared/data/daphnet --recipe gravity --out runs/loso-gravity [--jobs 2]
+  python -m calibration.loso ../shared/data/daphnet ../shared/data/stanford-imu-fog-64hz --recipe plain \
+      --out runs/loso-plain [--jobs 2] [--hold-out lab]
 
-Each fold holds out one real subject; the model trains on the other real subjects plus seeded synthetic
-subjects (`deploy.synth`) for a fixed schedule (no early stopping on anything real: with three subjects there is
-no validation subject to spare, and the test subject must never steer training). The held-out subject is then
-predicted on the bundle's grid (hop and look-ahead of the default EventSettings) and scored by
-`deploy.scoring` next to the freeze index, at every on-threshold of `THRESHOLDS`, so a threshold can be chosen
-on the folds (pooled) and never on one subject. Probabilities are saved per fold (`probs-<subject>.npz`) and the
-figures in `loso.json`.
+Each fold holds out one real subject (`--hold-out subject`, the default) or one lab (`--hold-out lab`:
+`meta["lab"]`, e.g. train on Daphnet and score Stanford); the model trains on the other recordings plus seeded
+synthetic subjects (`deploy.synth`) for a fixed schedule (no early stopping on anything real: the test subject must
+never steer training, and there is no subject to spare for validation). The held-out recordings are then predicted on
+the bundle's grid (hop and look-ahead of the default EventSettings) and scored by `deploy.scoring` next to the
+freeze index, at every on-threshold of `THRESHOLDS`, so a threshold can be chosen on the folds and never on one
+subject. Probabilities are saved per fold (`probs-<fold>.npz`), the fold's weights (`model-<fold>.pt`) and the
+figures in `loso.json`: per fold, and pooled per lab over the lab's held-out recordings (`pooled`), each lab's
+recordings scored with the probabilities of the fold that held them out.
 """
 from __future__ import annotations
 
@@ -29,6 +32,16 @@ from deploy.scoring import at_recording_rate, freeze_index_probability, json_saf
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
 HYSTERESIS = 0.15       # off = on - HYSTERESIS
+HOLD_OUT = ("subject", "lab")   # what a fold holds out: one person, or one whole lab
+
+
+def fold_of(recording, by: str = "subject") -> str:
+    """The fold a recording belongs to: its subject, or its lab (`meta["lab"]`, "unknown" where a reader sets none)."""
+    return str(recording.meta.get("subject") if by == "subject" else recording.meta.get("lab", "unknown"))
+
+
+def lab_of(recording) -> str:
+    return fold_of(recording, "lab")
 
 
 @dataclass(frozen=True)
@@ -46,11 +59,16 @@ class Recipe:
     batch_size: int = 32
     lr: float = 1.5e-3
     warmup: int = 100
-    augment: bool = True
+    augment: bool | dict = True      # calibration.train.TrainConfig.augment
     seed: int = 0
+    synth: dict = field(default_factory=dict)   # deploy.synth.SynthOptions of the synthetic training subjects
+    end_weight: float = 0.0          # calibration.train.TrainConfig.end_weight
 
 
 NO_BLEND = {"fi_blend": 0.0}   # fog-small without its fixed freeze-index logit (as every recipe before "blend")
+# the input that does not depend on how the sensor sits (deploy.preprocess.window_frame): per window, gravity on
+# -AccV and the horizontal plane on its principal axes
+INVARIANT = {"gravity_align": True, "horizontal": "principal"}
 
 RECIPES = {
     "synthetic-only": Recipe(real_share=0.0, model=NO_BLEND),
@@ -58,6 +76,25 @@ RECIPES = {
     "floor": Recipe(preprocess={"min_std": 0.05}, model=NO_BLEND),
     "gravity": Recipe(preprocess={"gravity_align": True}, model=NO_BLEND),
     "gravity-floor": Recipe(preprocess={"gravity_align": True, "min_std": 0.05}, model=NO_BLEND),
+    # issue 25's candidates, on both labs (see models/weights/CHOICE_RULE.md): the invariant input ...
+    "invariant": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8),
+    # ... with half the windows synthetic, and with training windows low-passed at 10-20 Hz half of the time
+    "invariant-half": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.5),
+    "invariant-lowpass": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8,
+                                augment={"lowpass": [0.5, 10.0, 20.0]}),
+    # ... trained twice as long (40 epochs); and, for comparison only, gravity alone with the heading left to
+    # augmentation (training windows turned about any axis by up to 180 degrees)
+    "invariant-long": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40),
+    "vertical-augmented": Recipe(preprocess={"gravity_align": True}, model=NO_BLEND, real_share=0.8,
+                                 augment={"rotation_deg": 180.0}),
+    # round two (models/weights/CHOICE_RULE_ROUND2.md, from the probe of the round-one folds): synthetic subjects
+    # with 4-6 Hz tremor that is not freezing and broadband freeze trembling; the loss weighted toward the end of the
+    # window, where the device reads it (1 s look-ahead); both
+    "invariant-tremor": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8,
+                               synth={"tremor_share": 0.5, "broadband_freezes": True}),
+    "invariant-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0),
+    "invariant-tremor-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0,
+                                   synth={"tremor_share": 0.5, "broadband_freezes": True}),
     # fixed band powers (freeze-index ingredients) per patch beside the learnt embedding (models.spectral)
     "spectral": Recipe(model={"spectral": {"rate_hz": 64.0, "window_s": 4.0}, **NO_BLEND}),
     # the shipped recipe: trained as "plain", then predicting with the preset's fixed freeze-index logit added
@@ -66,6 +103,19 @@ RECIPES = {
     # the preset as registered, fixed term included while training: the network learns corrections to it
     "residual": Recipe(),
 }
+
+
+def mixed(synthetic: list, real: list, real_share: float) -> list:
+    """Training recordings with about `real_share` of the windows from real ones: windows are drawn round-robin over
+    recordings (calibration.data.sample_starts), so the smaller side is repeated (whole copies, at least one each)."""
+    if not real or real_share <= 0:
+        return list(synthetic)
+    if not synthetic or real_share >= 1:
+        return list(real)
+    ratio = real_share / (1 - real_share) * len(synthetic) / len(real)    # real copies per synthetic copy
+    if ratio >= 1:
+        return synthetic + real * max(1, round(ratio))
+    return synthetic * max(1, round(1 / ratio)) + real
 
 
 def spec_of(recipe: Recipe):
@@ -85,17 +135,14 @@ def train_model(recipe: Recipe, real_train, log=None):
     torch.manual_seed(recipe.seed)
     spec = spec_of(recipe)
     synthetic = [prepare_recording(r, spec) for r in synthetic_recordings(
-        recipe.synthetic_subjects, seed=recipe.seed, minutes=recipe.synthetic_minutes)]
+        recipe.synthetic_subjects, seed=recipe.seed, minutes=recipe.synthetic_minutes, options=recipe.synth)]
     real = [prepare_recording(r, spec) for r in real_train]
-    copies = 0
-    if real and recipe.real_share > 0:
-        copies = max(1, round(recipe.real_share * len(synthetic) / ((1 - recipe.real_share) * len(real))))
-    train = synthetic + real * copies
+    train = mixed(synthetic, real, recipe.real_share)
     val = [prepare_recording(r, spec) for r in synthetic_recordings(2, seed=recipe.seed + 500, minutes=3.0)]
     model = create_model(recipe.preset, **{**recipe.model, **recipe.train_only})
     config = TrainConfig(epochs=recipe.epochs, steps_per_epoch=recipe.steps, batch_size=recipe.batch_size,
                          lr=recipe.lr, warmup_steps=recipe.warmup, patience=recipe.epochs + 1, seed=recipe.seed,
-                         augment=recipe.augment, keep="last")
+                         augment=recipe.augment, keep="last", end_weight=recipe.end_weight)
     result = fit(model, train, val, spec, config, progress=log is not None)
     if recipe.train_only:
         trained, model = model, create_model(recipe.preset, **recipe.model)
@@ -139,86 +186,134 @@ def saved_fold_model(recipe: Recipe, path: Path):
     return model.eval(), spec_of(recipe)
 
 
-def run_fold(recipe: Recipe, paths: list[str], subject: str, out_dir: str, reuse: bool = False) -> dict:
+def save_fold(out_dir, held: str, model, recordings, probs) -> None:
+    """A fold's weights (to predict again on another grid or with another fi_blend) and probabilities."""
+    import torch
+    torch.save(model.state_dict(), Path(out_dir) / f"model-{held}.pt")
+    np.savez_compressed(Path(out_dir) / f"probs-{held}.npz",
+                        **{r.meta["id"]: p.astype(np.float32) for r, p in zip(recordings, probs)})
+
+
+def run_fold(recipe: Recipe, paths: list[str], held: str, out_dir: str, reuse: bool = False,
+             by: str = "subject") -> dict:
+    """Train without the recordings of fold `held` (a subject, or a lab with by="lab"), predict and score them."""
     import torch
     torch.set_num_threads(1)
     recordings = read_recordings(paths)
-    test = [r for r in recordings if r.meta["subject"] == subject]
-    train = [r for r in recordings if r.meta["subject"] != subject]
+    test = [r for r in recordings if fold_of(r, by) == held]
+    train = [r for r in recordings if fold_of(r, by) != held]
     started = time.perf_counter()
-    weights = Path(out_dir) / f"model-{subject}.pt"
     if reuse:
-        (model, spec), result = saved_fold_model(recipe, weights), None
+        (model, spec), result = saved_fold_model(recipe, Path(out_dir) / f"model-{held}.pt"), None
     else:
         model, spec, result = train_model(recipe, train)
     probs = predict(model, spec, test)
-    torch.save(model.state_dict(), weights)   # to re-predict on other grids or with another fi_blend (--reuse)
-    np.savez_compressed(Path(out_dir) / f"probs-{subject}.npz",
-                        **{r.meta["id"]: p.astype(np.float32) for r, p in zip(test, probs)})
+    save_fold(out_dir, held, model, test, probs)
     fi = [freeze_index_probability(r) for r in test]
-    return {"subject": subject, "recordings": [r.meta["id"] for r in test],
+    return {"subject": held, "held_out": by, "recordings": [r.meta["id"] for r in test],
+            "labs": sorted({lab_of(r) for r in test}),
             "train_subjects": sorted({r.meta["subject"] for r in train}),
             "seconds": round(time.perf_counter() - started, 1), "reused_weights": reuse,
             "train_loss_last": result and result.history[-1]["train_loss"],
             "model": threshold_sweep(test, probs), "freeze_index": score(test, fi, DEFAULT_SETTINGS, "freeze index")}
 
 
-def reblend(recipe: Recipe, paths: list[str], plain_dir: str) -> dict:
+def reblend(recipe: Recipe, paths: list[str], plain_dir: str, out_dir: str | None = None,
+            by: str = "subject") -> dict:
     """LOSO figures of the recipe's model (e.g. the preset with its fixed freeze-index blend) from another run's
-    saved fold weights (DIR/model-<subject>.pt of recipe "plain": the same learnt network), predicted again on
+    saved fold weights (DIR/model-<fold>.pt of recipe "plain": the same learnt network), predicted again on
     the same grid, so no fold is trained again. Exact: the blend happens inside each window's logits, before the
-    windows' probabilities are averaged, as on the device."""
+    windows' probabilities are averaged, as on the device. With `out_dir`, the probabilities are saved there."""
     import torch
     torch.set_num_threads(1)
     recordings = read_recordings(paths)
     folds = []
-    for subject in sorted({r.meta["subject"] for r in recordings}):
-        test = [r for r in recordings if r.meta["subject"] == subject]
-        weights = Path(plain_dir) / f"model-{subject}.pt"
+    for held in sorted({fold_of(r, by) for r in recordings}):
+        test = [r for r in recordings if fold_of(r, by) == held]
+        weights = Path(plain_dir) / f"model-{held}.pt"
         if not weights.is_file():
             raise SystemExit(f"--reblend: {weights} is missing; run `python -m calibration.loso ... --recipe plain "
                              f"--out {plain_dir}` first (it saves each fold's weights)")
         model, spec = saved_fold_model(recipe, weights)
+        probs = predict(model, spec, test)
+        if out_dir:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            save_fold(out_dir, held, model, test, probs)
         fi_prob = [freeze_index_probability(r) for r in test]
-        folds.append({"subject": subject, "recordings": [r.meta["id"] for r in test], "reblended_from": plain_dir,
-                      "model": threshold_sweep(test, predict(model, spec, test)),
+        folds.append({"subject": held, "held_out": by, "recordings": [r.meta["id"] for r in test],
+                      "labs": sorted({lab_of(r) for r in test}), "reblended_from": plain_dir,
+                      "model": threshold_sweep(test, probs),
                       "freeze_index": score(test, fi_prob, DEFAULT_SETTINGS, "freeze index")})
-    return {"recipe": asdict(recipe), "folds": folds}
+    return {"recipe": asdict(recipe), "held_out": by, "folds": folds}
 
 
-def study(recipe: Recipe, paths: list[str], out_dir: str, jobs: int = 1, only=None, reuse: bool = False) -> dict:
-    subjects = sorted({r.meta["subject"] for r in read_recordings(paths)})
+def fold_probabilities(out_dir, recordings, folds) -> list[np.ndarray]:
+    """Each recording's held-out probabilities, from the saved probs-<fold>.npz of the fold that held it out."""
+    saved, out = {}, []
+    owner = {rid: fold["subject"] for fold in folds for rid in fold["recordings"]}
+    for r in recordings:
+        held = owner[r.meta["id"]]
+        if held not in saved:
+            saved[held] = np.load(Path(out_dir) / f"probs-{held}.npz")
+        out.append(saved[held][r.meta["id"]])
+    return out
+
+
+def pooled_by_lab(paths: list[str], out_dir, folds) -> dict:
+    """Per lab: the model's figures at every on-threshold and the freeze index's, pooled over the lab's held-out
+    recordings (AP over their pooled samples, episodes and alarms summed), each scored by the fold holding it out."""
+    held = {rid for fold in folds for rid in fold["recordings"]}
+    recordings = [r for r in read_recordings(paths) if r.meta["id"] in held]
+    probs = fold_probabilities(out_dir, recordings, folds)
+    out = {}
+    for lab in sorted({lab_of(r) for r in recordings}):
+        pick = [i for i, r in enumerate(recordings) if lab_of(r) == lab]
+        recs = [recordings[i] for i in pick]
+        out[lab] = {"subjects": sorted({r.meta["subject"] for r in recs}),
+                    "model": threshold_sweep(recs, [probs[i] for i in pick]),
+                    "freeze_index": score(recs, [freeze_index_probability(r) for r in recs], DEFAULT_SETTINGS,
+                                          "freeze index")}
+    return out
+
+
+def study(recipe: Recipe, paths: list[str], out_dir: str, jobs: int = 1, only=None, reuse: bool = False,
+          by: str = "subject") -> dict:
+    held = sorted({fold_of(r, by) for r in read_recordings(paths)})
     if only:
-        unknown = sorted(set(only) - set(subjects))
+        unknown = sorted(set(only) - set(held))
         if unknown:
-            raise SystemExit(f"--folds names {unknown}, not subjects of these recordings ({', '.join(subjects)})")
-        subjects = [s for s in subjects if s in only]
+            raise SystemExit(f"--folds names {unknown}, not {by}s of these recordings ({', '.join(held)})")
+        held = [s for s in held if s in only]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    n = len(held)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        folds = list(pool.map(run_fold, [recipe] * len(subjects), [paths] * len(subjects), subjects,
-                              [out_dir] * len(subjects), [reuse] * len(subjects)))
-    return {"recipe": asdict(recipe), "folds": folds}
+        folds = list(pool.map(run_fold, [recipe] * n, [paths] * n, held, [out_dir] * n, [reuse] * n, [by] * n))
+    return {"recipe": asdict(recipe), "held_out": by, "folds": folds}
 
 
 def summary_rows(result: dict, on: str = "0.5"):
-    """(subject, model figures, freeze-index figures) per fold, any FOG / unlabelled-style figures."""
+    """(held-out fold, model figures, freeze-index figures) per fold, then ("<lab> pooled", ...) per lab."""
     for fold in result["folds"]:
         yield fold["subject"], fold["model"][on], fold["freeze_index"]
+    for lab, pooled in (result.get("pooled") or {}).items():
+        yield f"{lab} pooled", pooled["model"][on], pooled["freeze_index"]
+
+
+TABLE_FIGURES = (("ap", ".3f"), ("auroc", ".3f"), ("sensitivity", ".2f"), ("false_alarms_per_hour", ".1f"),
+                 ("sensitivity_time", ".2f"), ("specificity_time", ".2f"))
 
 
 def markdown_table(result: dict, on: str = "0.5") -> str:
-    """The model card's per-fold table: model vs freeze index, any FOG, at on-threshold `on`."""
+    """The model card's per-fold table (and per-lab pooled rows): model vs freeze index, any FOG, at `on`."""
     def cell(fig, key, fmt):
         value = (fig.get("any_fog") or {}).get(key)
         return "-" if value is None or value != value else format(value, fmt)
-    rows = ["| held-out subject | episodes | AP model / FI | episode sens. model / FI | false alarms/h model / FI "
-            "| time sens. model / FI | time spec. model / FI |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for subject, m, fi in summary_rows(result, on):
-        rows.append(f"| {subject} | {m['any_fog']['episodes_true']} | " + " | ".join(
-            f"{cell(m, k, f)} / {cell(fi, k, f)}" for k, f in (("ap", ".3f"), ("sensitivity", ".2f"),
-                                                              ("false_alarms_per_hour", ".1f"),
-                                                              ("sensitivity_time", ".2f"),
-                                                              ("specificity_time", ".2f"))) + " |")
+    rows = ["| held out | episodes | AP model / FI | AUROC model / FI | episode sens. model / FI "
+            "| false alarms/h model / FI | time sens. model / FI | time spec. model / FI |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for held, m, fi in summary_rows(result, on):
+        rows.append(f"| {held} | {m['any_fog']['episodes_true']} | "
+                    + " | ".join(f"{cell(m, k, f)} / {cell(fi, k, f)}" for k, f in TABLE_FIGURES) + " |")
     return "\n".join(rows)
 
 
@@ -253,17 +348,23 @@ def main(argv=None) -> int:
                    help="override a recipe field, e.g. --set epochs=30 --set 'preprocess={\"min_std\": 0.1}'")
     p.add_argument("--out", required=True)
     p.add_argument("--jobs", type=int, default=1, help="folds in parallel (one torch thread each)")
-    p.add_argument("--folds", help="comma-separated held-out subjects to run (default: every subject)")
+    p.add_argument("--folds", help="comma-separated held-out subjects (or labs) to run (default: every one)")
+    p.add_argument("--hold-out", choices=HOLD_OUT, default="subject", help="what a fold holds out: one subject "
+                   "(leave-one-subject-out, the default) or one lab (meta['lab']: train on the other lab)")
     p.add_argument("--reuse", action="store_true", help="no training: predict with the folds' saved weights "
-                   "(OUT/model-<subject>.pt) in the recipe's model (e.g. another fi_blend); writes OUT/loso.json")
+                   "(OUT/model-<fold>.pt) in the recipe's model (e.g. another fi_blend); writes OUT/loso.json")
     p.add_argument("--reblend", metavar="DIR", help="no training: the recipe's model (e.g. the preset's freeze-index "
                    "blend) with DIR's saved fold weights (a plain run: the same learnt network); writes OUT/loso.json")
     p.add_argument("--final", action="store_true", help="no folds: train on every subject, write OUT/model.pt")
-    p.add_argument("--table", metavar="ON", help="print the per-fold markdown table of OUT/loso.json at this "
-                   "on-threshold and stop")
+    p.add_argument("--table", metavar="ON", help="print the per-fold (and per-lab pooled) markdown table of "
+                   "OUT/loso.json at this on-threshold and stop")
     args = p.parse_args(argv)
     if args.table:
-        print(markdown_table(json.loads(Path(args.out, "loso.json").read_text()), args.table))
+        result = json.loads(Path(args.out, "loso.json").read_text())
+        if "pooled" not in result:    # a run written before the per-lab pooling: pool its saved probabilities now
+            result["pooled"] = json_safe(pooled_by_lab(args.data, args.out, result["folds"]))
+            Path(args.out, "loso.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(markdown_table(result, args.table))
         return 0
     recipe = RECIPES[args.recipe]
     for item in args.set:
@@ -273,10 +374,11 @@ def main(argv=None) -> int:
         print(f"trained: {train_final(recipe, args.data, args.out)}", file=sys.stderr)
         return 0
     if args.reblend:
-        result = reblend(recipe, args.data, args.reblend)
+        result = reblend(recipe, args.data, args.reblend, args.out, args.hold_out)
     else:
-        result = study(recipe, args.data, args.out, args.jobs, args.folds and args.folds.split(","), args.reuse)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+        result = study(recipe, args.data, args.out, args.jobs, args.folds and args.folds.split(","), args.reuse,
+                       args.hold_out)
+    result["pooled"] = pooled_by_lab(args.data, args.out, result["folds"])
     Path(args.out, "loso.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
     for subject, m, fi in summary_rows(result):
         a, f = m.get("any_fog") or m.get("unlabelled") or {}, fi.get("any_fog") or {}

@@ -47,9 +47,12 @@ class TrainConfig:
     seed: int = 0
     class_share: float = 0.5        # share of training windows centred on a labelled event
     val_hop_patches: int | None = None   # validation hop in patches (default: half a window)
-    augment: bool = True            # training windows only: rotation, scale, time warp, noise (data.Augment)
+    augment: bool | dict = True     # training windows only: rotation, scale, time warp, noise (data.Augment; a
+    #                                 dict: Augment's fields, e.g. {"lowpass": [0.5, 10, 20]})
     keep: str = "best"              # weights returned: "best" by validation, or "last" (a fixed schedule)
     select: str = "map"             # validation figure for "best": "map" (per class) or "any_ap" (any FOG)
+    end_weight: float = 0.0         # the loss of the patches in the window's last END_S seconds weighs 1 + this:
+    #                                 the device reads a window's end (its look-ahead), training weighs all alike
 
 
 @dataclass
@@ -82,6 +85,23 @@ def fog_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, ty
     any_mask = mask.min(-1).values * (1 - typed[..., 0]) * n_classes
     per_any = F.binary_cross_entropy_with_logits(any_logit, any_target, reduction="none") * any_mask
     return (per_class.sum() + per_any.sum()) / (mask * typed).sum().add(any_mask.sum()).clamp_min(1.0)
+
+
+END_S = 2.0   # TrainConfig.end_weight's span: the device's 1 s look-ahead reads about the last 1.5 s of a window
+
+
+def end_weights(n_patches: int, patch_s: float, end_weight: float) -> np.ndarray:
+    """(1, n_patches, 1) loss weights: 1, and 1 + end_weight for the patches of the last END_S seconds."""
+    weights = np.ones((1, n_patches, 1), np.float32)
+    weights[:, n_patches - max(1, int(round(END_S / patch_s))):] += end_weight
+    return weights
+
+
+def augmenter(augment: bool | dict) -> Augment | None:
+    """TrainConfig.augment as an Augment: True -> the defaults, a dict -> Augment(**dict), False -> None."""
+    if isinstance(augment, dict):
+        return Augment(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()})
+    return Augment() if augment else None
 
 
 def warmup_constant(warmup_steps: int):
@@ -258,9 +278,11 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
         for step in range(1, config.steps_per_epoch + 1):
             batch = cut_windows(train, sample_starts(train, spec.window, config.batch_size, rng,
                                                      config.class_share), spec,
-                                augment=Augment() if config.augment else None, rng=rng)
+                                augment=augmenter(config.augment), rng=rng)
             logits = model(torch.from_numpy(batch.x))
-            loss = fog_loss(logits, torch.from_numpy(batch.labels), torch.from_numpy(batch.mask),
+            mask = batch.mask if not config.end_weight else \
+                batch.mask * end_weights(batch.mask.shape[1], spec.patch / spec.rate_hz, config.end_weight)
+            loss = fog_loss(logits, torch.from_numpy(batch.labels), torch.from_numpy(mask),
                             None if batch.typed is None else torch.from_numpy(batch.typed))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from deploy.errors import FogError
-from deploy.preprocess import PreprocessSpec, gravity_rotation, patchify, zscore_
+from deploy.preprocess import PreprocessSpec, patchify, window_frame, zscore_
 
 
 class WindowEncoder:
@@ -33,7 +33,8 @@ class WindowEncoder:
     def __init__(self, spec: PreprocessSpec, row_shape: tuple):
         self.spec = spec
         # patchify with these settings only reorders
-        layout_only = replace(spec, normalization="running", scale=1.0, gravity_align=False, min_std=0.0)
+        layout_only = replace(spec, normalization="running", scale=1.0, gravity_align=False, horizontal="sensor",
+                              min_std=0.0)
         order = patchify(np.arange(spec.window * 3, dtype=np.float64).reshape(1, spec.window, 3), layout_only)
         if order.size != int(np.prod(row_shape)):
             raise FogError(f"the model input has shape {tuple(row_shape)} per window, the bundle's preprocess spec "
@@ -52,8 +53,8 @@ class WindowEncoder:
         C-contiguous float32 row of an engine input (written in full)."""
         s = self.scratch
         np.copyto(s, window.T)
-        if self.rotated is not None:   # as patchify: rotate the window's mean onto -AccV, before the z-score
-            np.matmul(gravity_rotation(s.mean(axis=1), self.spec.units), s, out=self.rotated)
+        if self.rotated is not None:   # as patchify: the window's own frame (gravity on -AccV ...), before the z-score
+            np.matmul(window_frame(s, self.spec), s, out=self.rotated)
             np.copyto(s, self.rotated)
         if self.spec.normalization == "window":
             zscore_(s, 1, self.mean, self.inv_std, self.spec.min_std)

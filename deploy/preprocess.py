@@ -13,8 +13,14 @@ Normalization modes (per axis, population std, a std of 0 gives 0 as in the Kagg
 Gravity alignment (`gravity_align`, "window" normalization only): before the z-score, each window is rotated so
 its mean acceleration (gravity, for any window longer than a few steps) points along -AccV, the Kaggle
 convention. Belts and sensors sit tens of degrees differently between recordings and wearers; after the rotation
-AccV is the true vertical whatever the tilt (the heading about the vertical is left as it is). Per window, inside
-`patchify` and the streaming encoder, so offline and streaming stay identical.
+AccV is the true vertical whatever the tilt, upside down included. `horizontal` says what happens to the heading about
+the vertical: "sensor" leaves it as the rotation leaves it (it then depends on how the sensor sits); "principal"
+turns the horizontal plane onto the principal axes of the window's horizontal acceleration (the larger variance on
+AccML's slot, the smaller on AccAP's), each axis's sign chosen so the third moment of the signal along it is >= 0.
+Every step is a function of the window's own samples, so a recording turned by any fixed rotation or mirror (tilted,
+upside down, turned about the vertical, AP and ML swapped or negated) gives the model the same input, up to rounding
+(`window_frame`). Per window, inside `patchify` and the streaming encoder (the same function), so offline and
+streaming stay identical.
 - "running": causal exponential statistics, `RunningNormalizer` (time constant `running_tau_s`, default 30 s),
   so a device that never sees the whole recording approximates "recording". Chunked calls equal one call exactly.
 """
@@ -30,11 +36,12 @@ from deploy.errors import SpecError
 from deploy.resample import Resampler, resample
 
 __all__ = ["PreprocessSpec", "SpecError", "Resampler", "resample", "convert_units", "zscore_", "RunningNormalizer",
-           "normalize", "gravity_rotation", "patchify", "unpatchify", "cut_blocks", "overlap_average", "prepare",
+           "normalize", "gravity_rotation", "window_frame", "patchify", "unpatchify", "cut_blocks", "overlap_average", "prepare",
            "StreamingPreparer"]
 
 NORMALIZATIONS = ("recording", "window", "running")
 LAYOUTS = ("BCT", "BTC")
+HORIZONTALS = ("sensor", "principal")
 STANDARD_GRAVITY = 9.80665
 
 
@@ -80,6 +87,7 @@ class PreprocessSpec:
     running_block_s: float = 1.0    # statistics update once per block of this length (see RunningNormalizer)
     min_std: float = 0.0            # "window" only: floor of the z-score's std, in spec units
     gravity_align: bool = False     # "window" only: rotate each window so its mean points along -AccV
+    horizontal: str = "sensor"      # with gravity_align: "sensor" (heading as worn) or "principal" (see above)
 
     def __post_init__(self):
         _check_ranges(self)
@@ -89,6 +97,11 @@ class PreprocessSpec:
             raise SpecError(f"layout {self.layout!r} is not one of {LAYOUTS}")
         if self.units not in ("g", "m/s^2"):
             raise SpecError(f"units {self.units!r} is not one of ('g', 'm/s^2')")
+        if self.horizontal not in HORIZONTALS:
+            raise SpecError(f"horizontal {self.horizontal!r} is not one of {HORIZONTALS}")
+        if self.horizontal != "sensor" and not self.gravity_align:
+            raise SpecError(f"horizontal {self.horizontal!r} turns the plane perpendicular to gravity: it needs "
+                            "gravity_align=True")
         if (self.gravity_align or self.min_std) and self.normalization != "window":
             raise SpecError("gravity_align and min_std act on each window before its z-score: they need "
                             f"normalization 'window', not {self.normalization!r}")
@@ -245,6 +258,25 @@ def gravity_rotation(mean: np.ndarray, units: str = "g") -> np.ndarray:
     return np.eye(3) + k + k @ k / (1.0 + c)
 
 
+def window_frame(window: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The rotation (or rotation and mirror) R, 3x3, that `spec` applies to one window given axis-first, (3, W):
+    R @ window is what the model sees. Gravity (the window's mean) onto -AccV; with horizontal "principal", the
+    horizontal plane onto the principal axes of the window's horizontal acceleration, larger variance first, each
+    axis's sign making the third moment along it >= 0. R depends only on the window's samples: for any orthogonal
+    Q, window_frame(Q @ w) @ Q equals window_frame(w) (up to rounding and ties), the invariance the model relies on.
+    `patchify` and the streaming encoder both call this, on a C-contiguous (3, W) float64 array."""
+    rotation = gravity_rotation(window.mean(axis=1), spec.units)
+    if spec.horizontal == "sensor":
+        return rotation
+    plane = rotation[1:] @ window                      # (2, W) horizontal components
+    plane -= plane.mean(axis=1, keepdims=True)
+    _, vectors = np.linalg.eigh(plane @ plane.T)      # ascending eigenvalues
+    axes = vectors[:, ::-1].T                          # rows: the larger, then the smaller principal axis
+    third = np.einsum("ij,ij,ij->i", *(axes @ plane,) * 3)
+    axes = axes * np.where(third < 0, -1.0, 1.0)[:, None]
+    return np.vstack([rotation[:1], axes @ rotation[1:]])
+
+
 # ---------------------------------------------------------------- model input / output
 
 def patchify(windows: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -257,7 +289,7 @@ def patchify(windows: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         raise SpecError(f"windows must be (B, {spec.window}, 3), got {windows.shape}")
     if spec.gravity_align:
         for w in windows:
-            w[:] = w @ gravity_rotation(w.mean(axis=0), spec.units).T
+            w[:] = w @ window_frame(np.ascontiguousarray(w.T), spec).T
     if spec.normalization == "window":
         zscore_(windows, axis=1, min_std=spec.min_std)
     tokens = (windows / spec.scale).reshape(len(windows), spec.n_patches, spec.patch * 3)

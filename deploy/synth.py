@@ -8,6 +8,13 @@ are kinetic (trembling at 3-8 Hz with the locomotor band suppressed), the rest a
 standing, as voluntary stops do, which carry no label). Durations are log-normal with the median (2.7 s) and 90th
 percentile (15.6 s) of the Kaggle events.csv. Subjects differ in cadence, step amplitude, tremble frequency and
 amplitude, sensor tilt and how often they freeze, so held-out subjects are meaningful.
+
+`SynthOptions` (all off by default; off, every recording is exactly what it was before they existed) adds what the
+real second lab showed the generator lacked: tremor, a narrow 4-6 Hz oscillation during walking and standing that is
+NOT freezing (a real person's 4.5 Hz walking tremor was scored as freezing), and kinetic freezes whose trembling is
+broadband (2-4 to 7-12 Hz noise) instead of a near-sinusoid, so "a narrow 3-8 Hz peak" stops meaning "freezing".
+Their random draws come from a second generator seeded from the recording's seed, so the first one's draws, and with
+them the script, the gait and the labels, stay the same whether they are on or off.
 """
 from __future__ import annotations
 
@@ -41,6 +48,23 @@ class Subject:
     asymmetry: float = 0.0  # left/right step amplitude difference
     ml_gain: float = 0.7   # medio-lateral and antero-posterior sway relative to vertical (real: 0.6-1.0)
     ap_gain: float = 0.8
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """What `synth_recording` adds beyond its original generator (every default: nothing, the original output).
+
+    - tremor_share: the probability that a recording has tremor: bouts (covering 30-90 % of the time, whatever the
+      person does: standing, walking, turning, freezing) of a narrow oscillation at 4-6 Hz (one frequency per
+      recording, 2 % slow jitter), 0.03-0.12 g mostly vertical, labelled as nothing: the labels follow the gait only;
+    - broadband_freezes: the trembling of kinetic freezes is white noise band-passed between a low edge of 2-4 Hz and
+      a high edge of 7-12 Hz (per recording) at the subject's trembling amplitude, instead of a near-sinusoid."""
+    tremor_share: float = 0.0
+    broadband_freezes: bool = False
+
+    @property
+    def active(self) -> bool:
+        return bool(self.tremor_share) or self.broadband_freezes
 
 
 def make_subject(rng: np.random.Generator, subject_id: str = "s00") -> Subject:
@@ -184,8 +208,10 @@ def _controls(rng, segs, n: int, rate_hz: float) -> tuple[dict, np.ndarray, list
     return c, labels, episodes
 
 
-def _gait(rng, subject: Subject, c: dict, n: int, rate_hz: float) -> tuple[np.ndarray, ...]:
-    """Vertical, mediolateral and anteroposterior trunk acceleration of the steps, heel strikes and trembling."""
+def _gait(rng, subject: Subject, c: dict, n: int, rate_hz: float, tremble_wave=None) -> tuple[np.ndarray, ...]:
+    """Vertical, mediolateral and anteroposterior trunk acceleration of the steps, heel strikes and trembling (a
+    near-sinusoid at the subject's frequency, or `tremble_wave` with its RMS, 1/sqrt 2; the draws are the same either
+    way)."""
     loco = c["loco"]
     dt = 1.0 / rate_hz
     jitter = rng.normal(0, 0.002, n)  # 2 ms clock jitter, as phase error of every oscillation
@@ -221,8 +247,36 @@ def _gait(rng, subject: Subject, c: dict, n: int, rate_hz: float) -> tuple[np.nd
     kernel = np.exp(-tk * subject.heel_hz * 1.2) * np.sin(2 * np.pi * subject.heel_hz * tk)
     heel = np.convolve(impulses, kernel / np.abs(kernel).max())[:n]
     v, ap, ml = v + heel, ap - 0.6 * subject.ap_gain * heel, ml + 0.9 * side[step] * heel
-    trem = subject.tremble_g * c["tremble"] * (1 + 0.3 * _slow_noise(rng, n, rate_hz, 0.5)) * np.sin(psi)
+    wave = np.sin(psi) if tremble_wave is None else tremble_wave
+    trem = subject.tremble_g * c["tremble"] * (1 + 0.3 * _slow_noise(rng, n, rate_hz, 0.5)) * wave
     return v + trem + c["rise"], ap + 0.6 * trem, ml + 0.3 * trem
+
+
+def _band_noise(rng, n: int, rate_hz: float, low_hz: float, high_hz: float) -> np.ndarray:
+    """White noise keeping only [low_hz, high_hz] (an FFT mask), scaled to a sinusoid's RMS (1/sqrt 2)."""
+    spectrum = np.fft.rfft(rng.normal(size=n))
+    freqs = np.fft.rfftfreq(n, 1.0 / rate_hz)
+    spectrum[(freqs < low_hz) | (freqs > high_hz)] = 0.0
+    wave = np.fft.irfft(spectrum, n)
+    return wave / (np.sqrt(2.0) * wave.std() + 1e-12)
+
+
+def _tremor(extra, n: int, rate_hz: float) -> tuple[np.ndarray, list]:
+    """(n, 3) trunk acceleration [V, ML, AP] of tremor bouts (SynthOptions.tremor_share) and the bouts in seconds."""
+    envelope, bouts, t = np.zeros(n), [], float(extra.uniform(0, 20))
+    cover = extra.uniform(0.3, 0.9)                       # share of the time with tremor
+    while t < n / rate_hz:
+        length = float(extra.uniform(5, 40))
+        a, b = int(t * rate_hz), min(n, int((t + length) * rate_hz))
+        envelope[a:b] = 1.0
+        bouts.append([round(a / rate_hz, 3), round(b / rate_hz, 3)])
+        t += length + length * (1 - cover) / cover * float(extra.uniform(0.5, 1.5))
+    envelope = _smooth(envelope, int(0.5 * rate_hz)) * extra.uniform(0.03, 0.12) \
+        * (1 + 0.2 * _slow_noise(extra, n, rate_hz, 2.0))
+    freq = extra.uniform(4.0, 6.0) * (1 + 0.02 * _slow_noise(extra, n, rate_hz, 3.0))
+    phase = 2 * np.pi * np.cumsum(freq) / rate_hz + extra.uniform(0, 2 * np.pi)
+    gains = np.array([1.0, extra.uniform(0.1, 0.4), extra.uniform(0.2, 0.6)])   # mostly vertical
+    return (envelope * np.sin(phase))[:, None] * gains, bouts
 
 
 def _sensor(rng, subject: Subject, c: dict, vml_ap: tuple, n: int, rate_hz: float, minutes: float):
@@ -250,22 +304,43 @@ def _sensor(rng, subject: Subject, c: dict, vml_ap: tuple, n: int, rate_hz: floa
     return acc, dropouts
 
 
+def _optional_motion(options: SynthOptions, seed: int, n: int, rate_hz: float) -> tuple:
+    """(trembling waveform or None, tremor (n, 3) or None, meta) of `options`, drawn from their own generator."""
+    extra = np.random.default_rng([seed, 2])
+    wave, tremor, meta = None, None, {"options": asdict(options)}
+    if options.broadband_freezes:
+        low, high = float(extra.uniform(2.0, 4.0)), float(extra.uniform(7.0, 12.0))
+        wave, meta["freeze_band_hz"] = _band_noise(extra, n, rate_hz, low, high), [round(low, 2), round(high, 2)]
+    if extra.random() < options.tremor_share:
+        tremor, meta["tremor_bouts"] = _tremor(extra, n, rate_hz)
+    return wave, tremor, meta
+
+
 def synth_recording(minutes: float = 5.0, seed: int = 0, rate_hz: float = 100.0, units: str = "g",
-                    subject: Subject | None = None, protocol: bool = True) -> Recording:
+                    subject: Subject | None = None, protocol: bool = True,
+                    options: SynthOptions | None = None) -> Recording:
     """One recording; same Recording object the readers give (labels in CLASSES order, meta with the truth).
-    One seeded generator is drawn from in a fixed order (script, controls, gait, sensor): keep that order."""
+    One seeded generator is drawn from in a fixed order (script, controls, gait, sensor): keep that order.
+    `options` (SynthOptions) draw from a second generator, so the first one's draws stay as they were."""
     rng = np.random.default_rng(seed)
     subject = subject or make_subject(np.random.default_rng([seed, 1]), f"s{seed:02d}")
     segs = _script(rng, subject, minutes * 60.0, protocol)
     n = int(round(minutes * 60.0 * rate_hz))
     controls, labels, episodes = _controls(rng, segs, n, rate_hz)
-    acc, dropouts = _sensor(rng, subject, controls, _gait(rng, subject, controls, n, rate_hz), n, rate_hz, minutes)
+    options = options if options is not None and options.active else None
+    wave, tremor, extra_meta = _optional_motion(options, seed, n, rate_hz) if options else (None, None, None)
+    v, ap, ml = _gait(rng, subject, controls, n, rate_hz, wave)
+    if tremor is not None:
+        v, ml, ap = v + tremor[:, 0], ml + tremor[:, 1], ap + tremor[:, 2]
+    acc, dropouts = _sensor(rng, subject, controls, (v, ap, ml), n, rate_hz, minutes)
     if units == "m/s^2":
         acc = acc * 9.80665
     acc = np.round(acc, 6)  # a sensor's resolution (Kaggle files carry 4-6 digits); keeps CSVs compact
     meta = {"subject": subject.id, "seed": seed, "synthetic": True, "protocol": protocol,
             "subject_params": asdict(subject), "episodes": episodes, "dropouts": dropouts,
             "activities": [[s["kind"], round(s["dur"], 3)] for s in segs], "id": f"{subject.id}_{seed}"}
+    if extra_meta:
+        meta["synth_options"] = extra_meta
     return Recording(acc, float(rate_hz), units, time=np.arange(n), labels=labels,
                      mask=np.ones(n, bool), meta=meta)
 

@@ -146,7 +146,7 @@ def stream_setup(spec, streaming=None, state_path=None):
         return spec, None
     if mode == "window":
         return replace(spec, normalization="window"), None
-    running = replace(spec, normalization="running", gravity_align=False, min_std=0.0)
+    running = replace(spec, normalization="running", gravity_align=False, horizontal="sensor", min_std=0.0)
     tau = float(streaming.tau_s or spec.running_tau_s)
     if mode == "running":
         return replace(running, running_tau_s=tau), None

@@ -1,49 +1,115 @@
-"""calibration.blend_choice: the rule that picks the default's fixed blend and threshold on the LOSO folds."""
+"""calibration.blend_choice: the rule that picks the default's network, fixed blend and threshold on the folds."""
 import numpy as np
 import pytest
 
-from calibration.blend_choice import (SENS_FLOOR, card_table, choose, nested, nested_table, replay, rows_of,
-                                      window_terms)
+from calibration.blend_choice import (SENS_FLOOR, Summary, choose, nested, replay, replayed, subject_figures,
+                                      subject_table, summarize, window_terms)
+from calibration.loso import THRESHOLDS
+
+LABS = {"A": "one", "B": "one", "C": "two"}
 
 
-def _fold(subject, episodes, per_on):
-    """A loso fold as calibration.loso writes it: per on-threshold any-FOG figures, and the freeze index's."""
-    model = {on: {"any_fog": {"ap": ap, "sensitivity": sens, "false_alarms": fa, "hours": 0.5,
-                              "false_alarms_per_hour": fa / 0.5, "episodes_true": episodes}}
-             for on, (ap, sens, fa) in per_on.items()}
-    return {"subject": subject, "model": model, "freeze_index": {"any_fog": {"episodes_true": episodes}}}
+def _summary(lab_ap: dict, per_on: dict) -> Summary:
+    """lab_ap: lab -> {left-out subject or "": AP}; per_on: on -> subject -> (episodes, found, alarms, hours)."""
+    counts = {s: {} for s in LABS}
+    for on, subjects in per_on.items():
+        for s, (episodes, found, alarms, hours) in subjects.items():
+            counts[s][on] = {"episodes": episodes, "found": found, "alarms": alarms, "hours": hours, "ap": 0.5}
+    return Summary(dict(LABS), counts, lab_ap)
 
 
-def test_rows_pool_over_subjects_and_seeds_and_judge_sensitivity_on_those_who_froze():
-    nan = float("nan")
-    seed0 = {"folds": [_fold("A", 10, {"0.5": (0.8, 0.9, 2), "0.7": (0.8, 0.6, 0)}),
-                       _fold("B", 0, {"0.5": (nan, nan, 4), "0.7": (nan, nan, 1)})]}
-    rows = {r["on"]: r for r in rows_of(0.5, 0.25, [seed0])}
-    assert rows[0.5]["false_alarms_per_hour"] == 6 / 1.0 and rows[0.7]["false_alarms_per_hour"] == 1.0
-    assert rows[0.5]["min_episode_sensitivity"] == 0.9 and rows[0.5]["mean_ap"] == 0.8   # B never froze
-    seed1 = {"folds": [_fold("A", 10, {"0.5": (0.6, 0.5, 0), "0.7": (0.6, 0.5, 0)}),
-                       _fold("B", 0, {"0.5": (nan, nan, 0), "0.7": (nan, nan, 3)})]}
-    pooled = {r["on"]: r for r in rows_of(0.5, 0.25, [seed0, seed1])}
-    assert pooled[0.5]["min_episode_sensitivity"] == pytest.approx(14 / 20)             # 9 + 5 of 10 + 10 found
-    assert pooled[0.5]["false_alarms_per_hour"] == 6 / 2.0 and pooled[0.5]["mean_ap"] == pytest.approx(0.7)
-    table = card_table(pooled[0.5], {"A": {"ap": 0.5, "sensitivity": 1.0, "false_alarms_per_hour": 9.0}, "B": {}})
-    assert "| A | 0.700 (0.800, 0.600) / 0.500 | 0.70 / 1.00 | 2.0 / 9.0 |" in table
-    assert "| B | - / - | - / - | 4.0 / - |" in table
+FI = _summary({"one": {"": 0.3, "A": 0.3, "B": 0.3}, "two": {"": 0.2, "C": 0.2}},
+              {"fi": {"A": (10, 10, 10, 1.0), "B": (0, 0, 10, 1.0), "C": (10, 10, 20, 1.0)}})
 
 
-def test_choice_keeps_the_sensitivity_floor_then_the_fewest_false_alarms_then_the_best_ap():
-    def row(fa, sens, ap, tag):
-        return {"false_alarms_per_hour": fa, "min_episode_sensitivity": sens, "mean_ap": ap, "tag": tag}
-    rows = [row(1.0, SENS_FLOOR - 0.01, 0.9, "too insensitive"), row(5.0, 0.8, 0.7, "more alarms"),
-            row(3.0, 0.75, 0.6, "tie, worse AP"), row(3.0, SENS_FLOOR, 0.65, "chosen")]
-    assert choose(rows)["tag"] == "chosen"
+def _every_on(subjects):
+    return {f"{on:g}": subjects for on in THRESHOLDS}
+
+
+def test_the_worst_lab_margin_chooses_the_candidate_then_the_floor_and_alarm_ratio_the_threshold():
+    good_one_lab = _summary({"one": {"": 0.9, "A": 0.9, "B": 0.9}, "two": {"": 0.22, "C": 0.22}},
+                            _every_on({"A": (10, 10, 0, 1.0), "B": (0, 0, 0, 1.0), "C": (10, 10, 0, 1.0)}))
+    per_on = _every_on({"A": (10, 10, 20, 1.0), "B": (0, 0, 20, 1.0), "C": (10, 10, 30, 1.0)})
+    per_on["0.8"] = {"A": (10, 8, 5, 1.0), "B": (0, 0, 0, 1.0), "C": (10, 7, 10, 1.0)}    # sens 0.7, ratios 0.25
+    per_on["0.9"] = {"A": (10, 9, 0, 1.0), "B": (0, 0, 0, 1.0), "C": (10, 6, 0, 1.0)}     # C below the floor
+    both_labs = _summary({"one": {"": 0.5, "A": 0.5, "B": 0.5}, "two": {"": 0.4, "C": 0.4}}, per_on)
+    candidates = {("net", 0.5, 1.0): [good_one_lab], ("net", 1.0, 1.0): [both_labs]}
+    chosen = choose(candidates, FI, sorted(LABS))
+    assert (chosen["fi_blend"], chosen["on"]) == (1.0, 0.8)          # margins +0.2/+0.2 beat +0.6/+0.02
+    assert chosen["worst_lab_margin"] == pytest.approx(0.2) and chosen["keeps_floor"]
+    assert chosen["labs"]["two"]["sensitivity"] == pytest.approx(0.7) and SENS_FLOOR == 0.7
+    assert chosen["labs"]["one"]["false_alarms_per_hour"] == pytest.approx(2.5)    # 5 alarms in 2 h
+    # two seeds: AP is their mean, episodes and alarms are pooled
+    second = _summary({"one": {"": 0.3, "A": 0.3, "B": 0.3}, "two": {"": 0.2, "C": 0.2}}, per_on)
+    two_seeds = choose({("net", 1.0, 1.0): [both_labs, second]}, FI, sorted(LABS))
+    assert two_seeds["worst_lab_margin"] == pytest.approx(0.1) and two_seeds["labs"]["one"]["ap_runs"] == [0.5, 0.3]
+
+
+class _Walking:
+    """A walking budget (calibration.walking_budget.WalkingBudget's interface) with given rates per threshold."""
+    max_per_hour = 10.0
+
+    def __init__(self, rates):
+        self.rates, self.asked = rates, []
+
+    def per_hour(self, network, blend, power, thresholds, hysteresis):
+        self.asked.append((network, blend, power))
+        return {on: self.rates(on) for on in thresholds}
+
+
+def test_the_walking_budget_keeps_only_thresholds_quiet_on_real_walking():
+    # no threshold keeps the sensitivity floor: without the budget the lowest wins (the highest sensitivity)
+    per_on = {f"{on:g}": {"A": (10, round(10 - 10 * on), 5, 1.0), "B": (0, 0, 5, 1.0),
+                          "C": (10, round(10 - 10 * on), 5, 1.0)} for on in THRESHOLDS}
+    candidates = {("net", 0.5, 1.0): [_summary({"one": {"": 0.5, "A": 0.5, "B": 0.5}, "two": {"": 0.4, "C": 0.4}},
+                                               per_on)]}
+    assert choose(candidates, FI, sorted(LABS))["on"] == min(THRESHOLDS)
+    walking = _Walking(lambda on: 0.0 if on >= 0.85 else 40.0)
+    chosen = choose(candidates, FI, sorted(LABS), walking)
+    assert chosen["on"] == 0.85 and chosen["walking_false_alarms_per_hour"] == 0.0
+    assert walking.asked == [("net", 0.5, 1.0)]                    # asked about the chosen network and blend only
+    # nothing within the budget: the threshold raising the fewest alarms on walking, the higher on a tie
+    assert choose(candidates, FI, sorted(LABS), _Walking(lambda on: 50.0 - 10 * (on >= 0.8)))["on"] == max(THRESHOLDS)
+
+
+def test_nested_judges_each_subject_at_the_setting_chosen_without_it():
+    # x wins on lab one only through A; without A (only B, who never froze, left in lab one) y wins
+    x = _summary({"one": {"": 0.9, "A": 0.1, "B": 0.9}, "two": {"": 0.5, "C": 0.5}},
+                 _every_on({"A": (10, 10, 1, 1.0), "B": (0, 0, 1, 1.0), "C": (10, 10, 1, 1.0)}))
+    y = _summary({"one": {"": 0.6, "A": 0.6, "B": 0.6}, "two": {"": 0.45, "C": 0.45}},
+                 _every_on({"A": (10, 3, 4, 1.0), "B": (0, 0, 4, 1.0), "C": (10, 10, 4, 1.0)}))
+    candidates = {("x", 0.5, 0.0): [x], ("y", 0.5, 0.0): [y]}
+    assert choose(candidates, FI, sorted(LABS))["network"] == "x"
+    held = nested(candidates, FI)
+    assert held["A"]["network"] == "y" and held["A"]["sensitivity"] == pytest.approx(0.3)
+    assert held["B"]["network"] == "x" and held["C"]["network"] == "x"
+    figures = subject_figures([x], FI, "C", "0.5")
+    assert figures["false_alarms_per_hour"] == 1.0 and figures["fi_false_alarms_per_hour"] == 20.0
+    assert "| A | one | 10 | y / 0.5 / 0 / 0.9 |" in subject_table(held, setting_column=True)
+
+
+def test_summaries_pool_a_lab_and_leave_one_subject_out_of_it():
+    from deploy.recording import Recording
+    rng = np.random.default_rng(0)
+
+    def rec(subject, lab, fog):
+        labels = np.repeat(np.asarray(fog, float)[:, None], 3, axis=1)
+        return Recording(acc=rng.normal(size=(len(fog), 3)), rate_hz=64.0, units="g", labels=labels,
+                         meta={"subject": subject, "lab": lab, "id": subject, "label_kind": "any"})
+    fog = np.r_[np.zeros(640), np.ones(320), np.zeros(640)]
+    recs = [rec("A", "one", fog), rec("B", "one", fog), rec("C", "two", fog)]
+    probs = [fog * 0.9 + 0.05, np.full(len(fog), 0.05), fog * 0.9 + 0.05]   # B: never called
+    summary = summarize(recs, probs, thresholds=(0.5,))
+    assert summary.lab_ap["one"]["B"] == pytest.approx(1.0) and summary.lab_ap["one"]["A"] == pytest.approx(0.2)
+    assert summary.lab_ap["one"][""] < 1.0 and summary.lab_ap["two"][""] == pytest.approx(1.0)
+    assert summary.counts["A"]["0.5"]["found"] == 1 and summary.counts["B"]["0.5"]["found"] == 0
 
 
 def test_replayed_window_terms_equal_predicting_with_the_blended_model(tmp_path):
     """The choice scores each candidate from recorded window terms: the same probabilities as the model itself."""
     torch = pytest.importorskip("torch")
-    from calibration.loso import Recipe, predict, predict_with, saved_fold_model
     from calibration.data import synthetic_recordings
+    from calibration.loso import INVARIANT, Recipe, predict, predict_with, saved_fold_model
     from models import create_model, get_preset
 
     torch.manual_seed(0)
@@ -51,29 +117,41 @@ def test_replayed_window_terms_equal_predicting_with_the_blended_model(tmp_path)
     torch.save(create_model("fog-small", fi_blend=0.0).state_dict(), weights)
     recordings = synthetic_recordings(1, seed=7, minutes=1.0)
     fi_kwargs = {k: v for k, v in get_preset("fog-small").kwargs["fi_kwargs"].items() if k != "power_weight"}
-    calls, spec = window_terms(Recipe(), weights, recordings, fi_kwargs)
-    for blend, power in ((0.5, 0.5), (1.0, 0.0)):
-        recipe = Recipe(model={"fi_blend": blend, "fi_kwargs": {**fi_kwargs, "power_weight": power}})
-        model, _ = saved_fold_model(recipe, weights)
-        want = predict(model, spec, recordings)
-        got = predict_with(replay(calls, blend, power), spec, recordings)
-        np.testing.assert_allclose(got[0], want[0], atol=2e-6)
+    for preprocess in ({}, INVARIANT):
+        calls, spec = window_terms(Recipe(preprocess=preprocess), weights, recordings, fi_kwargs)
+        for blend, power in ((0.5, 0.5), (1.0, 0.0)):
+            recipe = Recipe(preprocess=preprocess,
+                            model={"fi_blend": blend, "fi_kwargs": {**fi_kwargs, "power_weight": power}})
+            model, _ = saved_fold_model(recipe, weights)
+            want = predict(model, spec, recordings)
+            got = predict_with(replay(calls, blend, power), spec, recordings)
+            np.testing.assert_allclose(got[0], want[0], atol=2e-6)
+            np.testing.assert_allclose(replayed(calls, spec, recordings, blend, power)[0], want[0], atol=2e-6)
 
 
-def test_nested_choice_scores_each_subject_at_the_setting_the_others_chose():
-    """A and B froze: each is judged at the candidate chosen on the other subjects (never on itself)."""
-    nan = float("nan")
+def test_each_run_is_replayed_with_the_input_it_was_trained_on_and_its_terms_are_cached(tmp_path):
+    """A run trained on the invariant input is scored on that input (its loso.json's recipe), not the preset's;
+    the recorded window terms are kept beside the fold's weights and read back unchanged."""
+    import json
+    from dataclasses import asdict
+    torch = pytest.importorskip("torch")
+    from calibration.blend_choice import collect
+    from calibration.data import synthetic_recordings
+    from calibration.loso import INVARIANT, RECIPES, Recipe
+    from models import create_model
 
-    def run(a_sens, b_sens, c_alarms):
-        return {"folds": [_fold("A", 10, {"0.5": (0.8, a_sens, 2)}), _fold("B", 10, {"0.5": (0.6, b_sens, 2)}),
-                          _fold("C", 0, {"0.5": (nan, nan, c_alarms)})]}
-    # x keeps A only, y keeps B only, z keeps both but raises the most alarms on C: on all three z is the choice
-    candidates = {(0.25, 0.0): [run(0.9, 0.5, 3)], (0.5, 0.0): [run(0.5, 0.9, 1)], (1.0, 0.0): [run(0.8, 0.8, 5)]}
-    assert choose([r for (b, p), res in candidates.items() for r in rows_of(b, p, res)])["fi_blend"] == 1.0
-    chosen = nested(candidates, ["A", "B", "C"])
-    assert (chosen["A"]["fi_blend"], chosen["A"]["sensitivity"]) == (0.5, 0.5)    # on B, C: y (fewer alarms than z)
-    assert (chosen["B"]["fi_blend"], chosen["B"]["sensitivity"]) == (0.25, 0.5)   # on A, C: x
-    assert chosen["C"]["fi_blend"] == 1.0 and chosen["C"]["chosen_on"] == ["A", "B"]
-    assert chosen["C"]["false_alarms_per_hour"] == 10.0                           # z: 5 alarms in 0.5 h
-    table = nested_table(chosen, {s: {} for s in "ABC"})
-    assert "| A | 0.5 / 0 / 0.5 | 0.800 / - | 0.50 / - | 4.0 / - |" in table
+    run = tmp_path / "loso-x-s0"
+    run.mkdir()
+    torch.manual_seed(0)
+    torch.save(create_model("fog-small", fi_blend=0.0).state_dict(), run / "model-syn3-s00.pt")
+    (run / "loso.json").write_text(json.dumps({"recipe": asdict(Recipe(preprocess=INVARIANT))}))
+    from deploy.recording import write_recording
+    data = write_recording(synthetic_recordings(1, seed=3, minutes=0.5)[0], tmp_path / "syn3-s00.npz", "npz")
+    fi_kwargs = {"rate_hz": 64.0, "eps": 1e-6}
+    _, first = collect([str(data)], {"x": [str(run)]}, RECIPES["blend"], fi_kwargs)
+    (_, calls, spec), = first["x", str(run)]
+    assert spec.horizontal == "principal" and (run / "terms-syn3-s00.npz").is_file()
+    _, again = collect([str(data)], {"x": [str(run)]}, RECIPES["blend"], fi_kwargs)
+    for a, b in zip(calls, again["x", str(run)][0][1]):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)

@@ -96,3 +96,76 @@ def test_default_model_raises_far_fewer_false_alarms_than_the_freeze_index_on_re
     assert ours["false_alarms_per_hour"] < baseline["false_alarms_per_hour"] / 4, (ours, baseline)
     card = json.loads(WEIGHTS.with_suffix(".json").read_text())["figures"]["mobgap_walking"]
     assert card["model"]["unlabelled"]["false_alarms"] == ours["false_alarms"]   # the card's figure is measured here
+
+
+def _turned(recording, rotation):
+    from dataclasses import replace
+    return replace(recording, acc=recording.acc @ rotation.T, meta=dict(recording.meta))
+
+
+def _rotations(seed: int = 25):
+    """Upside down, AP and ML swapped (a mirror), and random 3-D rotations (one of them mirrored)."""
+    rng = np.random.default_rng(seed)
+    out = [np.diag([-1.0, -1.0, 1.0]), np.array([[1.0, 0, 0], [0, 0, 1], [0, 1, 0]])]
+    for mirror in (False, False, True):
+        q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+        q = q * np.sign(np.diag(r))
+        q = q if np.linalg.det(q) > 0 else -q
+        out.append(q @ np.diag([1.0, -1.0, 1.0]) if mirror else q)
+    return out
+
+
+@pytest.mark.shared
+def test_the_default_decides_the_same_however_the_sensor_is_worn(daphnet_dir):
+    """Real recordings of both labs turned by random 3-D rotations (upside down, mirrored, AP and ML swapped): the
+    default's any-FOG AP moves by < 0.02 and its events stay the same (issue 25's rotation test)."""
+    from calibration.data import as_spec
+    from calibration.loso import predict
+    from deploy.events import DEFAULT_SETTINGS
+    from deploy.recording import read_recordings
+    from deploy.scoring import score
+    from models import get_preset
+    from tests.conftest import shared_path
+
+    stanford = shared_path("data", "stanford-imu-fog-64hz")
+    labs = {"daphnet": [daphnet_dir / "S08R01E1.txt", daphnet_dir / "S09R01E1.txt"],
+            "stanford": [stanford / f"{t}.npz" for t in ("pt1_visit_24_tbc_walklr_1_trial_1",
+                                                         "pt6_visit_19_tbc_walklr_0_trial_2",
+                                                         "pt2_visit_25_tbc_walklr_1_trial_1")]}
+    model, preset, _ = load_model("fog-small")
+    spec = as_spec(get_preset(preset).preprocess)
+    settings = {**DEFAULT_SETTINGS, **get_preset(preset).events}
+    for lab, paths in labs.items():
+        recordings = read_recordings([str(p) for p in paths])
+        want = score(recordings, predict(model, spec, recordings), settings)
+        for rotation in _rotations():
+            turned = [_turned(r, rotation) for r in recordings]
+            got = score(turned, predict(model, spec, turned), settings)
+            assert abs(got["any_fog"]["ap"] - want["any_fog"]["ap"]) < 0.02, (lab, rotation, got["any_fog"]["ap"],
+                                                                             want["any_fog"]["ap"])
+            assert [r["events"] for r in got["per_recording"]] == [r["events"] for r in want["per_recording"]], lab
+
+
+@pytest.mark.shared
+def test_the_upside_down_workbooks_of_pt6_are_scored_as_worn_the_right_way_up():
+    """pt6's visit-19 workbooks were recorded with the sensor upside down (AccV +9.6 m/s^2): read as they are, with
+    no per-file setting, the default scores them as it scores the same samples turned the right way up."""
+    pytest.importorskip("openpyxl")
+    from calibration.data import as_spec
+    from calibration.loso import predict
+    from deploy.events import DEFAULT_SETTINGS
+    from deploy.recording import read_recording
+    from deploy.scoring import score
+    from models import get_preset
+    from tests.conftest import shared_path
+
+    worn = read_recording(str(shared_path("data", "stanford-imu-fog", "pt6_visit_19_tbc_walklr_0_trial_2.xlsx")))
+    assert worn.acc[:, 0].mean() > 9.0                               # upside down, as recorded
+    upright = _turned(worn, np.diag([-1.0, -1.0, 1.0]))
+    model, preset, _ = load_model("fog-small")
+    spec = as_spec(get_preset(preset).preprocess)
+    settings = {**DEFAULT_SETTINGS, **get_preset(preset).events}
+    got, want = (score([r], predict(model, spec, [r]), settings) for r in (worn, upright))
+    assert want["any_fog"]["episodes_true"] == 6
+    assert abs(got["any_fog"]["ap"] - want["any_fog"]["ap"]) < 0.02, (got["any_fog"]["ap"], want["any_fog"]["ap"])
+    assert got["per_recording"][0]["events"] == want["per_recording"][0]["events"]

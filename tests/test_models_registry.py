@@ -22,11 +22,12 @@ def test_required_presets_and_their_shape():
     assert small.factory is TransformerLSTMPlus
     assert small.kwargs == dict(c_in=24, c_out=3, seq_len=128, d=128, d_model=64, nhead=4, num_encoder_layers=2,
                                 dim_feedforward=128, num_rnn_layers=1, bidirectional=True, dropout=0.1,
-                                input_zscore=True, fi_blend=1.0,
+                                input_zscore=True, fi_blend=0.25,
                                 fi_kwargs={"rate_hz": 64.0, "power_weight": 1.0, "eps": 1e-6})
     assert small.preprocess == {"rate_hz": 64, "units": "g", "patch": 8, "n_patches": 128,
-                                "normalization": "window", "scale": 1.0, "layout": "BCT", "min_std": 1.0}
-    assert small.events == {"on": 0.9, "off": 0.75, "lookahead_s": 1.0}
+                                "normalization": "window", "scale": 1.0, "layout": "BCT", "min_std": 1.0,
+                                "gravity_align": True, "horizontal": "principal"}
+    assert small.events == {"on": 0.5, "off": 0.35, "lookahead_s": 1.0}
     first = get_preset("fog-1st-place")
     assert first.preprocess == {"rate_hz": 128, "units": "m/s^2", "patch": 18, "n_patches": 864,
                                 "normalization": "recording", "scale": 25.0, "layout": "BCT"}

@@ -187,3 +187,52 @@ def test_gravity_alignment_puts_the_window_mean_on_minus_accv_and_floors_the_std
     assert patchify(still[None], _replace(spec, gravity_align=False)).std() == pytest.approx(1, abs=0.01)
     with pytest.raises(SpecError):
         PreprocessSpec(rate_hz=64, normalization="running", gravity_align=True)
+
+
+def _rotation(rng, mirror=False):
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))                       # a uniformly random orthogonal matrix
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q @ np.diag([1.0, 1.0, -1.0]) if mirror else q
+
+
+def _walking(rng, n=512, rate=64.0):
+    """Gravity on a tilted sensor, steps at 1.8 Hz (vertical) and sway at 0.9 Hz (one horizontal axis)."""
+    t = np.arange(n) / rate
+    x = np.stack([-1 + 0.2 * np.sin(2 * np.pi * 1.8 * t) ** 3, 0.1 * np.sin(2 * np.pi * 0.9 * t + 0.3),
+                  0.15 * np.sin(2 * np.pi * 1.8 * t + 1.0) + 0.05 * np.sin(2 * np.pi * 3.6 * t)], 1)
+    return x @ _rotation(rng).T + rng.normal(size=x.shape) * 0.01
+
+
+def test_the_principal_frame_gives_the_same_input_however_the_sensor_is_turned_or_mirrored():
+    """Upside down, tilted, turned about the vertical, AP and ML swapped or negated: one model input."""
+    from deploy.preprocess import window_frame
+    rng = np.random.default_rng(7)
+    spec = PreprocessSpec(rate_hz=64, patch=8, n_patches=64, normalization="window", min_std=1.0,
+                          gravity_align=True, horizontal="principal")
+    windows = np.stack([_walking(rng) for _ in range(4)])
+    want = patchify(windows, spec)
+    upside_down, swap = np.diag([-1.0, -1.0, 1.0]), np.array([[1.0, 0, 0], [0, 0, 1], [0, 1, 0]])
+    for turn in [upside_down, swap, -swap, *(_rotation(rng, mirror=m) for m in (False, True) for _ in range(4))]:
+        np.testing.assert_allclose(patchify(windows @ turn.T, spec), want, atol=1e-5)
+    frame = window_frame(np.ascontiguousarray(windows[0].T), spec)
+    np.testing.assert_allclose(frame @ frame.T, np.eye(3), atol=1e-12)       # a rotation or a mirror, no scaling
+    seen = frame @ windows[0].T
+    assert seen[0].mean() == pytest.approx(-np.linalg.norm(windows[0].mean(0)))   # gravity reads -|g| on AccV
+    assert seen[1].var() >= seen[2].var() and (seen[1:] - seen[1:].mean(1, keepdims=True)) ** 3 @ np.ones(512) \
+        == pytest.approx(np.abs((seen[1:] - seen[1:].mean(1, keepdims=True)) ** 3 @ np.ones(512)))
+    # without the principal frame the heading is the sensor's: a turn about the vertical changes the input
+    vertical_only = PreprocessSpec(rate_hz=64, patch=8, n_patches=64, normalization="window", gravity_align=True)
+    assert np.abs(patchify(windows @ swap.T, vertical_only) - patchify(windows, vertical_only)).max() > 0.5
+    with pytest.raises(SpecError, match="gravity_align"):
+        PreprocessSpec(rate_hz=64, horizontal="principal")
+    with pytest.raises(SpecError, match="horizontal"):
+        PreprocessSpec(rate_hz=64, gravity_align=True, horizontal="north")
+
+
+def test_specs_without_the_horizontal_field_read_as_before():
+    old = {"rate_hz": 64, "units": "g", "patch": 8, "n_patches": 128, "normalization": "window", "scale": 1.0,
+           "layout": "BCT", "running_tau_s": 30.0, "running_block_s": 1.0, "min_std": 1.0, "gravity_align": False}
+    spec = PreprocessSpec.from_dict(old)
+    assert spec.horizontal == "sensor" and PreprocessSpec.from_dict(spec.to_dict()) == spec

@@ -76,13 +76,13 @@ def test_freeze_index_logit_is_zero_at_bachlins_threshold_and_follows_the_band_r
 def test_default_preset_adds_the_freeze_index_and_power_logit_and_has_no_extra_weights():
     torch.manual_seed(0)
     blended = create_model("fog-small").eval()
-    assert blended.fi_blend == 1.0 and blended.freeze_index.power_weight == 1.0
+    assert blended.fi_blend == 0.25 and blended.freeze_index.power_weight == 1.0
     plain = create_model("fog-small", fi_blend=0.0).eval()
     plain.load_state_dict(blended.state_dict())                     # strict: the same keys, no new weights
     x = torch.from_numpy(patchify(_walk_then_tremble(np.random.default_rng(3)), SPEC))
     with torch.no_grad():
         difference = blended(x) - plain(x)
-        expected = 1.0 * FreezeIndexLogit(SPEC.patch, SPEC.rate_hz, power_weight=1.0, eps=1e-6)(x)
+        expected = 0.25 * FreezeIndexLogit(SPEC.patch, SPEC.rate_hz, power_weight=1.0, eps=1e-6)(x)
     torch.testing.assert_close(difference, expected.expand_as(difference), atol=1e-4, rtol=1e-4)
 
 

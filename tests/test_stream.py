@@ -106,10 +106,11 @@ def test_streamed_events_equal_offline_events(bundle, engine):
     assert counters.events == len(events)
 
 
-def test_gravity_alignment_and_std_floor_stream_as_offline(bundle, engine):
+@pytest.mark.parametrize("horizontal", ["sensor", "principal"])
+def test_gravity_alignment_and_std_floor_stream_as_offline(bundle, engine, horizontal):
     from deploy.preprocess import gravity_rotation
     spec = replace(PreprocessSpec.from_dict(bundle.manifest["input"]["preprocess"]), gravity_align=True,
-                   min_std=0.05)
+                   horizontal=horizontal, min_std=0.05)
     rec = walking_recording(seconds=30.0)
     tilt = gravity_rotation(np.array([-0.8, 0.3, 0.52]))    # a belt tilted by ~37 degrees
     rec.acc = rec.acc @ tilt                                # gravity moves off AccV
@@ -117,5 +118,6 @@ def test_gravity_alignment_and_std_floor_stream_as_offline(bundle, engine):
     got, _, _ = stream(rec, spec, engine, hop=32, lookahead=32)
     expected = predict_recording(rec, spec, batch_infer(engine), 32, 32)
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    plain = predict_recording(rec, replace(spec, gravity_align=False, min_std=0.0), batch_infer(engine), 32, 32)
+    plain = predict_recording(rec, replace(spec, gravity_align=False, horizontal="sensor", min_std=0.0),
+                              batch_infer(engine), 32, 32)
     assert np.abs(plain - expected).max() > 1e-3           # the options change what the model sees

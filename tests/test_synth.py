@@ -112,3 +112,42 @@ def test_walking_has_the_heel_strikes_and_sway_of_real_walking(mobgap_dir):
     median = np.median(synth, axis=0)
     # freeze index, 8-20 Hz share, ML/V and AP/V sd ratios: each synthetic median inside the real 10-90 % range
     assert np.all((lo <= median) & (median <= hi)), (lo, median, hi)
+
+
+def _band_peakedness(v, rate, lo=3.0, hi=8.0):
+    """Share of the 3-8 Hz power in its strongest 0.5 Hz: near 1 for a sinusoid, small for broadband noise."""
+    f = np.fft.rfftfreq(len(v), 1 / rate)
+    p = np.abs(np.fft.rfft(v - v.mean())) ** 2
+    band = (f >= lo) & (f < hi)
+    peak = f[band][np.argmax(p[band])]
+    return p[band & (np.abs(f - peak) < 0.25)].sum() / p[band].sum()
+
+
+def test_options_off_change_nothing_and_tremor_is_never_labelled_freezing():
+    from deploy.synth import SynthOptions
+    plain = synth_recording(2, seed=7)
+    off = synth_recording(2, seed=7, options=SynthOptions())
+    assert np.array_equal(plain.acc, off.acc) and "synth_options" not in off.meta
+    tremor = synth_recording(2, seed=7, options=SynthOptions(tremor_share=1.0))
+    assert np.array_equal(tremor.labels, plain.labels)           # tremor is not freezing: labels follow the gait
+    bouts = tremor.meta["synth_options"]["tremor_bouts"]
+    assert bouts and not np.array_equal(tremor.acc, plain.acc)
+    a, b = (int(x * tremor.rate_hz) for x in bouts[0])
+    added = tremor.acc[a:b, 0] - plain.acc[a:b, 0]                 # what the tremor added during its first bout
+    f = np.fft.rfftfreq(len(added), 1 / tremor.rate_hz)
+    assert 4.0 <= f[np.argmax(np.abs(np.fft.rfft(added)))] <= 6.0 and _band_peakedness(added, tremor.rate_hz) > 0.5
+
+
+def test_broadband_freezes_tremble_over_a_band_not_at_one_frequency():
+    from deploy.synth import SynthOptions
+    freezing = [synth_recording(3, seed=s, options=SynthOptions(broadband_freezes=True)) for s in range(3)]
+    sine = [synth_recording(3, seed=s) for s in range(3)]
+
+    def peakedness(recs):
+        out = []
+        for r in recs:
+            frozen = r.labels.max(1) > 0
+            if frozen.sum() > 4 * r.rate_hz:
+                out.append(_band_peakedness(r.acc[frozen, 0], r.rate_hz))
+        return np.median(out)
+    assert peakedness(freezing) < peakedness(sine)

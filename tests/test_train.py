@@ -146,3 +146,10 @@ def test_untyped_windows_are_trained_on_any_fog():
     logits.requires_grad_(True)
     fog_loss(logits, targets, mask, typed).backward()
     assert (logits.grad[1, 0] != 0).tolist() == [False, True, False]
+
+
+def test_end_weight_weighs_the_last_two_seconds_of_a_window():
+    from calibration.train import end_weights
+    w = end_weights(128, 0.125, 3.0)[0, :, 0]
+    assert w.shape == (128,) and (w[:112] == 1).all() and (w[112:] == 4).all()
+    assert (end_weights(128, 0.125, 0.0) == 1).all()

@@ -49,7 +49,8 @@ def fixed_statistics(spec, recordings, data: str) -> dict:
     """Per-axis statistics of the recordings after units and resampling (prepare with the per-window
     normalization, which `prepare` leaves to the model input): the "fixed" option's numbers. Export takes them
     from the synthetic training-like recordings, never from the fidelity data they are then judged on."""
-    plain = replace(spec, normalization="window", gravity_align=False, min_std=0.0)
+    plain = replace(spec, normalization="window", gravity_align=False, horizontal="sensor",
+                    min_std=0.0)
     return {**recording_statistics(prepare(r, plain) for r in recordings), "data": data}
 
 

@@ -246,16 +246,19 @@ def normalize(x: np.ndarray, mode: str, rate_hz: float | None = None, tau_s: flo
 def gravity_rotation(mean: np.ndarray, units: str = "g") -> np.ndarray:
     """The smallest rotation R (3x3) with R @ mean along -AccV (Rodrigues). Identity when |mean| is below 0.1 g
     (no gravity to align: a sensor reading zeros, or a signal already centred)."""
-    mean = np.asarray(mean, dtype=np.float64)
-    norm = float(np.linalg.norm(mean))
+    x, y, z = (float(v) for v in mean)
+    norm = math.sqrt(x * x + y * y + z * z)
     if norm < 0.1 * (STANDARD_GRAVITY if units == "m/s^2" else 1.0):
         return np.eye(3)
-    a, b = mean / norm, np.array([-1.0, 0.0, 0.0])
-    v, c = np.cross(a, b), float(a @ b)
-    if c < -1.0 + 1e-9:                      # pointing straight up: turn half a circle about AccAP
+    x, y, z = x / norm, y / norm, z / norm
+    if x > 1.0 - 1e-9:                       # pointing straight up: turn half a circle about AccAP
         return np.diag([-1.0, -1.0, 1.0])
-    k = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-    return np.eye(3) + k + k @ k / (1.0 + c)
+    # R = I + K + K^2 / (1 + c) with axis a x (-1, 0, 0) = (0, -z, y) and c = -x, written out (np.cross and the
+    # matrix products cost more than the rest of a window's frame)
+    f = 1.0 / (1.0 - x)
+    return np.array([[1.0 - (y * y + z * z) * f, -y, -z],
+                     [y, 1.0 - y * y * f, -y * z * f],
+                     [z, -y * z * f, 1.0 - z * z * f]])
 
 
 def window_frame(window: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -270,10 +273,13 @@ def window_frame(window: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         return rotation
     plane = rotation[1:] @ window                      # (2, W) horizontal components
     plane -= plane.mean(axis=1, keepdims=True)
-    _, vectors = np.linalg.eigh(plane @ plane.T)      # ascending eigenvalues
-    axes = vectors[:, ::-1].T                          # rows: the larger, then the smaller principal axis
-    third = np.einsum("ij,ij,ij->i", *(axes @ plane,) * 3)
-    axes = axes * np.where(third < 0, -1.0, 1.0)[:, None]
+    (sxx, sxy), (_, syy) = plane @ plane.T
+    angle = 0.5 * math.atan2(2.0 * sxy, sxx - syy)     # the larger principal axis of the 2x2 covariance
+    cos, sin = math.cos(angle), math.sin(angle)
+    axes = np.array([[cos, sin], [-sin, cos]])         # rows: the larger, then the smaller principal axis
+    along = axes @ plane
+    third = (along * along * along).sum(axis=1)
+    axes *= np.where(third < 0, -1.0, 1.0)[:, None]
     return np.vstack([rotation[:1], axes @ rotation[1:]])
 
 

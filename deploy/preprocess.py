@@ -244,8 +244,9 @@ def normalize(x: np.ndarray, mode: str, rate_hz: float | None = None, tau_s: flo
 # ---------------------------------------------------------------- gravity alignment
 
 def gravity_rotation(mean: np.ndarray, units: str = "g") -> np.ndarray:
-    """The smallest rotation R (3x3) with R @ mean along -AccV (Rodrigues). Identity when |mean| is below 0.1 g
-    (no gravity to align: a sensor reading zeros, or a signal already centred)."""
+    """The smallest rotation R (3x3) with R @ mean along -AccV: Rodrigues' I + K + K^2 / (1 + c), axis
+    a x (-1, 0, 0) = (0, -z, y), c = -x, written out (np.cross and matrix products cost more than the rest of a
+    window's frame). Identity when |mean| is below 0.1 g (no gravity: a sensor reading zeros, a centred signal)."""
     x, y, z = (float(v) for v in mean)
     norm = math.sqrt(x * x + y * y + z * z)
     if norm < 0.1 * (STANDARD_GRAVITY if units == "m/s^2" else 1.0):
@@ -253,8 +254,6 @@ def gravity_rotation(mean: np.ndarray, units: str = "g") -> np.ndarray:
     x, y, z = x / norm, y / norm, z / norm
     if x > 1.0 - 1e-9:                       # pointing straight up: turn half a circle about AccAP
         return np.diag([-1.0, -1.0, 1.0])
-    # R = I + K + K^2 / (1 + c) with axis a x (-1, 0, 0) = (0, -z, y) and c = -x, written out (np.cross and the
-    # matrix products cost more than the rest of a window's frame)
     f = 1.0 / (1.0 - x)
     return np.array([[1.0 - (y * y + z * z) * f, -y, -z],
                      [y, 1.0 - y * y * f, -y * z * f],
@@ -275,11 +274,8 @@ def window_frame(window: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     plane -= plane.mean(axis=1, keepdims=True)
     (sxx, sxy), (_, syy) = plane @ plane.T
     angle = 0.5 * math.atan2(2.0 * sxy, sxx - syy)     # the larger principal axis of the 2x2 covariance
-    cos, sin = math.cos(angle), math.sin(angle)
-    axes = np.array([[cos, sin], [-sin, cos]])         # rows: the larger, then the smaller principal axis
-    along = axes @ plane
-    third = (along * along * along).sum(axis=1)
-    axes *= np.where(third < 0, -1.0, 1.0)[:, None]
+    axes = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])   # larger, smaller
+    axes *= np.where(((a := axes @ plane) * a * a).sum(axis=1) < 0, -1.0, 1.0)[:, None]   # third moment >= 0
     return np.vstack([rotation[:1], axes @ rotation[1:]])
 
 

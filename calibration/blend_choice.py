@@ -311,6 +311,18 @@ def collect(data, runs_by_network: dict, recipe, fi_kwargs: dict):
     return recordings, terms
 
 
+def walking_budget(args, runs_by_network: dict, recipe, fi_kwargs: dict):
+    """`--walking`'s calibration.walking_budget.WalkingBudget: each candidate's fold networks on the walking
+    recordings, each fed its run's input, their window terms cached beside the weights (terms-<fold>-walking.npz)."""
+    from calibration.walking_budget import WalkingBudget
+    walking = read_recordings(args.walking, mapping="mobgap")
+
+    def fold_networks(network):
+        return [cached_terms(run_recipe(run, recipe), weights, walking, fi_kwargs, tag="walking")
+                for run in runs_by_network[network] for weights in sorted(Path(run).glob("model-*.pt"))]
+    return WalkingBudget(walking, fold_networks, replayed, args.walking_max)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration.blend_choice", description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="+", help="the real recordings of the LOSO runs (both labs' folders)")
@@ -351,15 +363,7 @@ def main(argv=None) -> int:
                 progress.update()
     if args.screen:
         return screen(candidates, fi, args.out)
-    budget = None
-    if args.walking:
-        from calibration.walking_budget import WalkingBudget
-        walking = read_recordings(args.walking, mapping="mobgap")
-
-        def fold_networks(network):   # each fold network of the candidate's runs, on the walking recordings
-            return [cached_terms(run_recipe(run, recipe), weights, walking, fi_kwargs, tag="walking")
-                    for run in runs_by_network[network] for weights in sorted(Path(run).glob("model-*.pt"))]
-        budget = WalkingBudget(walking, fold_networks, replayed, args.walking_max)
+    budget = args.walking and walking_budget(args, runs_by_network, recipe, fi_kwargs)
     chosen = choose(candidates, fi, sorted(fi.lab), budget)
     key = (chosen["network"], chosen["fi_blend"], chosen["power_weight"])
     per_subject = {s: subject_figures(candidates[key], fi, s, f"{chosen['on']:g}") for s in sorted(fi.lab)}

@@ -268,6 +268,8 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
     bar = _RunProgress(config, state["epoch"], enabled=progress)
     started = time.perf_counter() - state["seconds"]
     stopped_early = False
+    augment = augmenter(config.augment)
+    loss_weights = end_weights(spec.n_patches, spec.patch / spec.rate_hz, config.end_weight)   # ones without it
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if state["since_best"] >= config.patience:
             stopped_early = True
@@ -278,11 +280,9 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
         for step in range(1, config.steps_per_epoch + 1):
             batch = cut_windows(train, sample_starts(train, spec.window, config.batch_size, rng,
                                                      config.class_share), spec,
-                                augment=augmenter(config.augment), rng=rng)
+                                augment=augment, rng=rng)
             logits = model(torch.from_numpy(batch.x))
-            mask = batch.mask if not config.end_weight else \
-                batch.mask * end_weights(batch.mask.shape[1], spec.patch / spec.rate_hz, config.end_weight)
-            loss = fog_loss(logits, torch.from_numpy(batch.labels), torch.from_numpy(mask),
+            loss = fog_loss(logits, torch.from_numpy(batch.labels), torch.from_numpy(batch.mask * loss_weights),
                             None if batch.typed is None else torch.from_numpy(batch.typed))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

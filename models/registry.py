@@ -123,21 +123,21 @@ register(Preset(
     description="fog-small's recipe at 3x the width (192, 4 heads, feed-forward 384) with 2 BiLSTM layers "
                 "(192 and 384 per direction): 3.6 M parameters, for measuring the CPU plans on trained weights"))
 
+# fog-small's windows in fog-small's frame (gravity, principal horizontal axes: however the sensor is worn)
+_SMALL_WINDOWS = _fog_preprocess(rate_hz=64, units="g", patch=8, n_patches=128, normalization="window", scale=1.0,
+                                 gravity_align=True, horizontal="principal")
+
 register(Preset(
     name="fog-lstm-attention",
     factory=LSTMAttentionPlus,
     kwargs=dict(c_in=24, c_out=3, seq_len=128, d=128, hidden_size=32, bidirectional=True, encoder_layers=2,
                 n_heads=4, d_ff=128, flatten=False, use_bn=False),
-    preprocess=_fog_preprocess(rate_hz=64, units="g", patch=8, n_patches=128, normalization="window", scale=1.0,
-                               gravity_align=True, horizontal="principal"),
+    preprocess=dict(_SMALL_WINDOWS),
     description="recurrence first, attention second (tsai LSTMAttentionPlus, BatchNorm TST layers) on "
                 "fog-small's windows; per-patch logits"))
 
 
 # --- one small preset per remaining family, all on fog-small's windows ------------------------------------------
-# fog-small's windows in fog-small's frame (gravity, principal horizontal axes: however the sensor is worn)
-_SMALL_WINDOWS = _fog_preprocess(rate_hz=64, units="g", patch=8, n_patches=128, normalization="window", scale=1.0,
-                                 gravity_align=True, horizontal="principal")
 _TRANSFORMER_RNN = dict(c_in=24, c_out=3, seq_len=128, d=128, d_model=64, nhead=4, num_encoder_layers=2,
                         dim_feedforward=128, num_rnn_layers=1, bidirectional=True, dropout=0.1)
 _RNN_ATTENTION = dict(c_in=24, c_out=3, seq_len=128, d=128, hidden_size=32, bidirectional=True, encoder_layers=2,

@@ -95,6 +95,9 @@ RECIPES = {
     "invariant-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0),
     "invariant-tremor-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0,
                                    synth={"tremor_share": 0.5, "broadband_freezes": True}),
+    # round three (CHOICE_RULE_ROUND3.md): the shipped invariant-long with round two's tremor subjects
+    "invariant-long-tremor": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40,
+                                    synth={"tremor_share": 0.5, "broadband_freezes": True}),
     # fixed band powers (freeze-index ingredients) per patch beside the learnt embedding (models.spectral)
     "spectral": Recipe(model={"spectral": {"rate_hz": 64.0, "window_s": 4.0}, **NO_BLEND}),
     # the shipped recipe: trained as "plain", then predicting with the preset's fixed freeze-index logit added

@@ -92,9 +92,9 @@ register(Preset(
     # horizontal plane on its principal axes: the input, and so every decision, is the same however the sensor is worn.
     preprocess=_fog_preprocess(rate_hz=64, units="g", patch=8, n_patches=128, normalization="window", scale=1.0,
                                min_std=1.0, gravity_align=True, horizontal="principal"),
-    # chosen on the folds of both labs (calibration.blend_choice by models/weights/CHOICE_RULE.md) at a 1 s
+    # chosen on the folds of both labs (calibration.blend_choice by models/weights/CHOICE_RULE_ROUND3.md) at a 1 s
     # look-ahead, not inherited; the look-ahead goes with them (export's look-ahead sweep shows what others do)
-    events={"on": 0.5, "off": 0.35, "lookahead_s": 1.0},
+    events={"on": 0.4, "off": 0.25, "lookahead_s": 1.0},
     description="bundled default, fast on CPU: 16 s window at 64 Hz in 125 ms patches; 2 encoder layers "
                 "(64 wide, 4 heads) + 1 BiLSTM, per-patch logits, plus 0.25 x a fixed freeze-index logit with a "
                 "band-power term (models.spectral; no parameters); input in each window's own frame (gravity, "

@@ -26,9 +26,9 @@ RUN=${RUN:-runs/default-fog-small}
 WALKING=${WALKING:-../shared/data/mobgap-walking}
 CANDIDATES=${CANDIDATES:-"plain invariant invariant-half invariant-lowpass invariant-long vertical-augmented"}
 ROUND2=${ROUND2:-"invariant-tremor invariant-end invariant-tremor-end"}
-FINALISTS=${FINALISTS:-"invariant-long invariant-tremor"}   # the rules' finalists on the shared folds (MODEL_CARD.md)
-SHIPPED=${SHIPPED:-invariant-long}   # their choice: the recipe of the final model when LOSO=0
-SEEDS=${SEEDS:-0}   # the rule asks for 0 1 2; the shipped choice was made on seed 0 (MODEL_CARD.md says why)
+FINALISTS=${FINALISTS:-"invariant-long invariant-long-tremor"}   # round three's incumbent and candidate (CHOICE_RULE_ROUND3.md)
+SHIPPED=${SHIPPED:-invariant-long-tremor}   # their choice: the recipe of the final model when LOSO=0
+SEEDS=${SEEDS:-"0 1"}   # round three chose on two seeds pooled (CHOICE_RULE_ROUND3.md; round one asked for three)
 JOBS=${JOBS:-1}                                         # folds in parallel (2 only on an otherwise idle machine)
 for d in "${DATA[@]}"; do
   if [ ! -d "$d" ]; then

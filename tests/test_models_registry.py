@@ -27,7 +27,7 @@ def test_required_presets_and_their_shape():
     assert small.preprocess == {"rate_hz": 64, "units": "g", "patch": 8, "n_patches": 128,
                                 "normalization": "window", "scale": 1.0, "layout": "BCT", "min_std": 1.0,
                                 "gravity_align": True, "horizontal": "principal"}
-    assert small.events == {"on": 0.5, "off": 0.35, "lookahead_s": 1.0}
+    assert small.events == {"on": 0.4, "off": 0.25, "lookahead_s": 1.0}
     first = get_preset("fog-1st-place")
     assert first.preprocess == {"rate_hz": 128, "units": "m/s^2", "patch": 18, "n_patches": 864,
                                 "normalization": "recording", "scale": 25.0, "layout": "BCT"}

@@ -236,7 +236,8 @@ def nested_pooled(held_out: dict, terms: dict, fi_probs: dict) -> dict:
         runs = [folds for (network, _), folds in terms.items() if network == m["network"]]
         for k, folds in enumerate(runs):
             test, calls, spec = next(f for f in folds if fold_of(f[0][0]) == subject)
-            probs = replayed(calls, spec, test, m["fi_blend"], m["power_weight"])
+            # any-FOG, one event per freeze (the bundle's `any` mode), as `summarize` and the device score it
+            probs = [p.max(1) for p in replayed(calls, spec, test, m["fi_blend"], m["power_weight"])]
             recs, ps, ons = per_run.setdefault(k, ([], [], []))
             recs += test
             ps += probs

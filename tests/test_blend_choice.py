@@ -155,3 +155,34 @@ def test_each_run_is_replayed_with_the_input_it_was_trained_on_and_its_terms_are
     for a, b in zip(calls, again["x", str(run)][0][1]):
         for u, v in zip(a, b):
             np.testing.assert_array_equal(u, v)
+
+
+def test_nested_figures_raise_events_as_the_choice_and_the_device_do(tmp_path):
+    """nested_pooled scores each recording's any-FOG score (one event per freeze, the bundle's `any` mode) exactly
+    as summarize does; scoring the (n, 3) class columns raised a false alarm per class and inflated its rates."""
+    import json
+    from dataclasses import asdict
+    torch = pytest.importorskip("torch")
+    from calibration.blend_choice import collect, nested_pooled
+    from calibration.data import synthetic_recordings
+    from calibration.loso import INVARIANT, RECIPES, Recipe
+    from deploy.recording import write_recording
+    from deploy.scoring import freeze_index_probability
+    from models import create_model
+
+    run = tmp_path / "loso-x-s0"
+    run.mkdir()
+    torch.manual_seed(0)
+    torch.save(create_model("fog-small", fi_blend=0.0).state_dict(), run / "model-syn5-s00.pt")
+    (run / "loso.json").write_text(json.dumps({"recipe": asdict(Recipe(preprocess=INVARIANT))}))
+    data = write_recording(synthetic_recordings(1, seed=5, minutes=2.0)[0], tmp_path / "syn5-s00.npz", "npz")
+    recordings, terms = collect([str(data)], {"x": [str(run)]}, RECIPES["blend"], {"rate_hz": 64.0, "eps": 1e-6})
+    (test, calls, spec), = terms["x", str(run)]
+    subject, on = test[0].meta["subject"], 0.3
+    counts = summarize(test, replayed(calls, spec, test, 0.25, 1.0), thresholds=(on,)).counts[subject]["0.3"]
+    assert counts["alarms"] > 0          # an untrained network: alarms to count
+    held = {subject: {"network": "x", "fi_blend": 0.25, "power_weight": 1.0, "on": on}}
+    pooled = nested_pooled(held, terms, {r.meta["id"]: freeze_index_probability(r) for r in recordings})
+    (figures,) = pooled.values()
+    assert figures["false_alarms_per_hour"] == pytest.approx(counts["alarms"] / counts["hours"])
+    assert figures["sensitivity"] == pytest.approx(counts["found"] / counts["episodes"])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default model (models/weights/fog-small.pt + .json) and every figure of its model card:
-#   bash scripts/train_default.sh                  # the finalists' LOSO (3 seeds each), the choice, LOLO, the final model
+#   bash scripts/train_default.sh                  # the finalists' LOSO (2 seeds each), the choice, LOLO, the final model
 #   SCREEN=1 bash scripts/train_default.sh         # also the screens: round one (models/weights/CHOICE_RULE.md) and
 #                                                  # round two (CHOICE_RULE_ROUND2.md), every candidate, seed 0
 #   LOSO=0 bash scripts/train_default.sh           # only the final model and its report (no folds)
@@ -14,6 +14,9 @@
 # 3. calibration.blend_choice over the finalists chooses network, fi_blend, power_weight and the on-threshold,
 #    with the walking budget (CHOICE_RULE_ROUND2.md's amendment: at most 10 false alarms/h on mobgap walking);
 #    the preset fog-small carries the choice (models/registry.py; the command says whether it does);
+# round three (CHOICE_RULE_ROUND3.md): the finalists are the shipped round-two recipe and the same with tremor
+#    subjects, two seeds each; the candidate replaces the incumbent beyond the seed noise or on more of issue 25's
+#    bars (calibration.issue_bars prints them). On these runs blend_choice's own pick is the same network and setting;
 # then: the chosen recipe's fold figures with the blend (--reblend), leave-one-lab-out, the final model on everything
 # shared (seed 0), the report (synthetic, mobgap, INT8) and the jetson bundle's INT8 graph against float on both labs.
 set -euo pipefail
@@ -73,6 +76,7 @@ if [ "${LOSO:-1}" = 1 ]; then
   done
   "$PY" -m calibration.blend_choice "${DATA[@]}" "${PLAIN[@]}" --walking "$WALKING" --out "$RUN/blend-choice"
   stamp "blend choice"
+  "$PY" -m calibration.issue_bars "$RUN/blend-choice/choice.json"
   CHOSEN=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen']['network'].split('loso-',1)[1])" \
            "$RUN/blend-choice/choice.json")
   for SEED in $SEEDS; do   # the shipped recipe's fold figures: the chosen network's folds with the preset's blend

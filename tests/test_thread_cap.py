@@ -60,6 +60,14 @@ def test_on_a_busy_machine_no_cap_is_set_and_the_reason_says_why():
     assert threads.choose_threads({"1": 1.0, "2": 2.0})["others_cores"] is None   # the OS did not say: trusted
 
 
+def test_a_recorded_cap_is_reproduced_from_its_own_fields():
+    """The reason quotes the other processes' cores as the cap records them: 0.4449 used to be quoted as 0.44 but
+    stored as 0.445, which reads back as 0.45, so a manifest's cap could not be re-derived from its own fields."""
+    cap = threads.choose_threads({"1": 1.0, "2": 0.9}, others_cores=0.4449)
+    again = threads.choose_threads(cap["latency_ms"], cap["margin"], cap["others_cores"])
+    assert again == cap and "0.45 cores" in cap["reason"] and cap["others_cores"] == 0.445
+
+
 def test_other_processes_are_the_machine_s_cpu_less_this_process_s(monkeypatch):
     readings = iter([(100.0, 10.0), (103.0, 11.0)])  # machine-wide and own CPU seconds, at entry and exit
     clock = iter([50.0, 52.0])                        # two seconds of wall time

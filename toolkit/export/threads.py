@@ -74,6 +74,8 @@ def choose_threads(latency_ms: dict[str, float], margin: float = MARGIN, others_
     if not latency_ms:
         raise ValueError("choose_threads needs at least one measured thread count")
     figures = ", ".join(f"{k} thread{'s' if int(k) > 1 else ''} {ms:.3f} ms" for k, ms in latency_ms.items())
+    # rounded once, as recorded: the reason quotes the recorded figure, so the cap re-derives from its own fields
+    others_cores = None if others_cores is None else round(others_cores, 3)
     busy = others_cores is not None and others_cores > BUSY_CORES
     threads = max(int(k) for k in latency_ms) if busy else fewest_within(latency_ms, margin)
     plural = "s" if threads > 1 else ""
@@ -83,7 +85,7 @@ def choose_threads(latency_ms: dict[str, float], margin: float = MARGIN, others_
         (f"{threads} thread{plural}: {figures} (wall median per call, interleaved; the fewest threads within "
          f"{margin:.0%} of the fastest)")
     return {"threads": threads, "latency_ms": dict(latency_ms), "margin": margin, "reason": reason,
-            "others_cores": None if others_cores is None else round(others_cores, 3)}
+            "others_cores": others_cores}
 
 
 def measure_threads(open_at: Callable[[int], object], example, budget: int | None = None) -> dict:

@@ -129,24 +129,34 @@ def test_replayed_window_terms_equal_predicting_with_the_blended_model(tmp_path)
             np.testing.assert_allclose(replayed(calls, spec, recordings, blend, power)[0], want[0], atol=2e-6)
 
 
-def test_each_run_is_replayed_with_the_input_it_was_trained_on_and_its_terms_are_cached(tmp_path):
-    """A run trained on the invariant input is scored on that input (its loso.json's recipe), not the preset's;
-    the recorded window terms are kept beside the fold's weights and read back unchanged."""
+def _one_fold_run(tmp_path, seed: int, minutes: float):
+    """A LOSO run of one fold (an untrained fog-small network trained, says its loso.json, on the invariant input)
+    and the synthetic recording of the subject it held out: (run folder, recording file)."""
     import json
     from dataclasses import asdict
     torch = pytest.importorskip("torch")
-    from calibration.blend_choice import collect
     from calibration.data import synthetic_recordings
-    from calibration.loso import INVARIANT, RECIPES, Recipe
+    from calibration.loso import INVARIANT, Recipe
+    from deploy.recording import write_recording
     from models import create_model
 
     run = tmp_path / "loso-x-s0"
     run.mkdir()
     torch.manual_seed(0)
-    torch.save(create_model("fog-small", fi_blend=0.0).state_dict(), run / "model-syn3-s00.pt")
+    torch.save(create_model("fog-small", fi_blend=0.0).state_dict(), run / f"model-syn{seed}-s00.pt")
     (run / "loso.json").write_text(json.dumps({"recipe": asdict(Recipe(preprocess=INVARIANT))}))
-    from deploy.recording import write_recording
-    data = write_recording(synthetic_recordings(1, seed=3, minutes=0.5)[0], tmp_path / "syn3-s00.npz", "npz")
+    data = write_recording(synthetic_recordings(1, seed=seed, minutes=minutes)[0], tmp_path / f"syn{seed}-s00.npz",
+                           "npz")
+    return run, data
+
+
+def test_each_run_is_replayed_with_the_input_it_was_trained_on_and_its_terms_are_cached(tmp_path):
+    """A run trained on the invariant input is scored on that input (its loso.json's recipe), not the preset's;
+    the recorded window terms are kept beside the fold's weights and read back unchanged."""
+    from calibration.blend_choice import collect
+    from calibration.loso import RECIPES
+
+    run, data = _one_fold_run(tmp_path, seed=3, minutes=0.5)
     fi_kwargs = {"rate_hz": 64.0, "eps": 1e-6}
     _, first = collect([str(data)], {"x": [str(run)]}, RECIPES["blend"], fi_kwargs)
     (_, calls, spec), = first["x", str(run)]
@@ -160,22 +170,11 @@ def test_each_run_is_replayed_with_the_input_it_was_trained_on_and_its_terms_are
 def test_nested_figures_raise_events_as_the_choice_and_the_device_do(tmp_path):
     """nested_pooled scores each recording's any-FOG score (one event per freeze, the bundle's `any` mode) exactly
     as summarize does; scoring the (n, 3) class columns raised a false alarm per class and inflated its rates."""
-    import json
-    from dataclasses import asdict
-    torch = pytest.importorskip("torch")
     from calibration.blend_choice import collect, nested_pooled
-    from calibration.data import synthetic_recordings
-    from calibration.loso import INVARIANT, RECIPES, Recipe
-    from deploy.recording import write_recording
+    from calibration.loso import RECIPES
     from deploy.scoring import freeze_index_probability
-    from models import create_model
 
-    run = tmp_path / "loso-x-s0"
-    run.mkdir()
-    torch.manual_seed(0)
-    torch.save(create_model("fog-small", fi_blend=0.0).state_dict(), run / "model-syn5-s00.pt")
-    (run / "loso.json").write_text(json.dumps({"recipe": asdict(Recipe(preprocess=INVARIANT))}))
-    data = write_recording(synthetic_recordings(1, seed=5, minutes=2.0)[0], tmp_path / "syn5-s00.npz", "npz")
+    run, data = _one_fold_run(tmp_path, seed=5, minutes=2.0)
     recordings, terms = collect([str(data)], {"x": [str(run)]}, RECIPES["blend"], {"rate_hz": 64.0, "eps": 1e-6})
     (test, calls, spec), = terms["x", str(run)]
     subject, on = test[0].meta["subject"], 0.3

@@ -36,6 +36,7 @@ import numpy as np
 from calibration.loso import HYSTERESIS, RECIPES, THRESHOLDS, fold_of, lab_of, predict_with, saved_fold_model
 from calibration.choice_tables import TIE, mean_of, print_choice, screen, subject_table
 from calibration.progress import bar
+from calibration.walking_budget import MAX_PER_HOUR
 from deploy.contract.events import EventSettings
 from deploy.events import DEFAULT_SETTINGS
 from deploy.metrics import average_precision, roc_auc
@@ -337,7 +338,7 @@ def main(argv=None) -> int:
     p.add_argument("--walking", nargs="+", metavar="DIR", help="real FOG-free walking (../shared/data/mobgap-walking):"
                    " on-thresholds raising more than --walking-max false alarms per hour on it are not candidates "
                    "(CHOICE_RULE_ROUND2.md's amendment)")
-    p.add_argument("--walking-max", type=float, default=10.0, metavar="PER_HOUR")
+    p.add_argument("--walking-max", type=float, default=MAX_PER_HOUR, metavar="PER_HOUR")
     args = p.parse_args(argv)
     import torch
 

@@ -15,9 +15,10 @@ import json
 import sys
 from pathlib import Path
 
+from calibration.blend_choice import SENS_FLOOR as SENSITIVITY        # the choice's floor is the bar
+from calibration.walking_budget import MAX_PER_HOUR as WALKING_MAX    # and so is its walking budget
+
 AP_MARGIN = 0.10
-SENSITIVITY = 0.7
-WALKING_MAX = 10.0
 
 
 def _known(value) -> bool:

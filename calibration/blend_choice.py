@@ -35,6 +35,7 @@ import numpy as np
 
 from calibration.loso import HYSTERESIS, RECIPES, THRESHOLDS, fold_of, lab_of, predict_with, saved_fold_model
 from calibration.choice_tables import TIE, mean_of, print_choice, screen, subject_table
+from calibration.ensemble_terms import ensemble_name, members, run_terms
 from calibration.progress import bar
 from calibration.walking_budget import MAX_PER_HOUR
 from deploy.contract.events import EventSettings
@@ -303,12 +304,13 @@ def collect(data, runs_by_network: dict, recipe, fi_kwargs: dict):
     terms = {}
     for network, runs in runs_by_network.items():
         for run in runs:
-            trained = run_recipe(run, recipe)
             for n, subject in enumerate(subjects, 1):
-                print(f"{run} [{n}/{len(subjects)}] held-out {subject}: network and freeze-index terms",
+                print(f"{network} {' + '.join(Path(m).name for m in members(run))} [{n}/{len(subjects)}] held-out "
+                      f"{subject}: network and freeze-index terms",
                       file=sys.stderr, flush=True)
                 test = [r for r in recordings if fold_of(r) == subject]
-                calls, spec = cached_terms(trained, Path(run) / f"model-{subject}.pt", test, fi_kwargs)
+                calls, spec = run_terms(run, f"model-{subject}.pt", lambda member, weights: cached_terms(
+                    run_recipe(member, recipe), weights, test, fi_kwargs))
                 terms.setdefault((network, run), []).append((test, calls, spec))
     return recordings, terms
 
@@ -320,17 +322,22 @@ def walking_budget(args, runs_by_network: dict, recipe, fi_kwargs: dict):
     walking = read_recordings(args.walking, mapping="mobgap")
 
     def fold_networks(network):
-        return [cached_terms(run_recipe(run, recipe), weights, walking, fi_kwargs, tag="walking")
-                for run in runs_by_network[network] for weights in sorted(Path(run).glob("model-*.pt"))]
+        def terms_of(member, weights):
+            return cached_terms(run_recipe(member, recipe), weights, walking, fi_kwargs, tag="walking")
+        return [run_terms(run, weights.name, terms_of) for run in runs_by_network[network]
+                for weights in sorted(Path(run if isinstance(run, str) else run[0]).glob("model-*.pt"))]
     return WalkingBudget(walking, fold_networks, replayed, args.walking_max)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration.blend_choice", description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="+", help="the real recordings of the LOSO runs (both labs' folders)")
-    p.add_argument("--plain", required=True, nargs="+", action="append", metavar="RUN",
+    p.add_argument("--plain", nargs="+", action="append", default=[], metavar="RUN",
                    help="one candidate network: its plain LOSO runs' folders (model-<subject>.pt), one per seed; "
                         "repeat --plain for each candidate")
+    p.add_argument("--ensemble", nargs="+", action="append", default=[], metavar="RUN",
+                   help="one candidate network: the mean of the logits of these runs' fold networks (one member "
+                        "per run, e.g. one per seed; calibration.ensemble_terms); repeatable")
     p.add_argument("--recipe", default="blend", choices=sorted(RECIPES))
     p.add_argument("--out", required=True)
     p.add_argument("--screen", action="store_true", help="step 1 of the rule only: every candidate's per-lab pooled "
@@ -340,6 +347,8 @@ def main(argv=None) -> int:
                    "(CHOICE_RULE_ROUND2.md's amendment)")
     p.add_argument("--walking-max", type=float, default=MAX_PER_HOUR, metavar="PER_HOUR")
     args = p.parse_args(argv)
+    if not args.plain and not args.ensemble:
+        p.error("give at least one candidate: --plain RUN... or --ensemble RUN...")
     import torch
 
     from models import get_preset
@@ -348,6 +357,7 @@ def main(argv=None) -> int:
     preset = get_preset(recipe.preset)
     fi_kwargs = {k: v for k, v in preset.kwargs.get("fi_kwargs", {}).items() if k != "power_weight"}
     runs_by_network = {Path(runs[0]).name.rsplit("-s", 1)[0]: runs for runs in args.plain}
+    runs_by_network.update({ensemble_name(runs): [tuple(runs)] for runs in args.ensemble})
     recordings, terms = collect(args.data, runs_by_network, recipe, fi_kwargs)
     fi_probs = {r.meta["id"]: freeze_index_probability(r) for r in recordings}
     fi = summarize(recordings, [fi_probs[r.meta["id"]] for r in recordings], thresholds=None)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.ensemble_weights import mean_of_networks
 from deploy.contract.events import EventSettings
 from deploy.events import DEFAULT_SETTINGS
 from deploy.recording import read_recordings
@@ -221,30 +222,33 @@ def run_fold(recipe: Recipe, paths: list[str], held: str, out_dir: str, reuse: b
             "model": threshold_sweep(test, probs), "freeze_index": score(test, fi, DEFAULT_SETTINGS, "freeze index")}
 
 
-def reblend(recipe: Recipe, paths: list[str], plain_dir: str, out_dir: str | None = None,
+def reblend(recipe: Recipe, paths: list[str], plain_dirs: list[str], out_dir: str | None = None,
             by: str = "subject") -> dict:
     """LOSO figures of the recipe's model (e.g. the preset with its fixed freeze-index blend) from another run's
     saved fold weights (DIR/model-<fold>.pt of recipe "plain": the same learnt network), predicted again on
     the same grid, so no fold is trained again. Exact: the blend happens inside each window's logits, before the
-    windows' probabilities are averaged, as on the device. With `out_dir`, the probabilities are saved there."""
+    windows' probabilities are averaged, as on the device. With `out_dir`, the probabilities are saved there.
+    Several runs (one per seed) are scored as one seed ensemble: each fold's networks, logits averaged, blend once."""
     import torch
     torch.set_num_threads(1)
     recordings = read_recordings(paths)
     folds = []
     for held in sorted({fold_of(r, by) for r in recordings}):
         test = [r for r in recordings if fold_of(r, by) == held]
-        weights = Path(plain_dir) / f"model-{held}.pt"
-        if not weights.is_file():
+        members = [Path(d) / f"model-{held}.pt" for d in plain_dirs]
+        for weights in (w for w in members if not w.is_file()):
             raise SystemExit(f"--reblend: {weights} is missing; run `python -m calibration.loso ... --recipe plain "
-                             f"--out {plain_dir}` first (it saves each fold's weights)")
-        model, spec = saved_fold_model(recipe, weights)
+                             f"--out {weights.parent}` first (it saves each fold's weights)")
+        nets = [saved_fold_model(recipe, weights) for weights in members]
+        model, spec = nets[0] if len(nets) == 1 else (mean_of_networks(
+            recipe.preset, [net.state_dict() for net, _ in nets], **recipe.model), nets[0][1])
         probs = predict(model, spec, test)
         if out_dir:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             save_fold(out_dir, held, model, test, probs)
         fi_prob = [freeze_index_probability(r) for r in test]
         folds.append({"subject": held, "held_out": by, "recordings": [r.meta["id"] for r in test],
-                      "labs": sorted({lab_of(r) for r in test}), "reblended_from": plain_dir,
+                      "labs": sorted({lab_of(r) for r in test}), "reblended_from": plain_dirs[0] if len(plain_dirs) == 1 else plain_dirs,
                       "model": threshold_sweep(test, probs),
                       "freeze_index": score(test, fi_prob, DEFAULT_SETTINGS, "freeze index")})
     return {"recipe": asdict(recipe), "held_out": by, "folds": folds}
@@ -356,8 +360,9 @@ def main(argv=None) -> int:
                    "(leave-one-subject-out, the default) or one lab (meta['lab']: train on the other lab)")
     p.add_argument("--reuse", action="store_true", help="no training: predict with the folds' saved weights "
                    "(OUT/model-<fold>.pt) in the recipe's model (e.g. another fi_blend); writes OUT/loso.json")
-    p.add_argument("--reblend", metavar="DIR", help="no training: the recipe's model (e.g. the preset's freeze-index "
-                   "blend) with DIR's saved fold weights (a plain run: the same learnt network); writes OUT/loso.json")
+    p.add_argument("--reblend", metavar="DIR", nargs="+", help="no training: the recipe's model (e.g. the preset's "
+                   "freeze-index blend) with DIR's saved fold weights (a plain run: the same learnt network); several "
+                   "DIRs (one per seed): their fold networks as one seed ensemble; writes OUT/loso.json")
     p.add_argument("--final", action="store_true", help="no folds: train on every subject, write OUT/model.pt")
     p.add_argument("--table", metavar="ON", help="print the per-fold (and per-lab pooled) markdown table of "
                    "OUT/loso.json at this on-threshold and stop")

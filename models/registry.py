@@ -14,6 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
+from .ensemble import LogitMean
 from .heads import output_dims
 from .recurrent import RecurrentClassifier
 from .rnn_attention import GRUAttentionPlus, LSTMAttentionPlus, RNNAttentionPlus
@@ -99,6 +100,19 @@ register(Preset(
                 "(64 wide, 4 heads) + 1 BiLSTM, per-patch logits, plus 0.25 x a fixed freeze-index logit with a "
                 "band-power term (models.spectral; no parameters); input in each window's own frame (gravity, "
                 "principal horizontal axes), so it does not depend on how the sensor is worn"))
+
+# The bundled default (issue 25, models/weights/CHOICE_RULE_ROUND4.md): three networks of fog-small's recipe
+# (seeds 0, 1, 2) in one graph, their logits averaged, the fixed freeze-index logit and the window z-score computed
+# once (models.ensemble). Three times fog-small's engine work; fog-small alone (seed 0) stays registered.
+register(Preset(
+    name="fog-small-x3",
+    factory=LogitMean,
+    kwargs={"member": "TransformerLSTMPlus", "n_members": 3, **_PRESETS["fog-small"].kwargs},
+    family="TransformerLSTMPlus",
+    preprocess=dict(_PRESETS["fog-small"].preprocess),
+    events={"on": 0.3, "off": 0.15, "lookahead_s": 1.0},
+    description="bundled default: three fog-small networks (seeds 0-2 of its recipe) in one graph, logits averaged, "
+                "plus 0.25 x the fixed freeze-index logit once; the same input and window as fog-small"))
 
 register(Preset(
     name="fog-1st-place",

@@ -71,8 +71,35 @@ def test_reblend_equals_predicting_with_the_blended_model(daphnet_dir, tmp_path)
     run_fold(replace(tiny, model={"fi_blend": 0.0}), paths, "S03", str(tmp_path / "plain"))
     (tmp_path / "full" / "model-S03.pt").write_bytes((tmp_path / "plain" / "model-S03.pt").read_bytes())
     full = run_fold(tiny, paths, "S03", str(tmp_path / "full"), reuse=True)   # the preset's blend
-    (fold,) = reblend(tiny, paths[1:], str(tmp_path / "plain"))["folds"]
+    (fold,) = reblend(tiny, paths[1:], [str(tmp_path / "plain")])["folds"]
     for on, figures in full["model"].items():
         got, want = fold["model"][on]["any_fog"], figures["any_fog"]
         assert got["ap"] == pytest.approx(want["ap"], abs=1e-9), on
         assert (got["episodes_detected"], got["false_alarms"]) == (want["episodes_detected"], want["false_alarms"])
+
+
+def test_reblend_of_several_runs_scores_their_seed_ensemble(daphnet_dir, tmp_path):
+    """--reblend RUN RUN: each fold's networks of both runs as one ensemble (models.ensemble.LogitMean). Twice the
+    same run is that run; two seeds give probabilities of their own, between the seeds' logits."""
+    import numpy as np
+    from calibration.loso import reblend
+    tiny = replace(TINY, train_only={"fi_blend": 0.0})
+    paths = [str(daphnet_dir / f) for f in ("S02R01.txt", "S03R02.txt")]
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"plain-s{seed}"
+        run.mkdir()
+        run_fold(replace(tiny, model={"fi_blend": 0.0}, seed=seed), paths, "S03", str(run))
+        runs.append(str(run))
+
+    def probs(dirs, name):
+        reblend(tiny, paths[1:], dirs, str(tmp_path / name))
+        return np.load(tmp_path / name / "probs-S03.npz")["S03R02"]
+    one, other = probs([runs[0]], "one"), probs([runs[1]], "other")
+    np.testing.assert_allclose(probs([runs[0], runs[0]], "twice"), one, atol=1e-6)
+    both = probs(runs, "both")
+    assert np.abs(both - one).max() > 1e-3 and np.abs(both - other).max() > 1e-3
+    logit = lambda p: np.log(np.clip(p, 1e-7, 1 - 1e-7) / np.clip(1 - p, 1e-7, 1))   # noqa: E731
+    low, high = np.minimum(logit(one), logit(other)), np.maximum(logit(one), logit(other))
+    # windows are averaged after the sigmoid, so only roughly between: never outside by much
+    assert np.mean((logit(both) >= low - 0.05) & (logit(both) <= high + 0.05)) > 0.95

@@ -13,6 +13,7 @@ import torch
 from deploy.preprocess import PreprocessSpec
 from deploy.recording import CLASSES
 from models import Preset, TransformerLSTMPlus, create_model, get_preset, list_presets
+from models.ensemble import LogitMean
 from toolkit import cli
 
 
@@ -28,6 +29,13 @@ def test_required_presets_and_their_shape():
                                 "normalization": "window", "scale": 1.0, "layout": "BCT", "min_std": 1.0,
                                 "gravity_align": True, "horizontal": "principal"}
     assert small.events == {"on": 0.4, "off": 0.25, "lookahead_s": 1.0}
+    # the bundled default: three fog-small networks in one graph, the same input, its own event threshold
+    # (models/weights/CHOICE_RULE_ROUND4.md)
+    default = get_preset("fog-small-x3")
+    assert default.factory is LogitMean and default.family == "TransformerLSTMPlus"
+    assert default.kwargs == {"member": "TransformerLSTMPlus", "n_members": 3, **small.kwargs}
+    assert default.preprocess == small.preprocess
+    assert default.events == {"on": 0.3, "off": 0.15, "lookahead_s": 1.0}
     first = get_preset("fog-1st-place")
     assert first.preprocess == {"rate_hz": 128, "units": "m/s^2", "patch": 18, "n_patches": 864,
                                 "normalization": "recording", "scale": 25.0, "layout": "BCT"}

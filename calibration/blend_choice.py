@@ -351,7 +351,7 @@ def main(argv=None) -> int:
         p.error("give at least one candidate: --plain RUN... or --ensemble RUN...")
     import torch
 
-    from models import get_preset
+    from models import get_preset, list_presets
     torch.set_num_threads(1)   # batch-1-sized work: a second OpenMP thread only waits on a shared machine
     recipe = RECIPES[args.recipe]
     preset = get_preset(recipe.preset)
@@ -387,7 +387,10 @@ def main(argv=None) -> int:
         "table": subject_table(per_subject), "nested": held_out,
         "nested_table": subject_table(held_out, setting_column=True), "nested_pooled": held_out_labs}),
         indent=1) + "\n")
-    print_choice(chosen, per_subject, held_out, held_out_labs, preset)
+    runs = runs_by_network[chosen["network"]]
+    shipped = f"{preset.name}-x{len(runs[0])}" if isinstance(runs[0], tuple) else preset.name   # an ensemble's preset
+    print_choice(chosen, per_subject, held_out, held_out_labs, get_preset(shipped if shipped in list_presets()
+                                                                          else preset.name))
     return 0
 
 

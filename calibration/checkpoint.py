@@ -22,7 +22,7 @@ from deploy.lazy import lazy_import
 torch = lazy_import("torch", "workstation", "loading PyTorch weights")
 models = lazy_import("models", "workstation", "the model registry")
 
-DEFAULT_PRESET = "fog-small"
+DEFAULT_PRESET = "fog-small-x3"   # the bundled default: three fog-small networks in one graph (models.ensemble)
 
 
 def default_checkpoint(preset: str = DEFAULT_PRESET) -> Path | None:
@@ -119,7 +119,7 @@ def fit_weights(module, state: dict, path, fix: str) -> None:
 
 def load_model(preset: str | None = None, checkpoint=None, default_weights: bool = True):
     """(model, preset_name, checkpoint path or None), in eval mode. The preset is `preset`, else the one the
-    checkpoint names (inside, or its JSON), else fog-small. With no checkpoint the project's default weights for
+    checkpoint names (inside, or its JSON), else DEFAULT_PRESET. With no checkpoint the project's default weights for
     the preset are loaded when `default_weights` (and the project ships them)."""
     if checkpoint is None and default_weights:
         checkpoint = default_checkpoint(preset or DEFAULT_PRESET)

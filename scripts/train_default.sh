@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# Reproduce the bundled default model (models/weights/fog-small.pt + .json) and every figure of its model card:
-#   bash scripts/train_default.sh                  # the finalists' LOSO (2 seeds each), the choice, LOLO, the final model
+# Reproduce the bundled default model (models/weights/fog-small-x3.pt + .json: three networks of one recipe, one per
+# seed; seed 0 alone is models/weights/fog-small.pt) and every figure of its model card:
+#   bash scripts/train_default.sh                  # the finalists' LOSO, the choices, LOLO, the final networks
 #   SCREEN=1 bash scripts/train_default.sh         # also the screens: round one (models/weights/CHOICE_RULE.md) and
 #                                                  # round two (CHOICE_RULE_ROUND2.md), every candidate, seed 0
-#   LOSO=0 bash scripts/train_default.sh           # only the final model and its report (no folds)
+#   LOSO=0 bash scripts/train_default.sh           # only the final networks, the ensemble and their reports
 # Wall times on the shared 2-core VM (load 6-12 from other jobs; one torch thread per process): see MODEL_CARD.md.
 # Needs ../shared/data/daphnet and ../shared/data/stanford-imu-fog-64hz (10 people with PD, two labs).
-# The rule that chooses (models/weights/CHOICE_RULE.md, written before the figures):
+# The rules that choose (models/weights/CHOICE_RULE*.md, each written before the figures it chooses from):
 # 1. screening: every candidate network (calibration.loso recipes, trained without the fixed freeze-index blend),
 #    seed 0, ten leave-one-subject-out folds, synthetic subjects in every fold; the blend grid scored on the folds
 #    (calibration.blend_choice --screen);
-# 2. the two best eligible candidates get seeds 1 and 2;
-# 3. calibration.blend_choice over the finalists chooses network, fi_blend, power_weight and the on-threshold,
-#    with the walking budget (CHOICE_RULE_ROUND2.md's amendment: at most 10 false alarms/h on mobgap walking);
-#    the preset fog-small carries the choice (models/registry.py; the command says whether it does);
-# round three (CHOICE_RULE_ROUND3.md): the finalists are the shipped round-two recipe and the same with tremor
-#    subjects, two seeds each; the candidate replaces the incumbent beyond the seed noise or on more of issue 25's
-#    bars (calibration.issue_bars prints them). On these runs blend_choice's own pick is the same network and setting;
-# then: the chosen recipe's fold figures with the blend (--reblend), leave-one-lab-out, the final model on everything
-# shared (seed 0), the report (synthetic, mobgap, INT8) and the jetson bundle's INT8 graph against float on both labs.
+# 2. finalists get more seeds; calibration.blend_choice chooses network, fi_blend, power_weight and the
+#    on-threshold, with the walking budget (CHOICE_RULE_ROUND2.md's amendment: at most 10 false alarms/h on mobgap
+#    walking); the presets carry the choice (models/registry.py; the command says whether one does);
+# round three (CHOICE_RULE_ROUND3.md): invariant-long against invariant-long-tremor, two seeds each: the latter won;
+# round four (CHOICE_RULE_ROUND4.md): invariant-long-tremor's network alone (three seeds pooled) against the three as
+#    one ensemble (blend_choice --ensemble); calibration.issue_bars prints the bars of each; the ensemble won;
+# then: the fold figures per seed and of the ensemble (--reblend), leave-one-lab-out, the final networks on
+# everything shared (seeds 0-2), the ensemble's weights (calibration.ensemble_weights), the reports (synthetic,
+# mobgap, INT8) and the jetson bundle's INT8 graph against float on both labs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -30,8 +31,9 @@ WALKING=${WALKING:-../shared/data/mobgap-walking}
 CANDIDATES=${CANDIDATES:-"plain invariant invariant-half invariant-lowpass invariant-long vertical-augmented"}
 ROUND2=${ROUND2:-"invariant-tremor invariant-end invariant-tremor-end"}
 FINALISTS=${FINALISTS:-"invariant-long invariant-long-tremor"}   # round three's incumbent and candidate (CHOICE_RULE_ROUND3.md)
-SHIPPED=${SHIPPED:-invariant-long-tremor}   # their choice: the recipe of the final model when LOSO=0
-SEEDS=${SEEDS:-"0 1"}   # round three chose on two seeds pooled (CHOICE_RULE_ROUND3.md; round one asked for three)
+SHIPPED=${SHIPPED:-invariant-long-tremor}   # the recipe of every network of the default (rounds three and four)
+SEEDS=${SEEDS:-"0 1 2"}   # round four: the shipped recipe's three seeds, alone and as one ensemble (CHOICE_RULE_ROUND4.md)
+ENSEMBLE=${ENSEMBLE:-fog-small-x3}   # the bundled default's preset: one network per seed (models.ensemble)
 JOBS=${JOBS:-1}                                         # folds in parallel (2 only on an otherwise idle machine)
 for d in "${DATA[@]}"; do
   if [ ! -d "$d" ]; then
@@ -68,58 +70,83 @@ if [ "${LOSO:-1}" = 1 ]; then
     "$PY" -m calibration.blend_choice "${DATA[@]}" "${SCREEN_RUNS[@]}" --screen --out "$RUN/screen"
     stamp "screen"
   fi
+  for R in $FINALISTS; do loso "$R" 0; loso "$R" 1; done       # round three: two seeds of each finalist
   PLAIN=()
-  for R in $FINALISTS; do
-    RUNS=()
-    for SEED in $SEEDS; do loso "$R" "$SEED"; RUNS+=("$RUN/loso-$R-s$SEED"); done
-    PLAIN+=(--plain "${RUNS[@]}")
+  for R in $FINALISTS; do PLAIN+=(--plain "$RUN/loso-$R-s0" "$RUN/loso-$R-s1"); done
+  "$PY" -m calibration.blend_choice "${DATA[@]}" "${PLAIN[@]}" --walking "$WALKING" --out "$RUN/blend-choice-round3"
+  RUNS=()
+  for SEED in $SEEDS; do loso "$SHIPPED" "$SEED"; RUNS+=("$RUN/loso-$SHIPPED-s$SEED"); done
+  # round four (CHOICE_RULE_ROUND4.md): the recipe's network alone (its seeds pooled) against their ensemble; each
+  # chooses its own blend and threshold; the bars decide when the scores are within the seeds' noise
+  "$PY" -m calibration.blend_choice "${DATA[@]}" --plain "${RUNS[@]}" --walking "$WALKING" --out "$RUN/choice-single"
+  "$PY" -m calibration.blend_choice "${DATA[@]}" --ensemble "${RUNS[@]}" --walking "$WALKING" --out "$RUN/blend-choice"
+  for SEED in $SEEDS; do
+    "$PY" -m calibration.blend_choice "${DATA[@]}" --plain "$RUN/loso-$SHIPPED-s$SEED" --screen --out "$RUN/screen-s$SEED"
   done
-  "$PY" -m calibration.blend_choice "${DATA[@]}" "${PLAIN[@]}" --walking "$WALKING" --out "$RUN/blend-choice"
   stamp "blend choice"
+  "$PY" -m calibration.issue_bars "$RUN/choice-single/choice.json"
   "$PY" -m calibration.issue_bars "$RUN/blend-choice/choice.json"
-  CHOSEN=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen']['network'].split('loso-',1)[1])" \
-           "$RUN/blend-choice/choice.json")
-  for SEED in $SEEDS; do   # the shipped recipe's fold figures: the chosen network's folds with the preset's blend
-    "$PY" -m calibration.loso "${DATA[@]}" --recipe blend --reblend "$RUN/loso-$CHOSEN-s$SEED" --out "$RUN/folds-s$SEED"
-    "$PY" -m calibration.loso "${DATA[@]}" --recipe blend $(final_set "$CHOSEN") --set seed=$SEED --hold-out lab \
+  LOLO=()
+  for SEED in $SEEDS; do   # leave-one-lab-out, one network per seed, then their ensemble
+    "$PY" -m calibration.loso "${DATA[@]}" --recipe blend $(final_set "$SHIPPED") --set seed=$SEED --hold-out lab \
       --out "$RUN/lolo-s$SEED"
+    LOLO+=("$RUN/lolo-s$SEED")
+    "$PY" -m calibration.loso "${DATA[@]}" --recipe blend --reblend "$RUN/loso-$SHIPPED-s$SEED" --out "$RUN/folds-s$SEED"
   done
+  "$PY" -m calibration.loso "${DATA[@]}" --recipe blend --reblend "${RUNS[@]}" --out "$RUN/folds-x3"
+  "$PY" -m calibration.loso "${DATA[@]}" --recipe blend --reblend "${LOLO[@]}" --hold-out lab --out "$RUN/lolo-x3"
   stamp "fold figures and leave-one-lab-out"
 fi
-# the chosen network's training (its recipe's real share, epochs, synthetic options, loss weights) with the preset's
-# input and blend: the preset must already carry the recipe's preprocess (calibration.loso.train_final checks)
-"$PY" -m calibration.loso "${DATA[@]}" --recipe blend $(final_set "${CHOSEN:-$SHIPPED}") --final --out "$RUN"
+# the shipped recipe's networks (its real share, epochs, synthetic options, loss weights) with the preset's input and
+# blend, one per seed, each on everything shared; the preset must already carry the recipe's preprocess
+# (calibration.loso.train_final checks). Seed 0 alone is fog-small; the three are the default's ensemble.
+MEMBERS=()
+for SEED in $SEEDS; do
+  [ -f "$RUN/final-s$SEED/model.pt" ] || "$PY" -m calibration.loso "${DATA[@]}" --recipe blend $(final_set "$SHIPPED") \
+    --set seed=$SEED --final --out "$RUN/final-s$SEED"
+  MEMBERS+=("$RUN/final-s$SEED/model.pt")
+done
 TRAINED=$(date +%s)
-stamp "final model"
-"$PY" - "$RUN" "$((TRAINED - START))" <<'PY'
+stamp "final networks"
+"$PY" -m calibration.ensemble_weights --preset "$ENSEMBLE" --out "models/weights/$ENSEMBLE.pt" "${MEMBERS[@]}"
+"$PY" - "$RUN" "$((TRAINED - START))" "$ENSEMBLE" <<'PY'
 import json, os, platform, sys
 from pathlib import Path
 import torch
 from calibration.checkpoint import checkpoint_info, load_model, save_checkpoint
-run, seconds = sys.argv[1], int(sys.argv[2])
-model, preset, _ = load_model(None, f"{run}/model.pt")
-info = checkpoint_info(f"{run}/model.pt")
-info["training_wall_seconds"] = seconds
+run, seconds, ensemble = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def figures_only(o):   # the runs' figures without their per-recording rows and events (those stay in RUN)
     if isinstance(o, dict):
         return {k: figures_only(v) for k, v in o.items() if k not in ("per_recording", "events")}
     return [figures_only(v) for v in o] if isinstance(o, list) else o
-for name, pattern in (("loso", "folds-s*/loso.json"), ("leave_one_lab_out", "lolo-s*/loso.json")):
-    runs = sorted(Path(run).glob(pattern))
-    if runs:
-        info[name] = {p.parent.name: figures_only(json.loads(p.read_text())) for p in runs}
-choice = Path(run, "blend-choice", "choice.json")
-if choice.exists():
-    info["blend_choice"] = json.loads(choice.read_text())
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
            platform.machine()) if os.path.exists("/proc/cpuinfo") else platform.machine()
-info["machine"] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-                   "torch": torch.__version__}
-# The bundled form: a plain fp32 state_dict for models.create_model("fog-small"), the JSON beside it.
-save_checkpoint(model, "models/weights/fog-small.pt", info, plain=True)
+machine = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
+# fog-small: seed 0 alone, at round three's choice; the ensemble: its fold figures, at round four's
+for weights, folds, lolo, choice in (("models/weights/fog-small.pt", "folds-s*", "lolo-s[0-9]", "blend-choice-round3"),
+                                     (f"models/weights/{ensemble}.pt", "folds-x3", "lolo-x3", "blend-choice")):
+    if weights.endswith("fog-small.pt"):
+        model, _, _ = load_model(None, f"{run}/final-s0/model.pt")
+        info = checkpoint_info(f"{run}/final-s0/model.pt")
+    else:
+        model, info = None, checkpoint_info(weights)
+    info["training_wall_seconds"] = seconds
+    for name, pattern in (("loso", f"{folds}/loso.json"), ("leave_one_lab_out", f"{lolo}/loso.json")):
+        runs = sorted(Path(run).glob(pattern))
+        if runs:
+            info[name] = {p.parent.name: figures_only(json.loads(p.read_text())) for p in runs}
+    if Path(run, choice, "choice.json").exists():
+        info["blend_choice"] = json.loads(Path(run, choice, "choice.json").read_text())
+    info["machine"] = machine
+    if model is not None:   # the bundled form: a plain fp32 state_dict for models.create_model, the JSON beside it
+        save_checkpoint(model, weights, info, plain=True)
+    else:
+        Path(weights).with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
 PY
-"$PY" -m calibration.model_report --checkpoint models/weights/fog-small.pt --train-seed 0 \
-  --train-subjects 12 --test-seed 1000 --test-subjects 8 --threads 1 --qat-epochs 10 > "$RUN/report.json"
+for PRESET in fog-small "$ENSEMBLE"; do
+  "$PY" -m calibration.model_report --checkpoint "models/weights/$PRESET.pt" --train-seed 0 \
+    --train-subjects 12 --test-seed 1000 --test-subjects 8 --threads 1 --qat-epochs 10 > "$RUN/report-$PRESET.json"
+done
 stamp "report"
 "$PY" -m toolkit.cli export --target jetson --out "$RUN/bundle-jetson" --force --quiet
 for LAB in daphnet stanford; do
@@ -129,11 +156,11 @@ for LAB in daphnet stanford; do
       > "$RUN/$LAB-$precision.json"
   done
 done
-"$PY" - "$RUN" <<'PY'
+"$PY" - "$RUN" "$ENSEMBLE" <<'PY'
 import json, sys
 from pathlib import Path
 run = Path(sys.argv[1])
-card = Path("models/weights/fog-small.json")
+card = Path(f"models/weights/{sys.argv[2]}.json")
 info = json.loads(card.read_text())
 out = {"note": "the shipped model on its own training recordings: for float vs INT8 only, not a performance claim"}
 for lab in ("daphnet", "stanford"):
@@ -144,4 +171,4 @@ card.write_text(json.dumps(info, indent=1) + "\n")
 print(json.dumps(out))
 PY
 stamp "jetson INT8 vs float"
-echo "default model: models/weights/fog-small.pt ($(( $(date +%s) - START )) s in all); figures in models/weights/fog-small.json"
+echo "default model: models/weights/$ENSEMBLE.pt ($(( $(date +%s) - START )) s in all); figures in models/weights/$ENSEMBLE.json"

@@ -9,24 +9,27 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from calibration.checkpoint import load_model  # noqa: E402
+from calibration.checkpoint import DEFAULT_PRESET, load_model  # noqa: E402
 from models.registry import WEIGHTS_DIR  # noqa: E402
 from deploy.recording import CLASSES  # noqa: E402
 
-WEIGHTS = WEIGHTS_DIR / "fog-small.pt"
+WEIGHTS = WEIGHTS_DIR / f"{DEFAULT_PRESET}.pt"     # fog-small-x3: three fog-small networks (models.ensemble)
 
 
 def test_weights_are_a_small_plain_state_dict_with_a_description():
     from models import create_model
 
-    assert WEIGHTS.exists(), "models/weights/fog-small.pt is missing: run scripts/train_default.sh"
+    assert WEIGHTS.exists(), f"{WEIGHTS} is missing: run scripts/train_default.sh"
     assert WEIGHTS.stat().st_size < 3 * 2**20
     state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
-    model = create_model("fog-small")
+    model = create_model(DEFAULT_PRESET)
     model.load_state_dict(state)                         # strict: every key, every shape
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
     info = json.loads(WEIGHTS.with_suffix(".json").read_text())
-    assert info["preset"] == "fog-small" and "train_data" in info and "seed" in info
+    assert info["preset"] == DEFAULT_PRESET and "train_data" in info
+    assert [m["seed"] for m in info["members"]] == [0, 1, 2]      # one network per seed, each trained on all shared
+    member = torch.load(WEIGHTS_DIR / "fog-small.pt", map_location="cpu", weights_only=True)   # seed 0 alone
+    assert all(torch.equal(member[k], state[f"members.0.{k}"]) for k in member)
     train_subjects = (set(info["train_data"]["subjects"]) | set(info["val_data"]["subjects"])
                       | set(info["synthetic_train_subjects"]))
     assert {"S02", "S03", "S06"} <= train_subjects
@@ -45,11 +48,11 @@ def test_default_model_keeps_the_synthetic_bar_on_unseen_synthetic_subjects():
     from deploy.events import DEFAULT_SETTINGS
     from models import get_preset
 
-    model, preset, checkpoint = load_model("fog-small")
+    model, preset, checkpoint = load_model(DEFAULT_PRESET)
     assert checkpoint == WEIGHTS
     spec = as_spec(get_preset(preset).preprocess)
     recordings, _ = _held_out(spec)
-    figures = scored(model, recordings, spec, DEFAULT_SETTINGS, "fog-small")
+    figures = scored(model, recordings, spec, DEFAULT_SETTINGS, DEFAULT_PRESET)
     ours, baseline = figures["model"]["any_fog"]["ap"], figures["freeze_index"]["any_fog"]["ap"]
     # issue 12's bar: held-out synthetic any-FOG AP stays >= 0.45. The default carries the freeze index with its
     # power gate at full weight (chosen on the real folds), which costs it the lead over the index on synthetic
@@ -64,7 +67,7 @@ def test_int8_ptq_of_the_default_model_agrees_with_float():
     from models import get_preset
     from models.qat import set_quantization, to_qat
 
-    model, preset, _ = load_model("fog-small")
+    model, preset, _ = load_model(DEFAULT_PRESET)
     spec = as_spec(get_preset(preset).preprocess)
     recordings, prepared = _held_out(spec)
     qat = to_qat(model, batch_size=16, seq_len=spec.n_patches)
@@ -73,11 +76,11 @@ def test_int8_ptq_of_the_default_model_agrees_with_float():
     windows = sample_windows(prepared[2:], spec, 32, seed=1)
     report = agreement(model, qat, windows, classes=CLASSES)
     # Single patches may move (max error), but on average INT8 tracks float and ranks freezes as well: any-FOG (what
-    # fog-small's events decide on, mode "any") within issue 25's 0.01 AP. Which class a freeze is moves more: the
-    # round-three weights lose 0.018-0.023 per-class mean AP on synthetic windows in INT8 (StartHesitation 0.056 on
-    # 128 windows; MODEL_CARD.md), hence 0.03 on the per-class mean (was 0.02 for the weights before).
+    # the default's events decide on, mode "any") within issue 25's 0.01 AP, the per-class mean within 0.02. Here the
+    # ensemble moves them by 0.0015 and 0.0075 (a single round-three network moved the per-class mean by 0.018-0.023,
+    # which is why this test allowed 0.03 for it; MODEL_CARD.md).
     assert report["mean_abs_prob_error"] < 0.01 and report["max_abs_prob_error"] < 0.5, report
-    assert np.isfinite(report["map_int8"]) and abs(report["map_drop"]) < 0.03, report
+    assert np.isfinite(report["map_int8"]) and abs(report["map_drop"]) < 0.02, report
     truth = windows.labels.max(-1).ravel() > 0.5
     any_fog = [average_precision(truth, predict_probs(m, windows.x).max(-1).ravel()) for m in (model, qat)]
     assert abs(any_fog[0] - any_fog[1]) < 0.01, any_fog
@@ -85,23 +88,24 @@ def test_int8_ptq_of_the_default_model_agrees_with_float():
 
 def test_default_model_raises_far_fewer_false_alarms_than_the_freeze_index_on_real_walking(mobgap_dir):
     """Real FOG-free lower-back walking (never trained on; the threshold was chosen with the fold networks' alarms on
-    it), the bundle's event settings (the preset's): the shipped weights raise under a quarter of the freeze index's
-    false alarms, and the card states the exact figure, measured by this same code. Issue 25's bar (10 per hour) is
-    not asserted: the shipped weights miss it (4 alarms in 9.8 min, MODEL_CARD.md), the card says so."""
+    it), the bundle's event settings (the preset's): the shipped weights keep issue 25's bar (at most 10 false alarms
+    per hour: 1 in 9.8 min), under a quarter of the freeze index's, and the card states the exact figure, measured
+    by this same code."""
     from calibration.data import as_spec
     from calibration.model_report import mobgap_recordings, scored
     from deploy.contract.events import EventSettings
     from models import get_preset
 
-    model, preset, _ = load_model("fog-small")
+    model, preset, _ = load_model(DEFAULT_PRESET)
     spec = as_spec(get_preset(preset).preprocess)
     walking = mobgap_recordings(mobgap_dir.parent.parent)
     for r in walking:
         r.labels = None
     settings = EventSettings.resolve(get_preset(preset).events)   # what its bundles carry, as the report uses
-    figures = scored(model, walking, spec, settings, "fog-small")
+    figures = scored(model, walking, spec, settings, DEFAULT_PRESET)
     ours, baseline = figures["model"]["unlabelled"], figures["freeze_index"]["unlabelled"]
     assert ours["recordings"] >= 8, ours
+    assert ours["false_alarms_per_hour"] <= 10, ours
     assert ours["false_alarms_per_hour"] < baseline["false_alarms_per_hour"] / 4, (ours, baseline)
     card = json.loads(WEIGHTS.with_suffix(".json").read_text())["figures"]["mobgap_walking"]
     assert card["model"]["unlabelled"]["false_alarms"] == ours["false_alarms"]   # the card's figure is measured here
@@ -141,7 +145,7 @@ def test_the_default_decides_the_same_however_the_sensor_is_worn(daphnet_dir):
             "stanford": [stanford / f"{t}.npz" for t in ("pt1_visit_24_tbc_walklr_1_trial_1",
                                                          "pt6_visit_19_tbc_walklr_0_trial_2",
                                                          "pt2_visit_25_tbc_walklr_1_trial_1")]}
-    model, preset, _ = load_model("fog-small")
+    model, preset, _ = load_model(DEFAULT_PRESET)
     spec = as_spec(get_preset(preset).preprocess)
     settings = {**DEFAULT_SETTINGS, **get_preset(preset).events}
     for lab, paths in labs.items():
@@ -171,7 +175,7 @@ def test_the_upside_down_workbooks_of_pt6_are_scored_as_worn_the_right_way_up():
     worn = read_recording(str(shared_path("data", "stanford-imu-fog", "pt6_visit_19_tbc_walklr_0_trial_2.xlsx")))
     assert worn.acc[:, 0].mean() > 9.0                               # upside down, as recorded
     upright = _turned(worn, np.diag([-1.0, -1.0, 1.0]))
-    model, preset, _ = load_model("fog-small")
+    model, preset, _ = load_model(DEFAULT_PRESET)
     spec = as_spec(get_preset(preset).preprocess)
     settings = {**DEFAULT_SETTINGS, **get_preset(preset).events}
     got, want = (score([r], predict(model, spec, [r]), settings) for r in (worn, upright))

@@ -1,6 +1,6 @@
 """Turn a model into a verified deployment bundle for a target device.
 
-  toolkit export --target jetson --out bundles/fog-small            # the bundled default (preset fog-small)
+  toolkit export --target jetson --out bundles/default              # the bundled default (preset fog-small-x3)
   toolkit export --model fog-1st-place --target jetson-xavier --out b/xavier
   toolkit export --model checkpoints/run1.pt --target cpu --out b/cpu
   toolkit export --model fog-1st-place --tsai --weights tsai_model.pth --target jetson --out b/tsai
@@ -11,6 +11,7 @@ INT8, and the engine (when TensorRT and a GPU are here) or the on-device build k
 """
 from __future__ import annotations
 
+from calibration.checkpoint import DEFAULT_PRESET
 from toolkit.api import export
 from toolkit.commands._options import add_model_arguments, add_signing_arguments, model_and_weights, named_preset
 from toolkit.export import options
@@ -44,11 +45,12 @@ def add_arguments(p) -> None:
 
 
 def _model(args) -> tuple[str, str | None]:
-    """--model, or a checkpoint given as --weights alone (it names its preset), else fog-small with --weights."""
+    """--model, or a checkpoint given as --weights alone (it names its preset), else the bundled default's preset
+    (calibration.checkpoint.DEFAULT_PRESET) with --weights."""
     model, weights = model_and_weights(args)
     if model is None and weights and not args.tsai and named_preset(weights):
         return weights, None
-    return model or "fog-small", weights
+    return model or DEFAULT_PRESET, weights
 
 
 def run(args) -> int:

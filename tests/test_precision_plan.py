@@ -47,6 +47,22 @@ def test_auto_recurrence_follows_the_unrolled_graph_size():
         plan.choose_recurrence(small, 128, "loop")
 
 
+def test_auto_recurrence_follows_the_ranges_a_user_gives():
+    """A QAT run trains the unrolled variant; its ranges fit only that graph. The default (three BiLSTMs, ~12,300
+    nodes unrolled) would be fused by size, and its QAT result could then not be exported (`toolkit train --qat`
+    then `toolkit export`: "calibration cache does not fit this model"). With ranges given, auto takes the
+    recurrence they were made on; ranges that fit neither leave the size rule to decide."""
+    from models.qat import quantizers
+    default = create_model("fog-small-x3")
+    assert plan.choose_recurrence(default, 128)[0] == "fused"                 # by size
+    for made_on in ("unrolled", "fused"):
+        names = list(quantizers(to_qat(default, 1, 128, made_on)))
+        choice, why = plan.choose_recurrence(default, 128, "auto", names)
+        assert choice == made_on and "given ranges" in why, why
+    assert plan.choose_recurrence(default, 128, "auto", ["not.a.quantizer"])[0] == "fused"
+    assert plan.choose_recurrence(default, 128, "fused", names)[0] == "fused"   # asked wins
+
+
 def test_fused_qat_keeps_the_lstm_and_quantizes_every_gemm(tmp_path):
     model = _small()
     qat = _fused_qat(model)

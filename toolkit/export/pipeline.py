@@ -185,7 +185,8 @@ class ExportPipeline:
 
     def int8_graph(self, windows: Windows) -> Int8Graph:
         opt, source, given = self.opt, self.source, self.given
-        recurrence, why = plan.choose_recurrence(source.module, self.n_steps, opt.recurrence)
+        recurrence, why = plan.choose_recurrence(source.module, self.n_steps, opt.recurrence,
+                                                 given and list(given.cache.amax))
         how = f"{given.source} ranges from {given.path}" if given else f"{opt.calib_method} calibration"
         with self.steps.step("export_int8", f"INT8: QAT variant ({recurrence} recurrence), {how}, Q/DQ ONNX") as step:
             qat, qat_wide, calibration, watch = self._calibrated_qat(recurrence, windows)

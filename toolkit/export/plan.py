@@ -40,8 +40,20 @@ def unrolled_node_estimate(module, n_steps: int) -> int:
                for _, m in recurrent_layers(module))
 
 
-def choose_recurrence(module, n_steps: int, asked: str = "auto") -> tuple[str, str]:
-    """("fused" | "unrolled", the reason with the figures). `asked` other than auto is kept, with its reason."""
+def recurrence_of_ranges(module, n_steps: int, names) -> str | None:
+    """The recurrence ("unrolled" | "fused") whose QAT variant has exactly the quantizers `names` (a QAT run's or
+    a calibration cache's ranges), None when neither has."""
+    from models.qat import quantizers, to_qat
+    for recurrence in ("unrolled", "fused"):
+        if set(quantizers(to_qat(module, 1, n_steps, recurrence))) == set(names):
+            return recurrence
+    return None
+
+
+def choose_recurrence(module, n_steps: int, asked: str = "auto", given_names=None) -> tuple[str, str]:
+    """("fused" | "unrolled", the reason with the figures). `asked` other than auto is kept, with its reason.
+    `given_names`: the quantizers of ranges the user gave (QAT, --calibration); auto then takes the recurrence they
+    were made on (a QAT run of a large model trains the unrolled variant: its ranges only fit that one)."""
     if asked not in RECURRENCE_CHOICES:
         raise PlanError(f"--recurrence {asked!r}: choose one of {', '.join(RECURRENCE_CHOICES)}")
     layers = recurrent_layers(module)
@@ -51,6 +63,9 @@ def choose_recurrence(module, n_steps: int, asked: str = "auto") -> tuple[str, s
     figures = f"~{estimate:,} nodes if unrolled ({n_steps} steps, {UNROLLED_NODES_PER_STEP} nodes per step and direction)"
     if asked != "auto":
         return asked, f"{asked}, as asked (--recurrence); {figures}"
+    made_on = recurrence_of_ranges(module, n_steps, given_names) if given_names else None
+    if made_on is not None:
+        return made_on, f"{made_on} (auto): the given ranges were made on the {made_on} recurrence; {figures}"
     if estimate <= MAX_UNROLLED_NODES:
         return "unrolled", (f"unrolled INT8 (auto): {figures} <= {MAX_UNROLLED_NODES:,}, so the recurrence's GEMMs "
                             "run in INT8 too")

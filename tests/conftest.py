@@ -35,7 +35,7 @@ def daphnet_dir() -> Path:
     return shared_path("data", "daphnet")
 
 
-DEFAULT_WEIGHTS = REPO / "models" / "weights" / "fog-small.pt"
+DEFAULT_WEIGHTS = REPO / "models" / "weights" / "fog-small-x3.pt"   # the bundled default (calibration.checkpoint)
 
 
 @pytest.fixture(scope="session")

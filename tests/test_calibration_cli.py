@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from calibration.checkpoint import DEFAULT_PRESET  # noqa: E402
 from toolkit.cli import main  # noqa: E402
 
 
@@ -30,8 +31,8 @@ def test_calibrate_writes_a_cache_and_an_agreement_report(tmp_path, capsys):
                "--eval-windows", "32", "--report", str(report_path)])
     assert rc == 0
     cache = CalibrationCache.load(cache_path)
-    assert set(cache.amax) == set(quantizers(to_qat(create_model("fog-small"), 16, 128)))
-    assert cache.data["windows"] == 32 and cache.preset == "fog-small"
+    assert set(cache.amax) == set(quantizers(to_qat(create_model(DEFAULT_PRESET), 16, 128)))
+    assert cache.data["windows"] == 32 and cache.preset == DEFAULT_PRESET
     report = json.loads(report_path.read_text())
     assert report["windows"] == 32 and 0 <= report["mean_abs_prob_error"] <= report["max_abs_prob_error"]
     assert "probability error" in capsys.readouterr().out

@@ -2,7 +2,7 @@
 event figures (sensitivity, false alarms per hour, onset latency median/p90) as the offline evaluation of the same
 model on the same recordings (deploy.offline + deploy.events + deploy.metrics).
 
-With `models/weights/fog-small.pt` present the bundle is the trained default, exported once per session (~7 s) for the
+With `models/weights/fog-small-x3.pt` present the bundle is the trained default, exported once per session (~7 s) for the
 cpu target in fp32 (the jetson bundle's model is the same network; its INT8 graph runs only on TensorRT in production)
 and run with the event settings of its manifest, on recordings of subjects drawn with a seed training never used.
 Without the weights the small untrained stand-in runs, with thresholds set from its own offline timeline so it fires.
@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pytest
 
+from calibration.checkpoint import DEFAULT_PRESET
 from calibration.data import prepare_recording, synthetic_recordings
 from deploy.bundle import Bundle
 from deploy.config import build_config, event_settings
@@ -28,7 +29,7 @@ from deploy.recording import write_recording
 from models import get_preset
 from tests.conftest import DEFAULT_WEIGHTS as WEIGHTS
 from tests.helpers_bundle import make_bundle
-HELDOUT_SEED = 3000  # training drew its subjects with seed 0 (models/weights/fog-small.json), the model report 1000
+HELDOUT_SEED = 3000  # training drew its subjects with seeds 0-2 (models/weights/fog-small-x3.json), the report 1000
 
 
 def _infer(engine):
@@ -77,9 +78,9 @@ def test_trained_default_bundle_streams_the_offline_event_figures(default_bundle
     if default_bundle is None:
         pytest.skip(f"{WEIGHTS} is absent: the stand-in test below covers streaming == offline")
     manifest = json.loads((default_bundle / "manifest.json").read_text())
-    assert manifest["model"]["preset"] == "fog-small" and manifest["precision"] == "fp32"
+    assert manifest["model"]["preset"] == DEFAULT_PRESET and manifest["precision"] == "fp32"
     # the preset's event thresholds (chosen on the LOSO folds, calibration.blend_choice) travel to the device
-    preset_events = get_preset("fog-small").events
+    preset_events = get_preset(DEFAULT_PRESET).events
     assert set(manifest["events"]["on"].values()) == {preset_events["on"]}
     assert set(manifest["events"]["off"].values()) == {preset_events["off"]}
     recordings = synthetic_recordings(2, seed=HELDOUT_SEED, minutes=3.0)

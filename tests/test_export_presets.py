@@ -11,6 +11,7 @@ import pytest
 models = pytest.importorskip("models", reason="the model zoo (models/) is not importable")
 import onnx  # noqa: E402
 
+from calibration.checkpoint import DEFAULT_PRESET  # noqa: E402
 from deploy.bundle import Bundle  # noqa: E402
 from toolkit.cli import main as cli  # noqa: E402
 from calibration.data import BatchReader, synthetic_windows  # noqa: E402
@@ -90,12 +91,12 @@ def test_big_preset_int8_at_opset_17_for_jetson(graphs):
 
 @pytest.mark.slow
 def test_default_export_for_jetson_is_checked_and_verified(tmp_path, capsys):
-    """The README's main command on the bundled default (fog-small at full size), as a fresh clone runs it."""
+    """The README's main command on the bundled default (fog-small-x3 at full size), as a fresh clone runs it."""
     out = tmp_path / "bundle"
     assert cli(["export", "--target", "jetson", "--out", str(out), "--quiet"]) == 0
     manifest = Bundle.load(out).manifest
-    assert manifest["model"]["preset"] == "fog-small" and manifest["precision"] == "int8"
+    assert manifest["model"]["preset"] == DEFAULT_PRESET and manifest["precision"] == "int8"
     assert all(c["passed"] for c in manifest["checks"])
     assert all(p["passed"] for p in manifest["verification"]["pairs"].values())
     assert manifest["input"]["shape"] == [1, 24, 128]
-    assert "checks: 19/19 passed" in capsys.readouterr().out
+    assert "checks: 20/20 passed" in capsys.readouterr().out     # fused recurrence: its FP16 range is checked too

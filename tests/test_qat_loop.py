@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from calibration.checkpoint import DEFAULT_PRESET
 from calibration.data import synthetic_recordings
 from calibration.ptq import _forward_fixed_batch
 from deploy.bundle import Bundle
@@ -49,17 +50,20 @@ def loop(tmp_path_factory):
 
 
 def _qdq_scales(path) -> list[np.ndarray]:
-    """The scale of every QuantizeLinear of the graph, as arrays (initializers or Constant nodes)."""
+    """The scale of every QuantizeLinear of the graph, as arrays (initializers or Constant nodes, through Identity)."""
     graph = onnx.load(str(path)).graph
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
                    if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    # equal scales may be shared: the exporter writes one constant and Identity nodes naming it again
+    consts.update({n.output[0]: consts[n.input[0]] for n in graph.node if n.op_type == "Identity"
+                   and n.input[0] in consts})
     return [np.atleast_1d(consts[n.input[1]]) for n in graph.node if n.op_type == "QuantizeLinear"]
 
 
 def _qat_model(root):
     """The QAT model as `toolkit train --qat` left it (model_qat.pt), fake quantization on."""
-    qat = to_qat(create_model("fog-small"), batch_size=BATCH, seq_len=128)
+    qat = to_qat(create_model(DEFAULT_PRESET), batch_size=BATCH, seq_len=128)   # what `train` trains
     qat.load_state_dict(torch.load(root / "qat" / "model_qat.pt", weights_only=True))
     set_quantization(qat, True)
     return qat.eval()

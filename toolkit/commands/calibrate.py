@@ -1,6 +1,6 @@
 """Calibrate INT8 ranges for a model's QAT variant (post-training quantization) and report what INT8 costs.
 
-  toolkit calibrate data/ --out cal.json                        # the bundled fog-small weights, default ranges
+  toolkit calibrate data/ --out cal.json                        # the bundled default's weights, default ranges
   toolkit calibrate --synthetic 8 --method percentile --percentile 99.99 --out cal.json --plot plots/
   toolkit calibrate data/ --model runs/small/model.pt --eval held_out/ --report ptq.json --out cal.json
 

@@ -325,7 +325,7 @@ def walking_budget(args, runs_by_network: dict, recipe, fi_kwargs: dict):
         def terms_of(member, weights):
             return cached_terms(run_recipe(member, recipe), weights, walking, fi_kwargs, tag="walking")
         return [run_terms(run, weights.name, terms_of) for run in runs_by_network[network]
-                for weights in sorted(Path(run if isinstance(run, str) else run[0]).glob("model-*.pt"))]
+                for weights in sorted(Path(members(run)[0]).glob("model-*.pt"))]
     return WalkingBudget(walking, fold_networks, replayed, args.walking_max)
 
 

@@ -7,6 +7,7 @@ freeze-index terms do not depend on the network, so they are the first member's.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,5 +51,4 @@ def run_terms(run, weights_name: str, terms_of) -> tuple[list, object]:
 
 
 def json_key(spec) -> str:
-    import json
     return json.dumps(spec.to_dict(), sort_keys=True)

@@ -83,26 +83,26 @@ RECIPES = {
     "invariant-half": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.5),
     "invariant-lowpass": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8,
                                 augment={"lowpass": [0.5, 10.0, 20.0]}),
-    # ... trained twice as long (40 epochs); and, for comparison only, gravity alone with the heading left to
-    # augmentation (training windows turned about any axis by up to 180 degrees)
+    # ... for 40 epochs; for comparison only, gravity alone, the heading left to augmentation (turns up to 180 deg)
     "invariant-long": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40),
     "vertical-augmented": Recipe(preprocess={"gravity_align": True}, model=NO_BLEND, real_share=0.8,
                                  augment={"rotation_deg": 180.0}),
-    # round two (models/weights/CHOICE_RULE_ROUND2.md, from the probe of the round-one folds): synthetic subjects
-    # with 4-6 Hz tremor that is not freezing and broadband freeze trembling; the loss weighted toward the end of the
-    # window, where the device reads it (1 s look-ahead); both
+    # round two (CHOICE_RULE_ROUND2.md): synthetic 4-6 Hz tremor that is not freezing and broadband freeze trembling;
+    # the loss weighted toward the window's end, where the device reads it (1 s look-ahead); both
     "invariant-tremor": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8,
                                synth={"tremor_share": 0.5, "broadband_freezes": True}),
     "invariant-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0),
     "invariant-tremor-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0,
                                    synth={"tremor_share": 0.5, "broadband_freezes": True}),
-    # round three (CHOICE_RULE_ROUND3.md): the shipped invariant-long with round two's tremor subjects
+    # round three (CHOICE_RULE_ROUND3.md): invariant-long with round two's tremor subjects; round five's screen
+    # (models/weights/SCREEN_ROUND5.md): the same, its loss weighted toward the window's end, for short freezes
     "invariant-long-tremor": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40,
                                     synth={"tremor_share": 0.5, "broadband_freezes": True}),
+    "invariant-long-tremor-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40,
+                                        end_weight=3.0, synth={"tremor_share": 0.5, "broadband_freezes": True}),
     # fixed band powers (freeze-index ingredients) per patch beside the learnt embedding (models.spectral)
     "spectral": Recipe(model={"spectral": {"rate_hz": 64.0, "window_s": 4.0}, **NO_BLEND}),
-    # the shipped recipe: trained as "plain", then predicting with the preset's fixed freeze-index logit added
-    # (fog-small: 1.0 x with the power term; calibration.blend_choice chose it, see the model card)
+    # the shipped networks: trained without the preset's fixed freeze-index logit, predicting with it (the card)
     "blend": Recipe(train_only=NO_BLEND),
     # the preset as registered, fixed term included while training: the network learns corrections to it
     "residual": Recipe(),

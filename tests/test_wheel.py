@@ -54,7 +54,8 @@ def test_wheel_carries_the_packages_their_data_and_the_entry_points(wheel):
         pytest.skip("not a git checkout: cannot list the repository's files")
     missing = [path for path in tracked if path not in names and (REPO / path).exists()]
     assert missing == [], f"in the repository, not in the wheel: {missing}"
-    for data in ("models/weights/fog-small.pt", "models/weights/fog-small.json", "deploy/daemon.example.toml",
+    for data in ("models/weights/fog-small-x3.pt", "models/weights/fog-small-x3.json",   # the bundled default
+                 "models/weights/fog-small.pt", "models/weights/fog-small.json", "deploy/daemon.example.toml",
                  "deploy/systemd/fog-daemon.service", "toolkit/export/optables/trt10.1.json"):
         assert data in names
     assert not any(name.startswith(("tests/", "benchmarks/", "scripts/")) for name in names)

@@ -248,7 +248,7 @@ def reblend(recipe: Recipe, paths: list[str], plain_dirs: list[str], out_dir: st
             save_fold(out_dir, held, model, test, probs)
         fi_prob = [freeze_index_probability(r) for r in test]
         folds.append({"subject": held, "held_out": by, "recordings": [r.meta["id"] for r in test],
-                      "labs": sorted({lab_of(r) for r in test}), "reblended_from": plain_dirs[0] if len(plain_dirs) == 1 else plain_dirs,
+                      "labs": sorted({lab_of(r) for r in test}), "reblended_from": plain_dirs,
                       "model": threshold_sweep(test, probs),
                       "freeze_index": score(test, fi_prob, DEFAULT_SETTINGS, "freeze index")})
     return {"recipe": asdict(recipe), "held_out": by, "folds": folds}

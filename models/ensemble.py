@@ -10,7 +10,7 @@ their weights, and the wrapper computes those once:
   mean of the members' blended logits.
 
 A member's state_dict is the single network's (its parameter names under `members.<i>.`), so networks trained one by
-one load into the ensemble as they are (`from_members`). Exports as each member's graph plus one Add/Div; the QAT
+one load into the ensemble as they are (`load_members`). Exports as each member's graph, Adds and one Div; the QAT
 conversion (models.qat.to_qat) replaces the members' layers as it would a single network's.
 """
 from __future__ import annotations

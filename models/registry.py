@@ -96,10 +96,10 @@ register(Preset(
     # chosen on the folds of both labs (calibration.blend_choice by models/weights/CHOICE_RULE_ROUND3.md) at a 1 s
     # look-ahead, not inherited; the look-ahead goes with them (export's look-ahead sweep shows what others do)
     events={"on": 0.4, "off": 0.25, "lookahead_s": 1.0},
-    description="the bundled default's first network alone (seed 0), fast on CPU: 16 s window at 64 Hz in 125 ms patches; 2 encoder layers "
-                "(64 wide, 4 heads) + 1 BiLSTM, per-patch logits, plus 0.25 x a fixed freeze-index logit with a "
-                "band-power term (models.spectral; no parameters); input in each window's own frame (gravity, "
-                "principal horizontal axes), so it does not depend on how the sensor is worn"))
+    description="the bundled default's first network alone (seed 0), fast on CPU: 16 s window at 64 Hz in 125 ms "
+                "patches; 2 encoder layers (64 wide, 4 heads) + 1 BiLSTM, per-patch logits, plus 0.25 x a fixed "
+                "freeze-index logit with a band-power term (models.spectral; no parameters); input in each window's "
+                "own frame (gravity, principal horizontal axes), so it does not depend on how the sensor is worn"))
 
 # The bundled default (issue 25, models/weights/CHOICE_RULE_ROUND4.md): three networks of fog-small's recipe
 # (seeds 0, 1, 2) in one graph, their logits averaged, the fixed freeze-index logit and the window z-score computed

@@ -31,7 +31,7 @@ from deploy.events import DEFAULT_SETTINGS
 from deploy.recording import read_recordings
 from deploy.scoring import at_recording_rate, freeze_index_probability, json_safe, score
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
+THRESHOLDS = (0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
 HYSTERESIS = 0.15       # off = on - HYSTERESIS
 HOLD_OUT = ("subject", "lab")   # what a fold holds out: one person, or one whole lab
 
@@ -70,6 +70,7 @@ NO_BLEND = {"fi_blend": 0.0}   # fog-small without its fixed freeze-index logit 
 # the input that does not depend on how the sensor sits (deploy.preprocess.window_frame): per window, gravity on
 # -AccV and the horizontal plane on its principal axes
 INVARIANT = {"gravity_align": True, "horizontal": "principal"}
+TREMOR = {"tremor_share": 0.5, "broadband_freezes": True}   # round two's synthetic tremor subjects
 
 RECIPES = {
     "synthetic-only": Recipe(real_share=0.0, model=NO_BLEND),
@@ -89,17 +90,16 @@ RECIPES = {
                                  augment={"rotation_deg": 180.0}),
     # round two (CHOICE_RULE_ROUND2.md): synthetic 4-6 Hz tremor that is not freezing and broadband freeze trembling;
     # the loss weighted toward the window's end, where the device reads it (1 s look-ahead); both
-    "invariant-tremor": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8,
-                               synth={"tremor_share": 0.5, "broadband_freezes": True}),
+    "invariant-tremor": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, synth=TREMOR),
     "invariant-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0),
-    "invariant-tremor-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0,
-                                   synth={"tremor_share": 0.5, "broadband_freezes": True}),
-    # round three (CHOICE_RULE_ROUND3.md): invariant-long with round two's tremor subjects; round five's screen
-    # (models/weights/SCREEN_ROUND5.md): the same, its loss weighted toward the window's end, for short freezes
-    "invariant-long-tremor": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40,
-                                    synth={"tremor_share": 0.5, "broadband_freezes": True}),
+    "invariant-tremor-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0, synth=TREMOR),
+    # round three (CHOICE_RULE_ROUND3.md): invariant-long with round two's tremor subjects; for short freezes, round
+    # five's screen (SCREEN_ROUND5.md): its loss weighted toward the window's end; CHOICE_RULE_ROUND5.md: an 8 s window
+    "invariant-long-tremor": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40, synth=TREMOR),
     "invariant-long-tremor-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40,
-                                        end_weight=3.0, synth={"tremor_share": 0.5, "broadband_freezes": True}),
+                                        end_weight=3.0, synth=TREMOR),
+    "invariant-long-tremor-8s": Recipe(preprocess={**INVARIANT, "n_patches": 64}, real_share=0.8, epochs=40,
+                                       model={**NO_BLEND, "seq_len": 64, "d": 64}, synth=TREMOR),
     # fixed band powers (freeze-index ingredients) per patch beside the learnt embedding (models.spectral)
     "spectral": Recipe(model={"spectral": {"rate_hz": 64.0, "window_s": 4.0}, **NO_BLEND}),
     # the shipped networks: trained without the preset's fixed freeze-index logit, predicting with it (the card)

@@ -59,8 +59,9 @@ class _Walking:
 
 def test_the_walking_budget_keeps_only_thresholds_quiet_on_real_walking():
     # no threshold keeps the sensitivity floor: without the budget the lowest wins (the highest sensitivity)
-    per_on = {f"{on:g}": {"A": (10, round(10 - 10 * on), 5, 1.0), "B": (0, 0, 5, 1.0),
-                          "C": (10, round(10 - 10 * on), 5, 1.0)} for on in THRESHOLDS}
+    # (episodes, found, alarms, hours): fewer found at each higher threshold, 0.65 at the lowest
+    per_on = {f"{on:g}": {"A": (20, 13 - i, 5, 1.0), "B": (0, 0, 5, 1.0), "C": (20, 13 - i, 5, 1.0)}
+              for i, on in enumerate(THRESHOLDS)}
     candidates = {("net", 0.5, 1.0): [_summary({"one": {"": 0.5, "A": 0.5, "B": 0.5}, "two": {"": 0.4, "C": 0.4}},
                                                per_on)]}
     assert choose(candidates, FI, sorted(LABS))["on"] == min(THRESHOLDS)

@@ -106,9 +106,9 @@ class Summary:
     auroc: dict = None  # subject or lab -> AUROC (the lab's over its pooled samples)
 
 
-def summarize(recordings, probs, thresholds=THRESHOLDS) -> Summary:
+def summarize(recordings, probs, thresholds=THRESHOLDS, timing=None) -> Summary:
     """`probs[i]`: recording i's (n, C) or (n,) held-out probabilities; thresholds None: the scorer's own (the
-    freeze index's 0.5)."""
+    freeze index's 0.5); `timing`: event settings over the defaults at every threshold (calibration.event_choice)."""
     subjects = sorted({fold_of(r) for r in recordings})
     lab = {fold_of(r): lab_of(r) for r in recordings}
     counts, samples = {}, {}
@@ -120,7 +120,7 @@ def summarize(recordings, probs, thresholds=THRESHOLDS) -> Summary:
         ps = [np.ascontiguousarray(probs[i].max(1) if probs[i].ndim == 2 else probs[i]) for i in pick]
         counts[s] = {}
         for on in ons:
-            settings = DEFAULT_SETTINGS if on is None else {**DEFAULT_SETTINGS, "on": on,
+            settings = DEFAULT_SETTINGS if on is None else {**DEFAULT_SETTINGS, **(timing or {}), "on": on,
                                                             "off": round(on - HYSTERESIS, 3)}
             fig = score(recs, ps, settings)["any_fog"]
             found = round(fig["sensitivity"] * fig["episodes_true"]) if fig["episodes_true"] else 0

@@ -24,9 +24,11 @@ class WalkingBudget:
         for r in self.walking:
             r.labels = None              # walking: every event is a false alarm
 
-    def per_hour(self, network: str, blend: float, power: float, thresholds, hysteresis: float) -> dict:
-        """{on: false alarms per hour on the walking recordings, pooled over the network's fold networks}."""
-        key = (network, blend, power)
+    def per_hour(self, network: str, blend: float, power: float, thresholds, hysteresis: float,
+                 timing: dict | None = None) -> dict:
+        """{on: false alarms per hour on the walking recordings, pooled over the network's fold networks};
+        `timing`: event settings over the defaults (smoothing_s, min_duration_s: calibration.event_choice)."""
+        key = (network, blend, power, tuple(sorted((timing or {}).items())))
         if key not in self._rates:
             if network not in self._terms:
                 print(f"walking budget: {network}'s fold networks on {len(self.walking)} walking recordings",
@@ -36,7 +38,8 @@ class WalkingBudget:
             for calls, spec in self._terms[network]:
                 probs = self.replayed(calls, spec, self.walking, blend, power)
                 for on in thresholds:
-                    settings = EventSettings.resolve({"on": on, "off": round(on - hysteresis, 3), "mode": "any"})
+                    settings = EventSettings.resolve({**(timing or {}), "on": on, "off": round(on - hysteresis, 3),
+                                                      "mode": "any"})
                     figures = score(self.walking, probs, settings)["unlabelled"]
                     alarms[on] += figures["false_alarms"]
                 hours += figures["hours"]

@@ -171,24 +171,32 @@ def cut_windows(prepared: list[PreparedRecording], starts: list[tuple[int, int]]
     return WindowSet(x=x, labels=labels, mask=valid, origin=origin, typed=typed)
 
 
+def _centres(rec: PreparedRecording, c: int, by_episode: bool):
+    """Class c's valid labelled samples: one array, or (by_episode) one array per episode, so each is drawn alike."""
+    idx = np.flatnonzero((rec.labels[:, c] > 0) & rec.mask)
+    return np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1) if by_episode and idx.size else idx
+
+
 def sample_starts(prepared: list[PreparedRecording], window: int, count: int, rng: np.random.Generator,
-                  class_share: float = 0.5) -> list[tuple[int, int]]:
-    """`count` (recording index, start) pairs: round-robin over recordings, a share centred on classes."""
+                  class_share: float = 0.5, by_episode: bool = False) -> list[tuple[int, int]]:
+    """`count` (recording index, start) pairs: round-robin over recordings, a share centred on classes (on a
+    labelled sample drawn uniformly, or with `by_episode` on an episode drawn uniformly, then a sample of it)."""
     if not prepared:
         raise DataError("no recordings to draw windows from", fix="give at least one recording")
     order = rng.permutation(len(prepared))
-    positives = [None if r.labels is None else [np.flatnonzero((r.labels[:, c] > 0) & r.mask)
-                                                 for c in range(r.labels.shape[1])] for r in prepared]
+    positives = [None if r.labels is None else [_centres(r, c, by_episode) for c in range(r.labels.shape[1])]
+                 for r in prepared]
     starts, next_class = [], 0
     for k in range(count):
         i = int(order[k % len(order)])
         rec = prepared[i]
         latest = max(rec.n_samples - window, 0)
-        present = [] if positives[i] is None else [c for c, p in enumerate(positives[i]) if p.size]
+        present = [] if positives[i] is None else [c for c, p in enumerate(positives[i]) if len(p)]
         if present and rng.random() < class_share:
             c = present[next_class % len(present)]
             next_class += 1
-            centre = int(rng.choice(positives[i][c]))
+            pool = positives[i][c]
+            centre = int(rng.choice(pool[rng.integers(len(pool))] if by_episode else pool))
             start = int(np.clip(centre - rng.integers(window // 4, 3 * window // 4 + 1), 0, latest))
         else:
             start = int(rng.integers(0, latest + 1))

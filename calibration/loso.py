@@ -64,14 +64,15 @@ class Recipe:
     seed: int = 0
     synth: dict = field(default_factory=dict)   # deploy.synth.SynthOptions of the synthetic training subjects
     end_weight: float = 0.0          # calibration.train.TrainConfig.end_weight
+    by_episode: bool = False         # calibration.train.TrainConfig.by_episode
 
 
 NO_BLEND = {"fi_blend": 0.0}   # fog-small without its fixed freeze-index logit (as every recipe before "blend")
-# the input that does not depend on how the sensor sits (deploy.preprocess.window_frame): per window, gravity on
-# -AccV and the horizontal plane on its principal axes
+# the input however the sensor sits (deploy.preprocess.window_frame): gravity on -AccV, horizontal on principal axes
 INVARIANT = {"gravity_align": True, "horizontal": "principal"}
 TREMOR = {"tremor_share": 0.5, "broadband_freezes": True}   # round two's synthetic tremor subjects
-
+RECIPE_INVARIANT = Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8)
+LONG_TREMOR = replace(RECIPE_INVARIANT, epochs=40, synth=TREMOR)
 RECIPES = {
     "synthetic-only": Recipe(real_share=0.0, model=NO_BLEND),
     "plain": Recipe(model=NO_BLEND),
@@ -79,27 +80,25 @@ RECIPES = {
     "gravity": Recipe(preprocess={"gravity_align": True}, model=NO_BLEND),
     "gravity-floor": Recipe(preprocess={"gravity_align": True, "min_std": 0.05}, model=NO_BLEND),
     # issue 25's candidates, on both labs (see models/weights/CHOICE_RULE.md): the invariant input ...
-    "invariant": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8),
+    "invariant": RECIPE_INVARIANT,
     # ... with half the windows synthetic, and with training windows low-passed at 10-20 Hz half of the time
     "invariant-half": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.5),
-    "invariant-lowpass": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8,
-                                augment={"lowpass": [0.5, 10.0, 20.0]}),
+    "invariant-lowpass": replace(RECIPE_INVARIANT, augment={"lowpass": [0.5, 10.0, 20.0]}),
     # ... for 40 epochs; for comparison only, gravity alone, the heading left to augmentation (turns up to 180 deg)
-    "invariant-long": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40),
-    "vertical-augmented": Recipe(preprocess={"gravity_align": True}, model=NO_BLEND, real_share=0.8,
-                                 augment={"rotation_deg": 180.0}),
+    "invariant-long": replace(RECIPE_INVARIANT, epochs=40),
+    "vertical-augmented": replace(RECIPE_INVARIANT, preprocess={"gravity_align": True}, augment={"rotation_deg": 180}),
     # round two (CHOICE_RULE_ROUND2.md): synthetic 4-6 Hz tremor that is not freezing and broadband freeze trembling;
     # the loss weighted toward the window's end, where the device reads it (1 s look-ahead); both
-    "invariant-tremor": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, synth=TREMOR),
-    "invariant-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0),
-    "invariant-tremor-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, end_weight=3.0, synth=TREMOR),
-    # round three (CHOICE_RULE_ROUND3.md): invariant-long with round two's tremor subjects; for short freezes, round
-    # five's screen (SCREEN_ROUND5.md): its loss weighted toward the window's end; CHOICE_RULE_ROUND5.md: an 8 s window
-    "invariant-long-tremor": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40, synth=TREMOR),
-    "invariant-long-tremor-end": Recipe(preprocess=INVARIANT, model=NO_BLEND, real_share=0.8, epochs=40,
-                                        end_weight=3.0, synth=TREMOR),
-    "invariant-long-tremor-8s": Recipe(preprocess={**INVARIANT, "n_patches": 64}, real_share=0.8, epochs=40,
-                                       model={**NO_BLEND, "seq_len": 64, "d": 64}, synth=TREMOR),
+    "invariant-tremor": replace(RECIPE_INVARIANT, synth=TREMOR),
+    "invariant-end": replace(RECIPE_INVARIANT, end_weight=3.0),
+    "invariant-tremor-end": replace(RECIPE_INVARIANT, end_weight=3.0, synth=TREMOR),
+    # round three (CHOICE_RULE_ROUND3.md): invariant-long with tremor subjects; for short freezes, its loss weighted
+    # to the window's end (SCREEN_ROUND5.md), an 8 s window (CHOICE_RULE_ROUND5.md), each episode alike (SCREEN_ROUND7)
+    "invariant-long-tremor": LONG_TREMOR,
+    "invariant-long-tremor-end": replace(LONG_TREMOR, end_weight=3.0),
+    "invariant-long-tremor-8s": replace(LONG_TREMOR, preprocess={**INVARIANT, "n_patches": 64},
+                                        model={**NO_BLEND, "seq_len": 64, "d": 64}),
+    "invariant-long-tremor-episodes": replace(LONG_TREMOR, by_episode=True),
     # fixed band powers (freeze-index ingredients) per patch beside the learnt embedding (models.spectral)
     "spectral": Recipe(model={"spectral": {"rate_hz": 64.0, "window_s": 4.0}, **NO_BLEND}),
     # the shipped networks: trained without the preset's fixed freeze-index logit, predicting with it (the card)
@@ -146,7 +145,8 @@ def train_model(recipe: Recipe, real_train, log=None):
     model = create_model(recipe.preset, **{**recipe.model, **recipe.train_only})
     config = TrainConfig(epochs=recipe.epochs, steps_per_epoch=recipe.steps, batch_size=recipe.batch_size,
                          lr=recipe.lr, warmup_steps=recipe.warmup, patience=recipe.epochs + 1, seed=recipe.seed,
-                         augment=recipe.augment, keep="last", end_weight=recipe.end_weight)
+                         augment=recipe.augment, keep="last", end_weight=recipe.end_weight,
+                         by_episode=recipe.by_episode)
     result = fit(model, train, val, spec, config, progress=log is not None)
     if recipe.train_only:
         trained, model = model, create_model(recipe.preset, **recipe.model)

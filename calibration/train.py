@@ -46,6 +46,7 @@ class TrainConfig:
     patience: int = 8               # epochs without a better validation mAP before stopping
     seed: int = 0
     class_share: float = 0.5        # share of training windows centred on a labelled event
+    by_episode: bool = False        # centred on an episode drawn uniformly (short freezes as often as long ones)
     val_hop_patches: int | None = None   # validation hop in patches (default: half a window)
     augment: bool | dict = True     # training windows only: rotation, scale, time warp, noise (data.Augment; a
     #                                 dict: Augment's fields, e.g. {"lowpass": [0.5, 10, 20]})
@@ -279,7 +280,7 @@ def fit(model, train_recordings, val_recordings, spec, config: TrainConfig = Tra
         losses = []
         for step in range(1, config.steps_per_epoch + 1):
             batch = cut_windows(train, sample_starts(train, spec.window, config.batch_size, rng,
-                                                     config.class_share), spec,
+                                                     config.class_share, config.by_episode), spec,
                                 augment=augment, rng=rng)
             logits = model(torch.from_numpy(batch.x))
             loss = fog_loss(logits, torch.from_numpy(batch.labels), torch.from_numpy(batch.mask * loss_weights),

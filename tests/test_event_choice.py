@@ -48,3 +48,18 @@ def test_a_timing_changes_which_blips_become_events():
               for name, timing in (("short", short), ("shipped", SHIPPED))}
     assert counts["short"]["found"] == counts["shipped"]["found"] == 1
     assert (counts["short"]["alarms"], counts["shipped"]["alarms"]) == (1, 0)
+
+
+def test_the_walking_budget_counts_alarms_with_the_timing_asked():
+    from calibration.walking_budget import WalkingBudget
+    n = int(60 * RATE)
+    walk = Recording(np.zeros((n, 3)), RATE, "g", meta={"id": "w", "subject": "W"})
+    prob = np.full((n, 3), 0.05)
+    prob[int(30 * RATE):int(30.75 * RATE)] = 0.9          # one 0.75 s blip on FOG-free walking
+
+    budget = WalkingBudget([walk], lambda network: [("calls", "spec")],
+                           lambda calls, spec, recordings, blend, power: [prob])
+    short = budget.per_hour("net", 0.25, 1.0, (0.5,), 0.15, {"smoothing_s": 0.5, "min_duration_s": 0.5})
+    shipped = budget.per_hour("net", 0.25, 1.0, (0.5,), 0.15, SHIPPED)
+    hours = n / RATE / 3600
+    assert short[0.5] == 1 / hours and shipped[0.5] == 0.0      # each timing its own figure, not a cached one

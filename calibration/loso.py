@@ -92,8 +92,8 @@ RECIPES = {
     "invariant-tremor": replace(RECIPE_INVARIANT, synth=TREMOR),
     "invariant-end": replace(RECIPE_INVARIANT, end_weight=3.0),
     "invariant-tremor-end": replace(RECIPE_INVARIANT, end_weight=3.0, synth=TREMOR),
-    # round three (CHOICE_RULE_ROUND3.md): invariant-long with tremor subjects; for short freezes, its loss weighted
-    # to the window's end (SCREEN_ROUND5.md), an 8 s window (CHOICE_RULE_ROUND5.md), each episode alike (SCREEN_ROUND7)
+    # round three (CHOICE_RULE_ROUND3.md): invariant-long with tremor subjects; for short freezes (none won), its loss
+    # weighted to the window's end (SCREEN_ROUND5.md), an 8 s window and each episode alike (CHOICE_RULE_ROUND5/7.md)
     "invariant-long-tremor": LONG_TREMOR,
     "invariant-long-tremor-end": replace(LONG_TREMOR, end_weight=3.0),
     "invariant-long-tremor-8s": replace(LONG_TREMOR, preprocess={**INVARIANT, "n_patches": 64},

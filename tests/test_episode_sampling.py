@@ -1,5 +1,5 @@
 """calibration.data.sample_starts(by_episode=True): windows centred on each labelled episode alike, so a 2 s freeze
-is drawn as often as a 60 s one (SCREEN_ROUND7.md); the default draws labelled samples alike."""
+is drawn as often as a 60 s one (CHOICE_RULE_ROUND7.md); the default draws labelled samples alike."""
 import numpy as np
 
 from calibration.data import PreparedRecording, sample_starts

@@ -37,6 +37,7 @@ from calibration.loso import HYSTERESIS, RECIPES, THRESHOLDS, fold_of, lab_of, p
 from calibration.choice_tables import TIE, mean_of, print_choice, screen, subject_table
 from calibration.ensemble_terms import ensemble_name, members, run_terms
 from calibration.progress import bar
+from calibration.threshold_step import SENS_FLOOR, keeps_floor, threshold_row, threshold_step
 from calibration.walking_budget import MAX_PER_HOUR
 from deploy.contract.events import EventSettings
 from deploy.events import DEFAULT_SETTINGS
@@ -47,7 +48,6 @@ from deploy.scoring import at_recording_rate, freeze_index_probability, json_saf
 
 FI_BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 POWER_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-SENS_FLOOR = 0.7
 
 
 def window_terms(recipe, weights: Path, recordings, fi_kwargs: dict) -> tuple[list, object]:
@@ -174,27 +174,16 @@ def choose(candidates: dict, fi: Summary, subjects, budget=None) -> dict:
         return min(values), float(np.mean(values)), {lab: f["ap"] for lab, f in labs.items()}
     ranked = {key: margins(key) for key in candidates}
     best = max(ranked, key=lambda k: (round(ranked[k][0] / TIE), ranked[k][1]))
-    rows = []
-    for on in THRESHOLDS:
-        labs = lab_figures(candidates[best], fi, f"{on:g}", subjects)
-        sens = [f["sensitivity"] for f in labs.values() if f["sensitivity"] is not None]
-        ratio = max(f["false_alarms_per_hour"] / max(f["fi_false_alarms_per_hour"], 1e-9) for f in labs.values())
-        rows.append({"on": on, "min_sensitivity": min(sens) if sens else None, "fa_ratio": ratio, "labs": labs})
+    rows = [threshold_row(lab_figures(candidates[best], fi, f"{on:g}", subjects), on=on) for on in THRESHOLDS]
     if budget is not None:
         walking = budget.per_hour(*best, THRESHOLDS, HYSTERESIS)
         for r in rows:
             r["walking_false_alarms_per_hour"] = walking[r["on"]]
-        within = [r for r in rows if walking[r["on"]] <= budget.max_per_hour]
-        rows = within or [min(rows, key=lambda r: (walking[r["on"]], -r["on"]))]
-    eligible = [r for r in rows if r["min_sensitivity"] is None or r["min_sensitivity"] >= SENS_FLOOR]
-    if eligible:
-        pick = min(eligible, key=lambda r: (round(r["fa_ratio"], 6), -r["on"]))
-    else:
-        pick = max(rows, key=lambda r: (r["min_sensitivity"], r["on"]))
+    pick = threshold_step(rows, budget and budget.max_per_hour)
     network, blend, power = best
     return {"network": network, "fi_blend": blend, "power_weight": power, "on": pick["on"],
             "off": round(pick["on"] - HYSTERESIS, 3), "worst_lab_margin": ranked[best][0],
-            "mean_lab_margin": ranked[best][1], "keeps_floor": bool(eligible), "labs": pick["labs"],
+            "mean_lab_margin": ranked[best][1], "keeps_floor": keeps_floor(pick), "labs": pick["labs"],
             "walking_false_alarms_per_hour": pick.get("walking_false_alarms_per_hour"),
             "ranking": sorted(([*k, *v] for k, v in ranked.items()), key=lambda r: (-r[3], -r[4]))}
 
@@ -265,6 +254,12 @@ def nested_pooled(held_out: dict, terms: dict, fi_probs: dict) -> dict:
                     "false_alarms_per_hour": sum(f["false_alarms"] for f in figures) / sum(f["hours"] for f in figures),
                     "fi_false_alarms_per_hour": fi["false_alarms_per_hour"]}
     return out
+
+
+def fi_terms_kwargs(recipe) -> dict:
+    """The recipe's preset's freeze-index settings, its power weight left out (the blend's grid varies it)."""
+    from models import get_preset
+    return {k: v for k, v in get_preset(recipe.preset).kwargs.get("fi_kwargs", {}).items() if k != "power_weight"}
 
 
 def run_recipe(run, default):
@@ -355,7 +350,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)   # batch-1-sized work: a second OpenMP thread only waits on a shared machine
     recipe = RECIPES[args.recipe]
     preset = get_preset(recipe.preset)
-    fi_kwargs = {k: v for k, v in preset.kwargs.get("fi_kwargs", {}).items() if k != "power_weight"}
+    fi_kwargs = fi_terms_kwargs(recipe)
     runs_by_network = {Path(runs[0]).name.rsplit("-s", 1)[0]: runs for runs in args.plain}
     runs_by_network.update({ensemble_name(runs): [tuple(runs)] for runs in args.ensemble})
     recordings, terms = collect(args.data, runs_by_network, recipe, fi_kwargs)

@@ -17,19 +17,19 @@ import json
 import sys
 from pathlib import Path
 
-from calibration.blend_choice import (RECIPES, SENS_FLOOR, collect, lab_figures, replayed, subject_figures,
+from calibration.blend_choice import (RECIPES, collect, fi_terms_kwargs, lab_figures, replayed, subject_figures,
                                       summarize, walking_budget)
 from calibration.choice_tables import subject_table
 from calibration.ensemble_terms import ensemble_name
 from calibration.loso import HYSTERESIS, THRESHOLDS
 from calibration.progress import bar
+from calibration.threshold_step import keeps_floor, threshold_row, threshold_step
 from calibration.walking_budget import MAX_PER_HOUR
 from deploy.scoring import freeze_index_probability, json_safe
 
 SMOOTHING_S = (0.5, 1.0)
 MIN_DURATION_S = (0.5, 1.0, 1.5, 2.0)
 SHIPPED = {"smoothing_s": 0.5, "min_duration_s": 1.0}     # the contract's defaults, every round before six
-TIE = 1e-6
 
 
 def timings() -> list[dict]:
@@ -43,18 +43,9 @@ def _name(timing: dict) -> str:
 def pairs(summaries: dict, fi, subjects, walking: dict) -> list[dict]:
     """Every (timing, on) pair on `subjects`' folds: per lab figures, worst-lab sensitivity and false-alarm ratio to
     the freeze index's, and the walking figure. `summaries`: timing name -> Summary; `walking`: name -> {on: rate}."""
-    rows = []
-    for timing in timings():
-        name = _name(timing)
-        for on in THRESHOLDS:
-            labs = lab_figures([summaries[name]], fi, f"{on:g}", subjects)
-            sens = [f["sensitivity"] for f in labs.values() if f["sensitivity"] is not None]
-            rows.append({"timing": timing, "on": on, "labs": labs,
-                         "min_sensitivity": min(sens) if sens else None,
-                         "fa_ratio": max(f["false_alarms_per_hour"] / max(f["fi_false_alarms_per_hour"], 1e-9)
-                                         for f in labs.values()),
-                         "walking_false_alarms_per_hour": walking[name][on]})
-    return rows
+    return [threshold_row(lab_figures([summaries[_name(t)]], fi, f"{on:g}", subjects), timing=t, on=on,
+                          walking_false_alarms_per_hour=walking[_name(t)][on])
+            for t in timings() for on in THRESHOLDS]
 
 
 def _order(row) -> tuple:
@@ -64,16 +55,9 @@ def _order(row) -> tuple:
 
 
 def pick(rows: list[dict], budget: float = MAX_PER_HOUR) -> dict:
-    """The rule (CHOICE_RULE_ROUND6.md) over `rows` (`pairs`): within the walking budget (if no pair is: the one
-    raising the fewest alarms on walking), those keeping the sensitivity floor on every lab with the smallest
-    worst-lab false-alarm ratio; if none keeps it, the highest worst-lab sensitivity."""
-    within = [r for r in rows if r["walking_false_alarms_per_hour"] <= budget]
-    if not within:
-        return min(rows, key=lambda r: (r["walking_false_alarms_per_hour"], *_order(r)))
-    eligible = [r for r in within if r["min_sensitivity"] is None or r["min_sensitivity"] >= SENS_FLOOR]
-    if eligible:
-        return min(eligible, key=lambda r: (round(r["fa_ratio"] / TIE), *_order(r)))
-    return min(within, key=lambda r: (-round(r["min_sensitivity"] / TIE), *_order(r)))
+    """The rule (CHOICE_RULE_ROUND6.md) over `rows` (`pairs`): round two's threshold step over every pair, within
+    the walking budget, the tie-breaks `_order`."""
+    return threshold_step(rows, budget, _order)
 
 
 def chosen_figures(summaries: dict, fi, row: dict, subject: str) -> dict:
@@ -110,12 +94,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     import torch
-
-    from models import get_preset
     torch.set_num_threads(1)
     recipe = RECIPES["blend"]
-    fi_kwargs = {k: v for k, v in get_preset(recipe.preset).kwargs.get("fi_kwargs", {}).items()
-                 if k != "power_weight"}
+    fi_kwargs = fi_terms_kwargs(recipe)
     run = tuple(args.ensemble) if len(args.ensemble) > 1 else args.ensemble[0]
     network = ensemble_name(args.ensemble) if len(args.ensemble) > 1 else Path(run).name
     recordings, terms = collect(args.data, {network: [run]}, recipe, fi_kwargs)
@@ -139,7 +120,7 @@ def main(argv=None) -> int:
     chosen = {"network": network, "fi_blend": args.blend, "power_weight": args.power, "on": row["on"],
               "off": round(row["on"] - HYSTERESIS, 3), **row["timing"], "labs": row["labs"],
               "walking_false_alarms_per_hour": row["walking_false_alarms_per_hour"],
-              "keeps_floor": row["min_sensitivity"] is not None and row["min_sensitivity"] >= SENS_FLOOR}
+              "keeps_floor": keeps_floor(row)}
     grid = [{"timing": r["timing"], "on": r["on"], "min_sensitivity": r["min_sensitivity"], "fa_ratio": r["fa_ratio"],
              "walking_false_alarms_per_hour": r["walking_false_alarms_per_hour"]} for r in rows]
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -44,30 +44,49 @@ class Episode:
     duration_s: float
     peak: float        # highest any-FOG probability inside the episode
     rank: float        # share of the person's FOG-free samples scored below `peak`
+    found: bool | None = None   # an event overlapped it (deploy.metrics.event_metrics' rule); None: not asked
 
 
-def episode_peaks(recordings, probs) -> list[Episode]:
+def episode_peaks(recordings, probs, rule: str = "max", events=None) -> list[Episode]:
     """Every labelled episode (valid samples only) of `recordings` with `probs[i]`, recording i's (n,) any-FOG or
-    (n, C) event-class probabilities (any-FOG = their max, as the scorer's default rule)."""
+    (n, C) event-class probabilities (any-FOG by `rule`, "max" or "sum" as the scorer's). `events[i]`, if given:
+    recording i's counted events as (onset_s, offset_s or None) pairs, which say whether each episode was found."""
     from deploy.event_classes import any_fog
     from deploy.metrics import episodes
     found, quiet = [], {}
-    for rec, p in zip(recordings, probs):
+    for i, (rec, p) in enumerate(zip(recordings, probs)):
         if rec.labels is None:
             continue
-        score = any_fog(np.asarray(p, dtype=np.float64))
+        score = any_fog(np.asarray(p, dtype=np.float64), rule=rule)
         valid = np.ones(rec.n_samples, bool) if rec.mask is None else np.asarray(rec.mask, bool)
         fog = (rec.labels.max(axis=1) > 0.5) & valid
         subject = str(rec.meta.get("subject"))
         quiet.setdefault(subject, []).append(score[valid & ~fog])
         for a, b in episodes(fog):
-            found.append((rec, subject, a, b, float(score[a:b].max())))
+            hit = None if events is None else _overlapped(a / rec.rate_hz, b / rec.rate_hz, events[i])
+            found.append((rec, subject, a, b, float(score[a:b].max()), hit))
     quiet = {s: np.sort(np.concatenate(v)) for s, v in quiet.items()}
     return [Episode(lab=str(rec.meta.get("lab", "unknown")), subject=subject,
                     recording=str(rec.meta.get("id") or rec.meta.get("name")), start_s=round(a / rec.rate_hz, 3),
                     duration_s=round((b - a) / rec.rate_hz, 3), peak=peak,
-                    rank=float(np.searchsorted(quiet[subject], peak, side="left") / max(len(quiet[subject]), 1)))
-            for rec, subject, a, b, peak in found]
+                    rank=float(np.searchsorted(quiet[subject], peak, side="left") / max(len(quiet[subject]), 1)),
+                    found=hit)
+            for rec, subject, a, b, peak, hit in found]
+
+
+def _overlapped(onset_s: float, offset_s: float, events) -> bool:
+    return any(on < offset_s and (np.inf if off is None else off) > onset_s for on, off in events)
+
+
+def write_episodes(path, episodes: list[Episode], **columns) -> None:
+    """`episodes` as CSV rows, `columns` (e.g. scorer=...) first; several calls to one path append (one header)."""
+    path = Path(path)
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*columns, *Episode.__dataclass_fields__])
+        if new:
+            writer.writeheader()
+        writer.writerows({**columns, **asdict(e)} for e in episodes)
 
 
 def reach(episodes: list[Episode], thresholds) -> dict:
@@ -142,10 +161,8 @@ def main(argv=None) -> int:
         figures["walking_false_alarms_per_hour"] = {f"{on:g}": rate for on, rate in rates.items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "episodes.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(Episode.__dataclass_fields__))
-        writer.writeheader()
-        writer.writerows(asdict(e) for e in episodes)
+    (out / "episodes.csv").unlink(missing_ok=True)
+    write_episodes(out / "episodes.csv", episodes)
     (out / "reach.json").write_text(json.dumps(figures, indent=1) + "\n")
     print(table(figures, thresholds))
     if args.walking:

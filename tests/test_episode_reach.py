@@ -63,3 +63,18 @@ def test_reach_counts_per_lab_and_person_and_the_bar_needs_seven_tenths():
     assert figures["labs"]["lab"] == {"episodes": 10, "needed": 7, "reach": {"0.2": 8, "0.5": 2},
                                       "under_own_median": 0}
     assert figures["subjects"]["P1"]["reach"] == {"0.2": 4, "0.5": 1}
+
+
+def test_found_is_the_event_scorers_overlap():
+    # events touching an episode's edges, running into it, inside it, still open: found exactly as
+    # deploy.metrics.event_metrics counts (an event must overlap the episode, not only touch it)
+    from types import SimpleNamespace
+
+    from deploy.metrics import event_metrics
+    rec = _recording("D", "lab1", [(5, 7), (10, 12), (20, 22), (30, 32), (40, 42), (50, 52)])
+    pairs = [(3.0, 5.0), (12.0, 14.0), (18.0, 20.5), (30.5, 31.0), (49.0, None)]    # (40, 42) has none
+    found = [e.found for e in episode_peaks([rec], [np.zeros(rec.n_samples)], events=[pairs])]
+    assert found == [False, False, True, True, False, True]
+    events = [SimpleNamespace(onset_s=a, offset_s=b, detect_s=a) for a, b in pairs]
+    assert event_metrics(rec.labels, events, RATE)["sensitivity"] == sum(found) / len(found)
+    assert all(e.found is None for e in episode_peaks([rec], [np.zeros(rec.n_samples)]))

@@ -136,3 +136,23 @@ def test_plot_draws_the_scorers_any_fog_rule(tmp_path, monkeypatch):
     plots.plot_recordings(tmp_path, [rec], {"model": [probs]}, dict(EVENT_DEFAULTS), {"model": "sum"})
     plots.plot_recordings(tmp_path, [rec], {"model": [probs]}, dict(EVENT_DEFAULTS))
     assert np.allclose(drawn[0], 0.9) and np.allclose(drawn[1], 0.3)
+
+
+def test_the_episode_table_finds_what_the_pooled_figures_count(tmp_path, capsys):
+    # --episodes: one row per labelled episode and scorer; the rows marked found are the episode sensitivity's
+    # numerator, scorer by scorer, and a found episode's peak reached the scorer's on-threshold or ran on from one
+    import csv
+    pytest.importorskip("torch")
+    table = tmp_path / "episodes.csv"
+    table.write_text("an old table, replaced\n")
+    assert main(["evaluate", "--synthetic", "4", "--minutes", "3", "--model", "fog-small", "--json",
+                 "--episodes", str(table)]) == 0     # 14 episodes: the model finds 4, the freeze index 8
+    results = json.loads(capsys.readouterr().out)["results"]
+    rows = list(csv.DictReader(table.open()))
+    assert {r["scorer"] for r in rows} == {f["name"] for f in results}
+    for figures in results:
+        mine = [r for r in rows if r["scorer"] == figures["name"]]
+        pooled = figures["any_fog"]
+        assert len(mine) == pooled["episodes_true"] > 0 and 0 < pooled["sensitivity"] < 1
+        assert sum(r["found"] == "True" for r in mine) == round(pooled["sensitivity"] * pooled["episodes_true"])
+        assert all(0.0 <= float(r["rank"]) <= 1.0 and float(r["duration_s"]) > 0 for r in mine)

@@ -67,6 +67,9 @@ def add_arguments(p) -> None:
                           "dense near 0 and 1); all are printed")
     add_json(p, out=True)
     p.add_argument("--per-recording", action="store_true", help="also print one row per recording")
+    p.add_argument("--episodes", metavar="CSV", help="write one row per labelled episode and scorer: whether an event "
+                   "found it, its peak probability, and how that peak ranks among the person's FOG-free samples "
+                   "(calibration.episode_reach): which freezes a scorer misses, and by how much")
     add_plot(p)
     add_quiet(p)
 
@@ -96,6 +99,20 @@ def _model(args):
     return model, weights
 
 
+def _write_episodes(path, recs, result) -> int:
+    """Each scorer's episodes (calibration.episode_reach), found or not by the events it raised here."""
+    from calibration.episode_reach import episode_peaks, write_episodes
+    Path(path).unlink(missing_ok=True)
+    rows = 0
+    for (key, probs), figures in zip(result.probs.items(), result.results):   # both: the model first, if any
+        events = [[(e["onset_s"], e["offset_s"]) for e in per["event_list"] if e["counted"]]
+                  for per in figures["per_recording"]]
+        found = episode_peaks(recs, probs, result.rules.get(key, "max"), events)
+        write_episodes(path, found, scorer=figures["name"])
+        rows += len(found)
+    return rows
+
+
 def run(args) -> int:
     recs = recordings_from_args(args)
     model, weights = _model(args)
@@ -114,6 +131,9 @@ def run(args) -> int:
         written.append(plot_operating_points(Path(args.plot) / "operating-points.png", result.operating_points,
                                              result.at_fa_per_hour))
         print(f"evaluate: {len(written)} plots in {args.plot}", file=sys.stderr)
+    if args.episodes:
+        print(f"evaluate: {_write_episodes(args.episodes, recs, result)} episode rows in {args.episodes}",
+              file=sys.stderr)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result.to_json(), indent=2) + "\n")
     if args.json:

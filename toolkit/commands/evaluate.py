@@ -7,11 +7,11 @@
 
 Predictions follow deploy.offline.predict_recording (the bundle's hop, look-ahead and event settings when a bundle
 is given, else the defaults export writes; each flag overrides one value: deploy.contract.events.EventSettings
-.resolve) and are mapped back to each recording's rate. Every figure comes from deploy.scoring, the project's one scorer: per-class APs
-(the competition metric) on recordings labelled with the three Kaggle types; any-FOG AP, time-based sensitivity
-and specificity, episode sensitivity, false alarms per hour and onset latency on every labelled recording
-(Daphnet's single "freeze" label included); time called FOG and false alarms per hour on recordings without
-labels (declared FOG-free). The freeze index (Bachlin: 4 s, threshold 1.5) is scored the same way.
+.resolve) and are mapped back to each recording's rate. Every figure comes from deploy.scoring, the project's one
+scorer: per-class APs (the competition metric) on recordings labelled with the three Kaggle types; any-FOG AP,
+time-based sensitivity and specificity, episode sensitivity, false alarms per hour and onset latency on every
+labelled recording (Daphnet's single "freeze" label included); time called FOG and false alarms per hour on
+recordings without labels (declared FOG-free). The freeze index (Bachlin: 4 s, threshold 1.5) is scored the same way.
 
 Operating points: each scorer's episode sensitivity against false alarms per hour as its on-threshold moves
 (deploy.operating_points: the same detector and scorer at each threshold), printed, in --json, and drawn on one
@@ -20,6 +20,11 @@ alarms per hour on the recordings given; `toolkit export --on-threshold-from EVA
 writes the model's into a bundle, which then records the recordings that chose it:
 
   toolkit evaluate ../shared/data/daphnet --bundle bundle --at-fa-per-hour 10 --json-out eval.json --plot plots/
+
+Missed freezes: `--episodes episodes.csv` writes one row per labelled episode and scorer, whether its events found
+it, its peak probability and that peak's rank among the same person's FOG-free samples (calibration.episode_reach):
+a freeze peaking just under the threshold is a threshold's matter, one ranked under most of the person's walking is
+the network's.
 """
 from __future__ import annotations
 

@@ -168,6 +168,13 @@ def test_cli_errors_are_one_line(capsys):
     assert "no-such-model-or-folder" in err and "Traceback" not in err
 
 
+
+def test_a_folder_as_the_json_output_is_refused_before_benchmarking(tmp_path, capsys):
+    from toolkit.cli import main
+    assert main(["bench", "fog-small", "--json-out", str(tmp_path)]) == 2
+    assert f"--json-out {tmp_path} is a folder" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_bench_report_of_a_small_model(tmp_path):
     from toolkit.bench import run as bench

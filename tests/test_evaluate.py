@@ -156,3 +156,25 @@ def test_the_episode_table_finds_what_the_pooled_figures_count(tmp_path, capsys)
         assert len(mine) == pooled["episodes_true"] > 0 and 0 < pooled["sensitivity"] < 1
         assert sum(r["found"] == "True" for r in mine) == round(pooled["sensitivity"] * pooled["episodes_true"])
         assert all(0.0 <= float(r["rank"]) <= 1.0 and float(r["duration_s"]) > 0 for r in mine)
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    # a folder given as an output file is refused up front, naming the flag, instead of a traceback after the whole
+    # evaluation; a missing folder is made
+    import toolkit.commands.evaluate as command
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("evaluated before the output paths were checked")
+    monkeypatch.setattr(command, "evaluate", no_work)
+    for flag in ("--episodes", "--json-out"):
+        assert main(["evaluate", "--synthetic", "1", "--minutes", "0.5", flag, str(tmp_path)]) == 2
+        assert f"{flag} {tmp_path} is a folder" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["evaluate", "--synthetic", "1", "--minutes", "0.5", "--json-out",
+                 str(tmp_path / "a-file" / "e.json")]) == 2
+    assert "--json-out" in capsys.readouterr().err
+    monkeypatch.undo()
+    out = tmp_path / "new" / "deeper"
+    assert main(["evaluate", "--synthetic", "1", "--minutes", "0.5", "--quiet", "--json-out", str(out / "e.json"),
+                 "--episodes", str(out / "e.csv")]) == 0
+    assert (out / "e.json").is_file() and (out / "e.csv").is_file()

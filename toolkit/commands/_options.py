@@ -81,6 +81,25 @@ def add_json(p, *, out: bool = False) -> None:
         p.add_argument("--json-out", metavar="PATH", help=JSON_OUT_HELP)
 
 
+def output_file(path, flag: str, example: str = "out"):
+    """An output file's path, checked before any work: not a folder, its folder made if missing (a UserError naming
+    `flag` otherwise), so a long run never ends in a traceback over where to write."""
+    from pathlib import Path
+
+    from toolkit.cli import UserError
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder: give a file path, e.g. {path / example}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot make its folder ({e.strerror}): give a path in a folder you can "
+                        "write") from None
+    return path
+
+
 def add_plot(p, what: str = "") -> None:
     p.add_argument("--plot", metavar="DIR", help=PLOT_HELP + (f": {what}" if what else ""))
 

@@ -27,7 +27,8 @@ from toolkit.bench import run as bench
 from toolkit.bench.backends import BACKENDS, BackendUnavailable
 from toolkit.api import bench as api_bench
 from toolkit.cli import UserError
-from toolkit.commands._options import add_bundle, add_json, add_model_arguments, add_plot, add_quiet, bundle_of
+from toolkit.commands._options import (add_bundle, add_json, add_model_arguments, add_plot, add_quiet, bundle_of,
+                                       output_file)
 
 HELP = "latency, throughput and memory per backend; latency regression baselines"
 
@@ -94,6 +95,7 @@ def _parse_value(text: str):
 
 
 def run(args) -> int:
+    args.json_out = output_file(args.json_out, "--json-out", "bench.json")
     backends = list(BACKENDS) if args.backends == "all" else [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:

@@ -39,7 +39,7 @@ from toolkit.api.evaluate import evaluate
 from toolkit.cli import UserError
 from toolkit.commands._events import add_event_arguments, event_overrides
 from toolkit.commands._options import (add_bundle, add_json, add_model_arguments, add_plot, add_quiet,
-                                       model_and_weights)
+                                       model_and_weights, output_file)
 from toolkit.commands._recordings import add_recording_arguments
 from toolkit.commands.evaluate_report import print_operating_points, print_table
 from toolkit.plots import plot_operating_points, plot_recordings
@@ -119,6 +119,8 @@ def _write_episodes(path, recs, result) -> int:
 
 
 def run(args) -> int:
+    args.json_out = output_file(args.json_out, "--json-out", "eval.json")
+    args.episodes = output_file(args.episodes, "--episodes", "episodes.csv")
     recs = recordings_from_args(args)
     model, weights = _model(args)
     if args.precision and not args.bundle:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.threshold_step import SENS_FLOOR
+from calibration.walking_budget import MAX_PER_HOUR
 
 LEVELS = (0.05, 0.1, 0.2, 0.3, 0.5)      # the peaks' bands in the printed table
 
@@ -133,31 +134,21 @@ def main(argv=None) -> int:
     p.add_argument("--blend", type=float, required=True, help="the model's fixed freeze-index blend")
     p.add_argument("--power", type=float, required=True, help="the model's power weight")
     p.add_argument("--walking", nargs="+", metavar="DIR", help="real FOG-free walking: the lowest threshold in budget")
-    p.add_argument("--walking-max", type=float, default=None, metavar="PER_HOUR")
+    p.add_argument("--walking-max", type=float, default=MAX_PER_HOUR, metavar="PER_HOUR")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    import torch
-    from calibration.blend_choice import RECIPES, collect, fi_terms_kwargs, replayed
-    from calibration.ensemble_terms import ensemble_name
+    from calibration.blend_choice import RECIPES, fi_terms_kwargs
+    from calibration.event_choice import replayed_folds
     from calibration.loso import THRESHOLDS
-    from calibration.walking_budget import MAX_PER_HOUR
-    torch.set_num_threads(1)
-    args.walking_max = MAX_PER_HOUR if args.walking_max is None else args.walking_max
-    recipe = RECIPES["blend"]
-    fi_kwargs = fi_terms_kwargs(recipe)
-    run = tuple(args.ensemble) if len(args.ensemble) > 1 else args.ensemble[0]
-    network = ensemble_name(args.ensemble) if len(args.ensemble) > 1 else Path(run).name
-    _, terms = collect(args.data, {network: [run]}, recipe, fi_kwargs)
-    recs, probs = [], []
-    for test, calls, spec in terms[(network, run)]:
-        recs += test
-        probs += replayed(calls, spec, test, args.blend, args.power)
+    network, run, _, recs, probs = replayed_folds(args)
     episodes = episode_peaks(recs, probs)
     thresholds = tuple(sorted(set(LEVELS) | {min(THRESHOLDS)}))
     figures = {"runs": list(args.ensemble), "blend": args.blend, "power": args.power,
                **reach(episodes, thresholds)}
     if args.walking:
-        figures["lowest_on_within_walking_budget"], rates = lowest_within_budget(args, network, run, recipe, fi_kwargs)
+        recipe = RECIPES["blend"]
+        figures["lowest_on_within_walking_budget"], rates = lowest_within_budget(args, network, run, recipe,
+                                                                                 fi_terms_kwargs(recipe))
         figures["walking_false_alarms_per_hour"] = {f"{on:g}": rate for on, rate in rates.items()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

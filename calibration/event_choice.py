@@ -82,6 +82,22 @@ def nested(summaries: dict, fi, walking: dict) -> tuple[dict, dict]:
     return held_out, pooled
 
 
+def replayed_folds(args) -> tuple:
+    """(network name, run, every recording, held-out recordings, their probabilities): `args.ensemble`'s fold
+    networks on `args.data`, blended at `args.blend` and `args.power` from their cached window terms."""
+    import torch
+    torch.set_num_threads(1)
+    recipe = RECIPES["blend"]
+    run = tuple(args.ensemble) if len(args.ensemble) > 1 else args.ensemble[0]
+    network = ensemble_name(args.ensemble) if len(args.ensemble) > 1 else Path(run).name
+    recordings, terms = collect(args.data, {network: [run]}, recipe, fi_terms_kwargs(recipe))
+    recs, probs = [], []
+    for test, calls, spec in terms[(network, run)]:
+        recs += test
+        probs += replayed(calls, spec, test, args.blend, args.power)
+    return network, run, recordings, recs, probs
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m calibration.event_choice", description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="+", help="the real recordings of the LOSO runs (both labs' folders)")
@@ -93,17 +109,9 @@ def main(argv=None) -> int:
     p.add_argument("--walking-max", type=float, default=MAX_PER_HOUR, metavar="PER_HOUR")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    import torch
-    torch.set_num_threads(1)
     recipe = RECIPES["blend"]
     fi_kwargs = fi_terms_kwargs(recipe)
-    run = tuple(args.ensemble) if len(args.ensemble) > 1 else args.ensemble[0]
-    network = ensemble_name(args.ensemble) if len(args.ensemble) > 1 else Path(run).name
-    recordings, terms = collect(args.data, {network: [run]}, recipe, fi_kwargs)
-    recs, probs = [], []
-    for test, calls, spec in terms[(network, run)]:
-        recs += test
-        probs += replayed(calls, spec, test, args.blend, args.power)
+    network, run, recordings, recs, probs = replayed_folds(args)
     fi_probs = {r.meta["id"]: freeze_index_probability(r) for r in recordings}
     fi = summarize(recs, [fi_probs[r.meta["id"]] for r in recs], thresholds=None)
     budget = walking_budget(args, {network: [run]}, recipe, fi_kwargs)

@@ -127,18 +127,14 @@ def lowest_within_budget(args, network: str, run, recipe, fi_kwargs) -> tuple[fl
 
 
 def main(argv=None) -> int:
+    from calibration.event_choice import add_fold_arguments, replayed_folds
     p = argparse.ArgumentParser(prog="python -m calibration.episode_reach", description=__doc__.split("\n\n")[0])
-    p.add_argument("data", nargs="+", help="the real recordings of the LOSO runs (both labs' folders)")
-    p.add_argument("--ensemble", nargs="+", required=True, metavar="RUN",
-                   help="the model's LOSO runs (one per seed; one run for a single network), as blend_choice takes")
-    p.add_argument("--blend", type=float, required=True, help="the model's fixed freeze-index blend")
-    p.add_argument("--power", type=float, required=True, help="the model's power weight")
+    add_fold_arguments(p)
     p.add_argument("--walking", nargs="+", metavar="DIR", help="real FOG-free walking: the lowest threshold in budget")
     p.add_argument("--walking-max", type=float, default=MAX_PER_HOUR, metavar="PER_HOUR")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     from calibration.blend_choice import RECIPES, fi_terms_kwargs
-    from calibration.event_choice import replayed_folds
     from calibration.loso import THRESHOLDS
     network, run, _, recs, probs = replayed_folds(args)
     episodes = episode_peaks(recs, probs)

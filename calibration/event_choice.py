@@ -98,13 +98,18 @@ def replayed_folds(args) -> tuple:
     return network, run, recordings, recs, probs
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m calibration.event_choice", description=__doc__.split("\n\n")[0])
+def add_fold_arguments(p) -> None:
+    """What `replayed_folds` reads: the recordings, the model's LOSO runs, its blend and power."""
     p.add_argument("data", nargs="+", help="the real recordings of the LOSO runs (both labs' folders)")
     p.add_argument("--ensemble", nargs="+", required=True, metavar="RUN",
                    help="the model's LOSO runs (one per seed; one run for a single network), as blend_choice takes")
     p.add_argument("--blend", type=float, required=True, help="the model's fixed freeze-index blend")
     p.add_argument("--power", type=float, required=True, help="the model's power weight")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m calibration.event_choice", description=__doc__.split("\n\n")[0])
+    add_fold_arguments(p)
     p.add_argument("--walking", nargs="+", required=True, metavar="DIR", help="real FOG-free walking")
     p.add_argument("--walking-max", type=float, default=MAX_PER_HOUR, metavar="PER_HOUR")
     p.add_argument("--out", required=True)

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from calibration.threshold_step import SENS_FLOOR
+from deploy.event_classes import any_fog
+from deploy import metrics
 from calibration.walking_budget import MAX_PER_HOUR
 
 LEVELS = (0.05, 0.1, 0.2, 0.3, 0.5)      # the peaks' bands in the printed table
@@ -52,8 +54,6 @@ def episode_peaks(recordings, probs, rule: str = "max", events=None) -> list[Epi
     """Every labelled episode (valid samples only) of `recordings` with `probs[i]`, recording i's (n,) any-FOG or
     (n, C) event-class probabilities (any-FOG by `rule`, "max" or "sum" as the scorer's). `events[i]`, if given:
     recording i's counted events as (onset_s, offset_s or None) pairs, which say whether each episode was found."""
-    from deploy.event_classes import any_fog
-    from deploy.metrics import episodes
     found, quiet = [], {}
     for i, (rec, p) in enumerate(zip(recordings, probs)):
         if rec.labels is None:
@@ -63,7 +63,7 @@ def episode_peaks(recordings, probs, rule: str = "max", events=None) -> list[Epi
         fog = (rec.labels.max(axis=1) > 0.5) & valid
         subject = str(rec.meta.get("subject"))
         quiet.setdefault(subject, []).append(score[valid & ~fog])
-        for a, b in episodes(fog):
+        for a, b in metrics.episodes(fog):
             hit = None if events is None else _overlapped(a / rec.rate_hz, b / rec.rate_hz, events[i])
             found.append((rec, subject, a, b, float(score[a:b].max()), hit))
     quiet = {s: np.sort(np.concatenate(v)) for s, v in quiet.items()}
@@ -76,7 +76,7 @@ def episode_peaks(recordings, probs, rule: str = "max", events=None) -> list[Epi
 
 
 def _overlapped(onset_s: float, offset_s: float, events) -> bool:
-    return any(on < offset_s and (np.inf if off is None else off) > onset_s for on, off in events)
+    return any(metrics.overlaps(on, off, onset_s, offset_s) for on, off in events)
 
 
 def write_episodes(path, episodes: list[Episode], **columns) -> None:

@@ -74,6 +74,12 @@ def episodes(binary: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
+def overlaps(event_onset_s: float, event_offset_s: float | None, onset_s: float, offset_s: float) -> bool:
+    """An event (offset None: still open) overlaps the span [onset_s, offset_s): touching its edge is not enough.
+    The rule of an episode found and of a false alarm (event_metrics, calibration.episode_reach)."""
+    return event_onset_s < offset_s and (np.inf if event_offset_s is None else event_offset_s) > onset_s
+
+
 def event_metrics(labels: np.ndarray, events, rate_hz: float, mask=None) -> dict:
     """Compare detected events (deploy.events.Event, any class) with labelled episodes (any class).
 
@@ -91,12 +97,12 @@ def event_metrics(labels: np.ndarray, events, rate_hz: float, mask=None) -> dict
         b = int(round((ev.offset_s if ev.offset_s is not None else n / rate_hz) * rate_hz))
         pred[max(0, a):min(n, max(b, a + 1))] = True
     for onset, offset in true_eps:
-        hits = [ev for ev in events if ev.onset_s < offset and (ev.offset_s or np.inf) > onset]
+        hits = [ev for ev in events if overlaps(ev.onset_s, ev.offset_s, onset, offset)]
         if hits:
             detected += 1
             latencies.append(min(ev.detect_s for ev in hits) - onset)
     for ev in events:
-        if not any(ev.onset_s < off and (ev.offset_s or np.inf) > on for on, off in true_eps):
+        if not any(overlaps(ev.onset_s, ev.offset_s, on, off) for on, off in true_eps):
             false_alarms += 1
     lat = np.array(latencies)
     return {
